@@ -1,0 +1,121 @@
+//! Job, dataset, model and artifact handlers.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use oblivion_protocol::api::{Created, JobView, UploadedDataset};
+use oblivion_protocol::JobSpec;
+use serde::Deserialize;
+
+use super::{MAX_SPEC_BYTES, read_body};
+use crate::coordinator::{Coordinator, ModelFormat};
+use crate::error::AppError;
+
+/// `POST /api/jobs`: a JSON spec → 201 `{"id": …}`.
+pub async fn create(
+    State(c): State<Arc<Coordinator>>,
+    body: Body,
+) -> Result<(StatusCode, Json<Created>), AppError> {
+    let bytes = read_body(body, MAX_SPEC_BYTES, "the job spec").await?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| AppError::bad_request("the job spec is not UTF-8 text"))?;
+    let spec = JobSpec::from_json(text)?;
+    let id = c.create_job(spec).await?;
+    Ok((StatusCode::CREATED, Json(Created { id })))
+}
+
+/// `GET /api/jobs`.
+pub async fn list(State(c): State<Arc<Coordinator>>) -> Result<Json<Vec<JobView>>, AppError> {
+    Ok(Json(c.jobs().await?))
+}
+
+fn parse_id(raw: &str) -> Result<u64, AppError> {
+    raw.parse()
+        .map_err(|_| AppError::bad_request(format!("{raw:?} is not a job id")))
+}
+
+/// `GET /api/jobs/{id}`.
+pub async fn show(
+    State(c): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, AppError> {
+    Ok(Json(c.job_view(parse_id(&id)?).await?))
+}
+
+/// `POST /api/jobs/{id}/cancel`.
+pub async fn cancel(
+    State(c): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, AppError> {
+    Ok(Json(c.cancel_job(parse_id(&id)?).await?))
+}
+
+/// Query of the model download.
+#[derive(Deserialize)]
+pub struct FormatQuery {
+    format: Option<String>,
+}
+
+/// `GET /api/jobs/{id}/model?format=onnx|safetensors|burn`.
+pub async fn model(
+    State(c): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+    Query(q): Query<FormatQuery>,
+) -> Result<Response, AppError> {
+    let name = q.format.as_deref().unwrap_or("safetensors");
+    let format = ModelFormat::parse(name).ok_or_else(|| {
+        AppError::bad_request(format!(
+            "unknown model format {name:?}; use onnx, safetensors or burn"
+        ))
+    })?;
+    let (bytes, file) = c.model(parse_id(&id)?, format).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file}\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// `POST /api/datasets`: a CSV or IDX file (optionally gzip) as the body.
+pub async fn upload_dataset(
+    State(c): State<Arc<Coordinator>>,
+    body: Body,
+) -> Result<(StatusCode, Json<UploadedDataset>), AppError> {
+    let bytes = read_body(body, c.config.max_upload_bytes, "the upload").await?;
+    Ok((StatusCode::CREATED, Json(c.upload_dataset(&bytes).await?)))
+}
+
+/// `GET /api/artifacts/{sha256}`: immutable, so cacheable forever.
+pub async fn artifact(
+    State(c): State<Arc<Coordinator>>,
+    Path(sha): Path<String>,
+) -> Result<Response, AppError> {
+    let bytes = c.artifact(&sha).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::CACHE_CONTROL,
+                "public, max-age=31536000, immutable".to_string(),
+            ),
+            (header::ETAG, format!("\"{sha}\"")),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// Any other path under `/api`.
+pub async fn no_route(uri: Uri) -> AppError {
+    AppError::not_found(format!("no such endpoint: {}", uri.path()))
+}

@@ -1,0 +1,165 @@
+//! The worker WebSocket, update uploads, and the worker list.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use oblivion_protocol::api::WorkerView;
+use oblivion_protocol::wire::{
+    CoordinatorMessage, PROTOCOL_VERSION, WORKER_TOKEN_HEADER, WorkerMessage,
+};
+use tokio::sync::mpsc;
+
+use super::read_body;
+use crate::coordinator::{Coordinator, UpdateReceipt};
+use crate::error::AppError;
+
+/// Largest control message from a worker, bytes.
+const MAX_CONTROL_MESSAGE: usize = 64 * 1024;
+/// Time a new connection has to say Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `GET /api/workers`.
+pub async fn list(State(c): State<Arc<Coordinator>>) -> Json<Vec<WorkerView>> {
+    Json(c.workers())
+}
+
+/// `POST /api/leases/{id}/update`: gzip(safetensors) of the update.
+pub async fn update(
+    State(c): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<UpdateReceipt>, AppError> {
+    let lease: u64 = id
+        .parse()
+        .map_err(|_| AppError::bad_request(format!("{id:?} is not a lease id")))?;
+    let token = headers
+        .get(WORKER_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            AppError::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                format!("missing {WORKER_TOKEN_HEADER} header"),
+            )
+        })?
+        .to_string();
+    let bytes = read_body(body, c.config.max_update_bytes, "the update").await?;
+    Ok(Json(c.submit_update(&token, lease, bytes.to_vec()).await?))
+}
+
+/// `GET /api/workers/connect`: upgrades to the worker protocol.
+pub async fn connect(State(c): State<Arc<Coordinator>>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(MAX_CONTROL_MESSAGE)
+        .on_upgrade(move |socket| session(c, socket))
+}
+
+async fn send(socket: &mut WebSocket, msg: &CoordinatorMessage) -> bool {
+    match serde_json::to_string(msg) {
+        Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+async fn refuse(mut socket: WebSocket, message: String) {
+    let _ = send(&mut socket, &CoordinatorMessage::Error { message }).await;
+    let _ = socket.send(Message::Close(None)).await;
+}
+
+fn parse(msg: &Message) -> Option<Result<WorkerMessage, String>> {
+    match msg {
+        Message::Text(t) => Some(serde_json::from_str(t).map_err(|e| e.to_string())),
+        Message::Binary(_) => Some(Err("binary frames are not part of the protocol".into())),
+        _ => None,
+    }
+}
+
+async fn session(c: Arc<Coordinator>, mut socket: WebSocket) {
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await {
+        Ok(Some(Ok(msg))) => parse(&msg),
+        _ => return,
+    };
+    let Some(Ok(WorkerMessage::Hello {
+        protocol,
+        name,
+        client,
+        device,
+        benchmark,
+        payout_address,
+    })) = hello
+    else {
+        return refuse(socket, "the first message must be a hello".into()).await;
+    };
+    if protocol != PROTOCOL_VERSION {
+        return refuse(
+            socket,
+            format!("protocol {protocol} is not supported; this coordinator speaks {PROTOCOL_VERSION}"),
+        )
+        .await;
+    }
+    let view = WorkerView {
+        id: 0,
+        name: name.chars().take(64).collect(),
+        client,
+        device,
+        benchmark: if benchmark.is_finite() { benchmark.max(0.0) } else { 0.0 },
+        connected: true,
+        active_leases: 0,
+        accepted: 0,
+        rejected: 0,
+        lost: 0,
+        samples: 0,
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (id, token) = match c.connect_worker(view, payout_address, tx).await {
+        Ok(v) => v,
+        Err(e) => return refuse(socket, e.message).await,
+    };
+    let welcome = CoordinatorMessage::Welcome {
+        worker_id: id,
+        token,
+        heartbeat_secs: c.config.heartbeat.as_secs(),
+        lease_cap: c.config.lease_cap,
+    };
+    if send(&mut socket, &welcome).await {
+        c.worker_ready().await;
+        loop {
+            tokio::select! {
+                out = rx.recv() => match out {
+                    Some(msg) => if !send(&mut socket, &msg).await { break },
+                    None => break,
+                },
+                incoming = socket.recv() => {
+                    let Some(Ok(msg)) = incoming else { break };
+                    if matches!(msg, Message::Close(_)) {
+                        break;
+                    }
+                    match parse(&msg) {
+                        Some(Ok(WorkerMessage::Heartbeat { leases })) => c.heartbeat(id, &leases),
+                        Some(Ok(WorkerMessage::ReturnLease { lease_id, reason })) => {
+                            c.return_lease(id, lease_id, &reason).await
+                        }
+                        Some(Ok(WorkerMessage::Drain)) => c.drain(id),
+                        Some(Ok(WorkerMessage::Hello { .. })) => {
+                            let _ = send(&mut socket, &CoordinatorMessage::Error {
+                                message: "already introduced".into(),
+                            }).await;
+                        }
+                        Some(Err(e)) => {
+                            let _ = send(&mut socket, &CoordinatorMessage::Error {
+                                message: format!("malformed message: {e}"),
+                            }).await;
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+    c.disconnect_worker(id).await;
+}

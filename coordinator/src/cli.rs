@@ -1,0 +1,237 @@
+//! The operator CLI: `serve`, and `job …` / `workers` against a running
+//! coordinator's API.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use oblivion_protocol::api::{ApiError, Created, JobView, WorkerView};
+
+use crate::config::{Config, ConfigLayer};
+
+/// Oblivion coordinator.
+#[derive(Debug, Parser)]
+#[command(name = "oblivion-coordinator", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the coordinator.
+    Serve {
+        /// TOML file with any of the settings below.
+        #[arg(long, env = "OBLIVION_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        layer: ConfigLayer,
+    },
+    /// Submits, inspects, downloads or cancels jobs.
+    Job {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: JobCommand,
+    },
+    /// Lists connected workers.
+    Workers {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Target {
+    /// Coordinator URL.
+    #[arg(long, env = "OBLIVION_COORDINATOR", default_value = "http://127.0.0.1:8080")]
+    coordinator: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum JobCommand {
+    /// Submits a JSON job spec; prints the new job's id.
+    Submit {
+        /// The spec file.
+        file: PathBuf,
+    },
+    /// Shows a job's status and rounds.
+    Status {
+        /// Job id.
+        id: u64,
+        /// Keep refreshing until the job ends.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Lists jobs.
+    List,
+    /// Cancels a job.
+    Cancel {
+        /// Job id.
+        id: u64,
+    },
+    /// Downloads the job's current model.
+    Download {
+        /// Job id.
+        id: u64,
+        /// onnx, safetensors or burn.
+        #[arg(long, default_value = "onnx")]
+        format: String,
+        /// Where to write it [default: the server's file name].
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// Runs the CLI; errors come back as one readable line.
+pub async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve { config, layer } => {
+            let config = Config::load(config.as_deref(), &layer)?;
+            crate::serve(config).await.map_err(|e| format!("{e:#}"))
+        }
+        Command::Workers { target } => {
+            let workers: Vec<WorkerView> = get_json(&target, "/api/workers").await?;
+            println!("{:>5}  {:<20} {:<8} {:<6} {:>10} {:>6} {:>8} {:>8}", "id", "name", "client", "device", "samples/s", "leases", "accepted", "rejected");
+            for w in workers {
+                println!(
+                    "{:>5}  {:<20} {:<8} {:<6} {:>10.0} {:>6} {:>8} {:>8}",
+                    w.id,
+                    w.name,
+                    format!("{:?}", w.client).to_lowercase(),
+                    w.device.backend,
+                    w.benchmark,
+                    w.active_leases,
+                    w.accepted,
+                    w.rejected
+                );
+            }
+            Ok(())
+        }
+        Command::Job { target, command } => job(&target, command).await,
+    }
+}
+
+async fn job(target: &Target, command: JobCommand) -> Result<(), String> {
+    match command {
+        JobCommand::Submit { file } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let response = reqwest::Client::new()
+                .post(url(target, "/api/jobs"))
+                .header("content-type", "application/json")
+                .body(text)
+                .send()
+                .await
+                .map_err(|e| unreachable_line(target, e))?;
+            let created: Created = decode(response).await?;
+            println!("{}", created.id);
+            Ok(())
+        }
+        JobCommand::Status { id, watch } => loop {
+            let job: JobView = get_json(target, &format!("/api/jobs/{id}")).await?;
+            print_status(&job);
+            if !watch || job.status.is_finished() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        },
+        JobCommand::List => {
+            let jobs: Vec<JobView> = get_json(target, "/api/jobs").await?;
+            for j in jobs {
+                let acc = j.history.last().map_or("-".to_string(), |r| format!("{:.2}%", r.accuracy * 100.0));
+                println!("{:>5}  {:<24} {:<10} round {}/{}  accuracy {acc}", j.id, j.name, j.status.as_str(), j.round, j.rounds);
+            }
+            Ok(())
+        }
+        JobCommand::Cancel { id } => {
+            let response = reqwest::Client::new()
+                .post(url(target, &format!("/api/jobs/{id}/cancel")))
+                .send()
+                .await
+                .map_err(|e| unreachable_line(target, e))?;
+            let job: JobView = decode(response).await?;
+            println!("job {} {}", job.id, job.status.as_str());
+            Ok(())
+        }
+        JobCommand::Download { id, format, output } => {
+            let response = reqwest::get(url(target, &format!("/api/jobs/{id}/model?format={format}")))
+                .await
+                .map_err(|e| unreachable_line(target, e))?;
+            if !response.status().is_success() {
+                return Err(error_line(response).await);
+            }
+            let name = response
+                .headers()
+                .get("content-disposition")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split("filename=\"").nth(1))
+                .map(|v| v.trim_end_matches('"').to_string())
+                .unwrap_or_else(|| format!("job-{id}.{format}"));
+            let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+            let path = output.unwrap_or_else(|| PathBuf::from(name));
+            std::fs::write(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            println!("{} ({} bytes)", path.display(), bytes.len());
+            Ok(())
+        }
+    }
+}
+
+fn print_status(job: &JobView) {
+    const WIDTH: usize = 30;
+    let finished_rounds = job.history.len();
+    let fraction = if job.status.is_finished() && job.status.as_str() == "completed" {
+        1.0
+    } else {
+        finished_rounds as f64 / f64::from(job.rounds.max(1))
+    };
+    let filled = (fraction * WIDTH as f64).round() as usize;
+    let last = job.history.last();
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
+        "job {} {:<10} [{}{}] round {}/{}  loss {}  accuracy {}",
+        job.id,
+        job.status.as_str(),
+        "#".repeat(filled.min(WIDTH)),
+        ".".repeat(WIDTH - filled.min(WIDTH)),
+        job.round,
+        job.rounds,
+        last.map_or("-".into(), |r| format!("{:.4}", r.loss)),
+        last.map_or("-".into(), |r| format!("{:.2}%", r.accuracy * 100.0)),
+    );
+    if let Some(e) = &job.error {
+        let _ = writeln!(out, "error: {e}");
+    }
+}
+
+fn url(target: &Target, path: &str) -> String {
+    format!("{}{path}", target.coordinator.trim_end_matches('/'))
+}
+
+fn unreachable_line(target: &Target, e: reqwest::Error) -> String {
+    format!("cannot reach the coordinator at {}: {e}", target.coordinator)
+}
+
+async fn error_line(response: reqwest::Response) -> String {
+    let status = response.status();
+    match response.json::<ApiError>().await {
+        Ok(e) => format!("{status}: {}", e.error),
+        Err(_) => format!("the coordinator answered {status}"),
+    }
+}
+
+async fn decode<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> Result<T, String> {
+    if !response.status().is_success() {
+        return Err(error_line(response).await);
+    }
+    response.json().await.map_err(|e| format!("unexpected answer: {e}"))
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(target: &Target, path: &str) -> Result<T, String> {
+    let response = reqwest::get(url(target, path))
+        .await
+        .map_err(|e| unreachable_line(target, e))?;
+    decode(response).await
+}

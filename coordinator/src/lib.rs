@@ -1,0 +1,54 @@
+//! The Oblivion coordinator: jobs, rounds, shards, leases, aggregation and
+//! storage behind an HTTP API and the worker WebSocket, plus the operator
+//! CLI that drives it.
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! use oblivion_coordinator::{Config, serve};
+//! serve(Config::default()).await
+//! # }
+//! ```
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod coordinator;
+mod datasets;
+pub mod error;
+pub mod hub;
+pub mod store;
+
+pub use config::Config;
+pub use coordinator::Coordinator;
+
+/// Runs the coordinator until Ctrl-C or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let coordinator = Coordinator::start(config).await?;
+    tracing::info!("coordinator listening on http://{addr}");
+    println!("oblivion-coordinator listening on http://{addr}");
+    axum::serve(listener, api::router(coordinator))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

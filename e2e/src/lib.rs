@@ -1,0 +1,242 @@
+//! A harness for whole-network tests and benchmarks: real
+//! `oblivion-coordinator` and `oblivion-worker` processes on loopback, and
+//! a small client of the coordinator's API.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use oblivion_protocol::api::{JobView, WorkerView};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Path of a binary of this workspace, built in the same profile as the
+/// running test (`target/<profile>/<name>`).
+pub fn bin(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().context("no parent")?.to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!("{} is not built; run `cargo build --workspace --bins` first", path.display());
+    }
+    Ok(path)
+}
+
+/// A scratch directory removed on drop.
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    /// A fresh, empty directory.
+    pub fn new(label: &str) -> Result<ScratchDir> {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("oblivion-{label}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(ScratchDir(dir))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A coordinator process and its workers.
+pub struct Network {
+    /// Base URL of the coordinator.
+    pub url: String,
+    /// Its data directory.
+    pub data: ScratchDir,
+    coordinator: Option<Child>,
+    extra: Vec<String>,
+    /// Worker processes, in start order.
+    pub workers: Vec<Child>,
+}
+
+fn start_coordinator(data: &Path, listen: &str, extra: &[String]) -> Result<(Child, String)> {
+    let mut child = Command::new(bin("oblivion-coordinator")?)
+        .args(["serve", "--listen", listen, "--data-dir"])
+        .arg(data)
+        .args(extra)
+        .env("RUST_LOG", "oblivion_coordinator=warn")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let url = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .filter(|u| u.starts_with("http://"))
+        .with_context(|| format!("coordinator did not start: {line:?}"))?
+        .to_string();
+    Ok((child, url))
+}
+
+impl Network {
+    /// Starts a coordinator on a free port with `extra` serve flags.
+    pub fn start(extra: &[&str]) -> Result<Network> {
+        let data = ScratchDir::new("net")?;
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, url) = start_coordinator(&data.0, "127.0.0.1:0", &extra)?;
+        Ok(Network {
+            url,
+            data,
+            coordinator: Some(child),
+            extra,
+            workers: Vec::new(),
+        })
+    }
+
+    /// Starts a native worker process.
+    pub fn add_worker(&mut self, name: &str) -> Result<()> {
+        let child = Command::new(bin("oblivion-worker")?)
+            .args(["--coordinator", &self.url, "--name", name])
+            .env("RUST_LOG", "oblivion_worker=warn")
+            .spawn()?;
+        self.workers.push(child);
+        Ok(())
+    }
+
+    /// Kills worker `i` abruptly (SIGKILL: no goodbye, as when a machine dies).
+    pub fn kill_worker(&mut self, i: usize) -> Result<()> {
+        self.workers[i].kill()?;
+        self.workers[i].wait()?;
+        Ok(())
+    }
+
+    /// Stops the coordinator (SIGKILL) and starts it again on the same
+    /// address and data directory.
+    pub fn restart_coordinator(&mut self) -> Result<()> {
+        if let Some(mut c) = self.coordinator.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        let listen = self.url.trim_start_matches("http://").to_string();
+        let (child, url) = start_coordinator(&self.data.0, &listen, &self.extra)?;
+        self.coordinator = Some(child);
+        self.url = url;
+        Ok(())
+    }
+
+    /// An API client for this network.
+    pub fn api(&self) -> Api {
+        Api {
+            url: self.url.clone(),
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        for c in self.workers.iter_mut().chain(self.coordinator.as_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A reply: status code and JSON body.
+pub type Reply = (u16, serde_json::Value);
+
+/// Client of the coordinator's REST API.
+#[derive(Clone)]
+pub struct Api {
+    /// Base URL.
+    pub url: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+}
+
+async fn reply(r: reqwest::Response) -> Result<Reply> {
+    let status = r.status().as_u16();
+    let body = r.bytes().await?;
+    Ok((status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)))
+}
+
+impl Api {
+    /// POSTs raw bytes.
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> Result<Reply> {
+        reply(self.http.post(format!("{}{path}", self.url)).body(body).send().await?).await
+    }
+
+    /// GETs JSON.
+    pub async fn get(&self, path: &str) -> Result<Reply> {
+        reply(self.http.get(format!("{}{path}", self.url)).send().await?).await
+    }
+
+    /// GETs raw bytes; fails on a non-2xx status.
+    pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
+        let r = self.http.get(format!("{}{path}", self.url)).send().await?;
+        if !r.status().is_success() {
+            bail!("GET {path}: {}", r.status());
+        }
+        Ok(r.bytes().await?.to_vec())
+    }
+
+    /// Submits a spec; returns the job id.
+    pub async fn submit(&self, spec: &serde_json::Value) -> Result<u64> {
+        let (status, body) = self.post("/api/jobs", spec.to_string()).await?;
+        if status != 201 {
+            bail!("submit answered {status}: {body}");
+        }
+        body["id"].as_u64().context("no id")
+    }
+
+    /// A job's view.
+    pub async fn job(&self, id: u64) -> Result<JobView> {
+        let (status, body) = self.get(&format!("/api/jobs/{id}")).await?;
+        if status != 200 {
+            bail!("job {id}: {status} {body}");
+        }
+        Ok(serde_json::from_value(body)?)
+    }
+
+    /// Connected workers.
+    pub async fn workers(&self) -> Result<Vec<WorkerView>> {
+        Ok(serde_json::from_value(self.get("/api/workers").await?.1)?)
+    }
+
+    /// Polls until the job ends or `timeout` passes; `each` sees every poll.
+    pub async fn wait_finished(
+        &self,
+        id: u64,
+        timeout: Duration,
+        mut each: impl FnMut(&JobView),
+    ) -> Result<JobView> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let job = self.job(id).await?;
+            each(&job);
+            if job.status.is_finished() {
+                return Ok(job);
+            }
+            if Instant::now() > deadline {
+                bail!("job {id} did not finish in {timeout:?}: {job:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Reads an example spec from `examples/jobs/`.
+pub fn example(name: &str) -> Result<serde_json::Value> {
+    let path = root().join("examples/jobs").join(name);
+    Ok(serde_json::from_str(&std::fs::read_to_string(&path)?)?)
+}

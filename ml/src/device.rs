@@ -1,0 +1,55 @@
+//! The compute device training runs on, chosen at run time.
+
+use burn::tensor::Device;
+
+use crate::MlError;
+
+/// Where tensors live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComputeDevice {
+    /// The CPU backend (burn-ndarray): always available, natively and in wasm.
+    Cpu,
+    /// burn's wgpu backend (Vulkan, Metal, DX12 or WebGPU).
+    #[cfg(feature = "wgpu")]
+    Wgpu,
+}
+
+impl ComputeDevice {
+    /// The backend's name as workers report it (`cpu` or `wgpu`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ComputeDevice::Cpu => "cpu",
+            #[cfg(feature = "wgpu")]
+            ComputeDevice::Wgpu => "wgpu",
+        }
+    }
+
+    /// The burn device (without autodiff).
+    pub fn device(self) -> Result<Device, MlError> {
+        match self {
+            // ndarray is marked deprecated in favour of flex, but it is the
+            // faster CPU backend in wasm (measured in TOOLCHAIN.md), so it stays.
+            #[allow(deprecated)]
+            ComputeDevice::Cpu => Ok(Device::ndarray()),
+            #[cfg(feature = "wgpu")]
+            ComputeDevice::Wgpu => wgpu_device(),
+        }
+    }
+}
+
+#[cfg(all(feature = "wgpu", not(target_family = "wasm")))]
+fn wgpu_device() -> Result<Device, MlError> {
+    use std::sync::OnceLock;
+    // wgpu may be initialised once per process; keep the device.
+    static DEVICE: OnceLock<Result<Device, String>> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| Device::wgpu_options().init().map_err(|e| format!("{e:?}")))
+        .clone()
+        .map_err(MlError::Backend)
+}
+
+#[cfg(all(feature = "wgpu", target_family = "wasm"))]
+fn wgpu_device() -> Result<Device, MlError> {
+    Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
+}

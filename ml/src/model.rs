@@ -1,0 +1,191 @@
+//! The networks: an MLP for tabular data and a small CNN for images, as one
+//! burn module whose parameters are named `convs.{i}.weight|bias` and
+//! `dense.{i}.weight|bias` (Linear weights `[in, out]`, conv weights
+//! `[out, in, k, k]`).
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::tensor::{Device, Tensor};
+use oblivion_protocol::ModelSpec;
+
+use crate::MlError;
+
+/// A model spec bound to the data it will see: everything needed to build
+/// the network and to check weights against it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Architecture {
+    /// The spec's model.
+    pub model: ModelSpec,
+    /// Shape of one sample (`[1, 28, 28]`, or `[features]`).
+    pub input_shape: Vec<usize>,
+    /// Number of output classes.
+    pub classes: usize,
+}
+
+impl Architecture {
+    /// Binds `model` to inputs of `input_shape` and `classes` outputs.
+    pub fn new(
+        model: ModelSpec,
+        input_shape: Vec<usize>,
+        classes: usize,
+    ) -> Result<Architecture, MlError> {
+        if classes < 2 {
+            return Err(MlError::Data(format!(
+                "data has {classes} class(es); at least 2 are needed"
+            )));
+        }
+        if matches!(model, ModelSpec::Cnn { .. }) && input_shape.len() != 3 {
+            return Err(MlError::Data("a cnn needs image data".into()));
+        }
+        Ok(Architecture {
+            model,
+            input_shape,
+            classes,
+        })
+    }
+
+    /// Values per input sample.
+    pub fn input_len(&self) -> usize {
+        self.input_shape.iter().product()
+    }
+
+    /// The convolution kernel side, for a CNN.
+    pub fn kernel_size(&self) -> Option<usize> {
+        match &self.model {
+            ModelSpec::Cnn { kernel_size, .. } => Some(*kernel_size as usize),
+            ModelSpec::Mlp { .. } => None,
+        }
+    }
+
+    fn hidden(&self) -> &[u32] {
+        match &self.model {
+            ModelSpec::Mlp { hidden } | ModelSpec::Cnn { hidden, .. } => hidden,
+        }
+    }
+
+    /// Number of dense layers (hidden ones plus the output layer).
+    pub fn dense_layers(&self) -> usize {
+        self.hidden().len() + 1
+    }
+
+    /// Channel widths `(in, out)` of the two convolutions, and the number of
+    /// features after the second pooling.
+    fn conv_plan(&self) -> Option<([(usize, usize); 2], usize)> {
+        let ModelSpec::Cnn { channels, .. } = &self.model else {
+            return None;
+        };
+        let (c0, h, w) = (self.input_shape[0], self.input_shape[1], self.input_shape[2]);
+        let (c1, c2) = (channels[0] as usize, channels[1] as usize);
+        // "Same" padding keeps the size; each 2x2 pooling halves it (floor).
+        Some(([(c0, c1), (c1, c2)], c2 * (h / 4) * (w / 4)))
+    }
+
+    /// Widths `(in, out)` of the dense layers.
+    fn dense_plan(&self) -> Vec<(usize, usize)> {
+        let first = self.conv_plan().map_or(self.input_len(), |(_, f)| f);
+        let mut widths = vec![first];
+        widths.extend(self.hidden().iter().map(|&h| h as usize));
+        widths.push(self.classes);
+        widths.windows(2).map(|w| (w[0], w[1])).collect()
+    }
+
+    /// Names and shapes of every parameter, sorted by name (the order of
+    /// [`crate::params::Params`]).
+    pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let mut out = Vec::new();
+        if let (Some((convs, _)), Some(k)) = (self.conv_plan(), self.kernel_size()) {
+            for (i, (cin, cout)) in convs.iter().enumerate() {
+                out.push((format!("convs.{i}.weight"), vec![*cout, *cin, k, k]));
+                out.push((format!("convs.{i}.bias"), vec![*cout]));
+            }
+        }
+        for (i, (din, dout)) in self.dense_plan().iter().enumerate() {
+            out.push((format!("dense.{i}.weight"), vec![*din, *dout]));
+            out.push((format!("dense.{i}.bias"), vec![*dout]));
+        }
+        out.sort();
+        out
+    }
+
+    /// Number of trainable values.
+    pub fn num_params(&self) -> usize {
+        self.param_shapes()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum()
+    }
+
+    /// Multiply-accumulates of one forward pass of one sample: a
+    /// device-independent measure of work, used for benchmark scores.
+    pub fn forward_macs(&self) -> usize {
+        let mut macs = 0;
+        if let (Some((convs, _)), Some(k)) = (self.conv_plan(), self.kernel_size()) {
+            let (h, w) = (self.input_shape[1], self.input_shape[2]);
+            macs += h * w * convs[0].0 * convs[0].1 * k * k;
+            macs += (h / 2) * (w / 2) * convs[1].0 * convs[1].1 * k * k;
+        }
+        macs + self.dense_plan().iter().map(|(i, o)| i * o).sum::<usize>()
+    }
+
+    /// Builds the network on `device` (weights are random until assigned).
+    pub fn build(&self, device: &Device) -> Network {
+        let convs = match (self.conv_plan(), self.kernel_size()) {
+            (Some((plan, _)), Some(k)) => plan
+                .iter()
+                .map(|(cin, cout)| {
+                    Conv2dConfig::new([*cin, *cout], [k, k])
+                        .with_padding(PaddingConfig2d::Same)
+                        .init(device)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Network {
+            convs,
+            pool: MaxPool2dConfig::new([2, 2]).init(),
+            dense: self
+                .dense_plan()
+                .iter()
+                .map(|(i, o)| LinearConfig::new(*i, *o).init(device))
+                .collect(),
+            activation: Relu::new(),
+        }
+    }
+}
+
+/// The network itself: optional conv-pool blocks, then dense layers.
+#[derive(Module, Debug)]
+pub struct Network {
+    convs: Vec<Conv2d>,
+    pool: MaxPool2d,
+    dense: Vec<Linear>,
+    activation: Relu,
+}
+
+impl Network {
+    /// Logits `[batch, classes]` for a batch of flattened samples
+    /// `[batch, input_len]`; `image` gives `[channels, height, width]` when
+    /// the network starts with convolutions.
+    pub fn forward(&self, x: Tensor<2>, image: Option<[usize; 3]>) -> Tensor<2> {
+        let mut x = x;
+        if let (Some([c, h, w]), false) = (image, self.convs.is_empty()) {
+            let batch = x.dims()[0];
+            let mut y: Tensor<4> = x.reshape([batch, c, h, w]);
+            for conv in &self.convs {
+                y = self.pool.forward(self.activation.forward(conv.forward(y)));
+            }
+            let [b, c, h, w] = y.dims();
+            x = y.reshape([b, c * h * w]);
+        }
+        let last = self.dense.len().saturating_sub(1);
+        for (i, layer) in self.dense.iter().enumerate() {
+            x = layer.forward(x);
+            if i < last {
+                x = self.activation.forward(x);
+            }
+        }
+        x
+    }
+}

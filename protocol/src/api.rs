@@ -1,0 +1,169 @@
+//! Shapes of the REST API's answers, shared by the coordinator, its CLI and the app.
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::JobSpec;
+use crate::wire::{ClientKind, DeviceInfo};
+
+/// Life of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Accepted, not yet started.
+    Pending,
+    /// Rounds are being trained.
+    Running,
+    /// All rounds done, or the target accuracy reached.
+    Completed,
+    /// Stopped by an error (see the job's `error`).
+    Failed,
+    /// Stopped by its creator.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// The name used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Running => "running",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses [`JobStatus::as_str`]'s output.
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        Some(match s {
+            "pending" => JobStatus::Pending,
+            "running" => JobStatus::Running,
+            "completed" => JobStatus::Completed,
+            "failed" => JobStatus::Failed,
+            "cancelled" => JobStatus::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// Whether the job will change no more.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+/// `POST /api/jobs` answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Created {
+    /// The new job's id.
+    pub id: u64,
+}
+
+/// Metrics of one finished round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoundMetrics {
+    /// Round number, from 1.
+    pub round: u32,
+    /// Validation loss of the aggregated model.
+    pub loss: f64,
+    /// Validation accuracy of the aggregated model, 0 to 1.
+    pub accuracy: f64,
+    /// Mean training loss the workers reported.
+    pub train_loss: f64,
+    /// Updates aggregated.
+    pub updates: u32,
+    /// Seconds from the round's start to its aggregation.
+    pub seconds: f64,
+}
+
+/// State of one shard of the current round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardView {
+    /// Index within the round.
+    pub shard: u32,
+    /// `pending`, `leased` or `done`.
+    pub state: String,
+    /// Times it was leased (more than one means it was re-issued).
+    pub attempts: u32,
+    /// The worker holding it, or that did it.
+    pub worker_id: Option<u64>,
+}
+
+/// `GET /api/jobs/{id}` answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    /// Id.
+    pub id: u64,
+    /// The spec's name.
+    pub name: String,
+    /// Life-cycle state.
+    pub status: JobStatus,
+    /// The round in progress (or the last one, once finished); 0 before the first.
+    pub round: u32,
+    /// Rounds asked for.
+    pub rounds: u32,
+    /// One entry per finished round.
+    pub history: Vec<RoundMetrics>,
+    /// Shards of the round in progress.
+    pub shards: Vec<ShardView>,
+    /// Why the job failed.
+    pub error: Option<String>,
+    /// The spec as submitted.
+    pub spec: JobSpec,
+    /// Number of training and validation samples.
+    pub train_samples: u64,
+    /// Number of validation samples.
+    pub validation_samples: u64,
+    /// Seconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+/// `GET /api/workers` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerView {
+    /// Id of this connection.
+    pub id: u64,
+    /// Display name.
+    pub name: String,
+    /// Native or browser.
+    pub client: ClientKind,
+    /// Device.
+    pub device: DeviceInfo,
+    /// Benchmark score (samples/s).
+    pub benchmark: f64,
+    /// Whether it is connected now.
+    pub connected: bool,
+    /// Leases it holds now.
+    pub active_leases: u32,
+    /// Updates accepted.
+    pub accepted: u64,
+    /// Updates rejected.
+    pub rejected: u64,
+    /// Leases lost by expiry or disconnection.
+    pub lost: u64,
+    /// Samples credited (from the shards it completed, not its claims).
+    pub samples: u64,
+}
+
+/// `POST /api/datasets` answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UploadedDataset {
+    /// Content address to use in a spec.
+    pub sha256: String,
+    /// `csv`, `idx-images` or `idx-labels`.
+    pub kind: String,
+    /// Rows (samples) in the file.
+    pub rows: u64,
+}
+
+/// Body of every 4xx/5xx answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What is wrong, in one line.
+    pub error: String,
+    /// The spec field at fault, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}

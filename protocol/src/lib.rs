@@ -1,0 +1,12 @@
+//! The words Oblivion's parts speak to each other: the declarative
+//! [`JobSpec`], the worker protocol in [`wire`], and the REST answers in
+//! [`api`]. Small and dependency-light, so that every other crate (native
+//! or wasm) can share it without cycles.
+
+pub mod api;
+mod error;
+pub mod spec;
+pub mod wire;
+
+pub use error::SpecError;
+pub use spec::{DatasetSpec, JobSpec, LocalWork, ModelSpec, OptimizerSpec};

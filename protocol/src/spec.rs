@@ -1,0 +1,446 @@
+//! The job specification: declarative JSON that says what to train and how.
+//!
+//! A spec is data only. [`JobSpec::validate`] checks every rule and names the
+//! offending field, so the API and the web form can show one precise message.
+
+use serde::{Deserialize, Serialize};
+
+use crate::SpecError;
+
+/// Largest number of rounds a job may ask for.
+pub const MAX_ROUNDS: u32 = 1_000;
+/// Largest number of shards a round may be split into.
+pub const MAX_SHARDS_PER_ROUND: u32 = 256;
+/// Largest batch size.
+pub const MAX_BATCH_SIZE: u32 = 4_096;
+/// Largest number of local epochs per shard.
+pub const MAX_LOCAL_EPOCHS: u32 = 100;
+/// Largest number of local steps per shard.
+pub const MAX_LOCAL_STEPS: u32 = 100_000;
+/// Largest width of any layer (hidden units or channels).
+pub const MAX_LAYER_WIDTH: u32 = 4_096;
+/// Largest number of hidden layers.
+pub const MAX_HIDDEN_LAYERS: usize = 8;
+
+/// A complete, declarative description of a training job.
+///
+/// ```
+/// use oblivion_protocol::JobSpec;
+/// let spec: JobSpec = serde_json::from_str(r#"{
+///     "name": "iris",
+///     "model": {"kind": "mlp", "hidden": [16]},
+///     "dataset": {"builtin": "iris"},
+///     "rounds": 5,
+///     "shards_per_round": 2,
+///     "batch_size": 16,
+///     "local_epochs": 5,
+///     "optimizer": {"kind": "adam", "learning_rate": 0.01}
+/// }"#).unwrap();
+/// spec.validate().unwrap();
+/// assert_eq!(spec.validation_split, 0.2);
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// A short human name for the job.
+    pub name: String,
+    /// The model to train.
+    pub model: ModelSpec,
+    /// Where the training data comes from.
+    pub dataset: DatasetSpec,
+    /// Number of federated rounds.
+    pub rounds: u32,
+    /// Number of shards (independent pieces of work) per round.
+    pub shards_per_round: u32,
+    /// Mini-batch size used by workers.
+    pub batch_size: u32,
+    /// Passes over its shard each worker makes per round. Exactly one of
+    /// `local_epochs` and `local_steps` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_epochs: Option<u32>,
+    /// Mini-batch steps each worker takes per round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_steps: Option<u32>,
+    /// The local optimizer.
+    pub optimizer: OptimizerSpec,
+    /// Fraction of the data held out for validation, in (0, 0.5].
+    #[serde(default = "default_validation_split")]
+    pub validation_split: f64,
+    /// Seed for the data split, the initial model and local shuffles.
+    #[serde(default)]
+    pub seed: u64,
+    /// End the job early once validation accuracy reaches this, in (0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_accuracy: Option<f64>,
+    /// Upper bound on the L2 norm of an update (the change a worker makes to
+    /// the global weights). Larger updates are rejected.
+    #[serde(default = "default_update_norm_bound")]
+    pub update_norm_bound: f64,
+}
+
+fn default_validation_split() -> f64 {
+    0.2
+}
+
+/// Default for [`JobSpec::update_norm_bound`].
+pub const DEFAULT_UPDATE_NORM_BOUND: f64 = 1_000.0;
+
+fn default_update_norm_bound() -> f64 {
+    DEFAULT_UPDATE_NORM_BOUND
+}
+
+/// The model architecture.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModelSpec {
+    /// Multi-layer perceptron: dense layers with ReLU between them.
+    Mlp {
+        /// Widths of the hidden layers, in order (may be empty: a linear model).
+        hidden: Vec<u32>,
+    },
+    /// Small CNN for images: conv-pool-conv-pool, then dense layers.
+    Cnn {
+        /// Output channels of the two convolutions.
+        channels: [u32; 2],
+        /// Side of the square convolution kernels (odd, 3 to 7).
+        #[serde(default = "default_kernel_size")]
+        kernel_size: u32,
+        /// Widths of hidden dense layers after the convolutions.
+        #[serde(default)]
+        hidden: Vec<u32>,
+    },
+}
+
+fn default_kernel_size() -> u32 {
+    5
+}
+
+impl ModelSpec {
+    /// The name of the architecture, as written in the spec.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModelSpec::Mlp { .. } => "mlp",
+            ModelSpec::Cnn { .. } => "cnn",
+        }
+    }
+}
+
+/// Where a job's data comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum DatasetSpec {
+    /// One of the datasets shipped with the coordinator (see [`BUILTIN_DATASETS`]).
+    Builtin(String),
+    /// An uploaded CSV file, by the sha256 the upload returned.
+    Csv(String),
+    /// An uploaded pair of IDX files (images and labels), by sha256.
+    Idx {
+        /// sha256 of the images file (magic 2051).
+        images: String,
+        /// sha256 of the labels file (magic 2049).
+        labels: String,
+    },
+}
+
+/// The names accepted by [`DatasetSpec::Builtin`].
+pub const BUILTIN_DATASETS: [&str; 4] = ["mnist", "iris", "wine", "breast_cancer"];
+
+/// The local optimizer each worker runs on its shard.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OptimizerSpec {
+    /// Stochastic gradient descent, optionally with momentum.
+    Sgd {
+        /// Step size.
+        learning_rate: f64,
+        /// Momentum in [0, 1).
+        #[serde(default)]
+        momentum: f64,
+    },
+    /// Adam with the usual betas (0.9, 0.999).
+    Adam {
+        /// Step size.
+        learning_rate: f64,
+    },
+}
+
+impl OptimizerSpec {
+    /// The step size.
+    pub fn learning_rate(&self) -> f64 {
+        match self {
+            OptimizerSpec::Sgd { learning_rate, .. } | OptimizerSpec::Adam { learning_rate } => {
+                *learning_rate
+            }
+        }
+    }
+}
+
+/// How long each worker trains on its shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalWork {
+    /// Whole passes over the shard.
+    Epochs(u32),
+    /// A number of mini-batch steps (cycling through the shard).
+    Steps(u32),
+}
+
+fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+fn check_width(field: String, width: u32) -> Result<(), SpecError> {
+    if width == 0 || width > MAX_LAYER_WIDTH {
+        return Err(SpecError::new(
+            field,
+            format!("must be between 1 and {MAX_LAYER_WIDTH}"),
+        ));
+    }
+    Ok(())
+}
+
+impl JobSpec {
+    /// Parses a spec from JSON and validates it.
+    ///
+    /// A JSON error names the field serde stopped at; a rule violation names
+    /// the field and the rule.
+    pub fn from_json(text: &str) -> Result<JobSpec, SpecError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let spec: JobSpec =
+            serde_path_to_error::deserialize(&mut de).map_err(SpecError::from_json)?;
+        de.end()
+            .map_err(|e| SpecError::new("", format!("trailing characters after the spec: {e}")))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// How long each worker trains per round.
+    pub fn local_work(&self) -> LocalWork {
+        match (self.local_epochs, self.local_steps) {
+            (_, Some(steps)) => LocalWork::Steps(steps),
+            (Some(epochs), None) => LocalWork::Epochs(epochs),
+            (None, None) => LocalWork::Epochs(1),
+        }
+    }
+
+    /// Checks every rule; the error names the first field that breaks one.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.name.trim().is_empty() || self.name.len() > 100 {
+            return Err(SpecError::new("name", "must be 1 to 100 characters"));
+        }
+        match &self.model {
+            ModelSpec::Mlp { hidden } => {
+                if hidden.len() > MAX_HIDDEN_LAYERS {
+                    return Err(SpecError::new(
+                        "model.hidden",
+                        format!("at most {MAX_HIDDEN_LAYERS} hidden layers"),
+                    ));
+                }
+                for (i, w) in hidden.iter().enumerate() {
+                    check_width(format!("model.hidden[{i}]"), *w)?;
+                }
+            }
+            ModelSpec::Cnn {
+                channels,
+                kernel_size,
+                hidden,
+            } => {
+                for (i, c) in channels.iter().enumerate() {
+                    if *c == 0 || *c > 256 {
+                        return Err(SpecError::new(
+                            format!("model.channels[{i}]"),
+                            "must be between 1 and 256",
+                        ));
+                    }
+                }
+                if !(3..=7).contains(kernel_size) || kernel_size % 2 == 0 {
+                    return Err(SpecError::new("model.kernel_size", "must be 3, 5 or 7"));
+                }
+                if hidden.len() > MAX_HIDDEN_LAYERS {
+                    return Err(SpecError::new(
+                        "model.hidden",
+                        format!("at most {MAX_HIDDEN_LAYERS} hidden layers"),
+                    ));
+                }
+                for (i, w) in hidden.iter().enumerate() {
+                    check_width(format!("model.hidden[{i}]"), *w)?;
+                }
+            }
+        }
+        match &self.dataset {
+            DatasetSpec::Builtin(name) => {
+                if !BUILTIN_DATASETS.contains(&name.as_str()) {
+                    return Err(SpecError::new(
+                        "dataset.builtin",
+                        format!(
+                            "unknown dataset {name:?}; built-in datasets are {}",
+                            BUILTIN_DATASETS.join(", ")
+                        ),
+                    ));
+                }
+                if matches!(self.model, ModelSpec::Cnn { .. }) && name != "mnist" {
+                    return Err(SpecError::new(
+                        "model.kind",
+                        format!("a cnn needs an image dataset; {name:?} is tabular"),
+                    ));
+                }
+            }
+            DatasetSpec::Csv(sha) => {
+                if !is_sha256(sha) {
+                    return Err(SpecError::new(
+                        "dataset.csv",
+                        "must be the sha256 (64 lowercase hex digits) of an uploaded file",
+                    ));
+                }
+                if matches!(self.model, ModelSpec::Cnn { .. }) {
+                    return Err(SpecError::new(
+                        "model.kind",
+                        "a cnn needs an image dataset; CSV data is tabular",
+                    ));
+                }
+            }
+            DatasetSpec::Idx { images, labels } => {
+                for (field, sha) in [("dataset.idx.images", images), ("dataset.idx.labels", labels)]
+                {
+                    if !is_sha256(sha) {
+                        return Err(SpecError::new(
+                            field,
+                            "must be the sha256 (64 lowercase hex digits) of an uploaded file",
+                        ));
+                    }
+                }
+            }
+        }
+        if self.rounds == 0 || self.rounds > MAX_ROUNDS {
+            return Err(SpecError::new(
+                "rounds",
+                format!("must be between 1 and {MAX_ROUNDS}"),
+            ));
+        }
+        if self.shards_per_round == 0 || self.shards_per_round > MAX_SHARDS_PER_ROUND {
+            return Err(SpecError::new(
+                "shards_per_round",
+                format!("must be between 1 and {MAX_SHARDS_PER_ROUND}"),
+            ));
+        }
+        if self.batch_size == 0 || self.batch_size > MAX_BATCH_SIZE {
+            return Err(SpecError::new(
+                "batch_size",
+                format!("must be between 1 and {MAX_BATCH_SIZE}"),
+            ));
+        }
+        match (self.local_epochs, self.local_steps) {
+            (Some(_), Some(_)) => {
+                return Err(SpecError::new(
+                    "local_steps",
+                    "give either local_epochs or local_steps, not both",
+                ));
+            }
+            (Some(e), None) if e == 0 || e > MAX_LOCAL_EPOCHS => {
+                return Err(SpecError::new(
+                    "local_epochs",
+                    format!("must be between 1 and {MAX_LOCAL_EPOCHS}"),
+                ));
+            }
+            (None, Some(s)) if s == 0 || s > MAX_LOCAL_STEPS => {
+                return Err(SpecError::new(
+                    "local_steps",
+                    format!("must be between 1 and {MAX_LOCAL_STEPS}"),
+                ));
+            }
+            _ => {}
+        }
+        let lr = self.optimizer.learning_rate();
+        if !(lr.is_finite() && lr > 0.0 && lr <= 10.0) {
+            return Err(SpecError::new(
+                "optimizer.learning_rate",
+                "must be a number in (0, 10]",
+            ));
+        }
+        if let OptimizerSpec::Sgd { momentum, .. } = self.optimizer
+            && !(momentum.is_finite() && (0.0..1.0).contains(&momentum))
+        {
+            return Err(SpecError::new("optimizer.momentum", "must be in [0, 1)"));
+        }
+        if !(self.validation_split > 0.0 && self.validation_split <= 0.5) {
+            return Err(SpecError::new("validation_split", "must be in (0, 0.5]"));
+        }
+        if let Some(t) = self.target_accuracy
+            && !(t > 0.0 && t <= 1.0)
+        {
+            return Err(SpecError::new("target_accuracy", "must be in (0, 1]"));
+        }
+        if !(self.update_norm_bound.is_finite() && self.update_norm_bound > 0.0) {
+            return Err(SpecError::new(
+                "update_norm_bound",
+                "must be a positive number",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({
+            "name": "t",
+            "model": {"kind": "cnn", "channels": [8, 16]},
+            "dataset": {"builtin": "mnist"},
+            "rounds": 3,
+            "shards_per_round": 3,
+            "batch_size": 32,
+            "local_epochs": 1,
+            "optimizer": {"kind": "sgd", "learning_rate": 0.05, "momentum": 0.9}
+        })
+    }
+
+    fn field_of(v: serde_json::Value) -> String {
+        JobSpec::from_json(&v.to_string()).unwrap_err().field
+    }
+
+    #[test]
+    fn valid_spec_parses_with_defaults() {
+        let spec = JobSpec::from_json(&base().to_string()).unwrap();
+        assert_eq!(spec.validation_split, 0.2);
+        assert_eq!(spec.local_work(), LocalWork::Epochs(1));
+        assert_eq!(
+            spec.model,
+            ModelSpec::Cnn {
+                channels: [8, 16],
+                kernel_size: 5,
+                hidden: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let mut v = base();
+        v["rounds"] = 0.into();
+        assert_eq!(field_of(v), "rounds");
+        let mut v = base();
+        v["rounds"] = (-3).into();
+        assert_eq!(field_of(v), "rounds");
+        let mut v = base();
+        v["dataset"] = serde_json::json!({"builtin": "cifar"});
+        assert_eq!(field_of(v), "dataset.builtin");
+        let mut v = base();
+        v["model"] = serde_json::json!({"kind": "transformer"});
+        assert_eq!(field_of(v), "model");
+        let mut v = base();
+        v["dataset"] = serde_json::json!({"builtin": "iris"});
+        assert_eq!(field_of(v), "model.kind");
+        let mut v = base();
+        v["local_steps"] = 10.into();
+        assert_eq!(field_of(v), "local_steps");
+        let mut v = base();
+        v["optimizer"]["momentum"] = 1.5.into();
+        assert_eq!(field_of(v), "optimizer.momentum");
+        let mut v = base();
+        v["bogus"] = 1.into();
+        assert_eq!(field_of(v), "bogus");
+    }
+}

@@ -1,0 +1,182 @@
+//! Messages between a worker and the coordinator.
+//!
+//! One WebSocket per worker (`GET /api/workers/connect`) carries JSON text
+//! frames: [`WorkerMessage`] up, [`CoordinatorMessage`] down. Bulk bytes do
+//! not travel on it: weights and data shards are fetched by sha256 from
+//! `GET /api/artifacts/{sha256}` (immutable, cacheable), and an update is
+//! posted to `POST /api/leases/{lease}/update` with the worker's token in
+//! the [`WORKER_TOKEN_HEADER`] header.
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{LocalWork, ModelSpec, OptimizerSpec};
+
+/// Version of this protocol; a worker that speaks another is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Header carrying the secret a worker received in [`CoordinatorMessage::Welcome`].
+pub const WORKER_TOKEN_HEADER: &str = "x-oblivion-worker-token";
+
+/// Largest accepted update upload, in bytes (compressed).
+pub const MAX_UPDATE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Keys of the metadata carried inside an update's safetensors header.
+pub mod update_metadata {
+    /// Samples the worker says it trained on (informative only: credit is
+    /// computed from the shard, never from this claim).
+    pub const SAMPLES: &str = "samples";
+    /// Mean training loss over the local steps.
+    pub const TRAIN_LOSS: &str = "train_loss";
+    /// Milliseconds spent training.
+    pub const TRAIN_MILLIS: &str = "train_millis";
+}
+
+/// What the worker runs on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// `cpu` or `wgpu`.
+    pub backend: String,
+    /// Adapter or CPU name, as the platform reports it.
+    pub name: String,
+    /// Why this backend (e.g. why the GPU was not used), or adapter limits.
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// Where the worker runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientKind {
+    /// The native `oblivion-worker` binary.
+    Native,
+    /// A browser tab.
+    Browser,
+}
+
+/// A worker's progress on one lease.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaseProgress {
+    /// The lease.
+    pub lease_id: u64,
+    /// Fraction done, 0 to 1.
+    pub progress: f32,
+}
+
+/// Worker to coordinator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerMessage {
+    /// First message on a connection.
+    Hello {
+        /// Must equal [`PROTOCOL_VERSION`].
+        protocol: u32,
+        /// A display name.
+        name: String,
+        /// Native binary or browser.
+        client: ClientKind,
+        /// The device it trains on.
+        device: DeviceInfo,
+        /// Training samples per second on the reference benchmark.
+        benchmark: f64,
+        /// Where rewards go, if the worker has an address.
+        #[serde(default)]
+        payout_address: Option<String>,
+    },
+    /// Keeps the worker's leases alive and reports progress.
+    Heartbeat {
+        /// Progress of each lease the worker is working on.
+        leases: Vec<LeaseProgress>,
+    },
+    /// The worker gives a lease back unfinished (shutting down, or failed).
+    ReturnLease {
+        /// The lease.
+        lease_id: u64,
+        /// Why, for the operator.
+        reason: String,
+    },
+    /// The worker takes no new leases (it finishes those it holds).
+    Drain,
+}
+
+/// Everything a worker needs to train one shard.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaseTask {
+    /// The lease; quote it when posting the update.
+    pub lease_id: u64,
+    /// The job.
+    pub job_id: u64,
+    /// The round (from 1).
+    pub round: u32,
+    /// The shard within the round (from 0).
+    pub shard: u32,
+    /// Architecture.
+    pub model: ModelSpec,
+    /// Shape of one input sample (e.g. `[1, 28, 28]` or `[4]`).
+    pub input_shape: Vec<usize>,
+    /// Number of classes.
+    pub classes: usize,
+    /// Local optimizer.
+    pub optimizer: OptimizerSpec,
+    /// Mini-batch size.
+    pub batch_size: u32,
+    /// How long to train.
+    pub work: LocalWork,
+    /// Seed for the local shuffle.
+    pub seed: u64,
+    /// sha256 of the global weights (safetensors).
+    pub weights: String,
+    /// sha256 of the data shard.
+    pub data: String,
+    /// Seconds until the lease expires without a heartbeat.
+    pub expires_in_secs: u64,
+}
+
+/// Coordinator to worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CoordinatorMessage {
+    /// Reply to `Hello`.
+    Welcome {
+        /// The worker's id for this connection.
+        worker_id: u64,
+        /// Secret to send with updates.
+        token: String,
+        /// How often to send a heartbeat.
+        heartbeat_secs: u64,
+        /// How many leases the worker may hold at once.
+        lease_cap: u32,
+    },
+    /// A new piece of work.
+    Lease(LeaseTask),
+    /// Stop working on a lease: it expired, or its job was cancelled.
+    Revoke {
+        /// The lease.
+        lease_id: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The connection is being refused or closed, and why.
+    Error {
+        /// What is wrong.
+        message: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_with_a_type_tag() {
+        let msg = WorkerMessage::ReturnLease {
+            lease_id: 7,
+            reason: "shutting down".into(),
+        };
+        let text = serde_json::to_string(&msg).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"return_lease","lease_id":7,"reason":"shutting down"}"#
+        );
+        assert_eq!(serde_json::from_str::<WorkerMessage>(&text).unwrap(), msg);
+    }
+}

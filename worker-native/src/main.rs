@@ -1,0 +1,139 @@
+//! `oblivion-worker`: the worker engine as a native process, for operators
+//! with dedicated machines and for load tests.
+
+mod session;
+
+use std::time::Duration;
+
+use clap::Parser;
+use oblivion_ml::ComputeDevice;
+use oblivion_protocol::wire::DeviceInfo;
+use oblivion_worker_engine::benchmark;
+
+use session::{Outcome, Settings};
+
+/// Trains shards for an Oblivion coordinator.
+#[derive(Debug, Parser)]
+#[command(name = "oblivion-worker", version, about)]
+struct Args {
+    /// Coordinator URL, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "OBLIVION_COORDINATOR")]
+    coordinator: String,
+    /// Display name [default: worker-<pid>].
+    #[arg(long)]
+    name: Option<String>,
+    /// Compute backend: cpu, or wgpu when built with the `wgpu` feature.
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// Address that receives this worker's rewards.
+    #[arg(long, env = "OBLIVION_PAYOUT_ADDRESS")]
+    payout_address: Option<String>,
+}
+
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+fn pick_device(backend: &str) -> Result<(ComputeDevice, DeviceInfo), String> {
+    match backend {
+        "cpu" => Ok((
+            ComputeDevice::Cpu,
+            DeviceInfo {
+                backend: "cpu".into(),
+                name: cpu_name(),
+                detail: "CPU backend (burn-ndarray)".into(),
+            },
+        )),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => match ComputeDevice::Wgpu.device() {
+            Ok(_) => Ok((
+                ComputeDevice::Wgpu,
+                DeviceInfo {
+                    backend: "wgpu".into(),
+                    name: "wgpu default adapter".into(),
+                    detail: "GPU backend (burn-wgpu)".into(),
+                },
+            )),
+            Err(e) => {
+                tracing::warn!("no GPU ({e}); falling back to the CPU");
+                let (d, mut info) = pick_device("cpu")?;
+                info.detail = format!("CPU fallback: wgpu failed: {e}");
+                Ok((d, info))
+            }
+        },
+        other => Err(format!(
+            "unknown backend {other:?}; this build supports: cpu{}",
+            if cfg!(feature = "wgpu") { ", wgpu" } else { "" }
+        )),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "oblivion_worker=info,warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Args::parse()).await {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let base = args.coordinator.trim_end_matches('/').to_string();
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(format!(
+            "--coordinator must be an http:// or https:// URL, not {base:?}"
+        ));
+    }
+    let (device, info) = pick_device(&args.backend)?;
+    let started = std::time::Instant::now();
+    let score = tokio::task::spawn_blocking(move || {
+        benchmark(device, 20, &|| started.elapsed().as_millis() as u64)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("benchmark failed: {e}"))?;
+    tracing::info!(backend = info.backend, score = format!("{score:.0} samples/s"), "device ready");
+    let settings = Settings {
+        base,
+        name: args.name.unwrap_or_else(|| format!("worker-{}", std::process::id())),
+        device,
+        info,
+        benchmark: score,
+        payout_address: args.payout_address,
+    };
+    let mut session = session::Worker::new(settings);
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match session.run().await {
+            Outcome::Stopped => return Ok(()),
+            Outcome::Refused(message) => return Err(format!("the coordinator refused this worker: {message}")),
+            Outcome::Lost(reason) => {
+                let jitter = Duration::from_millis(rand::random::<u64>() % 250);
+                tracing::warn!("connection lost ({reason}); retrying in {:?}", backoff + jitter);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff + jitter) => {}
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                }
+                if session.connected_once() {
+                    backoff = Duration::from_millis(250);
+                } else {
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+}

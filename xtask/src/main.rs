@@ -1,0 +1,196 @@
+//! Project commands.
+//!
+//! - `cargo xtask dev [--workers N] [--listen ADDR]`: builds everything and
+//!   starts a local network (a coordinator on embedded defaults and N
+//!   native workers) until Ctrl-C.
+//! - `cargo xtask test`: installs what the tests need (wasm target, a
+//!   Python environment with onnxruntime), then runs every check and test.
+//! - `cargo xtask bench`: the network benchmark (time to 97% accuracy).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {cmd:?}");
+    let started = Instant::now();
+    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    eprintln!("  ({:.0} s)", started.elapsed().as_secs_f64());
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("dev") => dev(&args[1..]),
+        Some("test") => test(),
+        Some("bench") => bench(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask dev [--workers N] [--listen ADDR] | test | bench");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The Python used to cross-check exported models, with onnxruntime,
+/// numpy and safetensors installed in `.venv` (skipped when present).
+fn python_env() -> Result<PathBuf> {
+    let venv = root().join(".venv");
+    let python = venv.join("bin/python");
+    let ready = python.exists()
+        && Command::new(&python)
+            .args(["-c", "import onnxruntime, numpy, safetensors"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ready {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        run(Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ]).arg(root().join("tests/python/requirements.txt")))?;
+    }
+    Ok(python)
+}
+
+fn wasm_target() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("cannot run rustup")?;
+    if !String::from_utf8_lossy(&installed.stdout).contains("wasm32-unknown-unknown") {
+        run(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))?;
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    wasm_target()?;
+    let python = python_env()?;
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args(["build", "--workspace", "--all-targets"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().args([
+        "check",
+        "--target",
+        "wasm32-unknown-unknown",
+        "-p",
+        "oblivion-ml",
+        "-p",
+        "oblivion-worker-engine",
+    ]))?;
+    run(cargo()
+        .args(["test", "--workspace", "--", "--test-threads", "1"])
+        .env("OBLIVION_PYTHON", &python))?;
+    eprintln!("all checks and tests passed");
+    Ok(())
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    run(cargo().args(["build", "--workspace", "--bins"]))?;
+    run(cargo()
+        .args(["run", "--quiet", "-p", "oblivion-e2e", "--bin", "network-bench", "--"])
+        .args(args))
+}
+
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn dev(args: &[String]) -> Result<()> {
+    let mut workers = 3usize;
+    let mut listen = "127.0.0.1:8080".to_string();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--workers" => workers = it.next().context("--workers needs a number")?.parse()?,
+            "--listen" => listen = it.next().context("--listen needs an address")?.clone(),
+            other => bail!("unknown option {other}"),
+        }
+    }
+    run(cargo().args(["build", "--workspace", "--bins"]))?;
+    let bin = target_dir().join("debug");
+    let url = format!("http://{listen}");
+    let mut children = Children(Vec::new());
+    children.0.push(
+        Command::new(bin.join("oblivion-coordinator"))
+            .args(["serve", "--listen", &listen, "--data-dir"])
+            .arg(root().join("data"))
+            .spawn()
+            .context("cannot start the coordinator")?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&listen).is_err() {
+        if Instant::now() > deadline {
+            bail!("the coordinator did not start listening on {listen}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for i in 1..=workers {
+        children.0.push(
+            Command::new(bin.join("oblivion-worker"))
+                .args(["--coordinator", &url, "--name", &format!("local-{i}")])
+                .spawn()
+                .context("cannot start a worker")?,
+        );
+    }
+    let coordinator = bin.join("oblivion-coordinator");
+    eprintln!(
+        "\nlocal network up: coordinator {url}, {workers} workers, data in ./data\n\
+         try:\n  {c} job submit examples/jobs/mnist-cnn.json --coordinator {url}\n  \
+         {c} job status 1 --watch --coordinator {url}\n  \
+         {c} job download 1 --format onnx --coordinator {url}\n\
+         Ctrl-C stops everything.\n",
+        c = coordinator.display()
+    );
+    // Wait for Ctrl-C (delivered to the whole process group) or a child's exit.
+    loop {
+        for c in &mut children.0 {
+            if let Some(status) = c.try_wait()? {
+                bail!("a process of the local network exited: {status}");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
