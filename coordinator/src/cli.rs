@@ -45,7 +45,7 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct Target {
     /// Coordinator URL.
-    #[arg(long, env = "OBLIVION_COORDINATOR", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, global = true, env = "OBLIVION_COORDINATOR", default_value = "http://127.0.0.1:8080")]
     coordinator: String,
 }
 

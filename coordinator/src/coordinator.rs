@@ -544,7 +544,7 @@ impl Coordinator {
             let body = body.clone();
             blocking(move || Ok(check_update(&arch, &global, bound, &body))).await?
         };
-        let (delta_norm, train_loss) = match checked {
+        let (delta_norm, train_loss, train_millis) = match checked {
             Ok(v) => v,
             Err(reason) => {
                 let ended = self.hub().reject(lease);
@@ -576,6 +576,7 @@ impl Coordinator {
                     samples: ctx.samples,
                     train_loss,
                     norm: delta_norm,
+                    train_millis,
                 },
             )
             .await
@@ -626,6 +627,7 @@ impl Coordinator {
             blobs.push((bytes, u.samples as f64));
         }
         let validation = self.validation_set(&row).await?;
+        let aggregation_started = std::time::Instant::now();
         let (new_global, eval) = {
             let (arch, global) = (arch.clone(), global.clone());
             blocking(move || {
@@ -654,6 +656,8 @@ impl Coordinator {
             train_loss: updates.iter().map(|u| u.train_loss).sum::<f64>() / updates.len().max(1) as f64,
             updates: updates.len() as u32,
             seconds: now() - row.round_started_at,
+            train_seconds: busiest_worker_seconds(&updates),
+            aggregate_seconds: aggregation_started.elapsed().as_secs_f64(),
         };
         let reached = row.spec.target_accuracy.is_some_and(|t| eval.accuracy >= t);
         let finished = reached || row.round >= row.spec.rounds;
@@ -720,15 +724,25 @@ impl Coordinator {
     }
 }
 
+/// The longest any one worker spent training in a round, by its reports.
+fn busiest_worker_seconds(updates: &[UpdateRow]) -> f64 {
+    let mut per_worker: HashMap<u64, u64> = HashMap::new();
+    for u in updates {
+        *per_worker.entry(u.worker_id).or_default() += u.train_millis;
+    }
+    per_worker.values().copied().max().unwrap_or(0) as f64 / 1000.0
+}
+
 /// Validates an update against the global weights: safetensors that
 /// decode, the model's exact names and shapes, finite values, and an L2
-/// norm within the bound. Returns (norm, reported training loss).
+/// norm within the bound. Returns the norm, and the training loss and time
+/// the worker reported.
 fn check_update(
     arch: &Architecture,
     global: &Params,
     bound: f64,
     body: &[u8],
-) -> Result<(f64, f64), String> {
+) -> Result<(f64, f64, u64), String> {
     let (delta, meta) = Params::from_compressed(body).map_err(|e| e.to_string())?;
     check_params(arch, &delta).map_err(|e| format!("wrong shape: {e}"))?;
     global.check_layout(&delta).map_err(|e| e.to_string())?;
@@ -744,5 +758,9 @@ fn check_update(
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|v| v.is_finite())
         .ok_or("the update's metadata lacks a finite train_loss")?;
-    Ok((norm, loss))
+    let millis = meta
+        .get(oblivion_protocol::wire::update_metadata::TRAIN_MILLIS)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    Ok((norm, loss, millis))
 }

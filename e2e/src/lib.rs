@@ -240,3 +240,97 @@ pub fn example(name: &str) -> Result<serde_json::Value> {
     let path = root().join("examples/jobs").join(name);
     Ok(serde_json::from_str(&std::fs::read_to_string(&path)?)?)
 }
+
+/// A worker speaking the protocol by hand, for tests that need to send
+/// exactly the update they want (including bad ones).
+pub struct ScriptedWorker {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    /// Its id.
+    pub id: u64,
+    /// Its token.
+    pub token: String,
+}
+
+impl ScriptedWorker {
+    /// Connects and says hello.
+    pub async fn connect(url: &str, name: &str) -> Result<ScriptedWorker> {
+        use futures_util::{SinkExt, StreamExt};
+        use oblivion_protocol::wire::{ClientKind, CoordinatorMessage, DeviceInfo, WorkerMessage};
+        let ws = format!("{}/api/workers/connect", url.replacen("http", "ws", 1));
+        let (mut socket, _) = tokio_tungstenite::connect_async(ws).await?;
+        let hello = WorkerMessage::Hello {
+            protocol: oblivion_protocol::wire::PROTOCOL_VERSION,
+            name: name.into(),
+            client: ClientKind::Native,
+            device: DeviceInfo {
+                backend: "cpu".into(),
+                name: "scripted".into(),
+                detail: String::new(),
+            },
+            benchmark: 1.0,
+            payout_address: None,
+        };
+        socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(serde_json::to_string(&hello)?.into()))
+            .await?;
+        let reply = socket.next().await.context("closed")??;
+        match serde_json::from_str(reply.to_text()?)? {
+            CoordinatorMessage::Welcome { worker_id, token, .. } => Ok(ScriptedWorker {
+                socket,
+                id: worker_id,
+                token,
+            }),
+            other => bail!("expected a welcome, got {other:?}"),
+        }
+    }
+
+    /// Waits for the next lease (skipping other messages).
+    pub async fn next_lease(&mut self) -> Result<oblivion_protocol::wire::LeaseTask> {
+        use futures_util::StreamExt;
+        use oblivion_protocol::wire::CoordinatorMessage;
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(30), self.socket.next())
+                .await
+                .context("no lease within 30 s")?
+                .context("connection closed")??;
+            if let Ok(CoordinatorMessage::Lease(task)) = serde_json::from_str(msg.to_text()?) {
+                return Ok(task);
+            }
+        }
+    }
+
+    /// Posts an update body for `lease`.
+    pub async fn post_update(&self, api: &Api, lease: u64, body: Vec<u8>) -> Result<Reply> {
+        reply(
+            api.http
+                .post(format!("{}/api/leases/{lease}/update", api.url))
+                .header(oblivion_protocol::wire::WORKER_TOKEN_HEADER, &self.token)
+                .body(body)
+                .send()
+                .await?,
+        )
+        .await
+    }
+}
+
+/// An update for `task` whose every value is `value` (0: no change).
+pub fn uniform_update(task: &oblivion_protocol::wire::LeaseTask, value: f32) -> Vec<u8> {
+    use oblivion_ml::params::{NamedTensor, Params};
+    let arch = oblivion_ml::model::Architecture::new(task.model.clone(), task.input_shape.clone(), task.classes)
+        .expect("task describes a valid model");
+    let params = Params {
+        tensors: arch
+            .param_shapes()
+            .into_iter()
+            .map(|(name, shape)| NamedTensor {
+                values: vec![value; shape.iter().product()],
+                name,
+                shape,
+            })
+            .collect(),
+    };
+    let meta = std::collections::HashMap::from([("train_loss".to_string(), "0.5".to_string())]);
+    params.to_compressed(Some(meta))
+}

@@ -8,7 +8,7 @@ use crate::MlError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ComputeDevice {
-    /// The CPU backend (burn-ndarray): always available, natively and in wasm.
+    /// The CPU backend (burn-flex): always available, natively and in wasm.
     Cpu,
     /// burn's wgpu backend (Vulkan, Metal, DX12 or WebGPU).
     #[cfg(feature = "wgpu")]
@@ -28,10 +28,9 @@ impl ComputeDevice {
     /// The burn device (without autodiff).
     pub fn device(self) -> Result<Device, MlError> {
         match self {
-            // ndarray is marked deprecated in favour of flex, but it is the
-            // faster CPU backend in wasm (measured in TOOLCHAIN.md), so it stays.
-            #[allow(deprecated)]
-            ComputeDevice::Cpu => Ok(Device::ndarray()),
+            // flex, not ndarray: its im2col + gemm convolutions train the
+            // MNIST CNN 14x faster (3,008 vs 212 samples/s, one core, release).
+            ComputeDevice::Cpu => Ok(Device::flex()),
             #[cfg(feature = "wgpu")]
             ComputeDevice::Wgpu => wgpu_device(),
         }

@@ -120,13 +120,24 @@ impl<'a> LocalTrainer<'a> {
         config: &LocalTraining,
         device: ComputeDevice,
     ) -> Result<LocalTrainer<'a>, MlError> {
+        Self::with_device(arch, start, data, config, device.device()?)
+    }
+
+    /// Like [`LocalTrainer::new`], on an explicit burn device.
+    pub fn with_device(
+        arch: &'a Architecture,
+        start: &Params,
+        data: &'a Dataset,
+        config: &LocalTraining,
+        device: Device,
+    ) -> Result<LocalTrainer<'a>, MlError> {
         if data.shape != arch.input_shape || data.classes > arch.classes {
             return Err(MlError::Data(format!(
                 "shard has samples {:?} with {} classes; the model expects {:?} with {}",
                 data.shape, data.classes, arch.input_shape, arch.classes
             )));
         }
-        let device = device.device()?.autodiff();
+        let device = device.autodiff();
         let network = network_with(arch, start, &device)?;
         let optimizer = match config.optimizer {
             OptimizerSpec::Adam { .. } => AdamConfig::new().init(),

@@ -76,6 +76,11 @@ pub struct RoundMetrics {
     pub updates: u32,
     /// Seconds from the round's start to its aggregation.
     pub seconds: f64,
+    /// The longest time any one worker spent training in this round, in
+    /// seconds, as the workers reported it (informative only).
+    pub train_seconds: f64,
+    /// Seconds the coordinator spent averaging and evaluating.
+    pub aggregate_seconds: f64,
 }
 
 /// State of one shard of the current round.

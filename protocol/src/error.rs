@@ -32,6 +32,10 @@ impl SpecError {
     pub(crate) fn from_json(err: serde_path_to_error::Error<serde_json::Error>) -> SpecError {
         let path = err.path().to_string();
         let inner = err.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            // Not JSON at all: no field to blame.
+            return SpecError::new("", format!("malformed JSON: {inner}"));
+        }
         let message = inner.to_string();
         // serde reports unknown and missing fields at the parent's path;
         // append the field's own name so the error points at it.

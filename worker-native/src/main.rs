@@ -49,7 +49,7 @@ fn pick_device(backend: &str) -> Result<(ComputeDevice, DeviceInfo), String> {
             DeviceInfo {
                 backend: "cpu".into(),
                 name: cpu_name(),
-                detail: "CPU backend (burn-ndarray)".into(),
+                detail: "CPU backend (burn-flex)".into(),
             },
         )),
         #[cfg(feature = "wgpu")]

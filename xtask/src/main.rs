@@ -64,9 +64,12 @@ fn main() -> ExitCode {
 }
 
 /// The Python used to cross-check exported models, with onnxruntime,
-/// numpy and safetensors installed in `.venv` (skipped when present).
+/// numpy and safetensors installed in a virtual environment (`.venv`, or
+/// `$OBLIVION_VENV`); skipped when already there.
 fn python_env() -> Result<PathBuf> {
-    let venv = root().join(".venv");
+    let venv = std::env::var_os("OBLIVION_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv"));
     let python = venv.join("bin/python");
     let ready = python.exists()
         && Command::new(&python)

@@ -76,6 +76,8 @@ pub struct UpdateRow {
     pub train_loss: f64,
     /// L2 norm.
     pub norm: f64,
+    /// Training time the worker reported (informative only).
+    pub train_millis: u64,
 }
 
 /// A finished round as stored.
@@ -208,7 +210,7 @@ impl Db {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT OR REPLACE INTO rounds (job_id, round, global_sha, loss, accuracy, train_loss, \
-             updates, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             updates, seconds, train_seconds, aggregate_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id as i64)
         .bind(i64::from(m.round))
@@ -218,6 +220,8 @@ impl Db {
         .bind(m.train_loss)
         .bind(i64::from(m.updates))
         .bind(m.seconds)
+        .bind(m.train_seconds)
+        .bind(m.aggregate_seconds)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -248,6 +252,8 @@ impl Db {
                     train_loss: r.try_get("train_loss")?,
                     updates: r.try_get::<i64, _>("updates")? as u32,
                     seconds: r.try_get("seconds")?,
+                    train_seconds: r.try_get("train_seconds")?,
+                    aggregate_seconds: r.try_get("aggregate_seconds")?,
                 })
             })
             .collect()
@@ -310,7 +316,7 @@ impl Db {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT OR REPLACE INTO updates (job_id, round, shard, lease_id, worker_id, update_sha, \
-             samples, train_loss, norm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             samples, train_loss, norm, train_millis) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(job as i64)
         .bind(i64::from(round))
@@ -321,6 +327,7 @@ impl Db {
         .bind(u.samples as i64)
         .bind(u.train_loss)
         .bind(u.norm)
+        .bind(u.train_millis as i64)
         .execute(&mut *tx)
         .await?;
         sqlx::query("UPDATE leases SET status = 'completed', ended_at = ? WHERE id = ?")
@@ -348,6 +355,7 @@ impl Db {
                     samples: r.try_get::<i64, _>("samples")? as u64,
                     train_loss: r.try_get("train_loss")?,
                     norm: r.try_get("norm")?,
+                    train_millis: r.try_get::<i64, _>("train_millis")? as u64,
                 })
             })
             .collect()

@@ -31,6 +31,8 @@ CREATE TABLE IF NOT EXISTS rounds (
     train_loss REAL NOT NULL,
     updates INTEGER NOT NULL,
     seconds REAL NOT NULL,
+    train_seconds REAL NOT NULL,
+    aggregate_seconds REAL NOT NULL,
     PRIMARY KEY (job_id, round)
 );
 CREATE TABLE IF NOT EXISTS leases (
@@ -54,6 +56,7 @@ CREATE TABLE IF NOT EXISTS updates (
     samples INTEGER NOT NULL,
     train_loss REAL NOT NULL,
     norm REAL NOT NULL,
+    train_millis INTEGER NOT NULL,
     PRIMARY KEY (job_id, round, shard)
 );
 CREATE TABLE IF NOT EXISTS workers (
