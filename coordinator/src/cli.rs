@@ -45,7 +45,12 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct Target {
     /// Coordinator URL.
-    #[arg(long, global = true, env = "OBLIVION_COORDINATOR", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "OBLIVION_COORDINATOR",
+        default_value = "http://127.0.0.1:8080"
+    )]
     coordinator: String,
 }
 
@@ -93,7 +98,10 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Workers { target } => {
             let workers: Vec<WorkerView> = get_json(&target, "/api/workers").await?;
-            println!("{:>5}  {:<20} {:<8} {:<6} {:>10} {:>6} {:>8} {:>8}", "id", "name", "client", "device", "samples/s", "leases", "accepted", "rejected");
+            println!(
+                "{:>5}  {:<20} {:<8} {:<6} {:>10} {:>6} {:>8} {:>8}",
+                "id", "name", "client", "device", "samples/s", "leases", "accepted", "rejected"
+            );
             for w in workers {
                 println!(
                     "{:>5}  {:<20} {:<8} {:<6} {:>10.0} {:>6} {:>8} {:>8}",
@@ -140,8 +148,18 @@ async fn job(target: &Target, command: JobCommand) -> Result<(), String> {
         JobCommand::List => {
             let jobs: Vec<JobView> = get_json(target, "/api/jobs").await?;
             for j in jobs {
-                let acc = j.history.last().map_or("-".to_string(), |r| format!("{:.2}%", r.accuracy * 100.0));
-                println!("{:>5}  {:<24} {:<10} round {}/{}  accuracy {acc}", j.id, j.name, j.status.as_str(), j.round, j.rounds);
+                let acc = j
+                    .history
+                    .last()
+                    .map_or("-".to_string(), |r| format!("{:.2}%", r.accuracy * 100.0));
+                println!(
+                    "{:>5}  {:<24} {:<10} round {}/{}  accuracy {acc}",
+                    j.id,
+                    j.name,
+                    j.status.as_str(),
+                    j.round,
+                    j.rounds
+                );
             }
             Ok(())
         }
@@ -156,9 +174,12 @@ async fn job(target: &Target, command: JobCommand) -> Result<(), String> {
             Ok(())
         }
         JobCommand::Download { id, format, output } => {
-            let response = reqwest::get(url(target, &format!("/api/jobs/{id}/model?format={format}")))
-                .await
-                .map_err(|e| unreachable_line(target, e))?;
+            let response = reqwest::get(url(
+                target,
+                &format!("/api/jobs/{id}/model?format={format}"),
+            ))
+            .await
+            .map_err(|e| unreachable_line(target, e))?;
             if !response.status().is_success() {
                 return Err(error_line(response).await);
             }
@@ -171,7 +192,8 @@ async fn job(target: &Target, command: JobCommand) -> Result<(), String> {
                 .unwrap_or_else(|| format!("job-{id}.{format}"));
             let bytes = response.bytes().await.map_err(|e| e.to_string())?;
             let path = output.unwrap_or_else(|| PathBuf::from(name));
-            std::fs::write(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            std::fs::write(&path, &bytes)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             println!("{} ({} bytes)", path.display(), bytes.len());
             Ok(())
         }
@@ -211,7 +233,10 @@ fn url(target: &Target, path: &str) -> String {
 }
 
 fn unreachable_line(target: &Target, e: reqwest::Error) -> String {
-    format!("cannot reach the coordinator at {}: {e}", target.coordinator)
+    format!(
+        "cannot reach the coordinator at {}: {e}",
+        target.coordinator
+    )
 }
 
 async fn error_line(response: reqwest::Response) -> String {
@@ -226,10 +251,16 @@ async fn decode<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> 
     if !response.status().is_success() {
         return Err(error_line(response).await);
     }
-    response.json().await.map_err(|e| format!("unexpected answer: {e}"))
+    response
+        .json()
+        .await
+        .map_err(|e| format!("unexpected answer: {e}"))
 }
 
-async fn get_json<T: serde::de::DeserializeOwned>(target: &Target, path: &str) -> Result<T, String> {
+async fn get_json<T: serde::de::DeserializeOwned>(
+    target: &Target,
+    path: &str,
+) -> Result<T, String> {
     let response = reqwest::get(url(target, path))
         .await
         .map_err(|e| unreachable_line(target, e))?;

@@ -129,15 +129,26 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("oblivion-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
-        std::fs::write(&file, "lease_cap = 5\nheartbeat_secs = 2\nlease_ttl_secs = 6\n").unwrap();
+        std::fs::write(
+            &file,
+            "lease_cap = 5\nheartbeat_secs = 2\nlease_ttl_secs = 6\n",
+        )
+        .unwrap();
         let flags = ConfigLayer {
             lease_cap: Some(3),
             ..ConfigLayer::default()
         };
         let c = Config::load(Some(&file), &flags).unwrap();
-        assert_eq!((c.lease_cap, c.heartbeat.as_secs(), c.lease_ttl.as_secs()), (3, 2, 6));
+        assert_eq!(
+            (c.lease_cap, c.heartbeat.as_secs(), c.lease_ttl.as_secs()),
+            (3, 2, 6)
+        );
         std::fs::write(&file, "lease_cap = 5\nbogus = 1\n").unwrap();
-        assert!(Config::load(Some(&file), &ConfigLayer::default()).unwrap_err().contains("bogus"));
+        assert!(
+            Config::load(Some(&file), &ConfigLayer::default())
+                .unwrap_err()
+                .contains("bogus")
+        );
         let bad = ConfigLayer {
             lease_ttl_secs: Some(1),
             ..ConfigLayer::default()

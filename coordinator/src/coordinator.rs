@@ -10,9 +10,9 @@ use oblivion_ml::params::Params;
 use oblivion_ml::train::evaluate;
 use oblivion_ml::weights::{check_params, initial_params};
 use oblivion_ml::{ComputeDevice, export};
+use oblivion_protocol::JobSpec;
 use oblivion_protocol::api::{JobStatus, JobView, RoundMetrics, WorkerView};
 use oblivion_protocol::wire::{CoordinatorMessage, LeaseProgress};
-use oblivion_protocol::JobSpec;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::Config;
@@ -72,14 +72,13 @@ pub struct Coordinator {
     validation: Mutex<HashMap<u64, Arc<Dataset>>>,
 }
 
-fn blocking<T: Send + 'static>(
+/// Runs CPU-heavy work (decoding, averaging, evaluation) off the async runtime.
+async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, AppError> + Send + 'static,
-) -> impl Future<Output = Result<T, AppError>> {
-    async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| AppError::internal(format!("worker thread failed: {e}")))?
-    }
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AppError::internal(format!("worker thread failed: {e}")))?
 }
 
 fn ml_internal(e: oblivion_ml::MlError) -> AppError {
@@ -184,7 +183,9 @@ impl Coordinator {
                 refused_by: Vec::new(),
             })
             .collect();
-        let round_done = shards.iter().all(|s| matches!(s.state, ShardState::Done { .. }));
+        let round_done = shards
+            .iter()
+            .all(|s| matches!(s.state, ShardState::Done { .. }));
         self.hub().jobs.insert(
             row.id,
             LiveJob {
@@ -242,7 +243,10 @@ impl Coordinator {
         let initial = initial_params(&arch, spec.seed).map_err(ml_internal)?;
         let mut shards = Vec::new();
         for (blob, samples) in &shard_blobs {
-            shards.push((self.artifacts.put(blob).await.map_err(AppError::io)?, *samples));
+            shards.push((
+                self.artifacts.put(blob).await.map_err(AppError::io)?,
+                *samples,
+            ));
         }
         let validation_sha = self.artifacts.put(&val_blob).await.map_err(AppError::io)?;
         let global_sha = self
@@ -266,7 +270,11 @@ impl Coordinator {
             error: None,
             created_at: now() as i64,
         };
-        let id = self.db.insert_job(&row, &shards).await.map_err(AppError::db)?;
+        let id = self
+            .db
+            .insert_job(&row, &shards)
+            .await
+            .map_err(AppError::db)?;
         self.validation_cache().insert(id, Arc::new(val));
         self.hub().jobs.insert(
             id,
@@ -379,14 +387,22 @@ impl Coordinator {
         tracing::error!(job = id, "job failed: {message}");
         let ended = self.hub().remove_job(id);
         self.settle_ended(ended, "job failed").await;
-        if let Err(e) = self.db.set_status(id, JobStatus::Failed, Some(message)).await {
+        if let Err(e) = self
+            .db
+            .set_status(id, JobStatus::Failed, Some(message))
+            .await
+        {
             tracing::error!("recording failure of job {id}: {e}");
         }
     }
 
     /// Workers connected now.
     pub fn workers(&self) -> Vec<WorkerView> {
-        self.hub().workers.values().map(|w| w.view.clone()).collect()
+        self.hub()
+            .workers
+            .values()
+            .map(|w| w.view.clone())
+            .collect()
     }
 
     /// Registers a worker connection; returns its id and token.
@@ -469,7 +485,13 @@ impl Coordinator {
                     w.view.clone()
                 })
             };
-            tracing::info!(lease = e.lease.id, job = e.lease.job, shard = e.lease.shard, status = e.status, "lease ended");
+            tracing::info!(
+                lease = e.lease.id,
+                job = e.lease.job,
+                shard = e.lease.shard,
+                status = e.status,
+                "lease ended"
+            );
             if let Err(err) = self.db.end_lease(e.lease.id, e.status, reason).await {
                 tracing::error!("recording lease {}: {err}", e.lease.id);
             }
@@ -483,7 +505,8 @@ impl Coordinator {
     async fn reap(&self) {
         let ended = self.hub().expire(now());
         if !ended.is_empty() {
-            self.settle_ended(ended, "no heartbeat before the deadline").await;
+            self.settle_ended(ended, "no heartbeat before the deadline")
+                .await;
             self.pump().await;
         }
     }
@@ -548,17 +571,22 @@ impl Coordinator {
             Ok(v) => v,
             Err(reason) => {
                 let ended = self.hub().reject(lease);
-                self.settle_ended(ended.into_iter().collect(), &reason).await;
+                self.settle_ended(ended.into_iter().collect(), &reason)
+                    .await;
                 self.pump().await;
                 tracing::warn!(lease, "update rejected: {reason}");
-                return Err(AppError::unprocessable(format!("update rejected: {reason}")));
+                return Err(AppError::unprocessable(format!(
+                    "update rejected: {reason}"
+                )));
             }
         };
         let update_sha = self.artifacts.put(&body).await.map_err(AppError::io)?;
         let (done, view) = {
             let mut hub = self.hub();
             let done = hub.complete(lease).ok_or_else(|| {
-                AppError::conflict(format!("lease {lease} ended while its update was being checked"))
+                AppError::conflict(format!(
+                    "lease {lease} ended while its update was being checked"
+                ))
             })?;
             let view = hub.workers.get(&ctx.lease.worker).map(|w| w.view.clone());
             (done, view)
@@ -598,7 +626,8 @@ impl Coordinator {
     /// or finishes the job.
     async fn aggregate(self: Arc<Self>, job: u64) {
         if let Err(e) = self.try_aggregate(job).await {
-            self.fail(job, &format!("aggregation failed: {}", e.message)).await;
+            self.fail(job, &format!("aggregation failed: {}", e.message))
+                .await;
         }
         self.pump().await;
     }
@@ -612,10 +641,17 @@ impl Coordinator {
             .ok_or_else(|| AppError::internal("job vanished"))?;
         let (arch, global) = {
             let hub = self.hub();
-            let live = hub.jobs.get(&job).ok_or_else(|| AppError::internal("job is not live"))?;
+            let live = hub
+                .jobs
+                .get(&job)
+                .ok_or_else(|| AppError::internal("job is not live"))?;
             (live.arch.clone(), live.global.clone())
         };
-        let updates = self.db.round_updates(job, row.round).await.map_err(AppError::db)?;
+        let updates = self
+            .db
+            .round_updates(job, row.round)
+            .await
+            .map_err(AppError::db)?;
         let mut blobs = Vec::with_capacity(updates.len());
         for u in &updates {
             let bytes = self
@@ -653,7 +689,8 @@ impl Coordinator {
             round: row.round,
             loss: eval.loss,
             accuracy: eval.accuracy,
-            train_loss: updates.iter().map(|u| u.train_loss).sum::<f64>() / updates.len().max(1) as f64,
+            train_loss: updates.iter().map(|u| u.train_loss).sum::<f64>()
+                / updates.len().max(1) as f64,
             updates: updates.len() as u32,
             seconds: now() - row.round_started_at,
             train_seconds: busiest_worker_seconds(&updates),
@@ -666,9 +703,23 @@ impl Coordinator {
         } else {
             (row.round + 1, JobStatus::Running)
         };
-        tracing::info!(job, round = row.round, loss = eval.loss, accuracy = eval.accuracy, "round aggregated");
+        tracing::info!(
+            job,
+            round = row.round,
+            loss = eval.loss,
+            accuracy = eval.accuracy,
+            "round aggregated"
+        );
         self.db
-            .finish_round(job, &RoundRow { metrics, global_sha: global_sha.clone() }, next_round, status)
+            .finish_round(
+                job,
+                &RoundRow {
+                    metrics,
+                    global_sha: global_sha.clone(),
+                },
+                next_round,
+                status,
+            )
             .await
             .map_err(AppError::db)?;
         let mut hub = self.hub();
@@ -700,13 +751,22 @@ impl Coordinator {
         let bytes = blocking(move || {
             check_params(&arch, &params).map_err(ml_internal)?;
             match format {
-                ModelFormat::Safetensors => Ok(export::to_safetensors(&arch, &params, normalization.as_ref())),
-                ModelFormat::Onnx => export::to_onnx(&arch, &params, normalization.as_ref()).map_err(ml_internal),
+                ModelFormat::Safetensors => Ok(export::to_safetensors(
+                    &arch,
+                    &params,
+                    normalization.as_ref(),
+                )),
+                ModelFormat::Onnx => {
+                    export::to_onnx(&arch, &params, normalization.as_ref()).map_err(ml_internal)
+                }
                 ModelFormat::Burn => export::to_burn_record(&arch, &params).map_err(ml_internal),
             }
         })
         .await?;
-        Ok((bytes, format!("job-{id}-round-{}.{}", row.round, format.extension())))
+        Ok((
+            bytes,
+            format!("job-{id}-round-{}.{}", row.round, format.extension()),
+        ))
     }
 
     /// A stored blob.
@@ -719,7 +779,10 @@ impl Coordinator {
     }
 
     /// Stores an uploaded dataset file.
-    pub async fn upload_dataset(&self, bytes: &[u8]) -> Result<oblivion_protocol::api::UploadedDataset, AppError> {
+    pub async fn upload_dataset(
+        &self,
+        bytes: &[u8],
+    ) -> Result<oblivion_protocol::api::UploadedDataset, AppError> {
         datasets::upload(bytes, &self.artifacts).await
     }
 }
@@ -751,7 +814,9 @@ fn check_update(
     }
     let norm = delta.l2_norm();
     if norm > bound {
-        return Err(format!("update norm {norm:.3} exceeds the job's bound {bound}"));
+        return Err(format!(
+            "update norm {norm:.3} exceeds the job's bound {bound}"
+        ));
     }
     let loss = meta
         .get(oblivion_protocol::wire::update_metadata::TRAIN_LOSS)

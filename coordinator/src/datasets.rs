@@ -39,7 +39,8 @@ pub async fn load(spec: &DatasetSpec, artifacts: &Artifacts) -> Result<Dataset, 
         DatasetSpec::Idx { images, labels } => {
             let images = fetch(artifacts, "dataset.idx.images", images).await?;
             let labels = fetch(artifacts, "dataset.idx.labels", labels).await?;
-            Dataset::from_idx(&images, &labels).map_err(|e| unprocessable("dataset.idx", e.to_string()))
+            Dataset::from_idx(&images, &labels)
+                .map_err(|e| unprocessable("dataset.idx", e.to_string()))
         }
     }
 }
@@ -52,7 +53,9 @@ async fn fetch(artifacts: &Artifacts, field: &str, sha: &str) -> Result<Vec<u8>,
         .ok_or_else(|| {
             unprocessable(
                 field,
-                format!("no uploaded file has sha256 {sha}; upload it with POST /api/datasets first"),
+                format!(
+                    "no uploaded file has sha256 {sha}; upload it with POST /api/datasets first"
+                ),
             )
         })
 }
@@ -62,12 +65,17 @@ async fn fetch(artifacts: &Artifacts, field: &str, sha: &str) -> Result<Vec<u8>,
 pub async fn upload(bytes: &[u8], artifacts: &Artifacts) -> Result<UploadedDataset, AppError> {
     let raw = oblivion_ml::data::maybe_gunzip(bytes, 512 * 1024 * 1024)
         .map_err(|e| AppError::unprocessable(e.to_string()))?;
-    let magic = raw.get(..4).map(|m| u32::from_be_bytes([m[0], m[1], m[2], m[3]]));
+    let magic = raw
+        .get(..4)
+        .map(|m| u32::from_be_bytes([m[0], m[1], m[2], m[3]]));
     let bad = |e: oblivion_ml::MlError| AppError::unprocessable(e.to_string());
     let (kind, rows) = match magic {
         Some(2051) => {
             let (shape, pixels) = parse_idx_images(&raw).map_err(bad)?;
-            ("idx-images", pixels.len() / shape.iter().product::<usize>().max(1))
+            (
+                "idx-images",
+                pixels.len() / shape.iter().product::<usize>().max(1),
+            )
         }
         Some(2049) => ("idx-labels", parse_idx_labels(&raw).map_err(bad)?.len()),
         _ => ("csv", parse_csv(&raw).map_err(bad)?.len()),

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
+use oblivion_protocol::JobSpec;
 use oblivion_protocol::api::{JobStatus, ShardView, WorkerView};
 use oblivion_protocol::wire::{CoordinatorMessage, LeaseProgress, LeaseTask};
-use oblivion_protocol::JobSpec;
 use tokio::sync::mpsc::UnboundedSender;
 
 /// Lease rules.
@@ -221,7 +221,11 @@ impl Hub {
             .jobs
             .get_mut(&lease.job)
             .and_then(|j| j.shards.get_mut(lease.shard as usize))
-            && shard.state == (ShardState::Leased { lease: id, worker: lease.worker })
+            && shard.state
+                == (ShardState::Leased {
+                    lease: id,
+                    worker: lease.worker,
+                })
         {
             shard.state = ShardState::Pending;
         }
@@ -237,7 +241,10 @@ impl Hub {
     /// Removes a worker that disconnected; its leases are re-issued.
     pub fn remove_worker(&mut self, id: u64) -> (Option<Worker>, Vec<Ended>) {
         let ids: Vec<u64> = self.leases_of(id).map(|l| l.id).collect();
-        let ended = ids.iter().filter_map(|l| self.end(*l, "disconnected")).collect();
+        let ended = ids
+            .iter()
+            .filter_map(|l| self.end(*l, "disconnected"))
+            .collect();
         (self.workers.remove(&id), ended)
     }
 
@@ -269,14 +276,25 @@ impl Hub {
             .map(|l| l.id)
             .collect();
         stale.sort_unstable();
-        stale.iter().filter_map(|id| self.end(*id, "expired")).collect()
+        stale
+            .iter()
+            .filter_map(|id| self.end(*id, "expired"))
+            .collect()
     }
 
     /// Ends every lease of a job (it was cancelled or failed) and forgets it.
     pub fn remove_job(&mut self, job: u64) -> Vec<Ended> {
-        let mut ids: Vec<u64> = self.leases.values().filter(|l| l.job == job).map(|l| l.id).collect();
+        let mut ids: Vec<u64> = self
+            .leases
+            .values()
+            .filter(|l| l.job == job)
+            .map(|l| l.id)
+            .collect();
         ids.sort_unstable();
-        let ended = ids.iter().filter_map(|id| self.end(*id, "revoked")).collect();
+        let ended = ids
+            .iter()
+            .filter_map(|id| self.end(*id, "revoked"))
+            .collect();
         self.jobs.remove(&job);
         ended
     }
@@ -305,7 +323,14 @@ impl Hub {
                 .workers
                 .values()
                 .filter(|w| !w.draining)
-                .map(|w| (refused.contains(&w.view.id), self.active_count(w.view.id), w.view.benchmark, w.view.id))
+                .map(|w| {
+                    (
+                        refused.contains(&w.view.id),
+                        self.active_count(w.view.id),
+                        w.view.benchmark,
+                        w.view.id,
+                    )
+                })
                 .filter(|(_, active, _, _)| *active < self.policy.cap)
                 .collect();
             candidates.sort_by(|a, b| {
@@ -398,7 +423,9 @@ impl Hub {
     pub fn reject(&mut self, lease: u64) -> Option<Ended> {
         let ended = self.end(lease, "rejected")?;
         if let Some(job) = self.jobs.get_mut(&ended.lease.job) {
-            job.shards[ended.lease.shard as usize].refused_by.push(ended.lease.worker);
+            job.shards[ended.lease.shard as usize]
+                .refused_by
+                .push(ended.lease.worker);
         }
         if let Some(w) = self.workers.get_mut(&ended.lease.worker) {
             w.view.rejected += 1;
@@ -412,9 +439,14 @@ impl Hub {
         let lease = self.leases.remove(&lease)?;
         let job = self.jobs.get_mut(&lease.job)?;
         let shard = &mut job.shards[lease.shard as usize];
-        shard.state = ShardState::Done { worker: lease.worker };
+        shard.state = ShardState::Done {
+            worker: lease.worker,
+        };
         let samples = shard.samples;
-        let round_done = job.shards.iter().all(|s| matches!(s.state, ShardState::Done { .. }));
+        let round_done = job
+            .shards
+            .iter()
+            .all(|s| matches!(s.state, ShardState::Done { .. }));
         if round_done {
             job.aggregating = true;
         }
@@ -577,7 +609,11 @@ mod tests {
         assert!(ended.iter().all(|e| e.status == "disconnected"));
         let again = h.dispatch(1.0);
         assert_eq!(holders(&again), vec![b, b]);
-        assert!(again.iter().all(|i| h.jobs[&1].shards[i.lease.shard as usize].attempts == 2));
+        assert!(
+            again
+                .iter()
+                .all(|i| h.jobs[&1].shards[i.lease.shard as usize].attempts == 2)
+        );
     }
 
     #[test]
@@ -586,7 +622,14 @@ mod tests {
         let a = add_worker(&mut h, 1.0);
         add_job(&mut h, 1, 1);
         let lease = h.dispatch(0.0)[0].lease.id;
-        h.heartbeat(a, &[LeaseProgress { lease_id: lease, progress: 0.5 }], 20.0);
+        h.heartbeat(
+            a,
+            &[LeaseProgress {
+                lease_id: lease,
+                progress: 0.5,
+            }],
+            20.0,
+        );
         assert!(h.expire(45.0).is_empty(), "renewed at 20 s until 50 s");
         assert_eq!(h.lease(lease).unwrap().progress, 0.5);
         let ended = h.expire(51.0);
@@ -605,14 +648,23 @@ mod tests {
         add_job(&mut h, 1, 1);
         let lease = h.dispatch(0.0)[0].lease.clone();
         assert_eq!(lease.worker, a);
-        assert_eq!(h.update_context("token2", lease.id).unwrap_err(), Refusal::NotHeld(lease.id));
-        assert_eq!(h.update_context("nope", lease.id).unwrap_err(), Refusal::UnknownWorker);
+        assert_eq!(
+            h.update_context("token2", lease.id).unwrap_err(),
+            Refusal::NotHeld(lease.id)
+        );
+        assert_eq!(
+            h.update_context("nope", lease.id).unwrap_err(),
+            Refusal::UnknownWorker
+        );
         assert!(h.update_context("token1", lease.id).is_ok());
         h.reject(lease.id).unwrap();
         assert_eq!(h.workers[&a].view.rejected, 1);
         // The faster worker was refused: the shard goes to the other one.
         assert_eq!(holders(&h.dispatch(1.0)), vec![b]);
-        assert!(h.update_context("token1", lease.id).is_err(), "the old lease is gone");
+        assert!(
+            h.update_context("token1", lease.id).is_err(),
+            "the old lease is gone"
+        );
     }
 
     #[test]

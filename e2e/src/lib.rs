@@ -29,7 +29,10 @@ pub fn bin(name: &str) -> Result<PathBuf> {
     }
     let path = dir.join(name);
     if !path.exists() {
-        bail!("{} is not built; run `cargo build --workspace --bins` first", path.display());
+        bail!(
+            "{} is not built; run `cargo build --workspace --bins` first",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -167,13 +170,23 @@ pub struct Api {
 async fn reply(r: reqwest::Response) -> Result<Reply> {
     let status = r.status().as_u16();
     let body = r.bytes().await?;
-    Ok((status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)))
+    Ok((
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    ))
 }
 
 impl Api {
     /// POSTs raw bytes.
     pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> Result<Reply> {
-        reply(self.http.post(format!("{}{path}", self.url)).body(body).send().await?).await
+        reply(
+            self.http
+                .post(format!("{}{path}", self.url))
+                .body(body)
+                .send()
+                .await?,
+        )
+        .await
     }
 
     /// GETs JSON.
@@ -273,11 +286,15 @@ impl ScriptedWorker {
             payout_address: None,
         };
         socket
-            .send(tokio_tungstenite::tungstenite::Message::Text(serde_json::to_string(&hello)?.into()))
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                serde_json::to_string(&hello)?.into(),
+            ))
             .await?;
         let reply = socket.next().await.context("closed")??;
         match serde_json::from_str(reply.to_text()?)? {
-            CoordinatorMessage::Welcome { worker_id, token, .. } => Ok(ScriptedWorker {
+            CoordinatorMessage::Welcome {
+                worker_id, token, ..
+            } => Ok(ScriptedWorker {
                 socket,
                 id: worker_id,
                 token,
@@ -318,8 +335,12 @@ impl ScriptedWorker {
 /// An update for `task` whose every value is `value` (0: no change).
 pub fn uniform_update(task: &oblivion_protocol::wire::LeaseTask, value: f32) -> Vec<u8> {
     use oblivion_ml::params::{NamedTensor, Params};
-    let arch = oblivion_ml::model::Architecture::new(task.model.clone(), task.input_shape.clone(), task.classes)
-        .expect("task describes a valid model");
+    let arch = oblivion_ml::model::Architecture::new(
+        task.model.clone(),
+        task.input_shape.clone(),
+        task.classes,
+    )
+    .expect("task describes a valid model");
     let params = Params {
         tensors: arch
             .param_shapes()

@@ -22,7 +22,11 @@ async fn invalid_specs_are_refused_naming_the_field() {
         ("dataset", json!({"builtin": "cifar"}), "unknown dataset"),
         ("rounds", json!(0), "between 1 and"),
         ("rounds", json!(-2), "invalid value"),
-        ("dataset", json!({"csv": "ab".repeat(32)}), "no uploaded file"),
+        (
+            "dataset",
+            json!({"csv": "ab".repeat(32)}),
+            "no uploaded file",
+        ),
     ];
     for (key, value, says) in cases {
         let mut spec = iris(2);
@@ -35,16 +39,25 @@ async fn invalid_specs_are_refused_naming_the_field() {
     let (status, _) = api.get("/api/jobs/999").await.unwrap();
     assert_eq!(status, 404);
     let id = api.submit(&iris(1)).await.unwrap();
-    let (status, body) = api.get(&format!("/api/jobs/{id}/model?format=pickle")).await.unwrap();
+    let (status, body) = api
+        .get(&format!("/api/jobs/{id}/model?format=pickle"))
+        .await
+        .unwrap();
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().unwrap().contains("onnx, safetensors or burn"));
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("onnx, safetensors or burn")
+    );
     let (status, _) = api.post("/api/jobs", "x".repeat(300 * 1024)).await.unwrap();
     assert_eq!(status, 413);
 }
 
 #[tokio::test]
 async fn uploads_are_checked_and_limited() {
-    let net = Network::start(&["--max-upload-bytes", "8192", "--max-update-bytes", "4096"]).unwrap();
+    let net =
+        Network::start(&["--max-upload-bytes", "8192", "--max-update-bytes", "4096"]).unwrap();
     let api = net.api();
     let (status, body) = api.post("/api/datasets", vec![b'1'; 9000]).await.unwrap();
     assert_eq!(status, 413, "{body}");
@@ -53,7 +66,10 @@ async fn uploads_are_checked_and_limited() {
     assert_eq!(status, 422, "{body}");
     let iris = std::fs::read(oblivion_e2e::root().join("datasets/tabular/iris.csv")).unwrap();
     let (status, body) = api.post("/api/datasets", iris).await.unwrap();
-    assert_eq!((status, body["kind"].as_str(), body["rows"].as_u64()), (201, Some("csv"), Some(150)));
+    assert_eq!(
+        (status, body["kind"].as_str(), body["rows"].as_u64()),
+        (201, Some("csv"), Some(150))
+    );
     // A job on the uploaded file runs like one on a built-in.
     let mut spec = iris_spec_for(body["sha256"].as_str().unwrap());
     spec["rounds"] = 1.into();
@@ -61,7 +77,10 @@ async fn uploads_are_checked_and_limited() {
     let mut worker = ScriptedWorker::connect(&api.url, "scripted").await.unwrap();
     let lease = worker.next_lease().await.unwrap();
     assert_eq!(lease.job_id, id);
-    let (status, body) = worker.post_update(&api, lease.lease_id, vec![0; 5000]).await.unwrap();
+    let (status, body) = worker
+        .post_update(&api, lease.lease_id, vec![0; 5000])
+        .await
+        .unwrap();
     assert_eq!(status, 413, "{body}");
 }
 
@@ -79,7 +98,10 @@ async fn bad_updates_are_refused_and_the_job_still_completes() {
     let mut worker = ScriptedWorker::connect(&api.url, "scripted").await.unwrap();
     let mut lease = worker.next_lease().await.unwrap();
 
-    let (status, body) = worker.post_update(&api, 9999, uniform_update(&lease, 0.0)).await.unwrap();
+    let (status, body) = worker
+        .post_update(&api, 9999, uniform_update(&lease, 0.0))
+        .await
+        .unwrap();
     assert_eq!(status, 409, "a lease not held: {body}");
     let r = api
         .http
@@ -100,7 +122,10 @@ async fn bad_updates_are_refused_and_the_job_still_completes() {
         (b"not an update".to_vec(), "update rejected"),
     ];
     for (body, says) in bad_updates {
-        let (status, reply) = worker.post_update(&api, lease.lease_id, body).await.unwrap();
+        let (status, reply) = worker
+            .post_update(&api, lease.lease_id, body)
+            .await
+            .unwrap();
         assert_eq!(status, 422, "{says}: {reply}");
         assert!(reply["error"].as_str().unwrap().contains(says), "{reply}");
         // The lease is over; the same update is now for a lease not held.
@@ -114,16 +139,28 @@ async fn bad_updates_are_refused_and_the_job_still_completes() {
     }
     // Good updates finish the job (3 rounds of 2 shards): nothing above harmed it.
     for accepted in 1..=6 {
-        let (status, body) = worker.post_update(&api, lease.lease_id, uniform_update(&lease, 0.0)).await.unwrap();
+        let (status, body) = worker
+            .post_update(&api, lease.lease_id, uniform_update(&lease, 0.0))
+            .await
+            .unwrap();
         assert_eq!(status, 200, "{body}");
         if accepted < 6 {
             lease = worker.next_lease().await.unwrap();
         }
     }
-    let job = api.wait_finished(id, std::time::Duration::from_secs(30), |_| {}).await.unwrap();
+    let job = api
+        .wait_finished(id, std::time::Duration::from_secs(30), |_| {})
+        .await
+        .unwrap();
     assert_eq!(job.status.as_str(), "completed");
     assert_eq!(job.history.len(), 3);
-    let me = api.workers().await.unwrap().into_iter().find(|w| w.id == worker.id).unwrap();
+    let me = api
+        .workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|w| w.id == worker.id)
+        .unwrap();
     assert_eq!((me.accepted, me.rejected), (6, 4));
 }
 
@@ -136,7 +173,10 @@ async fn a_restarted_coordinator_resumes_its_jobs() {
     // Round 1 in full, and one shard of round 2.
     for _ in 0..3 {
         let lease = worker.next_lease().await.unwrap();
-        let (status, body) = worker.post_update(&api, lease.lease_id, uniform_update(&lease, 0.0)).await.unwrap();
+        let (status, body) = worker
+            .post_update(&api, lease.lease_id, uniform_update(&lease, 0.0))
+            .await
+            .unwrap();
         assert_eq!(status, 200, "{body}");
     }
     let before = api.job(id).await.unwrap();
@@ -148,14 +188,24 @@ async fn a_restarted_coordinator_resumes_its_jobs() {
     assert_eq!(after.status.as_str(), "running");
     assert_eq!((after.round, after.history.len()), (2, 1));
     let states: Vec<&str> = after.shards.iter().map(|s| s.state.as_str()).collect();
-    assert_eq!(states.iter().filter(|s| **s == "done").count(), 1, "{states:?}");
+    assert_eq!(
+        states.iter().filter(|s| **s == "done").count(),
+        1,
+        "{states:?}"
+    );
     let mut worker = ScriptedWorker::connect(&api.url, "after").await.unwrap();
     for _ in 0..3 {
         let lease = worker.next_lease().await.unwrap();
         assert!(lease.round >= 2, "no finished work is redone");
-        let (status, body) = worker.post_update(&api, lease.lease_id, uniform_update(&lease, 0.0)).await.unwrap();
+        let (status, body) = worker
+            .post_update(&api, lease.lease_id, uniform_update(&lease, 0.0))
+            .await
+            .unwrap();
         assert_eq!(status, 200, "{body}");
     }
-    let job = api.wait_finished(id, std::time::Duration::from_secs(30), |_| {}).await.unwrap();
+    let job = api
+        .wait_finished(id, std::time::Duration::from_secs(30), |_| {})
+        .await
+        .unwrap();
     assert_eq!((job.status.as_str(), job.history.len()), ("completed", 3));
 }

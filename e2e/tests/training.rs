@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use oblivion_e2e::{Network, ScratchDir, example, root};
+use oblivion_ml::ComputeDevice;
 use oblivion_ml::data::Dataset;
 use oblivion_ml::export::from_burn_record;
 use oblivion_ml::model::Architecture;
 use oblivion_ml::train::{evaluate, predict};
-use oblivion_ml::ComputeDevice;
 use oblivion_protocol::JobSpec;
 
 const TIMEOUT: Duration = Duration::from_secs(900);
@@ -41,11 +41,23 @@ async fn mnist_cnn_reaches_97_percent_and_exports_agree() {
     let id = api.submit(&spec_json).await.unwrap();
     let job = api.wait_finished(id, TIMEOUT, |_| {}).await.unwrap();
     assert_eq!(job.status.as_str(), "completed", "{job:?}");
-    assert!(job.history.len() >= 3, "at least 3 rounds: {:?}", job.history);
+    assert!(
+        job.history.len() >= 3,
+        "at least 3 rounds: {:?}",
+        job.history
+    );
     let last = job.history.last().unwrap();
-    assert!(last.accuracy >= 0.97, "validation accuracy {}", last.accuracy);
+    assert!(
+        last.accuracy >= 0.97,
+        "validation accuracy {}",
+        last.accuracy
+    );
     for r in &job.history {
-        assert_eq!(r.updates, spec.shards_per_round, "round {} aggregated every shard", r.round);
+        assert_eq!(
+            r.updates, spec.shards_per_round,
+            "round {} aggregated every shard",
+            r.round
+        );
     }
     // Every worker did accepted work.
     let workers = api.workers().await.unwrap();
@@ -57,16 +69,25 @@ async fn mnist_cnn_reaches_97_percent_and_exports_agree() {
     let val = held_out(&spec);
     assert_eq!(val.len() as u64, job.validation_samples);
     let arch = Architecture::new(spec.model.clone(), vec![1, 28, 28], 10).unwrap();
-    let burn = api.get_bytes(&format!("/api/jobs/{id}/model?format=burn")).await.unwrap();
+    let burn = api
+        .get_bytes(&format!("/api/jobs/{id}/model?format=burn"))
+        .await
+        .unwrap();
     let params = from_burn_record(&arch, &burn).unwrap();
     let eval = evaluate(&arch, &params, &val, ComputeDevice::Cpu).unwrap();
     assert!(eval.accuracy >= 0.97, "held-out accuracy {}", eval.accuracy);
-    assert!((eval.accuracy - last.accuracy).abs() < 1e-9, "the API reports what the model does");
+    assert!(
+        (eval.accuracy - last.accuracy).abs() < 1e-9,
+        "the API reports what the model does"
+    );
 
     // ONNX (onnxruntime) and safetensors (numpy) give the same predictions.
     let dir = ScratchDir::new("export").unwrap();
     for format in ["onnx", "safetensors"] {
-        let bytes = api.get_bytes(&format!("/api/jobs/{id}/model?format={format}")).await.unwrap();
+        let bytes = api
+            .get_bytes(&format!("/api/jobs/{id}/model?format={format}"))
+            .await
+            .unwrap();
         std::fs::write(dir.0.join(format!("model.{format}")), bytes).unwrap();
     }
     let sample = val.select(&(0..500).collect::<Vec<_>>());
@@ -83,9 +104,19 @@ async fn mnist_cnn_reaches_97_percent_and_exports_agree() {
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{report}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(report.contains("onnx: 500/500 predictions agree"), "{report}");
-    assert!(report.contains("safetensors: 500/500 predictions agree"), "{report}");
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains("onnx: 500/500 predictions agree"),
+        "{report}"
+    );
+    assert!(
+        report.contains("safetensors: 500/500 predictions agree"),
+        "{report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -101,7 +132,10 @@ async fn a_worker_killed_mid_round_costs_only_its_shard() {
         let workers = api.workers().await.unwrap();
         let first = workers.iter().find(|w| w.name == "w0");
         if let Some(w) = first
-            && job.shards.iter().any(|s| s.state == "leased" && s.worker_id == Some(w.id))
+            && job
+                .shards
+                .iter()
+                .any(|s| s.state == "leased" && s.worker_id == Some(w.id))
         {
             break w.id;
         }
@@ -112,12 +146,18 @@ async fn a_worker_killed_mid_round_costs_only_its_shard() {
     let mut reissued = false;
     let job = api
         .wait_finished(id, TIMEOUT, |job| {
-            reissued |= job.shards.iter().any(|s| s.attempts >= 2 && s.worker_id != Some(victim));
+            reissued |= job
+                .shards
+                .iter()
+                .any(|s| s.attempts >= 2 && s.worker_id != Some(victim));
         })
         .await
         .unwrap();
     assert_eq!(job.status.as_str(), "completed", "{job:?}");
-    assert!(reissued, "the killed worker's shard was re-issued to another worker");
+    assert!(
+        reissued,
+        "the killed worker's shard was re-issued to another worker"
+    );
     assert!(job.history.last().unwrap().accuracy >= 0.97);
     let workers = api.workers().await.unwrap();
     assert_eq!(workers.len(), 2, "the killed worker is gone: {workers:?}");

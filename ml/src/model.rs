@@ -76,7 +76,11 @@ impl Architecture {
         let ModelSpec::Cnn { channels, .. } = &self.model else {
             return None;
         };
-        let (c0, h, w) = (self.input_shape[0], self.input_shape[1], self.input_shape[2]);
+        let (c0, h, w) = (
+            self.input_shape[0],
+            self.input_shape[1],
+            self.input_shape[2],
+        );
         let (c1, c2) = (channels[0] as usize, channels[1] as usize);
         // "Same" padding keeps the size; each 2x2 pooling halves it (floor).
         Some(([(c0, c1), (c1, c2)], c2 * (h / 4) * (w / 4)))

@@ -65,7 +65,9 @@ impl Params {
 
     /// Whether every value is finite.
     pub fn all_finite(&self) -> bool {
-        self.tensors.iter().all(|t| t.values.iter().all(|v| v.is_finite()))
+        self.tensors
+            .iter()
+            .all(|t| t.values.iter().all(|v| v.is_finite()))
     }
 
     /// L2 norm over all values.
@@ -97,7 +99,12 @@ impl Params {
                 .map(|(a, b)| NamedTensor {
                     name: a.name.clone(),
                     shape: a.shape.clone(),
-                    values: a.values.iter().zip(&b.values).map(|(x, y)| f(*x, *y)).collect(),
+                    values: a
+                        .values
+                        .iter()
+                        .zip(&b.values)
+                        .map(|(x, y)| f(*x, *y))
+                        .collect(),
                 })
                 .collect(),
         }
@@ -117,7 +124,7 @@ impl Params {
             .first()
             .ok_or_else(|| MlError::Update("nothing to average".into()))?;
         let total: f64 = sets.iter().map(|(_, w)| *w).sum();
-        if !(total > 0.0) {
+        if total.is_nan() || total <= 0.0 {
             return Err(MlError::Update("weights of the average sum to zero".into()));
         }
         let mut acc: Vec<Vec<f64>> = first
@@ -161,7 +168,8 @@ impl Params {
     /// Parses safetensors holding only F32 tensors; returns them sorted by
     /// name, and the metadata.
     pub fn from_safetensors(bytes: &[u8]) -> Result<(Params, HashMap<String, String>), MlError> {
-        let bad = |e: safetensors::SafeTensorError| MlError::Update(format!("bad safetensors: {e}"));
+        let bad =
+            |e: safetensors::SafeTensorError| MlError::Update(format!("bad safetensors: {e}"));
         let (_, meta) = SafeTensors::read_metadata(bytes).map_err(bad)?;
         let st = SafeTensors::deserialize(bytes).map_err(bad)?;
         let mut tensors = Vec::new();
@@ -214,7 +222,12 @@ impl View for F32View<'_> {
         &self.0.shape
     }
     fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        self.0.values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()
+        self.0
+            .values
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into()
     }
     fn data_len(&self) -> usize {
         self.0.values.len() * 4

@@ -57,7 +57,11 @@ fn image_shape(arch: &Architecture) -> Option<[usize; 3]> {
     }
 }
 
-fn batch_tensors(data: &Dataset, indices: &[usize], device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
+fn batch_tensors(
+    data: &Dataset,
+    indices: &[usize],
+    device: &Device,
+) -> (Tensor<2>, Tensor<1, Int>) {
     let per = data.sample_len();
     let mut x = Vec::with_capacity(indices.len() * per);
     let mut y = Vec::with_capacity(indices.len());
@@ -78,7 +82,10 @@ fn plan_batches(n: usize, batch: usize, work: LocalWork, seed: u64) -> Vec<Vec<u
     let mut epoch = 0u64;
     loop {
         let mut order: Vec<usize> = (0..n).collect();
-        shuffle(&mut order, seed.wrapping_add(epoch.wrapping_mul(0x2545_F491_4F6C_DD1D)));
+        shuffle(
+            &mut order,
+            seed.wrapping_add(epoch.wrapping_mul(0x2545_F491_4F6C_DD1D)),
+        );
         for chunk in order.chunks(batch) {
             if let LocalWork::Steps(s) = work
                 && batches.len() >= s as usize

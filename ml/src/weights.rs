@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::MlError;
 use crate::model::{Architecture, Network};
 use crate::params::{NamedTensor, Params};
-use crate::MlError;
 
 /// Reads every float parameter with its dotted path.
 #[derive(Default)]
@@ -89,7 +89,8 @@ pub fn check_params(arch: &Architecture, params: &Params) -> Result<(), MlError>
         )));
     }
     for ((name, shape), t) in expected.iter().zip(&params.tensors) {
-        if *name != t.name || *shape != t.shape || t.values.len() != shape.iter().product::<usize>() {
+        if *name != t.name || *shape != t.shape || t.values.len() != shape.iter().product::<usize>()
+        {
             return Err(MlError::Update(format!(
                 "tensor {} {:?} does not match the model's {name} {shape:?}",
                 t.name, t.shape
@@ -139,8 +140,14 @@ pub fn initial_params(arch: &Architecture, seed: u64) -> Result<Params, MlError>
                 });
             let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
             let n = shape.iter().product();
-            let values = (0..n).map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound) as f32).collect();
-            NamedTensor { name, shape, values }
+            let values = (0..n)
+                .map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound) as f32)
+                .collect();
+            NamedTensor {
+                name,
+                shape,
+                values,
+            }
         })
         .collect();
     Ok(Params { tensors })

@@ -186,7 +186,9 @@ pub enum LocalWork {
 }
 
 fn is_sha256(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 fn check_width(field: String, width: u32) -> Result<(), SpecError> {
@@ -300,8 +302,10 @@ impl JobSpec {
                 }
             }
             DatasetSpec::Idx { images, labels } => {
-                for (field, sha) in [("dataset.idx.images", images), ("dataset.idx.labels", labels)]
-                {
+                for (field, sha) in [
+                    ("dataset.idx.images", images),
+                    ("dataset.idx.labels", labels),
+                ] {
                     if !is_sha256(sha) {
                         return Err(SpecError::new(
                             field,

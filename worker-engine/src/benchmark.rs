@@ -18,7 +18,9 @@ pub fn benchmark(
     let n = 256;
     let data = Dataset {
         shape: vec![784],
-        features: (0..n * 784).map(|i| ((i * 7919) % 255) as f32 / 255.0).collect(),
+        features: (0..n * 784)
+            .map(|i| ((i * 7919) % 255) as f32 / 255.0)
+            .collect(),
         labels: (0..n as u32).map(|i| i % 10).collect(),
         classes: 10,
     };

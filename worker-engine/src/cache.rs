@@ -24,7 +24,10 @@ impl<V: Clone> Lru<V> {
 
     /// The value for `key`.
     pub fn get(&self, key: &str) -> Option<V> {
-        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
     }
 
     /// Caches `value`, evicting the oldest entry when full.

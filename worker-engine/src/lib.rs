@@ -15,7 +15,7 @@ use std::sync::Arc;
 use oblivion_ml::data::{Dataset, decode_shard};
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
-use oblivion_ml::train::{LocalTraining, LocalTrainer};
+use oblivion_ml::train::{LocalTrainer, LocalTraining};
 use oblivion_ml::{ComputeDevice, MlError};
 use oblivion_protocol::wire::{LeaseTask, update_metadata};
 use sha2::{Digest, Sha256};
@@ -99,7 +99,12 @@ impl Engine {
     }
 
     /// Checks and decodes a fetched artifact, and caches it.
-    pub fn insert(&mut self, kind: ArtifactKind, sha: &str, bytes: &[u8]) -> Result<(), EngineError> {
+    pub fn insert(
+        &mut self,
+        kind: ArtifactKind,
+        sha: &str,
+        bytes: &[u8],
+    ) -> Result<(), EngineError> {
         if sha256_hex(bytes) != sha {
             return Err(EngineError::Corrupt(sha.to_string()));
         }
@@ -109,7 +114,8 @@ impl Engine {
                 self.weights.insert(sha.to_string(), Arc::new(params));
             }
             ArtifactKind::Data => {
-                self.data.insert(sha.to_string(), Arc::new(decode_shard(bytes)?));
+                self.data
+                    .insert(sha.to_string(), Arc::new(decode_shard(bytes)?));
             }
         }
         Ok(())
@@ -151,9 +157,18 @@ impl Engine {
         let delta = outcome.params.minus(&global);
         let millis = elapsed_millis().saturating_sub(start);
         let metadata = HashMap::from([
-            (update_metadata::SAMPLES.to_string(), outcome.samples.to_string()),
-            (update_metadata::TRAIN_LOSS.to_string(), outcome.mean_loss.to_string()),
-            (update_metadata::TRAIN_MILLIS.to_string(), millis.to_string()),
+            (
+                update_metadata::SAMPLES.to_string(),
+                outcome.samples.to_string(),
+            ),
+            (
+                update_metadata::TRAIN_LOSS.to_string(),
+                outcome.mean_loss.to_string(),
+            ),
+            (
+                update_metadata::TRAIN_MILLIS.to_string(),
+                millis.to_string(),
+            ),
         ]);
         Ok(Some(Update {
             norm: delta.l2_norm(),

@@ -106,10 +106,16 @@ async fn run(args: Args) -> Result<(), String> {
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| format!("benchmark failed: {e}"))?;
-    tracing::info!(backend = info.backend, score = format!("{score:.0} samples/s"), "device ready");
+    tracing::info!(
+        backend = info.backend,
+        score = format!("{score:.0} samples/s"),
+        "device ready"
+    );
     let settings = Settings {
         base,
-        name: args.name.unwrap_or_else(|| format!("worker-{}", std::process::id())),
+        name: args
+            .name
+            .unwrap_or_else(|| format!("worker-{}", std::process::id())),
         device,
         info,
         benchmark: score,
@@ -120,10 +126,15 @@ async fn run(args: Args) -> Result<(), String> {
     loop {
         match session.run().await {
             Outcome::Stopped => return Ok(()),
-            Outcome::Refused(message) => return Err(format!("the coordinator refused this worker: {message}")),
+            Outcome::Refused(message) => {
+                return Err(format!("the coordinator refused this worker: {message}"));
+            }
             Outcome::Lost(reason) => {
                 let jitter = Duration::from_millis(rand::random::<u64>() % 250);
-                tracing::warn!("connection lost ({reason}); retrying in {:?}", backoff + jitter);
+                tracing::warn!(
+                    "connection lost ({reason}); retrying in {:?}",
+                    backoff + jitter
+                );
                 tokio::select! {
                     _ = tokio::time::sleep(backoff + jitter) => {}
                     _ = tokio::signal::ctrl_c() => return Ok(()),

@@ -136,7 +136,8 @@ impl Worker {
             self.settings.clone(),
             token,
         ));
-        let mut heartbeat = tokio::time::interval(Duration::from_secs(heartbeat_secs.clamp(1, 3600)));
+        let mut heartbeat =
+            tokio::time::interval(Duration::from_secs(heartbeat_secs.clamp(1, 3600)));
         let mut stops = 0;
         let cancel_all = |held: &HeldMap| {
             for h in lock(held).values() {
@@ -292,11 +293,18 @@ async fn work(
     let missing = lock(engine).missing(task);
     for (kind, sha) in missing {
         let url = format!("{}/api/artifacts/{sha}", settings.base);
-        let response = http.get(&url).send().await.map_err(|e| format!("fetching {sha}: {e}"))?;
+        let response = http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("fetching {sha}: {e}"))?;
         if !response.status().is_success() {
             return Err(format!("fetching {sha}: {}", response.status()));
         }
-        let bytes = response.bytes().await.map_err(|e| format!("fetching {sha}: {e}"))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| format!("fetching {sha}: {e}"))?;
         let engine = engine.clone();
         tokio::task::spawn_blocking(move || lock(&engine).insert(kind, &sha, &bytes))
             .await

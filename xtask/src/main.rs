@@ -29,7 +29,9 @@ fn cargo() -> Command {
 fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("+ {cmd:?}");
     let started = Instant::now();
-    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     eprintln!("  ({:.0} s)", started.elapsed().as_secs_f64());
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
@@ -78,14 +80,16 @@ fn python_env() -> Result<PathBuf> {
             .is_ok_and(|s| s.success());
     if !ready {
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-        run(Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-        ]).arg(root().join("tests/python/requirements.txt")))?;
+        run(Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(root().join("tests/python/requirements.txt")))?;
     }
     Ok(python)
 }
@@ -106,7 +110,14 @@ fn test() -> Result<()> {
     let python = python_env()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
     run(cargo().args(["build", "--workspace", "--all-targets"]))?;
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     run(cargo().args([
         "check",
         "--target",
@@ -126,7 +137,15 @@ fn test() -> Result<()> {
 fn bench(args: &[String]) -> Result<()> {
     run(cargo().args(["build", "--workspace", "--bins"]))?;
     run(cargo()
-        .args(["run", "--quiet", "-p", "oblivion-e2e", "--bin", "network-bench", "--"])
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "oblivion-e2e",
+            "--bin",
+            "network-bench",
+            "--",
+        ])
         .args(args))
 }
 

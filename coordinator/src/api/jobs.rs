@@ -7,8 +7,8 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use oblivion_protocol::api::{Created, JobView, UploadedDataset};
 use oblivion_protocol::JobSpec;
+use oblivion_protocol::api::{Created, JobView, UploadedDataset};
 use serde::Deserialize;
 
 use super::{MAX_SPEC_BYTES, read_body};

@@ -47,10 +47,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
     let web = coordinator.config.web_dir.clone();
     let api = Router::new()
         .route("/api/health", get(|| async { "ok" }))
-        .route(
-            "/api/jobs",
-post(jobs::create).get(jobs::list),
-        )
+        .route("/api/jobs", post(jobs::create).get(jobs::list))
         .route("/api/jobs/{id}", get(jobs::show))
         .route("/api/jobs/{id}/cancel", post(jobs::cancel))
         .route("/api/jobs/{id}/model", get(jobs::model))

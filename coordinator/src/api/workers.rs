@@ -98,7 +98,9 @@ async fn session(c: Arc<Coordinator>, mut socket: WebSocket) {
     if protocol != PROTOCOL_VERSION {
         return refuse(
             socket,
-            format!("protocol {protocol} is not supported; this coordinator speaks {PROTOCOL_VERSION}"),
+            format!(
+                "protocol {protocol} is not supported; this coordinator speaks {PROTOCOL_VERSION}"
+            ),
         )
         .await;
     }
@@ -107,7 +109,11 @@ async fn session(c: Arc<Coordinator>, mut socket: WebSocket) {
         name: name.chars().take(64).collect(),
         client,
         device,
-        benchmark: if benchmark.is_finite() { benchmark.max(0.0) } else { 0.0 },
+        benchmark: if benchmark.is_finite() {
+            benchmark.max(0.0)
+        } else {
+            0.0
+        },
         connected: true,
         active_leases: 0,
         accepted: 0,

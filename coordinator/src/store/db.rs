@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use oblivion_protocol::api::{JobStatus, RoundMetrics};
 use oblivion_protocol::JobSpec;
+use oblivion_protocol::api::{JobStatus, RoundMetrics};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Row, SqlitePool};
 
@@ -129,7 +129,11 @@ impl Db {
     }
 
     /// Stores a new job and its shards; returns its id.
-    pub async fn insert_job(&self, job: &JobRow, shards: &[(String, u64)]) -> Result<u64, sqlx::Error> {
+    pub async fn insert_job(
+        &self,
+        job: &JobRow,
+        shards: &[(String, u64)],
+    ) -> Result<u64, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let id = sqlx::query(
             "INSERT INTO jobs (name, spec, status, round, global_sha, input_shape, classes, \
@@ -154,13 +158,15 @@ impl Db {
         .await?
         .last_insert_rowid() as u64;
         for (i, (sha, samples)) in shards.iter().enumerate() {
-            sqlx::query("INSERT INTO job_shards (job_id, shard, data_sha, samples) VALUES (?, ?, ?, ?)")
-                .bind(id as i64)
-                .bind(i as i64)
-                .bind(sha)
-                .bind(*samples as i64)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO job_shards (job_id, shard, data_sha, samples) VALUES (?, ?, ?, ?)",
+            )
+            .bind(id as i64)
+            .bind(i as i64)
+            .bind(sha)
+            .bind(*samples as i64)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(id)
@@ -188,7 +194,12 @@ impl Db {
     }
 
     /// Sets a job's status (and error).
-    pub async fn set_status(&self, id: u64, status: JobStatus, error: Option<&str>) -> Result<(), sqlx::Error> {
+    pub async fn set_status(
+        &self,
+        id: u64,
+        status: JobStatus,
+        error: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE jobs SET status = ?, error = COALESCE(?, error) WHERE id = ?")
             .bind(status.as_str())
             .bind(error)
@@ -261,17 +272,30 @@ impl Db {
 
     /// A job's data shards: (sha256, samples) by index.
     pub async fn job_shards(&self, job: u64) -> Result<Vec<(String, u64)>, sqlx::Error> {
-        let rows = sqlx::query("SELECT data_sha, samples FROM job_shards WHERE job_id = ? ORDER BY shard")
-            .bind(job as i64)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT data_sha, samples FROM job_shards WHERE job_id = ? ORDER BY shard")
+                .bind(job as i64)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("data_sha")?, r.try_get::<i64, _>("samples")? as u64)))
+            .map(|r| {
+                Ok((
+                    r.try_get("data_sha")?,
+                    r.try_get::<i64, _>("samples")? as u64,
+                ))
+            })
             .collect()
     }
 
     /// Records an issued lease.
-    pub async fn insert_lease(&self, id: u64, job: u64, round: u32, shard: u32, worker: u64) -> Result<(), sqlx::Error> {
+    pub async fn insert_lease(
+        &self,
+        id: u64,
+        job: u64,
+        round: u32,
+        shard: u32,
+        worker: u64,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO leases (id, job_id, round, shard, worker_id, status, issued_at) \
              VALUES (?, ?, ?, ?, ?, 'active', ?)",
@@ -312,7 +336,12 @@ impl Db {
     }
 
     /// Records an accepted update and completes its lease, atomically.
-    pub async fn insert_update(&self, job: u64, round: u32, u: &UpdateRow) -> Result<(), sqlx::Error> {
+    pub async fn insert_update(
+        &self,
+        job: u64,
+        round: u32,
+        u: &UpdateRow,
+    ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT OR REPLACE INTO updates (job_id, round, shard, lease_id, worker_id, update_sha, \
@@ -340,11 +369,12 @@ impl Db {
 
     /// Accepted updates of one round.
     pub async fn round_updates(&self, job: u64, round: u32) -> Result<Vec<UpdateRow>, sqlx::Error> {
-        let rows = sqlx::query("SELECT * FROM updates WHERE job_id = ? AND round = ? ORDER BY shard")
-            .bind(job as i64)
-            .bind(i64::from(round))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM updates WHERE job_id = ? AND round = ? ORDER BY shard")
+                .bind(job as i64)
+                .bind(i64::from(round))
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 Ok(UpdateRow {
@@ -370,11 +400,18 @@ impl Db {
         )
         .fetch_one(&self.pool)
         .await?;
-        Ok((row.try_get::<i64, _>("l")? as u64, row.try_get::<i64, _>("w")? as u64))
+        Ok((
+            row.try_get::<i64, _>("l")? as u64,
+            row.try_get::<i64, _>("w")? as u64,
+        ))
     }
 
     /// Records a newly connected worker.
-    pub async fn insert_worker(&self, w: &oblivion_protocol::api::WorkerView, payout: Option<&str>) -> Result<(), sqlx::Error> {
+    pub async fn insert_worker(
+        &self,
+        w: &oblivion_protocol::api::WorkerView,
+        payout: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO workers (id, name, client, device, benchmark, payout_address, connected_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -392,15 +429,20 @@ impl Db {
     }
 
     /// Stores a worker's counters.
-    pub async fn update_worker(&self, w: &oblivion_protocol::api::WorkerView) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE workers SET accepted = ?, rejected = ?, lost = ?, samples = ? WHERE id = ?")
-            .bind(w.accepted as i64)
-            .bind(w.rejected as i64)
-            .bind(w.lost as i64)
-            .bind(w.samples as i64)
-            .bind(w.id as i64)
-            .execute(&self.pool)
-            .await?;
+    pub async fn update_worker(
+        &self,
+        w: &oblivion_protocol::api::WorkerView,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE workers SET accepted = ?, rejected = ?, lost = ?, samples = ? WHERE id = ?",
+        )
+        .bind(w.accepted as i64)
+        .bind(w.rejected as i64)
+        .bind(w.lost as i64)
+        .bind(w.samples as i64)
+        .bind(w.id as i64)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

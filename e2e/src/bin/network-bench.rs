@@ -42,7 +42,9 @@ async fn main() -> Result<()> {
         spec["name"].as_str().unwrap_or("job"),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    println!("| workers | rounds | time to 97% (s) | final accuracy | outside training | aggregation |");
+    println!(
+        "| workers | rounds | time to 97% (s) | final accuracy | outside training | aggregation |"
+    );
     println!("| --- | --- | --- | --- | --- | --- |");
     for n in counts {
         let mut net = Network::start(&[])?;
@@ -59,11 +61,17 @@ async fn main() -> Result<()> {
         }
         let started = Instant::now();
         let id = api.submit(&spec).await?;
-        let job = api.wait_finished(id, Duration::from_secs(3600), |_| {}).await?;
+        let job = api
+            .wait_finished(id, Duration::from_secs(3600), |_| {})
+            .await?;
         let wall = started.elapsed().as_secs_f64();
         let last = job.history.last().context("no rounds")?;
         if last.accuracy < 0.97 {
-            bail!("{n} workers: stopped at {:.2}% after {} rounds", last.accuracy * 100.0, job.history.len());
+            bail!(
+                "{n} workers: stopped at {:.2}% after {} rounds",
+                last.accuracy * 100.0,
+                job.history.len()
+            );
         }
         let training: f64 = job.history.iter().map(|r| r.train_seconds).sum();
         let aggregation: f64 = job.history.iter().map(|r| r.aggregate_seconds).sum();

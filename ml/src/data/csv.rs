@@ -11,9 +11,12 @@ pub const MAX_CSV_FEATURES: usize = 10_000;
 /// Parses CSV text: a header naming the columns, one of them `label`
 /// (non-negative integers); every other column is a float feature.
 pub fn parse_csv(bytes: &[u8]) -> Result<Dataset, MlError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| MlError::Data(format!("CSV is not UTF-8: {e}")))?;
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| MlError::Data(format!("CSV is not UTF-8: {e}")))?;
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let (_, head) = lines
         .next()
         .ok_or_else(|| MlError::Data("CSV is empty".into()))?;
@@ -56,15 +59,17 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Dataset, MlError> {
                 }
                 labels.push(label);
             } else {
-                let value: f32 = cell.parse().ok().filter(|v: &f32| v.is_finite()).ok_or_else(
-                    || {
+                let value: f32 = cell
+                    .parse()
+                    .ok()
+                    .filter(|v: &f32| v.is_finite())
+                    .ok_or_else(|| {
                         MlError::Data(format!(
                             "CSV line {}: column {:?} has {cell:?}, not a finite number",
                             number + 1,
                             columns[i]
                         ))
-                    },
-                )?;
+                    })?;
                 features.push(value);
             }
         }

@@ -18,7 +18,9 @@ fn header(bytes: &[u8], magic: u32, what: &str) -> Result<(Vec<usize>, usize), M
         )));
     }
     if bytes.len() < head {
-        return Err(MlError::Data(format!("{what}: file too short for an IDX header")));
+        return Err(MlError::Data(format!(
+            "{what}: file too short for an IDX header"
+        )));
     }
     let shape: Vec<usize> = (0..dims).map(|d| word(4 + 4 * d) as usize).collect();
     let total = shape
@@ -68,7 +70,17 @@ mod tests {
         let mut labels = vec![0, 0, 8, 1, 0, 0, 0, 2, 3, 4];
         assert_eq!(parse_idx_labels(&labels).unwrap(), vec![3, 4]);
         labels.pop();
-        assert!(parse_idx_labels(&labels).unwrap_err().to_string().contains("header says"));
-        assert!(parse_idx_images(&labels).unwrap_err().to_string().contains("magic"));
+        assert!(
+            parse_idx_labels(&labels)
+                .unwrap_err()
+                .to_string()
+                .contains("header says")
+        );
+        assert!(
+            parse_idx_images(&labels)
+                .unwrap_err()
+                .to_string()
+                .contains("magic")
+        );
     }
 }

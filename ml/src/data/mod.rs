@@ -238,7 +238,10 @@ mod tests {
     #[test]
     fn chunks_cover_everything() {
         let parts = toy(10).chunks(3);
-        assert_eq!(parts.iter().map(Dataset::len).collect::<Vec<_>>(), [3, 3, 4]);
+        assert_eq!(
+            parts.iter().map(Dataset::len).collect::<Vec<_>>(),
+            [3, 3, 4]
+        );
     }
 
     #[test]

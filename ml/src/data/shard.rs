@@ -101,7 +101,11 @@ pub fn decode_shard(bytes: &[u8]) -> Result<Dataset, MlError> {
         .filter(|v| *v <= MAX_SHARD_BYTES)
         .ok_or_else(|| MlError::Data("shard dimensions are too large".into()))?;
     let features = match r.take(1)?[0] {
-        1 => r.take(values)?.iter().map(|&b| f32::from(b) / 255.0).collect(),
+        1 => r
+            .take(values)?
+            .iter()
+            .map(|&b| f32::from(b) / 255.0)
+            .collect(),
         0 => r
             .take(values * 4)?
             .chunks_exact(4)

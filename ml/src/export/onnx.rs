@@ -6,10 +6,10 @@
 //! models start with `(input - mean) / std` so raw feature values go in.
 
 use super::protobuf::Message;
+use crate::MlError;
 use crate::data::Normalization;
 use crate::model::Architecture;
 use crate::params::{NamedTensor, Params};
-use crate::MlError;
 
 const IR_VERSION: i64 = 9;
 const OPSET: i64 = 17;
@@ -118,8 +118,11 @@ pub fn to_onnx(
         x = g.node("Sub", &[&x, &mean], vec![]);
         x = g.node("Div", &[&x, &std], vec![]);
     }
-    let by_name: std::collections::HashMap<&str, &NamedTensor> =
-        params.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+    let by_name: std::collections::HashMap<&str, &NamedTensor> = params
+        .tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
     let layer = |name: String| -> Result<(&NamedTensor, &NamedTensor), MlError> {
         let get = |suffix: &str| {
             by_name
@@ -146,7 +149,10 @@ pub fn to_onnx(
             x = g.node(
                 "MaxPool",
                 &[&x],
-                vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])],
+                vec![
+                    attr_ints("kernel_shape", &[2, 2]),
+                    attr_ints("strides", &[2, 2]),
+                ],
             );
         }
     }
@@ -165,7 +171,10 @@ pub fn to_onnx(
     }
     // Name the last node's output `logits` with an Identity.
     let mut out = Message::default();
-    out.string(1, &x).string(2, "logits").string(3, "logits").string(4, "Identity");
+    out.string(1, &x)
+        .string(2, "logits")
+        .string(3, "logits")
+        .string(4, "Identity");
     g.nodes.push(out);
 
     let mut graph = Message::default();
@@ -179,7 +188,10 @@ pub fn to_onnx(
     let mut input_dims = vec![Err("N")];
     input_dims.extend(arch.input_shape.iter().map(|d| Ok(*d as i64)));
     graph.message(11, &value_info("input", &input_dims));
-    graph.message(12, &value_info("logits", &[Err("N"), Ok(arch.classes as i64)]));
+    graph.message(
+        12,
+        &value_info("logits", &[Err("N"), Ok(arch.classes as i64)]),
+    );
 
     let mut opset = Message::default();
     opset.string(1, "").int(2, OPSET);

@@ -54,7 +54,9 @@ mod tests {
         m.int(1, 150).string(2, "testing");
         assert_eq!(
             m.0,
-            [0x08, 0x96, 0x01, 0x12, 0x07, b't', b'e', b's', b't', b'i', b'n', b'g']
+            [
+                0x08, 0x96, 0x01, 0x12, 0x07, b't', b'e', b's', b't', b'i', b'n', b'g'
+            ]
         );
     }
 }
