@@ -433,7 +433,7 @@ mod tests {
         assert_eq!(field_of(v), "dataset.builtin");
         let mut v = base();
         v["model"] = serde_json::json!({"kind": "transformer"});
-        assert_eq!(field_of(v), "model");
+        assert_eq!(field_of(v), "model.kind");
         let mut v = base();
         v["dataset"] = serde_json::json!({"builtin": "iris"});
         assert_eq!(field_of(v), "model.kind");
@@ -446,5 +446,8 @@ mod tests {
         let mut v = base();
         v["bogus"] = 1.into();
         assert_eq!(field_of(v), "bogus");
+        let err = JobSpec::from_json("{\"name\": ").unwrap_err();
+        assert_eq!(err.field, "", "malformed JSON blames no field");
+        assert!(err.message.starts_with("malformed JSON"), "{err}");
     }
 }
