@@ -149,8 +149,6 @@ pub struct UpdateContext {
     pub lease: Lease,
     /// The job's network.
     pub arch: Arc<Architecture>,
-    /// Global weights the update is relative to.
-    pub global: Arc<Params>,
     /// Largest accepted update norm.
     pub norm_bound: f64,
     /// Samples of the shard.
@@ -412,7 +410,6 @@ impl Hub {
         Ok(UpdateContext {
             lease: held.clone(),
             arch: job.arch.clone(),
-            global: job.global.clone(),
             norm_bound: job.spec.update_norm_bound,
             samples: job.shards[held.shard as usize].samples,
         })

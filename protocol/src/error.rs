@@ -37,13 +37,16 @@ impl SpecError {
             return SpecError::new("", format!("malformed JSON: {inner}"));
         }
         let message = inner.to_string();
-        // serde reports unknown and missing fields at the parent's path;
-        // append the field's own name so the error points at it.
+        // serde reports missing (and, depending on key order, unknown)
+        // fields at the parent's path; append the field's own name so the
+        // error points at it.
         let named = ["unknown field `", "missing field `"]
             .iter()
             .find_map(|prefix| message.strip_prefix(prefix))
             .and_then(|rest| rest.split('`').next());
         let mut field = if path == "." { String::new() } else { path };
+        // serde_path_to_error sometimes already ends the path with the name.
+        let named = named.filter(|name| field.rsplit('.').next() != Some(*name));
         if let Some(name) = named {
             if !field.is_empty() {
                 field.push('.');
