@@ -303,16 +303,27 @@ impl ScriptedWorker {
         }
     }
 
-    /// Waits for the next lease (skipping other messages).
-    pub async fn next_lease(&mut self) -> Result<oblivion_protocol::wire::LeaseTask> {
+    /// Waits for the next message from the coordinator.
+    pub async fn next_message(&mut self) -> Result<oblivion_protocol::wire::CoordinatorMessage> {
         use futures_util::StreamExt;
-        use oblivion_protocol::wire::CoordinatorMessage;
         loop {
             let msg = tokio::time::timeout(Duration::from_secs(30), self.socket.next())
                 .await
-                .context("no lease within 30 s")?
+                .context("no message within 30 s")?
                 .context("connection closed")??;
-            if let Ok(CoordinatorMessage::Lease(task)) = serde_json::from_str(msg.to_text()?) {
+            if let Ok(text) = msg.to_text()
+                && !text.is_empty()
+            {
+                return Ok(serde_json::from_str(text)?);
+            }
+        }
+    }
+
+    /// Waits for the next lease (skipping other messages).
+    pub async fn next_lease(&mut self) -> Result<oblivion_protocol::wire::LeaseTask> {
+        use oblivion_protocol::wire::CoordinatorMessage;
+        loop {
+            if let CoordinatorMessage::Lease(task) = self.next_message().await? {
                 return Ok(task);
             }
         }

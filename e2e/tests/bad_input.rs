@@ -209,3 +209,48 @@ async fn a_restarted_coordinator_resumes_its_jobs() {
         .unwrap();
     assert_eq!((job.status.as_str(), job.history.len()), ("completed", 3));
 }
+
+#[tokio::test]
+async fn leases_without_heartbeats_expire_and_are_reissued() {
+    use oblivion_protocol::wire::CoordinatorMessage;
+    let net = Network::start(&["--heartbeat-secs", "1", "--lease-ttl-secs", "2"]).unwrap();
+    let api = net.api();
+    let id = api.submit(&iris(1)).await.unwrap();
+    // This worker takes both shards and then goes silent: no heartbeats.
+    let mut silent = ScriptedWorker::connect(&api.url, "silent").await.unwrap();
+    let first = [
+        silent.next_lease().await.unwrap(),
+        silent.next_lease().await.unwrap(),
+    ];
+    let mut revoked = Vec::new();
+    while revoked.len() < 2 {
+        if let CoordinatorMessage::Revoke { lease_id, reason } =
+            silent.next_message().await.unwrap()
+        {
+            assert!(reason.starts_with("expired"), "{reason}");
+            revoked.push(lease_id);
+        }
+    }
+    revoked.sort_unstable();
+    assert_eq!(revoked, vec![first[0].lease_id, first[1].lease_id]);
+    let (status, _) = silent
+        .post_update(&api, first[0].lease_id, uniform_update(&first[0], 0.0))
+        .await
+        .unwrap();
+    assert_eq!(status, 409, "an expired lease takes no update");
+    let me = api
+        .workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|w| w.id == silent.id)
+        .unwrap();
+    assert!(me.lost >= 2, "{me:?}");
+    // Both shards are issued again, under new lease ids.
+    let job = api.job(id).await.unwrap();
+    assert!(
+        job.shards.iter().all(|s| s.attempts >= 2),
+        "{:?}",
+        job.shards
+    );
+}
