@@ -3,9 +3,11 @@
 //! - `cargo xtask dev [--workers N] [--listen ADDR]`: builds everything and
 //!   starts a local network (a coordinator on embedded defaults and N
 //!   native workers) until Ctrl-C.
-//! - `cargo xtask test`: installs what the tests need (wasm target, a
-//!   Python environment with onnxruntime), then runs every check and test.
+//! - `cargo xtask test`: installs what the tests need (wasm target,
+//!   wasm-bindgen-cli, Chromium, playwright-core, a Python environment with
+//!   onnxruntime), then runs every check and test.
 //! - `cargo xtask bench`: the network benchmark (time to 97% accuracy).
+//! - `cargo xtask web`: builds the browser worker and its page into `dist/`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode};
@@ -51,8 +53,9 @@ fn main() -> ExitCode {
         Some("dev") => dev(&args[1..]),
         Some("test") => test(),
         Some("bench") => bench(&args[1..]),
+        Some("web") => web(),
         _ => {
-            eprintln!("usage: cargo xtask dev [--workers N] [--listen ADDR] | test | bench");
+            eprintln!("usage: cargo xtask dev [--workers N] [--listen ADDR] | test | bench | web");
             return ExitCode::from(2);
         }
     };
@@ -105,10 +108,65 @@ fn wasm_target() -> Result<()> {
     Ok(())
 }
 
+/// Debian's Chromium for the browser tests (installed when missing).
+fn chromium() -> Result<()> {
+    if Path::new("/usr/bin/chromium").exists() {
+        return Ok(());
+    }
+    let sudo = |args: &[&str]| {
+        let mut c = if Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"))
+        {
+            Command::new(args[0])
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg(args[0]);
+            c
+        };
+        c.args(&args[1..]).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    run(&mut sudo(&["apt-get", "update", "-qq"]))?;
+    run(&mut sudo(&["apt-get", "install", "-y", "-qq", "chromium"]))
+}
+
+/// playwright-core from npm, pinned by package-lock.json.
+fn node_modules() -> Result<()> {
+    if !root()
+        .join("node_modules/playwright-core/package.json")
+        .exists()
+    {
+        run(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(root()))?;
+    }
+    Ok(())
+}
+
 fn test() -> Result<()> {
-    wasm_target()?;
     let python = python_env()?;
+    chromium()?;
+    node_modules()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
+    // The browser build is also the proof that the ML core and the worker
+    // engine compile for wasm32.
+    web()?;
+    run(cargo().args([
+        "clippy",
+        "--target",
+        "wasm32-unknown-unknown",
+        "-p",
+        "oblivion-ml",
+        "-p",
+        "oblivion-worker-engine",
+        "-p",
+        "oblivion-worker-wasm",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     run(cargo().args(["build", "--workspace", "--all-targets"]))?;
     run(cargo().args([
         "clippy",
@@ -118,19 +176,49 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    run(cargo().args([
-        "check",
-        "--target",
-        "wasm32-unknown-unknown",
-        "-p",
-        "oblivion-ml",
-        "-p",
-        "oblivion-worker-engine",
-    ]))?;
     run(cargo()
         .args(["test", "--workspace", "--", "--test-threads", "1"])
         .env("OBLIVION_PYTHON", &python))?;
     eprintln!("all checks and tests passed");
+    Ok(())
+}
+
+/// Version of wasm-bindgen the worker is built against (pinned in
+/// worker-wasm/Cargo.toml); the CLI must match it exactly.
+const WASM_BINDGEN: &str = "0.2.130";
+
+fn wasm_bindgen_cli() -> Result<()> {
+    let current = Command::new("wasm-bindgen").arg("--version").output();
+    let matches = current.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(WASM_BINDGEN));
+    if !matches {
+        run(cargo().args(["install", "wasm-bindgen-cli", "--version", WASM_BINDGEN]))?;
+    }
+    Ok(())
+}
+
+/// Builds the browser side into `dist/`: the wasm worker (release, through
+/// wasm-bindgen) and its pages.
+fn web() -> Result<()> {
+    wasm_target()?;
+    wasm_bindgen_cli()?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-unknown-unknown",
+        "-p",
+        "oblivion-worker-wasm",
+    ]))?;
+    let dist = root().join("dist");
+    let wasm = target_dir().join("wasm32-unknown-unknown/release/oblivion_worker_wasm.wasm");
+    run(Command::new("wasm-bindgen")
+        .args(["--target", "web", "--no-typescript", "--out-dir"])
+        .arg(&dist)
+        .arg(wasm))?;
+    for entry in std::fs::read_dir(root().join("worker-wasm/www"))? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), dist.join(entry.file_name()))?;
+    }
     Ok(())
 }
 
@@ -171,6 +259,7 @@ fn dev(args: &[String]) -> Result<()> {
             other => bail!("unknown option {other}"),
         }
     }
+    web()?;
     run(cargo().args(["build", "--workspace", "--bins"]))?;
     let bin = target_dir().join("debug");
     let url = format!("http://{listen}");
@@ -179,6 +268,8 @@ fn dev(args: &[String]) -> Result<()> {
         Command::new(bin.join("oblivion-coordinator"))
             .args(["serve", "--listen", &listen, "--data-dir"])
             .arg(root().join("data"))
+            .arg("--web-dir")
+            .arg(root().join("dist"))
             .spawn()
             .context("cannot start the coordinator")?,
     );
@@ -200,6 +291,7 @@ fn dev(args: &[String]) -> Result<()> {
     let coordinator = bin.join("oblivion-coordinator");
     eprintln!(
         "\nlocal network up: coordinator {url}, {workers} workers, data in ./data\n\
+         open {url}/ and press Start to train in a browser tab too\n\
          try:\n  {c} job submit examples/jobs/mnist-cnn.json --coordinator {url}\n  \
          {c} job status 1 --watch --coordinator {url}\n  \
          {c} job download 1 --format onnx --coordinator {url}\n\
