@@ -181,11 +181,6 @@ impl Hub {
         }
     }
 
-    /// The lease rules.
-    pub fn policy(&self) -> LeasePolicy {
-        self.policy
-    }
-
     /// Allocates a worker id.
     pub fn next_worker_id(&mut self) -> u64 {
         let id = self.next_worker;

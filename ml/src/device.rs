@@ -16,15 +16,6 @@ pub enum ComputeDevice {
 }
 
 impl ComputeDevice {
-    /// The backend's name as workers report it (`cpu` or `wgpu`).
-    pub fn name(self) -> &'static str {
-        match self {
-            ComputeDevice::Cpu => "cpu",
-            #[cfg(feature = "wgpu")]
-            ComputeDevice::Wgpu => "wgpu",
-        }
-    }
-
     /// The burn device (without autodiff).
     pub fn device(self) -> Result<Device, MlError> {
         match self {

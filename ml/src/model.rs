@@ -121,18 +121,6 @@ impl Architecture {
             .sum()
     }
 
-    /// Multiply-accumulates of one forward pass of one sample: a
-    /// device-independent measure of work, used for benchmark scores.
-    pub fn forward_macs(&self) -> usize {
-        let mut macs = 0;
-        if let (Some((convs, _)), Some(k)) = (self.conv_plan(), self.kernel_size()) {
-            let (h, w) = (self.input_shape[1], self.input_shape[2]);
-            macs += h * w * convs[0].0 * convs[0].1 * k * k;
-            macs += (h / 2) * (w / 2) * convs[1].0 * convs[1].1 * k * k;
-        }
-        macs + self.dense_plan().iter().map(|(i, o)| i * o).sum::<usize>()
-    }
-
     /// Builds the network on `device` (weights are random until assigned).
     pub fn build(&self, device: &Device) -> Network {
         let convs = match (self.conv_plan(), self.kernel_size()) {

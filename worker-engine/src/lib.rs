@@ -81,11 +81,6 @@ impl Engine {
         }
     }
 
-    /// The device it trains on.
-    pub fn device(&self) -> ComputeDevice {
-        self.device
-    }
-
     /// Artifacts `task` needs that are not cached yet.
     pub fn missing(&self, task: &LeaseTask) -> Vec<(ArtifactKind, String)> {
         let mut out = Vec::new();
