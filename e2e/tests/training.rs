@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use oblivion_e2e::{Network, ScratchDir, example, root};
 use oblivion_ml::ComputeDevice;
-use oblivion_ml::data::Dataset;
+use oblivion_ml::data::{Dataset, parse_csv};
 use oblivion_ml::export::from_burn_record;
 use oblivion_ml::model::Architecture;
 use oblivion_ml::train::{evaluate, predict};
@@ -82,39 +82,94 @@ async fn mnist_cnn_reaches_97_percent_and_exports_agree() {
     );
 
     // ONNX (onnxruntime) and safetensors (numpy) give the same predictions.
-    let dir = ScratchDir::new("export").unwrap();
-    for format in ["onnx", "safetensors"] {
-        let bytes = api
-            .get_bytes(&format!("/api/jobs/{id}/model?format={format}"))
-            .await
-            .unwrap();
-        std::fs::write(dir.0.join(format!("model.{format}")), bytes).unwrap();
-    }
     let sample = val.select(&(0..500).collect::<Vec<_>>());
     let logits = predict(&arch, &params, &sample, ComputeDevice::Cpu).unwrap();
-    let to_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    std::fs::write(dir.0.join("inputs.f32"), to_bytes(&sample.features)).unwrap();
-    std::fs::write(dir.0.join("logits.f32"), to_bytes(&logits)).unwrap();
-    let python = std::env::var("OBLIVION_PYTHON")
-        .expect("OBLIVION_PYTHON must name a Python with onnxruntime (cargo xtask test sets it)");
-    let out = std::process::Command::new(python)
-        .arg(root().join("tests/python/check_models.py"))
-        .arg(&dir.0)
-        .args(["--input-shape", "1,28,28", "--classes", "10"])
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = check_exports(&api, id, &sample.features, &logits, "1,28,28", 10).await;
     assert!(
         report.contains("onnx: 500/500 predictions agree"),
         "{report}"
     );
     assert!(
         report.contains("safetensors: 500/500 predictions agree"),
+        "{report}"
+    );
+}
+
+/// Downloads the ONNX and safetensors models of `job` and runs
+/// `tests/python/check_models.py` on `inputs` against `logits`.
+async fn check_exports(
+    api: &oblivion_e2e::Api,
+    job: u64,
+    inputs: &[f32],
+    logits: &[f32],
+    shape: &str,
+    classes: usize,
+) -> String {
+    let dir = ScratchDir::new("export").unwrap();
+    for format in ["onnx", "safetensors"] {
+        let bytes = api
+            .get_bytes(&format!("/api/jobs/{job}/model?format={format}"))
+            .await
+            .unwrap();
+        std::fs::write(dir.0.join(format!("model.{format}")), bytes).unwrap();
+    }
+    let to_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    std::fs::write(dir.0.join("inputs.f32"), to_bytes(inputs)).unwrap();
+    std::fs::write(dir.0.join("logits.f32"), to_bytes(logits)).unwrap();
+    let python = std::env::var("OBLIVION_PYTHON")
+        .expect("OBLIVION_PYTHON must name a Python with onnxruntime (cargo xtask test sets it)");
+    let out = std::process::Command::new(python)
+        .arg(root().join("tests/python/check_models.py"))
+        .arg(&dir.0)
+        .args(["--input-shape", shape, "--classes", &classes.to_string()])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    report
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tabular_exports_take_raw_features() {
+    let net = network(2);
+    let api = net.api();
+    let spec_json = example("iris-mlp.json").unwrap();
+    let spec: JobSpec = serde_json::from_value(spec_json.clone()).unwrap();
+    let id = api.submit(&spec_json).await.unwrap();
+    let job = api.wait_finished(id, TIMEOUT, |_| {}).await.unwrap();
+    assert_eq!(job.status.as_str(), "completed", "{job:?}");
+    // The held-out rows, raw and normalised as the coordinator did.
+    let csv = std::fs::read(root().join("datasets/tabular/iris.csv")).unwrap();
+    let (mut train, raw_val) = parse_csv(&csv)
+        .unwrap()
+        .split(spec.validation_split, spec.seed);
+    let norm = train.normalization();
+    train.normalize(&norm);
+    let mut val = raw_val.clone();
+    val.normalize(&norm);
+    let arch = Architecture::new(spec.model.clone(), vec![4], 3).unwrap();
+    let burn = api
+        .get_bytes(&format!("/api/jobs/{id}/model?format=burn"))
+        .await
+        .unwrap();
+    let params = from_burn_record(&arch, &burn).unwrap();
+    let eval = evaluate(&arch, &params, &val, ComputeDevice::Cpu).unwrap();
+    assert!((eval.accuracy - job.history.last().unwrap().accuracy).abs() < 1e-9);
+    assert!(eval.accuracy >= 0.9, "iris accuracy {}", eval.accuracy);
+    let logits = predict(&arch, &params, &val, ComputeDevice::Cpu).unwrap();
+    // The exported models get raw features: normalisation is inside them.
+    let report = check_exports(&api, id, &raw_val.features, &logits, "4", 3).await;
+    let n = raw_val.len();
+    assert!(
+        report.contains(&format!("onnx: {n}/{n} predictions agree")),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("safetensors: {n}/{n} predictions agree")),
         "{report}"
     );
 }
