@@ -12,6 +12,7 @@ use oblivion_ml::export::from_burn_record;
 use oblivion_ml::model::Architecture;
 use oblivion_ml::train::{evaluate, predict};
 use oblivion_protocol::JobSpec;
+use oblivion_protocol::api::JobView;
 
 const TIMEOUT: Duration = Duration::from_secs(900);
 
@@ -32,15 +33,21 @@ fn network(workers: usize) -> Network {
     net
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn mnist_cnn_reaches_97_percent_and_exports_agree() {
-    let net = network(3);
-    let api = net.api();
-    let spec_json = example("mnist-cnn.json").unwrap();
+/// Submits an example spec and waits until it completes.
+async fn train_example(api: &oblivion_e2e::Api, name: &str) -> (JobSpec, u64, JobView) {
+    let spec_json = example(name).unwrap();
     let spec: JobSpec = serde_json::from_value(spec_json.clone()).unwrap();
     let id = api.submit(&spec_json).await.unwrap();
     let job = api.wait_finished(id, TIMEOUT, |_| {}).await.unwrap();
     assert_eq!(job.status.as_str(), "completed", "{job:?}");
+    (spec, id, job)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mnist_cnn_reaches_97_percent_and_exports_agree() {
+    let net = network(3);
+    let api = net.api();
+    let (spec, id, job) = train_example(&api, "mnist-cnn.json").await;
     assert!(
         job.history.len() >= 3,
         "at least 3 rounds: {:?}",
@@ -137,11 +144,7 @@ async fn check_exports(
 async fn tabular_exports_take_raw_features() {
     let net = network(2);
     let api = net.api();
-    let spec_json = example("iris-mlp.json").unwrap();
-    let spec: JobSpec = serde_json::from_value(spec_json.clone()).unwrap();
-    let id = api.submit(&spec_json).await.unwrap();
-    let job = api.wait_finished(id, TIMEOUT, |_| {}).await.unwrap();
-    assert_eq!(job.status.as_str(), "completed", "{job:?}");
+    let (spec, id, job) = train_example(&api, "iris-mlp.json").await;
     // The held-out rows, raw and normalised as the coordinator did.
     let csv = std::fs::read(root().join("datasets/tabular/iris.csv")).unwrap();
     let (mut train, raw_val) = parse_csv(&csv)
