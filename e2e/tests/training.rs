@@ -10,6 +10,7 @@ use oblivion_ml::ComputeDevice;
 use oblivion_ml::data::{Dataset, parse_csv};
 use oblivion_ml::export::from_burn_record;
 use oblivion_ml::model::Architecture;
+use oblivion_ml::params::Params;
 use oblivion_ml::train::{evaluate, predict};
 use oblivion_protocol::JobSpec;
 use oblivion_protocol::api::JobView;
@@ -31,6 +32,15 @@ fn network(workers: usize) -> Network {
         net.add_worker(&format!("w{i}")).unwrap();
     }
     net
+}
+
+/// The job's model, downloaded in burn's format and read back.
+async fn downloaded_weights(api: &oblivion_e2e::Api, id: u64, arch: &Architecture) -> Params {
+    let burn = api
+        .get_bytes(&format!("/api/jobs/{id}/model?format=burn"))
+        .await
+        .unwrap();
+    from_burn_record(arch, &burn).unwrap()
 }
 
 /// Submits an example spec and waits until it completes.
@@ -76,11 +86,7 @@ async fn mnist_cnn_reaches_97_percent_and_exports_agree() {
     let val = held_out(&spec);
     assert_eq!(val.len() as u64, job.validation_samples);
     let arch = Architecture::new(spec.model.clone(), vec![1, 28, 28], 10).unwrap();
-    let burn = api
-        .get_bytes(&format!("/api/jobs/{id}/model?format=burn"))
-        .await
-        .unwrap();
-    let params = from_burn_record(&arch, &burn).unwrap();
+    let params = downloaded_weights(&api, id, &arch).await;
     let eval = evaluate(&arch, &params, &val, ComputeDevice::Cpu).unwrap();
     assert!(eval.accuracy >= 0.97, "held-out accuracy {}", eval.accuracy);
     assert!(
@@ -155,11 +161,7 @@ async fn tabular_exports_take_raw_features() {
     let mut val = raw_val.clone();
     val.normalize(&norm);
     let arch = Architecture::new(spec.model.clone(), vec![4], 3).unwrap();
-    let burn = api
-        .get_bytes(&format!("/api/jobs/{id}/model?format=burn"))
-        .await
-        .unwrap();
-    let params = from_burn_record(&arch, &burn).unwrap();
+    let params = downloaded_weights(&api, id, &arch).await;
     let eval = evaluate(&arch, &params, &val, ComputeDevice::Cpu).unwrap();
     assert!((eval.accuracy - job.history.last().unwrap().accuracy).abs() < 1e-9);
     assert!(eval.accuracy >= 0.9, "iris accuracy {}", eval.accuracy);
