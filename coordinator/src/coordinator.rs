@@ -562,10 +562,11 @@ impl Coordinator {
                 "lease {id} is not held by this worker (it expired, was re-issued or never existed)"
             )),
         })?;
-        let checked = {
+        // The body moves to the checking thread and back: no copy of up to
+        // max_update_bytes on this path.
+        let (checked, body) = {
             let (arch, bound) = (ctx.arch.clone(), ctx.norm_bound);
-            let body = body.clone();
-            blocking(move || Ok(check_update(&arch, bound, &body))).await?
+            blocking(move || Ok((check_update(&arch, bound, &body), body))).await?
         };
         let (delta_norm, train_loss, train_millis) = match checked {
             Ok(v) => v,

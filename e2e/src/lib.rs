@@ -226,6 +226,15 @@ impl Api {
         Ok(serde_json::from_value(self.get("/api/workers").await?.1)?)
     }
 
+    /// One connected worker.
+    pub async fn worker(&self, id: u64) -> Result<WorkerView> {
+        self.workers()
+            .await?
+            .into_iter()
+            .find(|w| w.id == id)
+            .with_context(|| format!("worker {id} is not connected"))
+    }
+
     /// Polls until the job ends or `timeout` passes; `each` sees every poll.
     pub async fn wait_finished(
         &self,
