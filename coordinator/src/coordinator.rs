@@ -2,6 +2,7 @@
 //! database, the artifact store and the workers' connections.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use oblivion_ml::data::{Dataset, Normalization, decode_shard, encode_shard};
@@ -11,7 +12,7 @@ use oblivion_ml::train::evaluate;
 use oblivion_ml::weights::{check_params, initial_params};
 use oblivion_ml::{ComputeDevice, export};
 use oblivion_protocol::JobSpec;
-use oblivion_protocol::api::{JobStatus, JobView, RoundMetrics, WorkerView};
+use oblivion_protocol::api::{JobStatus, JobView, NetworkSnapshot, RoundMetrics, WorkerView};
 use oblivion_protocol::wire::{CoordinatorMessage, LeaseProgress};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -70,6 +71,8 @@ pub struct Coordinator {
     artifacts: Artifacts,
     hub: Mutex<Hub>,
     validation: Mutex<HashMap<u64, Arc<Dataset>>>,
+    /// Bumped whenever stored job state changes (see [`NetworkSnapshot`]).
+    jobs_version: AtomicU64,
 }
 
 /// Runs CPU-heavy work (decoding, averaging, evaluation) off the async runtime.
@@ -103,6 +106,7 @@ impl Coordinator {
             artifacts,
             hub: Mutex::new(Hub::new(policy, last_lease, last_worker)),
             validation: Mutex::new(HashMap::new()),
+            jobs_version: AtomicU64::new(0),
         });
         let mut resumed = 0;
         for row in coordinator.db.jobs().await? {
@@ -125,6 +129,22 @@ impl Coordinator {
             }
         });
         Ok(coordinator)
+    }
+
+    fn jobs_changed(&self) {
+        self.jobs_version.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The live state of the network, as `GET /api/events` pushes it.
+    pub fn snapshot(&self) -> NetworkSnapshot {
+        let hub = self.hub();
+        let workers = hub.worker_views(now());
+        NetworkSnapshot {
+            samples_per_second: workers.iter().map(|w| w.samples_per_second).sum::<f64>() + 0.0,
+            workers,
+            jobs: hub.live_jobs(),
+            jobs_version: self.jobs_version.load(Ordering::Relaxed),
+        }
     }
 
     fn hub(&self) -> MutexGuard<'_, Hub> {
@@ -276,6 +296,7 @@ impl Coordinator {
             .await
             .map_err(AppError::db)?;
         self.validation_cache().insert(id, Arc::new(val));
+        self.jobs_changed();
         self.hub().jobs.insert(
             id,
             LiveJob {
@@ -332,7 +353,9 @@ impl Coordinator {
             .map_err(AppError::db)?
             .ok_or_else(|| AppError::not_found(format!("no job {id}")))?;
         let history = self.db.rounds(id).await.map_err(AppError::db)?;
-        Ok(self.view_of(row, history))
+        let mut view = self.view_of(row, history);
+        view.contributors = self.db.contributors(id).await.map_err(AppError::db)?;
+        Ok(view)
     }
 
     fn view_of(&self, row: JobRow, history: Vec<RoundMetrics>) -> JobView {
@@ -346,6 +369,8 @@ impl Coordinator {
             rounds: row.spec.rounds,
             history,
             shards: hub.shard_views(row.id),
+            active_workers: hub.active_workers(row.id),
+            contributors: Vec::new(),
             error: row.error,
             spec: row.spec,
             train_samples: row.train_samples,
@@ -380,6 +405,7 @@ impl Coordinator {
             .set_status(id, JobStatus::Cancelled, None)
             .await
             .map_err(AppError::db)?;
+        self.jobs_changed();
         self.job_view(id).await
     }
 
@@ -394,15 +420,12 @@ impl Coordinator {
         {
             tracing::error!("recording failure of job {id}: {e}");
         }
+        self.jobs_changed();
     }
 
     /// Workers connected now.
     pub fn workers(&self) -> Vec<WorkerView> {
-        self.hub()
-            .workers
-            .values()
-            .map(|w| w.view.clone())
-            .collect()
+        self.hub().worker_views(now())
     }
 
     /// Registers a worker connection; returns its id and token.
@@ -410,6 +433,7 @@ impl Coordinator {
         self: &Arc<Self>,
         mut view: WorkerView,
         payout: Option<String>,
+        max_leases: Option<u32>,
         tx: UnboundedSender<CoordinatorMessage>,
     ) -> Result<(u64, String), AppError> {
         let token = hex::encode(rand::random::<[u8; 24]>());
@@ -419,12 +443,9 @@ impl Coordinator {
             .await
             .map_err(AppError::db)?;
         let id = view.id;
-        self.hub().add_worker(Worker {
-            view,
-            token: token.clone(),
-            tx,
-            draining: false,
-        });
+        let mut worker = Worker::new(view, token.clone(), tx, now());
+        worker.max_leases = max_leases.unwrap_or(u32::MAX).max(1);
+        self.hub().add_worker(worker);
         tracing::info!(worker = id, "worker connected");
         Ok((id, token))
     }
@@ -543,6 +564,7 @@ impl Coordinator {
             if let Err(e) = self.db.set_status(job, JobStatus::Running, None).await {
                 tracing::error!("recording start of job {job}: {e}");
             }
+            self.jobs_changed();
         }
     }
 
@@ -584,7 +606,7 @@ impl Coordinator {
         let update_sha = self.artifacts.put(&body).await.map_err(AppError::io)?;
         let (done, view) = {
             let mut hub = self.hub();
-            let done = hub.complete(lease).ok_or_else(|| {
+            let done = hub.complete(lease, now()).ok_or_else(|| {
                 AppError::conflict(format!(
                     "lease {lease} ended while its update was being checked"
                 ))
@@ -723,6 +745,7 @@ impl Coordinator {
             )
             .await
             .map_err(AppError::db)?;
+        self.jobs_changed();
         let mut hub = self.hub();
         if finished {
             hub.remove_job(job);

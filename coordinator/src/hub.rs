@@ -6,14 +6,14 @@
 //! tested deterministically. The [`crate::coordinator`] wraps it in a lock
 //! and does the I/O each decision calls for.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
 use oblivion_protocol::JobSpec;
-use oblivion_protocol::api::{JobStatus, ShardView, WorkerView};
+use oblivion_protocol::api::{JobStatus, LiveJobView, ShardView, WorkerLease, WorkerView};
 use oblivion_protocol::wire::{CoordinatorMessage, LeaseProgress, LeaseTask};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -37,6 +37,47 @@ pub struct Worker {
     pub tx: UnboundedSender<CoordinatorMessage>,
     /// Takes no new leases.
     pub draining: bool,
+    /// When it connected, in the hub's clock (seconds).
+    pub connected_at: f64,
+    /// Most leases it asked to hold at once.
+    pub max_leases: u32,
+    /// Samples credited, with when, over the last [`RATE_WINDOW`] seconds.
+    pub credits: VecDeque<(f64, u64)>,
+}
+
+/// Seconds over which a worker's throughput is measured.
+pub const RATE_WINDOW: f64 = 60.0;
+
+impl Worker {
+    /// A newly connected worker.
+    pub fn new(
+        view: WorkerView,
+        token: String,
+        tx: UnboundedSender<CoordinatorMessage>,
+        now: f64,
+    ) -> Worker {
+        Worker {
+            view,
+            token,
+            tx,
+            draining: false,
+            connected_at: now,
+            max_leases: u32::MAX,
+            credits: VecDeque::new(),
+        }
+    }
+
+    /// Samples credited per second over the window (or since connecting).
+    fn samples_per_second(&self, now: f64) -> f64 {
+        let since = (now - RATE_WINDOW).max(self.connected_at);
+        let samples: u64 = self
+            .credits
+            .iter()
+            .filter(|(t, _)| *t >= since)
+            .map(|(_, n)| n)
+            .sum();
+        samples as f64 / (now - since).max(1.0)
+    }
 }
 
 /// State of one shard in the current round.
@@ -322,9 +363,11 @@ impl Hub {
                         self.active_count(w.view.id),
                         w.view.benchmark,
                         w.view.id,
+                        self.policy.cap.min(w.max_leases),
                     )
                 })
-                .filter(|(_, active, _, _)| *active < self.policy.cap)
+                .filter(|(_, active, _, _, cap)| active < cap)
+                .map(|(refused, active, benchmark, id, _)| (refused, active, benchmark, id))
                 .collect();
             candidates.sort_by(|a, b| {
                 (a.0, a.1)
@@ -427,7 +470,7 @@ impl Hub {
 
     /// An update for `lease` was accepted and stored. Returns the job id
     /// when this completed its round (the job is then marked aggregating).
-    pub fn complete(&mut self, lease: u64) -> Option<(Lease, bool)> {
+    pub fn complete(&mut self, lease: u64, now: f64) -> Option<(Lease, bool)> {
         let lease = self.leases.remove(&lease)?;
         let job = self.jobs.get_mut(&lease.job)?;
         let shard = &mut job.shards[lease.shard as usize];
@@ -446,6 +489,14 @@ impl Hub {
             w.view.active_leases = w.view.active_leases.saturating_sub(1);
             w.view.accepted += 1;
             w.view.samples += samples;
+            w.credits.push_back((now, samples));
+            while w
+                .credits
+                .front()
+                .is_some_and(|(t, _)| *t < now - RATE_WINDOW)
+            {
+                w.credits.pop_front();
+            }
         }
         Some((lease, round_done))
     }
@@ -465,6 +516,67 @@ impl Hub {
         }
     }
 
+    /// Connected workers with their state, leases and measured throughput.
+    pub fn worker_views(&self, now: f64) -> Vec<WorkerView> {
+        self.workers
+            .values()
+            .map(|w| {
+                let mut view = w.view.clone();
+                let mut leases: Vec<WorkerLease> = self
+                    .leases_of(w.view.id)
+                    .map(|l| WorkerLease {
+                        lease_id: l.id,
+                        job_id: l.job,
+                        round: l.round,
+                        shard: l.shard,
+                        progress: l.progress,
+                    })
+                    .collect();
+                leases.sort_by_key(|l| l.lease_id);
+                view.state = if !leases.is_empty() {
+                    "training"
+                } else if w.draining {
+                    "draining"
+                } else {
+                    "idle"
+                }
+                .to_string();
+                view.leases = leases;
+                view.samples_per_second = w.samples_per_second(now);
+                view
+            })
+            .collect()
+    }
+
+    /// Running jobs with their current round's shards.
+    pub fn live_jobs(&self) -> Vec<LiveJobView> {
+        self.jobs
+            .values()
+            .map(|j| LiveJobView {
+                id: j.id,
+                name: j.spec.name.clone(),
+                status: j.status,
+                round: j.round,
+                rounds: j.spec.rounds,
+                shards: self.shard_views(j.id),
+                aggregating: j.aggregating,
+            })
+            .collect()
+    }
+
+    /// Distinct workers holding a lease of `job`.
+    pub fn active_workers(&self, job: u64) -> u32 {
+        let mut ids: Vec<u64> = self
+            .leases
+            .values()
+            .filter(|l| l.job == job)
+            .map(|l| l.worker)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.len() as u32
+    }
+
     /// The current round's shards of a running job, for the API.
     pub fn shard_views(&self, job: u64) -> Vec<ShardView> {
         let Some(j) = self.jobs.get(&job) else {
@@ -479,11 +591,19 @@ impl Hub {
                     ShardState::Leased { worker, .. } => ("leased", Some(worker)),
                     ShardState::Done { worker } => ("done", Some(worker)),
                 };
+                let progress = match s.state {
+                    ShardState::Pending => 0.0,
+                    ShardState::Leased { lease, .. } => {
+                        self.leases.get(&lease).map_or(0.0, |l| l.progress)
+                    }
+                    ShardState::Done { .. } => 1.0,
+                };
                 ShardView {
                     shard: i as u32,
                     state: state.to_string(),
                     attempts: s.attempts,
                     worker_id,
+                    progress,
                 }
             })
             .collect()
@@ -528,10 +648,16 @@ mod tests {
                 rejected: 0,
                 lost: 0,
                 samples: 0,
+                state: String::new(),
+                samples_per_second: 0.0,
+                leases: Vec::new(),
             },
             token: format!("token{id}"),
             tx,
             draining: false,
+            connected_at: 0.0,
+            max_leases: u32::MAX,
+            credits: VecDeque::new(),
         });
         id
     }
@@ -584,7 +710,7 @@ mod tests {
         assert!(issued[0].started_job && !issued[1].started_job);
         assert_eq!(h.jobs[&1].status, JobStatus::Running);
         assert!(h.dispatch(0.0).is_empty(), "both workers are at the cap");
-        let (lease, done) = h.complete(issued[0].lease.id).unwrap();
+        let (lease, done) = h.complete(issued[0].lease.id, 0.0).unwrap();
         assert_eq!((lease.worker, done), (fast, false));
         assert_eq!(holders(&h.dispatch(0.0)), vec![fast]);
     }
@@ -665,8 +791,8 @@ mod tests {
         add_worker(&mut h, 1.0);
         add_job(&mut h, 1, 2);
         let issued = h.dispatch(0.0);
-        assert!(!h.complete(issued[0].lease.id).unwrap().1);
-        assert!(h.complete(issued[1].lease.id).unwrap().1);
+        assert!(!h.complete(issued[0].lease.id, 0.0).unwrap().1);
+        assert!(h.complete(issued[1].lease.id, 0.0).unwrap().1);
         assert!(h.jobs[&1].aggregating);
         assert!(h.dispatch(0.0).is_empty());
         h.next_round(1, 2, "g2".into(), Arc::new(Params::default()));

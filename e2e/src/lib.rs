@@ -293,6 +293,7 @@ impl ScriptedWorker {
             },
             benchmark: 1.0,
             payout_address: None,
+            max_leases: None,
         };
         socket
             .send(tokio_tungstenite::tungstenite::Message::Text(

@@ -40,6 +40,28 @@ fn wgpu_device() -> Result<Device, MlError> {
 }
 
 #[cfg(all(feature = "wgpu", target_family = "wasm"))]
+thread_local! {
+    static BROWSER_GPU: std::cell::RefCell<Option<Device>> = const { std::cell::RefCell::new(None) };
+}
+
+#[cfg(all(feature = "wgpu", target_family = "wasm"))]
 fn wgpu_device() -> Result<Device, MlError> {
-    Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
+    BROWSER_GPU
+        .with(|d| d.borrow().clone())
+        .ok_or_else(|| MlError::Backend("WebGPU is not initialised (call init_webgpu)".into()))
+}
+
+/// Acquires the browser's WebGPU device for [`ComputeDevice::Wgpu`]
+/// (a browser cannot do it synchronously). Idempotent.
+#[cfg(all(feature = "wgpu", target_family = "wasm"))]
+pub async fn init_webgpu() -> Result<(), MlError> {
+    if BROWSER_GPU.with(|d| d.borrow().is_some()) {
+        return Ok(());
+    }
+    let device = Device::wgpu_options()
+        .init_async()
+        .await
+        .map_err(|e| MlError::Backend(format!("{e}")))?;
+    BROWSER_GPU.with(|d| *d.borrow_mut() = Some(device));
+    Ok(())
 }

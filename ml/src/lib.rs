@@ -13,7 +13,12 @@ pub mod params;
 pub mod train;
 pub mod weights;
 
+/// Polls a future to completion where the platform allows it (natively; in
+/// wasm only if it is already ready); `None` if it cannot.
+pub use burn::tensor::try_read_sync;
 pub use device::ComputeDevice;
+#[cfg(all(feature = "wgpu", target_family = "wasm"))]
+pub use device::init_webgpu;
 
 /// What can go wrong in the ML core.
 #[derive(Debug, thiserror::Error)]

@@ -121,6 +121,33 @@ impl Architecture {
             .sum()
     }
 
+    /// An upper estimate of the largest single buffer a training step at
+    /// `batch` allocates, in bytes: the biggest of the parameter tensors,
+    /// the layer activations and a convolution's unfolded input (im2col).
+    /// A GPU must bind buffers this large to train the model.
+    pub fn largest_buffer_bytes(&self, batch: usize) -> u64 {
+        let params = self
+            .param_shapes()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .max()
+            .unwrap_or(0);
+        let mut values = params.max(batch * self.input_len());
+        if let (Some((convs, _)), Some(k)) = (self.conv_plan(), self.kernel_size()) {
+            let (mut h, mut w) = (self.input_shape[1], self.input_shape[2]);
+            for (cin, cout) in convs {
+                values = values
+                    .max(batch * h * w * cin * k * k)
+                    .max(batch * h * w * cout);
+                (h, w) = (h / 2, w / 2);
+            }
+        }
+        for (din, dout) in self.dense_plan() {
+            values = values.max(batch * din.max(dout));
+        }
+        values as u64 * 4
+    }
+
     /// Builds the network on `device` (weights are random until assigned).
     pub fn build(&self, device: &Device) -> Network {
         let convs = match (self.conv_plan(), self.kernel_size()) {

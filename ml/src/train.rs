@@ -10,7 +10,7 @@ use oblivion_protocol::{LocalWork, OptimizerSpec};
 use crate::data::{Dataset, shuffle};
 use crate::model::{Architecture, Network};
 use crate::params::Params;
-use crate::weights::{network_with, read_params};
+use crate::weights::{network_with, read_params_async};
 use crate::{ComputeDevice, MlError};
 
 /// How a worker trains its shard.
@@ -205,23 +205,41 @@ impl<'a> LocalTrainer<'a> {
         true
     }
 
+    /// Waits until the device has run every step taken so far; returns the
+    /// mean training loss so far. On a GPU, steps only queue work: a browser
+    /// must await this now and then to keep the queue short and its event
+    /// loop turning (readback is asynchronous there).
+    pub async fn sync(&self) -> Result<f64, MlError> {
+        let Some(sum) = &self.loss_sum else {
+            return Ok(f64::NAN);
+        };
+        let data = sum
+            .to_data_async()
+            .await
+            .map_err(|e| MlError::Backend(format!("{e:?}")))?;
+        let v = data
+            .try_into_vec_as::<f32>()
+            .map_err(|e| MlError::Backend(format!("{e:?}")))?;
+        Ok(f64::from(v.first().copied().unwrap_or(f32::NAN)) / self.next.max(1) as f64)
+    }
+
+    /// The trained weights and statistics, read back asynchronously.
+    pub async fn finish_async(self) -> Result<TrainOutcome, MlError> {
+        let mean_loss = self.sync().await?;
+        Ok(TrainOutcome {
+            params: read_params_async(&self.network.valid()).await?,
+            samples: self.samples,
+            steps: self.next as u64,
+            mean_loss,
+        })
+    }
+
     /// The trained weights and statistics (reads them back synchronously).
     pub fn finish(self) -> Result<TrainOutcome, MlError> {
-        let steps = self.next as u64;
-        let mean_loss = match self.loss_sum {
-            Some(sum) => {
-                let v = sum
-                    .try_into_vec_as::<f32>()
-                    .map_err(|e| MlError::Backend(format!("{e:?}")))?;
-                f64::from(v.first().copied().unwrap_or(f32::NAN)) / steps.max(1) as f64
-            }
-            None => f64::NAN,
-        };
-        Ok(TrainOutcome {
-            params: read_params(&self.network.valid())?,
-            samples: self.samples,
-            steps,
-            mean_loss,
+        burn::tensor::try_read_sync(self.finish_async()).unwrap_or_else(|| {
+            Err(MlError::Backend(
+                "this device reads back asynchronously: use finish_async".into(),
+            ))
         })
     }
 }

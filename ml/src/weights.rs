@@ -9,15 +9,15 @@ use crate::MlError;
 use crate::model::{Architecture, Network};
 use crate::params::{NamedTensor, Params};
 
-/// Reads every float parameter with its dotted path.
+/// Collects every float parameter (flattened) with its dotted path and
+/// shape, without reading it back yet.
 #[derive(Default)]
-struct Reader {
+struct Collector {
     path: Vec<String>,
-    out: Vec<NamedTensor>,
-    error: Option<String>,
+    out: Vec<(String, Vec<usize>, Tensor<1>)>,
 }
 
-impl ModuleVisitor for Reader {
+impl ModuleVisitor for Collector {
     fn enter_module(&mut self, name: &str, _: &str) {
         self.path.push(name.to_string());
     }
@@ -27,15 +27,22 @@ impl ModuleVisitor for Reader {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let tensor = param.val();
         let shape = tensor.dims().to_vec();
-        match tensor.try_into_vec_as::<f32>() {
-            Ok(values) => self.out.push(NamedTensor {
-                name: self.path.join("."),
-                shape,
-                values,
-            }),
-            Err(e) => self.error = Some(format!("{e:?}")),
-        }
+        let len = shape.iter().product::<usize>();
+        self.out
+            .push((self.path.join("."), shape, tensor.reshape([len])));
     }
+}
+
+fn collect(network: &Network) -> Vec<(String, Vec<usize>, Tensor<1>)> {
+    let mut collector = Collector::default();
+    network.visit(&mut collector);
+    let mut out = collector.out;
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn read_error(e: impl std::fmt::Debug) -> MlError {
+    MlError::Backend(format!("reading weights: {e:?}"))
 }
 
 /// Replaces every float parameter by the values of the same name.
@@ -64,18 +71,34 @@ impl ModuleMapper for Writer {
     }
 }
 
-/// The network's current weights, sorted by name.
+/// The network's current weights, sorted by name (reads back
+/// synchronously: a browser GPU needs [`read_params_async`]).
 pub fn read_params(network: &Network) -> Result<Params, MlError> {
-    let mut reader = Reader::default();
-    network.visit(&mut reader);
-    match reader.error {
-        Some(e) => Err(MlError::Backend(format!("reading weights: {e}"))),
-        None => {
-            let mut tensors = reader.out;
-            tensors.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(Params { tensors })
-        }
+    let tensors = collect(network)
+        .into_iter()
+        .map(|(name, shape, tensor)| {
+            Ok(NamedTensor {
+                name,
+                shape,
+                values: tensor.try_into_vec_as::<f32>().map_err(read_error)?,
+            })
+        })
+        .collect::<Result<_, MlError>>()?;
+    Ok(Params { tensors })
+}
+
+/// [`read_params`] without blocking: what WebGPU in a browser requires.
+pub async fn read_params_async(network: &Network) -> Result<Params, MlError> {
+    let mut tensors = Vec::new();
+    for (name, shape, tensor) in collect(network) {
+        let data = tensor.into_data_async().await.map_err(read_error)?;
+        tensors.push(NamedTensor {
+            name,
+            shape,
+            values: data.try_into_vec_as::<f32>().map_err(read_error)?,
+        });
     }
+    Ok(Params { tensors })
 }
 
 /// Checks that `params` has exactly the architecture's names and shapes.

@@ -94,6 +94,26 @@ pub struct ShardView {
     pub attempts: u32,
     /// The worker holding it, or that did it.
     pub worker_id: Option<u64>,
+    /// Fraction trained, as the holder last reported it (1 once done).
+    #[serde(default)]
+    pub progress: f32,
+}
+
+/// A worker that contributed accepted updates to a job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Contributor {
+    /// Worker (connection) id.
+    pub worker_id: u64,
+    /// Its display name.
+    pub name: String,
+    /// Native or browser.
+    pub client: ClientKind,
+    /// Backend it trained on (`cpu`, `wgpu`, `webgpu`).
+    pub backend: String,
+    /// Updates of this job accepted from it.
+    pub updates: u64,
+    /// Samples credited for them.
+    pub samples: u64,
 }
 
 /// `GET /api/jobs/{id}` answer.
@@ -113,6 +133,13 @@ pub struct JobView {
     pub history: Vec<RoundMetrics>,
     /// Shards of the round in progress.
     pub shards: Vec<ShardView>,
+    /// Workers holding a lease of this job now.
+    #[serde(default)]
+    pub active_workers: u32,
+    /// Workers whose updates were accepted, most samples first (only in
+    /// `GET /api/jobs/{id}`; empty in the list).
+    #[serde(default)]
+    pub contributors: Vec<Contributor>,
     /// Why the job failed.
     pub error: Option<String>,
     /// The spec as submitted.
@@ -150,6 +177,65 @@ pub struct WorkerView {
     pub lost: u64,
     /// Samples credited (from the shards it completed, not its claims).
     pub samples: u64,
+    /// `training`, `idle` or `draining` (or `disconnected`).
+    #[serde(default)]
+    pub state: String,
+    /// Samples credited per second over the last minute (or since it
+    /// connected, if later): measured by the coordinator, not claimed.
+    #[serde(default)]
+    pub samples_per_second: f64,
+    /// Its active leases.
+    #[serde(default)]
+    pub leases: Vec<WorkerLease>,
+}
+
+/// A lease a worker holds, for the API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerLease {
+    /// Lease id.
+    pub lease_id: u64,
+    /// Job.
+    pub job_id: u64,
+    /// Round.
+    pub round: u32,
+    /// Shard.
+    pub shard: u32,
+    /// Fraction done, as last reported.
+    pub progress: f32,
+}
+
+/// A running job in a [`NetworkSnapshot`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LiveJobView {
+    /// Id.
+    pub id: u64,
+    /// The spec's name.
+    pub name: String,
+    /// `pending` or `running`.
+    pub status: JobStatus,
+    /// Current round.
+    pub round: u32,
+    /// Rounds asked for.
+    pub rounds: u32,
+    /// Shards of the current round.
+    pub shards: Vec<ShardView>,
+    /// Whether the round is being aggregated.
+    pub aggregating: bool,
+}
+
+/// What `GET /api/events` pushes (as server-sent event `snapshot`) whenever
+/// it changes: the live state of the whole network.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetworkSnapshot {
+    /// Connected workers.
+    pub workers: Vec<WorkerView>,
+    /// Jobs being trained.
+    pub jobs: Vec<LiveJobView>,
+    /// Sum of the workers' `samples_per_second`.
+    pub samples_per_second: f64,
+    /// Bumped whenever stored job state changes (a job submitted, a round
+    /// aggregated, a job ended): time to refetch `GET /api/jobs`.
+    pub jobs_version: u64,
 }
 
 /// `POST /api/datasets` answer.

@@ -6,6 +6,7 @@
 pub mod api;
 mod error;
 pub mod spec;
+pub mod tab;
 pub mod wire;
 
 pub use error::SpecError;

@@ -81,6 +81,11 @@ pub enum WorkerMessage {
         /// Where rewards go, if the worker has an address.
         #[serde(default)]
         payout_address: Option<String>,
+        /// Most leases it wants at once (the coordinator's cap applies
+        /// too): a browser tab trains one shard at a time, so holding a
+        /// second would only delay it for the network.
+        #[serde(default)]
+        max_leases: Option<u32>,
     },
     /// Keeps the worker's leases alive and reports progress.
     Heartbeat {

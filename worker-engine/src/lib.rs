@@ -17,10 +17,11 @@ use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
 use oblivion_ml::train::{LocalTrainer, LocalTraining};
 use oblivion_ml::{ComputeDevice, MlError};
+use oblivion_protocol::LocalWork;
 use oblivion_protocol::wire::{LeaseTask, update_metadata};
 use sha2::{Digest, Sha256};
 
-pub use benchmark::benchmark;
+pub use benchmark::{SpeedTest, benchmark, training_speed};
 use cache::Lru;
 
 /// What can go wrong in the engine.
@@ -58,6 +59,10 @@ pub struct Update {
     /// L2 norm of the update.
     pub norm: f64,
 }
+
+/// On a GPU, steps between waits for the device (a browser's event loop
+/// turns at each wait; the GPU queue stays short).
+pub const GPU_SYNC_STEPS: usize = 8;
 
 /// Hex sha256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -116,13 +121,53 @@ impl Engine {
         Ok(())
     }
 
+    /// Samples the lease's training will process (for progress rates);
+    /// `None` until its data is inserted.
+    pub fn planned_samples(&self, task: &LeaseTask) -> Option<u64> {
+        let n = self.data.get(&task.data)?.len() as u64;
+        Some(match task.work {
+            LocalWork::Epochs(e) => n * u64::from(e),
+            LocalWork::Steps(s) => u64::from(s) * u64::from(task.batch_size).min(n),
+        })
+    }
+
+    /// The device training runs on.
+    pub fn device(&self) -> ComputeDevice {
+        self.device
+    }
+
+    /// Moves training to another device (a browser falls back to the CPU
+    /// when its GPU fails).
+    pub fn set_device(&mut self, device: ComputeDevice) {
+        self.device = device;
+    }
+
     /// Trains the lease's shard; `progress` gets the fraction done and
     /// returns false to abandon (then no update is produced).
     /// `elapsed_millis` reads a clock (hosts differ: wasm has no `Instant`).
+    /// Blocks until done: natively, and on a browser's CPU.
     pub fn train(
         &self,
         task: &LeaseTask,
         progress: &mut dyn FnMut(f32) -> bool,
+        elapsed_millis: &dyn Fn() -> u64,
+    ) -> Result<Option<Update>, EngineError> {
+        let mut progress = async |p| progress(p);
+        oblivion_ml::try_read_sync(self.train_async(task, &mut progress, elapsed_millis))
+            .unwrap_or_else(|| {
+                Err(EngineError::Ml(MlError::Backend(
+                    "this device reads back asynchronously: use train_async".into(),
+                )))
+            })
+    }
+
+    /// [`Engine::train`] for hosts that must not block (a browser): on a
+    /// GPU it awaits the device every [`GPU_SYNC_STEPS`] steps, and
+    /// `progress` may await too (to let the host's event loop turn).
+    pub async fn train_async(
+        &self,
+        task: &LeaseTask,
+        progress: &mut impl AsyncFnMut(f32) -> bool,
         elapsed_millis: &dyn Fn() -> u64,
     ) -> Result<Option<Update>, EngineError> {
         let global = self
@@ -143,12 +188,16 @@ impl Engine {
         let start = elapsed_millis();
         let mut trainer = LocalTrainer::new(&arch, &global, &data, &config, self.device)?;
         let total = trainer.total_steps().max(1) as f32;
+        let on_gpu = self.device != ComputeDevice::Cpu;
         while trainer.step() {
-            if !progress(trainer.steps_done() as f32 / total) {
+            if on_gpu && trainer.steps_done() % GPU_SYNC_STEPS == 0 {
+                trainer.sync().await?;
+            }
+            if !progress(trainer.steps_done() as f32 / total).await {
                 return Ok(None);
             }
         }
-        let outcome = trainer.finish()?;
+        let outcome = trainer.finish_async().await?;
         let delta = outcome.params.minus(&global);
         let millis = elapsed_millis().saturating_sub(start);
         let metadata = HashMap::from([
@@ -165,6 +214,16 @@ impl Engine {
                 millis.to_string(),
             ),
         ]);
+        if !delta
+            .tensors
+            .iter()
+            .all(|t| t.values.iter().all(|v| v.is_finite()))
+        {
+            // A failing GPU can produce garbage; never post it.
+            return Err(EngineError::Ml(MlError::Backend(
+                "training produced non-finite weights".into(),
+            )));
+        }
         Ok(Some(Update {
             norm: delta.l2_norm(),
             body: delta.to_compressed(Some(metadata)),

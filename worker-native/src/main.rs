@@ -101,7 +101,7 @@ async fn run(args: Args) -> Result<(), String> {
     let (device, info) = pick_device(&args.backend)?;
     let started = std::time::Instant::now();
     let score = tokio::task::spawn_blocking(move || {
-        benchmark(device, 20, &|| started.elapsed().as_millis() as u64)
+        benchmark(device, 20, &|| started.elapsed().as_secs_f64() * 1000.0)
     })
     .await
     .map_err(|e| e.to_string())?

@@ -102,6 +102,7 @@ impl Worker {
             device: s.info.clone(),
             benchmark: s.benchmark,
             payout_address: s.payout_address.clone(),
+            max_leases: None,
         };
         if sink.send(text(&hello)).await.is_err() {
             return Outcome::Lost("connection closed during hello".into());

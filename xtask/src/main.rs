@@ -4,10 +4,11 @@
 //!   starts a local network (a coordinator on embedded defaults and N
 //!   native workers) until Ctrl-C.
 //! - `cargo xtask test`: installs what the tests need (wasm target,
-//!   wasm-bindgen-cli, Chromium, playwright-core, a Python environment with
+//!   wasm-bindgen-cli, Trunk, Chromium, npm packages, a Python environment with
 //!   onnxruntime), then runs every check and test.
 //! - `cargo xtask bench`: the network benchmark (time to 97% accuracy).
-//! - `cargo xtask web`: builds the browser worker and its page into `dist/`.
+//! - `cargo xtask web`: builds the web app and the browser worker into
+//!   `dist/` (Trunk).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode};
@@ -163,6 +164,8 @@ fn test() -> Result<()> {
         "oblivion-worker-engine",
         "-p",
         "oblivion-worker-wasm",
+        "-p",
+        "oblivion-app",
         "--",
         "-D",
         "warnings",
@@ -196,30 +199,27 @@ fn wasm_bindgen_cli() -> Result<()> {
     Ok(())
 }
 
-/// Builds the browser side into `dist/`: the wasm worker (release, through
-/// wasm-bindgen) and its pages.
+/// Trunk, which builds the web app (pinned: newer ones need a newer rustc).
+const TRUNK: &str = "0.21.14";
+
+fn trunk() -> Result<()> {
+    let current = Command::new("trunk").arg("--version").output();
+    let matches = current.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(TRUNK));
+    if !matches {
+        run(cargo().args(["install", "trunk", "--version", TRUNK, "--locked"]))?;
+    }
+    Ok(())
+}
+
+/// Builds the web app and the browser worker into `dist/` with Trunk
+/// (`index.html`, `Trunk.toml`).
 fn web() -> Result<()> {
     wasm_target()?;
     wasm_bindgen_cli()?;
-    run(cargo().args([
-        "build",
-        "--release",
-        "--target",
-        "wasm32-unknown-unknown",
-        "-p",
-        "oblivion-worker-wasm",
-    ]))?;
-    let dist = root().join("dist");
-    let wasm = target_dir().join("wasm32-unknown-unknown/release/oblivion_worker_wasm.wasm");
-    run(Command::new("wasm-bindgen")
-        .args(["--target", "web", "--no-typescript", "--out-dir"])
-        .arg(&dist)
-        .arg(wasm))?;
-    for entry in std::fs::read_dir(root().join("worker-wasm/www"))? {
-        let entry = entry?;
-        std::fs::copy(entry.path(), dist.join(entry.file_name()))?;
-    }
-    Ok(())
+    trunk()?;
+    run(Command::new("trunk")
+        .args(["build", "--release"])
+        .current_dir(root()))
 }
 
 fn bench(args: &[String]) -> Result<()> {

@@ -9,9 +9,11 @@
 //! | `POST /api/datasets` | upload a CSV or IDX file → `{"sha256"}` |
 //! | `GET /api/artifacts/{sha256}` | immutable blobs (weights, shards) |
 //! | `GET /api/workers` | connected workers |
+//! | `GET /api/events` | live network state, server-sent events |
 //! | `GET /api/workers/connect` | the worker WebSocket |
 //! | `POST /api/leases/{id}/update` | a worker's update |
 
+mod events;
 mod jobs;
 mod workers;
 
@@ -54,6 +56,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/api/datasets", post(jobs::upload_dataset))
         .route("/api/artifacts/{sha}", get(jobs::artifact))
         .route("/api/workers", get(workers::list))
+        .route("/api/events", get(events::stream))
         .route("/api/workers/connect", get(workers::connect))
         .route("/api/leases/{id}/update", post(workers::update))
         .route("/api/{*rest}", any(jobs::no_route))

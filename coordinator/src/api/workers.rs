@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use oblivion_protocol::api::WorkerView;
 use oblivion_protocol::wire::{
-    CoordinatorMessage, PROTOCOL_VERSION, WORKER_TOKEN_HEADER, WorkerMessage,
+    CoordinatorMessage, DeviceInfo, PROTOCOL_VERSION, WORKER_TOKEN_HEADER, WorkerMessage,
 };
 use tokio::sync::mpsc;
 
@@ -91,6 +91,7 @@ async fn session(c: Arc<Coordinator>, mut socket: WebSocket) {
         device,
         benchmark,
         payout_address,
+        max_leases,
     })) = hello
     else {
         return refuse(socket, "the first message must be a hello".into()).await;
@@ -108,7 +109,12 @@ async fn session(c: Arc<Coordinator>, mut socket: WebSocket) {
         id: 0,
         name: name.chars().take(64).collect(),
         client,
-        device,
+        // Self-described, so bounded: it is shown to every visitor.
+        device: DeviceInfo {
+            backend: device.backend.chars().take(16).collect(),
+            name: device.name.chars().take(128).collect(),
+            detail: device.detail.chars().take(512).collect(),
+        },
         benchmark: if benchmark.is_finite() {
             benchmark.max(0.0)
         } else {
@@ -120,9 +126,12 @@ async fn session(c: Arc<Coordinator>, mut socket: WebSocket) {
         rejected: 0,
         lost: 0,
         samples: 0,
+        state: "idle".into(),
+        samples_per_second: 0.0,
+        leases: Vec::new(),
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let (id, token) = match c.connect_worker(view, payout_address, tx).await {
+    let (id, token) = match c.connect_worker(view, payout_address, max_leases, tx).await {
         Ok(v) => v,
         Err(e) => return refuse(socket, e.message).await,
     };
@@ -130,7 +139,10 @@ async fn session(c: Arc<Coordinator>, mut socket: WebSocket) {
         worker_id: id,
         token,
         heartbeat_secs: c.config.heartbeat.as_secs(),
-        lease_cap: c.config.lease_cap,
+        lease_cap: c
+            .config
+            .lease_cap
+            .min(max_leases.unwrap_or(u32::MAX).max(1)),
     };
     if send(&mut socket, &welcome).await {
         c.worker_ready().await;

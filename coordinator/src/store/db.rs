@@ -391,6 +391,39 @@ impl Db {
             .collect()
     }
 
+    /// Workers whose updates to `job` were accepted, most samples first.
+    pub async fn contributors(
+        &self,
+        job: u64,
+    ) -> Result<Vec<oblivion_protocol::api::Contributor>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT u.worker_id AS id, w.name AS name, w.client AS client, w.device AS device, \
+             COUNT(*) AS updates, SUM(u.samples) AS samples \
+             FROM updates u JOIN workers w ON w.id = u.worker_id WHERE u.job_id = ? \
+             GROUP BY u.worker_id ORDER BY samples DESC, id",
+        )
+        .bind(job as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let client: String = r.try_get("client")?;
+                let device: String = r.try_get("device")?;
+                let device: Option<oblivion_protocol::wire::DeviceInfo> =
+                    serde_json::from_str(&device).ok();
+                Ok(oblivion_protocol::api::Contributor {
+                    worker_id: r.try_get::<i64, _>("id")? as u64,
+                    name: r.try_get("name")?,
+                    client: serde_json::from_str(&client)
+                        .unwrap_or(oblivion_protocol::wire::ClientKind::Native),
+                    backend: device.map(|d| d.backend).unwrap_or_default(),
+                    updates: r.try_get::<i64, _>("updates")? as u64,
+                    samples: r.try_get::<i64, _>("samples")? as u64,
+                })
+            })
+            .collect()
+    }
+
     /// Largest lease and worker ids used so far (ids never repeat, even
     /// across restarts, so a stale lease can never be mistaken for a new one).
     pub async fn max_ids(&self) -> Result<(u64, u64), sqlx::Error> {

@@ -1,0 +1,356 @@
+//! Contribute: this tab trains shards for the network in a Web Worker.
+
+use leptos::prelude::*;
+use oblivion_protocol::tab::{BackendChoice, TabCommand, TabReport, TabStart};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use web_sys::{MessageEvent, Worker, WorkerOptions, WorkerType};
+
+use crate::shell::{load_setting, save_setting};
+
+/// The browser worker's entry point in `dist/` (built by Trunk).
+const WORKER_URL: &str = "/oblivion-worker-wasm_loader.js";
+const PAYOUT_KEY: &str = "oblivion.payout";
+const NAME_KEY: &str = "oblivion.name";
+const BACKEND_KEY: &str = "oblivion.backend";
+
+/// Everything the page shows about its worker.
+#[derive(Clone, Default)]
+struct TabState {
+    status: String,
+    backend: String,
+    device_name: String,
+    device_detail: String,
+    cpu_reason: Option<String>,
+    benchmark: f64,
+    lease: Option<(u64, u64, u32, u32)>,
+    progress: f32,
+    samples_per_second: f64,
+    shards_done: u64,
+    accepted: u64,
+    rejected: u64,
+    credit: u64,
+    notice: Option<String>,
+    log: Vec<String>,
+}
+
+impl TabState {
+    fn note(&mut self, line: String) {
+        self.log.insert(0, line);
+        self.log.truncate(8);
+    }
+}
+
+fn valid_address(s: &str) -> bool {
+    s.is_empty()
+        || (s.len() == 42 && s.starts_with("0x") && s[2..].bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn random_name() -> String {
+    format!("tab-{:04x}", (js_sys::Math::random() * 65536.0) as u32)
+}
+
+fn post(worker: &Worker, command: &TabCommand) {
+    if let Ok(text) = serde_json::to_string(command) {
+        let _ = worker.post_message(&JsValue::from_str(&text));
+    }
+}
+
+/// The Contribute page.
+#[component]
+pub fn Contribute() -> impl IntoView {
+    let state = RwSignal::new(TabState {
+        status: "idle".into(),
+        ..TabState::default()
+    });
+    let running = RwSignal::new(false);
+    let payout = RwSignal::new(load_setting(PAYOUT_KEY).unwrap_or_default());
+    let name = load_setting(NAME_KEY).unwrap_or_else(|| {
+        let n = random_name();
+        save_setting(NAME_KEY, &n);
+        n
+    });
+    let display_name = name.clone();
+    let backend_choice = RwSignal::new(load_setting(BACKEND_KEY).unwrap_or_else(|| "auto".into()));
+    let worker: StoredValue<Option<Worker>, LocalStorage> = StoredValue::new_local(None);
+    // Set after a crash on the GPU: the next worker starts on the CPU.
+    let cpu_reason: StoredValue<Option<String>> = StoredValue::new(None);
+    // Bumped when the worker must be replaced (it panicked).
+    let restart = RwSignal::new(0u32);
+
+    let launch = move || {
+        let options = WorkerOptions::new();
+        options.set_type(WorkerType::Module);
+        let w = match Worker::new_with_options(WORKER_URL, &options) {
+            Ok(w) => w,
+            Err(_) => {
+                state.update(|s| s.status = "this browser cannot start a Web Worker".into());
+                running.set(false);
+                return;
+            }
+        };
+        let start = TabStart {
+            coordinator: web_sys::window()
+                .and_then(|w| w.location().origin().ok())
+                .unwrap_or_default(),
+            name: name.clone(),
+            payout_address: Some(payout.get_untracked())
+                .filter(|p| !p.is_empty() && valid_address(p)),
+            backend: if backend_choice.get_untracked() == "cpu" {
+                BackendChoice::Cpu
+            } else {
+                BackendChoice::Auto
+            },
+            cpu_reason: cpu_reason.get_value(),
+        };
+        let handle = w.clone();
+        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+            let Some(report) = e
+                .data()
+                .as_string()
+                .and_then(|t| serde_json::from_str::<TabReport>(&t).ok())
+            else {
+                return;
+            };
+            on_report(report, &handle, &start, state, cpu_reason, restart);
+        });
+        w.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        on_message.forget();
+        state.update(|s| s.status = "loading the worker".into());
+        worker.set_value(Some(w));
+    };
+
+    Effect::new({
+        let launch = launch.clone();
+        move |_| {
+            if restart.get() > 0 && running.get_untracked() {
+                if let Some(w) = worker.get_value() {
+                    w.terminate();
+                }
+                launch();
+            }
+        }
+    });
+
+    let toggle = move |_| {
+        if running.get_untracked() {
+            running.set(false);
+            if let Some(w) = worker.get_value() {
+                post(&w, &TabCommand::Stop);
+                w.terminate();
+            }
+            worker.set_value(None);
+            state.update(|s| {
+                s.status = "stopped".into();
+                s.lease = None;
+                s.progress = 0.0;
+            });
+        } else {
+            running.set(true);
+            launch();
+        }
+    };
+
+    let on_payout = move |ev| {
+        let value = event_target_value(&ev).trim().to_string();
+        if valid_address(&value) {
+            save_setting(PAYOUT_KEY, &value);
+        }
+        payout.set(value);
+    };
+    let on_backend = move |ev| {
+        let value = event_target_value(&ev);
+        save_setting(BACKEND_KEY, &value);
+        backend_choice.set(value);
+    };
+
+    view! {
+        <section class="card hero">
+            <div>
+                <h1>"Contribute"</h1>
+                <p class="muted">"This tab trains shards of the network's jobs on your GPU (WebGPU) or CPU, in a background worker. Closing the tab costs only the shard in hand."</p>
+            </div>
+            <div class="hero-actions">
+                <button class="primary big" data-testid="toggle" on:click=toggle>
+                    {move || if running.get() { "Stop" } else { "Start" }}
+                </button>
+                <span class="pill" data-testid="status">{move || state.with(|s| s.status.clone())}</span>
+            </div>
+        </section>
+        {move || state.with(|s| s.notice.clone()).map(|n| view! { <div class="notice" data-testid="notice">{n}</div> })}
+        <div class="grid">
+            <section class="card">
+                <h2>"Device"</h2>
+                <p class="big-number">
+                    <span class="badge" data-testid="backend">{move || {
+                        let b = state.with(|s| s.backend.clone());
+                        match b.as_str() { "webgpu" => "WebGPU".to_string(), "cpu" => "CPU".to_string(), _ => "—".to_string() }
+                    }}</span>
+                </p>
+                <p data-testid="device-name">{move || state.with(|s| s.device_name.clone())}</p>
+                <p class="muted small" data-testid="device-detail">{move || state.with(|s| s.device_detail.clone())}</p>
+                {move || state.with(|s| s.cpu_reason.clone()).map(|r| view! { <p class="warn small" data-testid="cpu-reason">"On the CPU: " {r}</p> })}
+                <p class="muted small">"Benchmark: " {move || format!("{:.0} samples/s", state.with(|s| s.benchmark))}</p>
+                <label class="field">
+                    <span>"Backend"</span>
+                    <select on:change=on_backend prop:value=move || backend_choice.get()>
+                        <option value="auto">"WebGPU if available"</option>
+                        <option value="cpu">"CPU only"</option>
+                    </select>
+                </label>
+            </section>
+            <section class="card">
+                <h2>"Current shard"</h2>
+                <p data-testid="lease">{move || match state.with(|s| s.lease) {
+                    Some((_, job, round, shard)) => format!("job {job} · round {round} · shard {shard}"),
+                    None => "none".into(),
+                }}</p>
+                <div class="progress"><div class="bar" style:width=move || format!("{:.1}%", state.with(|s| s.progress) * 100.0)></div></div>
+                <p class="big-number" data-testid="speed">{move || format!("{:.0}", state.with(|s| s.samples_per_second))}<span class="unit">" samples/s"</span></p>
+            </section>
+            <section class="card">
+                <h2>"Your contribution"</h2>
+                <dl class="stats">
+                    <div><dt>"Shards done"</dt><dd data-testid="shards-done">{move || state.with(|s| s.shards_done)}</dd></div>
+                    <div><dt>"Accepted"</dt><dd data-testid="accepted">{move || state.with(|s| s.accepted)}</dd></div>
+                    <div><dt>"Rejected"</dt><dd data-testid="rejected">{move || state.with(|s| s.rejected)}</dd></div>
+                    <div><dt>"Credit"</dt><dd data-testid="credit">{move || state.with(|s| s.credit)}<span class="unit">" samples"</span></dd></div>
+                </dl>
+            </section>
+            <section class="card">
+                <h2>"Payout"</h2>
+                <label class="field">
+                    <span>"Address for rewards"</span>
+                    <input type="text" placeholder="0x…" spellcheck="false" data-testid="payout" prop:value=move || payout.get() on:input=on_payout/>
+                </label>
+                {move || (!valid_address(&payout.get())).then(|| view! { <p class="error small">"An address is 0x and 40 hex digits."</p> })}
+                <p class="muted small">"Remembered in this browser. Worker name: " {display_name}</p>
+            </section>
+        </div>
+        <section class="card">
+            <h2>"Activity"</h2>
+            <ul class="log" data-testid="log">
+                {move || state.with(|s| s.log.iter().map(|l| view! { <li>{l.clone()}</li> }).collect::<Vec<_>>())}
+            </ul>
+        </section>
+    }
+}
+
+/// Updates the page from one worker report; restarts a crashed worker.
+fn on_report(
+    report: TabReport,
+    worker: &Worker,
+    start: &TabStart,
+    state: RwSignal<TabState>,
+    cpu_reason: StoredValue<Option<String>>,
+    restart: RwSignal<u32>,
+) {
+    match report {
+        TabReport::Ready => post(worker, &TabCommand::Start(start.clone())),
+        TabReport::Device {
+            device,
+            cpu_reason,
+            benchmark,
+            ..
+        } => state.update(|s| {
+            s.status = "connecting".into();
+            s.backend = device.backend;
+            s.device_name = device.name;
+            s.device_detail = device.detail;
+            s.cpu_reason = cpu_reason;
+            s.benchmark = benchmark;
+        }),
+        TabReport::Connected { worker_id } => state.update(|s| {
+            s.status = "waiting for work".into();
+            s.note(format!("connected as worker {worker_id}"));
+        }),
+        TabReport::Disconnected {
+            reason,
+            retry_in_ms,
+        } => state.update(|s| {
+            s.status = format!("reconnecting in {} s", retry_in_ms / 1000);
+            s.lease = None;
+            s.note(format!("disconnected: {reason}"));
+        }),
+        TabReport::Lease {
+            lease_id,
+            job_id,
+            round,
+            shard,
+            backend,
+        } => state.update(|s| {
+            s.status = "training".into();
+            s.lease = Some((lease_id, job_id, round, shard));
+            s.progress = 0.0;
+            s.backend = backend;
+        }),
+        TabReport::Progress {
+            progress,
+            samples_per_second,
+            ..
+        } => state.update(|s| {
+            s.progress = progress;
+            s.samples_per_second = samples_per_second;
+        }),
+        TabReport::Done {
+            lease_id,
+            accepted,
+            error,
+            shards_done,
+            accepted_total,
+            rejected_total,
+            credit,
+            samples_per_second,
+        } => state.update(|s| {
+            s.status = "waiting for work".into();
+            s.progress = 1.0;
+            s.lease = None;
+            s.shards_done = shards_done;
+            s.accepted = accepted_total;
+            s.rejected = rejected_total;
+            s.credit = credit;
+            s.samples_per_second = samples_per_second;
+            s.note(match (accepted, error) {
+                (true, _) => format!("lease {lease_id}: update accepted"),
+                (false, e) => format!("lease {lease_id}: {}", e.unwrap_or_default()),
+            });
+        }),
+        TabReport::Revoked { lease_id, reason } => state.update(|s| {
+            s.lease = None;
+            s.note(format!("lease {lease_id} revoked: {reason}"));
+        }),
+        TabReport::Fallback { reason, shard_only } => state.update(|s| {
+            if !shard_only {
+                s.backend = "cpu".into();
+                s.cpu_reason = Some(reason.clone());
+            }
+            s.notice = Some(reason.clone());
+            s.note(reason);
+        }),
+        TabReport::Warning { message } => state.update(|s| s.note(message)),
+        TabReport::Stopped { reason } => state.update(|s| {
+            s.status = reason.clone();
+            s.lease = None;
+            s.note(reason);
+        }),
+        TabReport::Panic { message } => {
+            // The module is unusable after a panic: start a new worker, on
+            // the CPU if the GPU was in use.
+            let on_gpu = state.with_untracked(|s| s.backend == "webgpu");
+            if on_gpu {
+                cpu_reason.set_value(Some(format!("WebGPU crashed ({message})")));
+            }
+            state.update(|s| {
+                s.notice = Some(format!(
+                    "The worker crashed: {message}. Restarting{}.",
+                    if on_gpu { " on the CPU" } else { "" }
+                ));
+                s.lease = None;
+            });
+            if restart.get_untracked() < 5 {
+                restart.update(|n| *n += 1);
+            }
+        }
+        TabReport::BenchResult { .. } => {}
+    }
+}

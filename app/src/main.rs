@@ -1,0 +1,34 @@
+//! The Oblivion web app: contribute from this tab, submit and watch jobs,
+//! see the network. Client-side rendered with Leptos; talks to the
+//! coordinator that serves it (REST, plus server-sent events for live state).
+
+#[cfg(target_arch = "wasm32")]
+mod api;
+#[cfg(target_arch = "wasm32")]
+mod chart;
+#[cfg(target_arch = "wasm32")]
+mod contribute;
+#[cfg(target_arch = "wasm32")]
+mod job;
+#[cfg(target_arch = "wasm32")]
+mod jobs;
+#[cfg(target_arch = "wasm32")]
+mod live;
+#[cfg(target_arch = "wasm32")]
+mod network;
+#[cfg(target_arch = "wasm32")]
+mod new_job;
+#[cfg(target_arch = "wasm32")]
+mod shell;
+
+#[cfg(target_arch = "wasm32")]
+fn main() {
+    console_error_panic_hook::set_once();
+    leptos::mount::mount_to_body(shell::App);
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() {
+    eprintln!("oblivion-app runs in a browser: build it with `trunk build`");
+    std::process::exit(1);
+}

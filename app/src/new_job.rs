@@ -1,0 +1,408 @@
+//! New job: a form over every field of the job spec, with the examples
+//! preloaded, datasets built in or uploaded, and the server's validation.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_router::hooks::use_navigate;
+use oblivion_protocol::api::{ApiError, Created, UploadedDataset};
+use oblivion_protocol::{DatasetSpec, JobSpec, LocalWork, ModelSpec, OptimizerSpec};
+use serde_json::{Value, json};
+use wasm_bindgen::JsCast;
+
+use crate::api;
+
+/// The example specs shipped with the project.
+const EXAMPLES: [(&str, &str); 4] = [
+    (
+        "mnist-mlp",
+        include_str!("../../examples/jobs/mnist-mlp.json"),
+    ),
+    (
+        "mnist-cnn",
+        include_str!("../../examples/jobs/mnist-cnn.json"),
+    ),
+    (
+        "iris-mlp",
+        include_str!("../../examples/jobs/iris-mlp.json"),
+    ),
+    (
+        "breast-cancer-mlp",
+        include_str!("../../examples/jobs/breast-cancer-mlp.json"),
+    ),
+];
+
+/// The form's fields, as typed.
+#[derive(Clone, Default)]
+struct Form {
+    name: String,
+    model: String,
+    hidden: String,
+    channels: String,
+    kernel_size: String,
+    source: String,
+    builtin: String,
+    csv_sha: String,
+    images_sha: String,
+    labels_sha: String,
+    rounds: String,
+    shards: String,
+    batch: String,
+    work: String,
+    work_amount: String,
+    optimizer: String,
+    learning_rate: String,
+    momentum: String,
+    validation_split: String,
+    seed: String,
+    target: String,
+    norm_bound: String,
+}
+
+fn list(values: &[u32]) -> String {
+    values
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Form {
+    fn from_spec(spec: &JobSpec) -> Form {
+        let (model, hidden, channels, kernel) = match &spec.model {
+            ModelSpec::Mlp { hidden } => ("mlp", list(hidden), "8, 16".into(), "5".into()),
+            ModelSpec::Cnn {
+                channels,
+                kernel_size,
+                hidden,
+            } => ("cnn", list(hidden), list(channels), kernel_size.to_string()),
+        };
+        let mut form = Form {
+            name: spec.name.clone(),
+            model: model.into(),
+            hidden,
+            channels,
+            kernel_size: kernel,
+            rounds: spec.rounds.to_string(),
+            shards: spec.shards_per_round.to_string(),
+            batch: spec.batch_size.to_string(),
+            validation_split: spec.validation_split.to_string(),
+            seed: spec.seed.to_string(),
+            target: spec
+                .target_accuracy
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+            norm_bound: spec.update_norm_bound.to_string(),
+            builtin: "mnist".into(),
+            ..Form::default()
+        };
+        match &spec.dataset {
+            DatasetSpec::Builtin(b) => {
+                form.source = "builtin".into();
+                form.builtin = b.clone();
+            }
+            DatasetSpec::Csv(sha) => {
+                form.source = "csv".into();
+                form.csv_sha = sha.clone();
+            }
+            DatasetSpec::Idx { images, labels } => {
+                form.source = "idx".into();
+                form.images_sha = images.clone();
+                form.labels_sha = labels.clone();
+            }
+        }
+        let work = match (spec.local_epochs, spec.local_steps) {
+            (_, Some(s)) => LocalWork::Steps(s),
+            (Some(e), None) => LocalWork::Epochs(e),
+            (None, None) => LocalWork::Epochs(1),
+        };
+        (form.work, form.work_amount) = match work {
+            LocalWork::Epochs(e) => ("epochs".into(), e.to_string()),
+            LocalWork::Steps(s) => ("steps".into(), s.to_string()),
+        };
+        (form.optimizer, form.learning_rate, form.momentum) = match &spec.optimizer {
+            OptimizerSpec::Adam { learning_rate } => {
+                ("adam".into(), learning_rate.to_string(), "0.9".into())
+            }
+            OptimizerSpec::Sgd {
+                learning_rate,
+                momentum,
+            } => (
+                "sgd".into(),
+                learning_rate.to_string(),
+                momentum.to_string(),
+            ),
+        };
+        form
+    }
+
+    /// The spec as JSON. Whatever does not parse as a number is sent as
+    /// typed, so the coordinator names the field that is wrong.
+    fn to_json(&self) -> Value {
+        fn num(s: &str) -> Value {
+            let t = s.trim();
+            t.parse::<i64>()
+                .map(Value::from)
+                .or_else(|_| t.parse::<f64>().map(Value::from))
+                .unwrap_or_else(|_| Value::from(t))
+        }
+        fn nums(s: &str) -> Value {
+            Value::Array(
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(num)
+                    .collect(),
+            )
+        }
+        let model = if self.model == "cnn" {
+            json!({"kind": "cnn", "channels": nums(&self.channels), "kernel_size": num(&self.kernel_size), "hidden": nums(&self.hidden)})
+        } else {
+            json!({"kind": "mlp", "hidden": nums(&self.hidden)})
+        };
+        let dataset = match self.source.as_str() {
+            "csv" => json!({"csv": self.csv_sha}),
+            "idx" => json!({"idx": {"images": self.images_sha, "labels": self.labels_sha}}),
+            _ => json!({"builtin": self.builtin}),
+        };
+        let optimizer = if self.optimizer == "sgd" {
+            json!({"kind": "sgd", "learning_rate": num(&self.learning_rate), "momentum": num(&self.momentum)})
+        } else {
+            json!({"kind": "adam", "learning_rate": num(&self.learning_rate)})
+        };
+        let mut spec = json!({
+            "name": self.name,
+            "model": model,
+            "dataset": dataset,
+            "rounds": num(&self.rounds),
+            "shards_per_round": num(&self.shards),
+            "batch_size": num(&self.batch),
+            "optimizer": optimizer,
+            "validation_split": num(&self.validation_split),
+            "seed": num(&self.seed),
+            "update_norm_bound": num(&self.norm_bound),
+        });
+        let key = if self.work == "steps" {
+            "local_steps"
+        } else {
+            "local_epochs"
+        };
+        spec[key] = num(&self.work_amount);
+        if !self.target.trim().is_empty() {
+            spec["target_accuracy"] = num(&self.target);
+        }
+        spec
+    }
+}
+
+fn example(name: &str) -> Form {
+    EXAMPLES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, text)| JobSpec::from_json(text).ok())
+        .map(|spec| Form::from_spec(&spec))
+        .unwrap_or_default()
+}
+
+fn selected_file(ev: &leptos::ev::Event) -> Option<web_sys::File> {
+    ev.target()?
+        .dyn_into::<web_sys::HtmlInputElement>()
+        .ok()?
+        .files()?
+        .get(0)
+}
+
+/// A text input bound to one form field.
+#[component]
+fn TextField(
+    form: RwSignal<Form>,
+    label: &'static str,
+    name: &'static str,
+    get: fn(&Form) -> String,
+    set: fn(&mut Form, String),
+    #[prop(optional)] hint: &'static str,
+    error_field: Signal<Option<String>>,
+) -> impl IntoView {
+    let invalid = move || {
+        error_field
+            .get()
+            .is_some_and(|f| f == name || f.starts_with(&format!("{name}.")))
+    };
+    view! {
+        <label class="field" class:invalid=invalid>
+            <span>{label}</span>
+            <input type="text" name=name data-testid=format!("field-{name}")
+                prop:value=move || form.with(get)
+                on:input=move |ev| form.update(|f| set(f, event_target_value(&ev)))/>
+            {(!hint.is_empty()).then(|| view! { <small class="muted">{hint}</small> })}
+        </label>
+    }
+}
+
+/// The New job page.
+#[component]
+pub fn NewJob() -> impl IntoView {
+    let form = RwSignal::new(example("mnist-mlp"));
+    let error = RwSignal::new(None::<ApiError>);
+    let busy = RwSignal::new(false);
+    let upload_note = RwSignal::new(None::<String>);
+    let error_field =
+        Signal::derive(move || error.with(|e| e.as_ref().and_then(|e| e.field.clone())));
+    let navigate = use_navigate();
+
+    let upload = move |ev: leptos::ev::Event, target: &'static str| {
+        let Some(file) = selected_file(&ev) else {
+            return;
+        };
+        upload_note.set(Some(format!("uploading {}…", file.name())));
+        spawn_local(async move {
+            match api::post_file::<UploadedDataset>("/api/datasets", &file).await {
+                Ok(up) => {
+                    upload_note.set(Some(format!(
+                        "{}: {} ({} rows), sha256 {}…",
+                        file.name(),
+                        up.kind,
+                        up.rows,
+                        &up.sha256[..12]
+                    )));
+                    form.update(|f| match target {
+                        "csv" => f.csv_sha = up.sha256,
+                        "images" => f.images_sha = up.sha256,
+                        _ => f.labels_sha = up.sha256,
+                    });
+                }
+                Err(e) => upload_note.set(Some(format!("upload failed: {}", e.error))),
+            }
+        });
+    };
+
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        if busy.get_untracked() {
+            return;
+        }
+        busy.set(true);
+        error.set(None);
+        let body = form.with_untracked(Form::to_json).to_string();
+        let navigate = navigate.clone();
+        spawn_local(async move {
+            match api::post_json::<Created>("/api/jobs", &body).await {
+                Ok(created) => navigate(&format!("/jobs/{}", created.id), Default::default()),
+                Err(e) => error.set(Some(e)),
+            }
+            busy.set(false);
+        });
+    };
+
+    let is = move |field: fn(&Form) -> &String, value: &'static str| {
+        move || form.with(|f| field(f) == value)
+    };
+
+    view! {
+        <section class="card hero">
+            <div>
+                <h1>"New job"</h1>
+                <p class="muted">"Describe the training: model, data, rounds. Nothing here is code: the network runs only these declared models."</p>
+            </div>
+            <label class="field inline">
+                <span>"Start from an example"</span>
+                <select data-testid="example" on:change=move |ev| { form.set(example(&event_target_value(&ev))); error.set(None); }>
+                    {EXAMPLES.iter().map(|(n, _)| view! { <option value=*n>{*n}</option> }).collect::<Vec<_>>()}
+                </select>
+            </label>
+        </section>
+        <form class="card form" on:submit=submit novalidate=true>
+            {move || error.get().map(|e| view! {
+                <div class="notice error" role="alert" data-testid="form-error">
+                    {e.error.clone()}
+                </div>
+            })}
+            <fieldset>
+                <legend>"Job"</legend>
+                <TextField form label="Name" name="name" get=|f| f.name.clone() set=|f, v| f.name = v error_field/>
+            </fieldset>
+            <fieldset>
+                <legend>"Model"</legend>
+                <label class="field" class:invalid=move || error_field.get().is_some_and(|f| f.starts_with("model"))>
+                    <span>"Kind"</span>
+                    <select data-testid="field-model" prop:value=move || form.with(|f| f.model.clone()) on:change=move |ev| form.update(|f| f.model = event_target_value(&ev))>
+                        <option value="mlp">"MLP (dense layers)"</option>
+                        <option value="cnn">"CNN (two conv + pool, then dense)"</option>
+                    </select>
+                </label>
+                <TextField form label="Hidden layer widths" name="model.hidden" get=|f| f.hidden.clone() set=|f, v| f.hidden = v hint="comma-separated, e.g. 128, 64" error_field/>
+                <Show when=is(|f| &f.model, "cnn")>
+                    <TextField form label="Conv channels" name="model.channels" get=|f| f.channels.clone() set=|f, v| f.channels = v hint="two numbers, e.g. 8, 16" error_field/>
+                    <TextField form label="Kernel size" name="model.kernel_size" get=|f| f.kernel_size.clone() set=|f, v| f.kernel_size = v error_field/>
+                </Show>
+            </fieldset>
+            <fieldset>
+                <legend>"Data"</legend>
+                <label class="field" class:invalid=move || error_field.get().is_some_and(|f| f.starts_with("dataset"))>
+                    <span>"Source"</span>
+                    <select data-testid="field-source" prop:value=move || form.with(|f| f.source.clone()) on:change=move |ev| form.update(|f| f.source = event_target_value(&ev))>
+                        <option value="builtin">"Built-in dataset"</option>
+                        <option value="csv">"Upload a CSV file"</option>
+                        <option value="idx">"Upload IDX images + labels"</option>
+                    </select>
+                </label>
+                <Show when=is(|f| &f.source, "builtin")>
+                    <label class="field">
+                        <span>"Dataset"</span>
+                        <select data-testid="field-builtin" prop:value=move || form.with(|f| f.builtin.clone()) on:change=move |ev| form.update(|f| f.builtin = event_target_value(&ev))>
+                            {oblivion_protocol::spec::BUILTIN_DATASETS.iter().map(|n| view! { <option value=*n>{*n}</option> }).collect::<Vec<_>>()}
+                        </select>
+                    </label>
+                </Show>
+                <Show when=is(|f| &f.source, "csv")>
+                    <label class="field">
+                        <span>"CSV file (last column is the label)"</span>
+                        <input type="file" accept=".csv,.gz" data-testid="upload-csv" on:change=move |ev| upload(ev, "csv")/>
+                    </label>
+                </Show>
+                <Show when=is(|f| &f.source, "idx")>
+                    <label class="field"><span>"IDX images"</span><input type="file" data-testid="upload-images" on:change=move |ev| upload(ev, "images")/></label>
+                    <label class="field"><span>"IDX labels"</span><input type="file" data-testid="upload-labels" on:change=move |ev| upload(ev, "labels")/></label>
+                </Show>
+                {move || upload_note.get().map(|n| view! { <p class="muted small" data-testid="upload-note">{n}</p> })}
+                <TextField form label="Validation split" name="validation_split" get=|f| f.validation_split.clone() set=|f, v| f.validation_split = v hint="share held out to evaluate each round, 0 to 0.5" error_field/>
+            </fieldset>
+            <fieldset>
+                <legend>"Training"</legend>
+                <TextField form label="Rounds" name="rounds" get=|f| f.rounds.clone() set=|f, v| f.rounds = v error_field/>
+                <TextField form label="Shards per round" name="shards_per_round" get=|f| f.shards.clone() set=|f, v| f.shards = v error_field/>
+                <TextField form label="Batch size" name="batch_size" get=|f| f.batch.clone() set=|f, v| f.batch = v error_field/>
+                <label class="field">
+                    <span>"Local work per shard"</span>
+                    <select prop:value=move || form.with(|f| f.work.clone()) on:change=move |ev| form.update(|f| f.work = event_target_value(&ev))>
+                        <option value="epochs">"epochs"</option>
+                        <option value="steps">"steps"</option>
+                    </select>
+                </label>
+                <TextField form label="Epochs or steps" name="local_epochs" get=|f| f.work_amount.clone() set=|f, v| f.work_amount = v error_field/>
+                <label class="field" class:invalid=move || error_field.get().is_some_and(|f| f.starts_with("optimizer"))>
+                    <span>"Optimizer"</span>
+                    <select prop:value=move || form.with(|f| f.optimizer.clone()) on:change=move |ev| form.update(|f| f.optimizer = event_target_value(&ev))>
+                        <option value="adam">"Adam"</option>
+                        <option value="sgd">"SGD"</option>
+                    </select>
+                </label>
+                <TextField form label="Learning rate" name="optimizer.learning_rate" get=|f| f.learning_rate.clone() set=|f, v| f.learning_rate = v error_field/>
+                <Show when=is(|f| &f.optimizer, "sgd")>
+                    <TextField form label="Momentum" name="optimizer.momentum" get=|f| f.momentum.clone() set=|f, v| f.momentum = v error_field/>
+                </Show>
+                <TextField form label="Seed" name="seed" get=|f| f.seed.clone() set=|f, v| f.seed = v error_field/>
+                <TextField form label="Stop at accuracy" name="target_accuracy" get=|f| f.target.clone() set=|f, v| f.target = v hint="optional, 0 to 1" error_field/>
+                <TextField form label="Update norm bound" name="update_norm_bound" get=|f| f.norm_bound.clone() set=|f, v| f.norm_bound = v hint="updates with a larger L2 norm are rejected" error_field/>
+            </fieldset>
+            <details>
+                <summary>"Spec as JSON"</summary>
+                <pre class="code" data-testid="spec-json">{move || serde_json::to_string_pretty(&form.with(Form::to_json)).unwrap_or_default()}</pre>
+            </details>
+            <div class="actions">
+                <button class="primary" type="submit" data-testid="submit" disabled=move || busy.get()>
+                    {move || if busy.get() { "Submitting…" } else { "Submit job" }}
+                </button>
+            </div>
+        </form>
+    }
+}

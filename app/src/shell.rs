@@ -1,0 +1,113 @@
+//! The frame around every page: navigation, theme, live connection state.
+
+use leptos::prelude::*;
+use leptos_router::components::{A, Route, Router, Routes};
+use leptos_router::path;
+
+use crate::contribute::Contribute;
+use crate::job::JobPage;
+use crate::jobs::JobList;
+use crate::live::{provide_live, use_live};
+use crate::network::NetworkPage;
+use crate::new_job::NewJob;
+
+const THEME_KEY: &str = "oblivion.theme";
+
+fn storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok()?
+}
+
+/// A remembered setting.
+pub fn load_setting(key: &str) -> Option<String> {
+    storage()?.get_item(key).ok()?
+}
+
+/// Remembers a setting across visits.
+pub fn save_setting(key: &str, value: &str) {
+    if let Some(s) = storage() {
+        let _ = s.set_item(key, value);
+    }
+}
+
+fn apply_theme(theme: &str) {
+    if let Some(root) = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.document_element())
+    {
+        let _ = root.set_attribute("data-theme", theme);
+    }
+}
+
+fn prefers_dark() -> bool {
+    web_sys::window()
+        .and_then(|w| w.match_media("(prefers-color-scheme: dark)").ok().flatten())
+        .is_some_and(|m| m.matches())
+}
+
+#[component]
+fn ThemeToggle() -> impl IntoView {
+    let initial = load_setting(THEME_KEY)
+        .unwrap_or_else(|| if prefers_dark() { "dark" } else { "light" }.into());
+    apply_theme(&initial);
+    let theme = RwSignal::new(initial);
+    let toggle = move |_| {
+        let next = if theme.get_untracked() == "dark" {
+            "light"
+        } else {
+            "dark"
+        };
+        apply_theme(next);
+        save_setting(THEME_KEY, next);
+        theme.set(next.to_string());
+    };
+    view! {
+        <button class="icon-button" title="Switch light and dark" aria-label="Switch light and dark" on:click=toggle>
+            {move || if theme.get() == "dark" { "☀" } else { "☾" }}
+        </button>
+    }
+}
+
+#[component]
+fn LiveDot() -> impl IntoView {
+    let live = use_live();
+    view! {
+        <span class="live" class:on=move || live.connected.get() title="Live updates from the coordinator">
+            <span class="dot"></span>
+            {move || if live.connected.get() { "live" } else { "offline" }}
+        </span>
+    }
+}
+
+/// The application.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_live();
+    view! {
+        <Router>
+            <header class="topbar">
+                <a class="brand" href="/">
+                    <span class="logo">"◉"</span>
+                    "Oblivion"
+                </a>
+                <nav>
+                    <A href="/" exact=true>"Contribute"</A>
+                    <A href="/jobs">"Jobs"</A>
+                    <A href="/network">"Network"</A>
+                </nav>
+                <div class="topbar-end">
+                    <LiveDot/>
+                    <ThemeToggle/>
+                </div>
+            </header>
+            <main class="page">
+                <Routes fallback=|| view! { <section class="card"><h1>"Not found"</h1><p>"There is no such page."</p></section> }>
+                    <Route path=path!("/") view=Contribute/>
+                    <Route path=path!("/jobs") view=JobList/>
+                    <Route path=path!("/jobs/new") view=NewJob/>
+                    <Route path=path!("/jobs/:id") view=JobPage/>
+                    <Route path=path!("/network") view=NetworkPage/>
+                </Routes>
+            </main>
+        </Router>
+    }
+}

@@ -1,0 +1,41 @@
+// The benchmark protocol ({model, backend, batch, warmup, steps} in, one
+// {ok, samples_per_second, ...} out) over the browser worker's own `bench`
+// command: the same wasm module the Contribute page runs, built into dist/.
+const MODELS = {
+  mlp: { model: { kind: 'mlp', hidden: [128] }, input_shape: [784] },
+  cnn: { model: { kind: 'cnn', channels: [8, 16], kernel_size: 5, hidden: [] }, input_shape: [1, 28, 28] },
+};
+
+const post = self.postMessage.bind(self);
+let request = null;
+let ready = false;
+
+function send() {
+  const { model, backend, batch, warmup, steps } = request;
+  const m = MODELS[model];
+  if (!m) return post({ ok: false, error: `unknown model ${model}` });
+  const command = { type: 'bench', ...m, backend, batch, warmup, steps };
+  self.onmessage({ data: JSON.stringify(command) });
+}
+
+// The module reports to its page with postMessage(JSON text): translate.
+self.postMessage = (message) => {
+  const report = JSON.parse(message);
+  if (report.type === 'ready') {
+    ready = true;
+    if (request) send();
+  } else if (report.type === 'bench_result') {
+    post(report.samples_per_second != null
+      ? { ok: true, samples_per_second: report.samples_per_second, backend: report.backend, steps: request.steps, batch: request.batch }
+      : { ok: false, error: report.error });
+  }
+};
+
+self.addEventListener('message', (e) => {
+  if (typeof e.data === 'object' && e.data && e.data.model) {
+    request = e.data;
+    if (ready) send();
+  }
+});
+
+await import('/dist/oblivion-worker-wasm_loader.js');

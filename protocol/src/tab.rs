@@ -1,0 +1,188 @@
+//! Messages between the web app's page and its browser worker (a Web
+//! Worker), as JSON text: [`TabCommand`] in, [`TabReport`] out.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ModelSpec;
+use crate::wire::DeviceInfo;
+
+/// Which backend the tab should train on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendChoice {
+    /// WebGPU when the browser offers a working adapter, else the CPU.
+    Auto,
+    /// The CPU (WebAssembly) only.
+    Cpu,
+}
+
+/// How a tab connects.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TabStart {
+    /// The coordinator's base URL (`http(s)://host:port`).
+    pub coordinator: String,
+    /// Display name.
+    pub name: String,
+    /// Where rewards go.
+    #[serde(default)]
+    pub payout_address: Option<String>,
+    /// Backend preference.
+    pub backend: BackendChoice,
+    /// Why the page forces the CPU (a GPU crash before), shown in reports.
+    #[serde(default)]
+    pub cpu_reason: Option<String>,
+}
+
+/// A training-speed measurement (the in-browser benchmark).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TabBench {
+    /// Network to train.
+    pub model: ModelSpec,
+    /// Shape of one sample.
+    pub input_shape: Vec<usize>,
+    /// `cpu` or `webgpu`.
+    pub backend: String,
+    /// Mini-batch size.
+    pub batch: usize,
+    /// Untimed steps.
+    pub warmup: u32,
+    /// Timed steps.
+    pub steps: u32,
+}
+
+/// Page to worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TabCommand {
+    /// Connect and train until stopped.
+    Start(TabStart),
+    /// Stop: the current lease is abandoned (the coordinator re-issues it).
+    Stop,
+    /// Measure training speed.
+    Bench(TabBench),
+}
+
+/// The WebGPU adapter the browser offered.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AdapterInfo {
+    /// Vendor, architecture and device, as the browser names them.
+    pub name: String,
+    /// A software or fallback adapter (slow).
+    pub fallback: bool,
+    /// `maxBufferSize`, bytes.
+    pub max_buffer_size: f64,
+    /// `maxStorageBufferBindingSize`, bytes.
+    pub max_storage_binding: f64,
+    /// `maxComputeWorkgroupStorageSize`, bytes.
+    pub max_workgroup_storage: f64,
+}
+
+/// Worker to page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TabReport {
+    /// The module is loaded; commands may be sent.
+    Ready,
+    /// The device chosen, and why.
+    Device {
+        /// What the coordinator is told.
+        device: DeviceInfo,
+        /// The WebGPU adapter, when there is one.
+        adapter: Option<AdapterInfo>,
+        /// Why training is on the CPU, when it is.
+        cpu_reason: Option<String>,
+        /// Reference benchmark, samples/s.
+        benchmark: f64,
+    },
+    /// Connected to the coordinator.
+    Connected {
+        /// This connection's worker id.
+        worker_id: u64,
+    },
+    /// Connection lost; retrying after a pause.
+    Disconnected {
+        /// What happened.
+        reason: String,
+        /// Milliseconds until the next attempt.
+        retry_in_ms: u32,
+    },
+    /// Started a lease.
+    Lease {
+        /// Lease id.
+        lease_id: u64,
+        /// Job.
+        job_id: u64,
+        /// Round.
+        round: u32,
+        /// Shard.
+        shard: u32,
+        /// Backend training it (`webgpu` or `cpu`).
+        backend: String,
+    },
+    /// Training progress on the current lease.
+    Progress {
+        /// Lease id.
+        lease_id: u64,
+        /// Fraction done.
+        progress: f32,
+        /// Samples per second so far on this shard.
+        samples_per_second: f64,
+    },
+    /// A lease ended.
+    Done {
+        /// Lease id.
+        lease_id: u64,
+        /// Whether the coordinator accepted the update.
+        accepted: bool,
+        /// Why not, when it did not.
+        error: Option<String>,
+        /// Shards trained since the start.
+        shards_done: u64,
+        /// Updates accepted since the start.
+        accepted_total: u64,
+        /// Updates rejected since the start.
+        rejected_total: u64,
+        /// Samples credited by the coordinator since the start.
+        credit: u64,
+        /// Samples per second on this shard.
+        samples_per_second: f64,
+    },
+    /// The coordinator revoked the lease being trained.
+    Revoked {
+        /// Lease id.
+        lease_id: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Training moved from the GPU to the CPU.
+    Fallback {
+        /// Why.
+        reason: String,
+        /// For this shard only (too big for the adapter), or for good.
+        shard_only: bool,
+    },
+    /// Something worth showing that changes nothing.
+    Warning {
+        /// What.
+        message: String,
+    },
+    /// The session ended (Stop, or a fatal error).
+    Stopped {
+        /// Why.
+        reason: String,
+    },
+    /// The module panicked and must be restarted.
+    Panic {
+        /// The panic message.
+        message: String,
+    },
+    /// Result of a [`TabCommand::Bench`].
+    BenchResult {
+        /// Samples per second, or the error.
+        samples_per_second: Option<f64>,
+        /// The error, when it failed.
+        error: Option<String>,
+        /// Backend used.
+        backend: String,
+    },
+}

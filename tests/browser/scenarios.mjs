@@ -1,0 +1,156 @@
+// Browser end-to-end scenarios against a running coordinator that serves
+// the web app. Usage: node tests/browser/scenarios.mjs URL SCENARIO
+// Prints one line `RESULT {json}` on success; exits 1 with the reason.
+import { readFileSync } from 'node:fs';
+import { launch, openPage, startTab, text, number, until, getJson, check } from './lib.mjs';
+
+const [base, scenario] = process.argv.slice(2);
+const browsers = [];
+
+const finished = (j) => ['completed', 'failed', 'cancelled'].includes(j.status);
+
+/// Two tabs (WebGPU and CPU-only) train the MNIST MLP example, submitted
+/// through the form, to completion; the job page shows the curves and
+/// serves every model format.
+async function twoTabs() {
+  const gpuBrowser = await launch({ webgpu: true });
+  const cpuBrowser = await launch({ webgpu: false });
+  browsers.push(gpuBrowser, cpuBrowser);
+  const gpuTab = await startTab(gpuBrowser, base, 'gpu tab');
+  const cpuTab = await startTab(cpuBrowser, base, 'cpu tab');
+  await until('the WebGPU tab to report its device', async () => (await text(gpuTab, 'backend')) !== '—', 180000);
+  await until('the CPU tab to report its device', async () => (await text(cpuTab, 'backend')) !== '—', 60000);
+  const gpuBackend = await text(gpuTab, 'backend');
+  const cpuBackend = await text(cpuTab, 'backend');
+  check(gpuBackend === 'WebGPU', `the WebGPU tab trains on ${gpuBackend}: ${await text(gpuTab, 'device-detail')}`);
+  check(cpuBackend === 'CPU', `the tab without WebGPU trains on ${cpuBackend}`);
+  const gpuDevice = await text(gpuTab, 'device-detail');
+  const cpuReason = await text(cpuTab, 'cpu-reason');
+
+  // Submit the example through the form.
+  const creator = await openPage(cpuBrowser, base + '/jobs/new', 'creator');
+  await creator.getByTestId('example').selectOption('mnist-mlp');
+  check((await creator.getByTestId('field-name').inputValue()) === 'mnist-mlp', 'the example is loaded');
+  await creator.getByTestId('submit').click();
+  await creator.waitForURL(/\/jobs\/\d+$/, { timeout: 30000 });
+  const id = Number(creator.url().split('/').pop());
+  const job = await until('the job to finish', async () => {
+    const j = await getJson(base, `/api/jobs/${id}`);
+    return finished(j) ? j : null;
+  }, 900000, 1000);
+  check(job.status === 'completed', `job ${id} ended ${job.status}: ${job.error}`);
+
+  const gpuAccepted = await number(gpuTab, 'accepted');
+  const cpuAccepted = await number(cpuTab, 'accepted');
+  check(gpuAccepted >= 1, 'the WebGPU tab had an update accepted');
+  check(cpuAccepted >= 1, 'the CPU tab had an update accepted');
+
+  // The job page, as its creator sees it once finished.
+  await until('the job page to show every round', async () => {
+    const rows = await creator.getByTestId('rounds').locator('tbody tr').count();
+    return rows === job.history.length;
+  }, 15000);
+  const lossDots = await creator.getByTestId('chart-loss').locator('circle').count();
+  const accuracyDots = await creator.getByTestId('chart-accuracy').locator('circle').count();
+  check(accuracyDots === job.history.length, `accuracy curve has ${accuracyDots} points for ${job.history.length} rounds`);
+  check(lossDots === 2 * job.history.length, `loss curves have ${lossDots} points`);
+  const shown = await text(creator, 'accuracy');
+  const last = job.history[job.history.length - 1].accuracy;
+  check(Math.abs(parseFloat(shown) - last * 100) < 0.006, `the page shows accuracy ${shown}, the API says ${last}`);
+  const downloads = {};
+  for (const format of ['onnx', 'safetensors', 'burn']) {
+    const [download] = await Promise.all([
+      creator.waitForEvent('download'),
+      creator.getByTestId(`download-${format}`).click(),
+    ]);
+    const bytes = readFileSync(await download.path());
+    const direct = Buffer.from(await (await fetch(`${base}/api/jobs/${id}/model?format=${format}`)).arrayBuffer());
+    check(bytes.length > 1000 && bytes.equals(direct), `${format} download (${bytes.length} bytes) matches the API's`);
+    downloads[format] = { file: download.suggestedFilename(), bytes: bytes.length };
+  }
+  const contributors = await creator.getByTestId('contributors').locator('tbody tr').count();
+  return { job: id, rounds: job.history.length, accuracy: last, gpuAccepted, cpuAccepted, gpuDevice, cpuReason, contributors, downloads };
+}
+
+/// A tab closed while training: its shard goes to another tab and the job
+/// completes.
+async function tabClosed() {
+  const browser = await launch();
+  browsers.push(browser);
+  const first = await startTab(browser, base, 'first tab');
+  await until('the first tab to connect', async () => (await text(first, 'status')) === 'waiting for work', 60000);
+  // Shards long enough to be caught mid-way: the CNN, two big shards.
+  const spec = {
+    name: 'closed-tab', model: { kind: 'cnn', channels: [8, 16], kernel_size: 5, hidden: [] },
+    dataset: { builtin: 'mnist' }, rounds: 2, shards_per_round: 2, local_epochs: 2, batch_size: 32,
+    optimizer: { kind: 'adam', learning_rate: 0.003 }, seed: 3,
+  };
+  const { id } = await (await fetch(`${base}/api/jobs`, { method: 'POST', body: JSON.stringify(spec) })).json();
+  await until('the first tab to be mid-shard', async () => {
+    const lease = await text(first, 'lease');
+    const width = await first.locator('.progress .bar').first().evaluate((e) => parseFloat(e.style.width) || 0);
+    return lease.startsWith(`job ${id}`) && width > 5 && width < 60;
+  }, 120000, 50);
+  const [, round, shard] = (await text(first, 'lease')).match(/round (\d+) · shard (\d+)/) ?? [];
+  const before = await getJson(base, `/api/jobs/${id}`);
+  const holder = before.shards[Number(shard)].worker_id;
+  check(before.shards[Number(shard)].state === 'leased', 'the shard was leased when the tab closed');
+  await first.context().close();
+  const second = await startTab(browser, base, 'second tab');
+  const reissued = await until('the shard to be re-issued', async () => {
+    const j = await getJson(base, `/api/jobs/${id}`);
+    if (j.round !== Number(round) || finished(j)) return 'round over';
+    const s = j.shards[Number(shard)];
+    return s.attempts >= 2 && s.worker_id !== null && s.worker_id !== holder ? s : null;
+  }, 120000, 100);
+  check(reissued !== 'round over', 'the closed tab\'s shard was seen re-issued to another worker');
+  const job = await until('the job to finish', async () => {
+    const j = await getJson(base, `/api/jobs/${id}`);
+    return finished(j) ? j : null;
+  }, 300000, 500);
+  check(job.status === 'completed', `job ended ${job.status}`);
+  const accepted = await number(second, 'accepted');
+  check(accepted >= 1, 'the second tab trained the rest');
+  return { job: id, round: Number(round), shard: Number(shard), closedHolder: holder, reissuedTo: reissued.worker_id, attempts: reissued.attempts, accepted };
+}
+
+/// The form shows the coordinator's message for an invalid spec.
+async function invalidSpec() {
+  const browser = await launch();
+  browsers.push(browser);
+  const page = await openPage(browser, base + '/jobs/new', 'form');
+  await page.getByTestId('field-rounds').fill('0');
+  await page.getByTestId('submit').click();
+  await page.getByTestId('form-error').waitFor({ timeout: 10000 });
+  const zero = await text(page, 'form-error');
+  const direct = await (await fetch(`${base}/api/jobs`, {
+    method: 'POST', body: await page.getByTestId('spec-json').textContent(),
+  })).json();
+  check(zero.includes(direct.error), `the form shows "${zero}", the API says "${direct.error}"`);
+  check(zero.startsWith('rounds'), `the error names the field: ${zero}`);
+  const invalid = await page.locator('label.field.invalid input[name="rounds"]').count();
+  check(invalid === 1, 'the rounds field is marked invalid');
+  await page.getByTestId('field-rounds').fill('three');
+  await page.getByTestId('submit').click();
+  await until('the type error', async () => (await text(page, 'form-error')) !== zero, 10000);
+  const typed = await text(page, 'form-error');
+  check(/rounds/.test(typed), `the type error names the field: ${typed}`);
+  check(page.url().endsWith('/jobs/new'), 'the form stays open');
+  const jobs = await getJson(base, '/api/jobs');
+  check(jobs.length === 0, 'nothing was submitted');
+  return { zero, typed };
+}
+
+const scenarios = { 'two-tabs': twoTabs, 'tab-closed': tabClosed, 'invalid-spec': invalidSpec };
+try {
+  const run = scenarios[scenario];
+  if (!run) throw new Error(`unknown scenario ${scenario}; one of ${Object.keys(scenarios).join(', ')}`);
+  const result = await run();
+  console.log('RESULT ' + JSON.stringify(result));
+  for (const b of browsers) await b.close();
+  process.exit(0);
+} catch (e) {
+  console.log(`FAILED ${scenario}: ${e.message}`);
+  for (const b of browsers) await b.close().catch(() => {});
+  process.exit(1);
+}

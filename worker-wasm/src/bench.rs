@@ -1,0 +1,39 @@
+//! The in-browser training benchmark (`TabCommand::Bench`).
+
+use oblivion_ml::ComputeDevice;
+use oblivion_protocol::tab::{TabBench, TabReport};
+use oblivion_worker_engine::{SpeedTest, training_speed};
+
+use crate::gpu;
+use crate::net::precise_ms;
+
+/// Measures training speed as the command asks.
+pub async fn run(test: TabBench) -> TabReport {
+    let result = measure(&test).await;
+    TabReport::BenchResult {
+        samples_per_second: result.as_ref().ok().copied(),
+        error: result.err(),
+        backend: test.backend,
+    }
+}
+
+async fn measure(test: &TabBench) -> Result<f64, String> {
+    let device = match test.backend.as_str() {
+        "cpu" => ComputeDevice::Cpu,
+        "webgpu" => match gpu::choose(true).await {
+            (ComputeDevice::Wgpu, _, _) => ComputeDevice::Wgpu,
+            (_, _, reason) => return Err(reason.unwrap_or_else(|| "no WebGPU".into())),
+        },
+        other => return Err(format!("unknown backend {other:?}; use cpu or webgpu")),
+    };
+    let speed = SpeedTest {
+        model: test.model.clone(),
+        input_shape: test.input_shape.clone(),
+        batch: test.batch,
+        warmup: test.warmup,
+        steps: test.steps,
+    };
+    training_speed(&speed, device, &precise_ms)
+        .await
+        .map_err(|e| e.to_string())
+}
