@@ -433,7 +433,7 @@ impl Coordinator {
         self: &Arc<Self>,
         mut view: WorkerView,
         payout: Option<String>,
-        max_leases: Option<u32>,
+        max_leases: u32,
         tx: UnboundedSender<CoordinatorMessage>,
     ) -> Result<(u64, String), AppError> {
         let token = hex::encode(rand::random::<[u8; 24]>());
@@ -443,9 +443,8 @@ impl Coordinator {
             .await
             .map_err(AppError::db)?;
         let id = view.id;
-        let mut worker = Worker::new(view, token.clone(), tx, now());
-        worker.max_leases = max_leases.unwrap_or(u32::MAX).max(1);
-        self.hub().add_worker(worker);
+        self.hub()
+            .add_worker(Worker::new(view, token.clone(), tx, max_leases, now()));
         tracing::info!(worker = id, "worker connected");
         Ok((id, token))
     }

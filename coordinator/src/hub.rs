@@ -54,6 +54,7 @@ impl Worker {
         view: WorkerView,
         token: String,
         tx: UnboundedSender<CoordinatorMessage>,
+        max_leases: u32,
         now: f64,
     ) -> Worker {
         Worker {
@@ -62,7 +63,7 @@ impl Worker {
             tx,
             draining: false,
             connected_at: now,
-            max_leases: u32::MAX,
+            max_leases,
             credits: VecDeque::new(),
         }
     }
@@ -357,17 +358,17 @@ impl Hub {
                 .workers
                 .values()
                 .filter(|w| !w.draining)
-                .map(|w| {
-                    (
-                        refused.contains(&w.view.id),
-                        self.active_count(w.view.id),
-                        w.view.benchmark,
-                        w.view.id,
-                        self.policy.cap.min(w.max_leases),
-                    )
+                .filter_map(|w| {
+                    let active = self.active_count(w.view.id);
+                    (active < self.policy.cap.min(w.max_leases)).then(|| {
+                        (
+                            refused.contains(&w.view.id),
+                            active,
+                            w.view.benchmark,
+                            w.view.id,
+                        )
+                    })
                 })
-                .filter(|(_, active, _, _, cap)| active < cap)
-                .map(|(refused, active, benchmark, id, _)| (refused, active, benchmark, id))
                 .collect();
             candidates.sort_by(|a, b| {
                 (a.0, a.1)

@@ -131,11 +131,6 @@ impl Engine {
         })
     }
 
-    /// The device training runs on.
-    pub fn device(&self) -> ComputeDevice {
-        self.device
-    }
-
     /// Moves training to another device (a browser falls back to the CPU
     /// when its GPU fails).
     pub fn set_device(&mut self, device: ComputeDevice) {
@@ -199,6 +194,16 @@ impl Engine {
         }
         let outcome = trainer.finish_async().await?;
         let delta = outcome.params.minus(&global);
+        if !delta
+            .tensors
+            .iter()
+            .all(|t| t.values.iter().all(|v| v.is_finite()))
+        {
+            // A failing GPU can produce garbage; never post it.
+            return Err(EngineError::Ml(MlError::Backend(
+                "training produced non-finite weights".into(),
+            )));
+        }
         let millis = elapsed_millis().saturating_sub(start);
         let metadata = HashMap::from([
             (
@@ -214,16 +219,6 @@ impl Engine {
                 millis.to_string(),
             ),
         ]);
-        if !delta
-            .tensors
-            .iter()
-            .all(|t| t.values.iter().all(|v| v.is_finite()))
-        {
-            // A failing GPU can produce garbage; never post it.
-            return Err(EngineError::Ml(MlError::Backend(
-                "training produced non-finite weights".into(),
-            )));
-        }
         Ok(Some(Update {
             norm: delta.l2_norm(),
             body: delta.to_compressed(Some(metadata)),

@@ -186,27 +186,21 @@ fn test() -> Result<()> {
     Ok(())
 }
 
-/// Version of wasm-bindgen the worker is built against (pinned in
-/// worker-wasm/Cargo.toml); the CLI must match it exactly.
+/// Version of wasm-bindgen the wasm crates are built against (pinned in
+/// their Cargo.toml); the CLI must match it exactly.
 const WASM_BINDGEN: &str = "0.2.130";
-
-fn wasm_bindgen_cli() -> Result<()> {
-    let current = Command::new("wasm-bindgen").arg("--version").output();
-    let matches = current.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(WASM_BINDGEN));
-    if !matches {
-        run(cargo().args(["install", "wasm-bindgen-cli", "--version", WASM_BINDGEN]))?;
-    }
-    Ok(())
-}
 
 /// Trunk, which builds the web app (pinned: newer ones need a newer rustc).
 const TRUNK: &str = "0.21.14";
 
-fn trunk() -> Result<()> {
-    let current = Command::new("trunk").arg("--version").output();
-    let matches = current.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(TRUNK));
-    if !matches {
-        run(cargo().args(["install", "trunk", "--version", TRUNK, "--locked"]))?;
+/// Installs a cargo-installed tool at `version` unless `bin --version`
+/// already says so.
+fn cargo_tool(bin: &str, krate: &str, version: &str, extra: &[&str]) -> Result<()> {
+    let current = Command::new(bin).arg("--version").output();
+    if !current.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(version)) {
+        run(cargo()
+            .args(["install", krate, "--version", version])
+            .args(extra))?;
     }
     Ok(())
 }
@@ -215,8 +209,9 @@ fn trunk() -> Result<()> {
 /// (`index.html`, `Trunk.toml`).
 fn web() -> Result<()> {
     wasm_target()?;
-    wasm_bindgen_cli()?;
-    trunk()?;
+    // Without --locked: its lock names a crate version the registry lacks.
+    cargo_tool("wasm-bindgen", "wasm-bindgen-cli", WASM_BINDGEN, &[])?;
+    cargo_tool("trunk", "trunk", TRUNK, &["--locked"])?;
     run(Command::new("trunk")
         .args(["build", "--release"])
         .current_dir(root()))

@@ -130,6 +130,8 @@ async fn session(c: Arc<Coordinator>, mut socket: WebSocket) {
         samples_per_second: 0.0,
         leases: Vec::new(),
     };
+    // What the worker asked for, at least one; the coordinator's cap applies too.
+    let max_leases = max_leases.unwrap_or(u32::MAX).max(1);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (id, token) = match c.connect_worker(view, payout_address, max_leases, tx).await {
         Ok(v) => v,
@@ -139,10 +141,7 @@ async fn session(c: Arc<Coordinator>, mut socket: WebSocket) {
         worker_id: id,
         token,
         heartbeat_secs: c.config.heartbeat.as_secs(),
-        lease_cap: c
-            .config
-            .lease_cap
-            .min(max_leases.unwrap_or(u32::MAX).max(1)),
+        lease_cap: c.config.lease_cap.min(max_leases),
     };
     if send(&mut socket, &welcome).await {
         c.worker_ready().await;
