@@ -8,7 +8,7 @@ use oblivion_protocol::api::{JobView, ShardView};
 use crate::api;
 use crate::chart::{LineChart, Series};
 use crate::jobs::{StatusBadge, job_progress};
-use crate::live::use_live;
+use crate::live::{use_live, when_changed};
 
 fn shard_class(s: &ShardView) -> String {
     let mut class = format!("shard {}", s.state);
@@ -57,19 +57,17 @@ pub fn JobPage() -> impl IntoView {
     let error = RwSignal::new(None::<String>);
     let live = use_live();
     // Refetch when stored state changes (a round ends, the job ends).
-    let fetched = StoredValue::new(None::<(Option<u64>, Option<(u64, Option<u32>)>)>);
-    Effect::new(move |_| {
+    let key = move || {
         let id = id.get();
-        let key = live.snapshot.with(|s| {
+        let state = live.snapshot.with(|s| {
             s.as_ref().map(|s| {
                 let round = id.and_then(|id| s.jobs.iter().find(|j| j.id == id).map(|j| j.round));
                 (s.jobs_version, round)
             })
         });
-        if fetched.get_value() == Some((id, key)) {
-            return;
-        }
-        fetched.set_value(Some((id, key)));
+        (id, state)
+    };
+    when_changed(key, move |&(id, _)| {
         let Some(id) = id else {
             error.set(Some("not a job id".into()));
             return;
@@ -179,6 +177,7 @@ pub fn JobPage() -> impl IntoView {
                 </div>
                 <section class="card">
                     <h2>"Workers that contributed"</h2>
+                    <div class="table-wrap">
                     <table class="table" data-testid="contributors">
                         <thead><tr><th>"Worker"</th><th>"Kind"</th><th>"Backend"</th><th>"Updates"</th><th>"Samples"</th></tr></thead>
                         <tbody>
@@ -193,9 +192,11 @@ pub fn JobPage() -> impl IntoView {
                             }).collect::<Vec<_>>()}
                         </tbody>
                     </table>
+                    </div>
                 </section>
                 <section class="card">
                     <h2>"Rounds"</h2>
+                    <div class="table-wrap">
                     <table class="table" data-testid="rounds">
                         <thead><tr><th>"Round"</th><th>"Accuracy"</th><th>"Loss"</th><th>"Updates"</th><th>"Seconds"</th></tr></thead>
                         <tbody>
@@ -204,6 +205,7 @@ pub fn JobPage() -> impl IntoView {
                             }).collect::<Vec<_>>()}
                         </tbody>
                     </table>
+                    </div>
                 </section>
                 <section class="card">
                     <details>

@@ -5,7 +5,7 @@ use leptos::task::spawn_local;
 use oblivion_protocol::api::{JobStatus, JobView};
 
 use crate::api;
-use crate::live::use_live;
+use crate::live::{use_live, when_changed};
 
 /// Fraction of a job's work done: finished rounds plus the current round's
 /// finished shards.
@@ -31,9 +31,8 @@ fn job_list() -> (RwSignal<Vec<JobView>>, RwSignal<Option<String>>) {
     let jobs = RwSignal::new(Vec::<JobView>::new());
     let error = RwSignal::new(None::<String>);
     let live = use_live();
-    let fetched = StoredValue::new(None);
-    Effect::new(move |_| {
-        let key = live.snapshot.with(|s| {
+    let key = move || {
+        live.snapshot.with(|s| {
             s.as_ref().map(|s| {
                 let progress: Vec<_> = s
                     .jobs
@@ -48,11 +47,9 @@ fn job_list() -> (RwSignal<Vec<JobView>>, RwSignal<Option<String>>) {
                     .collect();
                 (s.jobs_version, progress)
             })
-        });
-        if fetched.get_value().as_ref() == Some(&key) {
-            return;
-        }
-        fetched.set_value(Some(key));
+        })
+    };
+    when_changed(key, move |_| {
         spawn_local(async move {
             match api::get::<Vec<JobView>>("/api/jobs").await {
                 Ok(list) => {
@@ -91,6 +88,7 @@ pub fn JobList() -> impl IntoView {
         </section>
         {move || error.get().map(|e| view! { <div class="notice error">{e}</div> })}
         <section class="card">
+            <div class="table-wrap">
             <table class="table jobs" data-testid="job-list">
                 <thead><tr><th>"Job"</th><th>"Status"</th><th class="wide">"Progress"</th><th>"Workers"</th><th>"Accuracy"</th></tr></thead>
                 <tbody>
@@ -115,6 +113,7 @@ pub fn JobList() -> impl IntoView {
                     </For>
                 </tbody>
             </table>
+            </div>
             {move || jobs.with(Vec::is_empty).then(|| view! { <p class="muted">"No jobs yet. " <a href="/jobs/new">"Submit one."</a></p> })}
         </section>
     }

@@ -50,3 +50,21 @@ pub fn provide_live() {
 pub fn use_live() -> Live {
     expect_context::<Live>()
 }
+
+/// Runs `run` with `key()` now and whenever it changes: `key` reads the live
+/// snapshot (or other signals) and says what a page's data depends on, so
+/// the page refetches only when that moves, not on every snapshot.
+pub fn when_changed<K>(key: impl Fn() -> K + 'static, run: impl Fn(&K) + 'static)
+where
+    K: PartialEq + Send + Sync + 'static,
+{
+    let last = StoredValue::new(None::<K>);
+    Effect::new(move |_| {
+        let now = key();
+        if last.with_value(|l| l.as_ref() == Some(&now)) {
+            return;
+        }
+        run(&now);
+        last.set_value(Some(now));
+    });
+}

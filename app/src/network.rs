@@ -77,6 +77,7 @@ pub fn NetworkPage() -> impl IntoView {
         </div>
         <section class="card">{topology}</section>
         <section class="card">
+            <div class="table-wrap">
             <table class="table" data-testid="workers">
                 <thead><tr><th>"Worker"</th><th>"Kind"</th><th>"Backend"</th><th>"State"</th><th>"Samples/s"</th><th>"Accepted"</th><th>"Rejected"</th><th>"Lost"</th></tr></thead>
                 <tbody>
@@ -94,6 +95,7 @@ pub fn NetworkPage() -> impl IntoView {
                     }).collect::<Vec<_>>()}
                 </tbody>
             </table>
+            </div>
         </section>
     }
 }
