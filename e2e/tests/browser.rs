@@ -1,40 +1,59 @@
 //! The web app in headless Chromium (`tests/browser/scenarios.mjs`): tabs
 //! contribute (WebGPU through SwiftShader, and the CPU fallback), a job is
 //! created through the form and watched to completion, a tab closed
-//! mid-shard costs only its lease, and the form shows the server's errors.
+//! mid-shard costs only its lease, a tab reconnects after a coordinator
+//! restart, and the form shows the server's errors.
 //! Each scenario's claims are re-checked here through the API.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
 
 use oblivion_e2e::{Network, root};
 use oblivion_protocol::api::JobView;
 use oblivion_protocol::wire::ClientKind;
 
 /// Runs one scenario against a fresh coordinator serving `dist/`; returns
-/// the network (still running) and the scenario's result.
-fn scenario(name: &str) -> (Network, serde_json::Value) {
+/// the network (still running) and the scenario's result. When the script
+/// prints `READY`, `on_ready` acts on the network and the script is told
+/// `RESTARTED` on its standard input.
+fn scenario_with(name: &str, on_ready: impl FnOnce(&mut Network)) -> (Network, serde_json::Value) {
     let dist = root().join("dist");
     assert!(
         dist.join("index.html").exists(),
         "the web build is missing: run `cargo xtask web` (cargo xtask test does)"
     );
-    let net = Network::start(&["--web-dir", dist.to_str().unwrap()]).unwrap();
-    let out = Command::new("node")
+    let mut net = Network::start(&["--web-dir", dist.to_str().unwrap()]).unwrap();
+    let mut child = Command::new("node")
         .arg(root().join("tests/browser/scenarios.mjs"))
         .arg(&net.url)
         .arg(name)
         .current_dir(root())
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
         .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    print!("{stdout}");
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "scenario {name} failed");
-    let result = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .expect("the scenario prints its result");
-    (net, serde_json::from_str(result).unwrap())
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (mut on_ready, mut result) = (Some(on_ready), None);
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        println!("{line}");
+        if line == "READY"
+            && let Some(act) = on_ready.take()
+        {
+            act(&mut net);
+            writeln!(stdin, "RESTARTED").unwrap();
+        }
+        if let Some(json) = line.strip_prefix("RESULT ") {
+            result = Some(serde_json::from_str(json).unwrap());
+        }
+    }
+    assert!(child.wait().unwrap().success(), "scenario {name} failed");
+    (net, result.expect("the scenario prints its result"))
+}
+
+fn scenario(name: &str) -> (Network, serde_json::Value) {
+    scenario_with(name, |_| {})
 }
 
 async fn job(net: &Network, id: u64) -> JobView {
@@ -85,4 +104,18 @@ async fn the_form_shows_the_servers_error_for_an_invalid_spec() {
     let (net, result) = scenario("invalid-spec");
     assert!(net.api().get("/api/jobs").await.unwrap().1 == serde_json::json!([]));
     assert!(result["zero"].as_str().unwrap().contains("rounds"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tab_reconnects_after_a_coordinator_restart() {
+    let (net, result) = scenario_with("reconnect", |net| net.restart_coordinator().unwrap());
+    let job = job(&net, result["job"].as_u64().unwrap()).await;
+    assert_eq!(job.status.as_str(), "completed");
+    assert!(
+        job.contributors
+            .iter()
+            .any(|c| c.client == ClientKind::Browser && c.updates >= 1),
+        "the reconnected tab contributed: {:?}",
+        job.contributors
+    );
 }

@@ -144,7 +144,42 @@ async function invalidSpec() {
   return { zero, typed };
 }
 
-const scenarios = { 'two-tabs': twoTabs, 'tab-closed': tabClosed, 'invalid-spec': invalidSpec };
+/// Waits for `line` on standard input (the test driving this script).
+function stdinLine(line) {
+  return new Promise((resolve) => {
+    let seen = '';
+    process.stdin.on('data', (chunk) => {
+      seen += chunk;
+      if (seen.split('\n').includes(line)) resolve();
+    });
+  });
+}
+
+/// The coordinator restarts under a contributing tab: the tab reconnects
+/// by itself and trains a job submitted afterwards.
+async function reconnect() {
+  const browser = await launch();
+  browsers.push(browser);
+  const tab = await startTab(browser, base, 'tab');
+  await until('the tab to connect', async () => (await text(tab, 'status')) === 'waiting for work', 60000);
+  const connections = () => tab.getByTestId('log').locator('li', { hasText: 'connected as worker' }).count();
+  check((await connections()) === 1, 'one connection before the restart');
+  console.log('READY');
+  await stdinLine('RESTARTED');
+  await until('the tab to reconnect', async () => (await connections()) >= 2, 60000);
+  const spec = JSON.parse(readFileSync('examples/jobs/iris-mlp.json', 'utf8'));
+  const { id } = await (await fetch(`${base}/api/jobs`, { method: 'POST', body: JSON.stringify(spec) })).json();
+  const job = await until('the job to finish', async () => {
+    const j = await getJson(base, `/api/jobs/${id}`);
+    return finished(j) ? j : null;
+  }, 120000, 250);
+  check(job.status === 'completed', `job ended ${job.status}`);
+  const accepted = await number(tab, 'accepted');
+  check(accepted >= 1, 'the reconnected tab trained the new job');
+  return { job: id, accepted, log: await text(tab, 'log') };
+}
+
+const scenarios = { 'two-tabs': twoTabs, 'tab-closed': tabClosed, 'invalid-spec': invalidSpec, reconnect };
 try {
   const run = scenarios[scenario];
   if (!run) throw new Error(`unknown scenario ${scenario}; one of ${Object.keys(scenarios).join(', ')}`);
