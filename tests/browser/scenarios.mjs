@@ -9,6 +9,12 @@ const browsers = [];
 
 const finished = (j) => ['completed', 'failed', 'cancelled'].includes(j.status);
 
+/// Polls job `id` until it has ended; returns it.
+const jobFinished = (id, timeoutMs, everyMs) => until(`job ${id} to finish`, async () => {
+  const j = await getJson(base, `/api/jobs/${id}`);
+  return finished(j) ? j : null;
+}, timeoutMs, everyMs);
+
 /// Two tabs (WebGPU and CPU-only) train the MNIST MLP example, submitted
 /// through the form, to completion; the job page shows the curves and
 /// serves every model format.
@@ -34,10 +40,7 @@ async function twoTabs() {
   await creator.getByTestId('submit').click();
   await creator.waitForURL(/\/jobs\/\d+$/, { timeout: 30000 });
   const id = Number(creator.url().split('/').pop());
-  const job = await until('the job to finish', async () => {
-    const j = await getJson(base, `/api/jobs/${id}`);
-    return finished(j) ? j : null;
-  }, 900000, 1000);
+  const job = await jobFinished(id, 900000, 1000);
   check(job.status === 'completed', `job ${id} ended ${job.status}: ${job.error}`);
 
   const gpuAccepted = await number(gpuTab, 'accepted');
@@ -107,10 +110,7 @@ async function tabClosed() {
     return s.attempts >= 2 && s.worker_id !== null && s.worker_id !== holder ? s : null;
   }, 120000, 100);
   check(reissued !== 'round over', 'the closed tab\'s shard was seen re-issued to another worker');
-  const job = await until('the job to finish', async () => {
-    const j = await getJson(base, `/api/jobs/${id}`);
-    return finished(j) ? j : null;
-  }, 300000, 500);
+  const job = await jobFinished(id, 300000, 500);
   check(job.status === 'completed', `job ended ${job.status}`);
   const accepted = await number(second, 'accepted');
   check(accepted >= 1, 'the second tab trained the rest');
@@ -169,10 +169,7 @@ async function reconnect() {
   await until('the tab to reconnect', async () => (await connections()) >= 2, 60000);
   const spec = JSON.parse(readFileSync('examples/jobs/iris-mlp.json', 'utf8'));
   const { id } = await (await fetch(`${base}/api/jobs`, { method: 'POST', body: JSON.stringify(spec) })).json();
-  const job = await until('the job to finish', async () => {
-    const j = await getJson(base, `/api/jobs/${id}`);
-    return finished(j) ? j : null;
-  }, 120000, 250);
+  const job = await jobFinished(id, 120000, 250);
   check(job.status === 'completed', `job ended ${job.status}`);
   const accepted = await number(tab, 'accepted');
   check(accepted >= 1, 'the reconnected tab trained the new job');
