@@ -26,7 +26,7 @@ enum Command {
         #[arg(long, env = "OBLIVION_CONFIG")]
         config: Option<PathBuf>,
         #[command(flatten)]
-        layer: ConfigLayer,
+        layer: Box<ConfigLayer>,
     },
     /// Submits, inspects, downloads or cancels jobs.
     Job {

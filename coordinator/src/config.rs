@@ -26,6 +26,44 @@ pub struct Config {
     pub max_update_bytes: usize,
     /// Built web app to serve at `/` (the `dist/` folder), if any.
     pub web_dir: Option<PathBuf>,
+    /// `sqlite://PATH` or `postgres://…`; `None`: SQLite under `data_dir`.
+    pub database_url: Option<String>,
+    /// A lease ends this long after it was granted, whatever its heartbeats.
+    pub lease_max_lifetime: Duration,
+    /// An aggregation claim older than this is taken over by another
+    /// instance (its claimant is presumed dead).
+    pub aggregation_timeout: Duration,
+    /// What a job may cost; refused at creation beyond it.
+    pub budgets: JobBudgets,
+    /// Most jobs one client (address) may have pending or running.
+    pub max_jobs_in_flight: u32,
+    /// Largest dataset once decompressed, bytes.
+    pub max_dataset_bytes: usize,
+    /// Decoded datasets kept in memory for new jobs.
+    pub dataset_cache_entries: usize,
+}
+
+/// Limits on what one job may cost, checked when it is created.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct JobBudgets {
+    /// Trainable parameters of the model (default: what a browser tab can
+    /// train, 16 M).
+    pub max_params: u64,
+    /// Multiply-adds of one evaluation of the validation split (run after
+    /// every round, on the coordinator).
+    pub max_eval_macs: u64,
+    /// `shards_per_round × rounds`: leases and stored updates over the job.
+    pub max_shard_rounds: u64,
+}
+
+impl Default for JobBudgets {
+    fn default() -> JobBudgets {
+        JobBudgets {
+            max_params: 16_000_000,
+            max_eval_macs: 50_000_000_000,
+            max_shard_rounds: 25_000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -39,6 +77,13 @@ impl Default for Config {
             max_upload_bytes: 64 * 1024 * 1024,
             max_update_bytes: oblivion_protocol::wire::MAX_UPDATE_BYTES,
             web_dir: None,
+            database_url: None,
+            lease_max_lifetime: Duration::from_secs(3600),
+            aggregation_timeout: Duration::from_secs(600),
+            budgets: JobBudgets::default(),
+            max_jobs_in_flight: 8,
+            max_dataset_bytes: 128 * 1024 * 1024,
+            dataset_cache_entries: 8,
         }
     }
 }
@@ -71,6 +116,33 @@ pub struct ConfigLayer {
     /// Folder of the built web app to serve at / [default: ./dist if present].
     #[arg(long, env = "OBLIVION_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
+    /// Database: sqlite://PATH or postgres://USER@HOST/DB [default: sqlite under the data directory].
+    #[arg(long, env = "OBLIVION_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Seconds a lease may live, whatever its heartbeats [default: 3600].
+    #[arg(long, env = "OBLIVION_LEASE_MAX_LIFETIME_SECS")]
+    pub lease_max_lifetime_secs: Option<u64>,
+    /// Seconds after which another instance takes over a round's aggregation [default: 600].
+    #[arg(long, env = "OBLIVION_AGGREGATION_TIMEOUT_SECS")]
+    pub aggregation_timeout_secs: Option<u64>,
+    /// Most trainable parameters of a job's model [default: 16000000].
+    #[arg(long, env = "OBLIVION_MAX_PARAMS")]
+    pub max_params: Option<u64>,
+    /// Most multiply-adds of one evaluation round [default: 50000000000].
+    #[arg(long, env = "OBLIVION_MAX_EVAL_MACS")]
+    pub max_eval_macs: Option<u64>,
+    /// Most shards_per_round x rounds of one job [default: 25000].
+    #[arg(long, env = "OBLIVION_MAX_SHARD_ROUNDS")]
+    pub max_shard_rounds: Option<u64>,
+    /// Most unfinished jobs per client address [default: 8].
+    #[arg(long, env = "OBLIVION_MAX_JOBS_IN_FLIGHT")]
+    pub max_jobs_in_flight: Option<u32>,
+    /// Largest dataset once decompressed, in bytes [default: 128 MiB].
+    #[arg(long, env = "OBLIVION_MAX_DATASET_BYTES")]
+    pub max_dataset_bytes: Option<usize>,
+    /// Decoded datasets kept in memory [default: 8].
+    #[arg(long, env = "OBLIVION_DATASET_CACHE_ENTRIES")]
+    pub dataset_cache_entries: Option<usize>,
 }
 
 impl Config {
@@ -85,7 +157,29 @@ impl Config {
         self.max_upload_bytes = l.max_upload_bytes.unwrap_or(self.max_upload_bytes);
         self.max_update_bytes = l.max_update_bytes.unwrap_or(self.max_update_bytes);
         self.web_dir = l.web_dir.or(self.web_dir);
+        self.database_url = l.database_url.or(self.database_url);
+        self.lease_max_lifetime = l
+            .lease_max_lifetime_secs
+            .map_or(self.lease_max_lifetime, Duration::from_secs);
+        self.aggregation_timeout = l
+            .aggregation_timeout_secs
+            .map_or(self.aggregation_timeout, Duration::from_secs);
+        self.budgets.max_params = l.max_params.unwrap_or(self.budgets.max_params);
+        self.budgets.max_eval_macs = l.max_eval_macs.unwrap_or(self.budgets.max_eval_macs);
+        self.budgets.max_shard_rounds = l.max_shard_rounds.unwrap_or(self.budgets.max_shard_rounds);
+        self.max_jobs_in_flight = l.max_jobs_in_flight.unwrap_or(self.max_jobs_in_flight);
+        self.max_dataset_bytes = l.max_dataset_bytes.unwrap_or(self.max_dataset_bytes);
+        self.dataset_cache_entries = l
+            .dataset_cache_entries
+            .unwrap_or(self.dataset_cache_entries);
         self
+    }
+
+    /// The database URL: the configured one, or SQLite under `data_dir`.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("oblivion.db").display()))
     }
 
     /// Defaults, then the TOML file (if given), then `overrides`; checked.
@@ -115,6 +209,12 @@ impl Config {
         }
         if self.lease_ttl <= self.heartbeat {
             return Err("lease_ttl_secs must be longer than heartbeat_secs".into());
+        }
+        if self.lease_max_lifetime < self.lease_ttl {
+            return Err("lease_max_lifetime_secs must be at least lease_ttl_secs".into());
+        }
+        if let Some(url) = &self.database_url {
+            crate::store::Backend::of(url)?;
         }
         Ok(())
     }

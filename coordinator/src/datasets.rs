@@ -1,10 +1,16 @@
 //! Where a job's samples come from: the built-in datasets compiled into the
-//! binary, or files uploaded through `POST /api/datasets`.
+//! binary, or files uploaded through `POST /api/datasets`. Decoding is
+//! heavy, so it runs on a blocking thread, once per dataset: decoded
+//! datasets are kept in a small cache that new jobs share.
 
-use oblivion_ml::data::{Dataset, parse_csv, parse_idx_images, parse_idx_labels};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use oblivion_ml::data::{Dataset, maybe_gunzip, parse_csv, parse_idx_images, parse_idx_labels};
 use oblivion_protocol::DatasetSpec;
 use oblivion_protocol::api::UploadedDataset;
 
+use crate::coordinator::blocking;
 use crate::error::AppError;
 use crate::store::Artifacts;
 
@@ -18,29 +24,97 @@ fn unprocessable(field: &str, message: String) -> AppError {
     AppError::unprocessable(message).with_field(field)
 }
 
-/// Loads the samples a spec names.
-pub async fn load(spec: &DatasetSpec, artifacts: &Artifacts) -> Result<Dataset, AppError> {
+/// Decoded datasets by spec, least recently used dropped first.
+pub struct DatasetCache {
+    capacity: usize,
+    entries: Mutex<VecDeque<(DatasetSpec, Arc<Dataset>)>>,
+}
+
+impl DatasetCache {
+    /// A cache of at most `capacity` datasets (0 disables it).
+    pub fn new(capacity: usize) -> DatasetCache {
+        DatasetCache {
+            capacity,
+            entries: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, VecDeque<(DatasetSpec, Arc<Dataset>)>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The samples a spec names, decoded once.
+    pub async fn load(
+        &self,
+        spec: &DatasetSpec,
+        artifacts: &Artifacts,
+        max_bytes: usize,
+    ) -> Result<Arc<Dataset>, AppError> {
+        {
+            let mut entries = self.entries();
+            if let Some(i) = entries.iter().position(|(s, _)| s == spec)
+                && let Some(hit) = entries.remove(i)
+            {
+                let data = hit.1.clone();
+                entries.push_front(hit);
+                return Ok(data);
+            }
+        }
+        let data = Arc::new(load(spec, artifacts, max_bytes).await?);
+        if self.capacity > 0 {
+            let mut entries = self.entries();
+            entries.retain(|(s, _)| s != spec);
+            entries.push_front((spec.clone(), data.clone()));
+            entries.truncate(self.capacity);
+        }
+        Ok(data)
+    }
+}
+
+/// Decodes the samples a spec names (on a blocking thread).
+async fn load(
+    spec: &DatasetSpec,
+    artifacts: &Artifacts,
+    max_bytes: usize,
+) -> Result<Dataset, AppError> {
     let internal = |e: oblivion_ml::MlError| AppError::internal(format!("built-in dataset: {e}"));
     match spec {
-        DatasetSpec::Builtin(name) => match name.as_str() {
-            "mnist" => Dataset::from_idx(MNIST_IMAGES, MNIST_LABELS).map_err(internal),
-            "iris" => parse_csv(IRIS).map_err(internal),
-            "wine" => parse_csv(WINE).map_err(internal),
-            "breast_cancer" => parse_csv(BREAST_CANCER).map_err(internal),
-            other => Err(unprocessable(
-                "dataset.builtin",
-                format!("unknown dataset {other:?}"),
-            )),
-        },
+        DatasetSpec::Builtin(name) => {
+            let bytes: Result<&'static [u8], AppError> = match name.as_str() {
+                "mnist" => {
+                    return blocking(move || {
+                        Dataset::from_idx(MNIST_IMAGES, MNIST_LABELS).map_err(internal)
+                    })
+                    .await;
+                }
+                "iris" => Ok(IRIS),
+                "wine" => Ok(WINE),
+                "breast_cancer" => Ok(BREAST_CANCER),
+                other => Err(unprocessable(
+                    "dataset.builtin",
+                    format!("unknown dataset {other:?}"),
+                )),
+            };
+            let bytes = bytes?;
+            blocking(move || parse_csv(bytes).map_err(internal)).await
+        }
         DatasetSpec::Csv(sha) => {
             let bytes = fetch(artifacts, "dataset.csv", sha).await?;
-            parse_csv(&bytes).map_err(|e| unprocessable("dataset.csv", e.to_string()))
+            blocking(move || {
+                let raw = maybe_gunzip(&bytes, max_bytes)
+                    .map_err(|e| unprocessable("dataset.csv", e.to_string()))?;
+                parse_csv(&raw).map_err(|e| unprocessable("dataset.csv", e.to_string()))
+            })
+            .await
         }
         DatasetSpec::Idx { images, labels } => {
             let images = fetch(artifacts, "dataset.idx.images", images).await?;
             let labels = fetch(artifacts, "dataset.idx.labels", labels).await?;
-            Dataset::from_idx(&images, &labels)
-                .map_err(|e| unprocessable("dataset.idx", e.to_string()))
+            blocking(move || {
+                Dataset::from_idx(&images, &labels)
+                    .map_err(|e| unprocessable("dataset.idx", e.to_string()))
+            })
+            .await
         }
     }
 }
@@ -61,25 +135,34 @@ async fn fetch(artifacts: &Artifacts, field: &str, sha: &str) -> Result<Vec<u8>,
 }
 
 /// Recognises and checks an uploaded data file (CSV, IDX images or IDX
-/// labels, optionally gzip), and stores it.
-pub async fn upload(bytes: &[u8], artifacts: &Artifacts) -> Result<UploadedDataset, AppError> {
-    let raw = oblivion_ml::data::maybe_gunzip(bytes, 512 * 1024 * 1024)
-        .map_err(|e| AppError::unprocessable(e.to_string()))?;
-    let magic = raw
-        .get(..4)
-        .map(|m| u32::from_be_bytes([m[0], m[1], m[2], m[3]]));
-    let bad = |e: oblivion_ml::MlError| AppError::unprocessable(e.to_string());
-    let (kind, rows) = match magic {
-        Some(2051) => {
-            let (shape, pixels) = parse_idx_images(&raw).map_err(bad)?;
-            (
-                "idx-images",
-                pixels.len() / shape.iter().product::<usize>().max(1),
-            )
-        }
-        Some(2049) => ("idx-labels", parse_idx_labels(&raw).map_err(bad)?.len()),
-        _ => ("csv", parse_csv(&raw).map_err(bad)?.len()),
-    };
+/// labels, optionally gzip, at most `max_bytes` once decompressed), and
+/// stores it.
+pub async fn upload(
+    bytes: Vec<u8>,
+    artifacts: &Artifacts,
+    max_bytes: usize,
+) -> Result<UploadedDataset, AppError> {
+    let (kind, rows, bytes) = blocking(move || {
+        let raw =
+            maybe_gunzip(&bytes, max_bytes).map_err(|e| AppError::unprocessable(e.to_string()))?;
+        let magic = raw
+            .get(..4)
+            .map(|m| u32::from_be_bytes([m[0], m[1], m[2], m[3]]));
+        let bad = |e: oblivion_ml::MlError| AppError::unprocessable(e.to_string());
+        let (kind, rows) = match magic {
+            Some(2051) => {
+                let (shape, pixels) = parse_idx_images(&raw).map_err(bad)?;
+                (
+                    "idx-images",
+                    pixels.len() / shape.iter().product::<usize>().max(1),
+                )
+            }
+            Some(2049) => ("idx-labels", parse_idx_labels(&raw).map_err(bad)?.len()),
+            _ => ("csv", parse_csv(&raw).map_err(bad)?.len()),
+        };
+        Ok((kind, rows, bytes))
+    })
+    .await?;
     let sha256 = artifacts.put(bytes).await.map_err(AppError::io)?;
     Ok(UploadedDataset {
         sha256,

@@ -1,12 +1,22 @@
-//! The live state of the network and its scheduling rules: connected
-//! workers, running jobs with their shards, and active leases.
+//! The live state of this instance's part of the network and its
+//! scheduling rules: connected workers, running jobs with their shards, and
+//! the leases this instance granted.
 //!
-//! Pure and synchronous: no I/O, time passed in, so every rule (fairness,
-//! the per-worker cap, expiry, re-issue, who may post which update) is
-//! tested deterministically. The [`crate::coordinator`] wraps it in a lock
-//! and does the I/O each decision calls for.
+//! Pure and synchronous: no I/O, time passed in (seconds on a monotonic
+//! clock), so every rule (fairness, the per-worker cap, expiry, the lease
+//! lifetime, re-issue, who may post which update) is tested
+//! deterministically. It is derived state: the database decides, and a hub
+//! can be rebuilt from it at any time. The [`crate::coordinator`] plans with
+//! [`Hub::plan`], records the plan in the database, and applies only what
+//! the database accepted with [`Hub::grant`].
+//!
+//! Dispatch is indexed so that nothing under the lock costs
+//! O(workers × leases): workers with room sit in an ordered set keyed by
+//! (active leases, benchmark, id), leases are indexed by holder, and
+//! workers by token.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +27,8 @@ use oblivion_protocol::api::{JobStatus, LiveJobView, ShardView, WorkerLease, Wor
 use oblivion_protocol::wire::{CoordinatorMessage, LeaseProgress, LeaseTask};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::states::LeaseStatus;
+
 /// Lease rules.
 #[derive(Clone, Copy, Debug)]
 pub struct LeasePolicy {
@@ -24,6 +36,8 @@ pub struct LeasePolicy {
     pub cap: u32,
     /// A lease not renewed by a heartbeat for this long expires.
     pub ttl: Duration,
+    /// A lease ends this long after it was granted, whatever its heartbeats.
+    pub max_lifetime: Duration,
 }
 
 /// A connected worker.
@@ -115,6 +129,19 @@ pub struct Shard {
     pub refused_by: Vec<u64>,
 }
 
+impl Shard {
+    /// A shard no one has leased yet this round.
+    pub fn pending(data_sha: String, samples: u64) -> Shard {
+        Shard {
+            data_sha,
+            samples,
+            state: ShardState::Pending,
+            attempts: 0,
+            refused_by: Vec::new(),
+        }
+    }
+}
+
 /// A job being trained.
 #[derive(Debug)]
 pub struct LiveJob {
@@ -134,14 +161,45 @@ pub struct LiveJob {
     pub global: Arc<Params>,
     /// This round's shards.
     pub shards: Vec<Shard>,
-    /// All shards are in and the round is being aggregated.
-    pub aggregating: bool,
+}
+
+impl LiveJob {
+    /// A new job, pending, at round 1 with every shard pending.
+    pub fn new(
+        id: u64,
+        spec: JobSpec,
+        arch: Arc<Architecture>,
+        global_sha: String,
+        global: Arc<Params>,
+        shards: Vec<(String, u64)>,
+    ) -> LiveJob {
+        LiveJob {
+            id,
+            spec,
+            arch,
+            status: JobStatus::Pending,
+            round: 1,
+            global_sha,
+            global,
+            shards: shards
+                .into_iter()
+                .map(|(data_sha, samples)| Shard::pending(data_sha, samples))
+                .collect(),
+        }
+    }
+
+    /// Whether every shard of the round is in (it is then aggregated).
+    pub fn round_complete(&self) -> bool {
+        self.shards
+            .iter()
+            .all(|s| matches!(s.state, ShardState::Done { .. }))
+    }
 }
 
 /// An active lease.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Lease {
-    /// Id.
+    /// Id (assigned by the database).
     pub id: u64,
     /// Job.
     pub job: u64,
@@ -151,19 +209,26 @@ pub struct Lease {
     pub shard: u32,
     /// Holder.
     pub worker: u64,
-    /// Deadline, in the caller's clock (seconds).
+    /// Deadline for the next heartbeat, in the hub's clock (seconds).
     pub expires_at: f64,
+    /// When it ends whatever its heartbeats, in the hub's clock.
+    pub overdue_at: f64,
     /// Last reported progress.
     pub progress: f32,
 }
 
-/// A lease handed out by [`Hub::dispatch`].
-#[derive(Clone, Debug)]
-pub struct Issued {
-    /// The lease.
-    pub lease: Lease,
-    /// Whether it started its job (pending to running).
-    pub started_job: bool,
+/// A lease [`Hub::plan`] proposes: shard `shard` of `job`'s round `round`
+/// to `worker`. It exists once the database records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// Job.
+    pub job: u64,
+    /// Round.
+    pub round: u32,
+    /// Shard index.
+    pub shard: u32,
+    /// Proposed holder.
+    pub worker: u64,
 }
 
 /// A lease that ended without an update.
@@ -171,8 +236,8 @@ pub struct Issued {
 pub struct Ended {
     /// The lease.
     pub lease: Lease,
-    /// `expired`, `returned`, `disconnected`, `rejected` or `revoked`.
-    pub status: &'static str,
+    /// How it ended.
+    pub status: LeaseStatus,
 }
 
 /// Why an update cannot be taken.
@@ -197,6 +262,10 @@ pub struct UpdateContext {
     pub samples: u64,
 }
 
+/// Order of workers with room for another lease: fewest active leases,
+/// then the best benchmark, then the lowest id.
+type RoomKey = (u32, Reverse<u64>, u64);
+
 /// The live state.
 #[derive(Debug)]
 pub struct Hub {
@@ -206,42 +275,87 @@ pub struct Hub {
     /// Running jobs by id.
     pub jobs: BTreeMap<u64, LiveJob>,
     leases: HashMap<u64, Lease>,
-    next_lease: u64,
-    next_worker: u64,
+    leases_by_worker: HashMap<u64, BTreeSet<u64>>,
+    workers_by_token: HashMap<String, u64>,
+    with_room: BTreeSet<RoomKey>,
+}
+
+/// A total order on benchmark scores (finite and non-negative by
+/// construction, whose bit patterns then sort like the numbers).
+fn benchmark_key(benchmark: f64) -> u64 {
+    if benchmark.is_finite() && benchmark > 0.0 {
+        benchmark.to_bits()
+    } else {
+        0
+    }
 }
 
 impl Hub {
-    /// An empty hub; ids continue after the given ones.
-    pub fn new(policy: LeasePolicy, last_lease: u64, last_worker: u64) -> Hub {
+    /// An empty hub.
+    pub fn new(policy: LeasePolicy) -> Hub {
         Hub {
             policy,
             workers: BTreeMap::new(),
             jobs: BTreeMap::new(),
             leases: HashMap::new(),
-            next_lease: last_lease + 1,
-            next_worker: last_worker + 1,
+            leases_by_worker: HashMap::new(),
+            workers_by_token: HashMap::new(),
+            with_room: BTreeSet::new(),
         }
     }
 
-    /// Allocates a worker id.
-    pub fn next_worker_id(&mut self) -> u64 {
-        let id = self.next_worker;
-        self.next_worker += 1;
-        id
+    fn active_count(&self, worker: u64) -> u32 {
+        self.leases_by_worker
+            .get(&worker)
+            .map_or(0, |s| s.len() as u32)
+    }
+
+    /// The worker's place in the dispatch order, if it has room.
+    fn room_key(&self, worker: u64) -> Option<RoomKey> {
+        let w = self.workers.get(&worker)?;
+        let active = self.active_count(worker);
+        (!w.draining && active < self.policy.cap.min(w.max_leases))
+            .then(|| (active, Reverse(benchmark_key(w.view.benchmark)), w.view.id))
+    }
+
+    /// Runs `change` on the worker's leases or flags, keeping the dispatch
+    /// index in step.
+    fn reindexed<T>(&mut self, worker: u64, change: impl FnOnce(&mut Hub) -> T) -> T {
+        if let Some(key) = self.room_key(worker) {
+            self.with_room.remove(&key);
+        }
+        let out = change(self);
+        if let Some(key) = self.room_key(worker) {
+            self.with_room.insert(key);
+        }
+        out
     }
 
     /// Registers a connected worker.
     pub fn add_worker(&mut self, worker: Worker) {
-        self.workers.insert(worker.view.id, worker);
+        let id = worker.view.id;
+        self.workers_by_token.insert(worker.token.clone(), id);
+        self.reindexed(id, |hub| {
+            hub.workers.insert(id, worker);
+        });
+    }
+
+    /// A worker takes no new leases.
+    pub fn drain(&mut self, worker: u64) {
+        self.reindexed(worker, |hub| {
+            if let Some(w) = hub.workers.get_mut(&worker) {
+                w.draining = true;
+            }
+        });
     }
 
     /// Active leases of a worker.
     pub fn leases_of(&self, worker: u64) -> impl Iterator<Item = &Lease> {
-        self.leases.values().filter(move |l| l.worker == worker)
-    }
-
-    fn active_count(&self, worker: u64) -> u32 {
-        self.leases_of(worker).count() as u32
+        self.leases_by_worker
+            .get(&worker)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.leases.get(id))
     }
 
     /// An active lease.
@@ -249,9 +363,23 @@ impl Hub {
         self.leases.get(&id)
     }
 
+    /// Removes a lease from the indexes; the caller decides about its shard.
+    fn take_lease(&mut self, id: u64) -> Option<Lease> {
+        let worker = self.leases.get(&id)?.worker;
+        self.reindexed(worker, |hub| {
+            if let Some(set) = hub.leases_by_worker.get_mut(&worker) {
+                set.remove(&id);
+                if set.is_empty() {
+                    hub.leases_by_worker.remove(&worker);
+                }
+            }
+            hub.leases.remove(&id)
+        })
+    }
+
     /// Ends a lease without an update; its shard goes back to pending.
-    fn end(&mut self, id: u64, status: &'static str) -> Option<Ended> {
-        let lease = self.leases.remove(&id)?;
+    fn end(&mut self, id: u64, status: LeaseStatus) -> Option<Ended> {
+        let lease = self.take_lease(id)?;
         if let Some(shard) = self
             .jobs
             .get_mut(&lease.job)
@@ -266,7 +394,7 @@ impl Hub {
         }
         if let Some(w) = self.workers.get_mut(&lease.worker) {
             w.view.active_leases = w.view.active_leases.saturating_sub(1);
-            if matches!(status, "expired" | "disconnected") {
+            if status.is_lost() {
                 w.view.lost += 1;
             }
         }
@@ -278,18 +406,31 @@ impl Hub {
         let ids: Vec<u64> = self.leases_of(id).map(|l| l.id).collect();
         let ended = ids
             .iter()
-            .filter_map(|l| self.end(*l, "disconnected"))
+            .filter_map(|l| self.end(*l, LeaseStatus::Disconnected))
             .collect();
-        (self.workers.remove(&id), ended)
+        if let Some(key) = self.room_key(id) {
+            self.with_room.remove(&key);
+        }
+        let worker = self.workers.remove(&id);
+        if let Some(w) = &worker {
+            self.workers_by_token.remove(&w.token);
+        }
+        (worker, ended)
     }
 
-    /// A worker's heartbeat: renews all its leases until `now + ttl`.
+    /// A worker's heartbeat: renews all its leases until `now + ttl` (never
+    /// past their lifetime).
     pub fn heartbeat(&mut self, worker: u64, progress: &[LeaseProgress], now: f64) {
         let ttl = self.policy.ttl.as_secs_f64();
-        for lease in self.leases.values_mut().filter(|l| l.worker == worker) {
-            lease.expires_at = now + ttl;
-            if let Some(p) = progress.iter().find(|p| p.lease_id == lease.id) {
-                lease.progress = p.progress.clamp(0.0, 1.0);
+        let ids: Vec<u64> = self.leases_of(worker).map(|l| l.id).collect();
+        for id in ids {
+            if let Some(lease) = self.leases.get_mut(&id) {
+                lease.expires_at = now + ttl;
+                if let Some(p) = progress.iter().find(|p| p.lease_id == id)
+                    && p.progress.is_finite()
+                {
+                    lease.progress = p.progress.clamp(0.0, 1.0);
+                }
             }
         }
     }
@@ -297,51 +438,61 @@ impl Hub {
     /// A worker gives a lease back.
     pub fn return_lease(&mut self, worker: u64, lease: u64) -> Option<Ended> {
         match self.leases.get(&lease) {
-            Some(l) if l.worker == worker => self.end(lease, "returned"),
+            Some(l) if l.worker == worker => self.end(lease, LeaseStatus::Returned),
             _ => None,
         }
     }
 
-    /// Ends every lease whose deadline passed.
+    /// Ends every lease whose heartbeat deadline or lifetime passed.
     pub fn expire(&mut self, now: f64) -> Vec<Ended> {
-        let mut stale: Vec<u64> = self
+        let mut stale: Vec<(u64, LeaseStatus)> = self
             .leases
             .values()
-            .filter(|l| l.expires_at < now)
-            .map(|l| l.id)
+            .filter_map(|l| {
+                if l.overdue_at < now {
+                    Some((l.id, LeaseStatus::Overdue))
+                } else if l.expires_at < now {
+                    Some((l.id, LeaseStatus::Expired))
+                } else {
+                    None
+                }
+            })
             .collect();
-        stale.sort_unstable();
+        stale.sort_unstable_by_key(|(id, _)| *id);
         stale
-            .iter()
-            .filter_map(|id| self.end(*id, "expired"))
+            .into_iter()
+            .filter_map(|(id, status)| self.end(id, status))
             .collect()
     }
 
     /// Ends every lease of a job (it was cancelled or failed) and forgets it.
     pub fn remove_job(&mut self, job: u64) -> Vec<Ended> {
-        let mut ids: Vec<u64> = self
-            .leases
-            .values()
-            .filter(|l| l.job == job)
-            .map(|l| l.id)
-            .collect();
-        ids.sort_unstable();
+        let ids: Vec<u64> = self.jobs.get(&job).map_or_else(Vec::new, |j| {
+            j.shards
+                .iter()
+                .filter_map(|s| match s.state {
+                    ShardState::Leased { lease, .. } => Some(lease),
+                    _ => None,
+                })
+                .collect()
+        });
         let ended = ids
             .iter()
-            .filter_map(|id| self.end(*id, "revoked"))
+            .filter_map(|id| self.end(*id, LeaseStatus::Revoked))
             .collect();
         self.jobs.remove(&job);
         ended
     }
 
-    /// Hands pending shards to workers: shards of all jobs interleaved
-    /// (oldest job first within each turn); each to the eligible worker
-    /// with the fewest active leases (then the best benchmark, then the
-    /// lowest id), never past the per-worker cap, and a worker whose update
-    /// for that shard was rejected only when no one else can take it.
-    pub fn dispatch(&mut self, now: f64) -> Vec<Issued> {
+    /// Proposes leases for pending shards, without changing anything:
+    /// shards of all jobs interleaved (oldest job first within each turn);
+    /// each to the eligible worker with the fewest active leases (then the
+    /// best benchmark, then the lowest id), never past the per-worker cap,
+    /// and to a worker whose update for that shard was rejected only when
+    /// no one else can take it.
+    pub fn plan(&self) -> Vec<Grant> {
         let mut queue: Vec<(usize, u64, u32)> = Vec::new();
-        for job in self.jobs.values().filter(|j| !j.aggregating) {
+        for job in self.jobs.values().filter(|j| !j.round_complete()) {
             let mut turn = 0;
             for (i, shard) in job.shards.iter().enumerate() {
                 if shard.state == ShardState::Pending {
@@ -350,59 +501,88 @@ impl Hub {
                 }
             }
         }
-        queue.sort();
-        let mut issued = Vec::new();
+        if queue.is_empty() || self.with_room.is_empty() {
+            return Vec::new();
+        }
+        queue.sort_unstable();
+        // A private copy of the dispatch order, advanced as grants are
+        // planned; `room` is each planned worker's remaining room.
+        let mut order = self.with_room.clone();
+        let mut room: HashMap<u64, u32> = HashMap::new();
+        let mut grants = Vec::new();
         for (_, job_id, shard_index) in queue {
-            let refused = &self.jobs[&job_id].shards[shard_index as usize].refused_by;
-            let mut candidates: Vec<(bool, u32, f64, u64)> = self
-                .workers
-                .values()
-                .filter(|w| !w.draining)
-                .filter_map(|w| {
-                    let active = self.active_count(w.view.id);
-                    (active < self.policy.cap.min(w.max_leases)).then(|| {
-                        (
-                            refused.contains(&w.view.id),
-                            active,
-                            w.view.benchmark,
-                            w.view.id,
-                        )
-                    })
-                })
-                .collect();
-            candidates.sort_by(|a, b| {
-                (a.0, a.1)
-                    .cmp(&(b.0, b.1))
-                    .then(b.2.total_cmp(&a.2))
-                    .then(a.3.cmp(&b.3))
-            });
-            let Some(&(_, _, _, worker)) = candidates.first() else {
+            let Some(job) = self.jobs.get(&job_id) else {
                 continue;
             };
-            let id = self.next_lease;
-            self.next_lease += 1;
-            let job = self.jobs.get_mut(&job_id).expect("queued from jobs");
-            let started_job = job.status == JobStatus::Pending;
-            job.status = JobStatus::Running;
-            let shard = &mut job.shards[shard_index as usize];
-            shard.state = ShardState::Leased { lease: id, worker };
-            shard.attempts += 1;
-            let lease = Lease {
-                id,
+            let refused = &job.shards[shard_index as usize].refused_by;
+            let pick = order
+                .iter()
+                .find(|k| !refused.contains(&k.2))
+                .or_else(|| order.iter().next())
+                .copied();
+            let Some(key) = pick else {
+                break;
+            };
+            let worker = key.2;
+            order.remove(&key);
+            let left = room.entry(worker).or_insert_with(|| {
+                let w = &self.workers[&worker];
+                self.policy.cap.min(w.max_leases) - key.0
+            });
+            *left -= 1;
+            if *left > 0 {
+                order.insert((key.0 + 1, key.1, key.2));
+            }
+            grants.push(Grant {
                 job: job_id,
                 round: job.round,
                 shard: shard_index,
                 worker,
-                expires_at: now + self.policy.ttl.as_secs_f64(),
-                progress: 0.0,
-            };
-            self.leases.insert(id, lease.clone());
-            if let Some(w) = self.workers.get_mut(&worker) {
-                w.view.active_leases += 1;
-            }
-            issued.push(Issued { lease, started_job });
+            });
         }
-        issued
+        grants
+    }
+
+    /// Applies a lease the database recorded (as `id`). Returns `None`
+    /// when the hub moved on meanwhile (the job, round, shard or worker is
+    /// gone or taken): the caller then ends the recorded lease.
+    pub fn grant(&mut self, grant: Grant, id: u64, now: f64) -> Option<Lease> {
+        let job = self.jobs.get(&grant.job)?;
+        let shard = job.shards.get(grant.shard as usize)?;
+        if job.round != grant.round || shard.state != ShardState::Pending {
+            return None;
+        }
+        self.room_key(grant.worker)?;
+        let lease = Lease {
+            id,
+            job: grant.job,
+            round: grant.round,
+            shard: grant.shard,
+            worker: grant.worker,
+            expires_at: now + self.policy.ttl.as_secs_f64(),
+            overdue_at: now + self.policy.max_lifetime.as_secs_f64(),
+            progress: 0.0,
+        };
+        self.reindexed(grant.worker, |hub| {
+            hub.leases.insert(id, lease.clone());
+            hub.leases_by_worker
+                .entry(grant.worker)
+                .or_default()
+                .insert(id);
+        });
+        if let Some(job) = self.jobs.get_mut(&grant.job) {
+            job.status = JobStatus::Running;
+            let shard = &mut job.shards[grant.shard as usize];
+            shard.state = ShardState::Leased {
+                lease: id,
+                worker: grant.worker,
+            };
+            shard.attempts += 1;
+        }
+        if let Some(w) = self.workers.get_mut(&grant.worker) {
+            w.view.active_leases += 1;
+        }
+        Some(lease)
     }
 
     /// The message telling a worker what to do for `lease`.
@@ -435,15 +615,14 @@ impl Hub {
     /// Checks that the worker with `token` holds `lease`; returns what its
     /// update must match.
     pub fn update_context(&self, token: &str, lease: u64) -> Result<UpdateContext, Refusal> {
-        let worker = self
-            .workers
-            .values()
-            .find(|w| w.token == token)
+        let worker = *self
+            .workers_by_token
+            .get(token)
             .ok_or(Refusal::UnknownWorker)?;
         let held = self
             .leases
             .get(&lease)
-            .filter(|l| l.worker == worker.view.id)
+            .filter(|l| l.worker == worker)
             .ok_or(Refusal::NotHeld(lease))?;
         let job = self.jobs.get(&held.job).ok_or(Refusal::NotHeld(lease))?;
         Ok(UpdateContext {
@@ -457,7 +636,7 @@ impl Hub {
     /// An update for `lease` failed validation: the lease ends and the
     /// shard goes to someone else.
     pub fn reject(&mut self, lease: u64) -> Option<Ended> {
-        let ended = self.end(lease, "rejected")?;
+        let ended = self.end(lease, LeaseStatus::Rejected)?;
         if let Some(job) = self.jobs.get_mut(&ended.lease.job) {
             job.shards[ended.lease.shard as usize]
                 .refused_by
@@ -469,23 +648,17 @@ impl Hub {
         Some(ended)
     }
 
-    /// An update for `lease` was accepted and stored. Returns the job id
-    /// when this completed its round (the job is then marked aggregating).
+    /// An update for `lease` was accepted and recorded. Returns the lease
+    /// and whether its round is now complete.
     pub fn complete(&mut self, lease: u64, now: f64) -> Option<(Lease, bool)> {
-        let lease = self.leases.remove(&lease)?;
+        let lease = self.take_lease(lease)?;
         let job = self.jobs.get_mut(&lease.job)?;
         let shard = &mut job.shards[lease.shard as usize];
         shard.state = ShardState::Done {
             worker: lease.worker,
         };
         let samples = shard.samples;
-        let round_done = job
-            .shards
-            .iter()
-            .all(|s| matches!(s.state, ShardState::Done { .. }));
-        if round_done {
-            job.aggregating = true;
-        }
+        let round_done = job.round_complete();
         if let Some(w) = self.workers.get_mut(&lease.worker) {
             w.view.active_leases = w.view.active_leases.saturating_sub(1);
             w.view.accepted += 1;
@@ -502,13 +675,26 @@ impl Hub {
         Some((lease, round_done))
     }
 
+    /// Marks a shard done whose update the database accepted after the
+    /// hub had ended its lease (it expired while the update was checked).
+    /// The database refuses any other lease on a shard with an update, so
+    /// the shard can only be pending here.
+    pub fn shard_done(&mut self, job: u64, round: u32, shard: u32, worker: u64) {
+        if let Some(j) = self.jobs.get_mut(&job)
+            && j.round == round
+            && let Some(s) = j.shards.get_mut(shard as usize)
+            && s.state == ShardState::Pending
+        {
+            s.state = ShardState::Done { worker };
+        }
+    }
+
     /// Starts the job's next round from new global weights.
     pub fn next_round(&mut self, job: u64, round: u32, global_sha: String, global: Arc<Params>) {
         if let Some(j) = self.jobs.get_mut(&job) {
             j.round = round;
             j.global_sha = global_sha;
             j.global = global;
-            j.aggregating = false;
             for s in &mut j.shards {
                 s.state = ShardState::Pending;
                 s.attempts = 0;
@@ -523,7 +709,7 @@ impl Hub {
             .values()
             .map(|w| {
                 let mut view = w.view.clone();
-                let mut leases: Vec<WorkerLease> = self
+                let leases: Vec<WorkerLease> = self
                     .leases_of(w.view.id)
                     .map(|l| WorkerLease {
                         lease_id: l.id,
@@ -533,7 +719,6 @@ impl Hub {
                         progress: l.progress,
                     })
                     .collect();
-                leases.sort_by_key(|l| l.lease_id);
                 view.state = if !leases.is_empty() {
                     "training"
                 } else if w.draining {
@@ -560,18 +745,23 @@ impl Hub {
                 round: j.round,
                 rounds: j.spec.rounds,
                 shards: self.shard_views(j.id),
-                aggregating: j.aggregating,
+                aggregating: j.round_complete(),
             })
             .collect()
     }
 
     /// Distinct workers holding a lease of `job`.
     pub fn active_workers(&self, job: u64) -> u32 {
-        let mut ids: Vec<u64> = self
-            .leases
-            .values()
-            .filter(|l| l.job == job)
-            .map(|l| l.worker)
+        let Some(j) = self.jobs.get(&job) else {
+            return 0;
+        };
+        let mut ids: Vec<u64> = j
+            .shards
+            .iter()
+            .filter_map(|s| match s.state {
+                ShardState::Leased { worker, .. } => Some(worker),
+                _ => None,
+            })
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -618,130 +808,155 @@ mod tests {
     use oblivion_protocol::wire::{ClientKind, DeviceInfo};
     use tokio::sync::mpsc;
 
-    fn hub() -> Hub {
-        Hub::new(
-            LeasePolicy {
-                cap: 2,
-                ttl: Duration::from_secs(30),
-            },
-            0,
-            0,
-        )
+    struct Net {
+        hub: Hub,
+        next_worker: u64,
+        next_lease: u64,
     }
 
-    fn add_worker(hub: &mut Hub, benchmark: f64) -> u64 {
-        let id = hub.next_worker_id();
-        let (tx, _rx) = mpsc::unbounded_channel();
-        hub.add_worker(Worker {
-            view: WorkerView {
-                id,
-                name: format!("w{id}"),
-                client: ClientKind::Native,
-                device: DeviceInfo {
+    impl Net {
+        fn new() -> Net {
+            Net {
+                hub: Hub::new(LeasePolicy {
+                    cap: 2,
+                    ttl: Duration::from_secs(30),
+                    max_lifetime: Duration::from_secs(600),
+                }),
+                next_worker: 0,
+                next_lease: 0,
+            }
+        }
+
+        /// Plans and grants everything, as the database would accept it.
+        fn dispatch(&mut self, now: f64) -> Vec<Lease> {
+            let plan = self.hub.plan();
+            plan.into_iter()
+                .filter_map(|g| {
+                    self.next_lease += 1;
+                    self.hub.grant(g, self.next_lease, now)
+                })
+                .collect()
+        }
+
+        fn add_worker(&mut self, benchmark: f64) -> u64 {
+            self.next_worker += 1;
+            let id = self.next_worker;
+            let (tx, _rx) = mpsc::unbounded_channel();
+            let mut view = WorkerView::connected(
+                format!("w{id}"),
+                ClientKind::Native,
+                DeviceInfo {
                     backend: "cpu".into(),
                     name: "test".into(),
                     detail: String::new(),
                 },
                 benchmark,
-                connected: true,
-                active_leases: 0,
-                accepted: 0,
-                rejected: 0,
-                lost: 0,
-                samples: 0,
-                state: String::new(),
-                samples_per_second: 0.0,
-                leases: Vec::new(),
-            },
-            token: format!("token{id}"),
-            tx,
-            draining: false,
-            connected_at: 0.0,
-            max_leases: u32::MAX,
-            credits: VecDeque::new(),
-        });
-        id
-    }
+            );
+            view.id = id;
+            self.hub.add_worker(Worker {
+                view,
+                token: format!("token{id}"),
+                tx,
+                draining: false,
+                connected_at: 0.0,
+                max_leases: u32::MAX,
+                credits: VecDeque::new(),
+            });
+            id
+        }
 
-    fn add_job(hub: &mut Hub, id: u64, shards: usize) {
-        let spec: JobSpec = serde_json::from_value(serde_json::json!({
-            "name": "t", "model": {"kind": "mlp", "hidden": []}, "dataset": {"builtin": "iris"},
-            "rounds": 2, "shards_per_round": shards, "batch_size": 8,
-            "optimizer": {"kind": "adam", "learning_rate": 0.01}
-        }))
-        .unwrap();
-        let arch = Architecture::new(spec.model.clone(), vec![4], 3).unwrap();
-        hub.jobs.insert(
-            id,
-            LiveJob {
+        fn add_job(&mut self, id: u64, shards: usize) {
+            let spec: JobSpec = serde_json::from_value(serde_json::json!({
+                "name": "t", "model": {"kind": "mlp", "hidden": []}, "dataset": {"builtin": "iris"},
+                "rounds": 2, "shards_per_round": shards, "batch_size": 8,
+                "optimizer": {"kind": "adam", "learning_rate": 0.01}
+            }))
+            .unwrap();
+            let arch = Architecture::new(spec.model.clone(), vec![4], 3).unwrap();
+            self.hub.jobs.insert(
                 id,
-                spec,
-                arch: Arc::new(arch),
-                status: JobStatus::Pending,
-                round: 1,
-                global_sha: "g".into(),
-                global: Arc::new(Params::default()),
-                shards: (0..shards)
-                    .map(|i| Shard {
-                        data_sha: format!("d{i}"),
-                        samples: 10,
-                        state: ShardState::Pending,
-                        attempts: 0,
-                        refused_by: vec![],
-                    })
-                    .collect(),
-                aggregating: false,
-            },
-        );
+                LiveJob::new(
+                    id,
+                    spec,
+                    Arc::new(arch),
+                    "g".into(),
+                    Arc::new(Params::default()),
+                    (0..shards).map(|i| (format!("d{i}"), 10)).collect(),
+                ),
+            );
+        }
     }
 
-    fn holders(issued: &[Issued]) -> Vec<u64> {
-        issued.iter().map(|i| i.lease.worker).collect()
+    fn holders(leases: &[Lease]) -> Vec<u64> {
+        leases.iter().map(|l| l.worker).collect()
     }
 
     #[test]
     fn fewest_leases_first_and_cap_respected() {
-        let mut h = hub();
-        let slow = add_worker(&mut h, 10.0);
-        let fast = add_worker(&mut h, 100.0);
-        add_job(&mut h, 1, 5);
-        let issued = h.dispatch(0.0);
+        let mut n = Net::new();
+        let slow = n.add_worker(10.0);
+        let fast = n.add_worker(100.0);
+        n.add_job(1, 5);
+        let issued = n.dispatch(0.0);
         // Alternates between workers (fast first on ties), stops at the cap.
         assert_eq!(holders(&issued), vec![fast, slow, fast, slow]);
-        assert!(issued[0].started_job && !issued[1].started_job);
-        assert_eq!(h.jobs[&1].status, JobStatus::Running);
-        assert!(h.dispatch(0.0).is_empty(), "both workers are at the cap");
-        let (lease, done) = h.complete(issued[0].lease.id, 0.0).unwrap();
+        assert_eq!(n.hub.jobs[&1].status, JobStatus::Running);
+        assert!(n.dispatch(0.0).is_empty(), "both workers are at the cap");
+        let (lease, done) = n.hub.complete(issued[0].id, 0.0).unwrap();
         assert_eq!((lease.worker, done), (fast, false));
-        assert_eq!(holders(&h.dispatch(0.0)), vec![fast]);
+        assert_eq!(holders(&n.dispatch(0.0)), vec![fast]);
+    }
+
+    #[test]
+    fn a_plan_changes_nothing_until_granted_and_stale_grants_are_refused() {
+        let mut n = Net::new();
+        let a = n.add_worker(1.0);
+        n.add_job(1, 1);
+        let plan = n.hub.plan();
+        assert_eq!(plan.len(), 1);
+        assert_eq!(n.hub.plan(), plan, "planning is pure");
+        assert_eq!(n.hub.jobs[&1].shards[0].state, ShardState::Pending);
+        assert!(n.hub.grant(plan[0], 7, 0.0).is_some());
+        assert!(
+            n.hub.grant(plan[0], 8, 0.0).is_none(),
+            "shard already leased"
+        );
+        n.hub.remove_worker(a);
+        let b = n.add_worker(1.0);
+        let again = n.hub.plan();
+        n.hub.remove_worker(b);
+        assert!(n.hub.grant(again[0], 9, 0.0).is_none(), "worker gone");
+        n.hub.remove_job(1);
+        assert!(n.hub.grant(plan[0], 10, 0.0).is_none(), "job gone");
     }
 
     #[test]
     fn vanished_worker_loses_its_leases_and_shards_are_reissued() {
-        let mut h = hub();
-        let a = add_worker(&mut h, 1.0);
-        add_job(&mut h, 1, 2);
-        assert_eq!(h.dispatch(0.0).len(), 2);
-        let b = add_worker(&mut h, 1.0);
-        let (_, ended) = h.remove_worker(a);
+        let mut n = Net::new();
+        let a = n.add_worker(1.0);
+        n.add_job(1, 2);
+        assert_eq!(n.dispatch(0.0).len(), 2);
+        let b = n.add_worker(1.0);
+        let (_, ended) = n.hub.remove_worker(a);
         assert_eq!(ended.len(), 2);
-        assert!(ended.iter().all(|e| e.status == "disconnected"));
-        let again = h.dispatch(1.0);
+        assert!(ended.iter().all(|e| e.status == LeaseStatus::Disconnected));
+        let again = n.dispatch(1.0);
         assert_eq!(holders(&again), vec![b, b]);
         assert!(
             again
                 .iter()
-                .all(|i| h.jobs[&1].shards[i.lease.shard as usize].attempts == 2)
+                .all(|l| n.hub.jobs[&1].shards[l.shard as usize].attempts == 2)
         );
+        assert!(n.hub.update_context("token1", again[0].id).is_err());
     }
 
     #[test]
     fn leases_expire_without_heartbeats() {
-        let mut h = hub();
-        let a = add_worker(&mut h, 1.0);
-        add_job(&mut h, 1, 1);
-        let lease = h.dispatch(0.0)[0].lease.id;
-        h.heartbeat(
+        let mut n = Net::new();
+        let a = n.add_worker(1.0);
+        n.add_job(1, 1);
+        let lease = n.dispatch(0.0)[0].id;
+        n.hub.heartbeat(
             a,
             &[LeaseProgress {
                 lease_id: lease,
@@ -749,68 +964,133 @@ mod tests {
             }],
             20.0,
         );
-        assert!(h.expire(45.0).is_empty(), "renewed at 20 s until 50 s");
-        assert_eq!(h.lease(lease).unwrap().progress, 0.5);
-        let ended = h.expire(51.0);
-        assert_eq!(ended[0].status, "expired");
-        assert_eq!(h.workers[&a].view.lost, 1);
-        assert_eq!(h.jobs[&1].shards[0].state, ShardState::Pending);
-        let reissued = h.dispatch(52.0);
-        assert_ne!(reissued[0].lease.id, lease, "a fresh lease id");
+        assert!(n.hub.expire(45.0).is_empty(), "renewed at 20 s until 50 s");
+        assert_eq!(n.hub.lease(lease).unwrap().progress, 0.5);
+        let ended = n.hub.expire(51.0);
+        assert_eq!(ended[0].status, LeaseStatus::Expired);
+        assert_eq!(n.hub.workers[&a].view.lost, 1);
+        assert_eq!(n.hub.jobs[&1].shards[0].state, ShardState::Pending);
+        let reissued = n.dispatch(52.0);
+        assert_ne!(reissued[0].id, lease, "a fresh lease id");
+    }
+
+    #[test]
+    fn a_lease_ends_at_its_lifetime_whatever_its_heartbeats() {
+        let mut n = Net::new();
+        let a = n.add_worker(1.0);
+        n.add_job(1, 1);
+        let lease = n.dispatch(0.0)[0].id;
+        let mut t = 0.0;
+        while t < 590.0 {
+            t += 10.0;
+            n.hub.heartbeat(a, &[], t);
+            assert!(n.hub.expire(t).is_empty(), "alive at {t} s");
+        }
+        n.hub.heartbeat(a, &[], 601.0);
+        let ended = n.hub.expire(601.0);
+        assert_eq!(ended.len(), 1);
+        assert_eq!(
+            (ended[0].lease.id, ended[0].status),
+            (lease, LeaseStatus::Overdue)
+        );
     }
 
     #[test]
     fn only_the_holder_may_post_and_rejected_shards_go_elsewhere() {
-        let mut h = hub();
-        let a = add_worker(&mut h, 100.0);
-        let b = add_worker(&mut h, 1.0);
-        add_job(&mut h, 1, 1);
-        let lease = h.dispatch(0.0)[0].lease.clone();
+        let mut n = Net::new();
+        let a = n.add_worker(100.0);
+        let b = n.add_worker(1.0);
+        n.add_job(1, 1);
+        let lease = n.dispatch(0.0)[0].clone();
         assert_eq!(lease.worker, a);
         assert_eq!(
-            h.update_context("token2", lease.id).unwrap_err(),
+            n.hub.update_context("token2", lease.id).unwrap_err(),
             Refusal::NotHeld(lease.id)
         );
         assert_eq!(
-            h.update_context("nope", lease.id).unwrap_err(),
+            n.hub.update_context("nope", lease.id).unwrap_err(),
             Refusal::UnknownWorker
         );
-        assert!(h.update_context("token1", lease.id).is_ok());
-        h.reject(lease.id).unwrap();
-        assert_eq!(h.workers[&a].view.rejected, 1);
+        assert!(n.hub.update_context("token1", lease.id).is_ok());
+        n.hub.reject(lease.id).unwrap();
+        assert_eq!(n.hub.workers[&a].view.rejected, 1);
         // The faster worker was refused: the shard goes to the other one.
-        assert_eq!(holders(&h.dispatch(1.0)), vec![b]);
+        assert_eq!(holders(&n.dispatch(1.0)), vec![b]);
         assert!(
-            h.update_context("token1", lease.id).is_err(),
+            n.hub.update_context("token1", lease.id).is_err(),
             "the old lease is gone"
         );
     }
 
     #[test]
+    fn a_refused_worker_still_gets_the_shard_when_alone() {
+        let mut n = Net::new();
+        n.add_worker(1.0);
+        n.add_job(1, 1);
+        let lease = n.dispatch(0.0)[0].id;
+        n.hub.reject(lease).unwrap();
+        assert_eq!(n.dispatch(1.0).len(), 1);
+    }
+
+    #[test]
+    fn draining_workers_get_nothing() {
+        let mut n = Net::new();
+        let a = n.add_worker(100.0);
+        let b = n.add_worker(1.0);
+        n.hub.drain(a);
+        n.add_job(1, 3);
+        assert_eq!(holders(&n.dispatch(0.0)), vec![b, b]);
+    }
+
+    #[test]
     fn round_completes_when_every_shard_is_in() {
-        let mut h = hub();
-        add_worker(&mut h, 1.0);
-        add_job(&mut h, 1, 2);
-        let issued = h.dispatch(0.0);
-        assert!(!h.complete(issued[0].lease.id, 0.0).unwrap().1);
-        assert!(h.complete(issued[1].lease.id, 0.0).unwrap().1);
-        assert!(h.jobs[&1].aggregating);
-        assert!(h.dispatch(0.0).is_empty());
-        h.next_round(1, 2, "g2".into(), Arc::new(Params::default()));
-        let next = h.dispatch(0.0);
+        let mut n = Net::new();
+        n.add_worker(1.0);
+        n.add_job(1, 2);
+        let issued = n.dispatch(0.0);
+        assert!(!n.hub.complete(issued[0].id, 0.0).unwrap().1);
+        assert!(n.hub.complete(issued[1].id, 0.0).unwrap().1);
+        assert!(n.hub.jobs[&1].round_complete());
+        assert!(n.dispatch(0.0).is_empty());
+        n.hub
+            .next_round(1, 2, "g2".into(), Arc::new(Params::default()));
+        let next = n.dispatch(0.0);
         assert_eq!(next.len(), 2);
-        assert_eq!(h.task(&next[0].lease).unwrap().weights, "g2");
+        assert_eq!(n.hub.task(&next[0]).unwrap().weights, "g2");
     }
 
     #[test]
     fn jobs_share_workers_in_turns() {
-        let mut h = hub();
+        let mut n = Net::new();
         for _ in 0..2 {
-            add_worker(&mut h, 1.0);
+            n.add_worker(1.0);
         }
-        add_job(&mut h, 1, 3);
-        add_job(&mut h, 2, 3);
-        let jobs: Vec<u64> = h.dispatch(0.0).iter().map(|i| i.lease.job).collect();
+        n.add_job(1, 3);
+        n.add_job(2, 3);
+        let jobs: Vec<u64> = n.dispatch(0.0).iter().map(|l| l.job).collect();
         assert_eq!(jobs, vec![1, 2, 1, 2]);
+    }
+
+    #[test]
+    fn many_workers_are_served_fairly() {
+        let mut n = Net::new();
+        for i in 0..1000 {
+            n.add_worker(f64::from(i % 7));
+        }
+        n.add_job(1, 256);
+        n.add_job(2, 256);
+        let issued = n.dispatch(0.0);
+        assert_eq!(issued.len(), 512);
+        let mut per_worker: HashMap<u64, u32> = HashMap::new();
+        for l in &issued {
+            *per_worker.entry(l.worker).or_default() += 1;
+        }
+        assert_eq!(per_worker.len(), 512, "one lease each before any second");
+        // The best benchmarks go first: 429 workers score 4 or more.
+        assert!(
+            issued
+                .iter()
+                .all(|l| n.hub.workers[&l.worker].view.benchmark >= 3.0)
+        );
     }
 }

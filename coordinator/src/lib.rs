@@ -16,6 +16,7 @@ pub mod coordinator;
 mod datasets;
 pub mod error;
 pub mod hub;
+pub mod states;
 pub mod store;
 
 pub use config::Config;
@@ -30,9 +31,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let coordinator = Coordinator::start(config).await?;
     tracing::info!("coordinator listening on http://{addr}");
     println!("oblivion-coordinator listening on http://{addr}");
-    axum::serve(listener, api::router(coordinator))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        api::router(coordinator).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     Ok(())
 }
 

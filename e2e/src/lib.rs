@@ -137,6 +137,16 @@ impl Network {
         Ok(())
     }
 
+    /// The coordinator's process id.
+    pub fn coordinator_pid(&self) -> Option<u32> {
+        self.coordinator.as_ref().map(Child::id)
+    }
+
+    /// The coordinator's database (its default, SQLite in the data directory).
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}", self.data.0.join("oblivion.db").display())
+    }
+
     /// An API client for this network.
     pub fn api(&self) -> Api {
         Api {
@@ -257,6 +267,16 @@ impl Api {
     }
 }
 
+/// A process's peak resident memory (VmHWM), in KiB.
+pub fn peak_rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM in /proc/PID/status")
+}
+
 /// Reads an example spec from `examples/jobs/`.
 pub fn example(name: &str) -> Result<serde_json::Value> {
     let path = root().join("examples/jobs").join(name);
@@ -327,6 +347,27 @@ impl ScriptedWorker {
                 return Ok(serde_json::from_str(text)?);
             }
         }
+    }
+
+    /// Sends a heartbeat for `leases` (progress 0.5 each).
+    pub async fn heartbeat(&mut self, leases: &[u64]) -> Result<()> {
+        use futures_util::SinkExt;
+        use oblivion_protocol::wire::{LeaseProgress, WorkerMessage};
+        let msg = WorkerMessage::Heartbeat {
+            leases: leases
+                .iter()
+                .map(|&lease_id| LeaseProgress {
+                    lease_id,
+                    progress: 0.5,
+                })
+                .collect(),
+        };
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                serde_json::to_string(&msg)?.into(),
+            ))
+            .await?;
+        Ok(())
     }
 
     /// Waits for the next lease (skipping other messages).

@@ -121,6 +121,23 @@ impl Architecture {
             .sum()
     }
 
+    /// Multiply-adds of one forward pass over one sample: what evaluating
+    /// or training on a sample costs, up to a constant.
+    pub fn forward_macs(&self) -> u64 {
+        let mut macs: u64 = 0;
+        if let (Some((convs, _)), Some(k)) = (self.conv_plan(), self.kernel_size()) {
+            let (mut h, mut w) = (self.input_shape[1] as u64, self.input_shape[2] as u64);
+            for (cin, cout) in convs {
+                macs = macs.saturating_add(h * w * (cin * cout * k * k) as u64);
+                (h, w) = (h / 2, w / 2);
+            }
+        }
+        for (din, dout) in self.dense_plan() {
+            macs = macs.saturating_add((din as u64).saturating_mul(dout as u64));
+        }
+        macs
+    }
+
     /// An upper estimate of the largest single buffer a training step at
     /// `batch` allocates, in bytes: the biggest of the parameter tensors,
     /// the layer activations and a convolution's unfolded input (im2col).

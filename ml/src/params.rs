@@ -205,7 +205,17 @@ impl Params {
 
     /// Reverses [`Params::to_compressed`] (plain safetensors is accepted too).
     pub fn from_compressed(bytes: &[u8]) -> Result<(Params, HashMap<String, String>), MlError> {
-        let raw = crate::data::maybe_gunzip(bytes, MAX_PARAMS_BYTES)
+        Params::from_compressed_within(bytes, MAX_PARAMS_BYTES)
+    }
+
+    /// [`Params::from_compressed`], refusing anything that decompresses to
+    /// more than `limit` bytes (size it to the model: a gzip bomb then
+    /// costs no more memory than a genuine update).
+    pub fn from_compressed_within(
+        bytes: &[u8],
+        limit: usize,
+    ) -> Result<(Params, HashMap<String, String>), MlError> {
+        let raw = crate::data::maybe_gunzip(bytes, limit.min(MAX_PARAMS_BYTES))
             .map_err(|e| MlError::Update(e.to_string()))?;
         Params::from_safetensors(&raw)
     }

@@ -189,6 +189,34 @@ pub struct WorkerView {
     pub leases: Vec<WorkerLease>,
 }
 
+impl WorkerView {
+    /// A newly connected worker: no leases, zero counters, idle (its id is
+    /// assigned when it is recorded).
+    pub fn connected(
+        name: String,
+        client: ClientKind,
+        device: DeviceInfo,
+        benchmark: f64,
+    ) -> WorkerView {
+        WorkerView {
+            id: 0,
+            name,
+            client,
+            device,
+            benchmark,
+            connected: true,
+            active_leases: 0,
+            accepted: 0,
+            rejected: 0,
+            lost: 0,
+            samples: 0,
+            state: "idle".into(),
+            samples_per_second: 0.0,
+            leases: Vec::new(),
+        }
+    }
+}
+
 /// A lease a worker holds, for the API.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkerLease {

@@ -185,3 +185,13 @@ mod tests {
         assert_eq!(serde_json::from_str::<WorkerMessage>(&text).unwrap(), msg);
     }
 }
+
+/// The coordinator's answer to an accepted update
+/// (`POST /api/leases/{lease}/update`); a refusal is a 4xx with an error.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UpdateReceipt {
+    /// Always true (refusals are 4xx answers).
+    pub accepted: bool,
+    /// Samples credited to the worker: the shard's size, never its claim.
+    pub credited_samples: u64,
+}

@@ -12,7 +12,7 @@ use oblivion_ml::ComputeDevice;
 use oblivion_protocol::api::ApiError;
 use oblivion_protocol::wire::{
     ClientKind, CoordinatorMessage, DeviceInfo, LeaseProgress, LeaseTask, PROTOCOL_VERSION,
-    WORKER_TOKEN_HEADER, WorkerMessage,
+    UpdateReceipt, WORKER_TOKEN_HEADER, WorkerMessage,
 };
 use oblivion_worker_engine::Engine;
 use tokio::sync::mpsc;
@@ -346,10 +346,9 @@ async fn work(
     if status.is_success() {
         Ok(Some(
             response
-                .json::<serde_json::Value>()
+                .json::<UpdateReceipt>()
                 .await
-                .ok()
-                .and_then(|v| v["credited_samples"].as_u64())
+                .map(|r| r.credited_samples)
                 .unwrap_or(0),
         ))
     } else {

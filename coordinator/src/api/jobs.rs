@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use oblivion_protocol::JobSpec;
@@ -18,13 +18,14 @@ use crate::error::AppError;
 /// `POST /api/jobs`: a JSON spec → 201 `{"id": …}`.
 pub async fn create(
     State(c): State<Arc<Coordinator>>,
+    ConnectInfo(client): ConnectInfo<std::net::SocketAddr>,
     body: Body,
 ) -> Result<(StatusCode, Json<Created>), AppError> {
     let bytes = read_body(body, MAX_SPEC_BYTES, "the job spec").await?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| AppError::bad_request("the job spec is not UTF-8 text"))?;
     let spec = JobSpec::from_json(text)?;
-    let id = c.create_job(spec).await?;
+    let id = c.create_job(spec, &client.ip().to_string()).await?;
     Ok((StatusCode::CREATED, Json(Created { id })))
 }
 
@@ -92,7 +93,10 @@ pub async fn upload_dataset(
     body: Body,
 ) -> Result<(StatusCode, Json<UploadedDataset>), AppError> {
     let bytes = read_body(body, c.config.max_upload_bytes, "the upload").await?;
-    Ok((StatusCode::CREATED, Json(c.upload_dataset(&bytes).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(c.upload_dataset(bytes.to_vec()).await?),
+    ))
 }
 
 /// `GET /api/artifacts/{sha256}`: immutable, so cacheable forever.

@@ -11,16 +11,19 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use oblivion_protocol::api::WorkerView;
 use oblivion_protocol::wire::{
-    CoordinatorMessage, DeviceInfo, PROTOCOL_VERSION, WORKER_TOKEN_HEADER, WorkerMessage,
+    CoordinatorMessage, DeviceInfo, PROTOCOL_VERSION, UpdateReceipt, WORKER_TOKEN_HEADER,
+    WorkerMessage,
 };
 use tokio::sync::mpsc;
 
 use super::read_body;
-use crate::coordinator::{Coordinator, UpdateReceipt};
+use crate::coordinator::Coordinator;
 use crate::error::AppError;
 
 /// Largest control message from a worker, bytes.
 const MAX_CONTROL_MESSAGE: usize = 64 * 1024;
+/// Largest benchmark score taken from a worker's hello (samples/s).
+const MAX_BENCHMARK: f64 = 1e9;
 /// Time a new connection has to say Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -49,6 +52,8 @@ pub async fn update(
             )
         })?
         .to_string();
+    // One upload per lease at a time, claimed before the body is read.
+    let _slot = c.upload_slot(lease)?;
     let bytes = read_body(body, c.config.max_update_bytes, "the update").await?;
     Ok(Json(c.submit_update(&token, lease, bytes.to_vec()).await?))
 }
@@ -105,31 +110,21 @@ async fn session(c: Arc<Coordinator>, mut socket: WebSocket) {
         )
         .await;
     }
-    let view = WorkerView {
-        id: 0,
-        name: name.chars().take(64).collect(),
+    let view = WorkerView::connected(
+        name.chars().take(64).collect(),
         client,
         // Self-described, so bounded: it is shown to every visitor.
-        device: DeviceInfo {
+        DeviceInfo {
             backend: device.backend.chars().take(16).collect(),
             name: device.name.chars().take(128).collect(),
             detail: device.detail.chars().take(512).collect(),
         },
-        benchmark: if benchmark.is_finite() {
-            benchmark.max(0.0)
+        if benchmark.is_finite() {
+            benchmark.clamp(0.0, MAX_BENCHMARK)
         } else {
             0.0
         },
-        connected: true,
-        active_leases: 0,
-        accepted: 0,
-        rejected: 0,
-        lost: 0,
-        samples: 0,
-        state: "idle".into(),
-        samples_per_second: 0.0,
-        leases: Vec::new(),
-    };
+    );
     // What the worker asked for, at least one; the coordinator's cap applies too.
     let max_leases = max_leases.unwrap_or(u32::MAX).max(1);
     let (tx, mut rx) = mpsc::unbounded_channel();

@@ -1,7 +1,8 @@
 //! Content-addressed blobs on disk: `<dir>/<aa>/<sha256>`, written once,
-//! atomically (temp file + rename), and served immutable.
+//! atomically and durably (temp file, fsync, rename, fsync of the
+//! directory) before any database row names them, and served immutable.
 
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -14,6 +15,22 @@ pub struct Artifacts {
 
 fn valid_sha(sha: &str) -> bool {
     sha.len() == 64 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Writes `bytes` as `path`, so that after a crash the file is either
+/// absent or complete, and its name survives a power cut.
+fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let parent = path
+        .parent()
+        .ok_or_else(|| io::Error::other("artifact path has no directory"))?;
+    std::fs::create_dir_all(parent)?;
+    let tmp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(parent)?.sync_all()
 }
 
 impl Artifacts {
@@ -29,20 +46,20 @@ impl Artifacts {
         self.dir.join(&sha[..2]).join(sha)
     }
 
-    /// Stores `bytes`; returns their sha256 (hex).
-    pub async fn put(&self, bytes: &[u8]) -> io::Result<String> {
-        let sha = hex::encode(Sha256::digest(bytes));
-        let path = self.path(&sha);
-        if tokio::fs::try_exists(&path).await? {
-            return Ok(sha);
-        }
-        if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent).await?;
-        }
-        let tmp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
-        tokio::fs::write(&tmp, bytes).await?;
-        tokio::fs::rename(&tmp, &path).await?;
-        Ok(sha)
+    /// Stores `bytes` (hashing and writing on a blocking thread); returns
+    /// their sha256 (hex) once they are on disk.
+    pub async fn put(&self, bytes: Vec<u8>) -> io::Result<String> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let sha = hex::encode(Sha256::digest(&bytes));
+            let path = store.path(&sha);
+            if !path.exists() {
+                write_durably(&path, &bytes)?;
+            }
+            Ok(sha)
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     /// The blob with this sha256, or `None`.

@@ -1,18 +1,30 @@
-//! The embedded database (SQLite through sqlx): the durable record of jobs,
-//! rounds, shards, leases, updates and workers, from which a restarted
-//! coordinator resumes every job where it was.
+//! The database: the one source of truth for jobs, rounds, shards, leases,
+//! updates and workers' counters. SQLite (embedded, the default) or
+//! PostgreSQL, through sqlx's `Any` driver so that both run the same
+//! queries (`$N` placeholders, `RETURNING`, `ON CONFLICT DO NOTHING` are
+//! common to both).
+//!
+//! Every state change is one transaction whose `UPDATE … WHERE status = …`
+//! guards are checked by rows affected; the schema adds what the code must
+//! not be trusted with alone (one active lease per shard, one update per
+//! shard and round, job statuses that only move forward, a log of every
+//! status change). Schema changes are versioned migrations.
 
-use std::path::Path;
-use std::str::FromStr;
+use std::collections::HashMap;
+use std::time::Duration;
 
 use oblivion_protocol::JobSpec;
-use oblivion_protocol::api::{JobStatus, RoundMetrics};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{Row, SqlitePool};
+use oblivion_protocol::api::{Contributor, JobStatus, RoundMetrics, WorkerView};
+use oblivion_protocol::wire::{ClientKind, DeviceInfo};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
-const SCHEMA: &str = include_str!("schema.sql");
+use super::migrations;
+use crate::hub::Grant;
+use crate::states::LeaseStatus;
 
-/// Seconds since the Unix epoch, with fractions.
+/// Seconds since the Unix epoch, with fractions (for records; expiry runs
+/// on a monotonic clock).
 pub fn now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -20,10 +32,35 @@ pub fn now() -> f64 {
         .unwrap_or_default()
 }
 
+/// Which database a URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite://PATH`: embedded, one instance.
+    Sqlite,
+    /// `postgres://…`: shared by several instances.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend of `url`, or a readable refusal.
+    pub fn of(url: &str) -> Result<Backend, String> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(format!(
+                "database URL {url:?} is neither sqlite://PATH nor postgres://…"
+            ))
+        }
+    }
+}
+
 /// Handle on the database.
 #[derive(Clone, Debug)]
 pub struct Db {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
 /// A job as stored.
@@ -57,6 +94,8 @@ pub struct JobRow {
     pub error: Option<String>,
     /// Creation time (Unix seconds).
     pub created_at: i64,
+    /// Who submitted it (the client's address).
+    pub creator: Option<String>,
 }
 
 /// An accepted update as stored.
@@ -89,19 +128,56 @@ pub struct RoundRow {
     pub global_sha: String,
 }
 
-fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<JobRow, sqlx::Error> {
-    let decode = |e: serde_json::Error| sqlx::Error::Decode(Box::new(e));
+/// A lease the database recorded for a planned [`Grant`].
+#[derive(Clone, Copy, Debug)]
+pub struct Granted {
+    /// What was planned.
+    pub grant: Grant,
+    /// The lease's id.
+    pub id: u64,
+    /// Whether it moved its job from pending to running.
+    pub started_job: bool,
+}
+
+/// Why a guarded change of a job did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobRefusal {
+    /// No such job.
+    Missing,
+    /// The job is in this state, which does not allow it.
+    State(JobStatus),
+}
+
+/// Why an update was not recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateRefusal {
+    /// The lease is not active (it ended, or another worker holds it).
+    LeaseNotActive,
+    /// The job is no longer running this round.
+    JobMovedOn,
+    /// This shard's update for the round is already in.
+    Duplicate,
+}
+
+fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
+}
+
+fn status_of(text: &str) -> Result<JobStatus, sqlx::Error> {
+    JobStatus::parse(text).ok_or_else(|| sqlx::Error::Decode(format!("bad status {text}").into()))
+}
+
+fn job_from_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
     let spec: String = row.try_get("spec")?;
     let status: String = row.try_get("status")?;
     let shape: String = row.try_get("input_shape")?;
     Ok(JobRow {
         id: row.try_get::<i64, _>("id")? as u64,
-        spec: serde_json::from_str(&spec).map_err(decode)?,
-        status: JobStatus::parse(&status)
-            .ok_or_else(|| sqlx::Error::Decode(format!("bad status {status}").into()))?,
+        spec: serde_json::from_str(&spec).map_err(decode_err)?,
+        status: status_of(&status)?,
         round: row.try_get::<i64, _>("round")? as u32,
         global_sha: row.try_get("global_sha")?,
-        input_shape: serde_json::from_str(&shape).map_err(decode)?,
+        input_shape: serde_json::from_str(&shape).map_err(decode_err)?,
         classes: row.try_get::<i64, _>("classes")? as usize,
         normalization: row.try_get("normalization")?,
         validation_sha: row.try_get("validation_sha")?,
@@ -110,22 +186,74 @@ fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<JobRow, sqlx::Error> {
         round_started_at: row.try_get("round_started_at")?,
         error: row.try_get("error")?,
         created_at: row.try_get("created_at")?,
+        creator: row.try_get("creator")?,
     })
 }
 
+fn metrics_from_row(r: &AnyRow) -> Result<RoundMetrics, sqlx::Error> {
+    Ok(RoundMetrics {
+        round: r.try_get::<i64, _>("round")? as u32,
+        loss: r.try_get("loss")?,
+        accuracy: r.try_get("accuracy")?,
+        train_loss: r.try_get("train_loss")?,
+        updates: r.try_get::<i64, _>("updates")? as u32,
+        seconds: r.try_get("seconds")?,
+        train_seconds: r.try_get("train_seconds")?,
+        aggregate_seconds: r.try_get("aggregate_seconds")?,
+    })
+}
+
+/// Statuses a job may be cancelled or failed from.
+const UNFINISHED: &str = "('pending', 'running')";
+
 impl Db {
-    /// Opens (creating) the database file and its tables.
-    pub async fn open(path: &Path) -> Result<Db, sqlx::Error> {
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
-        Ok(Db { pool })
+    /// Connects to `url` (creating an SQLite file if missing) and brings
+    /// the schema up to date.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Db, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of(url).map_err(|e| sqlx::Error::Configuration(e.into()))?;
+        let mut options = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30));
+        let url = match backend {
+            Backend::Sqlite => {
+                options = options.after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // WAL: readers never wait for the writer; FULL:
+                        // a commit survives a power cut, not only a crash.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA busy_timeout = 10000;",
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                });
+                if url.contains('?') {
+                    url.to_string()
+                } else {
+                    format!("{url}?mode=rwc")
+                }
+            }
+            Backend::Postgres => url.to_string(),
+        };
+        let pool = options.connect(&url).await?;
+        migrations::run(&pool, backend).await?;
+        Ok(Db { pool, backend })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A transaction that will write. SQLite takes its write lock at once,
+    /// so that two writers never deadlock upgrading from read to write.
+    async fn write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
     }
 
     /// Stores a new job and its shards; returns its id.
@@ -134,18 +262,19 @@ impl Db {
         job: &JobRow,
         shards: &[(String, u64)],
     ) -> Result<u64, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let id = sqlx::query(
+        let mut tx = self.write().await?;
+        let id: i64 = sqlx::query(
             "INSERT INTO jobs (name, spec, status, round, global_sha, input_shape, classes, \
              normalization, validation_sha, train_samples, validation_samples, round_started_at, \
-             error, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             error, created_at, creator) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
         )
         .bind(&job.spec.name)
-        .bind(serde_json::to_string(&job.spec).unwrap_or_default())
+        .bind(serde_json::to_string(&job.spec).map_err(decode_err)?)
         .bind(job.status.as_str())
         .bind(i64::from(job.round))
         .bind(&job.global_sha)
-        .bind(serde_json::to_string(&job.input_shape).unwrap_or_default())
+        .bind(serde_json::to_string(&job.input_shape).map_err(decode_err)?)
         .bind(job.classes as i64)
         .bind(&job.normalization)
         .bind(&job.validation_sha)
@@ -154,14 +283,15 @@ impl Db {
         .bind(job.round_started_at)
         .bind(&job.error)
         .bind(job.created_at)
-        .execute(&mut *tx)
+        .bind(&job.creator)
+        .fetch_one(&mut *tx)
         .await?
-        .last_insert_rowid() as u64;
+        .try_get("id")?;
         for (i, (sha, samples)) in shards.iter().enumerate() {
             sqlx::query(
-                "INSERT INTO job_shards (job_id, shard, data_sha, samples) VALUES (?, ?, ?, ?)",
+                "INSERT INTO job_shards (job_id, shard, data_sha, samples) VALUES ($1, $2, $3, $4)",
             )
-            .bind(id as i64)
+            .bind(id)
             .bind(i as i64)
             .bind(sha)
             .bind(*samples as i64)
@@ -169,12 +299,12 @@ impl Db {
             .await?;
         }
         tx.commit().await?;
-        Ok(id)
+        Ok(id as u64)
     }
 
     /// One job.
     pub async fn job(&self, id: u64) -> Result<Option<JobRow>, sqlx::Error> {
-        sqlx::query("SELECT * FROM jobs WHERE id = ?")
+        sqlx::query("SELECT * FROM jobs WHERE id = $1")
             .bind(id as i64)
             .fetch_optional(&self.pool)
             .await?
@@ -193,35 +323,163 @@ impl Db {
             .collect()
     }
 
-    /// Sets a job's status (and error).
-    pub async fn set_status(
+    /// Jobs still to train (pending or running), oldest first.
+    pub async fn unfinished_jobs(&self) -> Result<Vec<JobRow>, sqlx::Error> {
+        sqlx::query(&format!(
+            "SELECT * FROM jobs WHERE status IN {UNFINISHED} ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(job_from_row)
+        .collect()
+    }
+
+    /// Jobs submitted by `creator` that have not finished.
+    pub async fn jobs_in_flight(&self, creator: &str) -> Result<u64, sqlx::Error> {
+        let n: i64 = sqlx::query(&format!(
+            "SELECT COUNT(*) AS n FROM jobs WHERE creator = $1 AND status IN {UNFINISHED}"
+        ))
+        .bind(creator)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?;
+        Ok(n as u64)
+    }
+
+    /// Ends a job that has not finished: `Cancelled` (revoking its active
+    /// leases) or `Failed` (with `error`), in one transaction. Refused when
+    /// the job already finished, whatever raced with it.
+    pub async fn finish_job(
         &self,
         id: u64,
         status: JobStatus,
         error: Option<&str>,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE jobs SET status = ?, error = COALESCE(?, error) WHERE id = ?")
-            .bind(status.as_str())
-            .bind(error)
-            .bind(id as i64)
-            .execute(&self.pool)
-            .await?;
+    ) -> Result<Result<(), JobRefusal>, sqlx::Error> {
+        let mut tx = self.write().await?;
+        let changed = sqlx::query(&format!(
+            "UPDATE jobs SET status = $2, error = COALESCE($3, error), \
+             aggregation_claim = NULL, aggregation_claimed_at = NULL \
+             WHERE id = $1 AND status IN {UNFINISHED}"
+        ))
+        .bind(id as i64)
+        .bind(status.as_str())
+        .bind(error)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            let current = sqlx::query("SELECT status FROM jobs WHERE id = $1")
+                .bind(id as i64)
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Ok(Err(match current {
+                Some(row) => JobRefusal::State(status_of(&row.try_get::<String, _>("status")?)?),
+                None => JobRefusal::Missing,
+            }));
+        }
+        sqlx::query(
+            "UPDATE leases SET status = 'revoked', reason = $2, ended_at = $3 \
+             WHERE job_id = $1 AND status = 'active'",
+        )
+        .bind(id as i64)
+        .bind(format!("job {}", status.as_str()))
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
+    /// Claims the aggregation of `job`'s `round` for `instance`: only one
+    /// claimant wins, and a claim older than `stale_before` (its instance
+    /// died) may be taken over.
+    pub async fn claim_aggregation(
+        &self,
+        job: u64,
+        round: u32,
+        instance: &str,
+        stale_before: f64,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.write().await?;
+        let claimed = sqlx::query(
+            "UPDATE jobs SET aggregation_claim = $3, aggregation_claimed_at = $4 \
+             WHERE id = $1 AND round = $2 AND status = 'running' \
+             AND (aggregation_claim IS NULL OR aggregation_claimed_at < $5)",
+        )
+        .bind(job as i64)
+        .bind(i64::from(round))
+        .bind(instance)
+        .bind(now())
+        .bind(stale_before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Gives up a claim (after a failed attempt), so another may take it.
+    pub async fn release_aggregation(&self, job: u64, instance: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE jobs SET aggregation_claim = NULL, aggregation_claimed_at = NULL \
+             WHERE id = $1 AND aggregation_claim = $2",
+        )
+        .bind(job as i64)
+        .bind(instance)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    /// Records a finished round and moves the job on, atomically.
+    /// Drops every aggregation claim (at start-up of the only instance that
+    /// uses this database: the claimants died with the last process).
+    pub async fn release_all_aggregations(&self) -> Result<u64, sqlx::Error> {
+        Ok(sqlx::query(
+            "UPDATE jobs SET aggregation_claim = NULL, aggregation_claimed_at = NULL \
+             WHERE aggregation_claim IS NOT NULL",
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// Records the aggregated round and moves the job on, in one
+    /// transaction, if `instance` still holds the claim on this round of a
+    /// running job. Returns whether it did.
     pub async fn finish_round(
         &self,
         id: u64,
+        instance: &str,
         round: &RoundRow,
         next_round: u32,
         status: JobStatus,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<bool, sqlx::Error> {
         let m = &round.metrics;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
+        let moved = sqlx::query(
+            "UPDATE jobs SET round = $2, global_sha = $3, status = $4, round_started_at = $5, \
+             aggregation_claim = NULL, aggregation_claimed_at = NULL \
+             WHERE id = $1 AND round = $6 AND status = 'running' AND aggregation_claim = $7",
+        )
+        .bind(id as i64)
+        .bind(i64::from(next_round))
+        .bind(&round.global_sha)
+        .bind(status.as_str())
+        .bind(now())
+        .bind(i64::from(m.round))
+        .bind(instance)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved != 1 {
+            return Ok(false);
+        }
         sqlx::query(
-            "INSERT OR REPLACE INTO rounds (job_id, round, global_sha, loss, accuracy, train_loss, \
-             updates, seconds, train_seconds, aggregate_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO rounds (job_id, round, global_sha, loss, accuracy, train_loss, \
+             updates, seconds, train_seconds, aggregate_seconds) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(id as i64)
         .bind(i64::from(m.round))
@@ -235,49 +493,41 @@ impl Db {
         .bind(m.aggregate_seconds)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "UPDATE jobs SET round = ?, global_sha = ?, status = ?, round_started_at = ? WHERE id = ?",
-        )
-        .bind(i64::from(next_round))
-        .bind(&round.global_sha)
-        .bind(status.as_str())
-        .bind(now())
-        .bind(id as i64)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Finished rounds of a job, in order.
     pub async fn rounds(&self, job: u64) -> Result<Vec<RoundMetrics>, sqlx::Error> {
-        let rows = sqlx::query("SELECT * FROM rounds WHERE job_id = ? ORDER BY round")
+        sqlx::query("SELECT * FROM rounds WHERE job_id = $1 ORDER BY round")
             .bind(job as i64)
             .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RoundMetrics {
-                    round: r.try_get::<i64, _>("round")? as u32,
-                    loss: r.try_get("loss")?,
-                    accuracy: r.try_get("accuracy")?,
-                    train_loss: r.try_get("train_loss")?,
-                    updates: r.try_get::<i64, _>("updates")? as u32,
-                    seconds: r.try_get("seconds")?,
-                    train_seconds: r.try_get("train_seconds")?,
-                    aggregate_seconds: r.try_get("aggregate_seconds")?,
-                })
-            })
+            .await?
+            .iter()
+            .map(metrics_from_row)
             .collect()
+    }
+
+    /// Finished rounds of every job, by job (one query for the job list).
+    pub async fn all_rounds(&self) -> Result<HashMap<u64, Vec<RoundMetrics>>, sqlx::Error> {
+        let mut out: HashMap<u64, Vec<RoundMetrics>> = HashMap::new();
+        for r in sqlx::query("SELECT * FROM rounds ORDER BY job_id, round")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let job = r.try_get::<i64, _>("job_id")? as u64;
+            out.entry(job).or_default().push(metrics_from_row(&r)?);
+        }
+        Ok(out)
     }
 
     /// A job's data shards: (sha256, samples) by index.
     pub async fn job_shards(&self, job: u64) -> Result<Vec<(String, u64)>, sqlx::Error> {
-        let rows =
-            sqlx::query("SELECT data_sha, samples FROM job_shards WHERE job_id = ? ORDER BY shard")
-                .bind(job as i64)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
+        sqlx::query("SELECT data_sha, samples FROM job_shards WHERE job_id = $1 ORDER BY shard")
+            .bind(job as i64)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
             .map(|r| {
                 Ok((
                     r.try_get("data_sha")?,
@@ -287,65 +537,159 @@ impl Db {
             .collect()
     }
 
-    /// Records an issued lease.
-    pub async fn insert_lease(
+    /// Records planned leases, each only if its job is still unfinished in
+    /// that round and its shard has neither an update nor an active lease;
+    /// a job's first lease moves it to running. One transaction.
+    pub async fn grant_leases(
         &self,
-        id: u64,
-        job: u64,
-        round: u32,
-        shard: u32,
-        worker: u64,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO leases (id, job_id, round, shard, worker_id, status, issued_at) \
-             VALUES (?, ?, ?, ?, ?, 'active', ?)",
+        grants: &[Grant],
+        instance: &str,
+    ) -> Result<Vec<Granted>, sqlx::Error> {
+        let mut tx = self.write().await?;
+        let mut granted = Vec::with_capacity(grants.len());
+        let issued_at = now();
+        for g in grants {
+            let row = sqlx::query(&format!(
+                "INSERT INTO leases (job_id, round, shard, worker_id, status, issued_at, instance) \
+                 SELECT $1, $2, $3, $4, 'active', $5, $6 \
+                 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND round = $2 \
+                               AND status IN {UNFINISHED}) \
+                 AND NOT EXISTS (SELECT 1 FROM updates WHERE job_id = $1 AND round = $2 \
+                                 AND shard = $3) \
+                 ON CONFLICT DO NOTHING RETURNING id"
+            ))
+            .bind(g.job as i64)
+            .bind(i64::from(g.round))
+            .bind(i64::from(g.shard))
+            .bind(g.worker as i64)
+            .bind(issued_at)
+            .bind(instance)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else { continue };
+            let id: i64 = row.try_get("id")?;
+            let started = sqlx::query(
+                "UPDATE jobs SET status = 'running' WHERE id = $1 AND status = 'pending'",
+            )
+            .bind(g.job as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            granted.push(Granted {
+                grant: *g,
+                id: id as u64,
+                started_job: started,
+            });
+        }
+        tx.commit().await?;
+        Ok(granted)
+    }
+
+    /// Ends active leases without an update, counting lost and rejected
+    /// ones against their workers. Returns how many it ended.
+    pub async fn end_leases(
+        &self,
+        ended: &[(u64, LeaseStatus)],
+        reason: &str,
+    ) -> Result<u64, sqlx::Error> {
+        if ended.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.write().await?;
+        let mut count = 0;
+        let at = now();
+        for &(id, status) in ended {
+            let worker = sqlx::query(
+                "UPDATE leases SET status = $2, reason = $3, ended_at = $4 \
+                 WHERE id = $1 AND status = 'active' RETURNING worker_id",
+            )
+            .bind(id as i64)
+            .bind(status.as_str())
+            .bind(reason)
+            .bind(at)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(worker) = worker else { continue };
+            count += 1;
+            let counter = match status {
+                LeaseStatus::Rejected => "rejected",
+                s if s.is_lost() => "lost",
+                _ => continue,
+            };
+            sqlx::query(&format!(
+                "UPDATE workers SET {counter} = {counter} + 1 WHERE id = $1"
+            ))
+            .bind(worker.try_get::<i64, _>("worker_id")?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    /// Marks every lease still active as ended (at start-up of the only
+    /// instance using this database: its workers' connections died with
+    /// the previous process).
+    pub async fn end_all_active_leases(&self, reason: &str) -> Result<u64, sqlx::Error> {
+        Ok(sqlx::query(
+            "UPDATE leases SET status = 'disconnected', reason = $1, ended_at = $2 \
+             WHERE status = 'active'",
         )
-        .bind(id as i64)
-        .bind(job as i64)
-        .bind(i64::from(round))
-        .bind(i64::from(shard))
-        .bind(worker as i64)
+        .bind(reason)
         .bind(now())
         .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected())
     }
 
-    /// Records how a lease ended (`completed`, `rejected`, `expired`,
-    /// `returned`, `disconnected`, `revoked`).
-    pub async fn end_lease(&self, id: u64, status: &str, reason: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE leases SET status = ?, reason = ?, ended_at = ? WHERE id = ? AND status = 'active'")
-            .bind(status)
-            .bind(reason)
-            .bind(now())
-            .bind(id as i64)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Marks every lease still active as ended (used at start-up: their
-    /// workers' connections died with the previous process).
-    pub async fn end_all_active_leases(&self, reason: &str) -> Result<u64, sqlx::Error> {
-        Ok(sqlx::query("UPDATE leases SET status = 'disconnected', reason = ?, ended_at = ? WHERE status = 'active'")
-            .bind(reason)
-            .bind(now())
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
-    }
-
-    /// Records an accepted update and completes its lease, atomically.
-    pub async fn insert_update(
+    /// Records an accepted update, completing its lease and crediting its
+    /// worker, in one transaction; only while the lease is active, its job
+    /// runs that round, and the shard has no update yet. Returns whether
+    /// the round now has an update for every shard.
+    pub async fn accept_update(
         &self,
         job: u64,
         round: u32,
         u: &UpdateRow,
-    ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT OR REPLACE INTO updates (job_id, round, shard, lease_id, worker_id, update_sha, \
-             samples, train_loss, norm, train_millis) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    ) -> Result<Result<bool, UpdateRefusal>, sqlx::Error> {
+        let mut tx = self.write().await?;
+        let completed = sqlx::query(
+            "UPDATE leases SET status = 'completed', ended_at = $2 \
+             WHERE id = $1 AND worker_id = $3 AND job_id = $4 AND round = $5 AND shard = $6 \
+             AND status = 'active'",
+        )
+        .bind(u.lease_id as i64)
+        .bind(now())
+        .bind(u.worker_id as i64)
+        .bind(job as i64)
+        .bind(i64::from(round))
+        .bind(i64::from(u.shard))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if completed != 1 {
+            return Ok(Err(UpdateRefusal::LeaseNotActive));
+        }
+        // Locks the job row (PostgreSQL) so a cancel waits for this commit.
+        let lock = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR SHARE",
+        };
+        let current = sqlx::query(&format!(
+            "SELECT 1 AS ok FROM jobs WHERE id = $1 AND round = $2 AND status = 'running'{lock}"
+        ))
+        .bind(job as i64)
+        .bind(i64::from(round))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if current.is_none() {
+            return Ok(Err(UpdateRefusal::JobMovedOn));
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO updates (job_id, round, shard, lease_id, worker_id, update_sha, \
+             samples, train_loss, norm, train_millis) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
         )
         .bind(job as i64)
         .bind(i64::from(round))
@@ -358,24 +702,39 @@ impl Db {
         .bind(u.norm)
         .bind(u.train_millis as i64)
         .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted != 1 {
+            return Ok(Err(UpdateRefusal::Duplicate));
+        }
+        sqlx::query(
+            "UPDATE workers SET accepted = accepted + 1, samples = samples + $2 WHERE id = $1",
+        )
+        .bind(u.worker_id as i64)
+        .bind(u.samples as i64)
+        .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE leases SET status = 'completed', ended_at = ? WHERE id = ?")
-            .bind(now())
-            .bind(u.lease_id as i64)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
+        let complete: i64 = sqlx::query(
+            "SELECT CAST(CASE WHEN (SELECT COUNT(*) FROM updates WHERE job_id = $1 AND round = $2) \
+             = (SELECT COUNT(*) FROM job_shards WHERE job_id = $1) THEN 1 ELSE 0 END AS BIGINT) AS done",
+        )
+        .bind(job as i64)
+        .bind(i64::from(round))
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("done")?;
+        tx.commit().await?;
+        Ok(Ok(complete == 1))
     }
 
-    /// Accepted updates of one round.
+    /// Accepted updates of one round, by shard.
     pub async fn round_updates(&self, job: u64, round: u32) -> Result<Vec<UpdateRow>, sqlx::Error> {
-        let rows =
-            sqlx::query("SELECT * FROM updates WHERE job_id = ? AND round = ? ORDER BY shard")
-                .bind(job as i64)
-                .bind(i64::from(round))
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
+        sqlx::query("SELECT * FROM updates WHERE job_id = $1 AND round = $2 ORDER BY shard")
+            .bind(job as i64)
+            .bind(i64::from(round))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
             .map(|r| {
                 Ok(UpdateRow {
                     shard: r.try_get::<i64, _>("shard")? as u32,
@@ -391,91 +750,73 @@ impl Db {
             .collect()
     }
 
-    /// Workers whose updates to `job` were accepted, most samples first.
-    pub async fn contributors(
+    /// Every status a job has had, oldest first (`None` before creation).
+    pub async fn transitions(
         &self,
         job: u64,
-    ) -> Result<Vec<oblivion_protocol::api::Contributor>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT u.worker_id AS id, w.name AS name, w.client AS client, w.device AS device, \
-             COUNT(*) AS updates, SUM(u.samples) AS samples \
-             FROM updates u JOIN workers w ON w.id = u.worker_id WHERE u.job_id = ? \
-             GROUP BY u.worker_id ORDER BY samples DESC, id",
+    ) -> Result<Vec<(Option<JobStatus>, JobStatus)>, sqlx::Error> {
+        sqlx::query(
+            "SELECT from_status, to_status FROM job_transitions WHERE job_id = $1 ORDER BY id",
         )
         .bind(job as i64)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let client: String = r.try_get("client")?;
-                let device: String = r.try_get("device")?;
-                let device: Option<oblivion_protocol::wire::DeviceInfo> =
-                    serde_json::from_str(&device).ok();
-                Ok(oblivion_protocol::api::Contributor {
-                    worker_id: r.try_get::<i64, _>("id")? as u64,
-                    name: r.try_get("name")?,
-                    client: serde_json::from_str(&client)
-                        .unwrap_or(oblivion_protocol::wire::ClientKind::Native),
-                    backend: device.map(|d| d.backend).unwrap_or_default(),
-                    updates: r.try_get::<i64, _>("updates")? as u64,
-                    samples: r.try_get::<i64, _>("samples")? as u64,
-                })
-            })
-            .collect()
+        .await?
+        .iter()
+        .map(|r| {
+            let from: Option<String> = r.try_get("from_status")?;
+            let to: String = r.try_get("to_status")?;
+            Ok((from.as_deref().map(status_of).transpose()?, status_of(&to)?))
+        })
+        .collect()
     }
 
-    /// Largest lease and worker ids used so far (ids never repeat, even
-    /// across restarts, so a stale lease can never be mistaken for a new one).
-    pub async fn max_ids(&self) -> Result<(u64, u64), sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT (SELECT COALESCE(MAX(id), 0) FROM leases) AS l, \
-             (SELECT COALESCE(MAX(id), 0) FROM workers) AS w",
+    /// Workers whose updates to `job` were accepted, most samples first.
+    pub async fn contributors(&self, job: u64) -> Result<Vec<Contributor>, sqlx::Error> {
+        sqlx::query(
+            "SELECT u.worker_id AS id, w.name AS name, w.client AS client, w.device AS device, \
+             COUNT(*) AS updates, CAST(SUM(u.samples) AS BIGINT) AS samples \
+             FROM updates u JOIN workers w ON w.id = u.worker_id WHERE u.job_id = $1 \
+             GROUP BY u.worker_id, w.name, w.client, w.device ORDER BY samples DESC, id",
         )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((
-            row.try_get::<i64, _>("l")? as u64,
-            row.try_get::<i64, _>("w")? as u64,
-        ))
+        .bind(job as i64)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            let client: String = r.try_get("client")?;
+            let device: String = r.try_get("device")?;
+            let device: Option<DeviceInfo> = serde_json::from_str(&device).ok();
+            Ok(Contributor {
+                worker_id: r.try_get::<i64, _>("id")? as u64,
+                name: r.try_get("name")?,
+                client: serde_json::from_str(&client).unwrap_or(ClientKind::Native),
+                backend: device.map(|d| d.backend).unwrap_or_default(),
+                updates: r.try_get::<i64, _>("updates")? as u64,
+                samples: r.try_get::<i64, _>("samples")? as u64,
+            })
+        })
+        .collect()
     }
 
-    /// Records a newly connected worker.
+    /// Records a newly connected worker; returns its id (never reused).
     pub async fn insert_worker(
         &self,
-        w: &oblivion_protocol::api::WorkerView,
+        w: &WorkerView,
         payout: Option<&str>,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO workers (id, name, client, device, benchmark, payout_address, connected_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+    ) -> Result<u64, sqlx::Error> {
+        let id: i64 = sqlx::query(
+            "INSERT INTO workers (name, client, device, benchmark, payout_address, connected_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
-        .bind(w.id as i64)
         .bind(&w.name)
-        .bind(serde_json::to_string(&w.client).unwrap_or_default())
-        .bind(serde_json::to_string(&w.device).unwrap_or_default())
+        .bind(serde_json::to_string(&w.client).map_err(decode_err)?)
+        .bind(serde_json::to_string(&w.device).map_err(decode_err)?)
         .bind(w.benchmark)
         .bind(payout)
         .bind(now())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Stores a worker's counters.
-    pub async fn update_worker(
-        &self,
-        w: &oblivion_protocol::api::WorkerView,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE workers SET accepted = ?, rejected = ?, lost = ?, samples = ? WHERE id = ?",
-        )
-        .bind(w.accepted as i64)
-        .bind(w.rejected as i64)
-        .bind(w.lost as i64)
-        .bind(w.samples as i64)
-        .bind(w.id as i64)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("id")?;
+        Ok(id as u64)
     }
 }

@@ -2,6 +2,7 @@
 
 mod artifacts;
 mod db;
+mod migrations;
 
 pub use artifacts::Artifacts;
-pub use db::{Db, JobRow, RoundRow, UpdateRow, now};
+pub use db::{Backend, Db, Granted, JobRefusal, JobRow, RoundRow, UpdateRefusal, UpdateRow, now};

@@ -1,0 +1,220 @@
+//! Aggregating a complete round: claimed in the database by exactly one
+//! instance, checked to hold exactly one accepted update per shard,
+//! computed deterministically (so a re-run after a crash gives the same
+//! weights), and recorded with the job's move to its next round in one
+//! guarded transaction.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use oblivion_ml::ComputeDevice;
+use oblivion_ml::data::{Dataset, decode_shard};
+use oblivion_ml::model::Architecture;
+use oblivion_ml::params::Params;
+use oblivion_ml::train::{Evaluation, evaluate};
+use oblivion_protocol::api::{JobStatus, RoundMetrics};
+
+use super::{Coordinator, blocking, lock, ml_internal};
+use crate::error::AppError;
+use crate::store::{JobRow, RoundRow, UpdateRow, now};
+
+/// The round's new global weights: the global plus the sample-weighted
+/// mean of the updates, taken in shard order (the same inputs always give
+/// the same bits), and their evaluation on the validation split.
+pub fn aggregate_round(
+    arch: &Architecture,
+    global: &Params,
+    updates: Vec<(Vec<u8>, f64)>,
+    validation: &Dataset,
+) -> Result<(Params, Evaluation), AppError> {
+    let limit = arch.num_params().saturating_mul(4) + 1024 * 1024;
+    let mut deltas = Vec::with_capacity(updates.len());
+    for (bytes, weight) in updates {
+        let (delta, _) = Params::from_compressed_within(&bytes, limit).map_err(ml_internal)?;
+        deltas.push((delta, weight));
+    }
+    let mean = Params::weighted_mean(&deltas).map_err(ml_internal)?;
+    let new_global = global.plus(&mean);
+    let eval = evaluate(arch, &new_global, validation, ComputeDevice::Cpu).map_err(ml_internal)?;
+    Ok((new_global, eval))
+}
+
+/// Checks that `updates` (sorted by shard) hold exactly one update for
+/// each of `shards` shards.
+pub fn one_update_per_shard(updates: &[UpdateRow], shards: usize) -> Result<(), String> {
+    if updates.len() != shards
+        || updates
+            .iter()
+            .enumerate()
+            .any(|(i, u)| u.shard as usize != i)
+    {
+        let got: Vec<u32> = updates.iter().map(|u| u.shard).collect();
+        return Err(format!(
+            "the round has updates for shards {got:?}, not exactly one for each of {shards}"
+        ));
+    }
+    Ok(())
+}
+
+impl Coordinator {
+    /// Aggregates `round` of `job` if this instance wins the claim, then
+    /// starts the next round or finishes the job.
+    pub(super) async fn aggregate(self: Arc<Self>, job: u64, round: u32) {
+        if !lock(&self.aggregating).insert(job) {
+            return;
+        }
+        let result = self.try_aggregate(job, round).await;
+        lock(&self.aggregating).remove(&job);
+        if let Err(e) = result {
+            if let Err(db) = self.db.release_aggregation(job, &self.instance).await {
+                tracing::error!(job, "releasing the aggregation claim: {db}");
+            }
+            self.fail(job, &format!("aggregation failed: {}", e.message))
+                .await;
+        }
+        self.pump().await;
+    }
+
+    async fn try_aggregate(&self, job: u64, round: u32) -> Result<(), AppError> {
+        let stale_before = now() - self.config.aggregation_timeout.as_secs_f64();
+        let claimed = self
+            .db
+            .claim_aggregation(job, round, &self.instance, stale_before)
+            .await
+            .map_err(AppError::db)?;
+        if !claimed {
+            // Another instance has it, or the job moved on (cancelled,
+            // or this round was already recorded).
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let row = self
+            .db
+            .job(job)
+            .await
+            .map_err(AppError::db)?
+            .ok_or_else(|| AppError::internal("job vanished"))?;
+        let shards = self.db.job_shards(job).await.map_err(AppError::db)?;
+        let updates = self
+            .db
+            .round_updates(job, round)
+            .await
+            .map_err(AppError::db)?;
+        if let Err(e) = one_update_per_shard(&updates, shards.len()) {
+            tracing::error!(job, round, "not aggregating: {e}");
+            self.db
+                .release_aggregation(job, &self.instance)
+                .await
+                .map_err(AppError::db)?;
+            return Ok(());
+        }
+        let arch = Arc::new(Self::arch_of(&row)?);
+        let global = Arc::new(self.weights(&row.global_sha).await?);
+        let mut blobs = Vec::with_capacity(updates.len());
+        for u in &updates {
+            let bytes = self
+                .artifacts
+                .get(&u.update_sha)
+                .await
+                .map_err(AppError::io)?
+                .ok_or_else(|| AppError::internal(format!("update {} is missing", u.update_sha)))?;
+            blobs.push((bytes, u.samples as f64));
+        }
+        let validation = self.validation_set(&row).await?;
+        let (new_global, eval) = {
+            let (arch, global) = (arch.clone(), global.clone());
+            blocking(move || aggregate_round(&arch, &global, blobs, &validation)).await?
+        };
+        let encoded = {
+            let new_global = new_global.clone();
+            blocking(move || Ok(new_global.to_safetensors(None))).await?
+        };
+        let global_sha = self.artifacts.put(encoded).await.map_err(AppError::io)?;
+        let metrics = round_metrics(&row, &updates, &eval, started.elapsed().as_secs_f64());
+        let reached = row.spec.target_accuracy.is_some_and(|t| eval.accuracy >= t);
+        let finished = reached || round >= row.spec.rounds;
+        let (next_round, status) = if finished {
+            (round, JobStatus::Completed)
+        } else {
+            (round + 1, JobStatus::Running)
+        };
+        let recorded = self
+            .db
+            .finish_round(
+                job,
+                &self.instance,
+                &RoundRow {
+                    metrics,
+                    global_sha: global_sha.clone(),
+                },
+                next_round,
+                status,
+            )
+            .await
+            .map_err(AppError::db)?;
+        if !recorded {
+            // Cancelled meanwhile (or the claim was taken over): nothing
+            // of this aggregation is kept.
+            tracing::info!(job, round, "aggregation discarded: the job moved on");
+            return Ok(());
+        }
+        tracing::info!(
+            job,
+            round,
+            loss = eval.loss,
+            accuracy = eval.accuracy,
+            "round aggregated"
+        );
+        self.jobs_changed();
+        let mut hub = self.hub();
+        if finished {
+            hub.remove_job(job);
+            lock(&self.validation).remove(&job);
+        } else {
+            hub.next_round(job, next_round, global_sha, Arc::new(new_global));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn validation_set(&self, row: &JobRow) -> Result<Arc<Dataset>, AppError> {
+        if let Some(v) = lock(&self.validation).get(&row.id) {
+            return Ok(v.clone());
+        }
+        let bytes = self
+            .artifacts
+            .get(&row.validation_sha)
+            .await
+            .map_err(AppError::io)?
+            .ok_or_else(|| AppError::internal("validation data is missing from storage"))?;
+        let data = Arc::new(blocking(move || decode_shard(&bytes).map_err(ml_internal)).await?);
+        lock(&self.validation).insert(row.id, data.clone());
+        Ok(data)
+    }
+}
+
+fn round_metrics(
+    row: &JobRow,
+    updates: &[UpdateRow],
+    eval: &Evaluation,
+    aggregate_seconds: f64,
+) -> RoundMetrics {
+    RoundMetrics {
+        round: row.round,
+        loss: eval.loss,
+        accuracy: eval.accuracy,
+        train_loss: updates.iter().map(|u| u.train_loss).sum::<f64>() / updates.len().max(1) as f64,
+        updates: updates.len() as u32,
+        seconds: now() - row.round_started_at,
+        train_seconds: busiest_worker_seconds(updates),
+        aggregate_seconds,
+    }
+}
+
+/// The longest any one worker spent training in a round, by its reports.
+fn busiest_worker_seconds(updates: &[UpdateRow]) -> f64 {
+    let mut per_worker: HashMap<u64, u64> = HashMap::new();
+    for u in updates {
+        *per_worker.entry(u.worker_id).or_default() += u.train_millis;
+    }
+    per_worker.values().copied().max().unwrap_or(0) as f64 / 1000.0
+}

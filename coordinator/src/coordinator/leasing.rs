@@ -1,0 +1,166 @@
+//! Worker connections and leases: planning in the hub, recording in the
+//! database, then telling the workers; expiry and re-issue.
+
+use std::sync::Arc;
+
+use oblivion_protocol::api::WorkerView;
+use oblivion_protocol::wire::{CoordinatorMessage, LeaseProgress};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::Coordinator;
+use crate::error::AppError;
+use crate::hub::{Ended, Worker};
+use crate::states::LeaseStatus;
+
+impl Coordinator {
+    /// Workers connected to this instance now.
+    pub fn workers(&self) -> Vec<WorkerView> {
+        self.hub().worker_views(self.clock())
+    }
+
+    /// Registers a worker connection; returns its id and token.
+    pub async fn connect_worker(
+        self: &Arc<Self>,
+        mut view: WorkerView,
+        payout: Option<String>,
+        max_leases: u32,
+        tx: UnboundedSender<CoordinatorMessage>,
+    ) -> Result<(u64, String), AppError> {
+        let token = hex::encode(rand::random::<[u8; 24]>());
+        view.id = self
+            .db
+            .insert_worker(&view, payout.as_deref())
+            .await
+            .map_err(AppError::db)?;
+        let id = view.id;
+        let now = self.clock();
+        self.hub()
+            .add_worker(Worker::new(view, token.clone(), tx, max_leases, now));
+        tracing::info!(worker = id, "worker connected");
+        Ok((id, token))
+    }
+
+    /// Hands out work to a worker whose connection is ready.
+    pub async fn worker_ready(&self) {
+        self.pump().await;
+    }
+
+    /// Forgets a disconnected worker; its leases go back to pending.
+    pub async fn disconnect_worker(&self, id: u64) {
+        let (worker, ended) = self.hub().remove_worker(id);
+        if worker.is_some() {
+            tracing::info!(worker = id, leases = ended.len(), "worker disconnected");
+        }
+        self.settle_ended(ended, "worker disconnected").await;
+        self.pump().await;
+    }
+
+    /// Renews a worker's leases.
+    pub fn heartbeat(&self, id: u64, progress: &[LeaseProgress]) {
+        let now = self.clock();
+        self.hub().heartbeat(id, progress, now);
+    }
+
+    /// A worker gives a lease back.
+    pub async fn return_lease(&self, id: u64, lease: u64, reason: &str) {
+        let ended = self.hub().return_lease(id, lease);
+        self.settle_ended(ended.into_iter().collect(), reason).await;
+        self.pump().await;
+    }
+
+    /// A worker takes no more leases.
+    pub fn drain(&self, id: u64) {
+        self.hub().drain(id);
+    }
+
+    /// Records leases the hub ended and tells their holders.
+    pub(super) async fn settle_ended(&self, ended: Vec<Ended>, reason: &str) {
+        if ended.is_empty() {
+            return;
+        }
+        let records: Vec<(u64, LeaseStatus)> =
+            ended.iter().map(|e| (e.lease.id, e.status)).collect();
+        if let Err(err) = self.db.end_leases(&records, reason).await {
+            tracing::error!("recording {} ended lease(s): {err}", records.len());
+        }
+        let hub = self.hub();
+        for e in &ended {
+            tracing::info!(
+                lease = e.lease.id,
+                job = e.lease.job,
+                shard = e.lease.shard,
+                status = e.status.as_str(),
+                "lease ended"
+            );
+            if let Some(w) = hub.workers.get(&e.lease.worker) {
+                let _ = w.tx.send(CoordinatorMessage::Revoke {
+                    lease_id: e.lease.id,
+                    reason: format!("{}: {reason}", e.status.as_str()),
+                });
+            }
+        }
+    }
+
+    /// Expires leases whose holders stopped sending heartbeats, or that
+    /// outlived the lease lifetime.
+    pub(super) async fn reap(&self) {
+        let now = self.clock();
+        let ended = self.hub().expire(now);
+        if !ended.is_empty() {
+            self.settle_ended(
+                ended,
+                "no heartbeat before the deadline, or past the lease lifetime",
+            )
+            .await;
+            self.pump().await;
+        }
+    }
+
+    /// Hands pending shards to workers with room: plans in the hub, records
+    /// the leases the database accepts, then sends them. A lease reaches a
+    /// worker only once its row is committed.
+    pub(super) async fn pump(&self) {
+        let _one_planner = self.pump_lock.lock().await;
+        let plan = self.hub().plan();
+        if plan.is_empty() {
+            return;
+        }
+        let granted = match self.db.grant_leases(&plan, &self.instance).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!("recording {} lease(s): {e}", plan.len());
+                return;
+            }
+        };
+        let mut orphans = Vec::new();
+        let mut started = false;
+        {
+            let mut hub = self.hub();
+            let now = self.clock();
+            for g in granted {
+                started |= g.started_job;
+                match hub.grant(g.grant, g.id, now) {
+                    Some(lease) => {
+                        if let (Some(task), Some(w)) =
+                            (hub.task(&lease), hub.workers.get(&lease.worker))
+                        {
+                            let _ = w.tx.send(CoordinatorMessage::Lease(task));
+                        }
+                    }
+                    None => orphans.push((g.id, LeaseStatus::Revoked)),
+                }
+            }
+        }
+        if !orphans.is_empty()
+            && let Err(e) = self
+                .db
+                .end_leases(&orphans, "its worker or job went away while it was granted")
+                .await
+        {
+            tracing::error!("ending {} orphaned lease(s): {e}", orphans.len());
+        }
+        if started {
+            self.jobs_changed();
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The coordinator: the database's decisions carried out against the
+//! artifact store and the workers' connections.
+//!
+//! The database decides every state change (one guarded transaction each);
+//! the [`Hub`] is this instance's derived, in-memory view for fast
+//! dispatch, updated only after the database accepted a change, and
+//! rebuilt from it at start-up.
+//!
+//! - `jobs`: creating (within budgets), reading, cancelling, downloading.
+//! - `leasing`: worker connections, planning and granting leases, expiry.
+//! - `updates`: checking and recording a worker's update.
+//! - `aggregation`: claiming, averaging and evaluating a complete round.
+
+mod aggregation;
+mod budget;
+mod jobs;
+mod leasing;
+mod updates;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use oblivion_ml::data::Dataset;
+use oblivion_ml::model::Architecture;
+use oblivion_ml::params::Params;
+use oblivion_protocol::api::NetworkSnapshot;
+
+use crate::config::Config;
+use crate::datasets::DatasetCache;
+use crate::error::AppError;
+use crate::hub::{Hub, LeasePolicy, LiveJob, Shard, ShardState};
+use crate::store::{Artifacts, Backend, Db, JobRow};
+
+pub use jobs::ModelFormat;
+pub use updates::UploadSlot;
+
+/// The running coordinator.
+pub struct Coordinator {
+    /// Settings.
+    pub config: Config,
+    db: Db,
+    artifacts: Artifacts,
+    hub: Mutex<Hub>,
+    validation: Mutex<HashMap<u64, Arc<Dataset>>>,
+    datasets: DatasetCache,
+    /// Bumped whenever stored job state changes (see [`NetworkSnapshot`]).
+    jobs_version: AtomicU64,
+    /// This process's name in the database (aggregation claims, leases).
+    instance: String,
+    /// Origin of the monotonic clock the hub's deadlines use.
+    started: Instant,
+    /// One planner at a time, so that two plans never race for a shard
+    /// (the database would refuse the loser anyway).
+    pump_lock: tokio::sync::Mutex<()>,
+    /// Leases whose update is being uploaded now.
+    uploads: Mutex<HashSet<u64>>,
+    /// Jobs this instance is aggregating now.
+    aggregating: Mutex<HashSet<u64>>,
+}
+
+/// Runs CPU-heavy work (decoding, hashing, averaging, evaluation) off the
+/// async runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AppError::internal(format!("worker thread failed: {e}")))?
+}
+
+fn ml_internal(e: oblivion_ml::MlError) -> AppError {
+    AppError::internal(e.to_string())
+}
+
+/// Locks a mutex of derived state. A panic while holding it would be a
+/// bug; the state is still consistent enough to keep serving (and can be
+/// rebuilt from the database), so recover the guard.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Coordinator {
+    /// Opens storage, resumes unfinished jobs and starts the lease reaper.
+    pub async fn start(config: Config) -> anyhow::Result<Arc<Coordinator>> {
+        tokio::fs::create_dir_all(&config.data_dir).await?;
+        let db = Db::connect(&config.database_url(), 8)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
+        let artifacts = Artifacts::open(&config.data_dir.join("artifacts")).await?;
+        let mut stale = 0;
+        if db.backend() == Backend::Sqlite {
+            // Only one instance uses an SQLite file: whatever the last
+            // process held died with it.
+            stale = db.end_all_active_leases("coordinator restarted").await?;
+            db.release_all_aggregations().await?;
+        }
+        let policy = LeasePolicy {
+            cap: config.lease_cap,
+            ttl: config.lease_ttl,
+            max_lifetime: config.lease_max_lifetime,
+        };
+        let coordinator = Arc::new(Coordinator {
+            datasets: DatasetCache::new(config.dataset_cache_entries),
+            config,
+            db,
+            artifacts,
+            hub: Mutex::new(Hub::new(policy)),
+            validation: Mutex::new(HashMap::new()),
+            jobs_version: AtomicU64::new(0),
+            instance: hex::encode(rand::random::<[u8; 8]>()),
+            started: Instant::now(),
+            pump_lock: tokio::sync::Mutex::new(()),
+            uploads: Mutex::new(HashSet::new()),
+            aggregating: Mutex::new(HashSet::new()),
+        });
+        let mut resumed = 0;
+        for row in coordinator.db.unfinished_jobs().await? {
+            let id = row.id;
+            match coordinator.resume(row).await {
+                Ok(()) => resumed += 1,
+                Err(e) => coordinator.fail(id, &e.message).await,
+            }
+        }
+        tracing::info!(resumed, stale_leases = stale, instance = %coordinator.instance, "state loaded");
+        let reaper = coordinator.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                reaper.reap().await;
+            }
+        });
+        Ok(coordinator)
+    }
+
+    /// Seconds on this process's monotonic clock (for deadlines).
+    fn clock(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    fn jobs_changed(&self) {
+        self.jobs_version.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The live state of the network, as `GET /api/events` pushes it.
+    pub fn snapshot(&self) -> NetworkSnapshot {
+        let hub = self.hub();
+        let workers = hub.worker_views(self.clock());
+        NetworkSnapshot {
+            samples_per_second: workers.iter().map(|w| w.samples_per_second).sum::<f64>() + 0.0,
+            workers,
+            jobs: hub.live_jobs(),
+            jobs_version: self.jobs_version.load(Ordering::Relaxed),
+        }
+    }
+
+    fn hub(&self) -> MutexGuard<'_, Hub> {
+        lock(&self.hub)
+    }
+
+    async fn weights(&self, sha: &str) -> Result<Params, AppError> {
+        let bytes = self
+            .artifacts
+            .get(sha)
+            .await
+            .map_err(AppError::io)?
+            .ok_or_else(|| AppError::internal(format!("weights {sha} are missing from storage")))?;
+        blocking(move || {
+            Params::from_safetensors(&bytes)
+                .map(|(p, _)| p)
+                .map_err(|e| AppError::internal(format!("stored weights are unreadable: {e}")))
+        })
+        .await
+    }
+
+    fn arch_of(row: &JobRow) -> Result<Architecture, AppError> {
+        Architecture::new(row.spec.model.clone(), row.input_shape.clone(), row.classes)
+            .map_err(|e| AppError::internal(e.to_string()))
+    }
+
+    /// Puts a stored, unfinished job into the hub, as the database has it.
+    async fn resume(self: &Arc<Self>, row: JobRow) -> Result<(), AppError> {
+        let arch = Arc::new(Self::arch_of(&row)?);
+        let global = Arc::new(self.weights(&row.global_sha).await?);
+        let done: HashMap<u32, u64> = self
+            .db
+            .round_updates(row.id, row.round)
+            .await
+            .map_err(AppError::db)?
+            .into_iter()
+            .map(|u| (u.shard, u.worker_id))
+            .collect();
+        let shards: Vec<Shard> = self
+            .db
+            .job_shards(row.id)
+            .await
+            .map_err(AppError::db)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, (data_sha, samples))| {
+                let mut shard = Shard::pending(data_sha, samples);
+                if let Some(&worker) = done.get(&(i as u32)) {
+                    shard.state = ShardState::Done { worker };
+                }
+                shard
+            })
+            .collect();
+        let live = LiveJob {
+            id: row.id,
+            spec: row.spec,
+            arch,
+            status: row.status,
+            round: row.round,
+            global_sha: row.global_sha,
+            global,
+            shards,
+        };
+        let complete = live.round_complete();
+        self.hub().jobs.insert(row.id, live);
+        if complete {
+            tokio::spawn(self.clone().aggregate(row.id, row.round));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,195 @@
+//! A worker's update: who may post it, what it must look like, and how it
+//! is recorded (durably stored, then one guarded transaction).
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use oblivion_ml::model::Architecture;
+use oblivion_ml::params::Params;
+use oblivion_ml::weights::check_params;
+use oblivion_protocol::wire::{UpdateReceipt, update_metadata};
+
+use super::{Coordinator, blocking, lock};
+use crate::error::AppError;
+use crate::hub::Refusal;
+use crate::store::{UpdateRefusal, UpdateRow};
+
+/// Largest training loss an update may report (cross-entropy of a sane
+/// model is far below; the bound keeps nonsense out of the database).
+const MAX_TRAIN_LOSS: f64 = 1e6;
+/// Longest training time an update may report, in milliseconds (a week).
+const MAX_TRAIN_MILLIS: u64 = 7 * 24 * 3600 * 1000;
+/// Room for the safetensors header beyond the weights themselves.
+const HEADER_ALLOWANCE: usize = 1024 * 1024;
+
+/// The right to upload an update for one lease; one at a time per lease.
+pub struct UploadSlot<'a> {
+    coordinator: &'a Coordinator,
+    lease: u64,
+}
+
+impl Drop for UploadSlot<'_> {
+    fn drop(&mut self) {
+        lock(&self.coordinator.uploads).remove(&self.lease);
+    }
+}
+
+impl Coordinator {
+    /// Reserves the upload of `lease`'s update, refusing a second one while
+    /// the first is in flight.
+    pub fn upload_slot(&self, lease: u64) -> Result<UploadSlot<'_>, AppError> {
+        if !lock(&self.uploads).insert(lease) {
+            return Err(AppError::conflict(format!(
+                "an update for lease {lease} is already being uploaded"
+            )));
+        }
+        Ok(UploadSlot {
+            coordinator: self,
+            lease,
+        })
+    }
+
+    /// Checks and records a worker's update for `lease`.
+    pub async fn submit_update(
+        self: &Arc<Self>,
+        token: &str,
+        lease: u64,
+        body: Vec<u8>,
+    ) -> Result<UpdateReceipt, AppError> {
+        let ctx = self.hub().update_context(token, lease).map_err(|r| match r {
+            Refusal::UnknownWorker => AppError::new(
+                StatusCode::UNAUTHORIZED,
+                "unknown worker token: connect over /api/workers/connect first",
+            ),
+            Refusal::NotHeld(id) => AppError::conflict(format!(
+                "lease {id} is not held by this worker (it expired, was re-issued or never existed)"
+            )),
+        })?;
+        // The body moves to the checking thread and back: no copy of up to
+        // max_update_bytes on this path.
+        let (checked, body) = {
+            let (arch, bound) = (ctx.arch.clone(), ctx.norm_bound);
+            blocking(move || Ok((check_update(&arch, bound, &body), body))).await?
+        };
+        let checked = match checked {
+            Ok(v) => v,
+            Err(reason) => {
+                let ended = self.hub().reject(lease);
+                self.settle_ended(ended.into_iter().collect(), &reason)
+                    .await;
+                self.pump().await;
+                tracing::warn!(lease, "update rejected: {reason}");
+                return Err(AppError::unprocessable(format!(
+                    "update rejected: {reason}"
+                )));
+            }
+        };
+        // Stored durably before the row that names it commits.
+        let update_sha = self.artifacts.put(body).await.map_err(AppError::io)?;
+        let l = &ctx.lease;
+        let row = UpdateRow {
+            shard: l.shard,
+            worker_id: l.worker,
+            lease_id: l.id,
+            update_sha,
+            samples: ctx.samples,
+            train_loss: checked.train_loss,
+            norm: checked.norm,
+            train_millis: checked.train_millis,
+        };
+        let round_complete = match self
+            .db
+            .accept_update(l.job, l.round, &row)
+            .await
+            .map_err(AppError::db)?
+        {
+            Ok(complete) => complete,
+            Err(refusal) => {
+                return Err(AppError::conflict(match refusal {
+                    UpdateRefusal::LeaseNotActive => format!(
+                        "lease {lease} is no longer active (it expired, was re-issued, or its job ended)"
+                    ),
+                    UpdateRefusal::JobMovedOn => {
+                        format!("job {} is no longer training round {}", l.job, l.round)
+                    }
+                    UpdateRefusal::Duplicate => format!(
+                        "shard {} of round {} already has an accepted update",
+                        l.shard, l.round
+                    ),
+                }));
+            }
+        };
+        {
+            let now = self.clock();
+            let mut hub = self.hub();
+            if hub.complete(lease, now).is_none() {
+                // The hub ended the lease meanwhile (expiry), but the
+                // database took the update first: the shard is done.
+                hub.shard_done(l.job, l.round, l.shard, l.worker);
+            }
+        }
+        if round_complete {
+            tokio::spawn(self.clone().aggregate(l.job, l.round));
+        }
+        self.pump().await;
+        Ok(UpdateReceipt {
+            accepted: true,
+            credited_samples: ctx.samples,
+        })
+    }
+}
+
+/// What a valid update says about itself.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CheckedUpdate {
+    /// Its L2 norm (measured).
+    pub norm: f64,
+    /// Training loss it reports.
+    pub train_loss: f64,
+    /// Training time it reports, milliseconds.
+    pub train_millis: u64,
+}
+
+/// Validates an update (a change to the global weights): gzip that
+/// decompresses to no more than the model's size, safetensors that decode,
+/// the model's exact names and shapes, finite values, an L2 norm within the
+/// bound, and metadata in range.
+pub fn check_update(arch: &Architecture, bound: f64, body: &[u8]) -> Result<CheckedUpdate, String> {
+    let limit = arch.num_params().saturating_mul(4) + HEADER_ALLOWANCE;
+    let (delta, meta) = Params::from_compressed_within(body, limit).map_err(|e| e.to_string())?;
+    check_params(arch, &delta).map_err(|e| format!("wrong shape: {e}"))?;
+    if !delta.all_finite() {
+        return Err("the update has non-finite values (NaN or infinity)".into());
+    }
+    let norm = delta.l2_norm();
+    if norm > bound {
+        return Err(format!(
+            "update norm {norm:.3} exceeds the job's bound {bound}"
+        ));
+    }
+    let train_loss = meta
+        .get(update_metadata::TRAIN_LOSS)
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| v.is_finite())
+        .ok_or("the update's metadata lacks a finite train_loss")?;
+    if !(0.0..=MAX_TRAIN_LOSS).contains(&train_loss) {
+        return Err(format!(
+            "train_loss {train_loss} is outside 0 to {MAX_TRAIN_LOSS}"
+        ));
+    }
+    let train_millis = match meta.get(update_metadata::TRAIN_MILLIS) {
+        None => 0,
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|m| *m <= MAX_TRAIN_MILLIS)
+            .ok_or_else(|| {
+                format!("train_millis {v:?} is not a whole number from 0 to {MAX_TRAIN_MILLIS}")
+            })?,
+    };
+    Ok(CheckedUpdate {
+        norm,
+        train_loss,
+        train_millis,
+    })
+}

@@ -1,0 +1,77 @@
+//! Versioned schema migrations, embedded in the binary and applied at
+//! start-up by sqlx's migrator (which records them in `_sqlx_migrations`).
+//!
+//! The files live in `coordinator/migrations/<backend>/`. They are listed
+//! here with `include_str!` rather than through `sqlx::migrate!`, whose
+//! proc-macro would build a second copy of the database drivers for the
+//! host just to read a directory.
+//!
+//! The first migration is the schema of the builds before migrations
+//! existed, written with `IF NOT EXISTS`, so such a data directory upgrades
+//! in place.
+
+use std::borrow::Cow;
+
+use futures_util::future::BoxFuture;
+use sqlx::AnyPool;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+
+use super::db::Backend;
+
+/// (version, description, SQL).
+type Embedded = &'static [(i64, &'static str, &'static str)];
+
+const SQLITE: Embedded = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "guarded transitions",
+        include_str!("../../migrations/sqlite/0002_guarded_transitions.sql"),
+    ),
+];
+
+#[derive(Debug)]
+struct Source(Embedded);
+
+impl MigrationSource<'static> for Source {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .iter()
+                .map(|&(version, description, sql)| {
+                    Migration::new(
+                        version,
+                        Cow::Borrowed(description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// Applies the migrations `pool` lacks.
+pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {
+    let embedded = match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => {
+            return Err(sqlx::Error::Configuration(
+                "PostgreSQL is not supported by this build yet".into(),
+            ));
+        }
+    };
+    Migrator::new(Source(embedded))
+        .await
+        .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?
+        .run(pool)
+        .await
+        .map_err(|e| sqlx::Error::Migrate(Box::new(e)))
+}

@@ -1,0 +1,404 @@
+//! The database's guarded transitions, driven through every interleaving
+//! that matters, one step at a time: whatever order a cancel, an update and
+//! an aggregation land in, a finished job stays finished, a shard counts
+//! once, and a round is recorded at most once.
+
+use oblivion_coordinator::hub::Grant;
+use oblivion_coordinator::states::LeaseStatus;
+use oblivion_coordinator::store::{
+    Db, JobRefusal, JobRow, RoundRow, UpdateRefusal, UpdateRow, now,
+};
+use oblivion_protocol::api::{JobStatus, RoundMetrics, WorkerView};
+use oblivion_protocol::wire::{ClientKind, DeviceInfo};
+
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(label: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "oblivion-store-{label}-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.0.join("oblivion.db").display())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn spec(shards: u32, rounds: u32) -> oblivion_protocol::JobSpec {
+    serde_json::from_value(serde_json::json!({
+        "name": "t", "model": {"kind": "mlp", "hidden": []}, "dataset": {"builtin": "iris"},
+        "rounds": rounds, "shards_per_round": shards, "batch_size": 8,
+        "optimizer": {"kind": "adam", "learning_rate": 0.01}
+    }))
+    .unwrap()
+}
+
+async fn job(db: &Db, shards: u32, rounds: u32) -> u64 {
+    let row = JobRow {
+        id: 0,
+        spec: spec(shards, rounds),
+        status: JobStatus::Pending,
+        round: 1,
+        global_sha: "g1".into(),
+        input_shape: vec![4],
+        classes: 3,
+        normalization: None,
+        validation_sha: "v".into(),
+        train_samples: 100,
+        validation_samples: 20,
+        round_started_at: now(),
+        error: None,
+        created_at: now() as i64,
+        creator: Some("127.0.0.1".into()),
+    };
+    let shard_rows: Vec<(String, u64)> = (0..shards).map(|i| (format!("d{i}"), 10)).collect();
+    db.insert_job(&row, &shard_rows).await.unwrap()
+}
+
+async fn worker(db: &Db) -> u64 {
+    let view = WorkerView::connected(
+        "w".into(),
+        ClientKind::Native,
+        DeviceInfo {
+            backend: "cpu".into(),
+            name: "test".into(),
+            detail: String::new(),
+        },
+        1.0,
+    );
+    db.insert_worker(&view, None).await.unwrap()
+}
+
+/// Grants shard `shard` of `round` to `worker`; the lease id, if granted.
+async fn lease(db: &Db, job: u64, round: u32, shard: u32, worker: u64) -> Option<u64> {
+    let g = Grant {
+        job,
+        round,
+        shard,
+        worker,
+    };
+    db.grant_leases(&[g], "test")
+        .await
+        .unwrap()
+        .first()
+        .map(|g| g.id)
+}
+
+fn update(shard: u32, worker: u64, lease: u64) -> UpdateRow {
+    UpdateRow {
+        shard,
+        worker_id: worker,
+        lease_id: lease,
+        update_sha: format!("u{lease}"),
+        samples: 10,
+        train_loss: 0.5,
+        norm: 1.0,
+        train_millis: 5,
+    }
+}
+
+fn round_row(round: u32) -> RoundRow {
+    RoundRow {
+        metrics: RoundMetrics {
+            round,
+            loss: 0.3,
+            accuracy: 0.9,
+            train_loss: 0.5,
+            updates: 1,
+            seconds: 1.0,
+            train_seconds: 0.5,
+            aggregate_seconds: 0.1,
+        },
+        global_sha: format!("g{}", round + 1),
+    }
+}
+
+async fn status(db: &Db, job: u64) -> JobStatus {
+    db.job(job).await.unwrap().unwrap().status
+}
+
+/// The statuses a job went through, from its log.
+async fn path(db: &Db, job: u64) -> Vec<JobStatus> {
+    db.transitions(job)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, to)| to)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cancel_during_aggregation_wins_and_survives_a_restart() {
+    let dir = Scratch::new("cancel-aggregating");
+    let db = Db::connect(&dir.url(), 4).await.unwrap();
+    let (j, w) = (job(&db, 1, 3).await, worker(&db).await);
+    let l = lease(&db, j, 1, 0, w).await.unwrap();
+    assert_eq!(
+        db.accept_update(j, 1, &update(0, w, l)).await.unwrap(),
+        Ok(true)
+    );
+    assert!(db.claim_aggregation(j, 1, "a", 0.0).await.unwrap());
+    // The cancel lands while the round is being aggregated ...
+    assert_eq!(
+        db.finish_job(j, JobStatus::Cancelled, None).await.unwrap(),
+        Ok(())
+    );
+    // ... so the aggregation's result is discarded, not written.
+    assert!(
+        !db.finish_round(j, "a", &round_row(1), 2, JobStatus::Running)
+            .await
+            .unwrap()
+    );
+    assert!(db.rounds(j).await.unwrap().is_empty());
+    drop(db);
+    let db = Db::connect(&dir.url(), 4).await.unwrap();
+    assert_eq!(status(&db, j).await, JobStatus::Cancelled);
+    assert_eq!(
+        path(&db, j).await,
+        [JobStatus::Pending, JobStatus::Running, JobStatus::Cancelled]
+    );
+    assert!(db.unfinished_jobs().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_cancel_racing_the_last_update_counts_the_shard_at_most_once() {
+    let dir = Scratch::new("cancel-race");
+    let db = Db::connect(&dir.url(), 4).await.unwrap();
+    let w = worker(&db).await;
+
+    // The update commits first: it counts, the round is complete, then the
+    // cancel ends the job and nobody can claim the aggregation.
+    let j = job(&db, 1, 2).await;
+    let l = lease(&db, j, 1, 0, w).await.unwrap();
+    assert_eq!(
+        db.accept_update(j, 1, &update(0, w, l)).await.unwrap(),
+        Ok(true)
+    );
+    assert_eq!(
+        db.finish_job(j, JobStatus::Cancelled, None).await.unwrap(),
+        Ok(())
+    );
+    assert!(!db.claim_aggregation(j, 1, "a", 0.0).await.unwrap());
+    assert_eq!(db.round_updates(j, 1).await.unwrap().len(), 1);
+
+    // The cancel commits first: the lease was revoked with it, so the
+    // update is refused and nothing is counted.
+    let j = job(&db, 1, 2).await;
+    let l = lease(&db, j, 1, 0, w).await.unwrap();
+    assert_eq!(
+        db.finish_job(j, JobStatus::Cancelled, None).await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        db.accept_update(j, 1, &update(0, w, l)).await.unwrap(),
+        Err(UpdateRefusal::LeaseNotActive)
+    );
+    assert!(db.round_updates(j, 1).await.unwrap().is_empty());
+    assert_eq!(status(&db, j).await, JobStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn the_same_update_twice_counts_once() {
+    let dir = Scratch::new("twice");
+    let db = Db::connect(&dir.url(), 4).await.unwrap();
+    let (j, w) = (job(&db, 2, 1).await, worker(&db).await);
+    let l = lease(&db, j, 1, 0, w).await.unwrap();
+    let u = update(0, w, l);
+    let (a, b) = tokio::join!(db.accept_update(j, 1, &u), db.accept_update(j, 1, &u));
+    let mut outcomes = [a.unwrap(), b.unwrap()];
+    outcomes.sort_by_key(|o| o.is_err());
+    assert_eq!(
+        outcomes,
+        [Ok(false), Err(UpdateRefusal::LeaseNotActive)],
+        "one accepted (round not complete yet), one refused"
+    );
+    assert_eq!(db.round_updates(j, 1).await.unwrap().len(), 1);
+    // A shard with an update is never leased again in that round.
+    assert_eq!(lease(&db, j, 1, 0, w).await, None);
+}
+
+#[tokio::test]
+async fn a_shard_has_at_most_one_active_lease() {
+    let dir = Scratch::new("one-lease");
+    let db = Db::connect(&dir.url(), 4).await.unwrap();
+    let (j, a, b) = (job(&db, 1, 1).await, worker(&db).await, worker(&db).await);
+    let first = lease(&db, j, 1, 0, a).await.unwrap();
+    assert_eq!(lease(&db, j, 1, 0, b).await, None);
+    assert_eq!(
+        db.end_leases(&[(first, LeaseStatus::Expired)], "test")
+            .await
+            .unwrap(),
+        1
+    );
+    let second = lease(&db, j, 1, 0, b).await.unwrap();
+    assert!(second > first, "ids are never reused");
+    assert_eq!(
+        db.accept_update(j, 1, &update(0, a, first)).await.unwrap(),
+        Err(UpdateRefusal::LeaseNotActive),
+        "an expired lease's update is refused"
+    );
+    // Leases of another round, or of a finished job, are not granted.
+    assert_eq!(lease(&db, j, 2, 0, a).await, None);
+}
+
+#[tokio::test]
+async fn exactly_one_claimant_aggregates_and_a_round_is_recorded_once() {
+    let dir = Scratch::new("claim");
+    let db = Db::connect(&dir.url(), 4).await.unwrap();
+    let (j, w) = (job(&db, 1, 2).await, worker(&db).await);
+    let l = lease(&db, j, 1, 0, w).await.unwrap();
+    db.accept_update(j, 1, &update(0, w, l))
+        .await
+        .unwrap()
+        .unwrap();
+    let (a, b) = tokio::join!(
+        db.claim_aggregation(j, 1, "a", 0.0),
+        db.claim_aggregation(j, 1, "b", 0.0)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a ^ b, "exactly one claim wins");
+    let (winner, loser) = if a { ("a", "b") } else { ("b", "a") };
+    assert!(
+        !db.claim_aggregation(j, 1, winner, 0.0).await.unwrap(),
+        "a live claim is not taken again"
+    );
+    assert!(
+        !db.finish_round(j, loser, &round_row(1), 2, JobStatus::Running)
+            .await
+            .unwrap(),
+        "only the holder records the round"
+    );
+    assert!(
+        db.finish_round(j, winner, &round_row(1), 2, JobStatus::Running)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.finish_round(j, winner, &round_row(1), 2, JobStatus::Running)
+            .await
+            .unwrap(),
+        "and only once"
+    );
+    assert_eq!(db.rounds(j).await.unwrap().len(), 1);
+    assert_eq!(db.job(j).await.unwrap().unwrap().round, 2);
+    // A claim whose holder died is taken over once stale.
+    let l = lease(&db, j, 2, 0, w).await.unwrap();
+    db.accept_update(j, 2, &update(0, w, l))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(db.claim_aggregation(j, 2, "dead", 0.0).await.unwrap());
+    assert!(!db.claim_aggregation(j, 2, "c", now() - 60.0).await.unwrap());
+    assert!(db.claim_aggregation(j, 2, "c", now() + 1.0).await.unwrap());
+    assert!(
+        db.finish_round(j, "c", &round_row(2), 2, JobStatus::Completed)
+            .await
+            .unwrap()
+    );
+    assert_eq!(status(&db, j).await, JobStatus::Completed);
+}
+
+#[tokio::test]
+async fn finished_jobs_stay_finished_even_against_raw_sql() {
+    let dir = Scratch::new("terminal");
+    let db = Db::connect(&dir.url(), 4).await.unwrap();
+    let j = job(&db, 1, 1).await;
+    assert_eq!(
+        db.finish_job(j, JobStatus::Failed, Some("boom"))
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        db.finish_job(j, JobStatus::Cancelled, None).await.unwrap(),
+        Err(JobRefusal::State(JobStatus::Failed))
+    );
+    assert_eq!(
+        db.finish_job(9999, JobStatus::Cancelled, None)
+            .await
+            .unwrap(),
+        Err(JobRefusal::Missing)
+    );
+    drop(db);
+    // Even a statement that bypasses the guards is stopped by the schema.
+    let pool = sqlx::AnyPool::connect(&dir.url()).await.unwrap();
+    for to in ["running", "pending", "completed"] {
+        let r = sqlx::query("UPDATE jobs SET status = $1 WHERE id = $2")
+            .bind(to)
+            .bind(j as i64)
+            .execute(&pool)
+            .await;
+        assert!(r.is_err(), "failed -> {to} must be refused");
+    }
+    pool.close().await;
+    let db = Db::connect(&dir.url(), 4).await.unwrap();
+    assert_eq!(status(&db, j).await, JobStatus::Failed);
+    assert_eq!(path(&db, j).await, [JobStatus::Pending, JobStatus::Failed]);
+}
+
+/// The schema of the builds before versioned migrations, as they created it.
+const SCHEMA_BEFORE_MIGRATIONS: &str = include_str!("../migrations/sqlite/0001_initial.sql");
+
+#[tokio::test]
+async fn a_data_directory_from_before_migrations_upgrades_in_place() {
+    let dir = Scratch::new("upgrade");
+    {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&format!("{}?mode=rwc", dir.url()))
+            .await
+            .unwrap();
+        sqlx::raw_sql(SCHEMA_BEFORE_MIGRATIONS)
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO jobs (id, name, spec, status, round, global_sha, input_shape, classes, \
+             validation_sha, train_samples, validation_samples, round_started_at, created_at) \
+             VALUES (1, 't', $1, 'running', 2, 'g', '[4]', 3, 'v', 100, 20, 0, 0)",
+        )
+        .bind(serde_json::to_string(&spec(1, 3)).unwrap())
+        .execute(&pool)
+        .await
+        .unwrap();
+        for id in [1, 2] {
+            // Two leases left active on one shard by a killed old process.
+            sqlx::query(
+                "INSERT INTO leases (id, job_id, round, shard, worker_id, status, issued_at) \
+                 VALUES ($1, 1, 2, 0, 1, 'active', 0)",
+            )
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+    }
+    let db = Db::connect(&dir.url(), 4).await.unwrap();
+    let row = db.job(1).await.unwrap().unwrap();
+    assert_eq!((row.status, row.round), (JobStatus::Running, 2));
+    assert_eq!(db.unfinished_jobs().await.unwrap().len(), 1);
+    assert_eq!(path(&db, 1).await, [JobStatus::Running]);
+    let w = worker(&db).await;
+    assert!(lease(&db, 1, 2, 0, w).await.is_some(), "old leases ended");
+    // And it opens again without re-running anything.
+    drop(db);
+    Db::connect(&dir.url(), 4).await.unwrap();
+}
