@@ -41,6 +41,16 @@ pub struct Config {
     pub max_dataset_bytes: usize,
     /// Decoded datasets kept in memory for new jobs.
     pub dataset_cache_entries: usize,
+    /// Worker connections one client address may hold.
+    pub max_workers_per_client: u32,
+    /// Worker connections this instance serves in all.
+    pub max_workers: u32,
+    /// Event streams (`GET /api/events`) one client address may hold.
+    pub max_event_streams_per_client: u32,
+    /// Event streams this instance serves in all.
+    pub max_event_streams: u32,
+    /// Uploads (job specs, datasets) per client address per minute.
+    pub max_uploads_per_minute: u32,
 }
 
 /// Limits on what one job may cost, checked when it is created.
@@ -84,6 +94,11 @@ impl Default for Config {
             max_jobs_in_flight: 8,
             max_dataset_bytes: 128 * 1024 * 1024,
             dataset_cache_entries: 8,
+            max_workers_per_client: 256,
+            max_workers: 20_000,
+            max_event_streams_per_client: 16,
+            max_event_streams: 1024,
+            max_uploads_per_minute: 60,
         }
     }
 }
@@ -143,6 +158,21 @@ pub struct ConfigLayer {
     /// Decoded datasets kept in memory [default: 8].
     #[arg(long, env = "OBLIVION_DATASET_CACHE_ENTRIES")]
     pub dataset_cache_entries: Option<usize>,
+    /// Worker connections per client address [default: 256].
+    #[arg(long, env = "OBLIVION_MAX_WORKERS_PER_CLIENT")]
+    pub max_workers_per_client: Option<u32>,
+    /// Worker connections in all [default: 20000].
+    #[arg(long, env = "OBLIVION_MAX_WORKERS")]
+    pub max_workers: Option<u32>,
+    /// Event streams per client address [default: 16].
+    #[arg(long, env = "OBLIVION_MAX_EVENT_STREAMS_PER_CLIENT")]
+    pub max_event_streams_per_client: Option<u32>,
+    /// Event streams in all [default: 1024].
+    #[arg(long, env = "OBLIVION_MAX_EVENT_STREAMS")]
+    pub max_event_streams: Option<u32>,
+    /// Uploads (job specs, datasets) per client address per minute [default: 60].
+    #[arg(long, env = "OBLIVION_MAX_UPLOADS_PER_MINUTE")]
+    pub max_uploads_per_minute: Option<u32>,
 }
 
 impl Config {
@@ -172,6 +202,17 @@ impl Config {
         self.dataset_cache_entries = l
             .dataset_cache_entries
             .unwrap_or(self.dataset_cache_entries);
+        self.max_workers_per_client = l
+            .max_workers_per_client
+            .unwrap_or(self.max_workers_per_client);
+        self.max_workers = l.max_workers.unwrap_or(self.max_workers);
+        self.max_event_streams_per_client = l
+            .max_event_streams_per_client
+            .unwrap_or(self.max_event_streams_per_client);
+        self.max_event_streams = l.max_event_streams.unwrap_or(self.max_event_streams);
+        self.max_uploads_per_minute = l
+            .max_uploads_per_minute
+            .unwrap_or(self.max_uploads_per_minute);
         self
     }
 
@@ -212,6 +253,9 @@ impl Config {
         }
         if self.lease_max_lifetime < self.lease_ttl {
             return Err("lease_max_lifetime_secs must be at least lease_ttl_secs".into());
+        }
+        if self.max_uploads_per_minute == 0 {
+            return Err("max_uploads_per_minute must be at least 1".into());
         }
         if let Some(url) = &self.database_url {
             crate::store::Backend::of(url)?;

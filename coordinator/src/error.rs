@@ -16,6 +16,8 @@ pub struct AppError {
     pub message: String,
     /// The spec field at fault.
     pub field: Option<String>,
+    /// Seconds to wait before retrying (sent as `Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl AppError {
@@ -25,6 +27,7 @@ impl AppError {
             status,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -85,6 +88,7 @@ impl From<SpecError> for AppError {
             status,
             message: e.to_string(),
             field: (!e.field.is_empty()).then_some(e.field),
+            retry_after: None,
         }
     }
 }
@@ -95,6 +99,12 @@ impl IntoResponse for AppError {
             error: self.message,
             field: self.field,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }

@@ -16,6 +16,7 @@ pub mod coordinator;
 mod datasets;
 pub mod error;
 pub mod hub;
+pub mod limits;
 pub mod states;
 pub mod store;
 

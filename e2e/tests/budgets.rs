@@ -220,3 +220,82 @@ async fn a_lease_ends_at_its_lifetime_however_diligent_its_heartbeats() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_client_limits_answer_429_and_say_when_to_retry() {
+    let net = Network::start(&[
+        "--max-event-streams-per-client",
+        "2",
+        "--max-workers-per-client",
+        "2",
+        "--max-uploads-per-minute",
+        "3",
+    ])
+    .unwrap();
+    let api = net.api();
+
+    // Event streams: two per address, each sent the snapshot at once.
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let mut r = api
+            .http
+            .get(format!("{}/api/events", api.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let first = tokio::time::timeout(Duration::from_secs(5), r.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("event: snapshot"));
+        streams.push(r);
+    }
+    let (status, body) = api.get("/api/events").await.unwrap();
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("max_event_streams_per_client"),
+        "{body}"
+    );
+    drop(streams);
+
+    // Worker connections: two per address.
+    let _a = ScriptedWorker::connect(&api.url, "a").await.unwrap();
+    let _b = ScriptedWorker::connect(&api.url, "b").await.unwrap();
+    let third = ScriptedWorker::connect(&api.url, "c").await;
+    let e = format!("{:#}", third.err().expect("a third connection is refused"));
+    assert!(e.contains("429"), "{e}");
+
+    // Uploads: three a minute, then 429 with Retry-After.
+    let iris = std::fs::read(oblivion_e2e::root().join("datasets/tabular/iris.csv")).unwrap();
+    for _ in 0..3 {
+        let (status, body) = api.post("/api/datasets", iris.clone()).await.unwrap();
+        assert_eq!(status, 201, "{body}");
+    }
+    let r = api
+        .http
+        .post(format!("{}/api/datasets", api.url))
+        .body(iris)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("max_uploads_per_minute"),
+        "{body}"
+    );
+}

@@ -1,44 +1,36 @@
 //! `GET /api/events`: the network's live state as server-sent events.
 //!
-//! Every [`TICK`] the coordinator takes a [`NetworkSnapshot`] (in memory, no
-//! database) and sends it as event `snapshot` when it differs from the last
-//! one sent on this stream; a quiet network costs only keep-alives.
+//! The coordinator takes one [`NetworkSnapshot`] per tick for all streams
+//! and publishes it on a watch channel only when it changed; each stream
+//! sends it as event `snapshot` (the current one first). A quiet network
+//! costs only keep-alives. Streams per client address are limited.
+//!
+//! [`NetworkSnapshot`]: oblivion_protocol::api::NetworkSnapshot
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use futures_util::stream;
 
 use crate::coordinator::Coordinator;
-
-/// How often the snapshot is compared: changes reach pages within this.
-pub const TICK: Duration = Duration::from_millis(250);
+use crate::error::AppError;
 
 /// `GET /api/events`.
 pub async fn stream(
     State(c): State<Arc<Coordinator>>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let events = stream::unfold(
-        (c, tick, String::new()),
-        |(c, mut tick, mut last)| async move {
-            loop {
-                tick.tick().await;
-                let Ok(json) = serde_json::to_string(&c.snapshot()) else {
-                    continue;
-                };
-                if json != last {
-                    let event = Event::default().event("snapshot").data(&json);
-                    last = json;
-                    return Some((Ok(event), (c, tick, last)));
-                }
-            }
-        },
-    );
-    Sse::new(events).keep_alive(KeepAlive::default())
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    let permit = c.event_streams.acquire(client.ip())?;
+    let rx = c.subscribe_snapshots();
+    let events = stream::unfold((rx, permit), |(mut rx, permit)| async move {
+        rx.changed().await.ok()?;
+        let json = rx.borrow_and_update().clone();
+        let event = Event::default().event("snapshot").data(&*json);
+        Some((Ok(event), (rx, permit)))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }

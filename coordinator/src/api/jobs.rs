@@ -21,6 +21,7 @@ pub async fn create(
     ConnectInfo(client): ConnectInfo<std::net::SocketAddr>,
     body: Body,
 ) -> Result<(StatusCode, Json<Created>), AppError> {
+    c.uploads_rate.check(client.ip())?;
     let bytes = read_body(body, MAX_SPEC_BYTES, "the job spec").await?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| AppError::bad_request("the job spec is not UTF-8 text"))?;
@@ -90,8 +91,10 @@ pub async fn model(
 /// `POST /api/datasets`: a CSV or IDX file (optionally gzip) as the body.
 pub async fn upload_dataset(
     State(c): State<Arc<Coordinator>>,
+    ConnectInfo(client): ConnectInfo<std::net::SocketAddr>,
     body: Body,
 ) -> Result<(StatusCode, Json<UploadedDataset>), AppError> {
+    c.uploads_rate.check(client.ip())?;
     let bytes = read_body(body, c.config.max_upload_bytes, "the upload").await?;
     Ok((
         StatusCode::CREATED,

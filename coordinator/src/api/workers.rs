@@ -1,12 +1,13 @@
 //! The worker WebSocket, update uploads, and the worker list.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use oblivion_protocol::api::WorkerView;
@@ -58,10 +59,20 @@ pub async fn update(
     Ok(Json(c.submit_update(&token, lease, bytes.to_vec()).await?))
 }
 
-/// `GET /api/workers/connect`: upgrades to the worker protocol.
-pub async fn connect(State(c): State<Arc<Coordinator>>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(MAX_CONTROL_MESSAGE)
-        .on_upgrade(move |socket| session(c, socket))
+/// `GET /api/workers/connect`: upgrades to the worker protocol (429 when
+/// the address holds too many worker connections already).
+pub async fn connect(
+    State(c): State<Arc<Coordinator>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, AppError> {
+    let permit = c.worker_connections.acquire(client.ip())?;
+    Ok(ws
+        .max_message_size(MAX_CONTROL_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            session(c, socket).await;
+            drop(permit);
+        }))
 }
 
 async fn send(socket: &mut WebSocket, msg: &CoordinatorMessage) -> bool {

@@ -31,6 +31,7 @@ use crate::config::Config;
 use crate::datasets::DatasetCache;
 use crate::error::AppError;
 use crate::hub::{Hub, LeasePolicy, LiveJob, Shard, ShardState};
+use crate::limits::{ConnectionLimit, UploadRate};
 use crate::store::{Artifacts, Backend, Db, JobRow};
 
 pub use jobs::ModelFormat;
@@ -58,7 +59,18 @@ pub struct Coordinator {
     uploads: Mutex<HashSet<u64>>,
     /// Jobs this instance is aggregating now.
     aggregating: Mutex<HashSet<u64>>,
+    /// The latest network snapshot as JSON, shared by every event stream.
+    snapshots: tokio::sync::watch::Sender<Arc<str>>,
+    /// Worker connections held, per client address.
+    pub worker_connections: Arc<ConnectionLimit>,
+    /// Event streams held, per client address.
+    pub event_streams: Arc<ConnectionLimit>,
+    /// Uploads per client address.
+    pub uploads_rate: UploadRate,
 }
+
+/// How often the snapshot is taken: changes reach pages within this.
+pub const SNAPSHOT_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Runs CPU-heavy work (decoding, hashing, averaging, evaluation) off the
 /// async runtime.
@@ -103,6 +115,20 @@ impl Coordinator {
         };
         let coordinator = Arc::new(Coordinator {
             datasets: DatasetCache::new(config.dataset_cache_entries),
+            snapshots: tokio::sync::watch::Sender::new(Arc::from("")),
+            worker_connections: ConnectionLimit::new(
+                "worker connections",
+                "max_workers_per_client",
+                config.max_workers_per_client,
+                config.max_workers,
+            ),
+            event_streams: ConnectionLimit::new(
+                "event streams",
+                "max_event_streams_per_client",
+                config.max_event_streams_per_client,
+                config.max_event_streams,
+            ),
+            uploads_rate: UploadRate::new(config.max_uploads_per_minute),
             config,
             db,
             artifacts,
@@ -127,12 +153,54 @@ impl Coordinator {
         let reaper = coordinator.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
-            loop {
+            for n in 0u64.. {
                 tick.tick().await;
                 reaper.reap().await;
+                if n % 120 == 0 {
+                    reaper.uploads_rate.forget_idle();
+                }
+            }
+        });
+        let publisher = coordinator.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SNAPSHOT_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                publisher.publish_snapshot();
             }
         });
         Ok(coordinator)
+    }
+
+    /// Takes the snapshot once for every event stream, when anyone listens,
+    /// and wakes them only if it changed.
+    fn publish_snapshot(&self) {
+        if self.snapshots.receiver_count() == 0 {
+            return;
+        }
+        let Ok(json) = serde_json::to_string(&self.snapshot()) else {
+            return;
+        };
+        self.snapshots.send_if_modified(|last| {
+            if **last == *json {
+                return false;
+            }
+            *last = Arc::from(json);
+            true
+        });
+    }
+
+    /// The shared snapshot stream: the current one first, then each change.
+    pub fn subscribe_snapshots(&self) -> tokio::sync::watch::Receiver<Arc<str>> {
+        let mut rx = self.snapshots.subscribe();
+        let never_taken = rx.borrow().is_empty();
+        if never_taken {
+            // Nobody listened before: take one now rather than wait a tick.
+            self.publish_snapshot();
+        }
+        rx.mark_changed();
+        rx
     }
 
     /// Seconds on this process's monotonic clock (for deadlines).

@@ -1,0 +1,175 @@
+//! Per-client limits: connections held at once per client address (worker
+//! WebSockets, event streams), and the rate of uploads per address.
+//!
+//! Connection counting is a map of counters with a guard that gives its
+//! slot back on drop; the rate is `governor`'s keyed GCRA limiter, whose
+//! refusal says how long to wait (sent as `Retry-After`).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use axum::http::StatusCode;
+use governor::clock::Clock;
+use governor::{DefaultKeyedRateLimiter, Quota};
+
+use crate::error::AppError;
+
+/// At most `per_client` connections of one kind per address, and
+/// `total` overall.
+#[derive(Debug)]
+pub struct ConnectionLimit {
+    what: &'static str,
+    setting: &'static str,
+    per_client: u32,
+    total: u32,
+    held: Mutex<(u32, HashMap<IpAddr, u32>)>,
+}
+
+/// A held connection slot; dropping it gives the slot back.
+#[derive(Debug)]
+pub struct ConnectionPermit {
+    limit: Arc<ConnectionLimit>,
+    client: IpAddr,
+}
+
+impl ConnectionLimit {
+    /// A limit on `what` (for messages), named `setting` in the config.
+    pub fn new(
+        what: &'static str,
+        setting: &'static str,
+        per_client: u32,
+        total: u32,
+    ) -> Arc<Self> {
+        Arc::new(ConnectionLimit {
+            what,
+            setting,
+            per_client,
+            total,
+            held: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    /// Takes a slot for `client`, or answers 429 naming the limit.
+    pub fn acquire(self: &Arc<Self>, client: IpAddr) -> Result<ConnectionPermit, AppError> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held.0 >= self.total {
+            return Err(AppError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "this coordinator already serves {} {}, its limit",
+                    held.0, self.what
+                ),
+            ));
+        }
+        let mine = held.1.entry(client).or_insert(0);
+        if *mine >= self.per_client {
+            return Err(AppError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{client} already holds {mine} {}, the most one address may ({})",
+                    self.what, self.setting
+                ),
+            ));
+        }
+        *mine += 1;
+        held.0 += 1;
+        Ok(ConnectionPermit {
+            limit: self.clone(),
+            client,
+        })
+    }
+
+    /// Slots held now.
+    pub fn held(&self) -> u32 {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        let mut held = self.limit.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.0 = held.0.saturating_sub(1);
+        if let Some(n) = held.1.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                held.1.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// Uploads (job specs, datasets) per client address per minute.
+pub struct UploadRate {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    per_minute: u32,
+}
+
+impl UploadRate {
+    /// `per_minute` uploads a minute per address, in bursts of as many.
+    pub fn new(per_minute: u32) -> UploadRate {
+        let n = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+        UploadRate {
+            limiter: DefaultKeyedRateLimiter::keyed(Quota::per_minute(n)),
+            per_minute,
+        }
+    }
+
+    /// Counts one upload by `client`, or answers 429 with `Retry-After`.
+    pub fn check(&self, client: IpAddr) -> Result<(), AppError> {
+        self.limiter.check_key(&client).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.limiter.clock().now());
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let mut e = AppError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{client} made more than {} uploads in a minute (max_uploads_per_minute); \
+                     retry in {secs} s",
+                    self.per_minute
+                ),
+            );
+            e.retry_after = Some(secs.max(1));
+            e
+        })
+    }
+
+    /// Forgets addresses whose allowance is full again (bounds memory).
+    pub fn forget_idle(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_counted_per_address_and_given_back() {
+        let limit = ConnectionLimit::new("event streams", "max_sse_per_client", 2, 3);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let p1 = limit.acquire(a).unwrap();
+        let _p2 = limit.acquire(a).unwrap();
+        let e = limit.acquire(a).unwrap_err();
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(e.message.contains("max_sse_per_client"), "{}", e.message);
+        let _p3 = limit.acquire(b).unwrap();
+        assert!(limit.acquire(b).unwrap_err().message.contains("its limit"));
+        drop(p1);
+        assert_eq!(limit.held(), 2);
+        limit.acquire(b).unwrap();
+    }
+
+    #[test]
+    fn uploads_beyond_the_rate_are_told_when_to_retry() {
+        let rate = UploadRate::new(2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        rate.check(a).unwrap();
+        rate.check(a).unwrap();
+        let e = rate.check(a).unwrap_err();
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!((1..=30).contains(&e.retry_after.unwrap()), "{e:?}");
+        rate.check("10.0.0.2".parse().unwrap()).unwrap();
+    }
+}
