@@ -33,6 +33,9 @@ pub struct Config {
     /// An aggregation claim older than this is taken over by another
     /// instance (its claimant is presumed dead).
     pub aggregation_timeout: Duration,
+    /// An instance not seen alive for this long is presumed dead: the
+    /// others end its leases and release its claims.
+    pub instance_timeout: Duration,
     /// What a job may cost; refused at creation beyond it.
     pub budgets: JobBudgets,
     /// Most jobs one client (address) may have pending or running.
@@ -90,6 +93,7 @@ impl Default for Config {
             database_url: None,
             lease_max_lifetime: Duration::from_secs(3600),
             aggregation_timeout: Duration::from_secs(600),
+            instance_timeout: Duration::from_secs(10),
             budgets: JobBudgets::default(),
             max_jobs_in_flight: 8,
             max_dataset_bytes: 128 * 1024 * 1024,
@@ -140,6 +144,9 @@ pub struct ConfigLayer {
     /// Seconds after which another instance takes over a round's aggregation [default: 600].
     #[arg(long, env = "OBLIVION_AGGREGATION_TIMEOUT_SECS")]
     pub aggregation_timeout_secs: Option<u64>,
+    /// Seconds after which an instance not seen alive is presumed dead [default: 10].
+    #[arg(long, env = "OBLIVION_INSTANCE_TIMEOUT_SECS")]
+    pub instance_timeout_secs: Option<u64>,
     /// Most trainable parameters of a job's model [default: 16000000].
     #[arg(long, env = "OBLIVION_MAX_PARAMS")]
     pub max_params: Option<u64>,
@@ -194,6 +201,9 @@ impl Config {
         self.aggregation_timeout = l
             .aggregation_timeout_secs
             .map_or(self.aggregation_timeout, Duration::from_secs);
+        self.instance_timeout = l
+            .instance_timeout_secs
+            .map_or(self.instance_timeout, Duration::from_secs);
         self.budgets.max_params = l.max_params.unwrap_or(self.budgets.max_params);
         self.budgets.max_eval_macs = l.max_eval_macs.unwrap_or(self.budgets.max_eval_macs);
         self.budgets.max_shard_rounds = l.max_shard_rounds.unwrap_or(self.budgets.max_shard_rounds);
@@ -253,6 +263,9 @@ impl Config {
         }
         if self.lease_max_lifetime < self.lease_ttl {
             return Err("lease_max_lifetime_secs must be at least lease_ttl_secs".into());
+        }
+        if self.instance_timeout < Duration::from_secs(3) {
+            return Err("instance_timeout_secs must be at least 3".into());
         }
         if self.max_uploads_per_minute == 0 {
             return Err("max_uploads_per_minute must be at least 1".into());

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use oblivion_protocol::api::{JobView, WorkerView};
 
+pub mod postgres;
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -68,6 +70,18 @@ pub struct Network {
     extra: Vec<String>,
     /// Worker processes, in start order.
     pub workers: Vec<Child>,
+    database_url: String,
+    /// Its PostgreSQL cluster, when it uses one (stopped after it).
+    _cluster: Option<postgres::Postgres>,
+}
+
+/// Which database a test network's coordinator uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Database {
+    /// SQLite in the data directory (the default).
+    Sqlite,
+    /// A throwaway PostgreSQL cluster of its own.
+    Postgres,
 }
 
 fn start_coordinator(data: &Path, listen: &str, extra: &[String]) -> Result<(Child, String)> {
@@ -94,8 +108,26 @@ fn start_coordinator(data: &Path, listen: &str, extra: &[String]) -> Result<(Chi
 impl Network {
     /// Starts a coordinator on a free port with `extra` serve flags.
     pub fn start(extra: &[&str]) -> Result<Network> {
+        Network::start_on(Database::Sqlite, extra)
+    }
+
+    /// Starts a coordinator on `database`, on a free port with `extra`
+    /// serve flags.
+    pub fn start_on(database: Database, extra: &[&str]) -> Result<Network> {
         let data = ScratchDir::new("net")?;
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (cluster, database_url) = match database {
+            Database::Sqlite => (
+                None,
+                format!("sqlite://{}", data.0.join("oblivion.db").display()),
+            ),
+            Database::Postgres => {
+                let cluster = postgres::Postgres::start()?;
+                let url = cluster.database("oblivion")?;
+                extra.extend(["--database-url".to_string(), url.clone()]);
+                (Some(cluster), url)
+            }
+        };
         let (child, url) = start_coordinator(&data.0, "127.0.0.1:0", &extra)?;
         Ok(Network {
             url,
@@ -103,6 +135,8 @@ impl Network {
             coordinator: Some(child),
             extra,
             workers: Vec::new(),
+            database_url,
+            _cluster: cluster,
         })
     }
 
@@ -142,9 +176,9 @@ impl Network {
         self.coordinator.as_ref().map(Child::id)
     }
 
-    /// The coordinator's database (its default, SQLite in the data directory).
-    pub fn database_url(&self) -> String {
-        format!("sqlite://{}", self.data.0.join("oblivion.db").display())
+    /// The coordinator's database.
+    pub fn database_url(&self) -> &str {
+        &self.database_url
     }
 
     /// An API client for this network.

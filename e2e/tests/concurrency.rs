@@ -7,8 +7,33 @@
 use std::time::Duration;
 
 use oblivion_coordinator::store::Db;
-use oblivion_e2e::{Network, ScriptedWorker, example, uniform_update};
+use oblivion_e2e::{Database, Network, ScriptedWorker, example, uniform_update};
 use oblivion_protocol::api::JobStatus;
+
+/// Runs a case on SQLite and on PostgreSQL, as two tests.
+macro_rules! on_both {
+    ($($case:ident),* $(,)?) => {
+        $(
+            mod $case {
+                #[tokio::test(flavor = "multi_thread")]
+                async fn sqlite() {
+                    super::$case(oblivion_e2e::Database::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread")]
+                async fn postgres() {
+                    super::$case(oblivion_e2e::Database::Postgres).await;
+                }
+            }
+        )*
+    };
+}
+
+on_both!(
+    the_same_update_posted_twice_at_once_counts_once,
+    a_cancel_racing_the_last_update_stays_cancelled_across_a_restart,
+    a_cancel_during_aggregation_is_not_undone,
+);
 
 fn iris(rounds: u32, shards: u32) -> serde_json::Value {
     let mut spec = example("iris-mlp.json").unwrap();
@@ -31,9 +56,8 @@ fn assert_forward(path: &[(Option<JobStatus>, JobStatus)]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_same_update_posted_twice_at_once_counts_once() {
-    let net = Network::start(&[]).unwrap();
+async fn the_same_update_posted_twice_at_once_counts_once(database: Database) {
+    let net = Network::start_on(database, &[]).unwrap();
     let api = net.api();
     let id = api.submit(&iris(1, 2)).await.unwrap();
     let mut worker = ScriptedWorker::connect(&api.url, "twice").await.unwrap();
@@ -59,13 +83,12 @@ async fn the_same_update_posted_twice_at_once_counts_once() {
     assert_eq!(job.status, JobStatus::Completed);
     assert_eq!(job.history[0].updates, 2);
     assert_eq!(api.worker(worker.id).await.unwrap().accepted, 2);
-    let db = Db::connect(&net.database_url(), 1).await.unwrap();
+    let db = Db::connect(net.database_url(), 1).await.unwrap();
     assert_eq!(db.round_updates(id, 1).await.unwrap().len(), 2);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_cancel_racing_the_last_update_stays_cancelled_across_a_restart() {
-    let mut net = Network::start(&[]).unwrap();
+async fn a_cancel_racing_the_last_update_stays_cancelled_across_a_restart(database: Database) {
+    let mut net = Network::start_on(database, &[]).unwrap();
     let api = net.api();
     let mut jobs = Vec::new();
     for round in 0..4 {
@@ -99,7 +122,7 @@ async fn a_cancel_racing_the_last_update_stays_cancelled_across_a_restart() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     net.restart_coordinator().unwrap();
     let api = net.api();
-    let db = Db::connect(&net.database_url(), 1).await.unwrap();
+    let db = Db::connect(net.database_url(), 1).await.unwrap();
     for id in jobs {
         let job = api.job(id).await.unwrap();
         assert_eq!(job.status, JobStatus::Cancelled, "job {id}");
@@ -113,9 +136,8 @@ async fn a_cancel_racing_the_last_update_stays_cancelled_across_a_restart() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_cancel_during_aggregation_is_not_undone() {
-    let mut net = Network::start(&[]).unwrap();
+async fn a_cancel_during_aggregation_is_not_undone(database: Database) {
+    let mut net = Network::start_on(database, &[]).unwrap();
     let api = net.api();
     // A CNN on MNIST: evaluating its 1,600 held-out digits after the round
     // takes long enough for the cancel to land during aggregation.
@@ -148,7 +170,7 @@ async fn a_cancel_during_aggregation_is_not_undone() {
         (after.status, after.round, after.history.len()),
         (JobStatus::Cancelled, before.round, before.history.len())
     );
-    let db = Db::connect(&net.database_url(), 1).await.unwrap();
+    let db = Db::connect(net.database_url(), 1).await.unwrap();
     let path = db.transitions(id).await.unwrap();
     assert_forward(&path);
     assert_eq!(

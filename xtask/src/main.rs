@@ -4,8 +4,8 @@
 //!   starts a local network (a coordinator on embedded defaults and N
 //!   native workers) until Ctrl-C.
 //! - `cargo xtask test`: installs what the tests need (wasm target,
-//!   wasm-bindgen-cli, Trunk, Chromium, npm packages, a Python environment with
-//!   onnxruntime), then runs every check and test.
+//!   wasm-bindgen-cli, Trunk, Chromium, PostgreSQL, npm packages, a Python
+//!   environment with onnxruntime), then runs every check and test.
 //! - `cargo xtask bench`: the network benchmark (time to 97% accuracy).
 //! - `cargo xtask web`: builds the web app and the browser worker into
 //!   `dist/` (Trunk).
@@ -111,7 +111,18 @@ fn wasm_target() -> Result<()> {
 
 /// Debian's Chromium for the browser tests (installed when missing).
 fn chromium() -> Result<()> {
-    if Path::new("/usr/bin/chromium").exists() {
+    debian_package("/usr/bin/chromium", "chromium")
+}
+
+/// Debian's PostgreSQL 15 server programs, for the tests that run the
+/// coordinator on PostgreSQL (installed when missing).
+fn postgres() -> Result<()> {
+    debian_package("/usr/lib/postgresql/15/bin/initdb", "postgresql-15")
+}
+
+/// Installs Debian `package` unless `marker` (a file it provides) exists.
+fn debian_package(marker: &str, package: &str) -> Result<()> {
+    if Path::new(marker).exists() {
         return Ok(());
     }
     let sudo = |args: &[&str]| {
@@ -130,7 +141,7 @@ fn chromium() -> Result<()> {
         c
     };
     run(&mut sudo(&["apt-get", "update", "-qq"]))?;
-    run(&mut sudo(&["apt-get", "install", "-y", "-qq", "chromium"]))
+    run(&mut sudo(&["apt-get", "install", "-y", "-qq", package]))
 }
 
 /// playwright-core from npm, pinned by package-lock.json.
@@ -149,6 +160,7 @@ fn node_modules() -> Result<()> {
 fn test() -> Result<()> {
     let python = python_env()?;
     chromium()?;
+    postgres()?;
     node_modules()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
     // The browser build is also the proof that the ML core and the worker

@@ -7,10 +7,11 @@ use oblivion_protocol::api::WorkerView;
 use oblivion_protocol::wire::{CoordinatorMessage, LeaseProgress};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::Coordinator;
+use super::{Coordinator, lock};
 use crate::error::AppError;
 use crate::hub::{Ended, Worker};
 use crate::states::LeaseStatus;
+use crate::store::now;
 
 impl Coordinator {
     /// Workers connected to this instance now.
@@ -114,6 +115,37 @@ impl Coordinator {
             .await;
             self.pump().await;
         }
+    }
+
+    /// Once a second: records this instance as alive; ends the leases and
+    /// releases the claims of instances that died; re-tries dispatch (a
+    /// shard another instance held may be free now) and the aggregation
+    /// of complete rounds nobody is aggregating.
+    pub(super) async fn keep_alive(self: &Arc<Self>) {
+        if let Err(e) = self.db.instance_seen(&self.instance).await {
+            tracing::error!("recording this instance as alive: {e}");
+        }
+        let stale_before = now() - self.config.instance_timeout.as_secs_f64();
+        match self.db.reap_instances(stale_before).await {
+            Ok(jobs) if !jobs.is_empty() => {
+                tracing::warn!(?jobs, "ended the leases and claims of a stopped instance");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("reaping stopped instances: {e}"),
+        }
+        let complete: Vec<(u64, u32)> = self
+            .hub()
+            .jobs
+            .values()
+            .filter(|j| j.round_complete())
+            .map(|j| (j.id, j.round))
+            .collect();
+        for (job, round) in complete {
+            if !lock(&self.aggregating).contains(&job) {
+                tokio::spawn(self.clone().aggregate(job, round));
+            }
+        }
+        self.pump().await;
     }
 
     /// Hands pending shards to workers with room: plans in the hub, records

@@ -141,6 +141,10 @@ impl Coordinator {
             uploads: Mutex::new(HashSet::new()),
             aggregating: Mutex::new(HashSet::new()),
         });
+        coordinator
+            .db
+            .register_instance(&coordinator.instance)
+            .await?;
         let mut resumed = 0;
         for row in coordinator.db.unfinished_jobs().await? {
             let id = row.id;
@@ -156,6 +160,9 @@ impl Coordinator {
             for n in 0u64.. {
                 tick.tick().await;
                 reaper.reap().await;
+                if n % 2 == 0 {
+                    reaper.keep_alive().await;
+                }
                 if n % 120 == 0 {
                     reaper.uploads_rate.forget_idle();
                 }

@@ -203,6 +203,32 @@ fn metrics_from_row(r: &AnyRow) -> Result<RoundMetrics, sqlx::Error> {
     })
 }
 
+/// Whether `e` is worth trying again: a deadlock or serialization failure
+/// (PostgreSQL), or a busy database (SQLite).
+fn is_transient(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| matches!(&*code, "40P01" | "40001" | "5" | "517"))
+}
+
+/// Awaits `attempt` again (up to four more times, backing off) while it
+/// fails transiently; a transaction that failed was rolled back whole. (A
+/// macro: a helper taking an async closure loses the futures' `Send`.)
+macro_rules! retrying {
+    ($attempt:expr) => {{
+        let mut tries = 0u32;
+        loop {
+            match $attempt.await {
+                Err(e) if tries < 4 && is_transient(&e) => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(5 << tries)).await;
+                }
+                result => break result,
+            }
+        }
+    }};
+}
+
 /// Statuses a job may be cancelled or failed from.
 const UNFINISHED: &str = "('pending', 'running')";
 
@@ -245,6 +271,16 @@ impl Db {
     /// Which database this is.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// `FOR SHARE` where the database has row locks: taken on a job's row
+    /// by changes that depend on its status, so that a concurrent cancel
+    /// (which updates the row) waits for them, and they for it.
+    fn share_lock(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR SHARE",
+        }
     }
 
     /// A transaction that will write. SQLite takes its write lock at once,
@@ -351,6 +387,16 @@ impl Db {
     /// leases) or `Failed` (with `error`), in one transaction. Refused when
     /// the job already finished, whatever raced with it.
     pub async fn finish_job(
+        &self,
+        id: u64,
+        status: JobStatus,
+        error: Option<&str>,
+    ) -> Result<Result<(), JobRefusal>, sqlx::Error> {
+        retrying!(self.finish_job_once(id, status, error))
+    }
+
+    /// One attempt of [`Db::finish_job`].
+    async fn finish_job_once(
         &self,
         id: u64,
         status: JobStatus,
@@ -545,7 +591,30 @@ impl Db {
         grants: &[Grant],
         instance: &str,
     ) -> Result<Vec<Granted>, sqlx::Error> {
+        retrying!(self.grant_leases_once(grants, instance))
+    }
+
+    /// One attempt of [`Db::grant_leases`].
+    async fn grant_leases_once(
+        &self,
+        grants: &[Grant],
+        instance: &str,
+    ) -> Result<Vec<Granted>, sqlx::Error> {
         let mut tx = self.write().await?;
+        let mut jobs: Vec<u64> = grants.iter().map(|g| g.job).collect();
+        jobs.sort_unstable();
+        jobs.dedup();
+        if self.backend == Backend::Postgres {
+            for job in jobs {
+                sqlx::query(&format!(
+                    "SELECT 1 AS ok FROM jobs WHERE id = $1{}",
+                    self.share_lock()
+                ))
+                .bind(job as i64)
+                .fetch_optional(&mut *tx)
+                .await?;
+            }
+        }
         let mut granted = Vec::with_capacity(grants.len());
         let issued_at = now();
         for g in grants {
@@ -589,6 +658,15 @@ impl Db {
     /// Ends active leases without an update, counting lost and rejected
     /// ones against their workers. Returns how many it ended.
     pub async fn end_leases(
+        &self,
+        ended: &[(u64, LeaseStatus)],
+        reason: &str,
+    ) -> Result<u64, sqlx::Error> {
+        retrying!(self.end_leases_once(ended, reason))
+    }
+
+    /// One attempt of [`Db::end_leases`].
+    async fn end_leases_once(
         &self,
         ended: &[(u64, LeaseStatus)],
         reason: &str,
@@ -643,6 +721,69 @@ impl Db {
         .rows_affected())
     }
 
+    /// Records this instance as alive.
+    pub async fn register_instance(&self, id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO instances (id, started_at, seen_at) VALUES ($1, $2, $2)")
+            .bind(id)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records that this instance is still alive.
+    pub async fn instance_seen(&self, id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE instances SET seen_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends the active leases and releases the aggregation claims of
+    /// instances not seen since `stale_before` (they died), and forgets
+    /// those instances. Returns the jobs whose leases or claims changed.
+    pub async fn reap_instances(&self, stale_before: f64) -> Result<Vec<u64>, sqlx::Error> {
+        retrying!(self.reap_instances_once(stale_before))
+    }
+
+    async fn reap_instances_once(&self, stale_before: f64) -> Result<Vec<u64>, sqlx::Error> {
+        const DEAD: &str = "NOT IN (SELECT id FROM instances WHERE seen_at >= $1)";
+        let mut tx = self.write().await?;
+        let mut rows = sqlx::query(&format!(
+            "UPDATE leases SET status = 'disconnected', \
+             reason = 'its coordinator instance stopped', ended_at = $2 \
+             WHERE status = 'active' AND (instance IS NULL OR instance {DEAD}) RETURNING job_id"
+        ))
+        .bind(stale_before)
+        .bind(now())
+        .fetch_all(&mut *tx)
+        .await?;
+        rows.extend(
+            sqlx::query(&format!(
+                "UPDATE jobs SET aggregation_claim = NULL, aggregation_claimed_at = NULL \
+                 WHERE aggregation_claim IS NOT NULL AND aggregation_claim {DEAD} \
+                 RETURNING id AS job_id"
+            ))
+            .bind(stale_before)
+            .fetch_all(&mut *tx)
+            .await?,
+        );
+        let mut jobs = rows
+            .iter()
+            .map(|r| r.try_get::<i64, _>("job_id").map(|id| id as u64))
+            .collect::<Result<Vec<u64>, _>>()?;
+        sqlx::query("DELETE FROM instances WHERE seen_at < $1")
+            .bind(stale_before)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        jobs.sort_unstable();
+        jobs.dedup();
+        Ok(jobs)
+    }
+
     /// Records an accepted update, completing its lease and crediting its
     /// worker, in one transaction; only while the lease is active, its job
     /// runs that round, and the shard has no update yet. Returns whether
@@ -653,7 +794,30 @@ impl Db {
         round: u32,
         u: &UpdateRow,
     ) -> Result<Result<bool, UpdateRefusal>, sqlx::Error> {
+        retrying!(self.accept_update_once(job, round, u))
+    }
+
+    /// One attempt of [`Db::accept_update`].
+    async fn accept_update_once(
+        &self,
+        job: u64,
+        round: u32,
+        u: &UpdateRow,
+    ) -> Result<Result<bool, UpdateRefusal>, sqlx::Error> {
         let mut tx = self.write().await?;
+        // The job row first (locked on PostgreSQL, so that a cancel waits
+        // for this commit, and in the same order as a cancel takes them).
+        let current = sqlx::query(&format!(
+            "SELECT 1 AS ok FROM jobs WHERE id = $1 AND round = $2 AND status = 'running'{}",
+            self.share_lock()
+        ))
+        .bind(job as i64)
+        .bind(i64::from(round))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if current.is_none() {
+            return Ok(Err(UpdateRefusal::JobMovedOn));
+        }
         let completed = sqlx::query(
             "UPDATE leases SET status = 'completed', ended_at = $2 \
              WHERE id = $1 AND worker_id = $3 AND job_id = $4 AND round = $5 AND shard = $6 \
@@ -670,21 +834,6 @@ impl Db {
         .rows_affected();
         if completed != 1 {
             return Ok(Err(UpdateRefusal::LeaseNotActive));
-        }
-        // Locks the job row (PostgreSQL) so a cancel waits for this commit.
-        let lock = match self.backend {
-            Backend::Sqlite => "",
-            Backend::Postgres => " FOR SHARE",
-        };
-        let current = sqlx::query(&format!(
-            "SELECT 1 AS ok FROM jobs WHERE id = $1 AND round = $2 AND status = 'running'{lock}"
-        ))
-        .bind(job as i64)
-        .bind(i64::from(round))
-        .fetch_optional(&mut *tx)
-        .await?;
-        if current.is_none() {
-            return Ok(Err(UpdateRefusal::JobMovedOn));
         }
         let inserted = sqlx::query(
             "INSERT INTO updates (job_id, round, shard, lease_id, worker_id, update_sha, \

@@ -1,7 +1,8 @@
 //! Versioned schema migrations, embedded in the binary and applied at
 //! start-up by sqlx's migrator (which records them in `_sqlx_migrations`).
 //!
-//! The files live in `coordinator/migrations/<backend>/`. They are listed
+//! The files live in `coordinator/migrations/<backend>/`, one directory per
+//! database, with the same versions in both. They are listed
 //! here with `include_str!` rather than through `sqlx::migrate!`, whose
 //! proc-macro would build a second copy of the database drivers for the
 //! host just to read a directory.
@@ -33,6 +34,29 @@ const SQLITE: Embedded = &[
         "guarded transitions",
         include_str!("../../migrations/sqlite/0002_guarded_transitions.sql"),
     ),
+    (
+        3,
+        "instances",
+        include_str!("../../migrations/sqlite/0003_instances.sql"),
+    ),
+];
+
+const POSTGRES: Embedded = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "guarded transitions",
+        include_str!("../../migrations/postgres/0002_guarded_transitions.sql"),
+    ),
+    (
+        3,
+        "instances",
+        include_str!("../../migrations/postgres/0003_instances.sql"),
+    ),
 ];
 
 #[derive(Debug)]
@@ -62,11 +86,7 @@ impl MigrationSource<'static> for Source {
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {
     let embedded = match backend {
         Backend::Sqlite => SQLITE,
-        Backend::Postgres => {
-            return Err(sqlx::Error::Configuration(
-                "PostgreSQL is not supported by this build yet".into(),
-            ));
-        }
+        Backend::Postgres => POSTGRES,
     };
     Migrator::new(Source(embedded))
         .await

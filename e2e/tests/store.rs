@@ -1,46 +1,76 @@
 //! The database's guarded transitions, driven through every interleaving
 //! that matters, one step at a time: whatever order a cancel, an update and
 //! an aggregation land in, a finished job stays finished, a shard counts
-//! once, and a round is recorded at most once.
+//! once, and a round is recorded at most once. Each case runs on SQLite and
+//! on a throwaway PostgreSQL cluster.
 
 use oblivion_coordinator::hub::Grant;
 use oblivion_coordinator::states::LeaseStatus;
 use oblivion_coordinator::store::{
     Db, JobRefusal, JobRow, RoundRow, UpdateRefusal, UpdateRow, now,
 };
+use oblivion_e2e::ScratchDir;
+use oblivion_e2e::postgres::Postgres;
 use oblivion_protocol::api::{JobStatus, RoundMetrics, WorkerView};
 use oblivion_protocol::wire::{ClientKind, DeviceInfo};
 
-struct Scratch(std::path::PathBuf);
+/// A fresh, empty database; dropping it removes it.
+struct Fresh {
+    _dir: Option<ScratchDir>,
+    _cluster: Option<Postgres>,
+}
 
-impl Scratch {
-    fn new(label: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "oblivion-store-{label}-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
+impl Fresh {
+    fn sqlite() -> (Fresh, String) {
+        let dir = ScratchDir::new("store").unwrap();
+        let url = format!("sqlite://{}", dir.0.join("oblivion.db").display());
+        let fresh = Fresh {
+            _dir: Some(dir),
+            _cluster: None,
+        };
+        (fresh, url)
     }
 
-    fn url(&self) -> String {
-        format!("sqlite://{}", self.0.join("oblivion.db").display())
+    fn postgres() -> (Fresh, String) {
+        let cluster = Postgres::start().unwrap();
+        let url = cluster.database("oblivion").unwrap();
+        let fresh = Fresh {
+            _dir: None,
+            _cluster: Some(cluster),
+        };
+        (fresh, url)
     }
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// Runs a case on SQLite and on PostgreSQL, as two tests.
+macro_rules! on_both {
+    ($($case:ident),* $(,)?) => {
+        $(
+            mod $case {
+                #[tokio::test]
+                async fn sqlite() {
+                    let (_db, url) = super::Fresh::sqlite();
+                    super::$case(&url).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    let (_db, url) = super::Fresh::postgres();
+                    super::$case(&url).await;
+                }
+            }
+        )*
+    };
 }
 
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
+on_both!(
+    a_cancel_during_aggregation_wins_and_survives_a_restart,
+    a_cancel_racing_the_last_update_counts_the_shard_at_most_once,
+    the_same_update_twice_counts_once,
+    a_shard_has_at_most_one_active_lease,
+    exactly_one_claimant_aggregates_and_a_round_is_recorded_once,
+    finished_jobs_stay_finished_even_against_raw_sql,
+);
 
 fn spec(shards: u32, rounds: u32) -> oblivion_protocol::JobSpec {
     serde_json::from_value(serde_json::json!({
@@ -145,10 +175,8 @@ async fn path(db: &Db, job: u64) -> Vec<JobStatus> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_cancel_during_aggregation_wins_and_survives_a_restart() {
-    let dir = Scratch::new("cancel-aggregating");
-    let db = Db::connect(&dir.url(), 4).await.unwrap();
+async fn a_cancel_during_aggregation_wins_and_survives_a_restart(url: &str) {
+    let db = Db::connect(url, 4).await.unwrap();
     let (j, w) = (job(&db, 1, 3).await, worker(&db).await);
     let l = lease(&db, j, 1, 0, w).await.unwrap();
     assert_eq!(
@@ -169,7 +197,7 @@ async fn a_cancel_during_aggregation_wins_and_survives_a_restart() {
     );
     assert!(db.rounds(j).await.unwrap().is_empty());
     drop(db);
-    let db = Db::connect(&dir.url(), 4).await.unwrap();
+    let db = Db::connect(url, 4).await.unwrap();
     assert_eq!(status(&db, j).await, JobStatus::Cancelled);
     assert_eq!(
         path(&db, j).await,
@@ -178,10 +206,8 @@ async fn a_cancel_during_aggregation_wins_and_survives_a_restart() {
     assert!(db.unfinished_jobs().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn a_cancel_racing_the_last_update_counts_the_shard_at_most_once() {
-    let dir = Scratch::new("cancel-race");
-    let db = Db::connect(&dir.url(), 4).await.unwrap();
+async fn a_cancel_racing_the_last_update_counts_the_shard_at_most_once(url: &str) {
+    let db = Db::connect(url, 4).await.unwrap();
     let w = worker(&db).await;
 
     // The update commits first: it counts, the round is complete, then the
@@ -199,8 +225,8 @@ async fn a_cancel_racing_the_last_update_counts_the_shard_at_most_once() {
     assert!(!db.claim_aggregation(j, 1, "a", 0.0).await.unwrap());
     assert_eq!(db.round_updates(j, 1).await.unwrap().len(), 1);
 
-    // The cancel commits first: the lease was revoked with it, so the
-    // update is refused and nothing is counted.
+    // The cancel commits first: the job is over (and the lease revoked
+    // with it), so the update is refused and nothing is counted.
     let j = job(&db, 1, 2).await;
     let l = lease(&db, j, 1, 0, w).await.unwrap();
     assert_eq!(
@@ -209,16 +235,14 @@ async fn a_cancel_racing_the_last_update_counts_the_shard_at_most_once() {
     );
     assert_eq!(
         db.accept_update(j, 1, &update(0, w, l)).await.unwrap(),
-        Err(UpdateRefusal::LeaseNotActive)
+        Err(UpdateRefusal::JobMovedOn)
     );
     assert!(db.round_updates(j, 1).await.unwrap().is_empty());
     assert_eq!(status(&db, j).await, JobStatus::Cancelled);
 }
 
-#[tokio::test]
-async fn the_same_update_twice_counts_once() {
-    let dir = Scratch::new("twice");
-    let db = Db::connect(&dir.url(), 4).await.unwrap();
+async fn the_same_update_twice_counts_once(url: &str) {
+    let db = Db::connect(url, 4).await.unwrap();
     let (j, w) = (job(&db, 2, 1).await, worker(&db).await);
     let l = lease(&db, j, 1, 0, w).await.unwrap();
     let u = update(0, w, l);
@@ -235,10 +259,8 @@ async fn the_same_update_twice_counts_once() {
     assert_eq!(lease(&db, j, 1, 0, w).await, None);
 }
 
-#[tokio::test]
-async fn a_shard_has_at_most_one_active_lease() {
-    let dir = Scratch::new("one-lease");
-    let db = Db::connect(&dir.url(), 4).await.unwrap();
+async fn a_shard_has_at_most_one_active_lease(url: &str) {
+    let db = Db::connect(url, 4).await.unwrap();
     let (j, a, b) = (job(&db, 1, 1).await, worker(&db).await, worker(&db).await);
     let first = lease(&db, j, 1, 0, a).await.unwrap();
     assert_eq!(lease(&db, j, 1, 0, b).await, None);
@@ -259,10 +281,8 @@ async fn a_shard_has_at_most_one_active_lease() {
     assert_eq!(lease(&db, j, 2, 0, a).await, None);
 }
 
-#[tokio::test]
-async fn exactly_one_claimant_aggregates_and_a_round_is_recorded_once() {
-    let dir = Scratch::new("claim");
-    let db = Db::connect(&dir.url(), 4).await.unwrap();
+async fn exactly_one_claimant_aggregates_and_a_round_is_recorded_once(url: &str) {
+    let db = Db::connect(url, 4).await.unwrap();
     let (j, w) = (job(&db, 1, 2).await, worker(&db).await);
     let l = lease(&db, j, 1, 0, w).await.unwrap();
     db.accept_update(j, 1, &update(0, w, l))
@@ -316,10 +336,8 @@ async fn exactly_one_claimant_aggregates_and_a_round_is_recorded_once() {
     assert_eq!(status(&db, j).await, JobStatus::Completed);
 }
 
-#[tokio::test]
-async fn finished_jobs_stay_finished_even_against_raw_sql() {
-    let dir = Scratch::new("terminal");
-    let db = Db::connect(&dir.url(), 4).await.unwrap();
+async fn finished_jobs_stay_finished_even_against_raw_sql(url: &str) {
+    let db = Db::connect(url, 4).await.unwrap();
     let j = job(&db, 1, 1).await;
     assert_eq!(
         db.finish_job(j, JobStatus::Failed, Some("boom"))
@@ -339,7 +357,7 @@ async fn finished_jobs_stay_finished_even_against_raw_sql() {
     );
     drop(db);
     // Even a statement that bypasses the guards is stopped by the schema.
-    let pool = sqlx::AnyPool::connect(&dir.url()).await.unwrap();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
     for to in ["running", "pending", "completed"] {
         let r = sqlx::query("UPDATE jobs SET status = $1 WHERE id = $2")
             .bind(to)
@@ -349,20 +367,22 @@ async fn finished_jobs_stay_finished_even_against_raw_sql() {
         assert!(r.is_err(), "failed -> {to} must be refused");
     }
     pool.close().await;
-    let db = Db::connect(&dir.url(), 4).await.unwrap();
+    let db = Db::connect(url, 4).await.unwrap();
     assert_eq!(status(&db, j).await, JobStatus::Failed);
     assert_eq!(path(&db, j).await, [JobStatus::Pending, JobStatus::Failed]);
 }
 
 /// The schema of the builds before versioned migrations, as they created it.
-const SCHEMA_BEFORE_MIGRATIONS: &str = include_str!("../migrations/sqlite/0001_initial.sql");
+const SCHEMA_BEFORE_MIGRATIONS: &str =
+    include_str!("../../coordinator/migrations/sqlite/0001_initial.sql");
 
 #[tokio::test]
 async fn a_data_directory_from_before_migrations_upgrades_in_place() {
-    let dir = Scratch::new("upgrade");
+    let (_db, url) = Fresh::sqlite();
+    let url = url.as_str();
     {
         sqlx::any::install_default_drivers();
-        let pool = sqlx::AnyPool::connect(&format!("{}?mode=rwc", dir.url()))
+        let pool = sqlx::AnyPool::connect(&format!("{url}?mode=rwc"))
             .await
             .unwrap();
         sqlx::raw_sql(SCHEMA_BEFORE_MIGRATIONS)
@@ -391,7 +411,7 @@ async fn a_data_directory_from_before_migrations_upgrades_in_place() {
         }
         pool.close().await;
     }
-    let db = Db::connect(&dir.url(), 4).await.unwrap();
+    let db = Db::connect(url, 4).await.unwrap();
     let row = db.job(1).await.unwrap().unwrap();
     assert_eq!((row.status, row.round), (JobStatus::Running, 2));
     assert_eq!(db.unfinished_jobs().await.unwrap().len(), 1);
@@ -400,5 +420,5 @@ async fn a_data_directory_from_before_migrations_upgrades_in_place() {
     assert!(lease(&db, 1, 2, 0, w).await.is_some(), "old leases ended");
     // And it opens again without re-running anything.
     drop(db);
-    Db::connect(&dir.url(), 4).await.unwrap();
+    Db::connect(url, 4).await.unwrap();
 }
