@@ -28,6 +28,9 @@ pub struct Config {
     pub web_dir: Option<PathBuf>,
     /// `sqlite://PATH` or `postgres://…`; `None`: SQLite under `data_dir`.
     pub database_url: Option<String>,
+    /// A directory or `s3://BUCKET/PREFIX`; `None`: `artifacts/` under
+    /// `data_dir`.
+    pub artifacts_url: Option<String>,
     /// A lease ends this long after it was granted, whatever its heartbeats.
     pub lease_max_lifetime: Duration,
     /// An aggregation claim older than this is taken over by another
@@ -91,6 +94,7 @@ impl Default for Config {
             max_update_bytes: oblivion_protocol::wire::MAX_UPDATE_BYTES,
             web_dir: None,
             database_url: None,
+            artifacts_url: None,
             lease_max_lifetime: Duration::from_secs(3600),
             aggregation_timeout: Duration::from_secs(600),
             instance_timeout: Duration::from_secs(10),
@@ -138,6 +142,9 @@ pub struct ConfigLayer {
     /// Database: sqlite://PATH or postgres://USER@HOST/DB [default: sqlite under the data directory].
     #[arg(long, env = "OBLIVION_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Artifacts: a directory, or s3://BUCKET/PREFIX with the endpoint and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION [default: artifacts/ under the data directory].
+    #[arg(long, env = "OBLIVION_ARTIFACTS_URL")]
+    pub artifacts_url: Option<String>,
     /// Seconds a lease may live, whatever its heartbeats [default: 3600].
     #[arg(long, env = "OBLIVION_LEASE_MAX_LIFETIME_SECS")]
     pub lease_max_lifetime_secs: Option<u64>,
@@ -195,6 +202,7 @@ impl Config {
         self.max_update_bytes = l.max_update_bytes.unwrap_or(self.max_update_bytes);
         self.web_dir = l.web_dir.or(self.web_dir);
         self.database_url = l.database_url.or(self.database_url);
+        self.artifacts_url = l.artifacts_url.or(self.artifacts_url);
         self.lease_max_lifetime = l
             .lease_max_lifetime_secs
             .map_or(self.lease_max_lifetime, Duration::from_secs);
@@ -224,6 +232,13 @@ impl Config {
             .max_uploads_per_minute
             .unwrap_or(self.max_uploads_per_minute);
         self
+    }
+
+    /// Where artifacts live: the configured place, or under `data_dir`.
+    pub fn artifacts_url(&self) -> String {
+        self.artifacts_url
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("artifacts").display().to_string())
     }
 
     /// The database URL: the configured one, or SQLite under `data_dir`.

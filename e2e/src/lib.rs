@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use oblivion_protocol::api::{JobView, WorkerView};
 
 pub mod postgres;
+pub mod s3;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -71,24 +72,44 @@ pub struct Network {
     /// Worker processes, in start order.
     pub workers: Vec<Child>,
     database_url: String,
+    env: Vec<(&'static str, String)>,
     /// Its PostgreSQL cluster, when it uses one (stopped after it).
     _cluster: Option<postgres::Postgres>,
+    /// Its S3-compatible server, when it uses one.
+    pub s3: Option<s3::S3Server>,
 }
 
 /// Which database a test network's coordinator uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Database {
     /// SQLite in the data directory (the default).
+    #[default]
     Sqlite,
     /// A throwaway PostgreSQL cluster of its own.
     Postgres,
 }
 
-fn start_coordinator(data: &Path, listen: &str, extra: &[String]) -> Result<(Child, String)> {
+/// Where a test network's artifacts live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Storage {
+    /// The data directory (the default).
+    #[default]
+    Dir,
+    /// Bucket `oblivion` of a throwaway S3-compatible server of its own.
+    S3,
+}
+
+fn start_coordinator(
+    data: &Path,
+    listen: &str,
+    extra: &[String],
+    env: &[(&'static str, String)],
+) -> Result<(Child, String)> {
     let mut child = Command::new(bin("oblivion-coordinator")?)
         .args(["serve", "--listen", listen, "--data-dir"])
         .arg(data)
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (*k, v)))
         .env("RUST_LOG", "oblivion_coordinator=warn")
         .stdout(Stdio::piped())
         .spawn()?;
@@ -114,6 +135,12 @@ impl Network {
     /// Starts a coordinator on `database`, on a free port with `extra`
     /// serve flags.
     pub fn start_on(database: Database, extra: &[&str]) -> Result<Network> {
+        Network::start_with(database, Storage::Dir, extra)
+    }
+
+    /// Starts a coordinator on `database` and `storage`, on a free port
+    /// with `extra` serve flags.
+    pub fn start_with(database: Database, storage: Storage, extra: &[&str]) -> Result<Network> {
         let data = ScratchDir::new("net")?;
         let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let (cluster, database_url) = match database {
@@ -128,7 +155,17 @@ impl Network {
                 (Some(cluster), url)
             }
         };
-        let (child, url) = start_coordinator(&data.0, "127.0.0.1:0", &extra)?;
+        let (s3, env) = match storage {
+            Storage::Dir => (None, Vec::new()),
+            Storage::S3 => {
+                let server = s3::S3Server::start()?;
+                server.bucket("oblivion")?;
+                extra.extend(["--artifacts-url".to_string(), "s3://oblivion/net".into()]);
+                let env = server.env();
+                (Some(server), env)
+            }
+        };
+        let (child, url) = start_coordinator(&data.0, "127.0.0.1:0", &extra, &env)?;
         Ok(Network {
             url,
             data,
@@ -136,7 +173,9 @@ impl Network {
             extra,
             workers: Vec::new(),
             database_url,
+            env,
             _cluster: cluster,
+            s3,
         })
     }
 
@@ -165,7 +204,7 @@ impl Network {
             c.wait()?;
         }
         let listen = self.url.trim_start_matches("http://").to_string();
-        let (child, url) = start_coordinator(&self.data.0, &listen, &self.extra)?;
+        let (child, url) = start_coordinator(&self.data.0, &listen, &self.extra, &self.env)?;
         self.coordinator = Some(child);
         self.url = url;
         Ok(())

@@ -79,7 +79,7 @@ fn python_env() -> Result<PathBuf> {
     let python = venv.join("bin/python");
     let ready = python.exists()
         && Command::new(&python)
-            .args(["-c", "import onnxruntime, numpy, safetensors"])
+            .args(["-c", "import onnxruntime, numpy, safetensors, moto.server"])
             .status()
             .is_ok_and(|s| s.success());
     if !ready {

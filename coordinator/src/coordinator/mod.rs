@@ -100,7 +100,9 @@ impl Coordinator {
         let db = Db::connect(&config.database_url(), 8)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
-        let artifacts = Artifacts::open(&config.data_dir.join("artifacts")).await?;
+        let artifacts = Artifacts::open(&config.artifacts_url())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the artifact store: {e}"))?;
         let mut stale = 0;
         if db.backend() == Backend::Sqlite {
             // Only one instance uses an SQLite file: whatever the last

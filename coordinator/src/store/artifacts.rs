@@ -1,16 +1,43 @@
-//! Content-addressed blobs on disk: `<dir>/<aa>/<sha256>`, written once,
-//! atomically and durably (temp file, fsync, rename, fsync of the
-//! directory) before any database row names them, and served immutable.
+//! Content-addressed blobs (weights, data shards, updates) behind one
+//! interface with two backends, each writing a blob completely before any
+//! database row names it:
+//!
+//! - a local directory (the default): `<dir>/<aa>/<sha256>`, written
+//!   atomically and durably (temp file, fsync, rename, fsync of the
+//!   directory);
+//! - S3-compatible object storage (`s3://BUCKET/PREFIX`, through the
+//!   `object_store` crate, with the endpoint and credentials from the
+//!   standard `AWS_*` variables), where a PUT is atomic and durable once
+//!   answered; several coordinator instances share it.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload};
 use sha2::{Digest, Sha256};
 
-/// The artifact directory.
+/// The artifact store.
 #[derive(Clone, Debug)]
-pub struct Artifacts {
-    dir: PathBuf,
+pub enum Artifacts {
+    /// A local directory.
+    Dir(PathBuf),
+    /// A bucket (and a prefix in it) of S3-compatible storage.
+    S3 {
+        /// The bucket.
+        store: Arc<dyn ObjectStore>,
+        /// Key prefix, without a trailing slash (may be empty).
+        prefix: String,
+    },
+}
+
+fn s3_error(e: object_store::Error) -> io::Error {
+    match e {
+        object_store::Error::NotFound { .. } => io::Error::new(io::ErrorKind::NotFound, e),
+        e => io::Error::other(e),
+    }
 }
 
 fn valid_sha(sha: &str) -> bool {
@@ -34,32 +61,82 @@ fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 impl Artifacts {
-    /// Opens (creating) the store under `dir`.
-    pub async fn open(dir: &Path) -> io::Result<Artifacts> {
-        tokio::fs::create_dir_all(dir).await?;
-        Ok(Artifacts {
-            dir: dir.to_path_buf(),
-        })
+    /// Opens the store `url` names: `s3://BUCKET[/PREFIX]`, or a directory
+    /// (created if missing). An S3 bucket is checked to answer.
+    pub async fn open(url: &str) -> io::Result<Artifacts> {
+        let Some(rest) = url.strip_prefix("s3://") else {
+            let dir = Path::new(url.strip_prefix("file://").unwrap_or(url));
+            tokio::fs::create_dir_all(dir).await?;
+            return Ok(Artifacts::Dir(dir.to_path_buf()));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(io::Error::other(format!("{url:?} names no bucket")));
+        }
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| e.starts_with("http://")) {
+            builder = builder.with_allow_http(true);
+        }
+        let store: Arc<dyn ObjectStore> = Arc::new(builder.build().map_err(io::Error::other)?);
+        let prefix = prefix.trim_matches('/').to_string();
+        // A listing fails on a missing bucket or bad credentials (a HEAD of
+        // a missing key would not tell those apart from an empty store).
+        let listing = ObjectPath::from(prefix.as_str());
+        store
+            .list_with_delimiter(Some(&listing))
+            .await
+            .map_err(|e| io::Error::other(format!("artifact store {url}: {e}")))?;
+        Ok(Artifacts::S3 { store, prefix })
     }
 
-    fn path(&self, sha: &str) -> PathBuf {
-        self.dir.join(&sha[..2]).join(sha)
+    fn path(dir: &Path, sha: &str) -> PathBuf {
+        dir.join(&sha[..2]).join(sha)
     }
 
-    /// Stores `bytes` (hashing and writing on a blocking thread); returns
-    /// their sha256 (hex) once they are on disk.
+    fn key(prefix: &str, sha: &str) -> ObjectPath {
+        if prefix.is_empty() {
+            ObjectPath::from(format!("{}/{sha}", &sha[..2]))
+        } else {
+            ObjectPath::from(format!("{prefix}/{}/{sha}", &sha[..2]))
+        }
+    }
+
+    /// Stores `bytes` (hashing, and writing to disk, on a blocking
+    /// thread); returns their sha256 (hex) once they are stored durably.
     pub async fn put(&self, bytes: Vec<u8>) -> io::Result<String> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let sha = hex::encode(Sha256::digest(&bytes));
-            let path = store.path(&sha);
-            if !path.exists() {
-                write_durably(&path, &bytes)?;
+        match self {
+            Artifacts::Dir(dir) => {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || {
+                    let sha = hex::encode(Sha256::digest(&bytes));
+                    let path = Self::path(&dir, &sha);
+                    if !path.exists() {
+                        write_durably(&path, &bytes)?;
+                    }
+                    Ok(sha)
+                })
+                .await
+                .map_err(io::Error::other)?
             }
-            Ok(sha)
-        })
-        .await
-        .map_err(io::Error::other)?
+            Artifacts::S3 { store, prefix } => {
+                let (sha, bytes) = tokio::task::spawn_blocking(move || {
+                    (hex::encode(Sha256::digest(&bytes)), bytes)
+                })
+                .await
+                .map_err(io::Error::other)?;
+                let key = Self::key(prefix, &sha);
+                match store.head(&key).await {
+                    Ok(_) => return Ok(sha),
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(s3_error(e)),
+                }
+                store
+                    .put(&key, PutPayload::from(bytes))
+                    .await
+                    .map_err(s3_error)?;
+                Ok(sha)
+            }
+        }
     }
 
     /// The blob with this sha256, or `None`.
@@ -67,7 +144,14 @@ impl Artifacts {
         if !valid_sha(sha) {
             return Ok(None);
         }
-        match tokio::fs::read(self.path(sha)).await {
+        let read = match self {
+            Artifacts::Dir(dir) => tokio::fs::read(Self::path(dir, sha)).await,
+            Artifacts::S3 { store, prefix } => match store.get(&Self::key(prefix, sha)).await {
+                Ok(got) => got.bytes().await.map(|b| b.to_vec()).map_err(s3_error),
+                Err(e) => Err(s3_error(e)),
+            },
+        };
+        match read {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
@@ -76,6 +160,32 @@ impl Artifacts {
 
     /// Whether the blob exists.
     pub async fn contains(&self, sha: &str) -> bool {
-        valid_sha(sha) && tokio::fs::try_exists(self.path(sha)).await.unwrap_or(false)
+        if !valid_sha(sha) {
+            return false;
+        }
+        match self {
+            Artifacts::Dir(dir) => tokio::fs::try_exists(Self::path(dir, sha))
+                .await
+                .unwrap_or(false),
+            Artifacts::S3 { store, prefix } => store.head(&Self::key(prefix, sha)).await.is_ok(),
+        }
+    }
+
+    /// Removes the blob (no error if it is already gone).
+    pub async fn delete(&self, sha: &str) -> io::Result<()> {
+        if !valid_sha(sha) {
+            return Ok(());
+        }
+        let result = match self {
+            Artifacts::Dir(dir) => tokio::fs::remove_file(Self::path(dir, sha)).await,
+            Artifacts::S3 { store, prefix } => store
+                .delete(&Self::key(prefix, sha))
+                .await
+                .map_err(s3_error),
+        };
+        match result {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 }

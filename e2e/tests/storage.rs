@@ -1,0 +1,83 @@
+//! Artifacts on both backends (a local directory and S3-compatible object
+//! storage, moto's server), and a whole job trained on PostgreSQL and S3.
+
+use std::time::Duration;
+
+use oblivion_coordinator::store::Artifacts;
+use oblivion_e2e::s3::S3Server;
+use oblivion_e2e::{Database, Network, ScratchDir, Storage, example};
+use oblivion_protocol::api::JobStatus;
+
+async fn round_trip(store: &Artifacts) {
+    let sha = store.put(b"weights".to_vec()).await.unwrap();
+    use sha2::Digest;
+    assert_eq!(sha, hex::encode(sha2::Sha256::digest(b"weights")));
+    assert_eq!(
+        store.put(b"weights".to_vec()).await.unwrap(),
+        sha,
+        "idempotent"
+    );
+    assert_eq!(store.get(&sha).await.unwrap().unwrap(), b"weights");
+    assert!(store.contains(&sha).await);
+    let other = "0".repeat(64);
+    assert_eq!(store.get(&other).await.unwrap(), None);
+    assert_eq!(store.get("../../etc/passwd").await.unwrap(), None);
+    store.delete(&sha).await.unwrap();
+    store.delete(&sha).await.unwrap();
+    assert!(!store.contains(&sha).await);
+    assert_eq!(store.get(&sha).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn both_artifact_backends_store_fetch_and_delete() {
+    let dir = ScratchDir::new("artifacts").unwrap();
+    round_trip(&Artifacts::open(&dir.0.display().to_string()).await.unwrap()).await;
+    let s3 = S3Server::start().unwrap();
+    s3.bucket("oblivion").unwrap();
+    for (k, v) in s3.env() {
+        // SAFETY: set before any other thread of this test reads them.
+        unsafe { std::env::set_var(k, v) };
+    }
+    let store = Artifacts::open("s3://oblivion/unit").await.unwrap();
+    round_trip(&store).await;
+    let missing = Artifacts::open("s3://no-such-bucket/x").await;
+    assert!(
+        missing.is_err(),
+        "an unreachable bucket is refused at start"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_trains_on_postgresql_and_s3() {
+    let mut net = Network::start_with(Database::Postgres, Storage::S3, &[]).unwrap();
+    net.add_worker("a").unwrap();
+    net.add_worker("b").unwrap();
+    let api = net.api();
+    let id = api
+        .submit(&example("iris-mlp.json").unwrap())
+        .await
+        .unwrap();
+    let job = api
+        .wait_finished(id, Duration::from_secs(120), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
+    assert!(
+        job.history.last().unwrap().accuracy > 0.8,
+        "{:?}",
+        job.history
+    );
+    let onnx = api
+        .get_bytes(&format!("/api/jobs/{id}/model?format=onnx"))
+        .await
+        .unwrap();
+    assert!(onnx.len() > 100);
+    // Everything went to the bucket, nothing to the data directory.
+    let s3 = net.s3.as_ref().unwrap();
+    let objects = s3.count("oblivion", "net/").unwrap();
+    assert!(
+        objects >= 2 + 2 + 10,
+        "shards, weights and updates: {objects}"
+    );
+    assert!(!net.data.0.join("artifacts").exists());
+}
