@@ -112,6 +112,12 @@ pub enum ShardState {
         /// Who did it.
         worker: u64,
     },
+    /// Leased by another coordinator instance (sharing the database) to
+    /// one of its workers.
+    Remote {
+        /// The holder.
+        worker: u64,
+    },
 }
 
 /// One shard of a running job.
@@ -683,9 +689,45 @@ impl Hub {
         if let Some(j) = self.jobs.get_mut(&job)
             && j.round == round
             && let Some(s) = j.shards.get_mut(shard as usize)
-            && s.state == ShardState::Pending
+            && matches!(s.state, ShardState::Pending | ShardState::Remote { .. })
         {
             s.state = ShardState::Done { worker };
+        }
+    }
+
+    /// Brings a job's round in line with the database, which other
+    /// instances change too: `done` shards have an accepted update,
+    /// `remote` ones an active lease granted by another instance, and any
+    /// other shard that is not leased here is pending.
+    pub fn sync_shards(
+        &mut self,
+        job: u64,
+        round: u32,
+        done: &[(u32, u64)],
+        remote: &[(u32, u64)],
+    ) {
+        let mut stale_leases = Vec::new();
+        if let Some(j) = self.jobs.get_mut(&job)
+            && j.round == round
+        {
+            for (i, s) in j.shards.iter_mut().enumerate() {
+                let i = i as u32;
+                if let Some(&(_, worker)) = done.iter().find(|(d, _)| *d == i) {
+                    if let ShardState::Leased { lease, .. } = s.state {
+                        stale_leases.push(lease);
+                    }
+                    s.state = ShardState::Done { worker };
+                } else if let Some(&(_, worker)) = remote.iter().find(|(r, _)| *r == i) {
+                    if s.state == ShardState::Pending {
+                        s.state = ShardState::Remote { worker };
+                    }
+                } else if matches!(s.state, ShardState::Remote { .. }) {
+                    s.state = ShardState::Pending;
+                }
+            }
+        }
+        for lease in stale_leases {
+            self.take_lease(lease);
         }
     }
 
@@ -759,7 +801,7 @@ impl Hub {
             .shards
             .iter()
             .filter_map(|s| match s.state {
-                ShardState::Leased { worker, .. } => Some(worker),
+                ShardState::Leased { worker, .. } | ShardState::Remote { worker } => Some(worker),
                 _ => None,
             })
             .collect();
@@ -779,11 +821,13 @@ impl Hub {
             .map(|(i, s)| {
                 let (state, worker_id) = match s.state {
                     ShardState::Pending => ("pending", None),
-                    ShardState::Leased { worker, .. } => ("leased", Some(worker)),
+                    ShardState::Leased { worker, .. } | ShardState::Remote { worker } => {
+                        ("leased", Some(worker))
+                    }
                     ShardState::Done { worker } => ("done", Some(worker)),
                 };
                 let progress = match s.state {
-                    ShardState::Pending => 0.0,
+                    ShardState::Pending | ShardState::Remote { .. } => 0.0,
                     ShardState::Leased { lease, .. } => {
                         self.leases.get(&lease).map_or(0.0, |l| l.progress)
                     }
@@ -1030,6 +1074,33 @@ mod tests {
         let lease = n.dispatch(0.0)[0].id;
         n.hub.reject(lease).unwrap();
         assert_eq!(n.dispatch(1.0).len(), 1);
+    }
+
+    #[test]
+    fn shards_other_instances_hold_or_finished_are_not_planned() {
+        let mut n = Net::new();
+        let a = n.add_worker(1.0);
+        n.add_job(1, 3);
+        let mine = n.dispatch(0.0);
+        assert_eq!(mine.len(), 2);
+        let (first, second) = (mine[0].shard, mine[1].shard);
+        // The database says: this instance's first shard was finished
+        // elsewhere (its lease here is void) and shard 2 is leased by
+        // another instance's worker 77.
+        n.hub.sync_shards(1, 1, &[(first, 55)], &[(2, 77)]);
+        assert_eq!(n.hub.leases_of(a).count(), 1);
+        let views = n.hub.shard_views(1);
+        assert_eq!(views[first as usize].state, "done");
+        assert_eq!(views[2].worker_id, Some(77));
+        assert!(n.hub.plan().is_empty(), "nothing left to plan here");
+        // The other instance's lease ends: the shard is free again.
+        n.hub.sync_shards(1, 1, &[(first, 55)], &[]);
+        assert_eq!(n.dispatch(1.0).len(), 1);
+        assert!(!n.hub.complete(mine[1].id, 1.0).unwrap().1);
+        assert_eq!(
+            n.hub.jobs[&1].shards[second as usize].state,
+            ShardState::Done { worker: a }
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use oblivion_protocol::api::{JobView, WorkerView};
 
+pub mod cluster;
 pub mod postgres;
 pub mod s3;
 
@@ -89,6 +90,53 @@ pub enum Database {
     Postgres,
 }
 
+/// The storage coordinators of a test share: the database (and its
+/// PostgreSQL cluster, if any) and the artifact store (and its S3 server).
+pub(crate) struct Backing {
+    pub(crate) postgres: Option<postgres::Postgres>,
+    pub(crate) database_url: String,
+    pub(crate) s3: Option<s3::S3Server>,
+    /// What a coordinator needs in its environment (S3 credentials).
+    pub(crate) env: Vec<(&'static str, String)>,
+    /// Its serve flags (`--database-url`, `--artifacts-url`).
+    pub(crate) flags: Vec<String>,
+}
+
+impl Backing {
+    /// Starts what `database` and `storage` need; SQLite lives in `data`.
+    pub(crate) fn start(database: Database, storage: Storage, data: &Path) -> Result<Backing> {
+        let (postgres, database_url) = match database {
+            Database::Sqlite => (
+                None,
+                format!("sqlite://{}", data.join("oblivion.db").display()),
+            ),
+            Database::Postgres => {
+                let cluster = postgres::Postgres::start()?;
+                let url = cluster.database("oblivion")?;
+                (Some(cluster), url)
+            }
+        };
+        let mut flags = vec!["--database-url".to_string(), database_url.clone()];
+        let (s3, env) = match storage {
+            Storage::Dir => (None, Vec::new()),
+            Storage::S3 => {
+                let server = s3::S3Server::start()?;
+                server.bucket("oblivion")?;
+                flags.extend(["--artifacts-url".to_string(), "s3://oblivion/net".into()]);
+                let env = server.env();
+                (Some(server), env)
+            }
+        };
+        Ok(Backing {
+            postgres,
+            database_url,
+            s3,
+            env,
+            flags,
+        })
+    }
+}
+
 /// Where a test network's artifacts live.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Storage {
@@ -99,7 +147,7 @@ pub enum Storage {
     S3,
 }
 
-fn start_coordinator(
+pub(crate) fn start_coordinator(
     data: &Path,
     listen: &str,
     extra: &[String],
@@ -142,40 +190,20 @@ impl Network {
     /// with `extra` serve flags.
     pub fn start_with(database: Database, storage: Storage, extra: &[&str]) -> Result<Network> {
         let data = ScratchDir::new("net")?;
+        let backing = Backing::start(database, storage, &data.0)?;
         let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (cluster, database_url) = match database {
-            Database::Sqlite => (
-                None,
-                format!("sqlite://{}", data.0.join("oblivion.db").display()),
-            ),
-            Database::Postgres => {
-                let cluster = postgres::Postgres::start()?;
-                let url = cluster.database("oblivion")?;
-                extra.extend(["--database-url".to_string(), url.clone()]);
-                (Some(cluster), url)
-            }
-        };
-        let (s3, env) = match storage {
-            Storage::Dir => (None, Vec::new()),
-            Storage::S3 => {
-                let server = s3::S3Server::start()?;
-                server.bucket("oblivion")?;
-                extra.extend(["--artifacts-url".to_string(), "s3://oblivion/net".into()]);
-                let env = server.env();
-                (Some(server), env)
-            }
-        };
-        let (child, url) = start_coordinator(&data.0, "127.0.0.1:0", &extra, &env)?;
+        extra.extend(backing.flags.iter().cloned());
+        let (child, url) = start_coordinator(&data.0, "127.0.0.1:0", &extra, &backing.env)?;
         Ok(Network {
             url,
             data,
             coordinator: Some(child),
             extra,
             workers: Vec::new(),
-            database_url,
-            env,
-            _cluster: cluster,
-            s3,
+            database_url: backing.database_url,
+            env: backing.env,
+            _cluster: backing.postgres,
+            s3: backing.s3,
         })
     }
 

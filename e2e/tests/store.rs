@@ -114,7 +114,7 @@ async fn worker(db: &Db) -> u64 {
         },
         1.0,
     );
-    db.insert_worker(&view, None).await.unwrap()
+    db.insert_worker(&view, None, "hash", "test").await.unwrap()
 }
 
 /// Grants shard `shard` of `round` to `worker`; the lease id, if granted.

@@ -16,7 +16,9 @@ use session::{Outcome, Settings};
 #[derive(Debug, Parser)]
 #[command(name = "oblivion-worker", version, about)]
 struct Args {
-    /// Coordinator URL, e.g. http://127.0.0.1:8080.
+    /// Coordinator URL, e.g. http://127.0.0.1:8080; several, separated by
+    /// commas, for instances sharing one database: a lost connection moves
+    /// on to the next.
     #[arg(long, env = "OBLIVION_COORDINATOR")]
     coordinator: String,
     /// Display name [default: worker-<pid>].
@@ -92,12 +94,20 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let base = args.coordinator.trim_end_matches('/').to_string();
-    if !(base.starts_with("http://") || base.starts_with("https://")) {
+    let coordinators: Vec<String> = args
+        .coordinator
+        .split(',')
+        .map(|c| c.trim().trim_end_matches('/').to_string())
+        .collect();
+    if let Some(bad) = coordinators
+        .iter()
+        .find(|c| !(c.starts_with("http://") || c.starts_with("https://")))
+    {
         return Err(format!(
-            "--coordinator must be an http:// or https:// URL, not {base:?}"
+            "--coordinator must be http:// or https:// URLs, not {bad:?}"
         ));
     }
+    let base = coordinators[0].clone();
     let (device, info) = pick_device(&args.backend)?;
     let started = std::time::Instant::now();
     let score = tokio::task::spawn_blocking(move || {
@@ -113,6 +123,7 @@ async fn run(args: Args) -> Result<(), String> {
     );
     let settings = Settings {
         base,
+        coordinators,
         name: args
             .name
             .unwrap_or_else(|| format!("worker-{}", std::process::id())),
@@ -144,6 +155,7 @@ async fn run(args: Args) -> Result<(), String> {
                 } else {
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
+                session.next_coordinator();
             }
         }
     }

@@ -19,9 +19,13 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 /// What the worker is and where it connects.
+#[derive(Clone)]
 pub struct Settings {
-    /// Coordinator base URL (http or https).
+    /// Coordinator base URL (http or https) it connects to now.
     pub base: String,
+    /// Every coordinator it may connect to, tried in turn when one is lost
+    /// (instances sharing one database), `base` among them.
+    pub coordinators: Vec<String>,
     /// Display name.
     pub name: String,
     /// Compute device.
@@ -75,6 +79,21 @@ impl Worker {
             http: reqwest::Client::new(),
             connected: false,
         }
+    }
+
+    /// Moves on to the next coordinator of the list (after a lost one).
+    pub fn next_coordinator(&mut self) {
+        let list = &self.settings.coordinators;
+        if list.len() < 2 {
+            return;
+        }
+        let at = list
+            .iter()
+            .position(|c| *c == self.settings.base)
+            .unwrap_or(0);
+        let mut settings = (*self.settings).clone();
+        settings.base = list[(at + 1) % list.len()].clone();
+        self.settings = Arc::new(settings);
     }
 
     /// Whether the last session got as far as a Welcome.

@@ -11,12 +11,23 @@ use super::{Coordinator, lock};
 use crate::error::AppError;
 use crate::hub::{Ended, Worker};
 use crate::states::LeaseStatus;
-use crate::store::now;
+use crate::store::{Backend, now};
+
+/// How a worker's token is stored (so that any instance can check it,
+/// and a database dump does not hand it out).
+pub(super) fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
 
 impl Coordinator {
-    /// Workers connected to this instance now.
+    /// Workers connected now, to this instance and (as they last
+    /// published them) to the others sharing its database.
     pub fn workers(&self) -> Vec<WorkerView> {
-        self.hub().worker_views(self.clock())
+        let mut workers = self.hub().worker_views(self.clock());
+        workers.extend(lock(&self.remote_workers).iter().cloned());
+        workers.sort_by_key(|w| w.id);
+        workers
     }
 
     /// Registers a worker connection; returns its id and token.
@@ -30,7 +41,12 @@ impl Coordinator {
         let token = hex::encode(rand::random::<[u8; 24]>());
         view.id = self
             .db
-            .insert_worker(&view, payout.as_deref())
+            .insert_worker(
+                &view,
+                payout.as_deref(),
+                &token_hash(&token),
+                &self.instance,
+            )
             .await
             .map_err(AppError::db)?;
         let id = view.id;
@@ -132,6 +148,9 @@ impl Coordinator {
             }
             Ok(_) => {}
             Err(e) => tracing::error!("reaping stopped instances: {e}"),
+        }
+        if self.db.backend() == Backend::Postgres {
+            self.exchange_workers().await;
         }
         let complete: Vec<(u64, u32)> = self
             .hub()

@@ -15,9 +15,10 @@ mod aggregation;
 mod budget;
 mod jobs;
 mod leasing;
+mod sync;
 mod updates;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -25,7 +26,7 @@ use std::time::Instant;
 use oblivion_ml::data::Dataset;
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
-use oblivion_protocol::api::NetworkSnapshot;
+use oblivion_protocol::api::{NetworkSnapshot, WorkerView};
 
 use crate::config::Config;
 use crate::datasets::DatasetCache;
@@ -67,6 +68,12 @@ pub struct Coordinator {
     pub event_streams: Arc<ConnectionLimit>,
     /// Uploads per client address.
     pub uploads_rate: UploadRate,
+    /// Jobs other instances changed, to reload from the database.
+    dirty: Mutex<BTreeSet<u64>>,
+    /// Wakes the task that reloads them.
+    dirty_signal: tokio::sync::Notify,
+    /// Workers connected to the other instances, as they last published.
+    remote_workers: Mutex<Vec<WorkerView>>,
 }
 
 /// How often the snapshot is taken: changes reach pages within this.
@@ -131,6 +138,9 @@ impl Coordinator {
                 config.max_event_streams,
             ),
             uploads_rate: UploadRate::new(config.max_uploads_per_minute),
+            dirty: Mutex::new(BTreeSet::new()),
+            dirty_signal: tokio::sync::Notify::new(),
+            remote_workers: Mutex::new(Vec::new()),
             config,
             db,
             artifacts,
@@ -156,6 +166,11 @@ impl Coordinator {
             }
         }
         tracing::info!(resumed, stale_leases = stale, instance = %coordinator.instance, "state loaded");
+        if coordinator.db.backend() == Backend::Postgres {
+            let url = coordinator.config.database_url();
+            tokio::spawn(coordinator.clone().listen(url));
+            tokio::spawn(coordinator.clone().apply_changes());
+        }
         let reaper = coordinator.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
@@ -164,6 +179,9 @@ impl Coordinator {
                 reaper.reap().await;
                 if n % 2 == 0 {
                     reaper.keep_alive().await;
+                }
+                if n % 10 == 5 && reaper.db.backend() == Backend::Postgres {
+                    reaper.resync_all();
                 }
                 if n % 120 == 0 {
                     reaper.uploads_rate.forget_idle();
@@ -224,7 +242,9 @@ impl Coordinator {
     /// The live state of the network, as `GET /api/events` pushes it.
     pub fn snapshot(&self) -> NetworkSnapshot {
         let hub = self.hub();
-        let workers = hub.worker_views(self.clock());
+        let mut workers = hub.worker_views(self.clock());
+        workers.extend(lock(&self.remote_workers).iter().cloned());
+        workers.sort_by_key(|w| w.id);
         NetworkSnapshot {
             samples_per_second: workers.iter().map(|w| w.samples_per_second).sum::<f64>() + 0.0,
             workers,

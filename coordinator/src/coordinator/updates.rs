@@ -9,9 +9,10 @@ use oblivion_ml::params::Params;
 use oblivion_ml::weights::check_params;
 use oblivion_protocol::wire::{UpdateReceipt, update_metadata};
 
+use super::leasing::token_hash;
 use super::{Coordinator, blocking, lock};
 use crate::error::AppError;
-use crate::hub::Refusal;
+use crate::hub::{Lease, Refusal, UpdateContext};
 use crate::store::{UpdateRefusal, UpdateRow};
 
 /// Largest training loss an update may report (cross-entropy of a sane
@@ -49,6 +50,65 @@ impl Coordinator {
         })
     }
 
+    /// What the update for `lease` must match, if the worker with `token`
+    /// holds it: from the hub for leases granted here, else from the
+    /// database (granted by another instance, or before a reconnection).
+    async fn update_context(
+        self: &Arc<Self>,
+        token: &str,
+        lease: u64,
+    ) -> Result<UpdateContext, AppError> {
+        let refusal = match self.hub().update_context(token, lease) {
+            Ok(ctx) => return Ok(ctx),
+            Err(r) => r,
+        };
+        let held = self
+            .db
+            .held_lease(lease, &token_hash(token))
+            .await
+            .map_err(AppError::db)?;
+        if let Some((job, round, shard, worker)) = held {
+            let known = |hub: &crate::hub::Hub| {
+                let j = hub.jobs.get(&job).filter(|j| j.round == round)?;
+                let s = j.shards.get(shard as usize)?;
+                Some((j.arch.clone(), j.spec.update_norm_bound, s.samples))
+            };
+            let mut found = known(&self.hub());
+            if found.is_none() {
+                // Granted by another instance for a round this one has not
+                // caught up with yet.
+                self.refresh_job(job).await?;
+                found = known(&self.hub());
+            }
+            if let Some((arch, norm_bound, samples)) = found {
+                return Ok(UpdateContext {
+                    lease: Lease {
+                        id: lease,
+                        job,
+                        round,
+                        shard,
+                        worker,
+                        expires_at: 0.0,
+                        overdue_at: 0.0,
+                        progress: 0.0,
+                    },
+                    arch,
+                    norm_bound,
+                    samples,
+                });
+            }
+        }
+        Err(match refusal {
+            Refusal::UnknownWorker if held.is_none() => AppError::new(
+                StatusCode::UNAUTHORIZED,
+                "unknown worker token: connect over /api/workers/connect first",
+            ),
+            _ => AppError::conflict(format!(
+                "lease {lease} is not held by this worker (it expired, was re-issued or never existed)"
+            )),
+        })
+    }
+
     /// Checks and records a worker's update for `lease`.
     pub async fn submit_update(
         self: &Arc<Self>,
@@ -56,15 +116,7 @@ impl Coordinator {
         lease: u64,
         body: Vec<u8>,
     ) -> Result<UpdateReceipt, AppError> {
-        let ctx = self.hub().update_context(token, lease).map_err(|r| match r {
-            Refusal::UnknownWorker => AppError::new(
-                StatusCode::UNAUTHORIZED,
-                "unknown worker token: connect over /api/workers/connect first",
-            ),
-            Refusal::NotHeld(id) => AppError::conflict(format!(
-                "lease {id} is not held by this worker (it expired, was re-issued or never existed)"
-            )),
-        })?;
+        let ctx = self.update_context(token, lease).await?;
         // The body moves to the checking thread and back: no copy of up to
         // max_update_bytes on this path.
         let (checked, body) = {

@@ -229,6 +229,10 @@ macro_rules! retrying {
     }};
 }
 
+/// The PostgreSQL channel on which changed jobs are announced (payload:
+/// the job id).
+pub const JOBS_CHANNEL: &str = "oblivion_jobs";
+
 /// Statuses a job may be cancelled or failed from.
 const UNFINISHED: &str = "('pending', 'running')";
 
@@ -283,6 +287,24 @@ impl Db {
         }
     }
 
+    /// Tells every instance listening (PostgreSQL's NOTIFY, delivered when
+    /// the transaction commits) that `job` changed; nothing on SQLite,
+    /// which one instance uses alone.
+    async fn notify(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        job: u64,
+    ) -> Result<(), sqlx::Error> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(JOBS_CHANNEL)
+                .bind(job.to_string())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// A transaction that will write. SQLite takes its write lock at once,
     /// so that two writers never deadlock upgrading from read to write.
     async fn write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
@@ -334,6 +356,7 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         }
+        self.notify(&mut tx, id as u64).await?;
         tx.commit().await?;
         Ok(id as u64)
     }
@@ -433,6 +456,7 @@ impl Db {
         .bind(now())
         .execute(&mut *tx)
         .await?;
+        self.notify(&mut tx, id).await?;
         tx.commit().await?;
         Ok(Ok(()))
     }
@@ -539,6 +563,7 @@ impl Db {
         .bind(m.aggregate_seconds)
         .execute(&mut *tx)
         .await?;
+        self.notify(&mut tx, id).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -651,6 +676,12 @@ impl Db {
                 started_job: started,
             });
         }
+        let mut changed: Vec<u64> = granted.iter().map(|g| g.grant.job).collect();
+        changed.sort_unstable();
+        changed.dedup();
+        for job in changed {
+            self.notify(&mut tx, job).await?;
+        }
         tx.commit().await?;
         Ok(granted)
     }
@@ -676,11 +707,12 @@ impl Db {
         }
         let mut tx = self.write().await?;
         let mut count = 0;
+        let mut changed = Vec::new();
         let at = now();
         for &(id, status) in ended {
             let worker = sqlx::query(
                 "UPDATE leases SET status = $2, reason = $3, ended_at = $4 \
-                 WHERE id = $1 AND status = 'active' RETURNING worker_id",
+                 WHERE id = $1 AND status = 'active' RETURNING worker_id, job_id",
             )
             .bind(id as i64)
             .bind(status.as_str())
@@ -690,6 +722,7 @@ impl Db {
             .await?;
             let Some(worker) = worker else { continue };
             count += 1;
+            changed.push(worker.try_get::<i64, _>("job_id")? as u64);
             let counter = match status {
                 LeaseStatus::Rejected => "rejected",
                 s if s.is_lost() => "lost",
@@ -701,6 +734,11 @@ impl Db {
             .bind(worker.try_get::<i64, _>("worker_id")?)
             .execute(&mut *tx)
             .await?;
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        for job in changed {
+            self.notify(&mut tx, job).await?;
         }
         tx.commit().await?;
         Ok(count)
@@ -778,9 +816,12 @@ impl Db {
             .bind(stale_before)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
         jobs.sort_unstable();
         jobs.dedup();
+        for &job in &jobs {
+            self.notify(&mut tx, job).await?;
+        }
+        tx.commit().await?;
         Ok(jobs)
     }
 
@@ -872,6 +913,7 @@ impl Db {
         .fetch_one(&mut *tx)
         .await?
         .try_get("done")?;
+        self.notify(&mut tx, job).await?;
         tx.commit().await?;
         Ok(Ok(complete == 1))
     }
@@ -947,15 +989,116 @@ impl Db {
         .collect()
     }
 
+    /// Where a round stands in the database: the shards with an accepted
+    /// update (shard, worker), and the active leases (shard, worker,
+    /// granting instance).
+    pub async fn round_state(
+        &self,
+        job: u64,
+        round: u32,
+    ) -> Result<(Vec<(u32, u64)>, Vec<(u32, u64, String)>), sqlx::Error> {
+        let done =
+            sqlx::query("SELECT shard, worker_id FROM updates WHERE job_id = $1 AND round = $2")
+                .bind(job as i64)
+                .bind(i64::from(round))
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get::<i64, _>("shard")? as u32,
+                        r.try_get::<i64, _>("worker_id")? as u64,
+                    ))
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let leased = sqlx::query(
+            "SELECT shard, worker_id, COALESCE(instance, '') AS instance FROM leases \
+             WHERE job_id = $1 AND round = $2 AND status = 'active'",
+        )
+        .bind(job as i64)
+        .bind(i64::from(round))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<i64, _>("shard")? as u32,
+                r.try_get::<i64, _>("worker_id")? as u64,
+                r.try_get::<String, _>("instance")?,
+            ))
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok((done, leased))
+    }
+
+    /// The active lease `lease` if the worker whose token hashes to
+    /// `token_hash` holds it (granted by any instance): (job, round, shard,
+    /// worker).
+    pub async fn held_lease(
+        &self,
+        lease: u64,
+        token_hash: &str,
+    ) -> Result<Option<(u64, u32, u32, u64)>, sqlx::Error> {
+        sqlx::query(
+            "SELECT l.job_id, l.round, l.shard, l.worker_id FROM leases l \
+             JOIN workers w ON w.id = l.worker_id \
+             WHERE l.id = $1 AND l.status = 'active' AND w.token_hash = $2",
+        )
+        .bind(lease as i64)
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| {
+            Ok((
+                r.try_get::<i64, _>("job_id")? as u64,
+                r.try_get::<i64, _>("round")? as u32,
+                r.try_get::<i64, _>("shard")? as u32,
+                r.try_get::<i64, _>("worker_id")? as u64,
+            ))
+        })
+        .transpose()
+    }
+
+    /// Publishes the workers connected to `instance` (JSON), for the others.
+    pub async fn publish_workers(&self, instance: &str, workers: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE instances SET workers = $2 WHERE id = $1")
+            .bind(instance)
+            .bind(workers)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The workers other live instances published (JSON each).
+    pub async fn other_instances_workers(
+        &self,
+        instance: &str,
+        stale_before: f64,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query(
+            "SELECT workers FROM instances WHERE id <> $1 AND seen_at >= $2 \
+             AND workers IS NOT NULL",
+        )
+        .bind(instance)
+        .bind(stale_before)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get("workers"))
+        .collect()
+    }
+
     /// Records a newly connected worker; returns its id (never reused).
     pub async fn insert_worker(
         &self,
         w: &WorkerView,
         payout: Option<&str>,
+        token_hash: &str,
+        instance: &str,
     ) -> Result<u64, sqlx::Error> {
         let id: i64 = sqlx::query(
-            "INSERT INTO workers (name, client, device, benchmark, payout_address, connected_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            "INSERT INTO workers (name, client, device, benchmark, payout_address, connected_at, \
+             token_hash, instance) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(&w.name)
         .bind(serde_json::to_string(&w.client).map_err(decode_err)?)
@@ -963,6 +1106,8 @@ impl Db {
         .bind(w.benchmark)
         .bind(payout)
         .bind(now())
+        .bind(token_hash)
+        .bind(instance)
         .fetch_one(&self.pool)
         .await?
         .try_get("id")?;

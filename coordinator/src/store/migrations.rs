@@ -39,6 +39,11 @@ const SQLITE: Embedded = &[
         "instances",
         include_str!("../../migrations/sqlite/0003_instances.sql"),
     ),
+    (
+        4,
+        "shared instances",
+        include_str!("../../migrations/sqlite/0004_shared_instances.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -56,6 +61,11 @@ const POSTGRES: Embedded = &[
         3,
         "instances",
         include_str!("../../migrations/postgres/0003_instances.sql"),
+    ),
+    (
+        4,
+        "shared instances",
+        include_str!("../../migrations/postgres/0004_shared_instances.sql"),
     ),
 ];
 

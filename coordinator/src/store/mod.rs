@@ -5,4 +5,6 @@ mod db;
 mod migrations;
 
 pub use artifacts::Artifacts;
-pub use db::{Backend, Db, Granted, JobRefusal, JobRow, RoundRow, UpdateRefusal, UpdateRow, now};
+pub use db::{
+    Backend, Db, Granted, JOBS_CHANNEL, JobRefusal, JobRow, RoundRow, UpdateRefusal, UpdateRow, now,
+};
