@@ -57,6 +57,12 @@ pub struct Config {
     pub max_event_streams: u32,
     /// Uploads (job specs, datasets) per client address per minute.
     pub max_uploads_per_minute: u32,
+    /// How often unreferenced artifacts are collected (zero: never).
+    pub gc_interval: Duration,
+    /// Artifacts written more recently than this are never collected.
+    pub gc_grace: Duration,
+    /// Round weights kept for a finished job (its current model always).
+    pub keep_rounds: u32,
 }
 
 /// Limits on what one job may cost, checked when it is created.
@@ -107,6 +113,9 @@ impl Default for Config {
             max_event_streams_per_client: 16,
             max_event_streams: 1024,
             max_uploads_per_minute: 60,
+            gc_interval: Duration::from_secs(60),
+            gc_grace: crate::coordinator::GC_GRACE,
+            keep_rounds: 3,
         }
     }
 }
@@ -187,6 +196,15 @@ pub struct ConfigLayer {
     /// Uploads (job specs, datasets) per client address per minute [default: 60].
     #[arg(long, env = "OBLIVION_MAX_UPLOADS_PER_MINUTE")]
     pub max_uploads_per_minute: Option<u32>,
+    /// Seconds between collections of unreferenced artifacts, 0 for never [default: 60].
+    #[arg(long, env = "OBLIVION_GC_INTERVAL_SECS")]
+    pub gc_interval_secs: Option<u64>,
+    /// Artifacts younger than this many seconds are never collected [default: 120].
+    #[arg(long, env = "OBLIVION_GC_GRACE_SECS")]
+    pub gc_grace_secs: Option<u64>,
+    /// Round weights kept for a finished job, besides its model [default: 3].
+    #[arg(long, env = "OBLIVION_KEEP_ROUNDS")]
+    pub keep_rounds: Option<u32>,
 }
 
 impl Config {
@@ -231,6 +249,11 @@ impl Config {
         self.max_uploads_per_minute = l
             .max_uploads_per_minute
             .unwrap_or(self.max_uploads_per_minute);
+        self.gc_interval = l
+            .gc_interval_secs
+            .map_or(self.gc_interval, Duration::from_secs);
+        self.gc_grace = l.gc_grace_secs.map_or(self.gc_grace, Duration::from_secs);
+        self.keep_rounds = l.keep_rounds.unwrap_or(self.keep_rounds);
         self
     }
 

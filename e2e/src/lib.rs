@@ -119,6 +119,11 @@ impl Backing {
         let mut flags = vec!["--database-url".to_string(), database_url.clone()];
         let (s3, env) = match storage {
             Storage::Dir => (None, Vec::new()),
+            Storage::SharedDir => {
+                let dir = data.join("artifacts").display().to_string();
+                flags.extend(["--artifacts-url".to_string(), dir]);
+                (None, Vec::new())
+            }
             Storage::S3 => {
                 let server = s3::S3Server::start()?;
                 server.bucket("oblivion")?;
@@ -145,6 +150,9 @@ pub enum Storage {
     Dir,
     /// Bucket `oblivion` of a throwaway S3-compatible server of its own.
     S3,
+    /// One directory that every instance of a cluster shares (as a network
+    /// file system would be shared).
+    SharedDir,
 }
 
 pub(crate) fn start_coordinator(

@@ -81,3 +81,79 @@ async fn a_job_trains_on_postgresql_and_s3() {
     );
     assert!(!net.data.0.join("artifacts").exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn artifacts_nobody_needs_are_collected() {
+    use oblivion_e2e::{ScriptedWorker, uniform_update};
+    let net = Network::start(&[
+        "--gc-interval-secs",
+        "1",
+        "--gc-grace-secs",
+        "0",
+        "--keep-rounds",
+        "1",
+    ])
+    .unwrap();
+    let api = net.api();
+    let mut spec = example("iris-mlp.json").unwrap();
+    spec["rounds"] = 3.into();
+    let id = api.submit(&spec).await.unwrap();
+    let mut worker = ScriptedWorker::connect(&api.url, "gc").await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let lease = worker.next_lease().await.unwrap();
+        let body = uniform_update(&lease, 0.01);
+        let (status, reply) = worker
+            .post_update(&api, lease.lease_id, body.clone())
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{reply}");
+        seen.push((lease, body));
+    }
+    let job = api
+        .wait_finished(id, Duration::from_secs(30), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(job.status, JobStatus::Completed);
+    // Another job stays unfinished: a worker holds one of its shards.
+    spec["seed"] = 99.into();
+    let running = api.submit(&spec).await.unwrap();
+    let held = worker.next_lease().await.unwrap();
+    assert_eq!(held.job_id, running);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let status = |sha: String| {
+        let api = api.clone();
+        async move {
+            api.http
+                .get(format!("{}/api/artifacts/{sha}", api.url))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    use sha2::Digest;
+    for (lease, body) in &seen {
+        let update = hex::encode(sha2::Sha256::digest(body));
+        assert_eq!(status(update).await, 404, "update of round {}", lease.round);
+        assert_eq!(
+            status(lease.data.clone()).await,
+            404,
+            "shard of a finished job"
+        );
+        if lease.round == 2 {
+            // The weights after round 1: beyond the one round kept.
+            assert_eq!(status(lease.weights.clone()).await, 404);
+        }
+    }
+    // The finished job's model, and the unfinished job's shard, stay.
+    let model = api
+        .get_bytes(&format!("/api/jobs/{id}/model?format=safetensors"))
+        .await
+        .unwrap();
+    assert!(!model.is_empty());
+    assert_eq!(status(held.data.clone()).await, 200);
+    assert_eq!(status(held.weights.clone()).await, 200);
+}

@@ -23,6 +23,8 @@ use crate::error::AppError;
 
 /// Largest control message from a worker, bytes.
 const MAX_CONTROL_MESSAGE: usize = 64 * 1024;
+/// Read and write buffer of a worker connection, bytes.
+const CONNECTION_BUFFER: usize = 8 * 1024;
 /// Largest benchmark score taken from a worker's hello (samples/s).
 const MAX_BENCHMARK: f64 = 1e9;
 /// Time a new connection has to say Hello.
@@ -69,6 +71,10 @@ pub async fn connect(
     let permit = c.worker_connections.acquire(client.ip())?;
     Ok(ws
         .max_message_size(MAX_CONTROL_MESSAGE)
+        // Control messages are small; the default 128 KiB buffers would
+        // cost gigabytes across ten thousand connections.
+        .read_buffer_size(CONNECTION_BUFFER)
+        .write_buffer_size(CONNECTION_BUFFER)
         .on_upgrade(move |socket| async move {
             session(c, socket).await;
             drop(permit);

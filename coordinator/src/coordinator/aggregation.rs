@@ -72,7 +72,7 @@ impl Coordinator {
             self.fail(job, &format!("aggregation failed: {}", e.message))
                 .await;
         }
-        self.pump().await;
+        self.request_pump();
     }
 
     async fn try_aggregate(&self, job: u64, round: u32) -> Result<(), AppError> {

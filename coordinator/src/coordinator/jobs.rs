@@ -177,7 +177,7 @@ impl Coordinator {
             ),
         );
         tracing::info!(job = id, "job created");
-        self.pump().await;
+        self.request_pump();
         Ok(id)
     }
 

@@ -59,7 +59,7 @@ impl Coordinator {
 
     /// Hands out work to a worker whose connection is ready.
     pub async fn worker_ready(&self) {
-        self.pump().await;
+        self.request_pump();
     }
 
     /// Forgets a disconnected worker; its leases go back to pending.
@@ -69,7 +69,7 @@ impl Coordinator {
             tracing::info!(worker = id, leases = ended.len(), "worker disconnected");
         }
         self.settle_ended(ended, "worker disconnected").await;
-        self.pump().await;
+        self.request_pump();
     }
 
     /// Renews a worker's leases.
@@ -82,7 +82,7 @@ impl Coordinator {
     pub async fn return_lease(&self, id: u64, lease: u64, reason: &str) {
         let ended = self.hub().return_lease(id, lease);
         self.settle_ended(ended.into_iter().collect(), reason).await;
-        self.pump().await;
+        self.request_pump();
     }
 
     /// A worker takes no more leases.
@@ -129,7 +129,7 @@ impl Coordinator {
                 "no heartbeat before the deadline, or past the lease lifetime",
             )
             .await;
-            self.pump().await;
+            self.request_pump();
         }
     }
 
@@ -164,14 +164,28 @@ impl Coordinator {
                 tokio::spawn(self.clone().aggregate(job, round));
             }
         }
-        self.pump().await;
+        self.request_pump();
+    }
+
+    /// Asks for a dispatch pass soon. Passes run one at a time on their own
+    /// task, so that requests made while one runs are served together by
+    /// the next (one transaction for all the leases they grant).
+    pub(super) fn request_pump(&self) {
+        self.pump_signal.notify_one();
+    }
+
+    /// Runs dispatch passes as they are requested, forever.
+    pub(super) async fn pump_loop(self: Arc<Self>) {
+        loop {
+            self.pump_signal.notified().await;
+            self.pump().await;
+        }
     }
 
     /// Hands pending shards to workers with room: plans in the hub, records
     /// the leases the database accepts, then sends them. A lease reaches a
     /// worker only once its row is committed.
-    pub(super) async fn pump(&self) {
-        let _one_planner = self.pump_lock.lock().await;
+    async fn pump(&self) {
         let plan = self.hub().plan();
         if plan.is_empty() {
             return;

@@ -13,6 +13,7 @@
 
 mod aggregation;
 mod budget;
+mod gc;
 mod jobs;
 mod leasing;
 mod sync;
@@ -35,6 +36,7 @@ use crate::hub::{Hub, LeasePolicy, LiveJob, Shard, ShardState};
 use crate::limits::{ConnectionLimit, UploadRate};
 use crate::store::{Artifacts, Backend, Db, JobRow};
 
+pub use gc::{Collected, DEFAULT_GRACE as GC_GRACE};
 pub use jobs::ModelFormat;
 pub use updates::UploadSlot;
 
@@ -53,9 +55,9 @@ pub struct Coordinator {
     instance: String,
     /// Origin of the monotonic clock the hub's deadlines use.
     started: Instant,
-    /// One planner at a time, so that two plans never race for a shard
-    /// (the database would refuse the loser anyway).
-    pump_lock: tokio::sync::Mutex<()>,
+    /// Wakes the dispatch task (one planner at a time, so that two plans
+    /// never race for a shard; the database would refuse the loser anyway).
+    pump_signal: tokio::sync::Notify,
     /// Leases whose update is being uploaded now.
     uploads: Mutex<HashSet<u64>>,
     /// Jobs this instance is aggregating now.
@@ -149,7 +151,7 @@ impl Coordinator {
             jobs_version: AtomicU64::new(0),
             instance: hex::encode(rand::random::<[u8; 8]>()),
             started: Instant::now(),
-            pump_lock: tokio::sync::Mutex::new(()),
+            pump_signal: tokio::sync::Notify::new(),
             uploads: Mutex::new(HashSet::new()),
             aggregating: Mutex::new(HashSet::new()),
         });
@@ -171,6 +173,9 @@ impl Coordinator {
             tokio::spawn(coordinator.clone().listen(url));
             tokio::spawn(coordinator.clone().apply_changes());
         }
+        tokio::spawn(coordinator.clone().pump_loop());
+        let collector = coordinator.clone();
+        tokio::spawn(async move { collector.collect_garbage_forever().await });
         let reaper = coordinator.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));

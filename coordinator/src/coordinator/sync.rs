@@ -86,7 +86,7 @@ impl Coordinator {
                     }
                 }
             }
-            self.pump().await;
+            self.request_pump();
         }
     }
 

@@ -129,7 +129,7 @@ impl Coordinator {
                 let ended = self.hub().reject(lease);
                 self.settle_ended(ended.into_iter().collect(), &reason)
                     .await;
-                self.pump().await;
+                self.request_pump();
                 tracing::warn!(lease, "update rejected: {reason}");
                 return Err(AppError::unprocessable(format!(
                     "update rejected: {reason}"
@@ -183,7 +183,7 @@ impl Coordinator {
         if round_complete {
             tokio::spawn(self.clone().aggregate(l.job, l.round));
         }
-        self.pump().await;
+        self.request_pump();
         Ok(UpdateReceipt {
             accepted: true,
             credited_samples: ctx.samples,

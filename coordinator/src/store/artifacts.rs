@@ -110,8 +110,15 @@ impl Artifacts {
                 tokio::task::spawn_blocking(move || {
                     let sha = hex::encode(Sha256::digest(&bytes));
                     let path = Self::path(&dir, &sha);
-                    if !path.exists() {
-                        write_durably(&path, &bytes)?;
+                    match std::fs::File::options().append(true).open(&path) {
+                        // Already stored: marked fresh, so that garbage
+                        // collection (which spares recent blobs) does not
+                        // take it from under the row about to name it.
+                        Ok(existing) => existing.set_modified(std::time::SystemTime::now())?,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            write_durably(&path, &bytes)?
+                        }
+                        Err(e) => return Err(e),
                     }
                     Ok(sha)
                 })
@@ -124,12 +131,9 @@ impl Artifacts {
                 })
                 .await
                 .map_err(io::Error::other)?;
+                // Always written, even when present: its new modification
+                // time protects it from garbage collection for a while.
                 let key = Self::key(prefix, &sha);
-                match store.head(&key).await {
-                    Ok(_) => return Ok(sha),
-                    Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(s3_error(e)),
-                }
                 store
                     .put(&key, PutPayload::from(bytes))
                     .await
@@ -168,6 +172,28 @@ impl Artifacts {
                 .await
                 .unwrap_or(false),
             Artifacts::S3 { store, prefix } => store.head(&Self::key(prefix, sha)).await.is_ok(),
+        }
+    }
+
+    /// When the blob was last written, or `None` if it is absent.
+    pub async fn modified(&self, sha: &str) -> io::Result<Option<std::time::SystemTime>> {
+        if !valid_sha(sha) {
+            return Ok(None);
+        }
+        let got = match self {
+            Artifacts::Dir(dir) => tokio::fs::metadata(Self::path(dir, sha))
+                .await
+                .and_then(|m| m.modified()),
+            Artifacts::S3 { store, prefix } => store
+                .head(&Self::key(prefix, sha))
+                .await
+                .map(|m| m.last_modified.into())
+                .map_err(s3_error),
+        };
+        match got {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

@@ -44,6 +44,11 @@ const SQLITE: Embedded = &[
         "shared instances",
         include_str!("../../migrations/sqlite/0004_shared_instances.sql"),
     ),
+    (
+        5,
+        "collection",
+        include_str!("../../migrations/sqlite/0005_collection.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -66,6 +71,11 @@ const POSTGRES: Embedded = &[
         4,
         "shared instances",
         include_str!("../../migrations/postgres/0004_shared_instances.sql"),
+    ),
+    (
+        5,
+        "collection",
+        include_str!("../../migrations/postgres/0005_collection.sql"),
     ),
 ];
 

@@ -1,0 +1,117 @@
+//! Garbage collection of artifacts nobody references any more: the
+//! updates of aggregated rounds, and the data shards, validation split,
+//! updates and older round weights of finished jobs (completed, failed or
+//! cancelled), keeping each job's current model and the weights of its
+//! last `keep_rounds` rounds.
+//!
+//! Blobs are content-addressed, so one may serve several jobs: a blob is
+//! deleted only if the database shows no remaining use of it, and only if
+//! it was not written (or re-written, which refreshes it) during the grace
+//! period, which covers a job being created with that same blob right now.
+
+use std::time::{Duration, SystemTime};
+
+use super::Coordinator;
+use crate::error::AppError;
+
+/// Rows looked at per pass.
+const BATCH: u32 = 500;
+
+/// What one pass did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Blobs deleted.
+    pub deleted: u64,
+    /// Blobs kept because something still uses them, or they are recent.
+    pub kept: u64,
+}
+
+impl Coordinator {
+    /// Runs passes forever, one every `gc_interval` (none if it is zero).
+    pub(super) async fn collect_garbage_forever(&self) {
+        if self.config.gc_interval.is_zero() {
+            return;
+        }
+        let mut tick = tokio::time::interval(self.config.gc_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.collect_garbage().await {
+                Ok(c) if c.deleted > 0 => tracing::info!(c.deleted, c.kept, "artifacts collected"),
+                Ok(_) => {}
+                Err(e) => tracing::error!("collecting artifacts: {}", e.message),
+            }
+        }
+    }
+
+    /// One pass.
+    pub async fn collect_garbage(&self) -> Result<Collected, AppError> {
+        let keep = self.config.keep_rounds;
+        let before = SystemTime::now() - self.config.gc_grace;
+        let mut done = Collected::default();
+        for (job, round, shard, sha) in self
+            .db
+            .collectable_updates(BATCH)
+            .await
+            .map_err(AppError::db)?
+        {
+            self.collect(&sha, keep, before, &mut done).await?;
+            self.db
+                .update_collected(job, round, shard)
+                .await
+                .map_err(AppError::db)?;
+        }
+        for (job, shas) in self
+            .db
+            .collectable_jobs(keep, BATCH)
+            .await
+            .map_err(AppError::db)?
+        {
+            let mut all_gone = true;
+            for sha in shas {
+                all_gone &= self.collect(&sha, keep, before, &mut done).await?;
+            }
+            // A job whose blobs were too recent to go is looked at again.
+            if all_gone {
+                self.db.job_collected(job).await.map_err(AppError::db)?;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Deletes `sha` unless it is in use or was written after `before`.
+    /// Returns whether it is gone, or kept for good (in use).
+    async fn collect(
+        &self,
+        sha: &str,
+        keep: u32,
+        before: SystemTime,
+        done: &mut Collected,
+    ) -> Result<bool, AppError> {
+        if self
+            .db
+            .is_referenced(sha, keep)
+            .await
+            .map_err(AppError::db)?
+        {
+            done.kept += 1;
+            return Ok(true);
+        }
+        match self.artifacts.modified(sha).await.map_err(AppError::io)? {
+            None => Ok(true),
+            Some(written) if written > before => {
+                done.kept += 1;
+                Ok(false)
+            }
+            Some(_) => {
+                self.artifacts.delete(sha).await.map_err(AppError::io)?;
+                done.deleted += 1;
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// The default grace period: a job being created writes its blobs and
+/// records its row within seconds, far inside it.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(120);

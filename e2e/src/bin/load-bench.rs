@@ -1,0 +1,361 @@
+//! Load benchmark of the coordinator: many simulated workers in this one
+//! process speak the real worker protocol (WebSocket hello, leases,
+//! heartbeats, update uploads with their token) against real coordinator
+//! processes, on tiny shards, so that what is measured is the coordinator:
+//! dispatch, the database and artifact writes, not training.
+//!
+//! `cargo xtask load-bench [--workers 10000] [--seconds 30] [--setups sqlite,postgres3]`
+//!
+//! Setups: `sqlite` (one instance, SQLite, artifacts in its directory) and
+//! `postgres3` (three instances on one PostgreSQL, artifacts in one shared
+//! directory), all on this machine. Each simulated worker holds one lease
+//! at a time, and answers a lease at once with a distinct zero update (so
+//! every update is a new artifact to store). Reported: the workers held
+//! (connections established and still open at the end), lease grants and
+//! accepted updates per second over the measured window, and the grant
+//! latency: from a worker becoming free (connected, or its update
+//! accepted) to its next lease arriving, with more shards pending than
+//! workers at all times.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures_util::{SinkExt, StreamExt};
+use oblivion_e2e::cluster::Cluster;
+use oblivion_e2e::{Database, Storage, example};
+use oblivion_ml::model::Architecture;
+use oblivion_ml::params::{NamedTensor, Params};
+use oblivion_protocol::wire::{
+    ClientKind, CoordinatorMessage, DeviceInfo, LeaseTask, PROTOCOL_VERSION, WORKER_TOKEN_HEADER,
+    WorkerMessage,
+};
+use tokio_tungstenite::tungstenite::Message;
+
+/// What every simulated worker adds to.
+#[derive(Default)]
+struct Stats {
+    connected: AtomicU64,
+    disconnected: AtomicU64,
+    grants: AtomicU64,
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    measuring: AtomicBool,
+    /// Grant latencies in the measured window, microseconds.
+    latencies: Mutex<Vec<u32>>,
+}
+
+/// Zero updates for a job's model, differing only in their metadata.
+struct Updates {
+    models: Mutex<HashMap<u64, Arc<Params>>>,
+}
+
+impl Updates {
+    fn body(&self, task: &LeaseTask) -> Result<Vec<u8>> {
+        let params = {
+            let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+            match models.get(&task.job_id) {
+                Some(p) => p.clone(),
+                None => {
+                    let arch = Architecture::new(
+                        task.model.clone(),
+                        task.input_shape.clone(),
+                        task.classes,
+                    )?;
+                    let p = Arc::new(Params {
+                        tensors: arch
+                            .param_shapes()
+                            .into_iter()
+                            .map(|(name, shape)| NamedTensor {
+                                values: vec![0.0; shape.iter().product()],
+                                name,
+                                shape,
+                            })
+                            .collect(),
+                    });
+                    models.insert(task.job_id, p.clone());
+                    p
+                }
+            }
+        };
+        let meta = HashMap::from([
+            ("train_loss".to_string(), "0.5".to_string()),
+            ("lease".to_string(), task.lease_id.to_string()),
+        ]);
+        Ok(params.to_compressed(Some(meta)))
+    }
+}
+
+fn text(msg: &WorkerMessage) -> Message {
+    Message::Text(serde_json::to_string(msg).unwrap_or_default().into())
+}
+
+/// One simulated worker, until `stop`.
+async fn worker(
+    n: usize,
+    url: String,
+    http: reqwest::Client,
+    stats: Arc<Stats>,
+    updates: Arc<Updates>,
+    stop: Arc<AtomicBool>,
+) {
+    let ws = format!("{}/api/workers/connect", url.replacen("http", "ws", 1));
+    let mut socket = loop {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(8 * 1024)
+            .write_buffer_size(8 * 1024);
+        match tokio_tungstenite::connect_async_with_config(&ws, Some(config), false).await {
+            Ok((s, _)) => break s,
+            Err(_) => tokio::time::sleep(Duration::from_millis(200 + (n % 500) as u64)).await,
+        }
+    };
+    let hello = WorkerMessage::Hello {
+        protocol: PROTOCOL_VERSION,
+        name: format!("sim{n}"),
+        client: ClientKind::Native,
+        device: DeviceInfo {
+            backend: "cpu".into(),
+            name: "simulated".into(),
+            detail: String::new(),
+        },
+        benchmark: 1.0,
+        payout_address: None,
+        max_leases: Some(1),
+    };
+    if socket.send(text(&hello)).await.is_err() {
+        return;
+    }
+    let token = match socket.next().await {
+        Some(Ok(Message::Text(t))) => match serde_json::from_str(&t) {
+            Ok(CoordinatorMessage::Welcome { token, .. }) => token,
+            _ => return,
+        },
+        _ => return,
+    };
+    stats.connected.fetch_add(1, Ordering::Relaxed);
+    let mut free_since = Instant::now();
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            msg = socket.next() => {
+                let Some(Ok(msg)) = msg else { break };
+                let Ok(text) = msg.to_text() else { continue };
+                let Ok(CoordinatorMessage::Lease(task)) = serde_json::from_str(text) else {
+                    continue;
+                };
+                let waited = free_since.elapsed();
+                stats.grants.fetch_add(1, Ordering::Relaxed);
+                if stats.measuring.load(Ordering::Relaxed) {
+                    stats
+                        .latencies
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(waited.as_micros().min(u128::from(u32::MAX)) as u32);
+                }
+                let Ok(body) = updates.body(&task) else { continue };
+                let posted = http
+                    .post(format!("{url}/api/leases/{}/update", task.lease_id))
+                    .header(WORKER_TOKEN_HEADER, &token)
+                    .body(body)
+                    .send()
+                    .await;
+                match posted {
+                    Ok(r) if r.status().is_success() => {
+                        stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        stats.refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                free_since = Instant::now();
+            }
+            _ = heartbeat.tick() => {
+                let beat = WorkerMessage::Heartbeat { leases: Vec::new() };
+                if socket.send(text(&beat)).await.is_err() {
+                    break;
+                }
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    stats.disconnected.fetch_add(1, Ordering::Relaxed);
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    f64::from(sorted[i]) / 1000.0
+}
+
+/// One setup's figures.
+#[derive(serde::Serialize)]
+struct Figures {
+    setup: String,
+    workers: usize,
+    held: u64,
+    grants_per_second: f64,
+    p50_grant_ms: f64,
+    p99_grant_ms: f64,
+    updates_per_second: f64,
+    refused: u64,
+    seconds: f64,
+}
+
+async fn run(setup: &str, workers: usize, seconds: u64) -> Result<Figures> {
+    let (instances, database, storage) = match setup {
+        "sqlite" => (1, Database::Sqlite, Storage::Dir),
+        "postgres3" => (3, Database::Postgres, Storage::SharedDir),
+        other => bail!("unknown setup {other:?}; use sqlite or postgres3"),
+    };
+    let flags = [
+        "--max-workers-per-client",
+        "20000",
+        "--max-workers",
+        "20000",
+        "--max-jobs-in-flight",
+        "10000",
+        "--max-uploads-per-minute",
+        "100000",
+        "--max-shard-rounds",
+        "1000000",
+    ];
+    let cluster = Cluster::start(instances, database, storage, &flags)?;
+    // Tiny jobs: iris, a linear model, one sample per shard; enough of
+    // them that more shards are pending than there are workers.
+    let mut spec = example("iris-mlp.json")?;
+    spec["model"] = serde_json::json!({"kind": "mlp", "hidden": []});
+    spec["shards_per_round"] = 100.into();
+    spec["rounds"] = 1000.into();
+    let jobs = (workers * 3 / 100).max(2);
+    for j in 0..jobs {
+        spec["seed"] = (j as u64).into();
+        cluster
+            .api(j % instances)
+            .submit(&spec)
+            .await
+            .with_context(|| format!("submitting job {j}"))?;
+    }
+    let stats = Arc::new(Stats::default());
+    let updates = Arc::new(Updates {
+        models: Mutex::new(HashMap::new()),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(4096)
+        .build()?;
+    let mut tasks = Vec::with_capacity(workers);
+    let connecting = Instant::now();
+    for n in 0..workers {
+        tasks.push(tokio::spawn(worker(
+            n,
+            cluster.url(n % instances),
+            http.clone(),
+            stats.clone(),
+            updates.clone(),
+            stop.clone(),
+        )));
+        if n % 200 == 199 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    while (stats.connected.load(Ordering::Relaxed) as usize) < workers {
+        if connecting.elapsed() > Duration::from_secs(300) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "{setup}: {} workers connected in {:.1} s",
+        stats.connected.load(Ordering::Relaxed),
+        connecting.elapsed().as_secs_f64()
+    );
+    // Warm up, then measure.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (g0, a0) = (
+        stats.grants.load(Ordering::Relaxed),
+        stats.accepted.load(Ordering::Relaxed),
+    );
+    stats.measuring.store(true, Ordering::Relaxed);
+    let window = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stats.measuring.store(false, Ordering::Relaxed);
+    let elapsed = window.elapsed().as_secs_f64();
+    let grants = stats.grants.load(Ordering::Relaxed) - g0;
+    let accepted = stats.accepted.load(Ordering::Relaxed) - a0;
+    let held = stats.connected.load(Ordering::Relaxed) - stats.disconnected.load(Ordering::Relaxed);
+    let mut latencies =
+        std::mem::take(&mut *stats.latencies.lock().unwrap_or_else(|p| p.into_inner()));
+    latencies.sort_unstable();
+    stop.store(true, Ordering::Relaxed);
+    drop(cluster);
+    for t in tasks {
+        t.abort();
+    }
+    Ok(Figures {
+        setup: setup.to_string(),
+        workers,
+        held,
+        grants_per_second: grants as f64 / elapsed,
+        p50_grant_ms: percentile(&latencies, 0.50),
+        p99_grant_ms: percentile(&latencies, 0.99),
+        updates_per_second: accepted as f64 / elapsed,
+        refused: stats.refused.load(Ordering::Relaxed),
+        seconds: elapsed,
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let mut workers = 10_000usize;
+    let mut seconds = 30u64;
+    let mut setups = vec!["sqlite".to_string(), "postgres3".to_string()];
+    let mut json = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--workers" => workers = args.next().context("--workers N")?.parse()?,
+            "--seconds" => seconds = args.next().context("--seconds N")?.parse()?,
+            "--setups" => {
+                setups = args
+                    .next()
+                    .context("--setups sqlite,postgres3")?
+                    .split(',')
+                    .map(String::from)
+                    .collect()
+            }
+            "--json" => json = Some(args.next().context("--json FILE")?),
+            other => bail!("unknown option {other}"),
+        }
+    }
+    let mut all = Vec::new();
+    println!(
+        "| setup | workers held | grants/s | p50 grant | p99 grant | updates accepted/s |\n| --- | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for setup in &setups {
+        let f = run(setup, workers, seconds).await?;
+        println!(
+            "| {} | {} of {} | {:.0} | {:.1} ms | {:.1} ms | {:.0} |",
+            f.setup,
+            f.held,
+            f.workers,
+            f.grants_per_second,
+            f.p50_grant_ms,
+            f.p99_grant_ms,
+            f.updates_per_second
+        );
+        all.push(f);
+    }
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(&all)?)?;
+    }
+    Ok(())
+}
