@@ -2,7 +2,7 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use oblivion_protocol::api::{JobStatus, JobView};
+use oblivion_protocol::api::{JobStatus, JobView, ShardStatus};
 
 use crate::api;
 use crate::live::{use_live, when_changed};
@@ -16,7 +16,11 @@ pub fn job_progress(job: &JobView) -> f64 {
     let rounds = job.rounds.max(1) as f64;
     let finished = job.history.len() as f64;
     let shards = job.shards.len().max(1) as f64;
-    let done = job.shards.iter().filter(|s| s.state == "done").count() as f64;
+    let done = job
+        .shards
+        .iter()
+        .filter(|s| s.state == ShardStatus::Done)
+        .count() as f64;
     ((finished + done / shards) / rounds).min(1.0)
 }
 
@@ -41,7 +45,10 @@ fn job_list() -> (RwSignal<Vec<JobView>>, RwSignal<Option<String>>) {
                         (
                             j.id,
                             j.round,
-                            j.shards.iter().filter(|s| s.state == "done").count(),
+                            j.shards
+                                .iter()
+                                .filter(|s| s.state == ShardStatus::Done)
+                                .count(),
                         )
                     })
                     .collect();
@@ -92,7 +99,7 @@ pub fn JobList() -> impl IntoView {
             <table class="table jobs" data-testid="job-list">
                 <thead><tr><th>"Job"</th><th>"Status"</th><th class="wide">"Progress"</th><th>"Workers"</th><th>"Accuracy"</th></tr></thead>
                 <tbody>
-                    <For each=move || jobs.get() key=|j| (j.id, j.status.as_str(), j.history.len(), j.shards.iter().filter(|s| s.state == "done").count()) let:job>
+                    <For each=move || jobs.get() key=|j| (j.id, j.status.as_str(), j.history.len(), j.shards.iter().filter(|s| s.state == ShardStatus::Done).count()) let:job>
                         {
                             let id = job.id;
                             let progress = job_progress(&job);

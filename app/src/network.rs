@@ -86,7 +86,7 @@ pub fn NetworkPage() -> impl IntoView {
                             <td title=w.device.name.clone()>{format!("#{} {}", w.id, w.name)}</td>
                             <td>{kind(&w)}</td>
                             <td>{w.device.backend.clone()}</td>
-                            <td><span class=format!("state {}", w.state)>{w.state.clone()}</span></td>
+                            <td><span class=format!("state {}", w.state)>{w.state.as_str()}</span></td>
                             <td>{format!("{:.0}", w.samples_per_second)}</td>
                             <td>{w.accepted}</td>
                             <td>{w.rejected}</td>

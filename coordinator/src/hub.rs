@@ -23,7 +23,9 @@ use std::time::Duration;
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
 use oblivion_protocol::JobSpec;
-use oblivion_protocol::api::{JobStatus, LiveJobView, ShardView, WorkerLease, WorkerView};
+use oblivion_protocol::api::{
+    JobStatus, LiveJobView, ShardStatus, ShardView, WorkerLease, WorkerState, WorkerView,
+};
 use oblivion_protocol::wire::{CoordinatorMessage, LeaseProgress, LeaseTask};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -762,13 +764,12 @@ impl Hub {
                     })
                     .collect();
                 view.state = if !leases.is_empty() {
-                    "training"
+                    WorkerState::Training
                 } else if w.draining {
-                    "draining"
+                    WorkerState::Draining
                 } else {
-                    "idle"
-                }
-                .to_string();
+                    WorkerState::Idle
+                };
                 view.leases = leases;
                 view.samples_per_second = w.samples_per_second(now);
                 view
@@ -820,11 +821,11 @@ impl Hub {
             .enumerate()
             .map(|(i, s)| {
                 let (state, worker_id) = match s.state {
-                    ShardState::Pending => ("pending", None),
+                    ShardState::Pending => (ShardStatus::Pending, None),
                     ShardState::Leased { worker, .. } | ShardState::Remote { worker } => {
-                        ("leased", Some(worker))
+                        (ShardStatus::Leased, Some(worker))
                     }
-                    ShardState::Done { worker } => ("done", Some(worker)),
+                    ShardState::Done { worker } => (ShardStatus::Done, Some(worker)),
                 };
                 let progress = match s.state {
                     ShardState::Pending | ShardState::Remote { .. } => 0.0,
@@ -835,7 +836,7 @@ impl Hub {
                 };
                 ShardView {
                     shard: i as u32,
-                    state: state.to_string(),
+                    state,
                     attempts: s.attempts,
                     worker_id,
                     progress,
@@ -1090,7 +1091,7 @@ mod tests {
         n.hub.sync_shards(1, 1, &[(first, 55)], &[(2, 77)]);
         assert_eq!(n.hub.leases_of(a).count(), 1);
         let views = n.hub.shard_views(1);
-        assert_eq!(views[first as usize].state, "done");
+        assert_eq!(views[first as usize].state, ShardStatus::Done);
         assert_eq!(views[2].worker_id, Some(77));
         assert!(n.hub.plan().is_empty(), "nothing left to plan here");
         // The other instance's lease ends: the shard is free again.

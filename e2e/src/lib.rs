@@ -505,6 +505,15 @@ impl ScriptedWorker {
 
 /// An update for `task` whose every value is `value` (0: no change).
 pub fn uniform_update(task: &oblivion_protocol::wire::LeaseTask, value: f32) -> Vec<u8> {
+    update_with_metadata(task, value, &[("train_loss", "0.5")])
+}
+
+/// An update for `task` whose every value is `value`, carrying `metadata`.
+pub fn update_with_metadata(
+    task: &oblivion_protocol::wire::LeaseTask,
+    value: f32,
+    metadata: &[(&str, &str)],
+) -> Vec<u8> {
     use oblivion_ml::params::{NamedTensor, Params};
     let arch = oblivion_ml::model::Architecture::new(
         task.model.clone(),
@@ -523,6 +532,9 @@ pub fn uniform_update(task: &oblivion_protocol::wire::LeaseTask, value: f32) -> 
             })
             .collect(),
     };
-    let meta = std::collections::HashMap::from([("train_loss".to_string(), "0.5".to_string())]);
+    let meta = metadata
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     params.to_compressed(Some(meta))
 }

@@ -299,3 +299,39 @@ async fn per_client_limits_answer_429_and_say_when_to_retry() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn update_metadata_out_of_range_is_refused() {
+    use oblivion_e2e::update_with_metadata;
+    let net = Network::start(&[]).unwrap();
+    let api = net.api();
+    api.submit(&iris(1)).await.unwrap();
+    let mut worker = ScriptedWorker::connect(&api.url, "liar").await.unwrap();
+    let cases: [&[(&str, &str)]; 6] = [
+        &[("train_loss", "1e300")],
+        &[("train_loss", "-1")],
+        &[("train_loss", "inf")],
+        &[("train_loss", "0.5"), ("train_millis", "-5")],
+        &[
+            ("train_loss", "0.5"),
+            ("train_millis", "99999999999999999999"),
+        ],
+        &[("train_loss", "0.5"), ("train_millis", "1e3")],
+    ];
+    for metadata in cases {
+        let lease = worker.next_lease().await.unwrap();
+        let (status, body) = worker
+            .post_update(
+                &api,
+                lease.lease_id,
+                update_with_metadata(&lease, 0.0, metadata),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 422, "{metadata:?}: {body}");
+        let key = metadata.last().unwrap().0;
+        assert!(body["error"].as_str().unwrap().contains(key), "{body}");
+    }
+    let me = api.worker(worker.id).await.unwrap();
+    assert_eq!((me.accepted, me.rejected), (0, 6));
+}

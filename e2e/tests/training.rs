@@ -13,7 +13,7 @@ use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
 use oblivion_ml::train::{evaluate, predict};
 use oblivion_protocol::JobSpec;
-use oblivion_protocol::api::JobView;
+use oblivion_protocol::api::{JobView, ShardStatus};
 
 const TIMEOUT: Duration = Duration::from_secs(900);
 
@@ -195,7 +195,7 @@ async fn a_worker_killed_mid_round_costs_only_its_shard() {
             && job
                 .shards
                 .iter()
-                .any(|s| s.state == "leased" && s.worker_id == Some(w.id))
+                .any(|s| s.state == ShardStatus::Leased && s.worker_id == Some(w.id))
         {
             break w.id;
         }

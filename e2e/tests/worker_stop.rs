@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use oblivion_e2e::{Network, example};
+use oblivion_protocol::api::ShardStatus;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_finishes_the_current_shard_and_returns_the_queued_one() {
@@ -19,7 +20,7 @@ async fn ctrl_c_finishes_the_current_shard_and_returns_the_queued_one() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let job = api.job(id).await.unwrap();
-        if job.shards.iter().all(|s| s.state == "leased") {
+        if job.shards.iter().all(|s| s.state == ShardStatus::Leased) {
             break;
         }
         assert!(Instant::now() < deadline, "no leases: {job:?}");

@@ -83,13 +83,75 @@ pub struct RoundMetrics {
     pub aggregate_seconds: f64,
 }
 
+/// Where a shard of the current round is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShardStatus {
+    /// Waiting for a worker.
+    Pending,
+    /// A worker holds it.
+    Leased,
+    /// Its update is in.
+    Done,
+}
+
+impl ShardStatus {
+    /// The name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShardStatus::Pending => "pending",
+            ShardStatus::Leased => "leased",
+            ShardStatus::Done => "done",
+        }
+    }
+}
+
+impl std::fmt::Display for ShardStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a connected worker is doing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Holding no lease, taking new ones.
+    #[default]
+    Idle,
+    /// Holding at least one lease.
+    Training,
+    /// Finishing what it holds, taking no new leases.
+    Draining,
+    /// Gone.
+    Disconnected,
+}
+
+impl WorkerState {
+    /// The name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Idle => "idle",
+            WorkerState::Training => "training",
+            WorkerState::Draining => "draining",
+            WorkerState::Disconnected => "disconnected",
+        }
+    }
+}
+
+impl std::fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// State of one shard of the current round.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ShardView {
     /// Index within the round.
     pub shard: u32,
-    /// `pending`, `leased` or `done`.
-    pub state: String,
+    /// Where it is in the round.
+    pub state: ShardStatus,
     /// Times it was leased (more than one means it was re-issued).
     pub attempts: u32,
     /// The worker holding it, or that did it.
@@ -177,9 +239,9 @@ pub struct WorkerView {
     pub lost: u64,
     /// Samples credited (from the shards it completed, not its claims).
     pub samples: u64,
-    /// `training`, `idle` or `draining` (or `disconnected`).
+    /// What it is doing.
     #[serde(default)]
-    pub state: String,
+    pub state: WorkerState,
     /// Samples credited per second over the last minute (or since it
     /// connected, if later): measured by the coordinator, not claimed.
     #[serde(default)]
@@ -210,7 +272,7 @@ impl WorkerView {
             rejected: 0,
             lost: 0,
             samples: 0,
-            state: "idle".into(),
+            state: WorkerState::Idle,
             samples_per_second: 0.0,
             leases: Vec::new(),
         }

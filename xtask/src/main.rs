@@ -7,6 +7,8 @@
 //!   wasm-bindgen-cli, Trunk, Chromium, PostgreSQL, npm packages, a Python
 //!   environment with onnxruntime), then runs every check and test.
 //! - `cargo xtask bench`: the network benchmark (time to 97% accuracy).
+//! - `cargo xtask load-bench`: the coordinator under 10,000 simulated
+//!   workers (lease grants per second, grant latency, updates per second).
 //! - `cargo xtask web`: builds the web app and the browser worker into
 //!   `dist/` (Trunk).
 
@@ -54,9 +56,12 @@ fn main() -> ExitCode {
         Some("dev") => dev(&args[1..]),
         Some("test") => test(),
         Some("bench") => bench(&args[1..]),
+        Some("load-bench") => load_bench(&args[1..]),
         Some("web") => web(),
         _ => {
-            eprintln!("usage: cargo xtask dev [--workers N] [--listen ADDR] | test | bench | web");
+            eprintln!(
+                "usage: cargo xtask dev [--workers N] [--listen ADDR] | test | bench | load-bench | web"
+            );
             return ExitCode::from(2);
         }
     };
@@ -242,6 +247,14 @@ fn bench(args: &[String]) -> Result<()> {
             "--",
         ])
         .args(args))
+}
+
+/// The coordinator load benchmark: simulated workers against one SQLite
+/// instance and three PostgreSQL instances (see `e2e/src/bin/load-bench.rs`).
+fn load_bench(args: &[String]) -> Result<()> {
+    postgres()?;
+    run(cargo().args(["build", "--workspace", "--bins"]))?;
+    run(Command::new(target_dir().join("debug/load-bench")).args(args))
 }
 
 struct Children(Vec<Child>);

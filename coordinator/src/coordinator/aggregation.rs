@@ -218,3 +218,64 @@ fn busiest_worker_seconds(updates: &[UpdateRow]) -> f64 {
     }
     per_worker.values().copied().max().unwrap_or(0) as f64 / 1000.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oblivion_ml::data::parse_csv;
+    use oblivion_ml::params::NamedTensor;
+    use oblivion_ml::weights::initial_params;
+
+    fn update(arch: &Architecture, seed: u64) -> Vec<u8> {
+        let params = initial_params(arch, seed).unwrap();
+        Params {
+            tensors: params
+                .tensors
+                .into_iter()
+                .map(|t| NamedTensor {
+                    values: t.values.iter().map(|v| v * 0.1).collect(),
+                    ..t
+                })
+                .collect(),
+        }
+        .to_compressed(None)
+    }
+
+    #[test]
+    fn aggregating_the_same_round_again_gives_the_same_bits() {
+        let data = parse_csv(include_bytes!("../../../datasets/tabular/iris.csv")).unwrap();
+        let spec = oblivion_protocol::ModelSpec::Mlp { hidden: vec![8] };
+        let arch = Architecture::new(spec, data.shape.clone(), data.classes).unwrap();
+        let global = initial_params(&arch, 1).unwrap();
+        let updates = || {
+            vec![
+                (update(&arch, 2), 40.0),
+                (update(&arch, 3), 41.0),
+                (update(&arch, 4), 39.0),
+            ]
+        };
+        let (a, eval_a) = aggregate_round(&arch, &global, updates(), &data).unwrap();
+        let (b, eval_b) = aggregate_round(&arch, &global, updates(), &data).unwrap();
+        assert_eq!(a.to_safetensors(None), b.to_safetensors(None));
+        assert_eq!(eval_a.accuracy.to_bits(), eval_b.accuracy.to_bits());
+        assert_ne!(a.to_safetensors(None), global.to_safetensors(None));
+    }
+
+    #[test]
+    fn a_round_needs_exactly_one_update_per_shard() {
+        let row = |shard| UpdateRow {
+            shard,
+            worker_id: 1,
+            lease_id: 1,
+            update_sha: String::new(),
+            samples: 1,
+            train_loss: 0.0,
+            norm: 0.0,
+            train_millis: 0,
+        };
+        assert!(one_update_per_shard(&[row(0), row(1)], 2).is_ok());
+        assert!(one_update_per_shard(&[row(0)], 2).is_err());
+        assert!(one_update_per_shard(&[row(0), row(0)], 2).is_err());
+        assert!(one_update_per_shard(&[row(1), row(2)], 2).is_err());
+    }
+}
