@@ -226,11 +226,8 @@ impl Coordinator {
     /// The shared snapshot stream: the current one first, then each change.
     pub fn subscribe_snapshots(&self) -> tokio::sync::watch::Receiver<Arc<str>> {
         let mut rx = self.snapshots.subscribe();
-        let never_taken = rx.borrow().is_empty();
-        if never_taken {
-            // Nobody listened before: take one now rather than wait a tick.
-            self.publish_snapshot();
-        }
+        // Up to date now, rather than as of the last tick anyone listened.
+        self.publish_snapshot();
         rx.mark_changed();
         rx
     }
