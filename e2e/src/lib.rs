@@ -80,6 +80,27 @@ pub struct Network {
     pub s3: Option<s3::S3Server>,
 }
 
+/// Runs each case, an `async fn(Database)`, as two tests: `case::sqlite`
+/// and `case::postgres` (the same behaviour on both databases).
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($case:ident),* $(,)?) => {
+        $(
+            mod $case {
+                #[tokio::test(flavor = "multi_thread")]
+                async fn sqlite() {
+                    super::$case($crate::Database::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread")]
+                async fn postgres() {
+                    super::$case($crate::Database::Postgres).await;
+                }
+            }
+        )*
+    };
+}
+
 /// Which database a test network's coordinator uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Database {

@@ -1,7 +1,15 @@
 //! Bad input gets a clear 4xx, and does no harm to running jobs.
 
-use oblivion_e2e::{Network, ScriptedWorker, example, uniform_update};
+use oblivion_e2e::{Database, Network, ScriptedWorker, example, uniform_update};
 use serde_json::json;
+
+oblivion_e2e::on_both_databases!(
+    invalid_specs_are_refused_naming_the_field,
+    uploads_are_checked_and_limited,
+    bad_updates_are_refused_and_the_job_still_completes,
+    a_restarted_coordinator_resumes_its_jobs,
+    leases_without_heartbeats_expire_and_are_reissued,
+);
 
 fn iris(rounds: u32) -> serde_json::Value {
     let mut spec = example("iris-mlp.json").unwrap();
@@ -9,9 +17,8 @@ fn iris(rounds: u32) -> serde_json::Value {
     spec
 }
 
-#[tokio::test]
-async fn invalid_specs_are_refused_naming_the_field() {
-    let net = Network::start(&[]).unwrap();
+async fn invalid_specs_are_refused_naming_the_field(database: Database) {
+    let net = Network::start_on(database, &[]).unwrap();
     let api = net.api();
     let (status, body) = api.post("/api/jobs", "{\"name\": ").await.unwrap();
     assert_eq!(status, 400, "{body}");
@@ -54,10 +61,12 @@ async fn invalid_specs_are_refused_naming_the_field() {
     assert_eq!(status, 413);
 }
 
-#[tokio::test]
-async fn uploads_are_checked_and_limited() {
-    let net =
-        Network::start(&["--max-upload-bytes", "8192", "--max-update-bytes", "4096"]).unwrap();
+async fn uploads_are_checked_and_limited(database: Database) {
+    let net = Network::start_on(
+        database,
+        &["--max-upload-bytes", "8192", "--max-update-bytes", "4096"],
+    )
+    .unwrap();
     let api = net.api();
     let (status, body) = api.post("/api/datasets", vec![b'1'; 9000]).await.unwrap();
     assert_eq!(status, 413, "{body}");
@@ -90,9 +99,8 @@ fn iris_spec_for(sha: &str) -> serde_json::Value {
     spec
 }
 
-#[tokio::test]
-async fn bad_updates_are_refused_and_the_job_still_completes() {
-    let net = Network::start(&[]).unwrap();
+async fn bad_updates_are_refused_and_the_job_still_completes(database: Database) {
+    let net = Network::start_on(database, &[]).unwrap();
     let api = net.api();
     let id = api.submit(&iris(3)).await.unwrap();
     let mut worker = ScriptedWorker::connect(&api.url, "scripted").await.unwrap();
@@ -158,9 +166,8 @@ async fn bad_updates_are_refused_and_the_job_still_completes() {
     assert_eq!((me.accepted, me.rejected), (6, 4));
 }
 
-#[tokio::test]
-async fn a_restarted_coordinator_resumes_its_jobs() {
-    let mut net = Network::start(&[]).unwrap();
+async fn a_restarted_coordinator_resumes_its_jobs(database: Database) {
+    let mut net = Network::start_on(database, &[]).unwrap();
     let api = net.api();
     let id = api.submit(&iris(3)).await.unwrap();
     let mut worker = ScriptedWorker::connect(&api.url, "before").await.unwrap();
@@ -204,10 +211,13 @@ async fn a_restarted_coordinator_resumes_its_jobs() {
     assert_eq!((job.status.as_str(), job.history.len()), ("completed", 3));
 }
 
-#[tokio::test]
-async fn leases_without_heartbeats_expire_and_are_reissued() {
+async fn leases_without_heartbeats_expire_and_are_reissued(database: Database) {
     use oblivion_protocol::wire::CoordinatorMessage;
-    let net = Network::start(&["--heartbeat-secs", "1", "--lease-ttl-secs", "2"]).unwrap();
+    let net = Network::start_on(
+        database,
+        &["--heartbeat-secs", "1", "--lease-ttl-secs", "2"],
+    )
+    .unwrap();
     let api = net.api();
     let id = api.submit(&iris(1)).await.unwrap();
     // This worker takes both shards and then goes silent: no heartbeats.

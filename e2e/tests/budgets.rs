@@ -8,9 +8,17 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use oblivion_e2e::{Network, ScriptedWorker, example, peak_rss_kib, uniform_update};
+use oblivion_e2e::{Database, Network, ScriptedWorker, example, peak_rss_kib, uniform_update};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
+
+oblivion_e2e::on_both_databases!(
+    every_budget_is_refused_by_name_and_memory_stays_bounded,
+    one_upload_per_lease_at_a_time,
+    a_lease_ends_at_its_lifetime_however_diligent_its_heartbeats,
+    per_client_limits_answer_429_and_say_when_to_retry,
+    update_metadata_out_of_range_is_refused,
+);
 
 /// Peak resident memory the coordinator may reach through this test, with
 /// its default settings (README, "Limits").
@@ -51,9 +59,8 @@ async fn refused(
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_budget_is_refused_by_name_and_memory_stays_bounded() {
-    let net = Network::start(&["--max-jobs-in-flight", "2"]).unwrap();
+async fn every_budget_is_refused_by_name_and_memory_stays_bounded(database: Database) {
+    let net = Network::start_on(database, &["--max-jobs-in-flight", "2"]).unwrap();
     let api = net.api();
 
     // Eight hidden layers of 4,096 on MNIST: 120.7 M parameters.
@@ -145,9 +152,8 @@ async fn every_budget_is_refused_by_name_and_memory_stays_bounded() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn one_upload_per_lease_at_a_time() {
-    let net = Network::start(&[]).unwrap();
+async fn one_upload_per_lease_at_a_time(database: Database) {
+    let net = Network::start_on(database, &[]).unwrap();
     let api = net.api();
     api.submit(&iris(1)).await.unwrap();
     let mut worker = ScriptedWorker::connect(&api.url, "slow").await.unwrap();
@@ -183,17 +189,19 @@ async fn one_upload_per_lease_at_a_time() {
     assert_eq!(status, 200, "once the first upload is gone: {body}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_lease_ends_at_its_lifetime_however_diligent_its_heartbeats() {
+async fn a_lease_ends_at_its_lifetime_however_diligent_its_heartbeats(database: Database) {
     use oblivion_protocol::wire::CoordinatorMessage;
-    let net = Network::start(&[
-        "--heartbeat-secs",
-        "1",
-        "--lease-ttl-secs",
-        "2",
-        "--lease-max-lifetime-secs",
-        "4",
-    ])
+    let net = Network::start_on(
+        database,
+        &[
+            "--heartbeat-secs",
+            "1",
+            "--lease-ttl-secs",
+            "2",
+            "--lease-max-lifetime-secs",
+            "4",
+        ],
+    )
     .unwrap();
     let api = net.api();
     api.submit(&iris(1)).await.unwrap();
@@ -221,16 +229,18 @@ async fn a_lease_ends_at_its_lifetime_however_diligent_its_heartbeats() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn per_client_limits_answer_429_and_say_when_to_retry() {
-    let net = Network::start(&[
-        "--max-event-streams-per-client",
-        "2",
-        "--max-workers-per-client",
-        "2",
-        "--max-uploads-per-minute",
-        "3",
-    ])
+async fn per_client_limits_answer_429_and_say_when_to_retry(database: Database) {
+    let net = Network::start_on(
+        database,
+        &[
+            "--max-event-streams-per-client",
+            "2",
+            "--max-workers-per-client",
+            "2",
+            "--max-uploads-per-minute",
+            "3",
+        ],
+    )
     .unwrap();
     let api = net.api();
 
@@ -300,10 +310,9 @@ async fn per_client_limits_answer_429_and_say_when_to_retry() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn update_metadata_out_of_range_is_refused() {
+async fn update_metadata_out_of_range_is_refused(database: Database) {
     use oblivion_e2e::update_with_metadata;
-    let net = Network::start(&[]).unwrap();
+    let net = Network::start_on(database, &[]).unwrap();
     let api = net.api();
     api.submit(&iris(1)).await.unwrap();
     let mut worker = ScriptedWorker::connect(&api.url, "liar").await.unwrap();

@@ -10,26 +10,7 @@ use oblivion_coordinator::store::Db;
 use oblivion_e2e::{Database, Network, ScriptedWorker, example, uniform_update};
 use oblivion_protocol::api::JobStatus;
 
-/// Runs a case on SQLite and on PostgreSQL, as two tests.
-macro_rules! on_both {
-    ($($case:ident),* $(,)?) => {
-        $(
-            mod $case {
-                #[tokio::test(flavor = "multi_thread")]
-                async fn sqlite() {
-                    super::$case(oblivion_e2e::Database::Sqlite).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread")]
-                async fn postgres() {
-                    super::$case(oblivion_e2e::Database::Postgres).await;
-                }
-            }
-        )*
-    };
-}
-
-on_both!(
+oblivion_e2e::on_both_databases!(
     the_same_update_posted_twice_at_once_counts_once,
     a_cancel_racing_the_last_update_stays_cancelled_across_a_restart,
     a_cancel_during_aggregation_is_not_undone,

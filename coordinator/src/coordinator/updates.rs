@@ -226,7 +226,7 @@ pub fn check_update(arch: &Architecture, bound: f64, body: &[u8]) -> Result<Chec
         .ok_or("the update's metadata lacks a finite train_loss")?;
     if !(0.0..=MAX_TRAIN_LOSS).contains(&train_loss) {
         return Err(format!(
-            "train_loss {train_loss} is outside 0 to {MAX_TRAIN_LOSS}"
+            "train_loss {train_loss:e} is outside 0 to {MAX_TRAIN_LOSS:e}"
         ));
     }
     let train_millis = match meta.get(update_metadata::TRAIN_MILLIS) {
