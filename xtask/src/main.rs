@@ -162,12 +162,35 @@ fn node_modules() -> Result<()> {
     Ok(())
 }
 
+/// Foundry (forge, anvil), solc-js and OpenZeppelin for `contracts/`, from
+/// npm, pinned by its package-lock.json.
+fn contracts_node_modules() -> Result<()> {
+    let dir = root().join("contracts");
+    if !dir.join("node_modules/.bin/forge").exists() {
+        run(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir))?;
+    }
+    Ok(())
+}
+
+/// `forge`, run in `contracts/` (its `solc` front is found relative to it).
+fn forge(args: &[&str]) -> Result<()> {
+    contracts_node_modules()?;
+    let dir = root().join("contracts");
+    run(Command::new(dir.join("node_modules/.bin/forge"))
+        .args(args)
+        .current_dir(&dir))
+}
+
 fn test() -> Result<()> {
     let python = python_env()?;
     chromium()?;
     postgres()?;
     node_modules()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
+    // The escrow's unit, fuzz and invariant tests (solc-js; no network).
+    forge(&["test"])?;
     // The browser build is also the proof that the ML core and the worker
     // engine compile for wasm32.
     web()?;

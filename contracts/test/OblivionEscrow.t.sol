@@ -1,0 +1,619 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {EscrowTest} from "./utils/EscrowTest.sol";
+import {Merkle} from "./utils/Merkle.sol";
+import {MockERC20} from "./mocks/MockERC20.sol";
+import {OblivionEscrow} from "../src/OblivionEscrow.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+
+/// @notice A creator that is a contract: on receiving a payout it tries to re-enter the escrow.
+contract ReentrantCreator {
+    OblivionEscrow internal immutable escrow;
+    bytes32 public job;
+    bytes public reentryError;
+    uint256 public received;
+    bool public rejectPayments;
+
+    constructor(OblivionEscrow escrow_) {
+        escrow = escrow_;
+    }
+
+    function fund(uint256 jobId, address signer, uint64 deadline) external payable {
+        job = escrow.fund{value: msg.value}(jobId, signer, bytes32(0), deadline);
+    }
+
+    function setRejectPayments(bool reject) external {
+        rejectPayments = reject;
+    }
+
+    receive() external payable {
+        require(!rejectPayments, "no thanks");
+        received += msg.value;
+        try escrow.refund(job) {
+            reentryError = "reentry succeeded";
+        } catch (bytes memory err) {
+            reentryError = err;
+        }
+    }
+}
+
+contract OblivionEscrowTest is EscrowTest {
+    // ------------------------------------------------------------------ construction and keys
+
+    function test_Constructor_RejectsZeroWindow() public {
+        vm.expectRevert(OblivionEscrow.ZeroClaimWindow.selector);
+        new OblivionEscrow(0);
+    }
+
+    function test_JobKey_BindsCreatorSignerAndJobId() public view {
+        bytes32 k = escrow.jobKey(creator, signer, 7);
+        assertEq(k, keccak256(abi.encode(creator, signer, uint256(7))), "key encoding");
+        assertNotEq(k, escrow.jobKey(stranger, signer, 7), "creator not bound");
+        assertNotEq(k, escrow.jobKey(creator, stranger, 7), "signer not bound");
+        assertNotEq(k, escrow.jobKey(creator, signer, 8), "job id not bound");
+    }
+
+    /// @dev Recomputes the EIP-712 digest from its definition, so the type string and domain
+    /// off-chain code uses are pinned here.
+    function test_SettlementDigest_MatchesEip712Definition() public view {
+        bytes32 job = keccak256("job");
+        bytes32 root = keccak256("root");
+        bytes32 typeHash =
+            keccak256("Settlement(bytes32 job,bytes32 root,uint256 total,bytes32 modelHash,uint256 nonce)");
+        assertEq(escrow.SETTLEMENT_TYPEHASH(), typeHash, "typehash");
+        assertEq(typeHash, 0xb7b151136e0bc5045718d4007758b52c0f5b57785a1092ea8096f71756a5a693, "typehash value");
+        bytes32 domain = keccak256(
+            abi.encode(
+                keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"),
+                keccak256("OblivionEscrow"),
+                keccak256("1"),
+                block.chainid,
+                address(escrow)
+            )
+        );
+        bytes32 structHash = keccak256(abi.encode(typeHash, job, root, uint256(5 ether), MODEL, uint256(0)));
+        bytes32 expected = keccak256(abi.encodePacked("\x19\x01", domain, structHash));
+        assertEq(escrow.settlementDigest(job, root, 5 ether, MODEL, 0), expected, "digest");
+    }
+
+    /// @dev A fixed vector for off-chain implementations of the job key, the digest and the
+    /// signature (RFC 6979 deterministic ECDSA, as wallets and k256 produce): chain id 31337, the
+    /// escrow at 0x5615dEB798BB3E4dFa0139dFa1b3D433Cc23b72f (the first contract a forge test
+    /// deploys), coordinator key 0xC0FFEE, job id 7, root = keccak256("root"), total = 5 ether,
+    /// modelHash = keccak256("model: weights v1"), nonce 0. Checked against an independent
+    /// keccak/EIP-712 implementation.
+    function test_SettlementDigest_FixedVector() public {
+        vm.chainId(31337);
+        assertEq(address(escrow), 0x5615dEB798BB3E4dFa0139dFa1b3D433Cc23b72f, "escrow address");
+        assertEq(signer, 0xF5A5E415061470A8b9137959180901aEa72450a4, "signer address");
+        assertEq(creator, 0xe1164Eb5D7892A8e85CcaB3097e8202AD9e33d88, "creator address");
+        bytes32 job = fundNative(7, 5 ether);
+        assertEq(job, 0x2c80e6d46b029b0d294657614b531670819a9c6e22ab3142aaf39bd19122b3f0, "job key");
+        bytes32 digest = escrow.settlementDigest(job, keccak256("root"), 5 ether, MODEL, 0);
+        assertEq(digest, 0xdc803ce204e911ef72cd8917f5a9b2cf27511e97091bfda1b6be8b13ea14810f, "digest");
+        bytes memory sig = abi.encodePacked(
+            bytes32(0x3e066bced143a40736be7a3d8151778dfcea0873d3f0ee2d3d2578eebd123e5a),
+            bytes32(0x5671cd3ab8d79d92244b23a8ff1a80c2659b481a742c81577b998fcc10b8916a),
+            uint8(28)
+        );
+        assertEq(keccak256(signDigest(SIGNER_KEY, digest)), keccak256(sig), "deterministic signature");
+        vm.prank(creator);
+        escrow.settle(job, keccak256("root"), 5 ether, MODEL, sig);
+    }
+
+    // ------------------------------------------------------------------ fund
+
+    function test_Fund_Native_RecordsJob() public {
+        uint64 deadline = START + 1 days;
+        bytes32 job = fundNative(creator, 1, 3 ether, deadline);
+        assertEq(job, escrow.jobKey(creator, signer, 1), "returned key");
+        (
+            address c,
+            address s,
+            address t,
+            uint64 d,
+            uint64 settledAt,
+            uint256 deposit,
+            uint256 total,
+            uint256 claimed,
+            bytes32 root,
+            bytes32 spec,
+            bytes32 model,
+            OblivionEscrow.State state
+        ) = escrow.jobs(job);
+        assertEq(c, creator, "creator");
+        assertEq(s, signer, "signer");
+        assertEq(t, address(0), "native token");
+        assertEq(d, deadline, "deadline");
+        assertEq(settledAt, 0, "settledAt");
+        assertEq(deposit, 3 ether, "deposit");
+        assertEq(total + claimed, 0, "total/claimed");
+        assertEq(root, bytes32(0), "root");
+        assertEq(spec, SPEC, "spec");
+        assertEq(model, bytes32(0), "model");
+        assertTrue(state == OblivionEscrow.State.Funded, "state");
+        assertEq(address(escrow).balance, 3 ether, "escrow balance");
+        assertEq(escrow.nonces(job), 0, "nonce");
+    }
+
+    function test_Fund_Native_EmitsFunded() public {
+        uint64 deadline = START + 1 days;
+        bytes32 job = escrow.jobKey(creator, signer, 42);
+        vm.deal(creator, 1 ether);
+        vm.expectEmit(true, true, true, true, address(escrow));
+        emit OblivionEscrow.Funded(job, creator, signer, 42, address(0), 1 ether, deadline, SPEC);
+        vm.prank(creator);
+        escrow.fund{value: 1 ether}(42, signer, SPEC, deadline);
+    }
+
+    function test_FundToken_PullsAndEmits() public {
+        uint64 deadline = START + 2 days;
+        token.mint(creator, 100e18);
+        vm.prank(creator);
+        token.approve(address(escrow), 40e18);
+        bytes32 job = escrow.jobKey(creator, signer, 9);
+        vm.expectEmit(true, true, true, true, address(escrow));
+        emit OblivionEscrow.Funded(job, creator, signer, 9, address(token), 40e18, deadline, SPEC);
+        vm.prank(creator);
+        escrow.fundToken(9, signer, SPEC, deadline, token, 40e18);
+        assertEq(token.balanceOf(address(escrow)), 40e18, "escrow token balance");
+        assertEq(token.balanceOf(creator), 60e18, "creator token balance");
+        (,, address t,,, uint256 deposit,,,,,,) = escrow.jobs(job);
+        assertEq(t, address(token), "token");
+        assertEq(deposit, 40e18, "deposit");
+    }
+
+    function test_FundToken_FeeOnTransfer_CreditsWhatArrived() public {
+        MockERC20 feeToken = new MockERC20("Fee", "FEE", 100); // 1 %
+        feeToken.mint(creator, 100e18);
+        vm.startPrank(creator);
+        feeToken.approve(address(escrow), 100e18);
+        bytes32 job = escrow.fundToken(1, signer, SPEC, START + 1 days, feeToken, 100e18);
+        vm.stopPrank();
+        (,,,,, uint256 deposit,,,,,,) = escrow.jobs(job);
+        assertEq(deposit, 99e18, "deposit is what arrived");
+        assertEq(feeToken.balanceOf(address(escrow)), 99e18, "escrow holds the deposit");
+    }
+
+    function test_Fund_RejectsBadInputs() public {
+        vm.deal(creator, 10 ether);
+        vm.startPrank(creator);
+        vm.expectRevert(OblivionEscrow.ZeroAmount.selector);
+        escrow.fund{value: 0}(1, signer, SPEC, START + 1);
+        vm.expectRevert(OblivionEscrow.ZeroSigner.selector);
+        escrow.fund{value: 1}(1, address(0), SPEC, START + 1);
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.DeadlineNotInFuture.selector, START));
+        escrow.fund{value: 1}(1, signer, SPEC, START);
+        vm.expectRevert(OblivionEscrow.ZeroAmount.selector);
+        escrow.fundToken(1, signer, SPEC, START + 1, token, 0);
+        vm.expectRevert(OblivionEscrow.ZeroToken.selector);
+        escrow.fundToken(1, signer, SPEC, START + 1, MockERC20(address(0)), 1);
+        vm.stopPrank();
+    }
+
+    function test_Fund_RejectsUsedKey() public {
+        bytes32 job = fundNative(1, 1 ether);
+        vm.deal(creator, 1 ether);
+        vm.prank(creator);
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.JobExists.selector, job));
+        escrow.fund{value: 1 ether}(1, signer, SPEC, START + 1 days);
+        // Still refused after the job is over: a key is used once.
+        vm.warp(START + 1 days + 1);
+        escrow.refund(job);
+        vm.deal(creator, 1 ether);
+        vm.prank(creator);
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.JobExists.selector, job));
+        escrow.fund{value: 1 ether}(1, signer, SPEC, START + 2 days);
+    }
+
+    /// @dev Someone funding the same coordinator job id first gets a different key, so the
+    /// creator's own funding and settlement are unaffected.
+    function test_Fund_NoSquatting() public {
+        bytes32 squatted = fundNative(stranger, 1, 1 wei, START + 1 days);
+        bytes32 job = fundNative(1, 2 ether);
+        assertNotEq(squatted, job, "keys differ");
+        settleAs(creator, job, bytes32(uint256(1)), 2 ether);
+        assertTrue(stateOf(job) == OblivionEscrow.State.Settled, "creator settled");
+    }
+
+    // ------------------------------------------------------------------ settle
+
+    function test_Settle_HappyPath_ReturnsExcess() public {
+        bytes32 job = fundNative(1, 10 ether);
+        bytes32 root = keccak256("root");
+        bytes memory sig = sign(SIGNER_KEY, escrow, job, root, 6 ether, 0);
+        vm.warp(START + 1 hours);
+
+        vm.expectEmit(true, true, true, true, address(escrow));
+        emit OblivionEscrow.Settled(job, root, 6 ether, MODEL, 0);
+        vm.expectEmit(true, true, true, true, address(escrow));
+        emit OblivionEscrow.Returned(job, creator, 4 ether);
+        vm.prank(creator);
+        escrow.settle(job, root, 6 ether, MODEL, sig);
+
+        (,,,, uint64 settledAt, uint256 deposit, uint256 total,, bytes32 r,, bytes32 model, OblivionEscrow.State s) =
+            escrow.jobs(job);
+        assertEq(settledAt, START + 1 hours, "settledAt");
+        assertEq(deposit, 10 ether, "deposit kept as record");
+        assertEq(total, 6 ether, "total");
+        assertEq(r, root, "root");
+        assertEq(model, MODEL, "model");
+        assertTrue(s == OblivionEscrow.State.Settled, "state");
+        assertEq(escrow.nonces(job), 1, "nonce incremented");
+        assertEq(creator.balance, 4 ether, "excess returned at once");
+        assertEq(address(escrow).balance, 6 ether, "escrow keeps the total");
+    }
+
+    function test_Settle_FullTotal_NoReturn() public {
+        bytes32 job = fundNative(1, 1 ether);
+        settleAs(creator, job, keccak256("root"), 1 ether);
+        assertEq(creator.balance, 0, "nothing returned");
+        assertEq(address(escrow).balance, 1 ether, "escrow keeps all");
+    }
+
+    function test_Settle_RevertsForNonCreator() public {
+        bytes32 job = fundNative(1, 1 ether);
+        bytes memory sig = sign(SIGNER_KEY, escrow, job, keccak256("root"), 1 ether, 0);
+        // Neither a stranger nor the coordinator's own key may submit it.
+        vm.prank(stranger);
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.NotCreator.selector, stranger));
+        escrow.settle(job, keccak256("root"), 1 ether, MODEL, sig);
+        vm.prank(signer);
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.NotCreator.selector, signer));
+        escrow.settle(job, keccak256("root"), 1 ether, MODEL, sig);
+    }
+
+    function test_Settle_RevertsForOtherKey() public {
+        bytes32 job = fundNative(1, 1 ether);
+        bytes memory sig = sign(0xBAD, escrow, job, keccak256("root"), 1 ether, 0);
+        vm.prank(creator);
+        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        escrow.settle(job, keccak256("root"), 1 ether, MODEL, sig);
+    }
+
+    function test_Settle_RevertsForSignatureOfOtherJob() public {
+        bytes32 jobA = fundNative(1, 1 ether);
+        bytes32 jobB = fundNative(2, 1 ether);
+        bytes memory sigA = sign(SIGNER_KEY, escrow, jobA, keccak256("root"), 1 ether, 0);
+        vm.prank(creator);
+        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        escrow.settle(jobB, keccak256("root"), 1 ether, MODEL, sigA);
+    }
+
+    function test_Settle_RevertsForTamperedFields() public {
+        bytes32 job = fundNative(1, 2 ether);
+        bytes32 root = keccak256("root");
+        bytes memory sig = sign(SIGNER_KEY, escrow, job, root, 1 ether, 0);
+        vm.startPrank(creator);
+        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        escrow.settle(job, keccak256("other root"), 1 ether, MODEL, sig);
+        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        escrow.settle(job, root, 2 ether, MODEL, sig);
+        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        escrow.settle(job, root, 1 ether, keccak256("other model"), sig);
+        // A signature for a future nonce is not valid now either.
+        bytes memory ahead = sign(SIGNER_KEY, escrow, job, root, 1 ether, 1);
+        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        escrow.settle(job, root, 1 ether, MODEL, ahead);
+        vm.stopPrank();
+    }
+
+    function test_Settle_RevertsForMalformedOrMalleatedSignature() public {
+        bytes32 job = fundNative(1, 1 ether);
+        bytes32 root = keccak256("root");
+        bytes32 digest = escrow.settlementDigest(job, root, 1 ether, MODEL, 0);
+        (uint8 v, bytes32 r, bytes32 s) = vm.sign(SIGNER_KEY, digest);
+        // The same point with s' = n - s and flipped v recovers the same key with plain ecrecover.
+        bytes memory malleated = abi.encodePacked(r, bytes32(SECP256K1_N - uint256(s)), v == 27 ? uint8(28) : uint8(27));
+        vm.startPrank(creator);
+        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        escrow.settle(job, root, 1 ether, MODEL, malleated);
+        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        escrow.settle(job, root, 1 ether, MODEL, abi.encodePacked(r, s)); // 64 bytes
+        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        escrow.settle(job, root, 1 ether, MODEL, "");
+        escrow.settle(job, root, 1 ether, MODEL, abi.encodePacked(r, s, v));
+        vm.stopPrank();
+    }
+
+    function test_Settle_RevertsOnOtherChainId() public {
+        bytes32 job = fundNative(1, 1 ether);
+        bytes32 root = keccak256("root");
+        uint256 home = block.chainid;
+
+        // Signed for this chain, submitted after a fork to another chain id.
+        bytes memory sigHome = sign(SIGNER_KEY, escrow, job, root, 1 ether, 0);
+        vm.chainId(home + 1);
+        vm.prank(creator);
+        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        escrow.settle(job, root, 1 ether, MODEL, sigHome);
+
+        // Signed for another chain id, submitted here.
+        bytes memory sigOther = sign(SIGNER_KEY, escrow, job, root, 1 ether, 0);
+        vm.chainId(home);
+        vm.prank(creator);
+        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        escrow.settle(job, root, 1 ether, MODEL, sigOther);
+
+        vm.prank(creator);
+        escrow.settle(job, root, 1 ether, MODEL, sigHome);
+    }
+
+    function test_Settle_RevertsOnOtherDeployment() public {
+        OblivionEscrow other = new OblivionEscrow(WINDOW);
+        bytes32 job = fundNative(1, 1 ether);
+        vm.deal(creator, 1 ether);
+        vm.prank(creator);
+        bytes32 sameKey = other.fund{value: 1 ether}(1, signer, SPEC, START + 1 days);
+        assertEq(sameKey, job, "same key on both deployments");
+
+        bytes memory sigOther = sign(SIGNER_KEY, other, job, keccak256("root"), 1 ether, 0);
+        vm.prank(creator);
+        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        escrow.settle(job, keccak256("root"), 1 ether, MODEL, sigOther);
+        vm.prank(creator);
+        other.settle(job, keccak256("root"), 1 ether, MODEL, sigOther);
+    }
+
+    function test_Settle_RevertsTwice() public {
+        bytes32 job = fundNative(1, 1 ether);
+        bytes32 root = keccak256("root");
+        bytes memory sig = sign(SIGNER_KEY, escrow, job, root, 1 ether, 0);
+        vm.startPrank(creator);
+        escrow.settle(job, root, 1 ether, MODEL, sig);
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.JobNotFunded.selector, job));
+        escrow.settle(job, root, 1 ether, MODEL, sig);
+        // A fresh signature for the new nonce does not reopen it either.
+        bytes memory sig1 = sign(SIGNER_KEY, escrow, job, root, 1 ether, 1);
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.JobNotFunded.selector, job));
+        escrow.settle(job, root, 1 ether, MODEL, sig1);
+        vm.stopPrank();
+    }
+
+    function test_Settle_RevertsWhenTotalExceedsDeposit() public {
+        bytes32 job = fundNative(1, 1 ether);
+        bytes memory sig = sign(SIGNER_KEY, escrow, job, keccak256("root"), 1 ether + 1, 0);
+        vm.prank(creator);
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.TotalExceedsDeposit.selector, 1 ether + 1, 1 ether));
+        escrow.settle(job, keccak256("root"), 1 ether + 1, MODEL, sig);
+    }
+
+    function test_Settle_AtDeadlineOk_AfterReverts() public {
+        uint64 deadline = START + 1 days;
+        bytes32 a = fundNative(creator, 1, 1 ether, deadline);
+        bytes32 b = fundNative(creator, 2, 1 ether, deadline);
+        bytes memory sigA = sign(SIGNER_KEY, escrow, a, keccak256("root"), 1 ether, 0);
+        bytes memory sigB = sign(SIGNER_KEY, escrow, b, keccak256("root"), 1 ether, 0);
+        vm.warp(deadline);
+        vm.prank(creator);
+        escrow.settle(a, keccak256("root"), 1 ether, MODEL, sigA);
+        vm.warp(deadline + 1);
+        vm.prank(creator);
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.DeadlinePassed.selector, deadline));
+        escrow.settle(b, keccak256("root"), 1 ether, MODEL, sigB);
+    }
+
+    function test_Settle_RevertsForUnknownJob() public {
+        bytes32 job = escrow.jobKey(creator, signer, 1);
+        vm.prank(creator);
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.JobNotFunded.selector, job));
+        escrow.settle(job, bytes32(0), 0, MODEL, "");
+    }
+
+    // ------------------------------------------------------------------ claim
+
+    /// @dev Funds 10 ether, settles a three-leaf tree of 1 + 2 + 3 ether, returns the tree.
+    function settledThree() internal returns (bytes32 job, Merkle.Payout[] memory p, Merkle.Tree memory t) {
+        job = fundNative(1, 10 ether);
+        p = payouts(triple(1 ether, 2 ether, 3 ether));
+        t = Merkle.build(p);
+        settleAs(creator, job, Merkle.root(t), 6 ether);
+    }
+
+    function test_Claim_PaysExactLeafAmount() public {
+        (bytes32 job, Merkle.Payout[] memory p, Merkle.Tree memory t) = settledThree();
+        vm.expectEmit(true, true, true, true, address(escrow));
+        emit OblivionEscrow.Claimed(job, 1, p[1].account, 2 ether);
+        vm.prank(stranger); // anyone may submit; the leaf's account is paid
+        escrow.claim(job, 1, p[1].account, 2 ether, Merkle.proof(t, 1));
+        assertEq(p[1].account.balance, 2 ether, "paid exactly the leaf");
+        assertEq(stranger.balance, 0, "submitter not paid");
+        assertTrue(escrow.isClaimed(job, 1), "index marked");
+        assertFalse(escrow.isClaimed(job, 0), "other index untouched");
+        assertEq(claimedOf(job), 2 ether, "claimed");
+        assertEq(address(escrow).balance, 4 ether, "escrow rest");
+    }
+
+    function test_Claim_AllLeaves() public {
+        (bytes32 job, Merkle.Payout[] memory p, Merkle.Tree memory t) = settledThree();
+        for (uint256 i = 0; i < p.length; i++) {
+            escrow.claim(job, p[i].index, p[i].account, p[i].amount, Merkle.proof(t, i));
+            assertEq(p[i].account.balance, p[i].amount, "leaf paid");
+        }
+        assertEq(claimedOf(job), 6 ether, "all claimed");
+        assertEq(address(escrow).balance, 0, "escrow empty");
+    }
+
+    function test_Claim_RevertsOnForgedProof() public {
+        (bytes32 job, Merkle.Payout[] memory p, Merkle.Tree memory t) = settledThree();
+        bytes32[] memory proof = Merkle.proof(t, 0);
+        proof[0] = keccak256("forged");
+        vm.expectRevert(OblivionEscrow.InvalidProof.selector);
+        escrow.claim(job, 0, p[0].account, p[0].amount, proof);
+        // Another leaf's proof does not work for this leaf either.
+        vm.expectRevert(OblivionEscrow.InvalidProof.selector);
+        escrow.claim(job, 0, p[0].account, p[0].amount, Merkle.proof(t, 1));
+        // Nor does an inner node presented as a leaf with an empty proof.
+        vm.expectRevert(OblivionEscrow.InvalidProof.selector);
+        escrow.claim(job, 0, p[0].account, p[0].amount, new bytes32[](0));
+    }
+
+    function test_Claim_RevertsSecondTime() public {
+        (bytes32 job, Merkle.Payout[] memory p, Merkle.Tree memory t) = settledThree();
+        escrow.claim(job, 2, p[2].account, p[2].amount, Merkle.proof(t, 2));
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.AlreadyClaimed.selector, 2));
+        escrow.claim(job, 2, p[2].account, p[2].amount, Merkle.proof(t, 2));
+        assertEq(p[2].account.balance, 3 ether, "paid once");
+    }
+
+    function test_Claim_RevertsOnWrongAmountOrAccount() public {
+        (bytes32 job, Merkle.Payout[] memory p, Merkle.Tree memory t) = settledThree();
+        bytes32[] memory proof = Merkle.proof(t, 0);
+        vm.expectRevert(OblivionEscrow.InvalidProof.selector);
+        escrow.claim(job, 0, p[0].account, p[0].amount + 1, proof);
+        vm.expectRevert(OblivionEscrow.InvalidProof.selector);
+        escrow.claim(job, 0, stranger, p[0].amount, proof);
+        vm.expectRevert(OblivionEscrow.InvalidProof.selector);
+        escrow.claim(job, 5, p[0].account, p[0].amount, proof);
+    }
+
+    function test_Claim_WindowLastSecondOk_AfterReverts() public {
+        (bytes32 job, Merkle.Payout[] memory p, Merkle.Tree memory t) = settledThree();
+        uint256 closesAt = uint256(START) + WINDOW;
+        vm.warp(closesAt);
+        escrow.claim(job, 0, p[0].account, p[0].amount, Merkle.proof(t, 0));
+        vm.warp(closesAt + 1);
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.ClaimWindowClosed.selector, closesAt));
+        escrow.claim(job, 1, p[1].account, p[1].amount, Merkle.proof(t, 1));
+    }
+
+    function test_Claim_RevertsBeforeSettle() public {
+        bytes32 job = fundNative(1, 1 ether);
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.JobNotSettled.selector, job));
+        escrow.claim(job, 0, stranger, 1, new bytes32[](0));
+    }
+
+    /// @dev A faulty root whose leaves add up to more than the signed total pays first come,
+    /// first served, up to the total and never beyond.
+    function test_Claim_CappedAtTotal() public {
+        bytes32 job = fundNative(1, 10 ether);
+        Merkle.Payout[] memory p = payouts(pair(3 ether, 3 ether));
+        Merkle.Tree memory t = Merkle.build(p);
+        settleAs(creator, job, Merkle.root(t), 5 ether);
+        escrow.claim(job, 0, p[0].account, 3 ether, Merkle.proof(t, 0));
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.ClaimExceedsTotal.selector, 6 ether, 5 ether));
+        escrow.claim(job, 1, p[1].account, 3 ether, Merkle.proof(t, 1));
+        assertEq(address(escrow).balance, 2 ether, "rest stays for the sweep");
+    }
+
+    // ------------------------------------------------------------------ refund
+
+    function test_Refund_RevertsBeforeDeadline() public {
+        uint64 deadline = START + 1 days;
+        bytes32 job = fundNative(creator, 1, 1 ether, deadline);
+        vm.warp(deadline);
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.DeadlineNotPassed.selector, deadline));
+        escrow.refund(job);
+    }
+
+    function test_Refund_AfterDeadline_PaysCreator() public {
+        uint64 deadline = START + 1 days;
+        bytes32 job = fundNative(creator, 1, 5 ether, deadline);
+        vm.warp(deadline + 1);
+        vm.expectEmit(true, true, true, true, address(escrow));
+        emit OblivionEscrow.Refunded(job, creator, 5 ether);
+        vm.prank(stranger); // anyone may trigger it
+        escrow.refund(job);
+        assertEq(creator.balance, 5 ether, "creator refunded");
+        assertEq(stranger.balance, 0, "caller not paid");
+        assertTrue(stateOf(job) == OblivionEscrow.State.Refunded, "state");
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.JobNotFunded.selector, job));
+        escrow.refund(job);
+    }
+
+    function test_Refund_RevertsAfterSettle() public {
+        bytes32 job = fundNative(1, 1 ether);
+        settleAs(creator, job, keccak256("root"), 1 ether);
+        vm.warp(START + 30 days);
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.JobNotFunded.selector, job));
+        escrow.refund(job);
+    }
+
+    function test_Refund_ReentryBlocked() public {
+        ReentrantCreator c = new ReentrantCreator(escrow);
+        vm.deal(address(this), 2 ether);
+        c.fund{value: 2 ether}(1, signer, START + 1 days);
+        vm.warp(START + 1 days + 1);
+        escrow.refund(c.job());
+        assertEq(c.received(), 2 ether, "refunded once");
+        assertEq(address(escrow).balance, 0, "escrow empty");
+        assertEq(
+            keccak256(c.reentryError()),
+            keccak256(abi.encodeWithSelector(ReentrancyGuardTransient.ReentrancyGuardReentrantCall.selector)),
+            "reentry refused by the guard"
+        );
+    }
+
+    function test_Refund_RecipientRejecting_RevertsWithError() public {
+        ReentrantCreator c = new ReentrantCreator(escrow);
+        vm.deal(address(this), 1 ether);
+        c.fund{value: 1 ether}(1, signer, START + 1 days);
+        c.setRejectPayments(true);
+        vm.warp(START + 1 days + 1);
+        bytes32 job = c.job();
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.NativeTransferFailed.selector, address(c), 1 ether));
+        escrow.refund(job);
+        assertTrue(stateOf(job) == OblivionEscrow.State.Funded, "nothing changed");
+    }
+
+    // ------------------------------------------------------------------ sweep
+
+    function test_Sweep_BeforeWindowEndReverts_AfterPaysRest() public {
+        (bytes32 job, Merkle.Payout[] memory p, Merkle.Tree memory t) = settledThree();
+        escrow.claim(job, 0, p[0].account, p[0].amount, Merkle.proof(t, 0));
+        uint256 closesAt = uint256(START) + WINDOW;
+        uint256 creatorBefore = creator.balance; // the 4 ether excess returned at settle
+
+        vm.warp(closesAt);
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.ClaimWindowOpen.selector, closesAt));
+        escrow.sweep(job);
+
+        vm.warp(closesAt + 1);
+        vm.expectEmit(true, true, true, true, address(escrow));
+        emit OblivionEscrow.Swept(job, creator, 5 ether);
+        vm.prank(stranger);
+        escrow.sweep(job);
+        assertEq(creator.balance - creatorBefore, 5 ether, "unclaimed rest to creator");
+        assertEq(address(escrow).balance, 0, "escrow empty");
+        assertTrue(stateOf(job) == OblivionEscrow.State.Swept, "state");
+
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.JobNotSettled.selector, job));
+        escrow.sweep(job);
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.JobNotSettled.selector, job));
+        escrow.claim(job, 1, p[1].account, p[1].amount, Merkle.proof(t, 1));
+    }
+
+    function test_Sweep_RevertsForUnsettledJob() public {
+        bytes32 job = fundNative(1, 1 ether);
+        vm.warp(START + 365 days);
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.JobNotSettled.selector, job));
+        escrow.sweep(job);
+    }
+
+    // ------------------------------------------------------------------ token flow
+
+    function test_Token_FullFlow() public {
+        token.mint(creator, 50e18);
+        vm.startPrank(creator);
+        token.approve(address(escrow), 50e18);
+        bytes32 job = escrow.fundToken(3, signer, SPEC, START + 1 days, token, 50e18);
+        vm.stopPrank();
+
+        Merkle.Payout[] memory p = payouts(triple(10e18, 15e18, 5e18));
+        Merkle.Tree memory t = Merkle.build(p);
+        settleAs(creator, job, Merkle.root(t), 30e18);
+        assertEq(token.balanceOf(creator), 20e18, "excess returned in the token");
+
+        escrow.claim(job, 0, p[0].account, 10e18, Merkle.proof(t, 0));
+        escrow.claim(job, 2, p[2].account, 5e18, Merkle.proof(t, 2));
+        assertEq(token.balanceOf(p[0].account), 10e18, "leaf 0");
+        assertEq(token.balanceOf(p[2].account), 5e18, "leaf 2");
+        assertEq(p[0].account.balance, 0, "no native paid");
+
+        vm.warp(START + WINDOW + 1);
+        escrow.sweep(job);
+        assertEq(token.balanceOf(creator), 35e18, "unclaimed 15 back");
+        assertEq(token.balanceOf(address(escrow)), 0, "escrow empty");
+    }
+}
