@@ -84,3 +84,16 @@ pub async fn post_file<T: DeserializeOwned>(
 ) -> Result<T, ApiError> {
     decode(call("POST", url, Some(file.as_ref()), "application/octet-stream").await?)
 }
+
+/// `POST url` without a body, ignoring any answer but its status.
+pub async fn post_empty(url: &str) -> Result<(), ApiError> {
+    let (status, text) = call("POST", url, None, "").await?;
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(serde_json::from_str(&text).unwrap_or(ApiError {
+            error: format!("the coordinator answered {status}"),
+            field: None,
+        }))
+    }
+}

@@ -6,11 +6,11 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{MessageEvent, Worker, WorkerOptions, WorkerType};
 
+use crate::account::use_account;
 use crate::shell::{load_setting, save_setting};
 
 /// The browser worker's entry point in `dist/` (built by Trunk).
 const WORKER_URL: &str = "/oblivion-worker-wasm_loader.js";
-const PAYOUT_KEY: &str = "oblivion.payout";
 const NAME_KEY: &str = "oblivion.name";
 const BACKEND_KEY: &str = "oblivion.backend";
 
@@ -41,11 +41,6 @@ impl TabState {
     }
 }
 
-fn valid_address(s: &str) -> bool {
-    s.is_empty()
-        || (s.len() == 42 && s.starts_with("0x") && s[2..].bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
 fn random_name() -> String {
     format!("tab-{:04x}", (js_sys::Math::random() * 65536.0) as u32)
 }
@@ -64,7 +59,7 @@ pub fn Contribute() -> impl IntoView {
         ..TabState::default()
     });
     let running = RwSignal::new(false);
-    let payout = RwSignal::new(load_setting(PAYOUT_KEY).unwrap_or_default());
+    let account = use_account();
     let name = load_setting(NAME_KEY).unwrap_or_else(|| {
         let n = random_name();
         save_setting(NAME_KEY, &n);
@@ -94,8 +89,11 @@ pub fn Contribute() -> impl IntoView {
                 .and_then(|w| w.location().origin().ok())
                 .unwrap_or_default(),
             name: name.clone(),
-            payout_address: Some(payout.get_untracked())
-                .filter(|p| !p.is_empty() && valid_address(p)),
+            // The signed-in account, proven by the session the worker's
+            // connection carries (its cookie).
+            payout_address: account
+                .session
+                .with_untracked(|s| s.as_ref().map(|s| s.address.clone())),
             backend: if backend_choice.get_untracked() == "cpu" {
                 BackendChoice::Cpu
             } else {
@@ -151,13 +149,6 @@ pub fn Contribute() -> impl IntoView {
         }
     };
 
-    let on_payout = move |ev| {
-        let value = event_target_value(&ev).trim().to_string();
-        if valid_address(&value) {
-            save_setting(PAYOUT_KEY, &value);
-        }
-        payout.set(value);
-    };
     let on_backend = move |ev| {
         let value = event_target_value(&ev);
         save_setting(BACKEND_KEY, &value);
@@ -219,12 +210,16 @@ pub fn Contribute() -> impl IntoView {
             </section>
             <section class="card">
                 <h2>"Payout"</h2>
-                <label class="field">
-                    <span>"Address for rewards"</span>
-                    <input type="text" placeholder="0x…" spellcheck="false" data-testid="payout" prop:value=move || payout.get() on:input=on_payout/>
-                </label>
-                {move || (!valid_address(&payout.get())).then(|| view! { <p class="error small">"An address is 0x and 40 hex digits."</p> })}
-                <p class="muted small">"Remembered in this browser. Worker name: " {display_name}</p>
+                {move || match account.address() {
+                    Some(a) => view! {
+                        <p>"Rewards go to " <code data-testid="payout">{a}</code></p>
+                        <p class="muted small">"Your signed-in wallet: signing in proved it is yours. It applies from the next Start."</p>
+                    }.into_any(),
+                    None => view! {
+                        <p data-testid="payout">"Sign in with your wallet to be paid for this tab's work; without it, you contribute unpaid."</p>
+                    }.into_any(),
+                }}
+                <p class="muted small">"Worker name: " {display_name}</p>
             </section>
         </div>
         <section class="card">

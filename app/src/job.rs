@@ -5,6 +5,7 @@ use leptos::task::spawn_local;
 use leptos_router::hooks::use_params_map;
 use oblivion_protocol::api::{JobView, ShardView};
 
+use crate::account::{short, use_account};
 use crate::api;
 use crate::chart::{LineChart, Series};
 use crate::jobs::{StatusBadge, job_progress};
@@ -121,6 +122,7 @@ pub fn JobPage() -> impl IntoView {
             }]
         })
     });
+    let account = use_account();
     let cancel = move |_| {
         let Some(id) = id.get_untracked() else { return };
         spawn_local(async move {
@@ -136,6 +138,9 @@ pub fn JobPage() -> impl IntoView {
         {move || job.get().map(|j| {
             let id = j.id;
             let running = !j.status.is_finished();
+            let mine = j.owner.is_some() && j.owner == account.address();
+            let owner_line = j.owner.clone().map(|o| format!(" · by {}{}", short(&o), if mine { " (you)" } else { "" }));
+            let private = j.spec.visibility == oblivion_protocol::Visibility::Private;
             let last = j.history.last().cloned();
             let progress = job_progress(&j);
             view! {
@@ -145,12 +150,14 @@ pub fn JobPage() -> impl IntoView {
                         <p class="muted">
                             <StatusBadge status=j.status/>
                             {format!(" round {} of {} · {} training and {} validation samples", j.round.max(1).min(j.rounds), j.rounds, j.train_samples, j.validation_samples)}
+                            {owner_line}
+                            {private.then_some(" · private")}
                         </p>
                         <div class="progress"><div class="bar" style:width=format!("{:.1}%", progress * 100.0)></div></div>
                         {j.error.clone().map(|e| view! { <p class="error">{e}</p> })}
                     </div>
                     <div class="hero-actions">
-                        {running.then(|| view! { <button class="danger" on:click=cancel>"Cancel"</button> })}
+                        {(running && mine).then(|| view! { <button class="danger" data-testid="cancel" on:click=cancel>"Cancel"</button> })}
                     </div>
                 </section>
                 <div class="grid">

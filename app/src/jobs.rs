@@ -4,6 +4,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use oblivion_protocol::api::{JobStatus, JobView, ShardStatus};
 
+use crate::account::use_account;
 use crate::api;
 use crate::live::{use_live, when_changed};
 
@@ -73,7 +74,19 @@ fn job_list() -> (RwSignal<Vec<JobView>>, RwSignal<Option<String>>) {
 /// The Jobs page.
 #[component]
 pub fn JobList() -> impl IntoView {
-    let (jobs, error) = job_list();
+    let (all_jobs, error) = job_list();
+    let account = use_account();
+    // "My jobs": a creator's own, when signed in.
+    let mine_only = RwSignal::new(false);
+    let jobs = Signal::derive(move || {
+        let me = account.address();
+        all_jobs.with(|list| {
+            list.iter()
+                .filter(|j| !mine_only.get() || (me.is_some() && j.owner == me))
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+    });
     let live = use_live();
     let workers_on = move |id: u64| {
         live.snapshot.with(|s| {
@@ -95,6 +108,12 @@ pub fn JobList() -> impl IntoView {
         </section>
         {move || error.get().map(|e| view! { <div class="notice error">{e}</div> })}
         <section class="card">
+            {move || account.address().is_some().then(|| view! {
+                <div class="tabs" role="tablist">
+                    <button class="tab" class:active=move || !mine_only.get() data-testid="all-jobs" on:click=move |_| mine_only.set(false)>"All jobs"</button>
+                    <button class="tab" class:active=move || mine_only.get() data-testid="my-jobs" on:click=move |_| mine_only.set(true)>"My jobs"</button>
+                </div>
+            })}
             <div class="table-wrap">
             <table class="table jobs" data-testid="job-list">
                 <thead><tr><th>"Job"</th><th>"Status"</th><th class="wide">"Progress"</th><th>"Workers"</th><th>"Accuracy"</th></tr></thead>

@@ -3,6 +3,8 @@
 //! coordinator that serves it (REST, plus server-sent events for live state).
 
 #[cfg(target_arch = "wasm32")]
+mod account;
+#[cfg(target_arch = "wasm32")]
 mod api;
 #[cfg(target_arch = "wasm32")]
 mod chart;
@@ -20,6 +22,8 @@ mod network;
 mod new_job;
 #[cfg(target_arch = "wasm32")]
 mod shell;
+#[cfg(target_arch = "wasm32")]
+mod wallet;
 
 #[cfg(target_arch = "wasm32")]
 fn main() {

@@ -9,6 +9,7 @@ use oblivion_protocol::{DatasetSpec, JobSpec, LocalWork, ModelSpec, OptimizerSpe
 use serde_json::{Value, json};
 use wasm_bindgen::JsCast;
 
+use crate::account::use_account;
 use crate::api;
 
 /// The example specs shipped with the project.
@@ -56,6 +57,7 @@ struct Form {
     seed: String,
     target: String,
     norm_bound: String,
+    visibility: String,
 }
 
 fn list(values: &[u32]) -> String {
@@ -92,6 +94,7 @@ impl Form {
                 .map(|t| t.to_string())
                 .unwrap_or_default(),
             norm_bound: spec.update_norm_bound.to_string(),
+            visibility: spec.visibility.as_str().into(),
             builtin: "mnist".into(),
             ..Form::default()
         };
@@ -190,6 +193,9 @@ impl Form {
         if !self.target.trim().is_empty() {
             spec["target_accuracy"] = num(&self.target);
         }
+        if self.visibility == "private" {
+            spec["visibility"] = json!("private");
+        }
         spec
     }
 }
@@ -248,6 +254,7 @@ pub fn NewJob() -> impl IntoView {
     let error_field =
         Signal::derive(move || error.with(|e| e.as_ref().and_then(|e| e.field.clone())));
     let navigate = use_navigate();
+    let account = use_account();
 
     let upload = move |ev: leptos::ev::Event, target: &'static str| {
         let Some(file) = selected_file(&ev) else {
@@ -319,6 +326,13 @@ pub fn NewJob() -> impl IntoView {
             <fieldset>
                 <legend>"Job"</legend>
                 <TextField form label="Name" name="name" get=|f| f.name.clone() set=|f, v| f.name = v error_field/>
+                <label class="field">
+                    <span>"Who may see it"</span>
+                    <select data-testid="field-visibility" prop:value=move || form.with(|f| f.visibility.clone()) on:change=move |ev| form.update(|f| f.visibility = event_target_value(&ev))>
+                        <option value="public">"Public: anyone sees its progress and downloads the model"</option>
+                        <option value="private">"Private: only you see its spec, data and model"</option>
+                    </select>
+                </label>
             </fieldset>
             <fieldset>
                 <legend>"Model"</legend>
@@ -399,6 +413,9 @@ pub fn NewJob() -> impl IntoView {
                 <pre class="code" data-testid="spec-json">{move || serde_json::to_string_pretty(&form.with(Form::to_json)).unwrap_or_default()}</pre>
             </details>
             <div class="actions">
+                {move || account.address().is_none().then(|| view! {
+                    <p class="muted small" data-testid="sign-in-hint">"Sign in with your wallet to submit: the job will be yours."</p>
+                })}
                 <button class="primary" type="submit" data-testid="submit" disabled=move || busy.get()>
                     {move || if busy.get() { "Submitting…" } else { "Submit job" }}
                 </button>

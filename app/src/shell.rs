@@ -4,6 +4,7 @@ use leptos::prelude::*;
 use leptos_router::components::{A, Route, Router, Routes};
 use leptos_router::path;
 
+use crate::account::{AccountButton, provide_account};
 use crate::contribute::Contribute;
 use crate::job::JobPage;
 use crate::jobs::JobList;
@@ -82,6 +83,7 @@ fn LiveDot() -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_live();
+    provide_account();
     view! {
         <Router>
             <header class="topbar">
@@ -95,6 +97,7 @@ pub fn App() -> impl IntoView {
                     <A href="/network">"Network"</A>
                 </nav>
                 <div class="topbar-end">
+                    <AccountButton/>
                     <LiveDot/>
                     <ThemeToggle/>
                 </div>

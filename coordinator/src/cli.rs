@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use oblivion_protocol::api::{ApiError, Created, JobView, WorkerView};
 
+use oblivion_chain::{Key, sign_in_over_http};
+
 use crate::config::{Config, ConfigLayer};
 
 /// Oblivion coordinator.
@@ -52,6 +54,26 @@ struct Target {
         default_value = "http://127.0.0.1:8080"
     )]
     coordinator: String,
+    /// Private key (hex) of the account to act as: every command signs in
+    /// with it first (Sign-In with Ethereum). Without it, commands run
+    /// anonymously (reading public jobs only).
+    #[arg(long, global = true, env = "OBLIVION_KEY", hide_env_values = true)]
+    key: Option<String>,
+}
+
+impl Target {
+    /// An HTTP client, signed in as `--key` when one is given.
+    async fn client(&self) -> Result<reqwest::Client, String> {
+        let http = reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .map_err(|e| e.to_string())?;
+        if let Some(key) = &self.key {
+            let key = Key::parse(key).map_err(|e| format!("--key (OBLIVION_KEY): {e}"))?;
+            sign_in_over_http(&http, &self.coordinator, &key).await?;
+        }
+        Ok(http)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,7 +119,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             crate::serve(config).await.map_err(|e| format!("{e:#}"))
         }
         Command::Workers { target } => {
-            let workers: Vec<WorkerView> = get_json(&target, "/api/workers").await?;
+            let http = target.client().await?;
+            let workers: Vec<WorkerView> = get_json(&http, &target, "/api/workers").await?;
             println!(
                 "{:>5}  {:<20} {:<8} {:<6} {:>10} {:>6} {:>8} {:>8}",
                 "id", "name", "client", "device", "samples/s", "leases", "accepted", "rejected"
@@ -122,11 +145,13 @@ pub async fn run(cli: Cli) -> Result<(), String> {
 }
 
 async fn job(target: &Target, command: JobCommand) -> Result<(), String> {
+    // Signed in once for the whole command (`status --watch` polls).
+    let http = target.client().await?;
     match command {
         JobCommand::Submit { file } => {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-            let response = reqwest::Client::new()
+            let response = http
                 .post(url(target, "/api/jobs"))
                 .header("content-type", "application/json")
                 .body(text)
@@ -138,7 +163,7 @@ async fn job(target: &Target, command: JobCommand) -> Result<(), String> {
             Ok(())
         }
         JobCommand::Status { id, watch } => loop {
-            let job: JobView = get_json(target, &format!("/api/jobs/{id}")).await?;
+            let job: JobView = get_json(&http, target, &format!("/api/jobs/{id}")).await?;
             print_status(&job);
             if !watch || job.status.is_finished() {
                 return Ok(());
@@ -146,7 +171,7 @@ async fn job(target: &Target, command: JobCommand) -> Result<(), String> {
             tokio::time::sleep(Duration::from_secs(1)).await;
         },
         JobCommand::List => {
-            let jobs: Vec<JobView> = get_json(target, "/api/jobs").await?;
+            let jobs: Vec<JobView> = get_json(&http, target, "/api/jobs").await?;
             for j in jobs {
                 let acc = j
                     .history
@@ -164,7 +189,7 @@ async fn job(target: &Target, command: JobCommand) -> Result<(), String> {
             Ok(())
         }
         JobCommand::Cancel { id } => {
-            let response = reqwest::Client::new()
+            let response = http
                 .post(url(target, &format!("/api/jobs/{id}/cancel")))
                 .send()
                 .await
@@ -174,12 +199,14 @@ async fn job(target: &Target, command: JobCommand) -> Result<(), String> {
             Ok(())
         }
         JobCommand::Download { id, format, output } => {
-            let response = reqwest::get(url(
-                target,
-                &format!("/api/jobs/{id}/model?format={format}"),
-            ))
-            .await
-            .map_err(|e| unreachable_line(target, e))?;
+            let response = http
+                .get(url(
+                    target,
+                    &format!("/api/jobs/{id}/model?format={format}"),
+                ))
+                .send()
+                .await
+                .map_err(|e| unreachable_line(target, e))?;
             if !response.status().is_success() {
                 return Err(error_line(response).await);
             }
@@ -241,9 +268,14 @@ fn unreachable_line(target: &Target, e: reqwest::Error) -> String {
 
 async fn error_line(response: reqwest::Response) -> String {
     let status = response.status();
-    match response.json::<ApiError>().await {
+    let line = match response.json::<ApiError>().await {
         Ok(e) => format!("{status}: {}", e.error),
         Err(_) => format!("the coordinator answered {status}"),
+    };
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        format!("{line} (give the account's key with --key or OBLIVION_KEY)")
+    } else {
+        line
     }
 }
 
@@ -258,10 +290,13 @@ async fn decode<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> 
 }
 
 async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
     target: &Target,
     path: &str,
 ) -> Result<T, String> {
-    let response = reqwest::get(url(target, path))
+    let response = http
+        .get(url(target, path))
+        .send()
         .await
         .map_err(|e| unreachable_line(target, e))?;
     decode(response).await

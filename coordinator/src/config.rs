@@ -63,6 +63,68 @@ pub struct Config {
     pub gc_grace: Duration,
     /// Round weights kept for a finished job (its current model always).
     pub keep_rounds: u32,
+    /// The origin users reach this coordinator at (`https://host[:port]`):
+    /// sign-in messages must name its host, and sessions are sent only over
+    /// HTTPS when it is one. `None`: the request's `Host`, over plain HTTP.
+    pub public_url: Option<String>,
+    /// A session lasts this long after sign-in.
+    pub session_ttl: Duration,
+    /// A sign-in nonce (and the message carrying it) lasts this long.
+    pub sign_in_ttl: Duration,
+    /// Sign-in attempts (nonces asked for) per client address per minute.
+    pub max_sign_ins_per_minute: u32,
+    /// Where paid jobs are escrowed (see [`Config::chain`]).
+    pub chain_settings: ChainSettings,
+}
+
+/// The chain settings as given: all four of URL, id, escrow and key, or
+/// none (jobs then run unpaid).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChainSettings {
+    /// JSON-RPC endpoint.
+    pub rpc_url: Option<String>,
+    /// The chain's id.
+    pub chain_id: Option<u64>,
+    /// The escrow contract.
+    pub escrow: Option<String>,
+    /// The settlement signing key.
+    pub signer_key: Option<String>,
+    /// Blocks on top of a deposit before it counts.
+    pub confirmations: u64,
+    /// How often the chain is read.
+    pub poll: Duration,
+}
+
+impl Default for ChainSettings {
+    fn default() -> ChainSettings {
+        ChainSettings {
+            rpc_url: None,
+            chain_id: None,
+            escrow: None,
+            signer_key: None,
+            confirmations: 2,
+            poll: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The chain paid jobs settle on: any EVM chain with the escrow deployed
+/// (anvil, Polygon Amoy, Shardeum, ...).
+#[derive(Clone, Debug)]
+pub struct ChainConfig {
+    /// JSON-RPC endpoint.
+    pub rpc_url: String,
+    /// The chain's id (checked against the node at start-up).
+    pub chain_id: u64,
+    /// The escrow contract, `0x` hex.
+    pub escrow: String,
+    /// The key that signs settlements (its address is the signer creators
+    /// name when they fund a job), hex.
+    pub signer_key: String,
+    /// Blocks on top of a deposit before it counts.
+    pub confirmations: u64,
+    /// How often the chain is read.
+    pub poll: Duration,
 }
 
 /// Limits on what one job may cost, checked when it is created.
@@ -116,6 +178,11 @@ impl Default for Config {
             gc_interval: Duration::from_secs(60),
             gc_grace: crate::coordinator::GC_GRACE,
             keep_rounds: 3,
+            public_url: None,
+            session_ttl: Duration::from_secs(86_400),
+            sign_in_ttl: Duration::from_secs(600),
+            max_sign_ins_per_minute: 30,
+            chain_settings: ChainSettings::default(),
         }
     }
 }
@@ -205,6 +272,36 @@ pub struct ConfigLayer {
     /// Round weights kept for a finished job, besides its model [default: 3].
     #[arg(long, env = "OBLIVION_KEEP_ROUNDS")]
     pub keep_rounds: Option<u32>,
+    /// The origin users reach this coordinator at, e.g. https://oblivion.example [default: the request's Host, over HTTP].
+    #[arg(long, env = "OBLIVION_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Seconds a session lasts after sign-in [default: 86400].
+    #[arg(long, env = "OBLIVION_SESSION_SECS")]
+    pub session_secs: Option<u64>,
+    /// Seconds a sign-in nonce lasts [default: 600].
+    #[arg(long, env = "OBLIVION_SIGN_IN_SECS")]
+    pub sign_in_secs: Option<u64>,
+    /// Sign-in nonces per client address per minute [default: 30].
+    #[arg(long, env = "OBLIVION_MAX_SIGN_INS_PER_MINUTE")]
+    pub max_sign_ins_per_minute: Option<u32>,
+    /// JSON-RPC URL of the chain paid jobs settle on; with chain_id, escrow_address and signer_key [default: none, jobs run unpaid].
+    #[arg(long, env = "OBLIVION_CHAIN_RPC_URL")]
+    pub chain_rpc_url: Option<String>,
+    /// Id of that chain, e.g. 31337 (anvil), 80002 (Polygon Amoy).
+    #[arg(long, env = "OBLIVION_CHAIN_ID")]
+    pub chain_id: Option<u64>,
+    /// Address of the escrow contract on that chain.
+    #[arg(long, env = "OBLIVION_ESCROW_ADDRESS")]
+    pub escrow_address: Option<String>,
+    /// Private key (hex) that signs settlements; prefer the environment to a flag.
+    #[arg(long, env = "OBLIVION_SIGNER_KEY", hide_env_values = true)]
+    pub signer_key: Option<String>,
+    /// Blocks on top of a deposit before the job opens [default: 2].
+    #[arg(long, env = "OBLIVION_CONFIRMATIONS")]
+    pub confirmations: Option<u64>,
+    /// Seconds between reads of the chain [default: 2].
+    #[arg(long, env = "OBLIVION_CHAIN_POLL_SECS")]
+    pub chain_poll_secs: Option<u64>,
 }
 
 impl Config {
@@ -254,6 +351,19 @@ impl Config {
             .map_or(self.gc_interval, Duration::from_secs);
         self.gc_grace = l.gc_grace_secs.map_or(self.gc_grace, Duration::from_secs);
         self.keep_rounds = l.keep_rounds.unwrap_or(self.keep_rounds);
+        self.public_url = l.public_url.or(self.public_url);
+        self.session_ttl = l.session_secs.map_or(self.session_ttl, Duration::from_secs);
+        self.sign_in_ttl = l.sign_in_secs.map_or(self.sign_in_ttl, Duration::from_secs);
+        self.max_sign_ins_per_minute = l
+            .max_sign_ins_per_minute
+            .unwrap_or(self.max_sign_ins_per_minute);
+        let c = &mut self.chain_settings;
+        c.rpc_url = l.chain_rpc_url.or(c.rpc_url.take());
+        c.chain_id = l.chain_id.or(c.chain_id);
+        c.escrow = l.escrow_address.or(c.escrow.take());
+        c.signer_key = l.signer_key.or(c.signer_key.take());
+        c.confirmations = l.confirmations.unwrap_or(c.confirmations);
+        c.poll = l.chain_poll_secs.map_or(c.poll, Duration::from_secs);
         self
     }
 
@@ -269,6 +379,49 @@ impl Config {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("oblivion.db").display()))
+    }
+
+    /// The chain paid jobs settle on, when configured; an error names what
+    /// is missing or malformed.
+    pub fn chain(&self) -> Result<Option<ChainConfig>, String> {
+        let c = &self.chain_settings;
+        match (&c.rpc_url, c.chain_id, &c.escrow, &c.signer_key) {
+            (None, None, None, None) => Ok(None),
+            (Some(rpc_url), Some(chain_id), Some(escrow), Some(signer_key)) => {
+                if oblivion_protocol::auth::normalize_address(escrow).is_none() {
+                    return Err(format!("escrow_address {escrow:?} is not a 0x address"));
+                }
+                if oblivion_chain::Key::parse(signer_key).is_err() {
+                    return Err("signer_key is not a 32-byte hex private key".into());
+                }
+                if !(rpc_url.starts_with("http://") || rpc_url.starts_with("https://")) {
+                    return Err(format!("chain_rpc_url {rpc_url:?} is not an http(s) URL"));
+                }
+                Ok(Some(ChainConfig {
+                    rpc_url: rpc_url.clone(),
+                    chain_id,
+                    escrow: escrow.clone(),
+                    signer_key: signer_key.clone(),
+                    confirmations: c.confirmations,
+                    poll: c.poll,
+                }))
+            }
+            _ => Err(
+                "paid jobs need all of chain_rpc_url, chain_id, escrow_address and signer_key \
+                 (or none of them)"
+                    .into(),
+            ),
+        }
+    }
+
+    /// `(scheme, authority)` of `public_url`, when set and well formed.
+    pub fn public_origin(&self) -> Option<(&str, &str)> {
+        let url = self.public_url.as_deref()?.trim_end_matches('/');
+        let (scheme, authority) = url.split_once("://")?;
+        let ok = matches!(scheme, "http" | "https")
+            && !authority.is_empty()
+            && !authority.contains(['/', '?', '#', '@']);
+        ok.then_some((scheme, authority))
     }
 
     /// Defaults, then the TOML file (if given), then `overrides`; checked.
@@ -307,6 +460,20 @@ impl Config {
         }
         if self.max_uploads_per_minute == 0 {
             return Err("max_uploads_per_minute must be at least 1".into());
+        }
+        if self.max_sign_ins_per_minute == 0 {
+            return Err("max_sign_ins_per_minute must be at least 1".into());
+        }
+        if self.session_ttl.is_zero() || self.sign_in_ttl.is_zero() {
+            return Err("session_secs and sign_in_secs must be at least 1".into());
+        }
+        if let Some(url) = &self.public_url {
+            self.public_origin()
+                .ok_or_else(|| format!("public_url {url:?} is not http(s)://HOST[:PORT]"))?;
+        }
+        self.chain()?;
+        if self.chain_settings.poll.is_zero() {
+            return Err("chain_poll_secs must be at least 1".into());
         }
         if let Some(url) = &self.database_url {
             crate::store::Backend::of(url)?;

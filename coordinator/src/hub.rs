@@ -777,10 +777,12 @@ impl Hub {
             .collect()
     }
 
-    /// Running jobs with their current round's shards.
+    /// Running public jobs with their current round's shards (the
+    /// snapshot is shared by every viewer, so private jobs stay out).
     pub fn live_jobs(&self) -> Vec<LiveJobView> {
         self.jobs
             .values()
+            .filter(|j| j.spec.visibility == oblivion_protocol::Visibility::Public)
             .map(|j| LiveJobView {
                 id: j.id,
                 name: j.spec.name.clone(),

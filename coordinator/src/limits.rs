@@ -100,23 +100,29 @@ impl Drop for ConnectionPermit {
     }
 }
 
-/// Uploads (job specs, datasets) per client address per minute.
-pub struct UploadRate {
+/// Requests of one kind (uploads, sign-ins) per client address per minute.
+pub struct RateLimit {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// What is counted, plural ("uploads").
+    what: &'static str,
+    /// The setting that sets the rate.
+    setting: &'static str,
     per_minute: u32,
 }
 
-impl UploadRate {
-    /// `per_minute` uploads a minute per address, in bursts of as many.
-    pub fn new(per_minute: u32) -> UploadRate {
+impl RateLimit {
+    /// `per_minute` requests a minute per address, in bursts of as many.
+    pub fn new(what: &'static str, setting: &'static str, per_minute: u32) -> RateLimit {
         let n = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
-        UploadRate {
+        RateLimit {
             limiter: DefaultKeyedRateLimiter::keyed(Quota::per_minute(n)),
+            what,
+            setting,
             per_minute,
         }
     }
 
-    /// Counts one upload by `client`, or answers 429 with `Retry-After`.
+    /// Counts one request by `client`, or answers 429 with `Retry-After`.
     pub fn check(&self, client: IpAddr) -> Result<(), AppError> {
         self.limiter.check_key(&client).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.limiter.clock().now());
@@ -124,9 +130,8 @@ impl UploadRate {
             let mut e = AppError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(
-                    "{client} made more than {} uploads in a minute (max_uploads_per_minute); \
-                     retry in {secs} s",
-                    self.per_minute
+                    "{client} made more than {} {} in a minute ({}); retry in {secs} s",
+                    self.per_minute, self.what, self.setting
                 ),
             );
             e.retry_after = Some(secs.max(1));
@@ -163,7 +168,7 @@ mod tests {
 
     #[test]
     fn uploads_beyond_the_rate_are_told_when_to_retry() {
-        let rate = UploadRate::new(2);
+        let rate = RateLimit::new("uploads", "max_uploads_per_minute", 2);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         rate.check(a).unwrap();
         rate.check(a).unwrap();

@@ -82,12 +82,9 @@ impl Cluster {
         format!("http://{}", self.instances[i].listen)
     }
 
-    /// An API client for instance `i`.
+    /// An API client for instance `i`, signed in as the job creator.
     pub fn api(&self, i: usize) -> Api {
-        Api {
-            url: self.url(i),
-            http: reqwest::Client::new(),
-        }
+        Api::new(&self.url(i), Some(crate::CREATOR_KEY))
     }
 
     /// Number of instances.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use oblivion_protocol::api::{JobView, WorkerView};
 
+pub mod anvil;
 pub mod cluster;
 pub mod postgres;
 pub mod s3;
@@ -277,12 +278,20 @@ impl Network {
         &self.database_url
     }
 
-    /// An API client for this network.
+    /// An API client for this network, signed in (on first use) as the
+    /// job creator's account [`CREATOR_KEY`].
     pub fn api(&self) -> Api {
-        Api {
-            url: self.url.clone(),
-            http: reqwest::Client::new(),
-        }
+        Api::new(&self.url, Some(CREATOR_KEY))
+    }
+
+    /// An API client signed in as the account of `key`.
+    pub fn api_as(&self, key: &str) -> Api {
+        Api::new(&self.url, Some(key))
+    }
+
+    /// An anonymous API client.
+    pub fn anonymous(&self) -> Api {
+        Api::new(&self.url, None)
     }
 }
 
@@ -298,13 +307,23 @@ impl Drop for Network {
 /// A reply: status code and JSON body.
 pub type Reply = (u16, serde_json::Value);
 
-/// Client of the coordinator's REST API.
+/// anvil's first development account: creates jobs in the tests (a
+/// well-known test key, never funded outside a dev chain).
+pub const CREATOR_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+/// anvil's second development account: someone else.
+pub const OTHER_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+
+/// Client of the coordinator's REST API, anonymous or signed in as one
+/// account (Sign-In with Ethereum, before its first request).
 #[derive(Clone)]
 pub struct Api {
     /// Base URL.
     pub url: String,
-    /// HTTP client.
+    /// HTTP client (keeps the session cookie).
     pub http: reqwest::Client,
+    key: Option<oblivion_chain::Key>,
+    signed_in: std::sync::Arc<tokio::sync::OnceCell<()>>,
+    cookies: std::sync::Arc<reqwest::cookie::Jar>,
 }
 
 async fn reply(r: reqwest::Response) -> Result<Reply> {
@@ -317,8 +336,54 @@ async fn reply(r: reqwest::Response) -> Result<Reply> {
 }
 
 impl Api {
+    /// A client of the coordinator at `url`, signed in as `key` if given.
+    pub fn new(url: &str, key: Option<&str>) -> Api {
+        let cookies = std::sync::Arc::new(reqwest::cookie::Jar::default());
+        Api {
+            url: url.to_string(),
+            http: reqwest::Client::builder()
+                .cookie_provider(cookies.clone())
+                .build()
+                .unwrap_or_default(),
+            key: key.map(|k| oblivion_chain::Key::parse(k).expect("a valid test key")),
+            signed_in: Default::default(),
+            cookies,
+        }
+    }
+
+    /// The `Cookie` header this client sends (its session), after signing in.
+    pub async fn cookie(&self) -> Result<Option<String>> {
+        use reqwest::cookie::CookieStore;
+        self.session().await?;
+        Ok(self
+            .cookies
+            .cookies(&self.url.parse()?)
+            .and_then(|v| v.to_str().ok().map(str::to_string)))
+    }
+
+    /// The signed-in account (lower-case hex), if any.
+    pub fn account(&self) -> Option<String> {
+        self.key.as_ref().map(|k| k.address().to_lowercase())
+    }
+
+    /// Signs in once, before the first request.
+    async fn session(&self) -> Result<()> {
+        if let Some(key) = &self.key {
+            self.signed_in
+                .get_or_try_init(|| async {
+                    oblivion_chain::sign_in_over_http(&self.http, &self.url, key)
+                        .await
+                        .map(|_| ())
+                        .map_err(anyhow::Error::msg)
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
     /// POSTs raw bytes.
     pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> Result<Reply> {
+        self.session().await?;
         reply(
             self.http
                 .post(format!("{}{path}", self.url))
@@ -331,11 +396,13 @@ impl Api {
 
     /// GETs JSON.
     pub async fn get(&self, path: &str) -> Result<Reply> {
+        self.session().await?;
         reply(self.http.get(format!("{}{path}", self.url)).send().await?).await
     }
 
     /// GETs raw bytes; fails on a non-2xx status.
     pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
+        self.session().await?;
         let r = self.http.get(format!("{}{path}", self.url)).send().await?;
         if !r.status().is_success() {
             bail!("GET {path}: {}", r.status());
@@ -426,12 +493,28 @@ pub struct ScriptedWorker {
 }
 
 impl ScriptedWorker {
-    /// Connects and says hello.
+    /// Connects anonymously and says hello.
     pub async fn connect(url: &str, name: &str) -> Result<ScriptedWorker> {
+        Self::connect_as(url, name, None, None).await
+    }
+
+    /// Connects with a session cookie (see [`Api::cookie`]), naming a payout
+    /// address, and says hello.
+    pub async fn connect_as(
+        url: &str,
+        name: &str,
+        cookie: Option<&str>,
+        payout_address: Option<&str>,
+    ) -> Result<ScriptedWorker> {
         use futures_util::{SinkExt, StreamExt};
         use oblivion_protocol::wire::{ClientKind, CoordinatorMessage, DeviceInfo, WorkerMessage};
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let ws = format!("{}/api/workers/connect", url.replacen("http", "ws", 1));
-        let (mut socket, _) = tokio_tungstenite::connect_async(ws).await?;
+        let mut request = ws.into_client_request()?;
+        if let Some(cookie) = cookie {
+            request.headers_mut().insert("cookie", cookie.parse()?);
+        }
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
         let hello = WorkerMessage::Hello {
             protocol: oblivion_protocol::wire::PROTOCOL_VERSION,
             name: name.into(),
@@ -442,7 +525,7 @@ impl ScriptedWorker {
                 detail: String::new(),
             },
             benchmark: 1.0,
-            payout_address: None,
+            payout_address: payout_address.map(str::to_string),
             max_leases: None,
         };
         socket

@@ -34,6 +34,21 @@ async fn invalid_specs_are_refused_naming_the_field(database: Database) {
             json!({"csv": "ab".repeat(32)}),
             "no uploaded file",
         ),
+        (
+            "reward",
+            json!({"amount": "12.5", "deadline_hours": 24}),
+            "whole number of wei",
+        ),
+        (
+            "reward",
+            json!({"amount": "1000", "deadline_hours": 0}),
+            "between 1 and",
+        ),
+        (
+            "reward",
+            json!({"amount": "1000", "deadline_hours": 24}),
+            "settles on no chain",
+        ),
     ];
     for (key, value, says) in cases {
         let mut spec = iris(2);

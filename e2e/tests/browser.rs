@@ -8,7 +8,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use oblivion_e2e::{Network, root};
+use oblivion_e2e::anvil::Anvil;
+use oblivion_e2e::{CREATOR_KEY, Network, root};
 use oblivion_protocol::api::JobView;
 use oblivion_protocol::wire::ClientKind;
 
@@ -23,10 +24,13 @@ fn scenario_with(name: &str, on_ready: impl FnOnce(&mut Network)) -> (Network, s
         "the web build is missing: run `cargo xtask web` (cargo xtask test does)"
     );
     let mut net = Network::start(&["--web-dir", dist.to_str().unwrap()]).unwrap();
+    // The tabs' wallets sign with anvil's development accounts.
+    let anvil = Anvil::start().unwrap();
     let mut child = Command::new("node")
         .arg(root().join("tests/browser/scenarios.mjs"))
         .arg(&net.url)
         .arg(name)
+        .env("ANVIL_URL", &anvil.url)
         .current_dir(root())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -66,6 +70,12 @@ async fn two_tabs_webgpu_and_cpu_train_a_job_created_in_the_form() {
     let job = job(&net, result["job"].as_u64().unwrap()).await;
     assert_eq!(job.status.as_str(), "completed");
     assert_eq!(job.spec.name, "mnist-mlp", "the example was submitted");
+    let creator = oblivion_chain::Key::parse(CREATOR_KEY).unwrap().address();
+    assert_eq!(
+        job.owner,
+        Some(creator.to_lowercase()),
+        "the wallet that signed in owns the job"
+    );
     assert!(job.history.last().unwrap().accuracy > 0.85, "{job:?}");
     let browsers: Vec<_> = job
         .contributors

@@ -2,14 +2,21 @@
 
 use std::process::Command;
 
-use oblivion_e2e::{Network, ScratchDir, bin, root};
+use oblivion_e2e::{CREATOR_KEY, Network, OTHER_KEY, ScratchDir, bin, root};
 
 fn cli(net: &Network, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(bin("oblivion-coordinator").unwrap())
-        .args(args)
-        .args(["--coordinator", &net.url])
-        .output()
-        .unwrap();
+    cli_as(net, Some(CREATOR_KEY), args)
+}
+
+/// The CLI signed in as `key` (through `OBLIVION_KEY`), or anonymous.
+fn cli_as(net: &Network, key: Option<&str>, args: &[&str]) -> (bool, String, String) {
+    let mut command = Command::new(bin("oblivion-coordinator").unwrap());
+    command.args(args).args(["--coordinator", &net.url]);
+    match key {
+        Some(key) => command.env("OBLIVION_KEY", key),
+        None => command.env_remove("OBLIVION_KEY"),
+    };
+    let out = command.output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -63,4 +70,23 @@ fn submit_status_download_and_readable_errors() {
     let (ok, _, err) = cli(&net, &["job", "status", "77"]);
     assert!(!ok);
     assert!(err.contains("404") && err.contains("no job 77"), "{err}");
+
+    // Accounts: anonymous submits and other accounts' cancels are refused
+    // with one line and a non-zero exit; the owner's cancel works.
+    let (ok, _, err) = cli_as(&net, None, &["job", "submit", spec.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("401") && err.contains("OBLIVION_KEY"), "{err}");
+    let (ok, _, err) = cli_as(&net, Some(OTHER_KEY), &["job", "cancel", &id]);
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "one readable line: {err}");
+    assert!(err.contains("403"), "{err}");
+    let (ok, _, err) = cli_as(&net, Some("0x1234"), &["job", "cancel", &id]);
+    assert!(!ok);
+    assert!(
+        err.contains("OBLIVION_KEY") && err.contains("not a 32-byte"),
+        "{err}"
+    );
+    let (ok, out, err) = cli(&net, &["job", "cancel", &id]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "job 1 cancelled");
 }

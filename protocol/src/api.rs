@@ -9,6 +9,8 @@ use crate::wire::{ClientKind, DeviceInfo};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
+    /// A paid job waiting for its deposit on chain; not trained yet.
+    Funding,
     /// Accepted, not yet started.
     Pending,
     /// Rounds are being trained.
@@ -25,6 +27,7 @@ impl JobStatus {
     /// The name used in the API and the database.
     pub fn as_str(self) -> &'static str {
         match self {
+            JobStatus::Funding => "funding",
             JobStatus::Pending => "pending",
             JobStatus::Running => "running",
             JobStatus::Completed => "completed",
@@ -36,6 +39,7 @@ impl JobStatus {
     /// Parses [`JobStatus::as_str`]'s output.
     pub fn parse(s: &str) -> Option<JobStatus> {
         Some(match s {
+            "funding" => JobStatus::Funding,
             "pending" => JobStatus::Pending,
             "running" => JobStatus::Running,
             "completed" => JobStatus::Completed,
@@ -212,6 +216,10 @@ pub struct JobView {
     pub validation_samples: u64,
     /// Seconds since the Unix epoch.
     pub created_at: i64,
+    /// The account that created it (lower-case `0x` hex); `None` for jobs
+    /// from before accounts existed.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// `GET /api/workers` entry.
@@ -249,6 +257,10 @@ pub struct WorkerView {
     /// Its active leases.
     #[serde(default)]
     pub leases: Vec<WorkerLease>,
+    /// The account its rewards go to, proven by signing in (lower-case
+    /// `0x` hex); `None` for an anonymous, unpaid worker.
+    #[serde(default)]
+    pub payout_address: Option<String>,
 }
 
 impl WorkerView {
@@ -275,6 +287,7 @@ impl WorkerView {
             state: WorkerState::Idle,
             samples_per_second: 0.0,
             leases: Vec::new(),
+            payout_address: None,
         }
     }
 }

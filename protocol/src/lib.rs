@@ -4,10 +4,11 @@
 //! or wasm) can share it without cycles.
 
 pub mod api;
+pub mod auth;
 mod error;
 pub mod spec;
 pub mod tab;
 pub mod wire;
 
 pub use error::SpecError;
-pub use spec::{DatasetSpec, JobSpec, LocalWork, ModelSpec, OptimizerSpec};
+pub use spec::{DatasetSpec, JobSpec, LocalWork, ModelSpec, OptimizerSpec, Visibility};

@@ -76,6 +76,65 @@ pub struct JobSpec {
     /// the global weights). Larger updates are rejected.
     #[serde(default = "default_update_norm_bound")]
     pub update_norm_bound: f64,
+    /// Who may read the job's spec, model and data: anyone (`public`, the
+    /// default) or its owner alone (`private`).
+    #[serde(default, skip_serializing_if = "Visibility::is_public")]
+    pub visibility: Visibility,
+    /// Payment for the work, escrowed on chain: the job opens once its
+    /// deposit is seen there. `None`: an unpaid job, open at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward: Option<RewardSpec>,
+}
+
+/// Largest settlement deadline a job may ask for, hours (a year).
+pub const MAX_DEADLINE_HOURS: u32 = 24 * 365;
+
+/// What a paid job pays, and by when it is settled.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardSpec {
+    /// The deposit, in the chain currency's smallest unit (wei), as a
+    /// decimal string: JSON numbers cannot hold 256 bits.
+    pub amount: String,
+    /// Hours from funding by which the creator settles; unsettled by then,
+    /// the deposit can be refunded.
+    pub deadline_hours: u32,
+}
+
+/// Who may read a job.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Anyone, signed in or not: status, curves, spec, model and data.
+    #[default]
+    Public,
+    /// Its owner alone (and, for a data shard or the current weights, the
+    /// worker leasing it). Others see neither the job nor its artifacts.
+    Private,
+}
+
+impl Visibility {
+    /// The name used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Public => "public",
+            Visibility::Private => "private",
+        }
+    }
+
+    /// Parses [`Visibility::as_str`]'s output.
+    pub fn parse(s: &str) -> Option<Visibility> {
+        match s {
+            "public" => Some(Visibility::Public),
+            "private" => Some(Visibility::Private),
+            _ => None,
+        }
+    }
+
+    /// Serde's `skip_serializing_if` helper.
+    pub fn is_public(&self) -> bool {
+        *self == Visibility::Public
+    }
 }
 
 fn default_validation_split() -> f64 {
@@ -379,6 +438,25 @@ impl JobSpec {
                 "update_norm_bound",
                 "must be a positive number",
             ));
+        }
+        if let Some(reward) = &self.reward {
+            let digits = &reward.amount;
+            if digits.is_empty()
+                || digits.len() > 77
+                || !digits.bytes().all(|b| b.is_ascii_digit())
+                || digits.bytes().all(|b| b == b'0')
+            {
+                return Err(SpecError::new(
+                    "reward.amount",
+                    "must be a positive whole number of wei, as a decimal string",
+                ));
+            }
+            if !(1..=MAX_DEADLINE_HOURS).contains(&reward.deadline_hours) {
+                return Err(SpecError::new(
+                    "reward.deadline_hours",
+                    format!("must be between 1 and {MAX_DEADLINE_HOURS}"),
+                ));
+            }
         }
         Ok(())
     }

@@ -2,7 +2,9 @@
 // the web app. Usage: node tests/browser/scenarios.mjs URL SCENARIO
 // Prints one line `RESULT {json}` on success; exits 1 with the reason.
 import { readFileSync } from 'node:fs';
-import { launch, openPage, startTab, text, number, until, getJson, check } from './lib.mjs';
+import {
+  launch, openPage, startTab, text, number, until, getJson, check, signedInPage, postFrom, CREATOR,
+} from './lib.mjs';
 
 const [base, scenario] = process.argv.slice(2);
 const browsers = [];
@@ -33,8 +35,8 @@ async function twoTabs() {
   const gpuDevice = await text(gpuTab, 'device-detail');
   const cpuReason = await text(cpuTab, 'cpu-reason');
 
-  // Submit the example through the form.
-  const creator = await openPage(cpuBrowser, base + '/jobs/new', 'creator');
+  // Sign in with the wallet and submit the example through the form.
+  const creator = await signedInPage(cpuBrowser, base, '/jobs/new', 'creator', CREATOR);
   await creator.getByTestId('example').selectOption('mnist-mlp');
   check((await creator.getByTestId('field-name').inputValue()) === 'mnist-mlp', 'the example is loaded');
   await creator.getByTestId('submit').click();
@@ -91,7 +93,8 @@ async function tabClosed() {
     dataset: { builtin: 'mnist' }, rounds: 2, shards_per_round: 2, local_epochs: 2, batch_size: 32,
     optimizer: { kind: 'adam', learning_rate: 0.003 }, seed: 3,
   };
-  const { id } = await (await fetch(`${base}/api/jobs`, { method: 'POST', body: JSON.stringify(spec) })).json();
+  const creator = await signedInPage(browser, base, '/jobs', 'creator', CREATOR);
+  const { body: { id } } = await postFrom(creator, '/api/jobs', JSON.stringify(spec));
   await until('the first tab to be mid-shard', async () => {
     const lease = await text(first, 'lease');
     const width = await first.locator('.progress .bar').first().evaluate((e) => parseFloat(e.style.width) || 0);
@@ -121,14 +124,12 @@ async function tabClosed() {
 async function invalidSpec() {
   const browser = await launch();
   browsers.push(browser);
-  const page = await openPage(browser, base + '/jobs/new', 'form');
+  const page = await signedInPage(browser, base, '/jobs/new', 'form', CREATOR);
   await page.getByTestId('field-rounds').fill('0');
   await page.getByTestId('submit').click();
   await page.getByTestId('form-error').waitFor({ timeout: 10000 });
   const zero = await text(page, 'form-error');
-  const direct = await (await fetch(`${base}/api/jobs`, {
-    method: 'POST', body: await page.getByTestId('spec-json').textContent(),
-  })).json();
+  const { body: direct } = await postFrom(page, '/api/jobs', await page.getByTestId('spec-json').textContent());
   check(zero.includes(direct.error), `the form shows "${zero}", the API says "${direct.error}"`);
   check(zero.startsWith('rounds'), `the error names the field: ${zero}`);
   const invalid = await page.locator('label.field.invalid input[name="rounds"]').count();
@@ -168,7 +169,8 @@ async function reconnect() {
   await stdinLine('RESTARTED');
   await until('the tab to reconnect', async () => (await connections()) >= 2, 60000);
   const spec = JSON.parse(readFileSync('examples/jobs/iris-mlp.json', 'utf8'));
-  const { id } = await (await fetch(`${base}/api/jobs`, { method: 'POST', body: JSON.stringify(spec) })).json();
+  const creator = await signedInPage(browser, base, '/jobs', 'creator', CREATOR);
+  const { body: { id } } = await postFrom(creator, '/api/jobs', JSON.stringify(spec));
   const job = await jobFinished(id, 120000, 250);
   check(job.status === 'completed', `job ended ${job.status}`);
   const accepted = await number(tab, 'accepted');

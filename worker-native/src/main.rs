@@ -27,9 +27,11 @@ struct Args {
     /// Compute backend: cpu, or wgpu when built with the `wgpu` feature.
     #[arg(long, default_value = "cpu")]
     backend: String,
-    /// Address that receives this worker's rewards.
-    #[arg(long, env = "OBLIVION_PAYOUT_ADDRESS")]
-    payout_address: Option<String>,
+    /// Private key (hex) of the account that receives this worker's
+    /// rewards: the worker signs in as it, which proves the address.
+    /// Without it the worker contributes unpaid.
+    #[arg(long, env = "OBLIVION_KEY", hide_env_values = true)]
+    key: Option<String>,
 }
 
 fn cpu_name() -> String {
@@ -108,6 +110,12 @@ async fn run(args: Args) -> Result<(), String> {
         ));
     }
     let base = coordinators[0].clone();
+    let key = args
+        .key
+        .as_deref()
+        .map(oblivion_chain::Key::parse)
+        .transpose()
+        .map_err(|e| format!("--key (OBLIVION_KEY): {e}"))?;
     let (device, info) = pick_device(&args.backend)?;
     let started = std::time::Instant::now();
     let score = tokio::task::spawn_blocking(move || {
@@ -130,7 +138,7 @@ async fn run(args: Args) -> Result<(), String> {
         device,
         info,
         benchmark: score,
-        payout_address: args.payout_address,
+        key,
     };
     let mut session = session::Worker::new(settings);
     let mut backoff = Duration::from_millis(250);

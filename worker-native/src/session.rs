@@ -15,8 +15,11 @@ use oblivion_protocol::wire::{
     UpdateReceipt, WORKER_TOKEN_HEADER, WorkerMessage,
 };
 use oblivion_worker_engine::Engine;
+use reqwest::cookie::CookieStore;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::header;
 
 /// What the worker is and where it connects.
 #[derive(Clone)]
@@ -34,8 +37,8 @@ pub struct Settings {
     pub info: DeviceInfo,
     /// Benchmark score.
     pub benchmark: f64,
-    /// Reward address.
-    pub payout_address: Option<String>,
+    /// The account rewards go to; the worker signs in as it.
+    pub key: Option<oblivion_chain::Key>,
 }
 
 /// How a session ended.
@@ -67,16 +70,23 @@ pub struct Worker {
     settings: Arc<Settings>,
     engine: Arc<Mutex<Engine>>,
     http: reqwest::Client,
+    /// Session cookies (signing in sets one; the worker connection sends it).
+    cookies: Arc<reqwest::cookie::Jar>,
     connected: bool,
 }
 
 impl Worker {
     /// A worker that has not connected yet.
     pub fn new(settings: Settings) -> Worker {
+        let cookies = Arc::new(reqwest::cookie::Jar::default());
         Worker {
             engine: Arc::new(Mutex::new(Engine::new(settings.device))),
             settings: Arc::new(settings),
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .cookie_provider(cookies.clone())
+                .build()
+                .unwrap_or_default(),
+            cookies,
             connected: false,
         }
     }
@@ -108,7 +118,28 @@ impl Worker {
             "{}/api/workers/connect",
             self.settings.base.replacen("http", "ws", 1)
         );
-        let (socket, _) = match tokio_tungstenite::connect_async(&ws_url).await {
+        let mut request = match ws_url.as_str().into_client_request() {
+            Ok(r) => r,
+            Err(e) => return Outcome::Refused(format!("bad coordinator URL {ws_url}: {e}")),
+        };
+        if let Some(key) = &self.settings.key {
+            // Signed in afresh on every connection: sessions expire.
+            if let Err(e) =
+                oblivion_chain::sign_in_over_http(&self.http, &self.settings.base, key).await
+            {
+                return Outcome::Lost(e);
+            }
+            let cookie = self
+                .settings
+                .base
+                .parse()
+                .ok()
+                .and_then(|url| self.cookies.cookies(&url));
+            if let Some(cookie) = cookie {
+                request.headers_mut().insert(header::COOKIE, cookie);
+            }
+        }
+        let (socket, _) = match tokio_tungstenite::connect_async(request).await {
             Ok(s) => s,
             Err(e) => return Outcome::Lost(format!("cannot connect to {ws_url}: {e}")),
         };
@@ -120,7 +151,7 @@ impl Worker {
             client: ClientKind::Native,
             device: s.info.clone(),
             benchmark: s.benchmark,
-            payout_address: s.payout_address.clone(),
+            payout_address: s.key.as_ref().map(|k| k.address()),
             max_leases: None,
         };
         if sink.send(text(&hello)).await.is_err() {
@@ -313,8 +344,10 @@ async fn work(
     let missing = lock(engine).missing(task);
     for (kind, sha) in missing {
         let url = format!("{}/api/artifacts/{sha}", settings.base);
+        // The token shows the lease: a private job's data needs it.
         let response = http
             .get(&url)
+            .header(WORKER_TOKEN_HEADER, token)
             .send()
             .await
             .map_err(|e| format!("fetching {sha}: {e}"))?;

@@ -109,9 +109,14 @@ pub async fn connect(url: &str) -> Result<(WebSocket, mpsc::UnboundedReceiver<St
     }
 }
 
-/// GETs `url`'s bytes.
-pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
-    let response: Response = JsFuture::from(scope().fetch_with_str(url))
+/// GETs `url`'s bytes, showing the worker's token (a private job's data
+/// is served to the lease holder only).
+pub async fn fetch_bytes(url: &str, token: &str) -> Result<Vec<u8>, String> {
+    let init = RequestInit::new();
+    let headers = web_sys::Headers::new().map_err(js_error)?;
+    headers.set(WORKER_TOKEN_HEADER, token).map_err(js_error)?;
+    init.set_headers(&headers);
+    let response: Response = JsFuture::from(scope().fetch_with_str_and_init(url, &init))
         .await
         .map_err(js_error)?
         .unchecked_into();

@@ -225,8 +225,8 @@ impl Lease<'_> {
     ) -> Result<(), String> {
         let lease_id = task.lease_id;
         for (kind, sha) in session.engine.missing(&task) {
-            let bytes = match net::fetch_bytes(&format!("{}/api/artifacts/{sha}", self.base)).await
-            {
+            let url = format!("{}/api/artifacts/{sha}", self.base);
+            let bytes = match net::fetch_bytes(&url, self.token).await {
                 Ok(b) => b,
                 Err(e) => {
                     self.give_back(lease_id, &e);

@@ -291,6 +291,9 @@ impl Drop for Children {
     }
 }
 
+/// anvil's first development account: the key the dev network's tips use.
+const DEV_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
 fn dev(args: &[String]) -> Result<()> {
     let mut workers = 3usize;
     let mut listen = "127.0.0.1:8080".to_string();
@@ -335,7 +338,9 @@ fn dev(args: &[String]) -> Result<()> {
     eprintln!(
         "\nlocal network up: coordinator {url}, {workers} workers, data in ./data\n\
          open {url}/ and press Start to train in a browser tab too\n\
-         try:\n  {c} job submit examples/jobs/mnist-cnn.json --coordinator {url}\n  \
+         sign in with a development key (anvil's first account) and try:\n  \
+         export OBLIVION_KEY={DEV_KEY}\n  \
+         {c} job submit examples/jobs/mnist-cnn.json --coordinator {url}\n  \
          {c} job status 1 --watch --coordinator {url}\n  \
          {c} job download 1 --format onnx --coordinator {url}\n\
          Ctrl-C stops everything.\n",

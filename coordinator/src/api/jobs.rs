@@ -12,27 +12,32 @@ use oblivion_protocol::api::{Created, JobView, UploadedDataset};
 use serde::Deserialize;
 
 use super::{MAX_SPEC_BYTES, read_body};
-use crate::coordinator::{Coordinator, ModelFormat};
+use crate::coordinator::{Coordinator, ModelFormat, Viewer};
 use crate::error::AppError;
 
 /// `POST /api/jobs`: a JSON spec → 201 `{"id": …}`.
 pub async fn create(
     State(c): State<Arc<Coordinator>>,
     ConnectInfo(client): ConnectInfo<std::net::SocketAddr>,
+    viewer: Viewer,
     body: Body,
 ) -> Result<(StatusCode, Json<Created>), AppError> {
+    let owner = viewer.account()?;
     c.uploads_rate.check(client.ip())?;
     let bytes = read_body(body, MAX_SPEC_BYTES, "the job spec").await?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| AppError::bad_request("the job spec is not UTF-8 text"))?;
     let spec = JobSpec::from_json(text)?;
-    let id = c.create_job(spec, &client.ip().to_string()).await?;
+    let id = c.create_job(spec, owner).await?;
     Ok((StatusCode::CREATED, Json(Created { id })))
 }
 
-/// `GET /api/jobs`.
-pub async fn list(State(c): State<Arc<Coordinator>>) -> Result<Json<Vec<JobView>>, AppError> {
-    Ok(Json(c.jobs().await?))
+/// `GET /api/jobs`: the public jobs and the viewer's own.
+pub async fn list(
+    State(c): State<Arc<Coordinator>>,
+    viewer: Viewer,
+) -> Result<Json<Vec<JobView>>, AppError> {
+    Ok(Json(c.jobs(&viewer).await?))
 }
 
 fn parse_id(raw: &str) -> Result<u64, AppError> {
@@ -43,17 +48,19 @@ fn parse_id(raw: &str) -> Result<u64, AppError> {
 /// `GET /api/jobs/{id}`.
 pub async fn show(
     State(c): State<Arc<Coordinator>>,
+    viewer: Viewer,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, AppError> {
-    Ok(Json(c.job_view(parse_id(&id)?).await?))
+    Ok(Json(c.job_view_for(&viewer, parse_id(&id)?).await?))
 }
 
 /// `POST /api/jobs/{id}/cancel`.
 pub async fn cancel(
     State(c): State<Arc<Coordinator>>,
+    viewer: Viewer,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, AppError> {
-    Ok(Json(c.cancel_job(parse_id(&id)?).await?))
+    Ok(Json(c.cancel_job(&viewer, parse_id(&id)?).await?))
 }
 
 /// Query of the model download.
@@ -65,6 +72,7 @@ pub struct FormatQuery {
 /// `GET /api/jobs/{id}/model?format=onnx|safetensors|burn`.
 pub async fn model(
     State(c): State<Arc<Coordinator>>,
+    viewer: Viewer,
     Path(id): Path<String>,
     Query(q): Query<FormatQuery>,
 ) -> Result<Response, AppError> {
@@ -74,7 +82,7 @@ pub async fn model(
             "unknown model format {name:?}; use onnx, safetensors or burn"
         ))
     })?;
-    let (bytes, file) = c.model(parse_id(&id)?, format).await?;
+    let (bytes, file) = c.model(&viewer, parse_id(&id)?, format).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
@@ -92,28 +100,38 @@ pub async fn model(
 pub async fn upload_dataset(
     State(c): State<Arc<Coordinator>>,
     ConnectInfo(client): ConnectInfo<std::net::SocketAddr>,
+    viewer: Viewer,
     body: Body,
 ) -> Result<(StatusCode, Json<UploadedDataset>), AppError> {
+    let owner = viewer.account()?;
     c.uploads_rate.check(client.ip())?;
     let bytes = read_body(body, c.config.max_upload_bytes, "the upload").await?;
     Ok((
         StatusCode::CREATED,
-        Json(c.upload_dataset(bytes.to_vec()).await?),
+        Json(c.upload_dataset(owner, bytes.to_vec()).await?),
     ))
 }
 
-/// `GET /api/artifacts/{sha256}`: immutable, so cacheable forever.
+/// `GET /api/artifacts/{sha256}`: immutable, so cacheable forever (by
+/// shared caches too when a public job names it). A worker proves its lease
+/// with its token header.
 pub async fn artifact(
     State(c): State<Arc<Coordinator>>,
+    viewer: Viewer,
+    headers: axum::http::HeaderMap,
     Path(sha): Path<String>,
 ) -> Result<Response, AppError> {
-    let bytes = c.artifact(&sha).await?;
+    let worker = headers
+        .get(oblivion_protocol::wire::WORKER_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let (bytes, public) = c.artifact(&viewer, worker, &sha).await?;
+    let cache = if public { "public" } else { "private" };
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
             (
                 header::CACHE_CONTROL,
-                "public, max-age=31536000, immutable".to_string(),
+                format!("{cache}, max-age=31536000, immutable"),
             ),
             (header::ETAG, format!("\"{sha}\"")),
         ],

@@ -2,17 +2,21 @@
 //!
 //! | route | what |
 //! | --- | --- |
-//! | `POST /api/jobs` | submit a spec → 201 `{"id"}` |
-//! | `GET /api/jobs`, `GET /api/jobs/{id}` | status, rounds, metrics, shards |
-//! | `POST /api/jobs/{id}/cancel` | stop a job |
+//! | `POST /api/auth/nonce` | a Sign-In with Ethereum challenge |
+//! | `POST /api/auth/login` | signed challenge → session cookie |
+//! | `GET /api/auth/session`, `POST /api/auth/logout` | who is signed in; sign out |
+//! | `POST /api/jobs` | submit a spec → 201 `{"id"}` (signed in: the job's owner) |
+//! | `GET /api/jobs`, `GET /api/jobs/{id}` | status, rounds, metrics, shards (private jobs: owner only) |
+//! | `POST /api/jobs/{id}/cancel` | stop a job (owner only) |
 //! | `GET /api/jobs/{id}/model?format=onnx\|safetensors\|burn` | download |
-//! | `POST /api/datasets` | upload a CSV or IDX file → `{"sha256"}` |
+//! | `POST /api/datasets` | upload a CSV or IDX file → `{"sha256"}` (signed in) |
 //! | `GET /api/artifacts/{sha256}` | immutable blobs (weights, shards) |
 //! | `GET /api/workers` | connected workers |
 //! | `GET /api/events` | live network state, server-sent events |
 //! | `GET /api/workers/connect` | the worker WebSocket |
 //! | `POST /api/leases/{id}/update` | a worker's update |
 
+mod auth;
 mod events;
 mod jobs;
 mod workers;
@@ -49,6 +53,10 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
     let web = coordinator.config.web_dir.clone();
     let api = Router::new()
         .route("/api/health", get(|| async { "ok" }))
+        .route("/api/auth/nonce", post(auth::nonce))
+        .route("/api/auth/login", post(auth::login))
+        .route("/api/auth/session", get(auth::session))
+        .route("/api/auth/logout", post(auth::logout))
         .route("/api/jobs", post(jobs::create).get(jobs::list))
         .route("/api/jobs/{id}", get(jobs::show))
         .route("/api/jobs/{id}/cancel", post(jobs::cancel))

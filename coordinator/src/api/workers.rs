@@ -18,7 +18,7 @@ use oblivion_protocol::wire::{
 use tokio::sync::mpsc;
 
 use super::read_body;
-use crate::coordinator::Coordinator;
+use crate::coordinator::{Coordinator, Viewer};
 use crate::error::AppError;
 
 /// Largest control message from a worker, bytes.
@@ -62,10 +62,12 @@ pub async fn update(
 }
 
 /// `GET /api/workers/connect`: upgrades to the worker protocol (429 when
-/// the address holds too many worker connections already).
+/// the address holds too many worker connections already). A worker that
+/// connects signed in is paid to its account: the sign-in proved it.
 pub async fn connect(
     State(c): State<Arc<Coordinator>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
+    viewer: Viewer,
     ws: WebSocketUpgrade,
 ) -> Result<Response, AppError> {
     let permit = c.worker_connections.acquire(client.ip())?;
@@ -76,7 +78,7 @@ pub async fn connect(
         .read_buffer_size(CONNECTION_BUFFER)
         .write_buffer_size(CONNECTION_BUFFER)
         .on_upgrade(move |socket| async move {
-            session(c, socket).await;
+            session(c, socket, viewer.0).await;
             drop(permit);
         }))
 }
@@ -101,7 +103,7 @@ fn parse(msg: &Message) -> Option<Result<WorkerMessage, String>> {
     }
 }
 
-async fn session(c: Arc<Coordinator>, mut socket: WebSocket) {
+async fn session(c: Arc<Coordinator>, mut socket: WebSocket, account: Option<String>) {
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await {
         Ok(Some(Ok(msg))) => parse(&msg),
         _ => return,
@@ -142,6 +144,27 @@ async fn session(c: Arc<Coordinator>, mut socket: WebSocket) {
             0.0
         },
     );
+    // Paid only to an address the worker proved by signing in as it.
+    let claimed = payout_address
+        .as_deref()
+        .map(|a| oblivion_protocol::auth::normalize_address(a).ok_or_else(|| a.to_string()));
+    let payout_address = match (claimed, account) {
+        (None, account) => account,
+        (Some(Ok(claimed)), Some(account)) if claimed == account => Some(account),
+        (Some(Ok(claimed)), _) => {
+            return refuse(
+                socket,
+                format!(
+                    "payout address {claimed} is not proven: connect signed in as that account \
+                     (oblivion-worker --key, or sign in on the web app)"
+                ),
+            )
+            .await;
+        }
+        (Some(Err(raw)), _) => {
+            return refuse(socket, format!("payout address {raw:?} is not an address")).await;
+        }
+    };
     // What the worker asked for, at least one; the coordinator's cap applies too.
     let max_leases = max_leases.unwrap_or(u32::MAX).max(1);
     let (tx, mut rx) = mpsc::unbounded_channel();

@@ -3,13 +3,17 @@
 
 use std::sync::Arc;
 
+use axum::http::StatusCode;
 use oblivion_ml::data::{Normalization, encode_shard};
 use oblivion_ml::export;
 use oblivion_ml::model::Architecture;
 use oblivion_ml::weights::{check_params, initial_params};
-use oblivion_protocol::JobSpec;
 use oblivion_protocol::api::{JobStatus, JobView, RoundMetrics, UploadedDataset};
+use oblivion_protocol::auth::normalize_address;
+use oblivion_protocol::{DatasetSpec, JobSpec};
 
+use super::accounts::Viewer;
+use super::leasing::token_hash;
 use super::{Coordinator, blocking, budget, lock, ml_internal};
 use crate::datasets;
 use crate::error::AppError;
@@ -51,7 +55,7 @@ impl ModelFormat {
 impl Coordinator {
     /// Validates data against a spec and the budgets, prepares shards and
     /// initial weights, stores the job and starts handing out its shards.
-    /// `creator` is the submitting client (its address).
+    /// `creator` is the account that will own it.
     pub async fn create_job(
         self: &Arc<Self>,
         spec: JobSpec,
@@ -64,13 +68,21 @@ impl Coordinator {
             .map_err(AppError::db)?;
         if in_flight >= u64::from(self.config.max_jobs_in_flight) {
             return Err(AppError::new(
-                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                StatusCode::TOO_MANY_REQUESTS,
                 format!(
-                    "this client already has {in_flight} unfinished jobs, the most allowed \
+                    "this account already has {in_flight} unfinished jobs, the most allowed \
                      (max_jobs_in_flight); wait for one to finish or cancel one"
                 ),
             ));
         }
+        if spec.reward.is_some() && self.chain.is_none() {
+            return Err(AppError::unprocessable(
+                "reward: this coordinator settles on no chain, so its jobs run unpaid; \
+                 leave reward out",
+            )
+            .with_field("reward"));
+        }
+        self.check_dataset_owner(&spec.dataset, creator).await?;
         let dataset = self
             .datasets
             .load(
@@ -181,12 +193,67 @@ impl Coordinator {
         Ok(id)
     }
 
+    /// An uploaded dataset may be trained on by its uploaders alone (its
+    /// content address is no secret: it names the file, it does not grant it).
+    async fn check_dataset_owner(
+        &self,
+        dataset: &DatasetSpec,
+        owner: &str,
+    ) -> Result<(), AppError> {
+        let files: Vec<&str> = match dataset {
+            DatasetSpec::Builtin(_) => Vec::new(),
+            DatasetSpec::Csv(sha) => vec![sha],
+            DatasetSpec::Idx { images, labels } => vec![images, labels],
+        };
+        for sha in files {
+            if !self
+                .db
+                .uploaded_by(sha, owner)
+                .await
+                .map_err(AppError::db)?
+                && !self
+                    .db
+                    .artifact_readers(sha)
+                    .await
+                    .map_err(AppError::db)?
+                    .owners
+                    .is_empty()
+            {
+                // (A file nobody uploaded is reported missing by the loader.)
+                return Err(AppError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("dataset {sha} was not uploaded by this account; upload it first"),
+                )
+                .with_field("dataset"));
+            }
+        }
+        Ok(())
+    }
+
     async fn job_row(&self, id: u64) -> Result<JobRow, AppError> {
         self.db
             .job(id)
             .await
             .map_err(AppError::db)?
             .ok_or_else(|| AppError::not_found(format!("no job {id}")))
+    }
+
+    /// A job `viewer` may read (403 for someone else's private job).
+    async fn readable_job(&self, viewer: &Viewer, id: u64) -> Result<JobRow, AppError> {
+        let row = self.job_row(id).await?;
+        if !viewer.may_read(&row) {
+            return Err(AppError::new(
+                StatusCode::FORBIDDEN,
+                format!("job {id} is private to its owner"),
+            ));
+        }
+        Ok(row)
+    }
+
+    /// The API view of a job, for `viewer`.
+    pub async fn job_view_for(&self, viewer: &Viewer, id: u64) -> Result<JobView, AppError> {
+        self.readable_job(viewer, id).await?;
+        self.job_view(id).await
     }
 
     /// The API view of a job.
@@ -215,15 +282,18 @@ impl Coordinator {
             train_samples: row.train_samples,
             validation_samples: row.validation_samples,
             created_at: row.created_at,
+            owner: row.creator.as_deref().and_then(normalize_address),
         }
     }
 
-    /// All jobs, newest first (two queries, however many jobs).
-    pub async fn jobs(&self) -> Result<Vec<JobView>, AppError> {
+    /// The jobs `viewer` may read, newest first (two queries, however
+    /// many jobs).
+    pub async fn jobs(&self, viewer: &Viewer) -> Result<Vec<JobView>, AppError> {
         let rows = self.db.jobs().await.map_err(AppError::db)?;
         let mut rounds = self.db.all_rounds().await.map_err(AppError::db)?;
         Ok(rows
             .into_iter()
+            .filter(|row| viewer.may_read(row))
             .map(|row| {
                 let history = rounds.remove(&row.id).unwrap_or_default();
                 self.view_of(row, history)
@@ -259,8 +329,17 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Stops a job; its leases are revoked. Refused (409) once it finished.
-    pub async fn cancel_job(&self, id: u64) -> Result<JobView, AppError> {
+    /// Stops a job for its owner; its leases are revoked. Refused: 401
+    /// anonymous, 403 another account, 409 once it finished.
+    pub async fn cancel_job(&self, viewer: &Viewer, id: u64) -> Result<JobView, AppError> {
+        let account = viewer.account()?;
+        let row = self.job_row(id).await?;
+        if !viewer.owns(&row) {
+            return Err(AppError::new(
+                StatusCode::FORBIDDEN,
+                format!("job {id} belongs to another account; {account} may not cancel it"),
+            ));
+        }
         self.finish(id, JobStatus::Cancelled, None).await?;
         tracing::info!(job = id, "job cancelled");
         self.job_view(id).await
@@ -274,8 +353,13 @@ impl Coordinator {
     }
 
     /// The job's current model in `format`, with a file name.
-    pub async fn model(&self, id: u64, format: ModelFormat) -> Result<(Vec<u8>, String), AppError> {
-        let row = self.job_row(id).await?;
+    pub async fn model(
+        &self,
+        viewer: &Viewer,
+        id: u64,
+        format: ModelFormat,
+    ) -> Result<(Vec<u8>, String), AppError> {
+        let row = self.readable_job(viewer, id).await?;
         let arch = Self::arch_of(&row)?;
         let params = self.weights(&row.global_sha).await?;
         let normalization: Option<Normalization> = row
@@ -305,17 +389,61 @@ impl Coordinator {
         ))
     }
 
-    /// A stored blob.
-    pub async fn artifact(&self, sha: &str) -> Result<Vec<u8>, AppError> {
-        self.artifacts
+    /// A stored blob, if `viewer` (or the worker whose token is `worker`)
+    /// may read it; and whether anyone may.
+    pub async fn artifact(
+        &self,
+        viewer: &Viewer,
+        worker: Option<&str>,
+        sha: &str,
+    ) -> Result<(Vec<u8>, bool), AppError> {
+        let missing = || AppError::not_found(format!("no artifact {sha}"));
+        let readers = self.db.artifact_readers(sha).await.map_err(AppError::db)?;
+        if !readers.public {
+            if readers.owners.is_empty() {
+                // Named by nothing any more: as good as gone.
+                return Err(missing());
+            }
+            let owner = viewer
+                .0
+                .as_ref()
+                .is_some_and(|a| readers.owners.contains(a));
+            let leased = match worker {
+                Some(token) if !owner => self
+                    .db
+                    .lease_needs(&token_hash(token), sha)
+                    .await
+                    .map_err(AppError::db)?,
+                _ => false,
+            };
+            if !owner && !leased {
+                return Err(AppError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("artifact {sha} belongs to a private job or upload"),
+                ));
+            }
+        }
+        let bytes = self
+            .artifacts
             .get(sha)
             .await
             .map_err(AppError::io)?
-            .ok_or_else(|| AppError::not_found(format!("no artifact {sha}")))
+            .ok_or_else(missing)?;
+        Ok((bytes, readers.public))
     }
 
-    /// Stores an uploaded dataset file.
-    pub async fn upload_dataset(&self, bytes: Vec<u8>) -> Result<UploadedDataset, AppError> {
-        datasets::upload(bytes, &self.artifacts, self.config.max_dataset_bytes).await
+    /// Stores a dataset file uploaded by `owner`.
+    pub async fn upload_dataset(
+        &self,
+        owner: &str,
+        bytes: Vec<u8>,
+    ) -> Result<UploadedDataset, AppError> {
+        let uploaded =
+            datasets::upload(bytes, &self.artifacts, self.config.max_dataset_bytes).await?;
+        self.db
+            .add_upload(&uploaded.sha256, owner, crate::store::now())
+            .await
+            .map_err(AppError::db)?;
+        Ok(uploaded)
     }
 }

@@ -39,6 +39,7 @@ impl Coordinator {
         tx: UnboundedSender<CoordinatorMessage>,
     ) -> Result<(u64, String), AppError> {
         let token = hex::encode(rand::random::<[u8; 24]>());
+        view.payout_address = payout.clone();
         view.id = self
             .db
             .insert_worker(

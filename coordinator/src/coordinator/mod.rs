@@ -11,6 +11,7 @@
 //! - `updates`: checking and recording a worker's update.
 //! - `aggregation`: claiming, averaging and evaluating a complete round.
 
+mod accounts;
 mod aggregation;
 mod budget;
 mod gc;
@@ -33,9 +34,10 @@ use crate::config::Config;
 use crate::datasets::DatasetCache;
 use crate::error::AppError;
 use crate::hub::{Hub, LeasePolicy, LiveJob, Shard, ShardState};
-use crate::limits::{ConnectionLimit, UploadRate};
+use crate::limits::{ConnectionLimit, RateLimit};
 use crate::store::{Artifacts, Backend, Db, JobRow};
 
+pub use accounts::Viewer;
 pub use gc::{Collected, DEFAULT_GRACE as GC_GRACE};
 pub use jobs::ModelFormat;
 pub use updates::UploadSlot;
@@ -69,13 +71,17 @@ pub struct Coordinator {
     /// Event streams held, per client address.
     pub event_streams: Arc<ConnectionLimit>,
     /// Uploads per client address.
-    pub uploads_rate: UploadRate,
+    pub uploads_rate: RateLimit,
+    /// Sign-in nonces asked for, per client address.
+    pub sign_ins_rate: RateLimit,
     /// Jobs other instances changed, to reload from the database.
     dirty: Mutex<BTreeSet<u64>>,
     /// Wakes the task that reloads them.
     dirty_signal: tokio::sync::Notify,
     /// Workers connected to the other instances, as they last published.
     remote_workers: Mutex<Vec<WorkerView>>,
+    /// The chain paid jobs settle on, if any.
+    pub chain: Option<crate::config::ChainConfig>,
 }
 
 /// How often the snapshot is taken: changes reach pages within this.
@@ -139,10 +145,20 @@ impl Coordinator {
                 config.max_event_streams_per_client,
                 config.max_event_streams,
             ),
-            uploads_rate: UploadRate::new(config.max_uploads_per_minute),
+            uploads_rate: RateLimit::new(
+                "uploads",
+                "max_uploads_per_minute",
+                config.max_uploads_per_minute,
+            ),
+            sign_ins_rate: RateLimit::new(
+                "sign-in attempts",
+                "max_sign_ins_per_minute",
+                config.max_sign_ins_per_minute,
+            ),
             dirty: Mutex::new(BTreeSet::new()),
             dirty_signal: tokio::sync::Notify::new(),
             remote_workers: Mutex::new(Vec::new()),
+            chain: config.chain().map_err(anyhow::Error::msg)?,
             config,
             db,
             artifacts,
@@ -190,6 +206,10 @@ impl Coordinator {
                 }
                 if n % 120 == 0 {
                     reaper.uploads_rate.forget_idle();
+                    reaper.sign_ins_rate.forget_idle();
+                    if let Err(e) = reaper.db.forget_expired_sign_ins(crate::store::now()).await {
+                        tracing::warn!("forgetting expired sessions: {e}");
+                    }
                 }
             }
         });

@@ -59,7 +59,7 @@ impl Backend {
 /// Handle on the database.
 #[derive(Clone, Debug)]
 pub struct Db {
-    pool: AnyPool,
+    pub(super) pool: AnyPool,
     backend: Backend,
 }
 
@@ -94,7 +94,8 @@ pub struct JobRow {
     pub error: Option<String>,
     /// Creation time (Unix seconds).
     pub created_at: i64,
-    /// Who submitted it (the client's address).
+    /// Its owner: the account that created it (lower-case `0x` hex). Jobs
+    /// from before accounts hold the client's IP address here: no owner.
     pub creator: Option<String>,
 }
 
@@ -311,7 +312,7 @@ impl Db {
 
     /// A transaction that will write. SQLite takes its write lock at once,
     /// so that two writers never deadlock upgrading from read to write.
-    async fn write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    pub(super) async fn write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
         match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.pool.begin().await,
@@ -328,8 +329,9 @@ impl Db {
         let id: i64 = sqlx::query(
             "INSERT INTO jobs (name, spec, status, round, global_sha, input_shape, classes, \
              normalization, validation_sha, train_samples, validation_samples, round_started_at, \
-             error, created_at, creator) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
+             error, created_at, creator, visibility) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+             RETURNING id",
         )
         .bind(&job.spec.name)
         .bind(serde_json::to_string(&job.spec).map_err(decode_err)?)
@@ -346,6 +348,7 @@ impl Db {
         .bind(&job.error)
         .bind(job.created_at)
         .bind(&job.creator)
+        .bind(job.spec.visibility.as_str())
         .fetch_one(&mut *tx)
         .await?
         .try_get("id")?;

@@ -49,6 +49,11 @@ const SQLITE: Embedded = &[
         "collection",
         include_str!("../../migrations/sqlite/0005_collection.sql"),
     ),
+    (
+        6,
+        "accounts",
+        include_str!("../../migrations/sqlite/0006_accounts.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -76,6 +81,11 @@ const POSTGRES: Embedded = &[
         5,
         "collection",
         include_str!("../../migrations/postgres/0005_collection.sql"),
+    ),
+    (
+        6,
+        "accounts",
+        include_str!("../../migrations/postgres/0006_accounts.sql"),
     ),
 ];
 

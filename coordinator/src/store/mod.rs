@@ -1,9 +1,11 @@
 //! Durable state: the database and the artifact store.
 
+mod accounts;
 mod artifacts;
 mod db;
 mod migrations;
 
+pub use accounts::Readers;
 pub use artifacts::Artifacts;
 pub use db::{
     Backend, Db, Granted, JOBS_CHANNEL, JobRefusal, JobRow, RoundRow, UpdateRefusal, UpdateRow, now,

@@ -1,0 +1,32 @@
+//! Ethereum for Oblivion's native clients and the coordinator.
+//!
+//! - [`Key`]: an account's private key (the CLI's `--key`, a native
+//!   worker's payout key), and the EIP-191 signatures it makes.
+//! - [`sign_in`]: answers a coordinator's Sign-In with Ethereum challenge.
+//! - [`settlement`]: the job key and the EIP-712 settlement the coordinator
+//!   signs for the escrow.
+//! - [`merkle`]: the payout tree ([`PayoutTree`]) whose root a settlement
+//!   commits to, OpenZeppelin `StandardMerkleTree`-compatible.
+//! - [`payouts`]: the payout rule ([`shares`]), splitting a job's payment in
+//!   proportion to credited work.
+//! - `escrow` (feature `rpc`): the escrow contract's typed bindings,
+//!   deployment and a signing JSON-RPC provider.
+//!
+//! Built on `alloy` without default features, so that with its own default
+//! features the crate also builds for wasm32 (the browser app).
+
+#[cfg(feature = "rpc")]
+pub mod escrow;
+mod key;
+pub mod merkle;
+pub mod payouts;
+#[cfg(feature = "client")]
+mod session;
+pub mod settlement;
+
+pub use key::{Key, KeyError, sign_in};
+pub use merkle::{Payout, PayoutTree, TreeError};
+pub use payouts::shares;
+#[cfg(feature = "client")]
+pub use session::sign_in_over_http;
+pub use settlement::Settlement;

@@ -1,0 +1,172 @@
+//! Accounts in the database: single-use sign-in nonces, sessions, who
+//! uploaded what, and who may read an artifact.
+
+use sqlx::Row;
+
+use super::db::Db;
+
+/// Who may read an artifact, from every job and upload that names it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Readers {
+    /// Some public job names it: anyone may.
+    pub public: bool,
+    /// Owners of the private jobs and uploaders that name it.
+    pub owners: Vec<String>,
+}
+
+impl Db {
+    /// Records a sign-in nonce valid until `expires_at`.
+    pub async fn add_nonce(&self, nonce: &str, expires_at: f64) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO auth_nonces (nonce, expires_at) VALUES ($1, $2)")
+            .bind(nonce)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Uses up `nonce`: true when it was issued, unexpired and unused. One
+    /// `DELETE`, so of two concurrent sign-ins with one nonce exactly one
+    /// wins, on any instance.
+    pub async fn take_nonce(&self, nonce: &str, now: f64) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query("DELETE FROM auth_nonces WHERE nonce = $1 AND expires_at > $2")
+            .bind(nonce)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Opens a session for `address`, known by the hash of its token.
+    pub async fn add_session(
+        &self,
+        token_hash: &str,
+        address: &str,
+        now: f64,
+        expires_at: f64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, address, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash)
+        .bind(address)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The account and end of an unexpired session.
+    pub async fn session(
+        &self,
+        token_hash: &str,
+        now: f64,
+    ) -> Result<Option<(String, f64)>, sqlx::Error> {
+        sqlx::query(
+            "SELECT address, expires_at FROM sessions WHERE token_hash = $1 AND expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| Ok((r.try_get("address")?, r.try_get("expires_at")?)))
+        .transpose()
+    }
+
+    /// Ends a session.
+    pub async fn end_session(&self, token_hash: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets expired nonces and sessions; returns how many.
+    pub async fn forget_expired_sign_ins(&self, now: f64) -> Result<u64, sqlx::Error> {
+        let nonces = sqlx::query("DELETE FROM auth_nonces WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(nonces.rows_affected() + sessions.rows_affected())
+    }
+
+    /// Records that `owner` uploaded the dataset file `sha`.
+    pub async fn add_upload(&self, sha: &str, owner: &str, now: f64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO uploads (sha256, owner, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(sha)
+        .bind(owner)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether `owner` uploaded the dataset file `sha`.
+    pub async fn uploaded_by(&self, sha: &str, owner: &str) -> Result<bool, sqlx::Error> {
+        Ok(
+            sqlx::query("SELECT 1 AS one FROM uploads WHERE sha256 = $1 AND owner = $2")
+                .bind(sha)
+                .bind(owner)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// Who may read artifact `sha`: from the jobs whose weights, data or
+    /// updates it is, and the uploads that are it.
+    pub async fn artifact_readers(&self, sha: &str) -> Result<Readers, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT visibility, creator FROM jobs WHERE global_sha = $1 OR validation_sha = $1 \
+             UNION SELECT j.visibility, j.creator FROM rounds r JOIN jobs j ON j.id = r.job_id \
+                WHERE r.global_sha = $1 \
+             UNION SELECT j.visibility, j.creator FROM job_shards s JOIN jobs j ON j.id = s.job_id \
+                WHERE s.data_sha = $1 \
+             UNION SELECT j.visibility, j.creator FROM updates u JOIN jobs j ON j.id = u.job_id \
+                WHERE u.update_sha = $1 \
+             UNION SELECT 'private', owner FROM uploads WHERE sha256 = $1",
+        )
+        .bind(sha)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut readers = Readers::default();
+        for r in rows {
+            let visibility: String = r.try_get("visibility")?;
+            let owner: Option<String> = r.try_get("creator")?;
+            if visibility == "public" {
+                readers.public = true;
+            } else if let Some(owner) = owner {
+                readers.owners.push(owner);
+            }
+        }
+        Ok(readers)
+    }
+
+    /// Whether the worker whose token hashes to `token_hash` holds an
+    /// active lease that needs artifact `sha` (its shard's data or its
+    /// job's current weights).
+    pub async fn lease_needs(&self, token_hash: &str, sha: &str) -> Result<bool, sqlx::Error> {
+        Ok(sqlx::query(
+            "SELECT 1 AS one FROM leases l JOIN workers w ON w.id = l.worker_id \
+             JOIN job_shards s ON s.job_id = l.job_id AND s.shard = l.shard \
+             JOIN jobs j ON j.id = l.job_id \
+             WHERE w.token_hash = $1 AND l.status = 'active' \
+               AND (s.data_sha = $2 OR j.global_sha = $2)",
+        )
+        .bind(token_hash)
+        .bind(sha)
+        .fetch_optional(&self.pool)
+        .await?
+        .is_some())
+    }
+}

@@ -1,0 +1,56 @@
+//! A throwaway local EVM node (anvil, from `contracts/node_modules`, as the
+//! test command installs it): ten unlocked, funded development accounts on
+//! chain 31337. Browser tests back their injected wallet with it.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::postgres::free_port;
+use crate::root;
+
+/// A running anvil, killed on drop.
+pub struct Anvil {
+    child: Child,
+    /// Its JSON-RPC URL.
+    pub url: String,
+}
+
+impl Anvil {
+    /// Starts anvil on a free port and waits until it answers.
+    pub fn start() -> Result<Anvil> {
+        let bin = root().join("contracts/node_modules/.bin/anvil");
+        if !bin.exists() {
+            bail!(
+                "{} is missing: run `npm ci` in contracts/ (cargo xtask test does)",
+                bin.display()
+            );
+        }
+        let port = free_port()?;
+        let child = Command::new(&bin)
+            .args(["--port", &port.to_string(), "--silent"])
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let anvil = Anvil {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("anvil did not start listening on port {port}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(anvil)
+    }
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
