@@ -25,6 +25,13 @@ impl Account {
     pub fn address(&self) -> Option<String> {
         self.session.with(|s| s.as_ref().map(|s| s.address.clone()))
     }
+
+    /// The signed-in address, untracked (for event handlers and tasks).
+    pub fn address_untracked(&self) -> Option<String> {
+        self.session
+            .try_with_untracked(|s| s.as_ref().map(|s| s.address.clone()))
+            .flatten()
+    }
 }
 
 /// Makes the account state available, and asks who is signed in.

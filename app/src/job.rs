@@ -1,15 +1,24 @@
-//! One job: live curves, the shard grid, contributors, downloads.
+//! One job: live curves, the shard grid, contributors, downloads, and for a
+//! paid job its escrow: funding, settlement and payouts.
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::use_params_map;
-use oblivion_protocol::api::{JobView, ShardView};
+use oblivion_chain::calls;
+use oblivion_protocol::api::{JobView, PaymentState, PaymentView, ShardView};
 
 use crate::account::{short, use_account};
 use crate::api;
+use crate::chain::{self, TxState, TxStatus, use_chain};
 use crate::chart::{LineChart, Series};
 use crate::jobs::{StatusBadge, job_progress};
 use crate::live::{use_live, when_changed};
+use crate::wallet::sleep;
+
+/// After a transaction, how often and how many times the job is asked for
+/// until the coordinator has seen it on chain.
+const FOLLOW_MS: i32 = 2_000;
+const FOLLOW_TRIES: u32 = 90;
 
 fn shard_class(s: &ShardView) -> String {
     let mut class = format!("shard {}", s.state);
@@ -46,6 +55,207 @@ fn ShardGrid(shards: Signal<Vec<ShardView>>) -> impl IntoView {
             <span class="legend-box done">"done"</span>
             <span class="legend-box reissued">"re-issued"</span>
         </div>
+    }
+}
+
+/// The payment state in words.
+fn payment_label(state: PaymentState) -> &'static str {
+    match state {
+        PaymentState::AwaitingDeposit => "awaiting deposit",
+        PaymentState::Funded => "funded",
+        PaymentState::Settled => "settled",
+        PaymentState::Refunded => "refunded",
+    }
+}
+
+/// Asks for job `id` again until its payment leaves `from` (the coordinator
+/// saw the transaction on chain), for a few minutes at most, or until the
+/// page is gone.
+async fn follow(id: u64, job: RwSignal<Option<JobView>>, from: PaymentState) {
+    for _ in 0..FOLLOW_TRIES {
+        sleep(FOLLOW_MS).await;
+        let Ok(view) = api::get::<JobView>(&format!("/api/jobs/{id}")).await else {
+            continue;
+        };
+        let moved = view.payment.as_ref().is_some_and(|p| p.state != from);
+        if job.try_set(Some(view)).is_some() || moved {
+            return;
+        }
+    }
+}
+
+/// A paid job's escrow: where it stands, and its owner's Fund and Settle.
+#[component]
+fn PaymentCard(
+    id: u64,
+    /// The spec's `reward.deadline_hours`.
+    deadline_hours: Option<u32>,
+    payment: PaymentView,
+    mine: bool,
+    job: RwSignal<Option<JobView>>,
+    tx: RwSignal<TxState>,
+) -> impl IntoView {
+    let chain = use_chain();
+    let account = use_account();
+    let state = payment.state;
+    let me = account.address_untracked();
+
+    let fund = {
+        let payment = payment.clone();
+        move |_| {
+            let Some(info) = chain.info.get_untracked() else {
+                return;
+            };
+            let hours = deadline_hours.unwrap_or(24);
+            let data = match chain::fund_call(&info, id, &payment.spec_hash, hours) {
+                Ok(data) => data,
+                Err(e) => return tx.set(TxState::Failed(e)),
+            };
+            let value = match calls::parse_wei(&payment.amount) {
+                Ok(v) => v,
+                Err(e) => return tx.set(TxState::Failed(format!("Cannot fund this job: {e}"))),
+            };
+            let me = account.address_untracked();
+            spawn_local(async move {
+                if chain::send(&info, me.as_deref(), &data, value, tx).await {
+                    follow(id, job, PaymentState::AwaitingDeposit).await;
+                }
+            });
+        }
+    };
+    let settle = {
+        let payment = payment.clone();
+        move |_| {
+            let Some(info) = chain.info.get_untracked() else {
+                return;
+            };
+            let Some(settlement) = payment.settlement.as_ref() else {
+                return;
+            };
+            let data = match calls::settle(&payment.job_key, settlement) {
+                Ok(data) => data,
+                Err(e) => {
+                    return tx.set(TxState::Failed(format!(
+                        "The coordinator's settlement is malformed: {e}"
+                    )));
+                }
+            };
+            let me = account.address_untracked();
+            spawn_local(async move {
+                if chain::send(&info, me.as_deref(), &data, calls::U256::ZERO, tx).await {
+                    follow(id, job, PaymentState::Funded).await;
+                }
+            });
+        }
+    };
+
+    // Each hidden while its transaction is under way or just went through
+    // (until the coordinator has seen it on chain).
+    let idle = move || {
+        chain.info.with(Option::is_some)
+            && !matches!(
+                tx.get(),
+                TxState::Wallet | TxState::Pending(_) | TxState::Confirmed(_)
+            )
+    };
+    let can_fund = move || mine && state == PaymentState::AwaitingDeposit && idle();
+    let settleable = mine && state == PaymentState::Funded && payment.settlement.is_some();
+    let can_settle = move || settleable && idle();
+    let confirmations = move || {
+        chain
+            .info
+            .with(|c| c.as_ref().map_or(0, |c| c.confirmations))
+    };
+    let deposit = payment
+        .deposit
+        .as_deref()
+        .map_or("—".to_string(), chain::eth);
+    let deadline = match (payment.deadline, deadline_hours) {
+        (Some(t), _) => chain::utc(t),
+        (None, Some(h)) => format!("{h} h after funding"),
+        (None, None) => "—".into(),
+    };
+    let settlement = payment.settlement.clone();
+    let hint = match state {
+        PaymentState::AwaitingDeposit => Some(if mine {
+            "The job waits for its deposit; it opens once the deposit is confirmed on chain.".to_string()
+        } else {
+            "The job waits for its creator's deposit.".to_string()
+        }),
+        PaymentState::Funded if settlement.is_some() && mine => Some(
+            "The job is done and the coordinator signed its payouts: settle to pay the contributors (anything not paid out goes back to you).".into(),
+        ),
+        PaymentState::Funded if settlement.is_some() => {
+            Some("The job is done: its creator settles the payouts.".into())
+        }
+        PaymentState::Funded => Some("Deposited; the payouts are settled once the job is done.".into()),
+        PaymentState::Settled => Some("Settled: each contributor claims their reward from the Rewards page.".into()),
+        PaymentState::Refunded => Some("The deposit went back to the creator.".into()),
+    };
+
+    view! {
+        <section class="card" data-testid="payment">
+            <h2>"Payment"</h2>
+            <dl class="facts">
+                <dt>"State"</dt>
+                <dd><span class=format!("state {}", state.as_str()) data-testid="payment-state" data-state=state.as_str()>{payment_label(state)}</span></dd>
+                <dt>"Reward asked"</dt>
+                <dd data-testid="payment-amount">{chain::eth(&payment.amount)}</dd>
+                <dt>"Deposited"</dt>
+                <dd data-testid="payment-deposit">{deposit}</dd>
+                <dt>"Settle by"</dt>
+                <dd>{deadline}</dd>
+                <dt>"Job key"</dt>
+                <dd class="mono" title=payment.job_key.clone()>{short(&payment.job_key)}</dd>
+                {settlement.as_ref().map(|s| view! {
+                    <dt>"Paid out"</dt>
+                    <dd>{chain::eth(&s.total)}</dd>
+                    <dt>"Model hash"</dt>
+                    <dd class="mono" title=s.model_hash.clone()>{short(&s.model_hash)}</dd>
+                })}
+            </dl>
+            {hint.map(|h| view! { <p class="muted small">{h}</p> })}
+            {move || (state == PaymentState::AwaitingDeposit && matches!(tx.get(), TxState::Confirmed(_))).then(|| view! {
+                <p class="small" data-testid="deposit-sent">{format!("Deposit sent: the job opens after {} confirmation(s) on chain.", confirmations())}</p>
+            })}
+            <TxStatus state=tx/>
+            <div class="downloads">
+                {move || can_fund().then(|| {
+                    let fund = fund.clone();
+                    view! {
+                        <button class="primary" data-testid="fund" disabled=move || tx.get().busy() on:click=fund>
+                            {format!("Fund {}", chain::eth(&payment.amount))}
+                        </button>
+                    }
+                })}
+                {move || can_settle().then(|| {
+                    let settle = settle.clone();
+                    view! {
+                        <button class="primary" data-testid="settle" disabled=move || tx.get().busy() on:click=settle>"Settle"</button>
+                    }
+                })}
+            </div>
+            {settlement.map(|s| view! {
+                <h2 class="spaced">"Payouts"</h2>
+                <div class="table-wrap">
+                <table class="table" data-testid="payouts">
+                    <thead><tr><th>"#"</th><th>"Account"</th><th>"Amount"</th></tr></thead>
+                    <tbody>
+                        {s.payouts.into_iter().map(|p| {
+                            let you = me.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(&p.account));
+                            view! {
+                                <tr>
+                                    <td>{p.index}</td>
+                                    <td class="mono" title=p.account.clone()>{short(&p.account)}{you.then_some(" (you)")}</td>
+                                    <td>{chain::eth(&p.amount)}</td>
+                                </tr>
+                            }
+                        }).collect::<Vec<_>>()}
+                    </tbody>
+                </table>
+                </div>
+            })}
+        </section>
     }
 }
 
@@ -123,6 +333,8 @@ pub fn JobPage() -> impl IntoView {
         })
     });
     let account = use_account();
+    // The escrow transaction of this page; kept across refetches.
+    let tx = RwSignal::new(TxState::Idle);
     let cancel = move |_| {
         let Some(id) = id.get_untracked() else { return };
         spawn_local(async move {
@@ -160,6 +372,9 @@ pub fn JobPage() -> impl IntoView {
                         {(running && mine).then(|| view! { <button class="danger" data-testid="cancel" on:click=cancel>"Cancel"</button> })}
                     </div>
                 </section>
+                {j.payment.clone().map(|payment| view! {
+                    <PaymentCard id deadline_hours=j.spec.reward.as_ref().map(|r| r.deadline_hours) payment mine job tx/>
+                })}
                 <div class="grid">
                     <section class="card">
                         <LineChart title="Loss" series=loss/>

@@ -7,6 +7,8 @@ mod account;
 #[cfg(target_arch = "wasm32")]
 mod api;
 #[cfg(target_arch = "wasm32")]
+mod chain;
+#[cfg(target_arch = "wasm32")]
 mod chart;
 #[cfg(target_arch = "wasm32")]
 mod contribute;
@@ -20,6 +22,8 @@ mod live;
 mod network;
 #[cfg(target_arch = "wasm32")]
 mod new_job;
+#[cfg(target_arch = "wasm32")]
+mod rewards;
 #[cfg(target_arch = "wasm32")]
 mod shell;
 #[cfg(target_arch = "wasm32")]

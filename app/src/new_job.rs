@@ -1,16 +1,23 @@
 //! New job: a form over every field of the job spec, with the examples
 //! preloaded, datasets built in or uploaded, and the server's validation.
+//! Where the coordinator has a chain, a reward makes the job paid: it is
+//! submitted, then funded at once from the creator's wallet.
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::use_navigate;
-use oblivion_protocol::api::{ApiError, Created, UploadedDataset};
+use oblivion_chain::calls::{self, U256};
+use oblivion_protocol::api::{ApiError, ChainInfo, Created, JobView, UploadedDataset};
 use oblivion_protocol::{DatasetSpec, JobSpec, LocalWork, ModelSpec, OptimizerSpec};
 use serde_json::{Value, json};
 use wasm_bindgen::JsCast;
 
 use crate::account::use_account;
 use crate::api;
+use crate::chain::{self, TxState, TxStatus, use_chain};
+
+/// Hours to settle a paid job in, unless the creator says otherwise.
+const DEFAULT_DEADLINE_HOURS: &str = "24";
 
 /// The example specs shipped with the project.
 const EXAMPLES: [(&str, &str); 4] = [
@@ -58,6 +65,9 @@ struct Form {
     target: String,
     norm_bound: String,
     visibility: String,
+    /// The reward in ETH as typed; empty: an unpaid job.
+    reward: String,
+    deadline_hours: String,
 }
 
 fn list(values: &[u32]) -> String {
@@ -96,6 +106,18 @@ impl Form {
             norm_bound: spec.update_norm_bound.to_string(),
             visibility: spec.visibility.as_str().into(),
             builtin: "mnist".into(),
+            reward: spec
+                .reward
+                .as_ref()
+                .and_then(|r| calls::parse_wei(&r.amount).ok())
+                .map(calls::format_ether)
+                .unwrap_or_default(),
+            deadline_hours: spec
+                .reward
+                .as_ref()
+                .map_or(DEFAULT_DEADLINE_HOURS.into(), |r| {
+                    r.deadline_hours.to_string()
+                }),
             ..Form::default()
         };
         match &spec.dataset {
@@ -196,7 +218,34 @@ impl Form {
         if self.visibility == "private" {
             spec["visibility"] = json!("private");
         }
+        if !self.reward.trim().is_empty() {
+            // Wei as a decimal string; what is not an amount goes as typed.
+            let amount = calls::parse_ether(&self.reward)
+                .map_or_else(|_| self.reward.trim().to_string(), |w| w.to_string());
+            spec["reward"] = json!({"amount": amount, "deadline_hours": num(&self.deadline_hours)});
+        }
         spec
+    }
+
+    /// The reward in wei: `None` for an unpaid job, an error to show for an
+    /// amount that cannot be paid.
+    fn reward_wei(&self) -> Result<Option<U256>, ApiError> {
+        let typed = self.reward.trim();
+        if typed.is_empty() {
+            return Ok(None);
+        }
+        let field = Some("reward.amount".to_string());
+        match calls::parse_ether(typed) {
+            Ok(w) if w.is_zero() => Err(ApiError {
+                error: "A reward must be more than 0 ETH; leave it empty for an unpaid job.".into(),
+                field,
+            }),
+            Ok(w) => Ok(Some(w)),
+            Err(e) => Err(ApiError {
+                error: format!("Reward: {}", e.reason),
+                field,
+            }),
+        }
     }
 }
 
@@ -215,6 +264,68 @@ fn selected_file(ev: &leptos::ev::Event) -> Option<web_sys::File> {
         .ok()?
         .files()?
         .get(0)
+}
+
+/// Submits a paid job and funds it from the wallet of `me`: the wallet is
+/// readied and its balance checked first (so that no job is left waiting
+/// for a deposit the account cannot make), then the job is created and its
+/// deposit sent. The job's id once funded; on failure the reason is in
+/// `error` or `tx`, and a job created but not funded in `unfunded`.
+async fn submit_paid(
+    body: &str,
+    wei: U256,
+    info: &ChainInfo,
+    me: &str,
+    error: RwSignal<Option<ApiError>>,
+    tx: RwSignal<TxState>,
+    unfunded: RwSignal<Option<u64>>,
+) -> Option<u64> {
+    tx.set(TxState::Wallet);
+    let (wallet, from) = match chain::prepare(info, Some(me), wei).await {
+        Ok(ready) => ready,
+        Err(state) => {
+            tx.set(state);
+            return None;
+        }
+    };
+    tx.set(TxState::Idle);
+    let id = match api::post_json::<Created>("/api/jobs", body).await {
+        Ok(created) => created.id,
+        Err(e) => {
+            error.set(Some(e));
+            return None;
+        }
+    };
+    unfunded.set(Some(id));
+    let job = match api::get::<JobView>(&format!("/api/jobs/{id}")).await {
+        Ok(job) => job,
+        Err(e) => {
+            tx.set(TxState::Failed(format!(
+                "Cannot read the new job: {}",
+                e.error
+            )));
+            return None;
+        }
+    };
+    let (Some(payment), Some(reward)) = (job.payment, job.spec.reward) else {
+        tx.set(TxState::Failed(
+            "The coordinator created the job without a payment to fund.".into(),
+        ));
+        return None;
+    };
+    let data = match chain::fund_call(info, id, &payment.spec_hash, reward.deadline_hours) {
+        Ok(data) => data,
+        Err(e) => {
+            tx.set(TxState::Failed(e));
+            return None;
+        }
+    };
+    let amount = calls::parse_wei(&payment.amount).unwrap_or(wei);
+    if !chain::submit(info, &wallet, &from, &data, amount, tx).await {
+        return None;
+    }
+    unfunded.set(None);
+    Some(id)
 }
 
 /// A text input bound to one form field.
@@ -255,6 +366,10 @@ pub fn NewJob() -> impl IntoView {
         Signal::derive(move || error.with(|e| e.as_ref().and_then(|e| e.field.clone())));
     let navigate = use_navigate();
     let account = use_account();
+    let chain = use_chain();
+    let tx = RwSignal::new(TxState::Idle);
+    // A paid job created but not funded: its id.
+    let unfunded = RwSignal::new(None::<u64>);
 
     let upload = move |ev: leptos::ev::Event, target: &'static str| {
         let Some(file) = selected_file(&ev) else {
@@ -287,16 +402,54 @@ pub fn NewJob() -> impl IntoView {
         if busy.get_untracked() {
             return;
         }
-        busy.set(true);
         error.set(None);
-        let body = form.with_untracked(Form::to_json).to_string();
+        tx.set(TxState::Idle);
+        unfunded.set(None);
+        let mut typed = form.get_untracked();
+        let chain_info = chain.info.get_untracked();
+        if chain_info.is_none() {
+            typed.reward.clear();
+        }
+        let reward = match typed.reward_wei() {
+            Ok(r) => r,
+            Err(e) => {
+                error.set(Some(e));
+                return;
+            }
+        };
+        let me = account.address_untracked();
+        let paid = match (reward, chain_info) {
+            (Some(wei), Some(info)) => match me {
+                Some(me) => Some((wei, info, me)),
+                None => {
+                    error.set(Some(ApiError {
+                        error: "Sign in to submit a paid job: its deposit comes from your wallet."
+                            .into(),
+                        field: None,
+                    }));
+                    return;
+                }
+            },
+            _ => None,
+        };
+        busy.set(true);
+        let body = typed.to_json().to_string();
         let navigate = navigate.clone();
         spawn_local(async move {
-            match api::post_json::<Created>("/api/jobs", &body).await {
-                Ok(created) => navigate(&format!("/jobs/{}", created.id), Default::default()),
-                Err(e) => error.set(Some(e)),
-            }
+            let opened = match paid {
+                None => api::post_json::<Created>("/api/jobs", &body)
+                    .await
+                    .map(|created| created.id)
+                    .map_err(|e| error.set(Some(e)))
+                    .ok(),
+                Some((wei, info, me)) => {
+                    submit_paid(&body, wei, &info, &me, error, tx, unfunded).await
+                }
+            };
             busy.set(false);
+            if let Some(id) = opened {
+                navigate(&format!("/jobs/{id}"), Default::default());
+            }
         });
     };
 
@@ -408,16 +561,36 @@ pub fn NewJob() -> impl IntoView {
                 <TextField form label="Stop at accuracy" name="target_accuracy" get=|f| f.target.clone() set=|f, v| f.target = v hint="optional, 0 to 1" error_field/>
                 <TextField form label="Update norm bound" name="update_norm_bound" get=|f| f.norm_bound.clone() set=|f, v| f.norm_bound = v hint="updates with a larger L2 norm are rejected" error_field/>
             </fieldset>
+            {move || chain.info.get().map(|info| view! {
+                <fieldset data-testid="reward">
+                    <legend>"Reward"</legend>
+                    <TextField form label="Reward (ETH)" name="reward.amount" get=|f| f.reward.clone() set=|f, v| f.reward = v hint="paid to contributors for verified work; empty: an unpaid job" error_field/>
+                    <TextField form label="Settle within (hours)" name="reward.deadline_hours" get=|f| f.deadline_hours.clone() set=|f, v| f.deadline_hours = v hint="after funding; unsettled by then, the deposit can be refunded" error_field/>
+                    <p class="muted small">{format!("Deposited into the escrow on {} from your wallet when you submit; the job opens once the deposit has {} confirmation{}.", chain::chain_name(info.chain_id), info.confirmations, if info.confirmations == 1 { "" } else { "s" })}</p>
+                </fieldset>
+            })}
             <details>
                 <summary>"Spec as JSON"</summary>
                 <pre class="code" data-testid="spec-json">{move || serde_json::to_string_pretty(&form.with(Form::to_json)).unwrap_or_default()}</pre>
             </details>
+            <TxStatus state=tx/>
+            {move || unfunded.get().map(|id| view! {
+                <p class="small" data-testid="unfunded">
+                    {format!("Job #{id} was created but is not funded yet: it waits until it is. ")}
+                    <a href=format!("/jobs/{id}") data-testid="unfunded-link">{format!("Open job #{id} to fund it again.")}</a>
+                </p>
+            })}
             <div class="actions">
                 {move || account.address().is_none().then(|| view! {
                     <p class="muted small" data-testid="sign-in-hint">"Sign in with your wallet to submit: the job will be yours."</p>
                 })}
                 <button class="primary" type="submit" data-testid="submit" disabled=move || busy.get()>
-                    {move || if busy.get() { "Submitting…" } else { "Submit job" }}
+                    {move || match (busy.get(), tx.get()) {
+                        (false, _) => "Submit job",
+                        (true, TxState::Wallet) => "Check your wallet…",
+                        (true, TxState::Pending(_)) => "Funding…",
+                        (true, _) => "Submitting…",
+                    }}
                 </button>
             </div>
         </form>

@@ -5,12 +5,14 @@ use leptos_router::components::{A, Route, Router, Routes};
 use leptos_router::path;
 
 use crate::account::{AccountButton, provide_account};
+use crate::chain::{provide_chain, use_chain};
 use crate::contribute::Contribute;
 use crate::job::JobPage;
 use crate::jobs::JobList;
 use crate::live::{provide_live, use_live};
 use crate::network::NetworkPage;
 use crate::new_job::NewJob;
+use crate::rewards::RewardsPage;
 
 const THEME_KEY: &str = "oblivion.theme";
 
@@ -84,6 +86,8 @@ fn LiveDot() -> impl IntoView {
 pub fn App() -> impl IntoView {
     provide_live();
     provide_account();
+    provide_chain();
+    let chain = use_chain();
     view! {
         <Router>
             <header class="topbar">
@@ -95,6 +99,8 @@ pub fn App() -> impl IntoView {
                     <A href="/" exact=true>"Contribute"</A>
                     <A href="/jobs">"Jobs"</A>
                     <A href="/network">"Network"</A>
+                    // Only where jobs are paid.
+                    {move || chain.info.with(Option::is_some).then(|| view! { <A href="/rewards">"Rewards"</A> })}
                 </nav>
                 <div class="topbar-end">
                     <AccountButton/>
@@ -109,6 +115,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/jobs/new") view=NewJob/>
                     <Route path=path!("/jobs/:id") view=JobPage/>
                     <Route path=path!("/network") view=NetworkPage/>
+                    <Route path=path!("/rewards") view=RewardsPage/>
                 </Routes>
             </main>
         </Router>

@@ -2,17 +2,28 @@
 //! on `window`), falling back to the legacy `window.ethereum`, and driven
 //! through its EIP-1193 `request({method, params})`.
 //!
-//! No crate does this: it is a few `js_sys::Reflect` calls.
+//! No crate does this: it is a few `js_sys::Reflect` calls. Transactions go
+//! the same way, as plain EIP-1193 requests (`eth_sendTransaction`, then
+//! `eth_getTransactionReceipt` until mined): alloy's provider would need an
+//! EIP-1193 transport, which no maintained crate offers, to make the same
+//! four requests; the calldata comes from `oblivion_chain::calls`.
 
 use std::cell::RefCell;
 
 use js_sys::{Array, Object, Promise, Reflect};
+use oblivion_chain::calls::U256;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 /// EIP-1193: the user rejected the request.
 pub const USER_REJECTED: i64 = 4001;
+
+/// `wallet_switchEthereumChain`: the wallet does not know the chain.
+pub const UNKNOWN_CHAIN: i64 = 4902;
+
+/// How often a pending transaction's receipt is asked for.
+const RECEIPT_POLL_MS: i32 = 1_000;
 
 /// A wallet the page can use.
 #[derive(Clone, Debug)]
@@ -31,6 +42,9 @@ pub struct WalletError {
     pub code: Option<i64>,
     /// Its message.
     pub message: String,
+    /// Revert data (`0x` hex) when a call or transaction reverted and the
+    /// wallet passed the node's data on.
+    pub data: Option<String>,
 }
 
 impl WalletError {
@@ -38,6 +52,7 @@ impl WalletError {
         WalletError {
             code: None,
             message: message.into(),
+            data: None,
         }
     }
 
@@ -172,6 +187,117 @@ impl Wallet {
             .as_string()
             .ok_or_else(|| WalletError::new("the wallet answered a malformed signature"))
     }
+
+    /// `eth_sendTransaction` from `from` to `to` with calldata `data` and
+    /// `value` (both `0x` hex); the transaction's hash once the wallet sent
+    /// it (the user confirms in the wallet first).
+    pub async fn send_transaction(
+        &self,
+        from: &str,
+        to: &str,
+        data: &str,
+        value: &str,
+    ) -> Result<String, WalletError> {
+        let tx = transaction(from, to, data, value);
+        self.request("eth_sendTransaction", &Array::of1(&tx))
+            .await?
+            .as_string()
+            .ok_or_else(|| WalletError::new("the wallet answered a malformed transaction hash"))
+    }
+
+    /// Waits until transaction `hash` is mined (asking for its receipt every
+    /// second).
+    pub async fn receipt(&self, hash: &str) -> Result<Receipt, WalletError> {
+        loop {
+            let receipt = self
+                .request("eth_getTransactionReceipt", &Array::of1(&hash.into()))
+                .await?;
+            if receipt.is_object() {
+                let quantity = |key: &str| {
+                    get(&receipt, key)
+                        .as_string()
+                        .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+                };
+                return Ok(Receipt {
+                    ok: quantity("status") == Some(1),
+                    block: quantity("blockNumber"),
+                });
+            }
+            sleep(RECEIPT_POLL_MS).await;
+        }
+    }
+
+    /// `eth_call` of `data` to `to` from `from` with `value` at `block`
+    /// (`0x` hex number, or `latest`): what a transaction would return.
+    pub async fn call(
+        &self,
+        from: &str,
+        to: &str,
+        data: &str,
+        value: &str,
+        block: &str,
+    ) -> Result<JsValue, WalletError> {
+        let tx = transaction(from, to, data, value);
+        self.request("eth_call", &Array::of2(&tx, &block.into()))
+            .await
+    }
+
+    /// The balance of `address`, wei.
+    pub async fn balance(&self, address: &str) -> Result<U256, WalletError> {
+        let params = Array::of2(&address.into(), &"latest".into());
+        self.request("eth_getBalance", &params)
+            .await?
+            .as_string()
+            .and_then(|s| U256::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+            .ok_or_else(|| WalletError::new("the wallet answered a malformed balance"))
+    }
+
+    /// Asks the wallet to switch to chain `chain_id` (the user confirms).
+    pub async fn switch_chain(&self, chain_id: u64) -> Result<(), WalletError> {
+        let param = Object::new();
+        let _ = Reflect::set(&param, &"chainId".into(), &format!("{chain_id:#x}").into());
+        match self
+            .request("wallet_switchEthereumChain", &Array::of1(&param))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == Some(UNKNOWN_CHAIN) => Err(WalletError {
+                message: format!(
+                    "the wallet does not know chain {chain_id}: add it to the wallet (its network settings), then try again"
+                ),
+                ..e
+            }),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A transaction object for `eth_sendTransaction` and `eth_call`.
+fn transaction(from: &str, to: &str, data: &str, value: &str) -> Object {
+    let tx = Object::new();
+    for (key, v) in [("from", from), ("to", to), ("data", data), ("value", value)] {
+        let _ = Reflect::set(&tx, &key.into(), &v.into());
+    }
+    tx
+}
+
+/// A mined transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// It succeeded (status 1); `false`: it reverted.
+    pub ok: bool,
+    /// The block it is in.
+    pub block: Option<u64>,
+}
+
+/// Resolves after `ms` milliseconds.
+pub async fn sleep(ms: i32) {
+    let promise = Promise::new(&mut |resolve, _| {
+        if let Some(window) = web_sys::window() {
+            let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+        }
+    });
+    let _ = JsFuture::from(promise).await;
 }
 
 fn error_of(e: JsValue) -> WalletError {
@@ -181,5 +307,21 @@ fn error_of(e: JsValue) -> WalletError {
             .as_string()
             .or_else(|| e.as_string())
             .unwrap_or_else(|| "unknown error".into()),
+        data: revert_data(&e),
     }
+}
+
+/// Revert data wherever wallets put it: `data`, `data.data`,
+/// `data.originalError.data`, `error.data`.
+fn revert_data(e: &JsValue) -> Option<String> {
+    let data = get(e, "data");
+    [
+        data.clone(),
+        get(&data, "data"),
+        get(&get(&data, "originalError"), "data"),
+        get(&get(e, "error"), "data"),
+    ]
+    .iter()
+    .filter_map(JsValue::as_string)
+    .find(|s| s.starts_with("0x") && s.len() >= 10)
 }

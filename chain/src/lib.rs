@@ -9,12 +9,15 @@
 //!   commits to, OpenZeppelin `StandardMerkleTree`-compatible.
 //! - [`payouts`]: the payout rule ([`shares`]), splitting a job's payment in
 //!   proportion to credited work.
+//! - [`calls`]: calldata of the escrow's `fund`, `settle` and `claim` for a
+//!   browser wallet, amounts in wei and ETH, and its revert reasons in words.
 //! - `escrow` (feature `rpc`): the escrow contract's typed bindings,
 //!   deployment and a signing JSON-RPC provider.
 //!
 //! Built on `alloy` without default features, so that with its own default
 //! features the crate also builds for wasm32 (the browser app).
 
+pub mod calls;
 #[cfg(feature = "rpc")]
 pub mod escrow;
 mod key;

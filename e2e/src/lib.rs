@@ -237,13 +237,23 @@ impl Network {
         })
     }
 
-    /// Starts a native worker process.
+    /// Starts a native worker process (anonymous: unpaid).
     pub fn add_worker(&mut self, name: &str) -> Result<()> {
-        let child = Command::new(bin("oblivion-worker")?)
+        self.add_paid_worker(name, None)
+    }
+
+    /// Starts a native worker process signed in as `key`'s account (its
+    /// rewards go there).
+    pub fn add_paid_worker(&mut self, name: &str, key: Option<&str>) -> Result<()> {
+        let mut command = Command::new(bin("oblivion-worker")?);
+        command
             .args(["--coordinator", &self.url, "--name", name])
             .env("RUST_LOG", "oblivion_worker=warn")
-            .spawn()?;
-        self.workers.push(child);
+            .env_remove("OBLIVION_KEY");
+        if let Some(key) = key {
+            command.env("OBLIVION_KEY", key);
+        }
+        self.workers.push(command.spawn()?);
         Ok(())
     }
 

@@ -220,6 +220,9 @@ pub struct JobView {
     /// from before accounts existed.
     #[serde(default)]
     pub owner: Option<String>,
+    /// A paid job's escrow; `None` for an unpaid job.
+    #[serde(default)]
+    pub payment: Option<PaymentView>,
 }
 
 /// `GET /api/workers` entry.
@@ -360,4 +363,134 @@ pub struct ApiError {
     /// The spec field at fault, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+}
+
+/// `GET /api/chain`: where this coordinator's paid jobs settle (404 when
+/// nowhere: its jobs run unpaid).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainInfo {
+    /// The chain's id.
+    pub chain_id: u64,
+    /// The escrow contract, `0x` hex.
+    pub escrow: String,
+    /// The coordinator's settlement signer: the address a creator names
+    /// when funding a job.
+    pub signer: String,
+    /// Blocks on top of a deposit before the job opens.
+    pub confirmations: u64,
+}
+
+/// Where a paid job's escrow stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentState {
+    /// No confirmed deposit yet: the job waits (status `funding`).
+    AwaitingDeposit,
+    /// Deposited; the job trains, and is settled once done.
+    Funded,
+    /// The creator settled it on chain: contributors claim.
+    Settled,
+    /// Refunded to the creator (never settled by its deadline).
+    Refunded,
+}
+
+impl PaymentState {
+    /// The name used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentState::AwaitingDeposit => "awaiting_deposit",
+            PaymentState::Funded => "funded",
+            PaymentState::Settled => "settled",
+            PaymentState::Refunded => "refunded",
+        }
+    }
+
+    /// Parses [`PaymentState::as_str`]'s output.
+    pub fn parse(s: &str) -> Option<PaymentState> {
+        Some(match s {
+            "awaiting_deposit" => PaymentState::AwaitingDeposit,
+            "funded" => PaymentState::Funded,
+            "settled" => PaymentState::Settled,
+            "refunded" => PaymentState::Refunded,
+            _ => return None,
+        })
+    }
+}
+
+/// A paid job's escrow, in [`JobView::payment`]. Amounts are decimal
+/// strings of wei; hashes and keys `0x` hex.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentView {
+    /// The job's key in the escrow: keccak256(abi.encode(creator, signer,
+    /// job id)).
+    pub job_key: String,
+    /// What the deposit must name as the spec's hash (keccak256 of the
+    /// spec's JSON as stored).
+    pub spec_hash: String,
+    /// The deposit asked for.
+    pub amount: String,
+    /// Where the escrow stands.
+    pub state: PaymentState,
+    /// What was deposited, once seen.
+    #[serde(default)]
+    pub deposit: Option<String>,
+    /// The settlement deadline on chain (Unix seconds), once funded.
+    #[serde(default)]
+    pub deadline: Option<i64>,
+    /// What the coordinator signed, once the job is done.
+    #[serde(default)]
+    pub settlement: Option<SettlementView>,
+}
+
+/// The coordinator's signed settlement of a job: what the creator's wallet
+/// sends to the escrow's `settle`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementView {
+    /// Root of the payout tree.
+    pub root: String,
+    /// Sum of the payouts, wei.
+    pub total: String,
+    /// keccak256 of the final model (its safetensors file).
+    pub model_hash: String,
+    /// The escrow's settlement nonce it was signed for.
+    pub nonce: u64,
+    /// The signer's EIP-712 signature, 65 bytes.
+    pub signature: String,
+    /// Every leaf of the payout tree.
+    pub payouts: Vec<PayoutView>,
+}
+
+/// One leaf of a payout tree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutView {
+    /// Leaf index (the claim bitmap's bit).
+    pub index: u64,
+    /// Who is paid, lower-case `0x` hex.
+    pub account: String,
+    /// How much, wei.
+    pub amount: String,
+}
+
+/// `GET /api/rewards` entry: something the signed-in account may claim, with
+/// all the escrow's `claim` needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RewardView {
+    /// The job.
+    pub job_id: u64,
+    /// Its name.
+    pub job_name: String,
+    /// Its key in the escrow.
+    pub job_key: String,
+    /// Leaf index.
+    pub index: u64,
+    /// The account paid.
+    pub account: String,
+    /// Wei.
+    pub amount: String,
+    /// Merkle proof of the leaf, `0x` hex hashes.
+    pub proof: Vec<String>,
+    /// Whether the creator has settled the job on chain (claims open).
+    pub settled: bool,
+    /// Whether the escrow has paid it already.
+    pub claimed: bool,
 }

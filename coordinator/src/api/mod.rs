@@ -11,6 +11,8 @@
 //! | `GET /api/jobs/{id}/model?format=onnx\|safetensors\|burn` | download |
 //! | `POST /api/datasets` | upload a CSV or IDX file → `{"sha256"}` (signed in) |
 //! | `GET /api/artifacts/{sha256}` | immutable blobs (weights, shards) |
+//! | `GET /api/chain` | where paid jobs settle (404: nowhere) |
+//! | `GET /api/rewards` | the signed-in account's payouts and proofs |
 //! | `GET /api/workers` | connected workers |
 //! | `GET /api/events` | live network state, server-sent events |
 //! | `GET /api/workers/connect` | the worker WebSocket |
@@ -19,6 +21,7 @@
 mod auth;
 mod events;
 mod jobs;
+mod payments;
 mod workers;
 
 use std::sync::Arc;
@@ -62,6 +65,8 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/api/jobs/{id}/cancel", post(jobs::cancel))
         .route("/api/jobs/{id}/model", get(jobs::model))
         .route("/api/datasets", post(jobs::upload_dataset))
+        .route("/api/chain", get(payments::chain))
+        .route("/api/rewards", get(payments::rewards))
         .route("/api/artifacts/{sha}", get(jobs::artifact))
         .route("/api/workers", get(workers::list))
         .route("/api/events", get(events::stream))

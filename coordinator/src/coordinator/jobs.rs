@@ -18,7 +18,7 @@ use super::{Coordinator, blocking, budget, lock, ml_internal};
 use crate::datasets;
 use crate::error::AppError;
 use crate::hub::LiveJob;
-use crate::store::{JobRefusal, JobRow, now};
+use crate::store::{JobRefusal, JobRow, NewPayment, now};
 
 /// Model download formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,10 +153,15 @@ impl Coordinator {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| AppError::internal(format!("normalisation: {e}")))?;
+        let paid = spec.reward.is_some();
         let row = JobRow {
             id: 0,
             spec: spec.clone(),
-            status: JobStatus::Pending,
+            status: if paid {
+                JobStatus::Funding
+            } else {
+                JobStatus::Pending
+            },
             round: 1,
             global_sha: global_sha.clone(),
             input_shape: arch.input_shape.clone(),
@@ -170,13 +175,28 @@ impl Coordinator {
             created_at: now() as i64,
             creator: Some(creator.to_string()),
         };
-        let id = self
-            .db
-            .insert_job(&row, &shards)
-            .await
-            .map_err(AppError::db)?;
-        lock(&self.validation).insert(id, Arc::new(val));
+        let id = match (&spec.reward, &self.chain) {
+            (Some(reward), Some(link)) => {
+                let stored = serde_json::to_string(&spec)
+                    .map_err(|e| AppError::internal(format!("spec: {e}")))?;
+                let key_of = |id: u64| link.job_key(creator, id);
+                let payment = NewPayment {
+                    job_key: &key_of,
+                    spec_hash: &super::spec_hash(&stored),
+                    amount: &reward.amount,
+                };
+                self.db.insert_paid_job(&row, &shards, Some(&payment)).await
+            }
+            _ => self.db.insert_job(&row, &shards).await,
+        }
+        .map_err(AppError::db)?;
         self.jobs_changed();
+        if paid {
+            // Trained once its deposit is confirmed (see `payments`).
+            tracing::info!(job = id, "paid job created; waiting for its deposit");
+            return Ok(id);
+        }
+        lock(&self.validation).insert(id, Arc::new(val));
         self.hub().jobs.insert(
             id,
             LiveJob::new(
@@ -262,6 +282,7 @@ impl Coordinator {
         let history = self.db.rounds(id).await.map_err(AppError::db)?;
         let mut view = self.view_of(row, history);
         view.contributors = self.db.contributors(id).await.map_err(AppError::db)?;
+        view.payment = self.db.payment(id).await.map_err(AppError::db)?;
         Ok(view)
     }
 
@@ -283,6 +304,7 @@ impl Coordinator {
             validation_samples: row.validation_samples,
             created_at: row.created_at,
             owner: row.creator.as_deref().and_then(normalize_address),
+            payment: None,
         }
     }
 

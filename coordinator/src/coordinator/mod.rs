@@ -17,6 +17,7 @@ mod budget;
 mod gc;
 mod jobs;
 mod leasing;
+mod payments;
 mod sync;
 mod updates;
 
@@ -40,6 +41,7 @@ use crate::store::{Artifacts, Backend, Db, JobRow};
 pub use accounts::Viewer;
 pub use gc::{Collected, DEFAULT_GRACE as GC_GRACE};
 pub use jobs::ModelFormat;
+pub use payments::{ChainLink, spec_hash};
 pub use updates::UploadSlot;
 
 /// The running coordinator.
@@ -81,7 +83,7 @@ pub struct Coordinator {
     /// Workers connected to the other instances, as they last published.
     remote_workers: Mutex<Vec<WorkerView>>,
     /// The chain paid jobs settle on, if any.
-    pub chain: Option<crate::config::ChainConfig>,
+    pub chain: Option<Arc<payments::ChainLink>>,
 }
 
 /// How often the snapshot is taken: changes reach pages within this.
@@ -158,7 +160,11 @@ impl Coordinator {
             dirty: Mutex::new(BTreeSet::new()),
             dirty_signal: tokio::sync::Notify::new(),
             remote_workers: Mutex::new(Vec::new()),
-            chain: config.chain().map_err(anyhow::Error::msg)?,
+            chain: config
+                .chain()
+                .and_then(|c| c.map(payments::ChainLink::new).transpose())
+                .map_err(anyhow::Error::msg)?
+                .map(Arc::new),
             config,
             db,
             artifacts,
@@ -190,6 +196,9 @@ impl Coordinator {
             tokio::spawn(coordinator.clone().apply_changes());
         }
         tokio::spawn(coordinator.clone().pump_loop());
+        if let Some(link) = coordinator.chain.clone() {
+            tokio::spawn(coordinator.clone().watch_chain(link));
+        }
         let collector = coordinator.clone();
         tokio::spawn(async move { collector.collect_garbage_forever().await });
         let reaper = coordinator.clone();

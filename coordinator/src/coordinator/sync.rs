@@ -107,6 +107,10 @@ impl Coordinator {
         let Some(row) = self.db.job(id).await.map_err(AppError::db)? else {
             return Ok(());
         };
+        if row.status == oblivion_protocol::api::JobStatus::Funding {
+            // Not trained until its deposit is confirmed.
+            return Ok(());
+        }
         if row.status.is_finished() {
             let ended = self.hub().remove_job(id);
             if !ended.is_empty() {

@@ -234,8 +234,12 @@ macro_rules! retrying {
 /// the job id).
 pub const JOBS_CHANNEL: &str = "oblivion_jobs";
 
-/// Statuses a job may be cancelled or failed from.
-const UNFINISHED: &str = "('pending', 'running')";
+/// Statuses of a job that has not finished (it may be cancelled or failed
+/// from them, and nothing of it is collected).
+const UNFINISHED: &str = "('funding', 'pending', 'running')";
+/// Statuses of a job being trained (a paid job waiting for its deposit is
+/// not).
+const TRAINING: &str = "('pending', 'running')";
 
 impl Db {
     /// Connects to `url` (creating an SQLite file if missing) and brings
@@ -295,7 +299,7 @@ impl Db {
     /// Tells every instance listening (PostgreSQL's NOTIFY, delivered when
     /// the transaction commits) that `job` changed; nothing on SQLite,
     /// which one instance uses alone.
-    async fn notify(
+    pub(super) async fn notify(
         &self,
         tx: &mut Transaction<'static, Any>,
         job: u64,
@@ -324,6 +328,17 @@ impl Db {
         &self,
         job: &JobRow,
         shards: &[(String, u64)],
+    ) -> Result<u64, sqlx::Error> {
+        self.insert_paid_job(job, shards, None).await
+    }
+
+    /// Stores a new job, its shards and, for a paid job, its payment row
+    /// (whose escrow key depends on the id), in one transaction.
+    pub async fn insert_paid_job(
+        &self,
+        job: &JobRow,
+        shards: &[(String, u64)],
+        payment: Option<&super::NewPayment<'_>>,
     ) -> Result<u64, sqlx::Error> {
         let mut tx = self.write().await?;
         let id: i64 = sqlx::query(
@@ -363,6 +378,18 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         }
+        if let Some(p) = payment {
+            sqlx::query(
+                "INSERT INTO payments (job_id, job_key, spec_hash, amount, state) \
+                 VALUES ($1, $2, $3, $4, 'awaiting_deposit')",
+            )
+            .bind(id)
+            .bind((p.job_key)(id as u64))
+            .bind(p.spec_hash)
+            .bind(p.amount)
+            .execute(&mut *tx)
+            .await?;
+        }
         self.notify(&mut tx, id as u64).await?;
         tx.commit().await?;
         Ok(id as u64)
@@ -392,7 +419,7 @@ impl Db {
     /// Jobs still to train (pending or running), oldest first.
     pub async fn unfinished_jobs(&self) -> Result<Vec<JobRow>, sqlx::Error> {
         sqlx::query(&format!(
-            "SELECT * FROM jobs WHERE status IN {UNFINISHED} ORDER BY id"
+            "SELECT * FROM jobs WHERE status IN {TRAINING} ORDER BY id"
         ))
         .fetch_all(&self.pool)
         .await?
@@ -654,7 +681,7 @@ impl Db {
                 "INSERT INTO leases (job_id, round, shard, worker_id, status, issued_at, instance) \
                  SELECT $1, $2, $3, $4, 'active', $5, $6 \
                  WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND round = $2 \
-                               AND status IN {UNFINISHED}) \
+                               AND status IN {TRAINING}) \
                  AND NOT EXISTS (SELECT 1 FROM updates WHERE job_id = $1 AND round = $2 \
                                  AND shard = $3) \
                  ON CONFLICT DO NOTHING RETURNING id"

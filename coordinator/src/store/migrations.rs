@@ -54,6 +54,11 @@ const SQLITE: Embedded = &[
         "accounts",
         include_str!("../../migrations/sqlite/0006_accounts.sql"),
     ),
+    (
+        7,
+        "payments",
+        include_str!("../../migrations/sqlite/0007_payments.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -86,6 +91,11 @@ const POSTGRES: Embedded = &[
         6,
         "accounts",
         include_str!("../../migrations/postgres/0006_accounts.sql"),
+    ),
+    (
+        7,
+        "payments",
+        include_str!("../../migrations/postgres/0007_payments.sql"),
     ),
 ];
 

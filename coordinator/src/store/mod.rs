@@ -4,9 +4,11 @@ mod accounts;
 mod artifacts;
 mod db;
 mod migrations;
+mod payments;
 
 pub use accounts::Readers;
 pub use artifacts::Artifacts;
 pub use db::{
     Backend, Db, Granted, JOBS_CHANNEL, JobRefusal, JobRow, RoundRow, UpdateRefusal, UpdateRow, now,
 };
+pub use payments::{AccountPayout, Deposit, NewPayment, PaymentRow};

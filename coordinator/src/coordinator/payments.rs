@@ -1,0 +1,428 @@
+//! Paid jobs on chain: a paid job waits in `funding` until the escrow's
+//! `Funded` event for it is confirmed; once it completes, the coordinator
+//! splits the deposit by the payout rule, builds the payout tree and signs
+//! the settlement the creator's wallet sends; settlements, claims and
+//! refunds seen on chain update what the API shows.
+//!
+//! The chain is read by polling (`eth_getLogs` over confirmed blocks), from
+//! a cursor kept in the database: a node that goes away only delays the
+//! next read, and blocks shallower than the confirmation depth are never
+//! read, so a reorganisation within it changes nothing here. A deeper one
+//! is noticed (the cursor's block hash changed) and the range is read again;
+//! what it had opened stays open (the deposit may come back; the job's
+//! creator is the one who can tell).
+
+use std::sync::Arc;
+
+use alloy::eips::BlockNumberOrTag;
+use alloy::primitives::{Address, B256, U256, keccak256};
+use alloy::providers::{DynProvider, Provider};
+use alloy::rpc::types::{Filter, Log};
+use alloy::sol_types::SolEvent;
+use oblivion_chain::escrow::{self, Claimed, Funded, Refunded, Settled};
+use oblivion_chain::settlement::{self, Settlement};
+use oblivion_chain::{Key, PayoutTree, shares};
+use oblivion_protocol::api::{ChainInfo, PaymentState, PayoutView, RewardView, SettlementView};
+
+use super::Coordinator;
+use crate::config::ChainConfig;
+use crate::error::AppError;
+use crate::store::{Deposit, now};
+
+/// Most blocks read in one `eth_getLogs` (public nodes cap the range).
+const MAX_LOG_RANGE: u64 = 2_000;
+/// Blocks read again after a reorganisation deeper than the confirmations.
+const REORG_REWIND: u64 = 64;
+
+/// The coordinator's link to the chain its paid jobs settle on.
+pub struct ChainLink {
+    /// The settings.
+    pub config: ChainConfig,
+    /// The settlement signer.
+    pub key: Key,
+    /// The escrow contract.
+    pub escrow: Address,
+    provider: DynProvider,
+}
+
+fn hex32(b: B256) -> String {
+    format!("{b:#x}")
+}
+
+fn chain_err(e: impl std::fmt::Display) -> String {
+    format!("chain: {e}")
+}
+
+impl ChainLink {
+    /// A link for `config` (the node is asked nothing yet: it may be down).
+    pub fn new(config: ChainConfig) -> Result<ChainLink, String> {
+        let key = Key::parse(&config.signer_key).map_err(|e| format!("signer_key: {e}"))?;
+        let escrow: Address = config
+            .escrow
+            .parse()
+            .map_err(|_| format!("escrow_address {:?} is not an address", config.escrow))?;
+        let url = config
+            .rpc_url
+            .parse()
+            .map_err(|e| format!("chain_rpc_url {:?}: {e}", config.rpc_url))?;
+        let provider = escrow::connect(url, &key);
+        Ok(ChainLink {
+            config,
+            key,
+            escrow,
+            provider,
+        })
+    }
+
+    /// What the app needs to fund a job.
+    pub fn info(&self) -> ChainInfo {
+        ChainInfo {
+            chain_id: self.config.chain_id,
+            escrow: format!("{:#x}", self.escrow),
+            signer: self.key.address().to_lowercase(),
+            confirmations: self.config.confirmations,
+        }
+    }
+
+    /// The escrow key of job `id` owned by `owner` (lower-case hex).
+    pub fn job_key(&self, owner: &str, id: u64) -> String {
+        let owner: Address = owner.parse().unwrap_or(Address::ZERO);
+        hex32(settlement::job_key(owner, self.key.address_bytes(), id))
+    }
+}
+
+/// keccak256 of a spec as stored: what a deposit must name.
+pub fn spec_hash(spec_json: &str) -> String {
+    hex32(keccak256(spec_json.as_bytes()))
+}
+
+impl Coordinator {
+    /// `GET /api/chain`.
+    pub fn chain_info(&self) -> Result<ChainInfo, AppError> {
+        self.chain
+            .as_ref()
+            .map(|c| c.info())
+            .ok_or_else(|| AppError::not_found("this coordinator settles on no chain"))
+    }
+
+    /// Reads the chain and settles completed jobs, every poll interval,
+    /// for as long as the coordinator runs. Failures (a node gone away)
+    /// are logged and retried at the next poll.
+    pub(super) async fn watch_chain(self: Arc<Self>, link: Arc<ChainLink>) {
+        let mut checked_chain = false;
+        loop {
+            if !checked_chain {
+                match link.provider.get_chain_id().await {
+                    Ok(id) if id == link.config.chain_id => checked_chain = true,
+                    Ok(id) => {
+                        tracing::error!(
+                            "the node at {} serves chain {id}, not chain_id {}; paid jobs stay closed",
+                            link.config.rpc_url,
+                            link.config.chain_id
+                        );
+                        return;
+                    }
+                    Err(e) => tracing::warn!("{}", chain_err(e)),
+                }
+            }
+            if checked_chain {
+                if let Err(e) = self.read_chain(&link).await {
+                    tracing::warn!("{e}");
+                }
+                if let Err(e) = self.sign_settlements(&link).await {
+                    tracing::warn!("{e}");
+                }
+            }
+            tokio::time::sleep(link.config.poll).await;
+        }
+    }
+
+    /// Reads the escrow's events from the cursor up to the confirmed head.
+    async fn read_chain(self: &Arc<Self>, link: &ChainLink) -> Result<(), String> {
+        let chain = link.config.chain_id;
+        let head = link.provider.get_block_number().await.map_err(chain_err)?;
+        let safe = head.saturating_sub(link.config.confirmations);
+        let cursor = self.db.chain_cursor(chain).await.map_err(chain_err)?;
+        let from = match cursor {
+            // A new coordinator reads from the current confirmed head on:
+            // its jobs do not exist before it.
+            None => safe.saturating_sub(MAX_LOG_RANGE.min(REORG_REWIND)),
+            Some((block, hash)) => {
+                if self.block_hash(link, block).await? != hash {
+                    tracing::error!(
+                        block,
+                        "the chain reorganised deeper than the confirmation depth; reading again"
+                    );
+                    block.saturating_sub(REORG_REWIND)
+                } else {
+                    block + 1
+                }
+            }
+        };
+        if from > safe {
+            return Ok(());
+        }
+        let to = safe.min(from + MAX_LOG_RANGE - 1);
+        let filter = Filter::new()
+            .address(link.escrow)
+            .from_block(from)
+            .to_block(to);
+        let logs = link.provider.get_logs(&filter).await.map_err(chain_err)?;
+        for log in &logs {
+            self.apply_log(link, log).await?;
+        }
+        let hash = self.block_hash(link, to).await?;
+        self.db
+            .set_chain_cursor(chain, to, &hash)
+            .await
+            .map_err(chain_err)
+    }
+
+    async fn block_hash(&self, link: &ChainLink, block: u64) -> Result<String, String> {
+        let b = link
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Number(block))
+            .await
+            .map_err(chain_err)?
+            .ok_or_else(|| chain_err(format!("block {block} is unknown")))?;
+        Ok(hex32(b.header.hash))
+    }
+
+    /// Applies one escrow event.
+    async fn apply_log(self: &Arc<Self>, link: &ChainLink, log: &Log) -> Result<(), String> {
+        let Some(topic) = log.topic0() else {
+            return Ok(());
+        };
+        if *topic == Funded::SIGNATURE_HASH {
+            let event = log.log_decode::<Funded>().map_err(chain_err)?.inner.data;
+            self.on_funded(link, log, event).await
+        } else if *topic == Settled::SIGNATURE_HASH {
+            let event = log.log_decode::<Settled>().map_err(chain_err)?.inner.data;
+            self.db
+                .set_payment_state(
+                    &hex32(event.job),
+                    PaymentState::Funded,
+                    PaymentState::Settled,
+                )
+                .await
+                .map_err(chain_err)?;
+            self.jobs_changed();
+            Ok(())
+        } else if *topic == Claimed::SIGNATURE_HASH {
+            let event = log.log_decode::<Claimed>().map_err(chain_err)?.inner.data;
+            let index = u64::try_from(event.index).unwrap_or(u64::MAX);
+            self.db
+                .mark_claimed(&hex32(event.job), index)
+                .await
+                .map_err(chain_err)
+        } else if *topic == Refunded::SIGNATURE_HASH {
+            let event = log.log_decode::<Refunded>().map_err(chain_err)?.inner.data;
+            self.db
+                .set_payment_state(
+                    &hex32(event.job),
+                    PaymentState::Funded,
+                    PaymentState::Refunded,
+                )
+                .await
+                .map_err(chain_err)?;
+            Ok(())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A deposit: opens its job when it is for this coordinator, names the
+    /// job's spec, is in the native currency and covers the reward.
+    async fn on_funded(
+        self: &Arc<Self>,
+        link: &ChainLink,
+        log: &Log,
+        e: Funded,
+    ) -> Result<(), String> {
+        if e.signer != link.key.address_bytes() {
+            return Ok(()); // another coordinator's job
+        }
+        let key = hex32(e.job);
+        let Some(payment) = self.db.payment_by_key(&key).await.map_err(chain_err)? else {
+            tracing::warn!(key, "a deposit names this signer but no job of ours");
+            return Ok(());
+        };
+        let job = payment.job_id;
+        let asked: U256 = payment.view.amount.parse().unwrap_or(U256::MAX);
+        let refusal = if hex32(e.specHash) != payment.view.spec_hash {
+            Some("it names another spec".to_string())
+        } else if e.token != Address::ZERO {
+            Some("it is not in the native currency".into())
+        } else if e.amount < asked {
+            Some(format!("it is {} wei, the job asks {asked}", e.amount))
+        } else if (e.deadline as f64) <= now() {
+            Some("its deadline has passed".into())
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            tracing::warn!(
+                job,
+                "deposit refused: {why}; the creator may refund it after its deadline"
+            );
+            return Ok(());
+        }
+        let deposit = Deposit {
+            amount: e.amount.to_string(),
+            deadline: e.deadline as i64,
+            block: log.block_number.unwrap_or_default(),
+            tx: log.transaction_hash.map(hex32).unwrap_or_default(),
+        };
+        if self.db.fund_job(job, &deposit).await.map_err(chain_err)? {
+            tracing::info!(job, amount = %e.amount, "deposit confirmed; job open");
+            self.refresh_job(job)
+                .await
+                .map_err(|e| chain_err(e.message))?;
+            self.jobs_changed();
+            self.request_pump();
+        }
+        Ok(())
+    }
+
+    /// Signs the settlement of every completed paid job that has none.
+    async fn sign_settlements(&self, link: &ChainLink) -> Result<(), String> {
+        for job in self.db.unsettled_jobs().await.map_err(chain_err)? {
+            let view = self.settlement_for(link, job).await?;
+            self.db
+                .store_settlement(job, &view, now())
+                .await
+                .map_err(chain_err)?;
+            tracing::info!(
+                job,
+                total = view.total,
+                payouts = view.payouts.len(),
+                "settlement signed"
+            );
+            self.jobs_changed();
+        }
+        Ok(())
+    }
+
+    /// The payout rule over the job's paid work, its tree and the signed
+    /// statement.
+    async fn settlement_for(&self, link: &ChainLink, job: u64) -> Result<SettlementView, String> {
+        let payment = self
+            .db
+            .payment(job)
+            .await
+            .map_err(chain_err)?
+            .ok_or_else(|| chain_err(format!("job {job} has no payment")))?;
+        let key: B256 = payment.job_key.parse().map_err(chain_err)?;
+        let deposit: U256 = payment
+            .deposit
+            .as_deref()
+            .unwrap_or("0")
+            .parse()
+            .map_err(chain_err)?;
+        let work: Vec<(Address, u64)> = self
+            .db
+            .paid_work(job)
+            .await
+            .map_err(chain_err)?
+            .into_iter()
+            .filter_map(|(a, n)| Some((a.parse().ok()?, n)))
+            .collect();
+        let split = shares(deposit, &work);
+        let tree = (!split.is_empty())
+            .then(|| PayoutTree::from_shares(&split))
+            .transpose()
+            .map_err(chain_err)?;
+        let (root, total) = tree
+            .as_ref()
+            .map_or((B256::ZERO, U256::ZERO), |t| (t.root(), t.total()));
+        let row = self
+            .db
+            .job(job)
+            .await
+            .map_err(chain_err)?
+            .ok_or_else(|| chain_err(format!("no job {job}")))?;
+        let model = self
+            .artifacts
+            .get(&row.global_sha)
+            .await
+            .map_err(chain_err)?
+            .ok_or_else(|| chain_err(format!("job {job}'s model is missing")))?;
+        let model_hash = keccak256(&model);
+        let nonce: U256 = escrow::at(link.escrow, &link.provider)
+            .nonces(key)
+            .call()
+            .await
+            .map_err(chain_err)?;
+        let statement = Settlement {
+            job: key,
+            root,
+            total,
+            modelHash: model_hash,
+            nonce,
+        };
+        let signature = settlement::sign(&link.key, &statement, link.config.chain_id, link.escrow)
+            .map_err(chain_err)?;
+        Ok(SettlementView {
+            root: hex32(root),
+            total: total.to_string(),
+            model_hash: hex32(model_hash),
+            nonce: u64::try_from(nonce).unwrap_or(u64::MAX),
+            signature: format!("0x{}", hex::encode(signature)),
+            payouts: tree
+                .map(|t| {
+                    t.payouts()
+                        .iter()
+                        .map(|p| PayoutView {
+                            index: p.index,
+                            account: format!("{:#x}", p.account),
+                            amount: p.amount.to_string(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    }
+
+    /// `GET /api/rewards`: every payout leaf of `account`, with its proof.
+    pub async fn rewards(&self, account: &str) -> Result<Vec<RewardView>, AppError> {
+        let leaves = self.db.payouts_of(account).await.map_err(AppError::db)?;
+        let mut out = Vec::with_capacity(leaves.len());
+        for leaf in leaves {
+            let settlement = self
+                .db
+                .settlement(leaf.job_id)
+                .await
+                .map_err(AppError::db)?
+                .ok_or_else(|| AppError::internal("a payout without its settlement"))?;
+            let tree = PayoutTree::new(
+                settlement
+                    .payouts
+                    .iter()
+                    .filter_map(|p| {
+                        Some(oblivion_chain::Payout {
+                            index: p.index,
+                            account: p.account.parse().ok()?,
+                            amount: p.amount.parse().ok()?,
+                        })
+                    })
+                    .collect(),
+            )
+            .map_err(|e| AppError::internal(format!("stored payout tree: {e}")))?;
+            let proof = tree
+                .proof(leaf.payout.index)
+                .ok_or_else(|| AppError::internal("a payout outside its tree"))?;
+            out.push(RewardView {
+                job_id: leaf.job_id,
+                job_name: leaf.job_name,
+                job_key: leaf.job_key,
+                index: leaf.payout.index,
+                account: leaf.payout.account,
+                amount: leaf.payout.amount,
+                proof: proof.into_iter().map(hex32).collect(),
+                settled: leaf.settled,
+                claimed: leaf.claimed,
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,341 @@
+//! Paid jobs in the database: their escrow state as the chain shows it,
+//! what the coordinator signed for them, every payout leaf, and how far
+//! the chain has been read. Amounts are decimal strings of wei.
+
+use oblivion_protocol::api::{PaymentState, PaymentView, PayoutView, SettlementView};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::db::Db;
+
+/// A paid job's payment row, before its id exists.
+pub struct NewPayment<'a> {
+    /// The escrow key for a job id.
+    pub job_key: &'a (dyn Fn(u64) -> String + Send + Sync),
+    /// keccak256 of the stored spec, `0x` hex.
+    pub spec_hash: &'a str,
+    /// The deposit asked for.
+    pub amount: &'a str,
+}
+
+/// A paid job's escrow as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentRow {
+    /// The job.
+    pub job_id: u64,
+    /// Its view (without the settlement).
+    pub view: PaymentView,
+}
+
+/// What a deposit seen on chain says.
+#[derive(Clone, Debug)]
+pub struct Deposit {
+    /// Wei deposited.
+    pub amount: String,
+    /// The settlement deadline, Unix seconds.
+    pub deadline: i64,
+    /// Block it was in.
+    pub block: u64,
+    /// Its transaction.
+    pub tx: String,
+}
+
+/// A payout leaf for an account, with its job.
+#[derive(Clone, Debug)]
+pub struct AccountPayout {
+    /// The job.
+    pub job_id: u64,
+    /// The job's name.
+    pub job_name: String,
+    /// The job's escrow key.
+    pub job_key: String,
+    /// Its leaf.
+    pub payout: PayoutView,
+    /// Whether the job is settled on chain.
+    pub settled: bool,
+    /// Whether the leaf was claimed.
+    pub claimed: bool,
+}
+
+fn payment_from_row(r: &AnyRow) -> Result<PaymentRow, sqlx::Error> {
+    let state: String = r.try_get("state")?;
+    Ok(PaymentRow {
+        job_id: r.try_get::<i64, _>("job_id")? as u64,
+        view: PaymentView {
+            job_key: r.try_get("job_key")?,
+            spec_hash: r.try_get("spec_hash")?,
+            amount: r.try_get("amount")?,
+            state: PaymentState::parse(&state)
+                .ok_or_else(|| sqlx::Error::Decode(format!("bad payment state {state}").into()))?,
+            deposit: r.try_get("deposit")?,
+            deadline: r.try_get("deadline")?,
+            settlement: None,
+        },
+    })
+}
+
+impl Db {
+    /// A paid job's payment, with its settlement once signed.
+    pub async fn payment(&self, job: u64) -> Result<Option<PaymentView>, sqlx::Error> {
+        let Some(row) = sqlx::query("SELECT * FROM payments WHERE job_id = $1")
+            .bind(job as i64)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut view = payment_from_row(&row)?.view;
+        view.settlement = self.settlement(job).await?;
+        Ok(Some(view))
+    }
+
+    /// The payment whose escrow key is `key`.
+    pub async fn payment_by_key(&self, key: &str) -> Result<Option<PaymentRow>, sqlx::Error> {
+        sqlx::query("SELECT * FROM payments WHERE job_key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(payment_from_row)
+            .transpose()
+    }
+
+    /// Records a confirmed deposit and opens the job (funding → pending),
+    /// in one guarded transaction: true when it did, false when the job was
+    /// no longer waiting (opened already, or cancelled).
+    pub async fn fund_job(&self, job: u64, deposit: &Deposit) -> Result<bool, sqlx::Error> {
+        let mut tx = self.write().await?;
+        let opened =
+            sqlx::query("UPDATE jobs SET status = 'pending' WHERE id = $1 AND status = 'funding'")
+                .bind(job as i64)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+        if !opened {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE payments SET state = 'funded', deposit = $2, deadline = $3, \
+             funded_block = $4, funded_tx = $5 WHERE job_id = $1 AND state = 'awaiting_deposit'",
+        )
+        .bind(job as i64)
+        .bind(&deposit.amount)
+        .bind(deposit.deadline)
+        .bind(deposit.block as i64)
+        .bind(&deposit.tx)
+        .execute(&mut *tx)
+        .await?;
+        self.notify(&mut tx, job).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Completed paid jobs that have no settlement yet.
+    pub async fn unsettled_jobs(&self) -> Result<Vec<u64>, sqlx::Error> {
+        sqlx::query(
+            "SELECT p.job_id FROM payments p JOIN jobs j ON j.id = p.job_id \
+             WHERE j.status = 'completed' AND p.state = 'funded' \
+             AND NOT EXISTS (SELECT 1 FROM settlements s WHERE s.job_id = p.job_id) \
+             ORDER BY p.job_id",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get::<i64, _>("job_id")? as u64))
+        .collect()
+    }
+
+    /// Credited samples of `job`'s accepted updates, per proven payout
+    /// address (anonymous workers' work is unpaid).
+    pub async fn paid_work(&self, job: u64) -> Result<Vec<(String, u64)>, sqlx::Error> {
+        sqlx::query(
+            "SELECT w.payout_address AS account, SUM(u.samples) AS samples \
+             FROM updates u JOIN workers w ON w.id = u.worker_id \
+             WHERE u.job_id = $1 AND w.payout_address IS NOT NULL \
+             GROUP BY w.payout_address ORDER BY w.payout_address",
+        )
+        .bind(job as i64)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get("account")?,
+                r.try_get::<i64, _>("samples")? as u64,
+            ))
+        })
+        .collect()
+    }
+
+    /// Stores what was signed for `job` and its leaves; the first stored
+    /// stays (signing is deterministic, so a second signer agrees anyway).
+    pub async fn store_settlement(
+        &self,
+        job: u64,
+        s: &SettlementView,
+        signed_at: f64,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO settlements (job_id, root, total, model_hash, nonce, signature, signed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(job as i64)
+        .bind(&s.root)
+        .bind(&s.total)
+        .bind(&s.model_hash)
+        .bind(s.nonce as i64)
+        .bind(&s.signature)
+        .bind(signed_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted {
+            for p in &s.payouts {
+                sqlx::query(
+                    "INSERT INTO payouts (job_id, idx, account, amount) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(job as i64)
+                .bind(p.index as i64)
+                .bind(&p.account)
+                .bind(&p.amount)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        self.notify(&mut tx, job).await?;
+        tx.commit().await
+    }
+
+    /// What was signed for `job`, with its leaves.
+    pub async fn settlement(&self, job: u64) -> Result<Option<SettlementView>, sqlx::Error> {
+        let Some(r) = sqlx::query("SELECT * FROM settlements WHERE job_id = $1")
+            .bind(job as i64)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let payouts =
+            sqlx::query("SELECT idx, account, amount FROM payouts WHERE job_id = $1 ORDER BY idx")
+                .bind(job as i64)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|p| {
+                    Ok(PayoutView {
+                        index: p.try_get::<i64, _>("idx")? as u64,
+                        account: p.try_get("account")?,
+                        amount: p.try_get("amount")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(Some(SettlementView {
+            root: r.try_get("root")?,
+            total: r.try_get("total")?,
+            model_hash: r.try_get("model_hash")?,
+            nonce: r.try_get::<i64, _>("nonce")? as u64,
+            signature: r.try_get("signature")?,
+            payouts,
+        }))
+    }
+
+    /// Moves a payment from `from` to `to` as the chain showed (settled,
+    /// refunded); false when it was not in `from`.
+    pub async fn set_payment_state(
+        &self,
+        key: &str,
+        from: PaymentState,
+        to: PaymentState,
+    ) -> Result<bool, sqlx::Error> {
+        Ok(
+            sqlx::query("UPDATE payments SET state = $3 WHERE job_key = $1 AND state = $2")
+                .bind(key)
+                .bind(from.as_str())
+                .bind(to.as_str())
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                == 1,
+        )
+    }
+
+    /// Marks a leaf claimed, as the chain showed.
+    pub async fn mark_claimed(&self, key: &str, index: u64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE payouts SET claimed = 1 WHERE idx = $2 \
+             AND job_id = (SELECT job_id FROM payments WHERE job_key = $1)",
+        )
+        .bind(key)
+        .bind(index as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every payout leaf of `account` (lower-case hex), newest job first.
+    pub async fn payouts_of(&self, account: &str) -> Result<Vec<AccountPayout>, sqlx::Error> {
+        sqlx::query(
+            "SELECT o.job_id, j.name, p.job_key, o.idx, o.account, o.amount, o.claimed, p.state \
+             FROM payouts o JOIN payments p ON p.job_id = o.job_id JOIN jobs j ON j.id = o.job_id \
+             WHERE o.account = $1 ORDER BY o.job_id DESC, o.idx",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            let state: String = r.try_get("state")?;
+            Ok(AccountPayout {
+                job_id: r.try_get::<i64, _>("job_id")? as u64,
+                job_name: r.try_get("name")?,
+                job_key: r.try_get("job_key")?,
+                payout: PayoutView {
+                    index: r.try_get::<i64, _>("idx")? as u64,
+                    account: r.try_get("account")?,
+                    amount: r.try_get("amount")?,
+                },
+                settled: state == PaymentState::Settled.as_str(),
+                claimed: r.try_get::<i64, _>("claimed")? != 0,
+            })
+        })
+        .collect()
+    }
+
+    /// The last block read on `chain` and its hash.
+    pub async fn chain_cursor(&self, chain: u64) -> Result<Option<(u64, String)>, sqlx::Error> {
+        sqlx::query("SELECT block, block_hash FROM chain_cursor WHERE chain_id = $1")
+            .bind(chain as i64)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| {
+                Ok((
+                    r.try_get::<i64, _>("block")? as u64,
+                    r.try_get("block_hash")?,
+                ))
+            })
+            .transpose()
+    }
+
+    /// Moves the cursor of `chain` to `block` (its hash `hash`).
+    pub async fn set_chain_cursor(
+        &self,
+        chain: u64,
+        block: u64,
+        hash: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO chain_cursor (chain_id, block, block_hash) VALUES ($1, $2, $3) \
+             ON CONFLICT (chain_id) DO UPDATE SET block = excluded.block, \
+             block_hash = excluded.block_hash",
+        )
+        .bind(chain as i64)
+        .bind(block as i64)
+        .bind(hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

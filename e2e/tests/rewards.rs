@@ -1,0 +1,327 @@
+//! A paid job end to end against a real EVM node (anvil) and the real
+//! escrow: the creator funds it, the coordinator opens it once the deposit
+//! is confirmed, native workers (signed in, so paid) train it, the
+//! coordinator signs the settlement, the creator's key sends it, and each
+//! worker claims exactly its share; balances are checked on chain. Forged
+//! proofs, second claims, a settlement signed for another job and a refund
+//! before the deadline all revert.
+
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::providers::{DynProvider, Provider};
+use oblivion_chain::Key;
+use oblivion_chain::escrow::{self, OblivionEscrow};
+use oblivion_e2e::anvil::Anvil;
+use oblivion_e2e::{Api, CREATOR_KEY, Network, example};
+use oblivion_protocol::api::{JobStatus, JobView, PaymentState, RewardView};
+use serde_json::json;
+
+/// anvil's development accounts #2 and #3 (the workers), #8 (deploys the
+/// escrow) and #9 (the coordinator's settlement signer).
+const WORKER_A: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
+const WORKER_B: &str = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6";
+const DEPLOYER: &str = "0xdbda1821b80551c9d65939329250298aa3472ba22feea921c0cf5d620ea67b97";
+const SIGNER: &str = "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6";
+
+fn ether(n: u64) -> U256 {
+    U256::from(n) * U256::from(10u64).pow(U256::from(18))
+}
+
+async fn mine(provider: &DynProvider, blocks: u64) {
+    for _ in 0..blocks {
+        let _: serde_json::Value = provider.raw_request("evm_mine".into(), ()).await.unwrap();
+    }
+}
+
+/// Polls job `id` until `ready` holds (mining a block each time, so that
+/// deposits and settlements gather confirmations).
+async fn wait_job(
+    api: &Api,
+    provider: &DynProvider,
+    id: u64,
+    what: &str,
+    ready: impl Fn(&JobView) -> bool,
+) -> JobView {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let job = api.job(id).await.unwrap();
+        if ready(&job) {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "{what}: {job:?}");
+        mine(provider, 1).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn paid_spec(seed: u64) -> serde_json::Value {
+    let mut spec = example("iris-mlp.json").unwrap();
+    spec["rounds"] = json!(3);
+    spec["seed"] = json!(seed);
+    spec["reward"] = json!({"amount": ether(1).to_string(), "deadline_hours": 24});
+    spec
+}
+
+async fn fund(
+    contract: &OblivionEscrow::OblivionEscrowInstance<&DynProvider>,
+    job: &JobView,
+    signer: Address,
+) {
+    let payment = job.payment.as_ref().unwrap();
+    let deadline = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 24 * 3600;
+    let receipt = contract
+        .fund(
+            U256::from(job.id),
+            signer,
+            payment.spec_hash.parse().unwrap(),
+            deadline,
+        )
+        .value(payment.amount.parse().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paid_job_is_funded_trained_settled_and_claimed_on_chain() {
+    let anvil = Anvil::start().unwrap();
+    let url: alloy::transports::http::reqwest::Url = anvil.url.parse().unwrap();
+    let escrow_address = *escrow::deploy(
+        escrow::connect(url.clone(), &Key::parse(DEPLOYER).unwrap()),
+        86_400,
+    )
+    .await
+    .unwrap()
+    .address();
+    let signer = Key::parse(SIGNER).unwrap();
+    let mut net = Network::start(&[
+        "--chain-rpc-url",
+        &anvil.url,
+        "--chain-id",
+        "31337",
+        "--escrow-address",
+        &format!("{escrow_address:#x}"),
+        "--signer-key",
+        SIGNER,
+        "--confirmations",
+        "2",
+        "--chain-poll-secs",
+        "1",
+    ])
+    .unwrap();
+    let api = net.api();
+
+    let (status, info) = api.get("/api/chain").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(info["signer"], signer.address().to_lowercase());
+    assert_eq!(info["chain_id"], 31337);
+
+    // Created, but not trained until its deposit is confirmed.
+    let id = api.submit(&paid_spec(11)).await.unwrap();
+    let job = api.job(id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Funding);
+    let payment = job.payment.clone().unwrap();
+    assert_eq!(payment.state, PaymentState::AwaitingDeposit);
+    net.add_paid_worker("paid-a", Some(WORKER_A)).unwrap();
+    net.add_paid_worker("paid-b", Some(WORKER_B)).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(api.job(id).await.unwrap().status, JobStatus::Funding);
+
+    // The creator's key funds it on chain.
+    let creator = escrow::connect(url.clone(), &Key::parse(CREATOR_KEY).unwrap());
+    let contract = escrow::at(escrow_address, &creator);
+    fund(&contract, &job, signer.address_bytes()).await;
+    let job = wait_job(&api, &creator, id, "the job to train to the end", |j| {
+        j.status.is_finished()
+    })
+    .await;
+    assert_eq!(job.status, JobStatus::Completed, "{job:?}");
+    let payment = job.payment.clone().unwrap();
+    assert_eq!(
+        payment.deposit.as_deref(),
+        Some(ether(1).to_string().as_str())
+    );
+
+    // The coordinator signs the settlement: the whole deposit, split by
+    // credited work between the two paid workers.
+    let job = wait_job(&api, &creator, id, "the settlement", |j| {
+        j.payment.as_ref().is_some_and(|p| p.settlement.is_some())
+    })
+    .await;
+    let s = job.payment.unwrap().settlement.unwrap();
+    assert_eq!(s.total, ether(1).to_string());
+    assert_eq!(s.payouts.len(), 2, "{s:?}");
+    let paid: U256 = s
+        .payouts
+        .iter()
+        .map(|p| p.amount.parse::<U256>().unwrap())
+        .sum();
+    assert_eq!(paid, ether(1));
+    let key: B256 = payment.job_key.parse().unwrap();
+
+    // The creator's key sends it.
+    let signature: Bytes = s.signature.parse().unwrap();
+    let receipt = contract
+        .settle(
+            key,
+            s.root.parse().unwrap(),
+            s.total.parse().unwrap(),
+            s.model_hash.parse().unwrap(),
+            signature.clone(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status());
+    eprintln!("gas used by settle: {}", receipt.gas_used);
+    wait_job(&api, &creator, id, "the settlement to be seen", |j| {
+        j.payment
+            .as_ref()
+            .is_some_and(|p| p.state == PaymentState::Settled)
+    })
+    .await;
+
+    // Each worker claims its own share from its own wallet.
+    for worker in [WORKER_A, WORKER_B] {
+        let key_w = Key::parse(worker).unwrap();
+        let (status, body) = net.api_as(worker).get("/api/rewards").await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let rewards: Vec<RewardView> = serde_json::from_value(body).unwrap();
+        assert_eq!(rewards.len(), 1, "{rewards:?}");
+        let r = &rewards[0];
+        assert!(r.settled && !r.claimed);
+        assert_eq!(r.account, key_w.address().to_lowercase());
+        let provider = escrow::connect(url.clone(), &key_w);
+        let mine_contract = escrow::at(escrow_address, &provider);
+        let before = provider.get_balance(key_w.address_bytes()).await.unwrap();
+        let proof: Vec<B256> = r.proof.iter().map(|h| h.parse().unwrap()).collect();
+        let amount: U256 = r.amount.parse().unwrap();
+        // A forged proof (a larger amount) reverts.
+        let err = mine_contract
+            .claim(
+                key,
+                U256::from(r.index),
+                key_w.address_bytes(),
+                amount + U256::from(1),
+                proof.clone(),
+            )
+            .send()
+            .await
+            .expect_err("a forged proof pays");
+        assert!(
+            err.as_decoded_error::<OblivionEscrow::InvalidProof>()
+                .is_some(),
+            "{err}"
+        );
+        let receipt = mine_contract
+            .claim(
+                key,
+                U256::from(r.index),
+                key_w.address_bytes(),
+                amount,
+                proof.clone(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(receipt.status());
+        eprintln!("gas used by a claim: {}", receipt.gas_used);
+        let gas = U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price);
+        let after = provider.get_balance(key_w.address_bytes()).await.unwrap();
+        assert_eq!(
+            after + gas - before,
+            amount,
+            "{worker} got exactly its share"
+        );
+
+        // A second claim of the same leaf reverts.
+        let err = mine_contract
+            .claim(
+                key,
+                U256::from(r.index),
+                key_w.address_bytes(),
+                amount,
+                proof.clone(),
+            )
+            .send()
+            .await
+            .expect_err("a second claim pays");
+        assert!(
+            err.as_decoded_error::<OblivionEscrow::AlreadyClaimed>()
+                .is_some(),
+            "{err}"
+        );
+    }
+    let on_chain = contract.jobs(key).call().await.unwrap();
+    assert_eq!(on_chain.claimed, ether(1));
+    assert_eq!(
+        creator.get_balance(escrow_address).await.unwrap(),
+        U256::ZERO,
+        "the escrow paid out exactly the deposit"
+    );
+    let (_, body) = net.api_as(WORKER_A).get("/api/rewards").await.unwrap();
+    let seen = wait_claimed(&net.api_as(WORKER_A), &creator, body).await;
+    assert!(seen, "the coordinator saw the claim");
+
+    // A second paid job: the first job's settlement signature does not
+    // settle it, and it cannot be refunded before its deadline.
+    let other = api.submit(&paid_spec(12)).await.unwrap();
+    let other_job = api.job(other).await.unwrap();
+    fund(&contract, &other_job, signer.address_bytes()).await;
+    let other_key: B256 = other_job.payment.unwrap().job_key.parse().unwrap();
+    let err = contract
+        .settle(
+            other_key,
+            s.root.parse().unwrap(),
+            s.total.parse().unwrap(),
+            s.model_hash.parse().unwrap(),
+            signature,
+        )
+        .send()
+        .await
+        .expect_err("a settlement signed for another job settles");
+    assert!(
+        err.as_decoded_error::<OblivionEscrow::InvalidSignature>()
+            .is_some(),
+        "{err}"
+    );
+    let err = contract
+        .refund(other_key)
+        .send()
+        .await
+        .expect_err("a refund before the deadline pays");
+    assert!(
+        err.as_decoded_error::<OblivionEscrow::DeadlineNotPassed>()
+            .is_some(),
+        "{err}"
+    );
+}
+
+/// Waits until the rewards list shows the claim (the coordinator read the
+/// `Claimed` event).
+async fn wait_claimed(api: &Api, provider: &DynProvider, mut body: serde_json::Value) -> bool {
+    for _ in 0..60 {
+        if body[0]["claimed"] == json!(true) {
+            return true;
+        }
+        mine(provider, 1).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        body = api.get("/api/rewards").await.unwrap().1;
+    }
+    false
+}
