@@ -42,6 +42,18 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Deploys the job escrow on an EVM chain; prints its address.
+    DeployEscrow {
+        /// JSON-RPC URL of the chain.
+        #[arg(long, env = "OBLIVION_CHAIN_RPC_URL")]
+        rpc_url: String,
+        /// Private key (hex) of the deploying account (pays the gas).
+        #[arg(long, env = "OBLIVION_KEY", hide_env_values = true)]
+        key: String,
+        /// Seconds after a settlement during which contributors claim.
+        #[arg(long, default_value_t = 30 * 24 * 3600)]
+        claim_window_secs: u64,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -141,6 +153,24 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Job { target, command } => job(&target, command).await,
+        Command::DeployEscrow {
+            rpc_url,
+            key,
+            claim_window_secs,
+        } => {
+            let key = Key::parse(&key).map_err(|e| format!("--key (OBLIVION_KEY): {e}"))?;
+            let url = rpc_url
+                .parse()
+                .map_err(|e| format!("--rpc-url {rpc_url:?}: {e}"))?;
+            let escrow = oblivion_chain::escrow::deploy(
+                oblivion_chain::escrow::connect(url, &key),
+                claim_window_secs,
+            )
+            .await
+            .map_err(|e| format!("deploying the escrow on {rpc_url}: {e}"))?;
+            println!("{:#x}", escrow.address());
+            Ok(())
+        }
     }
 }
 

@@ -18,8 +18,14 @@ pub struct Anvil {
 }
 
 impl Anvil {
-    /// Starts anvil on a free port and waits until it answers.
+    /// Starts anvil on a free port and waits until it answers (it mines a
+    /// block per transaction).
     pub fn start() -> Result<Anvil> {
+        Self::start_with(&[])
+    }
+
+    /// Starts anvil with `extra` flags (say, `--block-time 1`).
+    pub fn start_with(extra: &[&str]) -> Result<Anvil> {
         let bin = root().join("contracts/node_modules/.bin/anvil");
         if !bin.exists() {
             bail!(
@@ -30,6 +36,7 @@ impl Anvil {
         let port = free_port()?;
         let child = Command::new(&bin)
             .args(["--port", &port.to_string(), "--silent"])
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;

@@ -14,6 +14,7 @@ use oblivion_protocol::api::{JobView, WorkerView};
 pub mod anvil;
 pub mod cluster;
 pub mod postgres;
+pub mod proxy;
 pub mod s3;
 
 /// The workspace root.

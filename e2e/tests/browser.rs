@@ -8,6 +8,10 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
+use alloy::primitives::{B256, U256};
+use alloy::providers::Provider;
+use oblivion_chain::Key;
+use oblivion_chain::escrow;
 use oblivion_e2e::anvil::Anvil;
 use oblivion_e2e::{CREATOR_KEY, Network, root};
 use oblivion_protocol::api::JobView;
@@ -18,14 +22,27 @@ use oblivion_protocol::wire::ClientKind;
 /// prints `READY`, `on_ready` acts on the network and the script is told
 /// `RESTARTED` on its standard input.
 fn scenario_with(name: &str, on_ready: impl FnOnce(&mut Network)) -> (Network, serde_json::Value) {
+    // The tabs' wallets sign with anvil's development accounts.
+    let anvil = Anvil::start().unwrap();
+    let net = Network::start(&["--web-dir", dist().to_str().unwrap()]).unwrap();
+    run_scenario(name, net, &anvil, on_ready)
+}
+
+fn dist() -> std::path::PathBuf {
     let dist = root().join("dist");
     assert!(
         dist.join("index.html").exists(),
         "the web build is missing: run `cargo xtask web` (cargo xtask test does)"
     );
-    let mut net = Network::start(&["--web-dir", dist.to_str().unwrap()]).unwrap();
-    // The tabs' wallets sign with anvil's development accounts.
-    let anvil = Anvil::start().unwrap();
+    dist
+}
+
+fn run_scenario(
+    name: &str,
+    mut net: Network,
+    anvil: &Anvil,
+    on_ready: impl FnOnce(&mut Network),
+) -> (Network, serde_json::Value) {
     let mut child = Command::new("node")
         .arg(root().join("tests/browser/scenarios.mjs"))
         .arg(&net.url)
@@ -127,5 +144,63 @@ async fn a_tab_reconnects_after_a_coordinator_restart() {
             .any(|c| c.client == ClientKind::Browser && c.updates >= 1),
         "the reconnected tab contributed: {:?}",
         job.contributors
+    );
+}
+
+/// anvil's development accounts #1 (the contributor tab's wallet), #8 (deploys
+/// the escrow) and #9 (the coordinator's settlement signer).
+const CONTRIBUTOR_KEY: &str = oblivion_e2e::OTHER_KEY;
+const DEPLOYER: &str = "0xdbda1821b80551c9d65939329250298aa3472ba22feea921c0cf5d620ea67b97";
+const SIGNER: &str = "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paid_job_is_funded_settled_and_claimed_in_the_browser() {
+    // A block a second, so that deposits gather confirmations.
+    let anvil = Anvil::start_with(&["--block-time", "1"]).unwrap();
+    let url: alloy::transports::http::reqwest::Url = anvil.url.parse().unwrap();
+    let provider = escrow::connect(url, &Key::parse(DEPLOYER).unwrap());
+    let contract = escrow::deploy(provider.clone(), 86_400).await.unwrap();
+    let address = format!("{:#x}", contract.address());
+    let net = Network::start(&[
+        "--web-dir",
+        dist().to_str().unwrap(),
+        "--chain-rpc-url",
+        &anvil.url,
+        "--chain-id",
+        "31337",
+        "--escrow-address",
+        &address,
+        "--signer-key",
+        SIGNER,
+        "--confirmations",
+        "1",
+        "--chain-poll-secs",
+        "1",
+    ])
+    .unwrap();
+    let (net, result) =
+        tokio::task::spawn_blocking(move || run_scenario("paid", net, &anvil, |_| {}))
+            .await
+            .unwrap();
+    let job = job(&net, result["job"].as_u64().unwrap()).await;
+    let contributor = Key::parse(CONTRIBUTOR_KEY)
+        .unwrap()
+        .address()
+        .to_lowercase();
+    let creator = Key::parse(CREATOR_KEY).unwrap().address().to_lowercase();
+    assert_eq!(job.owner.as_deref(), Some(creator.as_str()));
+    let payment = job.payment.unwrap();
+    let settlement = payment.settlement.unwrap();
+    assert_eq!(settlement.payouts.len(), 1, "the tab did all the work");
+    assert_eq!(settlement.payouts[0].account, contributor);
+    // On chain: the whole deposit was claimed and the escrow holds nothing.
+    let key: B256 = payment.job_key.parse().unwrap();
+    let on_chain = contract.jobs(key).call().await.unwrap();
+    let half_ether = U256::from(500_000_000_000_000_000u64);
+    assert_eq!(on_chain.deposit, half_ether);
+    assert_eq!(on_chain.claimed, half_ether);
+    assert_eq!(
+        provider.get_balance(*contract.address()).await.unwrap(),
+        U256::ZERO
     );
 }

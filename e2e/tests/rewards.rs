@@ -325,3 +325,88 @@ async fn wait_claimed(api: &Api, provider: &DynProvider, mut body: serde_json::V
     }
     false
 }
+
+/// The coordinator reads the chain through a proxy that is cut for a while:
+/// a deposit made meanwhile opens the job once the node is back. A deposit
+/// undone by a reorganisation shallower than the confirmation depth never
+/// opens its job; made again, it does.
+#[tokio::test(flavor = "multi_thread")]
+async fn node_outages_and_shallow_reorgs_are_survived() {
+    let anvil = Anvil::start().unwrap();
+    let url: alloy::transports::http::reqwest::Url = anvil.url.parse().unwrap();
+    let upstream: std::net::SocketAddr = anvil.url.trim_start_matches("http://").parse().unwrap();
+    let proxy = oblivion_e2e::proxy::Proxy::start(upstream).await.unwrap();
+    let escrow_address = *escrow::deploy(
+        escrow::connect(url.clone(), &Key::parse(DEPLOYER).unwrap()),
+        86_400,
+    )
+    .await
+    .unwrap()
+    .address();
+    let signer = Key::parse(SIGNER).unwrap();
+    let net = Network::start(&[
+        "--chain-rpc-url",
+        &proxy.url,
+        "--chain-id",
+        "31337",
+        "--escrow-address",
+        &format!("{escrow_address:#x}"),
+        "--signer-key",
+        SIGNER,
+        "--confirmations",
+        "3",
+        "--chain-poll-secs",
+        "1",
+    ])
+    .unwrap();
+    let api = net.api();
+    let creator = escrow::connect(url.clone(), &Key::parse(CREATOR_KEY).unwrap());
+    let contract = escrow::at(escrow_address, &creator);
+
+    // The node goes away; a deposit is made and confirmed meanwhile.
+    let id = api.submit(&paid_spec(21)).await.unwrap();
+    let job = api.job(id).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.set_up(false);
+    fund(&contract, &job, signer.address_bytes()).await;
+    mine(&creator, 4).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(api.job(id).await.unwrap().status, JobStatus::Funding);
+    // Back: the job opens.
+    proxy.set_up(true);
+    wait_job(
+        &api,
+        &creator,
+        id,
+        "the job to open after the outage",
+        |j| j.status != JobStatus::Funding,
+    )
+    .await;
+
+    // A deposit in a block that a reorganisation removes before it is
+    // three deep never opens its job.
+    let id = api.submit(&paid_spec(22)).await.unwrap();
+    let job = api.job(id).await.unwrap();
+    let snapshot: U256 = creator
+        .raw_request("evm_snapshot".into(), ())
+        .await
+        .unwrap();
+    fund(&contract, &job, signer.address_bytes()).await;
+    mine(&creator, 1).await;
+    let reverted: bool = creator
+        .raw_request("evm_revert".into(), (snapshot,))
+        .await
+        .unwrap();
+    assert!(reverted);
+    mine(&creator, 5).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let still = api.job(id).await.unwrap();
+    assert_eq!(still.status, JobStatus::Funding, "{still:?}");
+    assert_eq!(still.payment.unwrap().state, PaymentState::AwaitingDeposit);
+    // Made again on the surviving chain, it counts.
+    fund(&contract, &job, signer.address_bytes()).await;
+    wait_job(&api, &creator, id, "the job to open after the reorg", |j| {
+        j.status != JobStatus::Funding
+    })
+    .await;
+}

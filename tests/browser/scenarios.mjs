@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import {
   launch, openPage, startTab, text, number, until, getJson, check, signedInPage, postFrom, CREATOR,
+  CONTRIBUTOR, signIn,
 } from './lib.mjs';
 
 const [base, scenario] = process.argv.slice(2);
@@ -178,7 +179,48 @@ async function reconnect() {
   return { job: id, accepted, log: await text(tab, 'log') };
 }
 
-const scenarios = { 'two-tabs': twoTabs, 'tab-closed': tabClosed, 'invalid-spec': invalidSpec, reconnect };
+/// A paid job, all in the browser: the creator signs in and funds the job
+/// from the form, a signed-in Contribute tab trains it, the creator settles
+/// from the job page and the contributor claims from the Rewards page.
+async function paid() {
+  const browser = await launch();
+  browsers.push(browser);
+  const tab = await openPage(browser, base + '/', 'contributor', undefined, CONTRIBUTOR);
+  await signIn(tab);
+  await tab.getByTestId('toggle').click();
+  await until('the tab to connect', async () => (await text(tab, 'status')) === 'waiting for work', 60000);
+
+  const creator = await signedInPage(browser, base, '/jobs/new', 'creator', CREATOR);
+  await creator.getByTestId('example').selectOption('iris-mlp');
+  await creator.getByTestId('field-rounds').fill('3');
+  await creator.getByTestId('field-reward.amount').fill('0.5');
+  await creator.getByTestId('submit').click();
+  // The form funds the job from the wallet, then opens its page.
+  await creator.waitForURL(/\/jobs\/\d+$/, { timeout: 60000 });
+  const id = Number(creator.url().split('/').pop());
+  const job = await jobFinished(id, 300000, 500);
+  check(job.status === 'completed', `job ${id} ended ${job.status}: ${job.error}`);
+  check(job.payment && job.payment.deposit === '500000000000000000', `deposit ${JSON.stringify(job.payment)}`);
+
+  // Settle from the job page once the coordinator has signed.
+  await creator.getByTestId('settle').waitFor({ timeout: 60000 });
+  await creator.getByTestId('settle').click();
+  await until('the settlement to be seen', async () =>
+    (await creator.getByTestId('payment-state').getAttribute('data-state')) === 'settled', 60000);
+
+  // Claim from the Rewards page.
+  await tab.goto(base + '/rewards');
+  await tab.getByTestId(`claim-${id}`).waitFor({ timeout: 60000 });
+  const claimable = await text(tab, 'rewards-claimable');
+  await tab.getByTestId(`claim-${id}`).click();
+  await until('the claim to be seen', async () =>
+    (await tab.getByTestId(`reward-status-${id}`).getAttribute('data-state')) === 'claimed', 60000);
+  return { job: id, jobKey: job.payment.job_key, claimable };
+}
+
+const scenarios = {
+  'two-tabs': twoTabs, 'tab-closed': tabClosed, 'invalid-spec': invalidSpec, reconnect, paid,
+};
 try {
   const run = scenarios[scenario];
   if (!run) throw new Error(`unknown scenario ${scenario}; one of ${Object.keys(scenarios).join(', ')}`);

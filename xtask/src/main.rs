@@ -291,8 +291,36 @@ impl Drop for Children {
     }
 }
 
-/// anvil's first development account: the key the dev network's tips use.
-const DEV_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+/// anvil's development accounts (public test keys, funded only on the
+/// local dev chain): #0 creates jobs, #1..#3 are the native workers' payout
+/// accounts, #8 deploys the escrow, #9 signs settlements.
+const DEV_KEYS: [&str; 10] = [
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+    "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
+    "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
+    "0x92db14e403b83dfe3df233f83dfa3a0d7096f21ca9b0d6d6b8d88b2b4ec1564e",
+    "0x4bbbf85ce3377467afe5d46f804f221813b2bb87f24d81f60f1fcdbf7cbf4356",
+    "0xdbda1821b80551c9d65939329250298aa3472ba22feea921c0cf5d620ea67b97",
+    "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6",
+];
+const DEV_KEY: &str = DEV_KEYS[0];
+
+/// Where the dev chain listens.
+const DEV_CHAIN: &str = "127.0.0.1:8545";
+
+fn wait_listening(addr: &str, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            bail!("{what} did not start listening on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
 
 fn dev(args: &[String]) -> Result<()> {
     let mut workers = 3usize;
@@ -306,43 +334,98 @@ fn dev(args: &[String]) -> Result<()> {
         }
     }
     web()?;
+    contracts_node_modules()?;
     run(cargo().args(["build", "--workspace", "--bins"]))?;
     let bin = target_dir().join("debug");
     let url = format!("http://{listen}");
+    let data = root().join("data");
+    std::fs::create_dir_all(&data)?;
     let mut children = Children(Vec::new());
+    // The dev chain: a block a second (deposits gather confirmations), its
+    // state kept in ./data beside the coordinator's.
+    let (chain_host, chain_port) = DEV_CHAIN.split_once(':').context("chain address")?;
+    children.0.push(
+        Command::new(root().join("contracts/node_modules/.bin/anvil"))
+            .args([
+                "--host",
+                chain_host,
+                "--port",
+                chain_port,
+                "--block-time",
+                "1",
+            ])
+            .arg("--state")
+            .arg(data.join("anvil-state.json"))
+            .args(["--state-interval", "5", "--silent"])
+            .spawn()
+            .context("cannot start anvil")?,
+    );
+    wait_listening(DEV_CHAIN, "anvil")?;
+    let rpc = format!("http://{DEV_CHAIN}");
+    // The escrow: deployed once; the same deployer's first contract has the
+    // same address on every fresh chain, and a kept chain already has it.
+    let escrow_file = data.join("escrow-address");
+    let escrow = match std::fs::read_to_string(&escrow_file) {
+        Ok(a) if !a.trim().is_empty() => a.trim().to_string(),
+        _ => {
+            let out = Command::new(bin.join("oblivion-coordinator"))
+                .args(["deploy-escrow", "--rpc-url", &rpc, "--key", DEV_KEYS[8]])
+                .output()
+                .context("cannot run deploy-escrow")?;
+            if !out.status.success() {
+                bail!(
+                    "deploying the escrow: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let a = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            std::fs::write(&escrow_file, &a)?;
+            a
+        }
+    };
     children.0.push(
         Command::new(bin.join("oblivion-coordinator"))
             .args(["serve", "--listen", &listen, "--data-dir"])
-            .arg(root().join("data"))
+            .arg(&data)
             .arg("--web-dir")
             .arg(root().join("dist"))
+            .args(["--chain-rpc-url", &rpc, "--chain-id", "31337"])
+            .args(["--escrow-address", &escrow, "--confirmations", "2"])
+            .env("OBLIVION_SIGNER_KEY", DEV_KEYS[9])
             .spawn()
             .context("cannot start the coordinator")?,
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&listen).is_err() {
-        if Instant::now() > deadline {
-            bail!("the coordinator did not start listening on {listen}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_listening(&listen, "the coordinator")?;
     for i in 1..=workers {
-        children.0.push(
-            Command::new(bin.join("oblivion-worker"))
-                .args(["--coordinator", &url, "--name", &format!("local-{i}")])
-                .spawn()
-                .context("cannot start a worker")?,
-        );
+        let mut worker = Command::new(bin.join("oblivion-worker"));
+        worker.args(["--coordinator", &url, "--name", &format!("local-{i}")]);
+        // The first three are paid, to dev accounts #1 to #3.
+        if let Some(key) = DEV_KEYS[1..=3].get(i - 1) {
+            worker.env("OBLIVION_KEY", key);
+        }
+        children
+            .0
+            .push(worker.spawn().context("cannot start a worker")?);
     }
     let coordinator = bin.join("oblivion-coordinator");
     eprintln!(
-        "\nlocal network up: coordinator {url}, {workers} workers, data in ./data\n\
+        "\nlocal network up: coordinator {url}, {workers} workers, dev chain {rpc} \
+         (id 31337, escrow {escrow}), data in ./data\n\
+         dev accounts (anvil's, 10,000 ETH each on this chain only):\n  \
+         creator    0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266 key {DEV_KEY}\n  \
+         workers    #1 to #3 of anvil's list (rewards of local-1 to local-3)\n  \
+         signer     #9 (signs settlements)\n\
+         in the browser, add a wallet network for {rpc} (chain 31337) and import the \
+         creator's key, then sign in\n\
          open {url}/ and press Start to train in a browser tab too\n\
          sign in with a development key (anvil's first account) and try:\n  \
          export OBLIVION_KEY={DEV_KEY}\n  \
          {c} job submit examples/jobs/mnist-cnn.json --coordinator {url}\n  \
          {c} job status 1 --watch --coordinator {url}\n  \
-         {c} job download 1 --format onnx --coordinator {url}\n\
+         {c} job download 1 --format onnx --coordinator {url}\n  \
+         a paid job: add \"reward\": {{\"amount\": \"1000000000000000000\", \
+         \"deadline_hours\": 24}} to a spec, submit it from the web app's form \
+         (it funds it), settle it from its page, claim on Rewards\n\
          Ctrl-C stops everything.\n",
         c = coordinator.display()
     );

@@ -147,6 +147,14 @@ impl Coordinator {
             // A new coordinator reads from the current confirmed head on:
             // its jobs do not exist before it.
             None => safe.saturating_sub(MAX_LOG_RANGE.min(REORG_REWIND)),
+            Some((block, _)) if block > head => {
+                tracing::error!(
+                    block,
+                    head,
+                    "the chain is behind what was read (a new chain?); reading again"
+                );
+                safe.saturating_sub(REORG_REWIND)
+            }
             Some((block, hash)) => {
                 if self.block_hash(link, block).await? != hash {
                     tracing::error!(
