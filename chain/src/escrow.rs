@@ -54,6 +54,9 @@ pub fn at<P: Provider<N>, N: Network>(
 /// transaction then waits forever behind the gap.) So send one transaction
 /// at a time per key: concurrent sends could get the same nonce.
 pub fn connect(rpc: Url, key: &Key) -> DynProvider {
+    // The process's TLS provider for https:// nodes (a second install is
+    // refused harmlessly).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     ProviderBuilder::new()
         .disable_recommended_fillers()
         .with_gas_estimation()

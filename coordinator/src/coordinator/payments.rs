@@ -434,3 +434,26 @@ impl Coordinator {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn https_nodes_are_reachable() {
+        let link = ChainLink::new(ChainConfig {
+            rpc_url: "https://127.0.0.1:9/".into(),
+            chain_id: 1,
+            escrow: format!("{:#x}", Address::ZERO),
+            signer_key: "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6".into(),
+            confirmations: 1,
+            poll: std::time::Duration::from_secs(1),
+        })
+        .unwrap();
+        // Nothing listens there: the request must fail connecting, not for
+        // want of TLS.
+        let e = format!("{:?}", link.provider.get_block_number().await.unwrap_err());
+        assert!(!e.to_lowercase().contains("scheme"), "{e}");
+        assert!(e.contains("ConnectionRefused"), "{e}");
+    }
+}
