@@ -10,6 +10,7 @@ mod device;
 pub mod export;
 pub mod model;
 pub mod params;
+pub mod robust;
 pub mod train;
 pub mod weights;
 
