@@ -8,6 +8,7 @@ use rand::distr::Alphanumeric;
 use time::OffsetDateTime;
 
 use super::Coordinator;
+use super::leasing::token_hash;
 use crate::error::AppError;
 use crate::siwe::{self, Expected, rfc3339};
 use crate::store::{JobRow, now};
@@ -39,12 +40,6 @@ impl Viewer {
     pub fn may_read(&self, job: &JobRow) -> bool {
         job.spec.visibility == Visibility::Public || self.owns(job)
     }
-}
-
-/// Hex of sha256 of a session token: what the database keeps.
-pub(crate) fn session_hash(token: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
 impl Coordinator {
@@ -120,7 +115,7 @@ impl Coordinator {
             .collect();
         let expires_at = t + self.config.session_ttl.as_secs_f64();
         self.db
-            .add_session(&session_hash(&token), &verified.address, t, expires_at)
+            .add_session(&token_hash(&token), &verified.address, t, expires_at)
             .await
             .map_err(AppError::db)?;
         tracing::info!(account = %verified.address, "signed in");
@@ -137,7 +132,7 @@ impl Coordinator {
     pub async fn session(&self, token: &str) -> Result<Option<SessionView>, AppError> {
         Ok(self
             .db
-            .session(&session_hash(token), now())
+            .session(&token_hash(token), now())
             .await
             .map_err(AppError::db)?
             .map(|(address, expires_at)| SessionView {
@@ -149,7 +144,7 @@ impl Coordinator {
     /// Ends the session a token opens.
     pub async fn sign_out(&self, token: &str) -> Result<(), AppError> {
         self.db
-            .end_session(&session_hash(token))
+            .end_session(&token_hash(token))
             .await
             .map_err(AppError::db)
     }

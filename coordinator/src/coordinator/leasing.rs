@@ -13,8 +13,8 @@ use crate::hub::{Ended, Worker};
 use crate::states::LeaseStatus;
 use crate::store::{Backend, now};
 
-/// How a worker's token is stored (so that any instance can check it,
-/// and a database dump does not hand it out).
+/// How a worker's or a session's token is stored (so that any instance
+/// can check it, and a database dump does not hand it out).
 pub(super) fn token_hash(token: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(token.as_bytes()))
