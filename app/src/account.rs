@@ -74,7 +74,9 @@ async fn try_sign_in() -> Result<SessionView, String> {
     let challenge: SignInChallenge = api::post_json("/api/auth/nonce", "")
         .await
         .map_err(|e| e.error)?;
-    let address = checksummed(&address);
+    // EIP-4361 messages carry the checksummed form.
+    let address = oblivion_chain::checksummed(&address)
+        .ok_or_else(|| format!("{}: the wallet shared a malformed account", wallet.name))?;
     let message = challenge.message(&address, chain_id);
     let signature = wallet
         .personal_sign(&message, &address)
@@ -84,31 +86,6 @@ async fn try_sign_in() -> Result<SessionView, String> {
     api::post_json("/api/auth/login", &body)
         .await
         .map_err(|e| e.error)
-}
-
-/// EIP-55 checksum of a hex address (EIP-4361 asks for it).
-fn checksummed(address: &str) -> String {
-    let lower = address.trim_start_matches("0x").to_ascii_lowercase();
-    let hash = keccak256(lower.as_bytes());
-    let mut out = String::from("0x");
-    for (i, c) in lower.chars().enumerate() {
-        let nibble = (hash[i / 2] >> if i % 2 == 0 { 4 } else { 0 }) & 0xf;
-        out.push(if c.is_ascii_alphabetic() && nibble >= 8 {
-            c.to_ascii_uppercase()
-        } else {
-            c
-        });
-    }
-    out
-}
-
-fn keccak256(data: &[u8]) -> [u8; 32] {
-    use tiny_keccak::{Hasher, Keccak};
-    let mut k = Keccak::v256();
-    k.update(data);
-    let mut out = [0u8; 32];
-    k.finalize(&mut out);
-    out
 }
 
 /// Signs out.

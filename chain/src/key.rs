@@ -62,6 +62,12 @@ impl Key {
     }
 }
 
+/// The EIP-55 checksummed form of a `0x` hex address (as EIP-4361 messages
+/// carry it), or `None` when it is not one.
+pub fn checksummed(address: &str) -> Option<String> {
+    address.parse::<Address>().ok().map(|a| a.to_checksum(None))
+}
+
 /// The signed answer to `challenge` for `key` on `chain_id`.
 pub fn sign_in(challenge: &SignInChallenge, key: &Key, chain_id: u64) -> Result<SignIn, KeyError> {
     let message = challenge.message(&key.address(), chain_id);
@@ -89,5 +95,10 @@ mod tests {
         );
         assert!(Key::parse("0x1234").is_err());
         assert!(!format!("{key:?}").contains("ac0974"));
+        assert_eq!(
+            checksummed("0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266").as_deref(),
+            Some("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")
+        );
+        assert_eq!(checksummed("0x1234"), None);
     }
 }

@@ -27,7 +27,7 @@ pub mod payouts;
 mod session;
 pub mod settlement;
 
-pub use key::{Key, KeyError, sign_in};
+pub use key::{Key, KeyError, checksummed, sign_in};
 pub use merkle::{Payout, PayoutTree, TreeError};
 pub use payouts::shares;
 #[cfg(feature = "client")]
