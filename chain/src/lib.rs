@@ -31,5 +31,5 @@ pub use key::{Key, KeyError, checksummed, sign_in};
 pub use merkle::{Payout, PayoutTree, TreeError};
 pub use payouts::shares;
 #[cfg(feature = "client")]
-pub use session::sign_in_over_http;
+pub use session::{error_line, sign_in_over_http};
 pub use settlement::Settlement;

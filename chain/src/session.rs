@@ -40,13 +40,18 @@ pub async fn sign_in_over_http(
     .map_err(|e| format!("sign-in as {} refused: {e}", key.address()))
 }
 
-async fn decode<T: serde::de::DeserializeOwned>(r: reqwest::Response) -> Result<T, String> {
+/// One line for a coordinator's error answer: its status and message.
+pub async fn error_line(r: reqwest::Response) -> String {
     let status = r.status();
-    if !status.is_success() {
-        return Err(match r.json::<ApiError>().await {
-            Ok(e) => format!("{status}: {}", e.error),
-            Err(_) => format!("the coordinator answered {status}"),
-        });
+    match r.json::<ApiError>().await {
+        Ok(e) => format!("{status}: {}", e.error),
+        Err(_) => format!("the coordinator answered {status}"),
+    }
+}
+
+async fn decode<T: serde::de::DeserializeOwned>(r: reqwest::Response) -> Result<T, String> {
+    if !r.status().is_success() {
+        return Err(error_line(r).await);
     }
     r.json()
         .await

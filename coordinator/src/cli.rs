@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use oblivion_protocol::api::{ApiError, Created, JobView, WorkerView};
+use oblivion_protocol::api::{Created, JobView, WorkerView};
 
 use oblivion_chain::{Key, sign_in_over_http};
 
@@ -298,10 +298,7 @@ fn unreachable_line(target: &Target, e: reqwest::Error) -> String {
 
 async fn error_line(response: reqwest::Response) -> String {
     let status = response.status();
-    let line = match response.json::<ApiError>().await {
-        Ok(e) => format!("{status}: {}", e.error),
-        Err(_) => format!("the coordinator answered {status}"),
-    };
+    let line = oblivion_chain::error_line(response).await;
     if status == reqwest::StatusCode::UNAUTHORIZED {
         format!("{line} (give the account's key with --key or OBLIVION_KEY)")
     } else {
