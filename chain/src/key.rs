@@ -99,6 +99,15 @@ mod tests {
             checksummed("0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266").as_deref(),
             Some("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")
         );
+        for wallet_form in [
+            "0xF39FD6E51AAD88F6F4CE6AB8827279CFFFB92266",
+            "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
+        ] {
+            assert_eq!(
+                checksummed(wallet_form).as_deref(),
+                Some("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")
+            );
+        }
         assert_eq!(checksummed("0x1234"), None);
     }
 }
