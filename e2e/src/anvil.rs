@@ -26,13 +26,22 @@ impl Anvil {
 
     /// Starts anvil with `extra` flags (say, `--block-time 1`).
     pub fn start_with(extra: &[&str]) -> Result<Anvil> {
-        let bin = root().join("contracts/node_modules/.bin/anvil");
-        if !bin.exists() {
+        let modules = root().join("contracts/node_modules");
+        // The platform package's executable itself: the npm launcher in
+        // `.bin` would leave it running when killed.
+        let Some(bin) = std::fs::read_dir(modules.join("@foundry-rs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("anvil-"))
+            .map(|e| e.path().join("bin/anvil"))
+            .find(|p| p.is_file())
+        else {
             bail!(
-                "{} is missing: run `npm ci` in contracts/ (cargo xtask test does)",
-                bin.display()
+                "no anvil in {}: run `npm ci` in contracts/ (cargo xtask test does)",
+                modules.display()
             );
-        }
+        };
         let port = free_port()?;
         let child = Command::new(&bin)
             .args(["--port", &port.to_string(), "--silent"])
