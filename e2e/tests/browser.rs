@@ -178,10 +178,13 @@ async fn a_paid_job_is_funded_settled_and_claimed_in_the_browser() {
         "1",
     ])
     .unwrap();
-    let (net, result) =
-        tokio::task::spawn_blocking(move || run_scenario("paid", net, &anvil, |_| {}))
-            .await
-            .unwrap();
+    // anvil comes back out: the checks below read the chain.
+    let ((net, result), _anvil) = tokio::task::spawn_blocking(move || {
+        let outcome = run_scenario("paid", net, &anvil, |_| {});
+        (outcome, anvil)
+    })
+    .await
+    .unwrap();
     let job = job(&net, result["job"].as_u64().unwrap()).await;
     let contributor = Key::parse(CONTRIBUTOR_KEY)
         .unwrap()
