@@ -311,6 +311,18 @@ const DEV_KEY: &str = DEV_KEYS[0];
 /// Where the dev chain listens.
 const DEV_CHAIN: &str = "127.0.0.1:8545";
 
+/// anvil's own executable from `contracts/node_modules` (the npm launcher
+/// in `.bin` would leave it running when stopped).
+fn anvil_binary() -> Result<PathBuf> {
+    let modules = root().join("contracts/node_modules/@foundry-rs");
+    std::fs::read_dir(&modules)?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("anvil-"))
+        .map(|e| e.path().join("bin/anvil"))
+        .find(|p| p.is_file())
+        .with_context(|| format!("no anvil under {}", modules.display()))
+}
+
 fn wait_listening(addr: &str, what: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(addr).is_err() {
@@ -345,7 +357,7 @@ fn dev(args: &[String]) -> Result<()> {
     // state kept in ./data beside the coordinator's.
     let (chain_host, chain_port) = DEV_CHAIN.split_once(':').context("chain address")?;
     children.0.push(
-        Command::new(root().join("contracts/node_modules/.bin/anvil"))
+        Command::new(anvil_binary()?)
             .args([
                 "--host",
                 chain_host,
