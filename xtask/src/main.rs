@@ -84,7 +84,10 @@ fn python_env() -> Result<PathBuf> {
     let python = venv.join("bin/python");
     let ready = python.exists()
         && Command::new(&python)
-            .args(["-c", "import onnxruntime, numpy, safetensors, moto.server"])
+            .args([
+                "-c",
+                "import onnxruntime, numpy, safetensors, moto.server, dp_accounting",
+            ])
             .status()
             .is_ok_and(|s| s.success());
     if !ready {
