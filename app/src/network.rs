@@ -79,18 +79,22 @@ pub fn NetworkPage() -> impl IntoView {
         <section class="card">
             <div class="table-wrap">
             <table class="table" data-testid="workers">
-                <thead><tr><th>"Worker"</th><th>"Kind"</th><th>"Backend"</th><th>"State"</th><th>"Samples/s"</th><th>"Accepted"</th><th>"Rejected"</th><th>"Lost"</th></tr></thead>
+                <thead><tr><th>"Worker"</th><th>"Kind"</th><th>"Backend"</th><th>"State"</th><th>"Samples/s"</th><th>"Accepted"</th><th>"Rejected"</th><th>"Lost"</th><th>"Credited"</th></tr></thead>
                 <tbody>
                     {move || workers.get().into_iter().map(|w| view! {
                         <tr>
                             <td title=w.device.name.clone()>{format!("#{} {}", w.id, w.name)}</td>
                             <td>{kind(&w)}</td>
                             <td>{w.device.backend.clone()}</td>
-                            <td><span class=format!("state {}", w.state)>{w.state.as_str()}</span></td>
+                            <td>
+                                <span class=format!("state {}", w.state) title=w.quarantine.clone().unwrap_or_default()>{w.state.as_str()}</span>
+                                {w.quarantine.clone().map(|why| view! { <div class="muted small" data-testid=format!("quarantine-{}", w.id)>{why}</div> })}
+                            </td>
                             <td>{format!("{:.0}", w.samples_per_second)}</td>
                             <td>{w.accepted}</td>
                             <td>{w.rejected}</td>
                             <td>{w.lost}</td>
+                            <td title="samples of its verified updates">{w.samples}</td>
                         </tr>
                     }).collect::<Vec<_>>()}
                 </tbody>

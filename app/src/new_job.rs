@@ -7,6 +7,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::use_navigate;
 use oblivion_chain::calls::{self, U256};
+use oblivion_protocol::aggregation::AggregationRule;
 use oblivion_protocol::api::{ApiError, ChainInfo, Created, JobView, UploadedDataset};
 use oblivion_protocol::{DatasetSpec, JobSpec, LocalWork, ModelSpec, OptimizerSpec};
 use serde_json::{Value, json};
@@ -64,6 +65,10 @@ struct Form {
     seed: String,
     target: String,
     norm_bound: String,
+    /// The aggregation rule's kind (`fed_trimmed_avg`, ...).
+    aggregation: String,
+    /// Krum's assumed number of malicious updates.
+    byzantine: String,
     visibility: String,
     /// The reward in ETH as typed; empty: an unpaid job.
     reward: String,
@@ -103,7 +108,15 @@ impl Form {
                 .target_accuracy
                 .map(|t| t.to_string())
                 .unwrap_or_default(),
-            norm_bound: spec.update_norm_bound.to_string(),
+            norm_bound: spec
+                .update_norm_bound
+                .map(|b| b.to_string())
+                .unwrap_or_default(),
+            aggregation: spec.aggregation.rule.kind().into(),
+            byzantine: match spec.aggregation.rule {
+                AggregationRule::Krum { byzantine, .. } => byzantine.to_string(),
+                _ => "1".into(),
+            },
             visibility: spec.visibility.as_str().into(),
             builtin: "mnist".into(),
             reward: spec
@@ -204,8 +217,18 @@ impl Form {
             "optimizer": optimizer,
             "validation_split": num(&self.validation_split),
             "seed": num(&self.seed),
-            "update_norm_bound": num(&self.norm_bound),
         });
+        if !self.norm_bound.trim().is_empty() {
+            spec["update_norm_bound"] = num(&self.norm_bound);
+        }
+        match self.aggregation.as_str() {
+            "fed_trimmed_avg" => {}
+            "krum" => {
+                spec["aggregation"] =
+                    json!({"rule": {"kind": "krum", "byzantine": num(&self.byzantine)}});
+            }
+            kind => spec["aggregation"] = json!({"rule": {"kind": kind}}),
+        }
         let key = if self.work == "steps" {
             "local_steps"
         } else {
@@ -559,7 +582,19 @@ pub fn NewJob() -> impl IntoView {
                 </Show>
                 <TextField form label="Seed" name="seed" get=|f| f.seed.clone() set=|f, v| f.seed = v error_field/>
                 <TextField form label="Stop at accuracy" name="target_accuracy" get=|f| f.target.clone() set=|f, v| f.target = v hint="optional, 0 to 1" error_field/>
-                <TextField form label="Update norm bound" name="update_norm_bound" get=|f| f.norm_bound.clone() set=|f, v| f.norm_bound = v hint="updates with a larger L2 norm are rejected" error_field/>
+                <label class="field" class:invalid=move || error_field.get().is_some_and(|f| f.starts_with("aggregation"))>
+                    <span>"Aggregation"</span>
+                    <select data-testid="field-aggregation" prop:value=move || form.with(|f| f.aggregation.clone()) on:change=move |ev| form.update(|f| f.aggregation = event_target_value(&ev))>
+                        <option value="fed_trimmed_avg">"Trimmed mean (robust, default)"</option>
+                        <option value="fed_median">"Coordinate-wise median (robust)"</option>
+                        <option value="krum">"Krum (robust)"</option>
+                        <option value="fed_avg">"Weighted mean (not robust)"</option>
+                    </select>
+                </label>
+                <Show when=is(|f| &f.aggregation, "krum")>
+                    <TextField form label="Assumed malicious updates" name="aggregation.rule.byzantine" get=|f| f.byzantine.clone() set=|f, v| f.byzantine = v error_field/>
+                </Show>
+                <TextField form label="Fixed update norm bound" name="update_norm_bound" get=|f| f.norm_bound.clone() set=|f, v| f.norm_bound = v hint="optional: larger updates are rejected on arrival; each round also bounds updates relative to their median" error_field/>
             </fieldset>
             {move || chain.info.get().map(|info| view! {
                 <fieldset data-testid="reward">

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::reputation::ReputationPolicy;
 use serde::Deserialize;
 
 /// Everything `serve` can be told.
@@ -73,6 +74,8 @@ pub struct Config {
     pub sign_in_ttl: Duration,
     /// Sign-in attempts (nonces asked for) per client address per minute.
     pub max_sign_ins_per_minute: u32,
+    /// When a worker is quarantined for disputed results.
+    pub reputation: ReputationPolicy,
     /// Where paid jobs are escrowed (see [`Config::chain`]).
     pub chain_settings: ChainSettings,
 }
@@ -182,6 +185,7 @@ impl Default for Config {
             session_ttl: Duration::from_secs(86_400),
             sign_in_ttl: Duration::from_secs(600),
             max_sign_ins_per_minute: 30,
+            reputation: ReputationPolicy::default(),
             chain_settings: ChainSettings::default(),
         }
     }
@@ -284,6 +288,12 @@ pub struct ConfigLayer {
     /// Sign-in nonces per client address per minute [default: 30].
     #[arg(long, env = "OBLIVION_MAX_SIGN_INS_PER_MINUTE")]
     pub max_sign_ins_per_minute: Option<u32>,
+    /// Quarantine a worker whose share of agreed results (smoothed) falls below this [default: 0.5].
+    #[arg(long, env = "OBLIVION_QUARANTINE_BELOW")]
+    pub quarantine_below: Option<f64>,
+    /// ...once it has this many results on record [default: 2].
+    #[arg(long, env = "OBLIVION_QUARANTINE_AFTER")]
+    pub quarantine_after: Option<u64>,
     /// JSON-RPC URL of the chain paid jobs settle on; with chain_id, escrow_address and signer_key [default: none, jobs run unpaid].
     #[arg(long, env = "OBLIVION_CHAIN_RPC_URL")]
     pub chain_rpc_url: Option<String>,
@@ -357,6 +367,8 @@ impl Config {
         self.max_sign_ins_per_minute = l
             .max_sign_ins_per_minute
             .unwrap_or(self.max_sign_ins_per_minute);
+        self.reputation.min_score = l.quarantine_below.unwrap_or(self.reputation.min_score);
+        self.reputation.min_results = l.quarantine_after.unwrap_or(self.reputation.min_results);
         let c = &mut self.chain_settings;
         c.rpc_url = l.chain_rpc_url.or(c.rpc_url.take());
         c.chain_id = l.chain_id.or(c.chain_id);
@@ -463,6 +475,12 @@ impl Config {
         }
         if self.max_sign_ins_per_minute == 0 {
             return Err("max_sign_ins_per_minute must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.reputation.min_score) {
+            return Err("quarantine_below must be between 0 and 1".into());
+        }
+        if self.reputation.min_results == 0 {
+            return Err("quarantine_after must be at least 1".into());
         }
         if self.session_ttl.is_zero() || self.sign_in_ttl.is_zero() {
             return Err("session_secs and sign_in_secs must be at least 1".into());

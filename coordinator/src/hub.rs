@@ -59,6 +59,8 @@ pub struct Worker {
     pub max_leases: u32,
     /// Samples credited, with when, over the last [`RATE_WINDOW`] seconds.
     pub credits: VecDeque<(f64, u64)>,
+    /// Why it is quarantined (it then takes no leases), if it is.
+    pub quarantine: Option<String>,
 }
 
 /// Seconds over which a worker's throughput is measured.
@@ -81,6 +83,7 @@ impl Worker {
             connected_at: now,
             max_leases,
             credits: VecDeque::new(),
+            quarantine: None,
         }
     }
 
@@ -264,8 +267,11 @@ pub struct UpdateContext {
     pub lease: Lease,
     /// The job's network.
     pub arch: Arc<Architecture>,
-    /// Largest accepted update norm.
-    pub norm_bound: f64,
+    /// The job's fixed bound on an update's norm, if it sets one.
+    pub fixed_bound: Option<f64>,
+    /// The round's global weights (an update's norm is bounded relative
+    /// to theirs when the job sets no fixed bound).
+    pub global: Arc<Params>,
     /// Samples of the shard.
     pub samples: u64,
 }
@@ -322,7 +328,7 @@ impl Hub {
     fn room_key(&self, worker: u64) -> Option<RoomKey> {
         let w = self.workers.get(&worker)?;
         let active = self.active_count(worker);
-        (!w.draining && active < self.policy.cap.min(w.max_leases))
+        (!w.draining && w.quarantine.is_none() && active < self.policy.cap.min(w.max_leases))
             .then(|| (active, Reverse(benchmark_key(w.view.benchmark)), w.view.id))
     }
 
@@ -355,6 +361,35 @@ impl Hub {
                 w.draining = true;
             }
         });
+    }
+
+    /// Quarantines the connected workers of `identity` (a payout account,
+    /// or `worker:<id>`): they take no new leases, and the ones they hold
+    /// end and go to others.
+    pub fn quarantine(&mut self, identity: &str, reason: &str) -> Vec<Ended> {
+        let ids: Vec<u64> = self
+            .workers
+            .values()
+            .filter(|w| {
+                crate::reputation::identity(w.view.payout_address.as_deref(), w.view.id) == identity
+            })
+            .map(|w| w.view.id)
+            .collect();
+        let mut ended = Vec::new();
+        for id in ids {
+            self.reindexed(id, |hub| {
+                if let Some(w) = hub.workers.get_mut(&id) {
+                    w.quarantine = Some(reason.to_string());
+                }
+            });
+            let leases: Vec<u64> = self.leases_of(id).map(|l| l.id).collect();
+            ended.extend(
+                leases
+                    .into_iter()
+                    .filter_map(|l| self.end(l, LeaseStatus::Revoked)),
+            );
+        }
+        ended
     }
 
     /// Active leases of a worker.
@@ -636,7 +671,8 @@ impl Hub {
         Ok(UpdateContext {
             lease: held.clone(),
             arch: job.arch.clone(),
-            norm_bound: job.spec.update_norm_bound,
+            fixed_bound: job.spec.update_norm_bound,
+            global: job.global.clone(),
             samples: job.shards[held.shard as usize].samples,
         })
     }
@@ -670,7 +706,8 @@ impl Hub {
         if let Some(w) = self.workers.get_mut(&lease.worker) {
             w.view.active_leases = w.view.active_leases.saturating_sub(1);
             w.view.accepted += 1;
-            w.view.samples += samples;
+            // Throughput counts accepted work; the samples are credited
+            // only once the round verifies the update (`credit`).
             w.credits.push_back((now, samples));
             while w
                 .credits
@@ -681,6 +718,13 @@ impl Hub {
             }
         }
         Some((lease, round_done))
+    }
+
+    /// Credits a connected worker with the samples of its verified updates.
+    pub fn credit(&mut self, worker: u64, samples: u64) {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.view.samples += samples;
+        }
     }
 
     /// Marks a shard done whose update the database accepted after the
@@ -763,7 +807,10 @@ impl Hub {
                         progress: l.progress,
                     })
                     .collect();
-                view.state = if !leases.is_empty() {
+                view.quarantine = w.quarantine.clone();
+                view.state = if w.quarantine.is_some() {
+                    WorkerState::Quarantined
+                } else if !leases.is_empty() {
                     WorkerState::Training
                 } else if w.draining {
                     WorkerState::Draining
@@ -908,6 +955,7 @@ mod tests {
                 connected_at: 0.0,
                 max_leases: u32::MAX,
                 credits: VecDeque::new(),
+                quarantine: None,
             });
             id
         }
@@ -995,6 +1043,38 @@ mod tests {
                 .all(|l| n.hub.jobs[&1].shards[l.shard as usize].attempts == 2)
         );
         assert!(n.hub.update_context("token1", again[0].id).is_err());
+    }
+
+    #[test]
+    fn a_quarantined_worker_loses_its_leases_and_gets_no_more() {
+        let mut n = Net::new();
+        let liar = n.add_worker(100.0);
+        let honest = n.add_worker(1.0);
+        n.add_job(1, 4);
+        let issued = n.dispatch(0.0);
+        assert_eq!(issued.len(), 4);
+        let ended = n.hub.quarantine(&format!("worker:{liar}"), "disputed");
+        assert_eq!(ended.len(), 2);
+        assert!(
+            ended
+                .iter()
+                .all(|e| e.lease.worker == liar && e.status == LeaseStatus::Revoked)
+        );
+        n.hub.complete(issued[1].id, 0.0).unwrap();
+        let again = n.dispatch(1.0);
+        assert!(
+            !again.is_empty() && again.iter().all(|l| l.worker == honest),
+            "{again:?}"
+        );
+        let view = n
+            .hub
+            .worker_views(1.0)
+            .into_iter()
+            .find(|w| w.id == liar)
+            .unwrap();
+        assert_eq!(view.state, WorkerState::Quarantined);
+        assert_eq!(view.quarantine.as_deref(), Some("disputed"));
+        assert!(n.hub.quarantine("0xnobody", "x").is_empty());
     }
 
     #[test]

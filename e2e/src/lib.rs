@@ -517,6 +517,18 @@ impl ScriptedWorker {
         cookie: Option<&str>,
         payout_address: Option<&str>,
     ) -> Result<ScriptedWorker> {
+        Self::connect_claiming(url, name, cookie, payout_address, 1.0).await
+    }
+
+    /// [`ScriptedWorker::connect_as`], claiming a benchmark score (a liar
+    /// claims to be fast, to be picked first).
+    pub async fn connect_claiming(
+        url: &str,
+        name: &str,
+        cookie: Option<&str>,
+        payout_address: Option<&str>,
+        benchmark: f64,
+    ) -> Result<ScriptedWorker> {
         use futures_util::{SinkExt, StreamExt};
         use oblivion_protocol::wire::{ClientKind, CoordinatorMessage, DeviceInfo, WorkerMessage};
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -535,7 +547,7 @@ impl ScriptedWorker {
                 name: "scripted".into(),
                 detail: String::new(),
             },
-            benchmark: 1.0,
+            benchmark,
             payout_address: payout_address.map(str::to_string),
             max_leases: None,
         };
@@ -618,6 +630,23 @@ impl ScriptedWorker {
     }
 }
 
+/// A small update for `task` that screening takes as honest work: a
+/// shared direction (every value positive) plus a pattern of its own for
+/// the shard and round, so that the updates of one round agree without
+/// being copies of each other.
+pub fn honest_update(task: &oblivion_protocol::wire::LeaseTask) -> Vec<u8> {
+    let seed = u64::from(task.round) << 32 | u64::from(task.shard);
+    shaped_update(task, &[("train_loss", "0.5")], |i| {
+        // SplitMix64 of (seed, index): a sign for each value.
+        let mut z = (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i as u64)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let sign = if (z ^ (z >> 31)) & 1 == 1 { 1.0 } else { -1.0 };
+        1e-4 * (1.0 + 0.5 * sign)
+    })
+}
+
 /// An update for `task` whose every value is `value` (0: no change).
 pub fn uniform_update(task: &oblivion_protocol::wire::LeaseTask, value: f32) -> Vec<u8> {
     update_with_metadata(task, value, &[("train_loss", "0.5")])
@@ -629,6 +658,16 @@ pub fn update_with_metadata(
     value: f32,
     metadata: &[(&str, &str)],
 ) -> Vec<u8> {
+    shaped_update(task, metadata, |_| value)
+}
+
+/// An update for `task` whose value at each flat index is `value(index)`,
+/// carrying `metadata`.
+pub fn shaped_update(
+    task: &oblivion_protocol::wire::LeaseTask,
+    metadata: &[(&str, &str)],
+    value: impl Fn(usize) -> f32,
+) -> Vec<u8> {
     use oblivion_ml::params::{NamedTensor, Params};
     let arch = oblivion_ml::model::Architecture::new(
         task.model.clone(),
@@ -636,14 +675,20 @@ pub fn update_with_metadata(
         task.classes,
     )
     .expect("task describes a valid model");
+    let mut index = 0;
     let params = Params {
         tensors: arch
             .param_shapes()
             .into_iter()
-            .map(|(name, shape)| NamedTensor {
-                values: vec![value; shape.iter().product()],
-                name,
-                shape,
+            .map(|(name, shape)| {
+                let n: usize = shape.iter().product();
+                let values = (index..index + n).map(&value).collect();
+                index += n;
+                NamedTensor {
+                    values,
+                    name,
+                    shape,
+                }
             })
             .collect(),
     };

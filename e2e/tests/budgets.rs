@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use oblivion_e2e::{Database, Network, ScriptedWorker, example, peak_rss_kib, uniform_update};
+use oblivion_e2e::{Database, Network, ScriptedWorker, example, honest_update, peak_rss_kib};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
@@ -138,7 +138,7 @@ async fn every_budget_is_refused_by_name_and_memory_stays_bounded(database: Data
     }
     assert_ne!(again.lease_id, lease.lease_id);
     let (status, body) = worker
-        .post_update(&api, again.lease_id, uniform_update(&again, 0.0))
+        .post_update(&api, again.lease_id, honest_update(&again))
         .await
         .unwrap();
     assert_eq!(status, 200, "{body}");
@@ -169,7 +169,7 @@ async fn one_upload_per_lease_at_a_time(database: Database) {
     slow.write_all(head.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, body) = worker
-        .post_update(&api, lease.lease_id, uniform_update(&lease, 0.0))
+        .post_update(&api, lease.lease_id, honest_update(&lease))
         .await
         .unwrap();
     assert_eq!(status, 409, "{body}");
@@ -183,7 +183,7 @@ async fn one_upload_per_lease_at_a_time(database: Database) {
     drop(slow);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, body) = worker
-        .post_update(&api, lease.lease_id, uniform_update(&lease, 0.0))
+        .post_update(&api, lease.lease_id, honest_update(&lease))
         .await
         .unwrap();
     assert_eq!(status, 200, "once the first upload is gone: {body}");
@@ -312,7 +312,7 @@ async fn per_client_limits_answer_429_and_say_when_to_retry(database: Database) 
 
 async fn update_metadata_out_of_range_is_refused(database: Database) {
     use oblivion_e2e::update_with_metadata;
-    let net = Network::start_on(database, &[]).unwrap();
+    let net = Network::start_on(database, &["--quarantine-after", "100"]).unwrap();
     let api = net.api();
     api.submit(&iris(1)).await.unwrap();
     let mut worker = ScriptedWorker::connect(&api.url, "liar").await.unwrap();

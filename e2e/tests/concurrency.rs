@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use oblivion_coordinator::store::Db;
-use oblivion_e2e::{Database, Network, ScriptedWorker, example, uniform_update};
+use oblivion_e2e::{Database, Network, ScriptedWorker, example, honest_update};
 use oblivion_protocol::api::JobStatus;
 
 oblivion_e2e::on_both_databases!(
@@ -44,7 +44,7 @@ async fn the_same_update_posted_twice_at_once_counts_once(database: Database) {
     let mut worker = ScriptedWorker::connect(&api.url, "twice").await.unwrap();
     let first = worker.next_lease().await.unwrap();
     let second = worker.next_lease().await.unwrap();
-    let body = uniform_update(&first, 0.0);
+    let body = honest_update(&first);
     let (a, b) = tokio::join!(
         worker.post_update(&api, first.lease_id, body.clone()),
         worker.post_update(&api, first.lease_id, body)
@@ -53,7 +53,7 @@ async fn the_same_update_posted_twice_at_once_counts_once(database: Database) {
     statuses.sort_unstable();
     assert_eq!(statuses, [200, 409]);
     let (status, body) = worker
-        .post_update(&api, second.lease_id, uniform_update(&second, 0.0))
+        .post_update(&api, second.lease_id, honest_update(&second))
         .await
         .unwrap();
     assert_eq!(status, 200, "{body}");
@@ -80,7 +80,7 @@ async fn a_cancel_racing_the_last_update_stays_cancelled_across_a_restart(databa
         let first = worker.next_lease().await.unwrap();
         let last = worker.next_lease().await.unwrap();
         let (status, _) = worker
-            .post_update(&api, first.lease_id, uniform_update(&first, 0.0))
+            .post_update(&api, first.lease_id, honest_update(&first))
             .await
             .unwrap();
         assert_eq!(status, 200);
@@ -89,7 +89,7 @@ async fn a_cancel_racing_the_last_update_stays_cancelled_across_a_restart(databa
         let update = async {
             tokio::time::sleep(Duration::from_millis(round)).await;
             worker
-                .post_update(&api, last.lease_id, uniform_update(&last, 0.0))
+                .post_update(&api, last.lease_id, honest_update(&last))
                 .await
                 .unwrap()
         };
@@ -129,7 +129,7 @@ async fn a_cancel_during_aggregation_is_not_undone(database: Database) {
     let mut worker = ScriptedWorker::connect(&api.url, "last").await.unwrap();
     let lease = worker.next_lease().await.unwrap();
     let (status, body) = worker
-        .post_update(&api, lease.lease_id, uniform_update(&lease, 0.0))
+        .post_update(&api, lease.lease_id, honest_update(&lease))
         .await
         .unwrap();
     assert_eq!(status, 200, "{body}");

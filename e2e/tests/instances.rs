@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use oblivion_e2e::cluster::Cluster;
-use oblivion_e2e::{Database, ScriptedWorker, Storage, example, uniform_update};
+use oblivion_e2e::{Database, ScriptedWorker, Storage, example, honest_update};
 use oblivion_protocol::api::JobStatus;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -56,7 +56,7 @@ async fn instances_share_jobs_workers_updates_and_the_network_view() {
     // B's worker posts one update to A and one to B: both are taken.
     for (api, lease) in [(&a, &first), (&b, &second)] {
         let (status, body) = worker
-            .post_update(api, lease.lease_id, uniform_update(lease, 0.0))
+            .post_update(api, lease.lease_id, honest_update(lease))
             .await
             .unwrap();
         assert_eq!(status, 200, "{body}");
@@ -68,7 +68,7 @@ async fn instances_share_jobs_workers_updates_and_the_network_view() {
     let other = worker.next_lease().await.unwrap();
     for lease in [&next, &other] {
         let (status, body) = worker
-            .post_update(&a, lease.lease_id, uniform_update(lease, 0.0))
+            .post_update(&a, lease.lease_id, honest_update(lease))
             .await
             .unwrap();
         assert_eq!(status, 200, "{body}");

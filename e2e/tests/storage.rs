@@ -84,7 +84,7 @@ async fn a_job_trains_on_postgresql_and_s3() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn artifacts_nobody_needs_are_collected() {
-    use oblivion_e2e::{ScriptedWorker, uniform_update};
+    use oblivion_e2e::{ScriptedWorker, honest_update};
     let net = Network::start(&[
         "--gc-interval-secs",
         "1",
@@ -102,7 +102,7 @@ async fn artifacts_nobody_needs_are_collected() {
     let mut seen = Vec::new();
     for _ in 0..6 {
         let lease = worker.next_lease().await.unwrap();
-        let body = uniform_update(&lease, 0.01);
+        let body = honest_update(&lease);
         let (status, reply) = worker
             .post_update(&api, lease.lease_id, body.clone())
             .await

@@ -5,9 +5,10 @@
 //! on a throwaway PostgreSQL cluster.
 
 use oblivion_coordinator::hub::Grant;
+use oblivion_coordinator::reputation::ReputationPolicy;
 use oblivion_coordinator::states::LeaseStatus;
 use oblivion_coordinator::store::{
-    Db, JobRefusal, JobRow, RoundRow, UpdateRefusal, UpdateRow, now,
+    Db, JobRefusal, JobRow, RoundRow, UpdateRefusal, UpdateRow, UpdateVerdict, VerdictKind, now,
 };
 use oblivion_e2e::ScratchDir;
 use oblivion_e2e::postgres::Postgres;
@@ -70,6 +71,7 @@ on_both!(
     a_shard_has_at_most_one_active_lease,
     exactly_one_claimant_aggregates_and_a_round_is_recorded_once,
     finished_jobs_stay_finished_even_against_raw_sql,
+    only_verified_work_is_credited_and_a_quarantine_outlives_the_connection,
 );
 
 fn spec(shards: u32, rounds: u32) -> oblivion_protocol::JobSpec {
@@ -104,6 +106,11 @@ async fn job(db: &Db, shards: u32, rounds: u32) -> u64 {
 }
 
 async fn worker(db: &Db) -> u64 {
+    paid_worker(db, None).await
+}
+
+/// A worker paid to `payout` (anonymous when `None`).
+async fn paid_worker(db: &Db, payout: Option<&str>) -> u64 {
     let view = WorkerView::connected(
         "w".into(),
         ClientKind::Native,
@@ -114,7 +121,9 @@ async fn worker(db: &Db) -> u64 {
         },
         1.0,
     );
-    db.insert_worker(&view, None, "hash", "test").await.unwrap()
+    db.insert_worker(&view, payout, "hash", "test")
+        .await
+        .unwrap()
 }
 
 /// Grants shard `shard` of `round` to `worker`; the lease id, if granted.
@@ -142,6 +151,7 @@ fn update(shard: u32, worker: u64, lease: u64) -> UpdateRow {
         train_loss: 0.5,
         norm: 1.0,
         train_millis: 5,
+        accepted_at: 0.0,
     }
 }
 
@@ -156,8 +166,11 @@ fn round_row(round: u32) -> RoundRow {
             seconds: 1.0,
             train_seconds: 0.5,
             aggregate_seconds: 0.1,
+            disputed: 0,
+            no_work: 0,
         },
         global_sha: format!("g{}", round + 1),
+        verdicts: Vec::new(),
     }
 }
 
@@ -190,11 +203,7 @@ async fn a_cancel_during_aggregation_wins_and_survives_a_restart(url: &str) {
         Ok(())
     );
     // ... so the aggregation's result is discarded, not written.
-    assert!(
-        !db.finish_round(j, "a", &round_row(1), 2, JobStatus::Running)
-            .await
-            .unwrap()
-    );
+    assert!(!recorded(&db, j, "a", 1, 2, JobStatus::Running).await);
     assert!(db.rounds(j).await.unwrap().is_empty());
     drop(db);
     let db = Db::connect(url, 4).await.unwrap();
@@ -301,20 +310,12 @@ async fn exactly_one_claimant_aggregates_and_a_round_is_recorded_once(url: &str)
         "a live claim is not taken again"
     );
     assert!(
-        !db.finish_round(j, loser, &round_row(1), 2, JobStatus::Running)
-            .await
-            .unwrap(),
+        !recorded(&db, j, loser, 1, 2, JobStatus::Running).await,
         "only the holder records the round"
     );
+    assert!(recorded(&db, j, winner, 1, 2, JobStatus::Running).await);
     assert!(
-        db.finish_round(j, winner, &round_row(1), 2, JobStatus::Running)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !db.finish_round(j, winner, &round_row(1), 2, JobStatus::Running)
-            .await
-            .unwrap(),
+        !recorded(&db, j, winner, 1, 2, JobStatus::Running).await,
         "and only once"
     );
     assert_eq!(db.rounds(j).await.unwrap().len(), 1);
@@ -328,11 +329,7 @@ async fn exactly_one_claimant_aggregates_and_a_round_is_recorded_once(url: &str)
     assert!(db.claim_aggregation(j, 2, "dead", 0.0).await.unwrap());
     assert!(!db.claim_aggregation(j, 2, "c", now() - 60.0).await.unwrap());
     assert!(db.claim_aggregation(j, 2, "c", now() + 1.0).await.unwrap());
-    assert!(
-        db.finish_round(j, "c", &round_row(2), 2, JobStatus::Completed)
-            .await
-            .unwrap()
-    );
+    assert!(recorded(&db, j, "c", 2, 2, JobStatus::Completed).await);
     assert_eq!(status(&db, j).await, JobStatus::Completed);
 }
 
@@ -421,4 +418,150 @@ async fn a_data_directory_from_before_migrations_upgrades_in_place() {
     // And it opens again without re-running anything.
     drop(db);
     Db::connect(url, 4).await.unwrap();
+}
+
+/// Whether `instance`'s aggregation of `round` (with no verdicts) is
+/// recorded, moving the job to `next` in `status`.
+async fn recorded(
+    db: &Db,
+    job: u64,
+    instance: &str,
+    round: u32,
+    next: u32,
+    status: JobStatus,
+) -> bool {
+    db.finish_round(
+        job,
+        instance,
+        &round_row(round),
+        next,
+        status,
+        &ReputationPolicy::default(),
+    )
+    .await
+    .unwrap()
+    .is_some()
+}
+
+/// Records `round` of `job` with `verdicts`; the quarantines it causes.
+async fn judged_round(
+    db: &Db,
+    job: u64,
+    round: u32,
+    verdicts: &[UpdateVerdict],
+) -> Vec<oblivion_coordinator::store::Quarantined> {
+    assert!(db.claim_aggregation(job, round, "a", 0.0).await.unwrap());
+    let row = RoundRow {
+        verdicts: verdicts.to_vec(),
+        ..round_row(round)
+    };
+    db.finish_round(
+        job,
+        "a",
+        &row,
+        round + 1,
+        JobStatus::Running,
+        &ReputationPolicy::default(),
+    )
+    .await
+    .unwrap()
+    .expect("the round is recorded")
+}
+
+async fn only_verified_work_is_credited_and_a_quarantine_outlives_the_connection(url: &str) {
+    let db = Db::connect(url, 4).await.unwrap();
+    let j = job(&db, 2, 3).await;
+    let (honest, liar) = (
+        "0x00000000000000000000000000000000000000aa",
+        "0x00000000000000000000000000000000000000bb",
+    );
+    let h = paid_worker(&db, Some(honest)).await;
+    let b = paid_worker(&db, Some(liar)).await;
+    let verdict = |shard, worker, kind, reason: Option<&str>| UpdateVerdict {
+        shard,
+        worker_id: worker,
+        samples: 10,
+        kind,
+        reason: reason.map(str::to_string),
+    };
+    for round in 1..=2 {
+        for (shard, w) in [(0, h), (1, b)] {
+            let l = lease(&db, j, round, shard, w).await.unwrap();
+            db.accept_update(j, round, &update(shard, w, l))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let quarantined = judged_round(
+            &db,
+            j,
+            round,
+            &[
+                verdict(0, h, VerdictKind::Verified, None),
+                verdict(1, b, VerdictKind::Disputed, Some("points away")),
+            ],
+        )
+        .await;
+        if round == 1 {
+            assert!(quarantined.is_empty(), "one result decides nothing");
+        } else {
+            assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+            assert_eq!(quarantined[0].identity, liar);
+            assert!(
+                quarantined[0].reason.contains("2 of 2 results disputed"),
+                "{quarantined:?}"
+            );
+            assert!(
+                quarantined[0].reason.contains("points away"),
+                "{quarantined:?}"
+            );
+        }
+    }
+    assert_eq!(
+        db.paid_work(j).await.unwrap(),
+        vec![(honest.to_string(), 20)]
+    );
+    let credited: Vec<(u64, u64)> = db
+        .contributors(j)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| (c.worker_id, c.samples))
+        .collect();
+    assert_eq!(credited, vec![(h, 20), (b, 0)]);
+    let rounds = db.rounds(j).await.unwrap();
+    assert_eq!(rounds.len(), 2);
+
+    // A new connection under the same account is still quarantined, and
+    // no instance takes its update.
+    let again = paid_worker(&db, Some(liar)).await;
+    let record = db.reputation(liar).await.unwrap().unwrap();
+    assert_eq!((record.agreed, record.disputed), (0, 2));
+    assert!(record.quarantined.is_some());
+    let l = lease(&db, j, 3, 1, again).await.unwrap();
+    let refused = db.accept_update(j, 3, &update(1, again, l)).await.unwrap();
+    assert!(
+        matches!(refused, Err(UpdateRefusal::Quarantined(_))),
+        "{refused:?}"
+    );
+    let honest_record = db.reputation(honest).await.unwrap().unwrap();
+    assert_eq!((honest_record.agreed, honest_record.disputed), (2, 0));
+    assert!(honest_record.quarantined.is_none());
+
+    // Updates rejected on arrival count too, for anonymous workers by
+    // their connection.
+    let anonymous = worker(&db).await;
+    let policy = ReputationPolicy::default();
+    assert!(
+        db.record_rejection(anonymous, "NaN", &policy, now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let q = db
+        .record_rejection(anonymous, "NaN", &policy, now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(q.identity, format!("worker:{anonymous}"));
 }

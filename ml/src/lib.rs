@@ -11,6 +11,7 @@ pub mod export;
 pub mod model;
 pub mod params;
 pub mod robust;
+pub mod screening;
 pub mod train;
 pub mod weights;
 

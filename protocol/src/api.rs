@@ -76,7 +76,7 @@ pub struct RoundMetrics {
     pub accuracy: f64,
     /// Mean training loss the workers reported.
     pub train_loss: f64,
-    /// Updates aggregated.
+    /// Updates combined into the round (verified).
     pub updates: u32,
     /// Seconds from the round's start to its aggregation.
     pub seconds: f64,
@@ -85,6 +85,13 @@ pub struct RoundMetrics {
     pub train_seconds: f64,
     /// Seconds the coordinator spent averaging and evaluating.
     pub aggregate_seconds: f64,
+    /// Updates disputed (too large, or against the round): left out and
+    /// held against their workers.
+    #[serde(default)]
+    pub disputed: u32,
+    /// Updates that did no work (zero, or a copy): left out, uncredited.
+    #[serde(default)]
+    pub no_work: u32,
 }
 
 /// Where a shard of the current round is.
@@ -129,6 +136,9 @@ pub enum WorkerState {
     Draining,
     /// Gone.
     Disconnected,
+    /// Takes no leases and earns nothing: too many of its results were
+    /// disputed (see [`WorkerView::quarantine`]).
+    Quarantined,
 }
 
 impl WorkerState {
@@ -139,6 +149,7 @@ impl WorkerState {
             WorkerState::Training => "training",
             WorkerState::Draining => "draining",
             WorkerState::Disconnected => "disconnected",
+            WorkerState::Quarantined => "quarantined",
         }
     }
 }
@@ -248,13 +259,15 @@ pub struct WorkerView {
     pub rejected: u64,
     /// Leases lost by expiry or disconnection.
     pub lost: u64,
-    /// Samples credited (from the shards it completed, not its claims).
+    /// Samples credited: those of its updates that their rounds verified
+    /// (the shards' sizes, never its claims).
     pub samples: u64,
     /// What it is doing.
     #[serde(default)]
     pub state: WorkerState,
-    /// Samples credited per second over the last minute (or since it
-    /// connected, if later): measured by the coordinator, not claimed.
+    /// Samples of its accepted updates per second over the last minute (or
+    /// since it connected, if later): measured by the coordinator, not
+    /// claimed.
     #[serde(default)]
     pub samples_per_second: f64,
     /// Its active leases.
@@ -264,6 +277,9 @@ pub struct WorkerView {
     /// `0x` hex); `None` for an anonymous, unpaid worker.
     #[serde(default)]
     pub payout_address: Option<String>,
+    /// Why it is quarantined (state `quarantined`), if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<String>,
 }
 
 impl WorkerView {
@@ -291,6 +307,7 @@ impl WorkerView {
             samples_per_second: 0.0,
             leases: Vec::new(),
             payout_address: None,
+            quarantine: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! [`api`]. Small and dependency-light, so that every other crate (native
 //! or wasm) can share it without cycles.
 
+pub mod aggregation;
 pub mod api;
 pub mod auth;
 mod error;

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::SpecError;
+use crate::aggregation::AggregationSpec;
 
 /// Largest number of rounds a job may ask for.
 pub const MAX_ROUNDS: u32 = 1_000;
@@ -72,10 +73,16 @@ pub struct JobSpec {
     /// End the job early once validation accuracy reaches this, in (0, 1].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_accuracy: Option<f64>,
-    /// Upper bound on the L2 norm of an update (the change a worker makes to
-    /// the global weights). Larger updates are rejected.
-    #[serde(default = "default_update_norm_bound")]
-    pub update_norm_bound: f64,
+    /// A fixed upper bound on the L2 norm of an update (the change a worker
+    /// makes to the global weights): larger updates are rejected as they
+    /// arrive. `None` (the default): no fixed bound; each round bounds its
+    /// updates relative to its median one (see [`AggregationSpec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_norm_bound: Option<f64>,
+    /// How the round's updates are screened and combined; the default is
+    /// robust to a minority of poisoned updates.
+    #[serde(default, skip_serializing_if = "AggregationSpec::is_default")]
+    pub aggregation: AggregationSpec,
     /// Who may read the job's spec, model and data: anyone (`public`, the
     /// default) or its owner alone (`private`).
     #[serde(default, skip_serializing_if = "Visibility::is_public")]
@@ -139,13 +146,6 @@ impl Visibility {
 
 fn default_validation_split() -> f64 {
     0.2
-}
-
-/// Default for [`JobSpec::update_norm_bound`].
-pub const DEFAULT_UPDATE_NORM_BOUND: f64 = 1_000.0;
-
-fn default_update_norm_bound() -> f64 {
-    DEFAULT_UPDATE_NORM_BOUND
 }
 
 /// The model architecture.
@@ -433,12 +433,15 @@ impl JobSpec {
         {
             return Err(SpecError::new("target_accuracy", "must be in (0, 1]"));
         }
-        if !(self.update_norm_bound.is_finite() && self.update_norm_bound > 0.0) {
+        if let Some(bound) = self.update_norm_bound
+            && !(bound.is_finite() && bound > 0.0)
+        {
             return Err(SpecError::new(
                 "update_norm_bound",
                 "must be a positive number",
             ));
         }
+        self.aggregation.validate(self.shards_per_round)?;
         if let Some(reward) = &self.reward {
             let digits = &reward.amount;
             if digits.is_empty()

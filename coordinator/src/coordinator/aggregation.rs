@@ -11,32 +11,44 @@ use oblivion_ml::ComputeDevice;
 use oblivion_ml::data::{Dataset, decode_shard};
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
+use oblivion_ml::screening::{Candidate, Verdict, screen};
 use oblivion_ml::train::{Evaluation, evaluate};
+use oblivion_protocol::aggregation::AggregationSpec;
 use oblivion_protocol::api::{JobStatus, RoundMetrics};
 
 use super::{Coordinator, blocking, lock, ml_internal};
 use crate::error::AppError;
-use crate::store::{JobRow, RoundRow, UpdateRow, now};
+use crate::store::{JobRow, RoundRow, UpdateRow, UpdateVerdict, VerdictKind, now};
 
-/// The round's new global weights: the global plus the sample-weighted
-/// mean of the updates, taken in shard order (the same inputs always give
-/// the same bits), and their evaluation on the validation split.
+/// One update blob of the round: (bytes, samples, shard), in the order
+/// they were accepted.
+pub type RoundBlob = (Vec<u8>, f64, u32);
+
+/// The round's new global weights: the global plus the combination of the
+/// updates that pass screening (the same inputs always give the same bits,
+/// and the same verdicts), their evaluation on the validation split, and
+/// one verdict per update, in the order given.
 pub fn aggregate_round(
     arch: &Architecture,
     global: &Params,
-    updates: Vec<(Vec<u8>, f64)>,
+    updates: Vec<RoundBlob>,
+    aggregation: &AggregationSpec,
     validation: &Dataset,
-) -> Result<(Params, Evaluation), AppError> {
+) -> Result<(Params, Evaluation, Vec<Verdict>), AppError> {
     let limit = arch.num_params().saturating_mul(4) + 1024 * 1024;
-    let mut deltas = Vec::with_capacity(updates.len());
-    for (bytes, weight) in updates {
-        let (delta, _) = Params::from_compressed_within(&bytes, limit).map_err(ml_internal)?;
-        deltas.push((delta, weight));
+    let mut candidates = Vec::with_capacity(updates.len());
+    for (bytes, weight, shard) in updates {
+        let (params, _) = Params::from_compressed_within(&bytes, limit).map_err(ml_internal)?;
+        candidates.push(Candidate {
+            params,
+            weight,
+            shard,
+        });
     }
-    let mean = Params::weighted_mean(&deltas).map_err(ml_internal)?;
-    let new_global = global.plus(&mean);
+    let screened = screen(aggregation, &candidates).map_err(ml_internal)?;
+    let new_global = global.plus(&screened.aggregate);
     let eval = evaluate(arch, &new_global, validation, ComputeDevice::Cpu).map_err(ml_internal)?;
-    Ok((new_global, eval))
+    Ok((new_global, eval, screened.verdicts))
 }
 
 /// Checks that `updates` (sorted by shard) hold exactly one update for
@@ -110,27 +122,61 @@ impl Coordinator {
         }
         let arch = Arc::new(Self::arch_of(&row)?);
         let global = Arc::new(self.weights(&row.global_sha).await?);
+        // In the order they were accepted: of a copy and its original, the
+        // later is the copy.
+        let mut order: Vec<&UpdateRow> = updates.iter().collect();
+        order.sort_by(|a, b| {
+            a.accepted_at
+                .total_cmp(&b.accepted_at)
+                .then(a.shard.cmp(&b.shard))
+        });
         let mut blobs = Vec::with_capacity(updates.len());
-        for u in &updates {
+        for u in &order {
             let bytes = self
                 .artifacts
                 .get(&u.update_sha)
                 .await
                 .map_err(AppError::io)?
                 .ok_or_else(|| AppError::internal(format!("update {} is missing", u.update_sha)))?;
-            blobs.push((bytes, u.samples as f64));
+            blobs.push((bytes, u.samples as f64, u.shard));
         }
         let validation = self.validation_set(&row).await?;
-        let (new_global, eval) = {
+        let aggregation = row.spec.aggregation.clone();
+        let (new_global, eval, judged) = {
             let (arch, global) = (arch.clone(), global.clone());
-            blocking(move || aggregate_round(&arch, &global, blobs, &validation)).await?
+            blocking(move || aggregate_round(&arch, &global, blobs, &aggregation, &validation))
+                .await?
         };
+        let verdicts: Vec<UpdateVerdict> = order
+            .iter()
+            .zip(judged)
+            .map(|(u, v)| {
+                let (kind, reason) = match v {
+                    Verdict::Verified => (VerdictKind::Verified, None),
+                    Verdict::NoWork(r) => (VerdictKind::NoWork, Some(r)),
+                    Verdict::Disputed(r) => (VerdictKind::Disputed, Some(r)),
+                };
+                UpdateVerdict {
+                    shard: u.shard,
+                    worker_id: u.worker_id,
+                    samples: u.samples,
+                    kind,
+                    reason,
+                }
+            })
+            .collect();
         let encoded = {
             let new_global = new_global.clone();
             blocking(move || Ok(new_global.to_safetensors(None))).await?
         };
         let global_sha = self.artifacts.put(encoded).await.map_err(AppError::io)?;
-        let metrics = round_metrics(&row, &updates, &eval, started.elapsed().as_secs_f64());
+        let metrics = round_metrics(
+            &row,
+            &updates,
+            &verdicts,
+            &eval,
+            started.elapsed().as_secs_f64(),
+        );
         let reached = row.spec.target_accuracy.is_some_and(|t| eval.accuracy >= t);
         let finished = reached || round >= row.spec.rounds;
         let (next_round, status) = if finished {
@@ -146,18 +192,27 @@ impl Coordinator {
                 &RoundRow {
                     metrics,
                     global_sha: global_sha.clone(),
+                    verdicts: verdicts.clone(),
                 },
                 next_round,
                 status,
+                &self.config.reputation,
             )
             .await
             .map_err(AppError::db)?;
-        if !recorded {
+        let Some(quarantined) = recorded else {
             // Cancelled meanwhile (or the claim was taken over): nothing
             // of this aggregation is kept.
             tracing::info!(job, round, "aggregation discarded: the job moved on");
             return Ok(());
+        };
+        {
+            let mut hub = self.hub();
+            for v in verdicts.iter().filter(|v| v.kind == VerdictKind::Verified) {
+                hub.credit(v.worker_id, v.samples);
+            }
         }
+        self.apply_quarantines(&quarantined).await;
         tracing::info!(
             job,
             round,
@@ -195,18 +250,32 @@ impl Coordinator {
 fn round_metrics(
     row: &JobRow,
     updates: &[UpdateRow],
+    verdicts: &[UpdateVerdict],
     eval: &Evaluation,
     aggregate_seconds: f64,
 ) -> RoundMetrics {
+    let count = |kind| verdicts.iter().filter(|v| v.kind == kind).count() as u32;
+    let verified: Vec<f64> = updates
+        .iter()
+        .filter(|u| {
+            verdicts
+                .iter()
+                .any(|v| v.shard == u.shard && v.kind == VerdictKind::Verified)
+        })
+        .map(|u| u.train_loss)
+        .collect();
     RoundMetrics {
         round: row.round,
         loss: eval.loss,
         accuracy: eval.accuracy,
-        train_loss: updates.iter().map(|u| u.train_loss).sum::<f64>() / updates.len().max(1) as f64,
-        updates: updates.len() as u32,
+        // As reported by the workers whose updates were combined.
+        train_loss: verified.iter().sum::<f64>() / verified.len().max(1) as f64,
+        updates: count(VerdictKind::Verified),
         seconds: now() - row.round_started_at,
         train_seconds: busiest_worker_seconds(updates),
         aggregate_seconds,
+        disputed: count(VerdictKind::Disputed),
+        no_work: count(VerdictKind::NoWork),
     }
 }
 
@@ -226,15 +295,24 @@ mod tests {
     use oblivion_ml::params::NamedTensor;
     use oblivion_ml::weights::initial_params;
 
+    /// A shared direction plus the seed's own noise, as honest updates
+    /// of one round look.
     fn update(arch: &Architecture, seed: u64) -> Vec<u8> {
-        let params = initial_params(arch, seed).unwrap();
+        let shared = initial_params(arch, 1_000).unwrap();
+        let own = initial_params(arch, seed).unwrap();
         Params {
-            tensors: params
+            tensors: shared
                 .tensors
                 .into_iter()
-                .map(|t| NamedTensor {
-                    values: t.values.iter().map(|v| v * 0.1).collect(),
-                    ..t
+                .zip(own.tensors)
+                .map(|(s, o)| NamedTensor {
+                    values: s
+                        .values
+                        .iter()
+                        .zip(&o.values)
+                        .map(|(a, b)| 0.1 * a + 0.03 * b)
+                        .collect(),
+                    ..s
                 })
                 .collect(),
         }
@@ -249,13 +327,16 @@ mod tests {
         let global = initial_params(&arch, 1).unwrap();
         let updates = || {
             vec![
-                (update(&arch, 2), 40.0),
-                (update(&arch, 3), 41.0),
-                (update(&arch, 4), 39.0),
+                (update(&arch, 2), 40.0, 0),
+                (update(&arch, 3), 41.0, 1),
+                (update(&arch, 4), 39.0, 2),
             ]
         };
-        let (a, eval_a) = aggregate_round(&arch, &global, updates(), &data).unwrap();
-        let (b, eval_b) = aggregate_round(&arch, &global, updates(), &data).unwrap();
+        let rules = AggregationSpec::default();
+        let (a, eval_a, verdicts) =
+            aggregate_round(&arch, &global, updates(), &rules, &data).unwrap();
+        let (b, eval_b, _) = aggregate_round(&arch, &global, updates(), &rules, &data).unwrap();
+        assert!(verdicts.iter().all(Verdict::is_verified), "{verdicts:?}");
         assert_eq!(a.to_safetensors(None), b.to_safetensors(None));
         assert_eq!(eval_a.accuracy.to_bits(), eval_b.accuracy.to_bits());
         assert_ne!(a.to_safetensors(None), global.to_safetensors(None));
@@ -272,6 +353,7 @@ mod tests {
             train_loss: 0.0,
             norm: 0.0,
             train_millis: 0,
+            accepted_at: 0.0,
         };
         assert!(one_update_per_shard(&[row(0), row(1)], 2).is_ok());
         assert!(one_update_per_shard(&[row(0)], 2).is_err());

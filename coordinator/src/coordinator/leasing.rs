@@ -11,7 +11,7 @@ use super::{Coordinator, lock};
 use crate::error::AppError;
 use crate::hub::{Ended, Worker};
 use crate::states::LeaseStatus;
-use crate::store::{Backend, now};
+use crate::store::{Backend, Quarantined, now};
 
 /// How a worker's or a session's token is stored (so that any instance
 /// can check it, and a database dump does not hand it out).
@@ -51,10 +51,28 @@ impl Coordinator {
             .await
             .map_err(AppError::db)?;
         let id = view.id;
+        // A quarantine outlives the connection: it is kept under the
+        // worker's account.
+        let identity = crate::reputation::identity(payout.as_deref(), id);
+        let quarantine = self
+            .db
+            .reputation(&identity)
+            .await
+            .map_err(AppError::db)?
+            .and_then(|r| r.quarantined);
         let now = self.clock();
-        self.hub()
-            .add_worker(Worker::new(view, token.clone(), tx, max_leases, now));
-        tracing::info!(worker = id, "worker connected");
+        {
+            let mut hub = self.hub();
+            hub.add_worker(Worker::new(view, token.clone(), tx, max_leases, now));
+            if let Some(reason) = &quarantine {
+                hub.quarantine(&identity, reason);
+            }
+        }
+        tracing::info!(
+            worker = id,
+            quarantined = quarantine.is_some(),
+            "worker connected"
+        );
         Ok((id, token))
     }
 
@@ -84,6 +102,20 @@ impl Coordinator {
         let ended = self.hub().return_lease(id, lease);
         self.settle_ended(ended.into_iter().collect(), reason).await;
         self.request_pump();
+    }
+
+    /// Puts newly quarantined identities' connected workers in quarantine
+    /// (their leases end and go to others).
+    pub(super) async fn apply_quarantines(&self, quarantined: &[Quarantined]) {
+        for q in quarantined {
+            tracing::warn!(
+                identity = q.identity,
+                reason = q.reason,
+                "worker quarantined"
+            );
+            let ended = self.hub().quarantine(&q.identity, &q.reason);
+            self.settle_ended(ended, "worker quarantined").await;
+        }
     }
 
     /// A worker takes no more leases.

@@ -42,7 +42,7 @@ pub use accounts::Viewer;
 pub use gc::{Collected, DEFAULT_GRACE as GC_GRACE};
 pub use jobs::ModelFormat;
 pub use payments::{ChainLink, spec_hash};
-pub use updates::UploadSlot;
+pub use updates::{ARRIVAL_FACTOR, UploadSlot, arrival_bound};
 
 /// The running coordinator.
 pub struct Coordinator {

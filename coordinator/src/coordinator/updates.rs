@@ -13,7 +13,7 @@ use super::leasing::token_hash;
 use super::{Coordinator, blocking, lock};
 use crate::error::AppError;
 use crate::hub::{Lease, Refusal, UpdateContext};
-use crate::store::{UpdateRefusal, UpdateRow};
+use crate::store::{UpdateRefusal, UpdateRow, now};
 
 /// Largest training loss an update may report (cross-entropy of a sane
 /// model is far below; the bound keeps nonsense out of the database).
@@ -71,7 +71,12 @@ impl Coordinator {
             let known = |hub: &crate::hub::Hub| {
                 let j = hub.jobs.get(&job).filter(|j| j.round == round)?;
                 let s = j.shards.get(shard as usize)?;
-                Some((j.arch.clone(), j.spec.update_norm_bound, s.samples))
+                Some((
+                    j.arch.clone(),
+                    j.spec.update_norm_bound,
+                    j.global.clone(),
+                    s.samples,
+                ))
             };
             let mut found = known(&self.hub());
             if found.is_none() {
@@ -80,7 +85,7 @@ impl Coordinator {
                 self.refresh_job(job).await?;
                 found = known(&self.hub());
             }
-            if let Some((arch, norm_bound, samples)) = found {
+            if let Some((arch, fixed_bound, global, samples)) = found {
                 return Ok(UpdateContext {
                     lease: Lease {
                         id: lease,
@@ -93,7 +98,8 @@ impl Coordinator {
                         progress: 0.0,
                     },
                     arch,
-                    norm_bound,
+                    fixed_bound,
+                    global,
                     samples,
                 });
             }
@@ -120,8 +126,12 @@ impl Coordinator {
         // The body moves to the checking thread and back: no copy of up to
         // max_update_bytes on this path.
         let (checked, body) = {
-            let (arch, bound) = (ctx.arch.clone(), ctx.norm_bound);
-            blocking(move || Ok((check_update(&arch, bound, &body), body))).await?
+            let (arch, fixed, global) = (ctx.arch.clone(), ctx.fixed_bound, ctx.global.clone());
+            blocking(move || {
+                let bound = arrival_bound(fixed, &global);
+                Ok((check_update(&arch, bound, &body), body))
+            })
+            .await?
         };
         let checked = match checked {
             Ok(v) => v,
@@ -129,6 +139,18 @@ impl Coordinator {
                 let ended = self.hub().reject(lease);
                 self.settle_ended(ended.into_iter().collect(), &reason)
                     .await;
+                // A malformed update is a disputed result of its worker.
+                match self
+                    .db
+                    .record_rejection(ctx.lease.worker, &reason, &self.config.reputation, now())
+                    .await
+                {
+                    Ok(q) => {
+                        self.apply_quarantines(&q.into_iter().collect::<Vec<_>>())
+                            .await
+                    }
+                    Err(e) => tracing::error!(lease, "recording a rejection: {e}"),
+                }
                 self.request_pump();
                 tracing::warn!(lease, "update rejected: {reason}");
                 return Err(AppError::unprocessable(format!(
@@ -148,6 +170,7 @@ impl Coordinator {
             train_loss: checked.train_loss,
             norm: checked.norm,
             train_millis: checked.train_millis,
+            accepted_at: now(),
         };
         let round_complete = match self
             .db
@@ -157,18 +180,29 @@ impl Coordinator {
         {
             Ok(complete) => complete,
             Err(refusal) => {
-                return Err(AppError::conflict(match refusal {
-                    UpdateRefusal::LeaseNotActive => format!(
+                let conflict = |message: String| Err(AppError::conflict(message));
+                return match refusal {
+                    UpdateRefusal::LeaseNotActive => conflict(format!(
                         "lease {lease} is no longer active (it expired, was re-issued, or its job ended)"
-                    ),
-                    UpdateRefusal::JobMovedOn => {
-                        format!("job {} is no longer training round {}", l.job, l.round)
-                    }
-                    UpdateRefusal::Duplicate => format!(
+                    )),
+                    UpdateRefusal::JobMovedOn => conflict(format!(
+                        "job {} is no longer training round {}",
+                        l.job, l.round
+                    )),
+                    UpdateRefusal::Duplicate => conflict(format!(
                         "shard {} of round {} already has an accepted update",
                         l.shard, l.round
-                    ),
-                }));
+                    )),
+                    UpdateRefusal::Quarantined(reason) => {
+                        let ended = self.hub().reject(lease);
+                        self.settle_ended(ended.into_iter().collect(), "worker quarantined")
+                            .await;
+                        Err(AppError::new(
+                            StatusCode::FORBIDDEN,
+                            format!("this worker is quarantined: {reason}"),
+                        ))
+                    }
+                };
             }
         };
         {
@@ -189,6 +223,27 @@ impl Coordinator {
             credited_samples: ctx.samples,
         })
     }
+}
+
+/// Without a fixed bound, an update is refused on arrival when its norm is
+/// over this many times the norm of the weights it changes: training never
+/// moves a model a hundred times its own size, and such junk need not be
+/// stored. The finer bound comes at aggregation, relative to the round's
+/// median update (see `AggregationSpec`).
+pub const ARRIVAL_FACTOR: f64 = 100.0;
+
+/// The bound an update's norm is checked against on arrival: the job's
+/// fixed bound, else [`ARRIVAL_FACTOR`] × the norm of the round's weights.
+pub fn arrival_bound(fixed: Option<f64>, global: &Params) -> f64 {
+    fixed.unwrap_or_else(|| {
+        let norm = global.l2_norm();
+        // Weights of no size give no scale to judge by.
+        if norm > 0.0 {
+            ARRIVAL_FACTOR * norm
+        } else {
+            f64::INFINITY
+        }
+    })
 }
 
 /// What a valid update says about itself.
@@ -216,7 +271,7 @@ pub fn check_update(arch: &Architecture, bound: f64, body: &[u8]) -> Result<Chec
     let norm = delta.l2_norm();
     if norm > bound {
         return Err(format!(
-            "update norm {norm:.3} exceeds the job's bound {bound}"
+            "update norm {norm:.3} exceeds the bound {bound:.3} for this round"
         ));
     }
     let train_loss = meta

@@ -20,7 +20,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
 use super::migrations;
+use super::trust::{Quarantined, UpdateVerdict};
 use crate::hub::Grant;
+use crate::reputation::ReputationPolicy;
 use crate::states::LeaseStatus;
 
 /// Seconds since the Unix epoch, with fractions (for records; expiry runs
@@ -118,6 +120,8 @@ pub struct UpdateRow {
     pub norm: f64,
     /// Training time the worker reported (informative only).
     pub train_millis: u64,
+    /// When it was accepted (the database's clock, seconds).
+    pub accepted_at: f64,
 }
 
 /// A finished round as stored.
@@ -127,6 +131,8 @@ pub struct RoundRow {
     pub metrics: RoundMetrics,
     /// Weights after the round.
     pub global_sha: String,
+    /// The verdict on each of the round's updates.
+    pub verdicts: Vec<UpdateVerdict>,
 }
 
 /// A lease the database recorded for a planned [`Grant`].
@@ -150,7 +156,7 @@ pub enum JobRefusal {
 }
 
 /// Why an update was not recorded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UpdateRefusal {
     /// The lease is not active (it ended, or another worker holds it).
     LeaseNotActive,
@@ -158,6 +164,8 @@ pub enum UpdateRefusal {
     JobMovedOn,
     /// This shard's update for the round is already in.
     Duplicate,
+    /// The worker is quarantined, for this reason.
+    Quarantined(String),
 }
 
 fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
@@ -201,6 +209,8 @@ fn metrics_from_row(r: &AnyRow) -> Result<RoundMetrics, sqlx::Error> {
         seconds: r.try_get("seconds")?,
         train_seconds: r.try_get("train_seconds")?,
         aggregate_seconds: r.try_get("aggregate_seconds")?,
+        disputed: r.try_get::<i64, _>("disputed")? as u32,
+        no_work: r.try_get::<i64, _>("no_work")? as u32,
     })
 }
 
@@ -559,7 +569,8 @@ impl Db {
         round: &RoundRow,
         next_round: u32,
         status: JobStatus,
-    ) -> Result<bool, sqlx::Error> {
+        policy: &ReputationPolicy,
+    ) -> Result<Option<Vec<Quarantined>>, sqlx::Error> {
         let m = &round.metrics;
         let mut tx = self.write().await?;
         let moved = sqlx::query(
@@ -578,12 +589,12 @@ impl Db {
         .await?
         .rows_affected();
         if moved != 1 {
-            return Ok(false);
+            return Ok(None);
         }
         sqlx::query(
             "INSERT INTO rounds (job_id, round, global_sha, loss, accuracy, train_loss, \
-             updates, seconds, train_seconds, aggregate_seconds) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             updates, seconds, train_seconds, aggregate_seconds, disputed, no_work) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(id as i64)
         .bind(i64::from(m.round))
@@ -595,11 +606,16 @@ impl Db {
         .bind(m.seconds)
         .bind(m.train_seconds)
         .bind(m.aggregate_seconds)
+        .bind(i64::from(m.disputed))
+        .bind(i64::from(m.no_work))
         .execute(&mut *tx)
         .await?;
+        let quarantined = self
+            .record_verdicts(&mut tx, id, m.round, &round.verdicts, policy, now())
+            .await?;
         self.notify(&mut tx, id).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(quarantined))
     }
 
     /// Finished rounds of a job, in order.
@@ -893,6 +909,9 @@ impl Db {
         if current.is_none() {
             return Ok(Err(UpdateRefusal::JobMovedOn));
         }
+        if let Some(reason) = self.quarantine_of(&mut tx, u.worker_id).await? {
+            return Ok(Err(UpdateRefusal::Quarantined(reason)));
+        }
         let completed = sqlx::query(
             "UPDATE leases SET status = 'completed', ended_at = $2 \
              WHERE id = $1 AND worker_id = $3 AND job_id = $4 AND round = $5 AND shard = $6 \
@@ -912,8 +931,8 @@ impl Db {
         }
         let inserted = sqlx::query(
             "INSERT INTO updates (job_id, round, shard, lease_id, worker_id, update_sha, \
-             samples, train_loss, norm, train_millis) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+             samples, train_loss, norm, train_millis, accepted_at, verdict) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending') ON CONFLICT DO NOTHING",
         )
         .bind(job as i64)
         .bind(i64::from(round))
@@ -925,19 +944,18 @@ impl Db {
         .bind(u.train_loss)
         .bind(u.norm)
         .bind(u.train_millis as i64)
+        .bind(u.accepted_at)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if inserted != 1 {
             return Ok(Err(UpdateRefusal::Duplicate));
         }
-        sqlx::query(
-            "UPDATE workers SET accepted = accepted + 1, samples = samples + $2 WHERE id = $1",
-        )
-        .bind(u.worker_id as i64)
-        .bind(u.samples as i64)
-        .execute(&mut *tx)
-        .await?;
+        // Its samples are credited once its round verifies it.
+        sqlx::query("UPDATE workers SET accepted = accepted + 1 WHERE id = $1")
+            .bind(u.worker_id as i64)
+            .execute(&mut *tx)
+            .await?;
         let complete: i64 = sqlx::query(
             "SELECT CAST(CASE WHEN (SELECT COUNT(*) FROM updates WHERE job_id = $1 AND round = $2) \
              = (SELECT COUNT(*) FROM job_shards WHERE job_id = $1) THEN 1 ELSE 0 END AS BIGINT) AS done",
@@ -970,6 +988,7 @@ impl Db {
                     train_loss: r.try_get("train_loss")?,
                     norm: r.try_get("norm")?,
                     train_millis: r.try_get::<i64, _>("train_millis")? as u64,
+                    accepted_at: r.try_get("accepted_at")?,
                 })
             })
             .collect()
@@ -995,11 +1014,13 @@ impl Db {
         .collect()
     }
 
-    /// Workers whose updates to `job` were accepted, most samples first.
+    /// Workers whose updates to `job` were accepted, most samples credited
+    /// (verified) first.
     pub async fn contributors(&self, job: u64) -> Result<Vec<Contributor>, sqlx::Error> {
         sqlx::query(
             "SELECT u.worker_id AS id, w.name AS name, w.client AS client, w.device AS device, \
-             COUNT(*) AS updates, CAST(SUM(u.samples) AS BIGINT) AS samples \
+             COUNT(*) AS updates, \
+             CAST(SUM(CASE WHEN u.verdict = 'verified' THEN u.samples ELSE 0 END) AS BIGINT) AS samples \
              FROM updates u JOIN workers w ON w.id = u.worker_id WHERE u.job_id = $1 \
              GROUP BY u.worker_id, w.name, w.client, w.device ORDER BY samples DESC, id",
         )

@@ -59,6 +59,11 @@ const SQLITE: Embedded = &[
         "payments",
         include_str!("../../migrations/sqlite/0007_payments.sql"),
     ),
+    (
+        8,
+        "trust",
+        include_str!("../../migrations/sqlite/0008_trust.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -96,6 +101,11 @@ const POSTGRES: Embedded = &[
         7,
         "payments",
         include_str!("../../migrations/postgres/0007_payments.sql"),
+    ),
+    (
+        8,
+        "trust",
+        include_str!("../../migrations/postgres/0008_trust.sql"),
     ),
 ];
 

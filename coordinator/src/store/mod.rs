@@ -5,6 +5,7 @@ mod artifacts;
 mod db;
 mod migrations;
 mod payments;
+mod trust;
 
 pub use accounts::Readers;
 pub use artifacts::Artifacts;
@@ -12,3 +13,4 @@ pub use db::{
     Backend, Db, Granted, JOBS_CHANNEL, JobRefusal, JobRow, RoundRow, UpdateRefusal, UpdateRow, now,
 };
 pub use payments::{AccountPayout, Deposit, NewPayment, PaymentRow};
+pub use trust::{Quarantined, Reputation, UpdateVerdict, VerdictKind};

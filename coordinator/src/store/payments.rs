@@ -146,13 +146,14 @@ impl Db {
         .collect()
     }
 
-    /// Credited samples of `job`'s accepted updates, per proven payout
-    /// address (anonymous workers' work is unpaid).
+    /// Credited samples of `job`'s verified updates, per proven payout
+    /// address (anonymous workers' work is unpaid; work that did nothing
+    /// or was disputed is unpaid).
     pub async fn paid_work(&self, job: u64) -> Result<Vec<(String, u64)>, sqlx::Error> {
         sqlx::query(
-            "SELECT w.payout_address AS account, SUM(u.samples) AS samples \
+            "SELECT w.payout_address AS account, CAST(SUM(u.samples) AS BIGINT) AS samples \
              FROM updates u JOIN workers w ON w.id = u.worker_id \
-             WHERE u.job_id = $1 AND w.payout_address IS NOT NULL \
+             WHERE u.job_id = $1 AND u.verdict = 'verified' AND w.payout_address IS NOT NULL \
              GROUP BY w.payout_address ORDER BY w.payout_address",
         )
         .bind(job as i64)

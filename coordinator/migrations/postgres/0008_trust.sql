@@ -1,0 +1,26 @@
+-- Trust: every accepted update is judged when its round is aggregated
+-- ('pending' until then). Only 'verified' updates are combined, credited
+-- and paid; 'no_work' ones (zero, or a copy) are not; 'disputed' ones
+-- (too large, or against the round) count against their worker. Updates
+-- from before this version were all combined and credited.
+ALTER TABLE updates ADD COLUMN verdict TEXT NOT NULL DEFAULT 'verified'
+    CHECK (verdict IN ('pending', 'verified', 'no_work', 'disputed'));
+ALTER TABLE updates ADD COLUMN verdict_reason TEXT;
+-- When it was accepted: of an update and its copy, the later is the copy.
+ALTER TABLE updates ADD COLUMN accepted_at DOUBLE PRECISION NOT NULL DEFAULT 0;
+
+ALTER TABLE rounds ADD COLUMN disputed BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE rounds ADD COLUMN no_work BIGINT NOT NULL DEFAULT 0;
+
+-- A worker's record, by the account it is paid to (or, for an anonymous
+-- worker, its connection): results that agreed with their round, results
+-- disputed (or rejected), and when and why it was quarantined (no more
+-- leases, no pay). Kept across reconnections.
+CREATE TABLE reputations (
+    identity TEXT PRIMARY KEY,
+    agreed BIGINT NOT NULL DEFAULT 0,
+    disputed BIGINT NOT NULL DEFAULT 0,
+    last_dispute TEXT,
+    quarantined_at DOUBLE PRECISION,
+    reason TEXT
+);

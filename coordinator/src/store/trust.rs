@@ -1,0 +1,243 @@
+//! Trust in the database: each update's verdict, the credit that follows
+//! from it, and each worker's reputation and quarantine. Verdicts are
+//! written in the transaction that records their round, so a round is
+//! never aggregated without its judgements, nor judged twice.
+
+use sqlx::{Any, Row, Transaction};
+
+use super::db::Db;
+use crate::reputation::ReputationPolicy;
+
+/// A worker's identity as SQL over `workers w`: its payout account, else
+/// its connection (as [`crate::reputation::identity`] spells it).
+pub(super) const IDENTITY: &str = "COALESCE(w.payout_address, 'worker:' || CAST(w.id AS TEXT))";
+
+/// How one update was judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerdictKind {
+    /// Combined and credited.
+    Verified,
+    /// Did no work: neither combined nor credited.
+    NoWork,
+    /// Disagreed with its round: neither combined nor credited, and held
+    /// against its worker.
+    Disputed,
+}
+
+impl VerdictKind {
+    /// The name stored in `updates.verdict`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictKind::Verified => "verified",
+            VerdictKind::NoWork => "no_work",
+            VerdictKind::Disputed => "disputed",
+        }
+    }
+}
+
+/// The verdict on one shard's update of a round.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpdateVerdict {
+    /// The shard.
+    pub shard: u32,
+    /// The worker that posted it.
+    pub worker_id: u64,
+    /// Samples credited if verified.
+    pub samples: u64,
+    /// The verdict.
+    pub kind: VerdictKind,
+    /// Why, unless verified.
+    pub reason: Option<String>,
+}
+
+/// A worker identity newly put in quarantine, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quarantined {
+    /// The identity ([`crate::reputation::identity`]).
+    pub identity: String,
+    /// Why, for the API and the Network page.
+    pub reason: String,
+}
+
+/// A worker identity's record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reputation {
+    /// Results that agreed with their round.
+    pub agreed: u64,
+    /// Results disputed or rejected.
+    pub disputed: u64,
+    /// Why it is quarantined, if it is.
+    pub quarantined: Option<String>,
+}
+
+impl Db {
+    /// Writes `verdicts` of `job`'s `round`, credits the verified work and
+    /// updates the reputations within `tx`; returns the identities this
+    /// quarantines.
+    pub(super) async fn record_verdicts(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        job: u64,
+        round: u32,
+        verdicts: &[UpdateVerdict],
+        policy: &ReputationPolicy,
+        now: f64,
+    ) -> Result<Vec<Quarantined>, sqlx::Error> {
+        let mut quarantined = Vec::new();
+        for v in verdicts {
+            sqlx::query(
+                "UPDATE updates SET verdict = $4, verdict_reason = $5 \
+                 WHERE job_id = $1 AND round = $2 AND shard = $3",
+            )
+            .bind(job as i64)
+            .bind(i64::from(round))
+            .bind(i64::from(v.shard))
+            .bind(v.kind.as_str())
+            .bind(v.reason.as_deref())
+            .execute(&mut **tx)
+            .await?;
+            if v.kind == VerdictKind::Verified {
+                sqlx::query("UPDATE workers SET samples = samples + $2 WHERE id = $1")
+                    .bind(v.worker_id as i64)
+                    .bind(v.samples as i64)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            let reason = v
+                .reason
+                .as_ref()
+                .map(|r| format!("job {job} round {round} shard {}: {r}", v.shard));
+            if let Some(q) = self
+                .add_result(tx, v.worker_id, reason.as_deref(), policy, now)
+                .await?
+            {
+                quarantined.push(q);
+            }
+        }
+        Ok(quarantined)
+    }
+
+    /// Records an update rejected on arrival (malformed, non-finite, over a
+    /// fixed bound) against its worker; returns the quarantine it causes.
+    pub async fn record_rejection(
+        &self,
+        worker_id: u64,
+        reason: &str,
+        policy: &ReputationPolicy,
+        now: f64,
+    ) -> Result<Option<Quarantined>, sqlx::Error> {
+        let mut tx = self.write().await?;
+        let q = self
+            .add_result(&mut tx, worker_id, Some(reason), policy, now)
+            .await?;
+        tx.commit().await?;
+        Ok(q)
+    }
+
+    /// Adds one result to the worker's record: agreed when `dispute` is
+    /// `None`. Quarantines it when the policy says so.
+    async fn add_result(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        worker_id: u64,
+        dispute: Option<&str>,
+        policy: &ReputationPolicy,
+        now: f64,
+    ) -> Result<Option<Quarantined>, sqlx::Error> {
+        let Some(identity) = sqlx::query(&format!(
+            "SELECT {IDENTITY} AS identity FROM workers w WHERE w.id = $1"
+        ))
+        .bind(worker_id as i64)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| r.try_get::<String, _>("identity"))
+        .transpose()?
+        else {
+            return Ok(None);
+        };
+        let (agreed, disputed): (i64, i64) = if dispute.is_some() { (0, 1) } else { (1, 0) };
+        sqlx::query(
+            "INSERT INTO reputations (identity, agreed, disputed, last_dispute) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (identity) DO UPDATE SET agreed = reputations.agreed + $2, \
+             disputed = reputations.disputed + $3, \
+             last_dispute = COALESCE($4, reputations.last_dispute)",
+        )
+        .bind(&identity)
+        .bind(agreed)
+        .bind(disputed)
+        .bind(dispute)
+        .execute(&mut **tx)
+        .await?;
+        let row = sqlx::query(
+            "SELECT agreed, disputed, last_dispute FROM reputations \
+             WHERE identity = $1 AND quarantined_at IS NULL",
+        )
+        .bind(&identity)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let agreed = row.try_get::<i64, _>("agreed")? as u64;
+        let disputed = row.try_get::<i64, _>("disputed")? as u64;
+        if !policy.quarantines(agreed, disputed) {
+            return Ok(None);
+        }
+        let last: Option<String> = row.try_get("last_dispute")?;
+        let reason = format!(
+            "{disputed} of {} results disputed; last: {}",
+            agreed + disputed,
+            last.unwrap_or_default()
+        );
+        sqlx::query(
+            "UPDATE reputations SET quarantined_at = $2, reason = $3 \
+             WHERE identity = $1 AND quarantined_at IS NULL",
+        )
+        .bind(&identity)
+        .bind(now)
+        .bind(&reason)
+        .execute(&mut **tx)
+        .await?;
+        Ok(Some(Quarantined { identity, reason }))
+    }
+
+    /// The record of `identity`, if it has one.
+    pub async fn reputation(&self, identity: &str) -> Result<Option<Reputation>, sqlx::Error> {
+        sqlx::query(
+            "SELECT agreed, disputed, reason, quarantined_at FROM reputations WHERE identity = $1",
+        )
+        .bind(identity)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| {
+            let at: Option<f64> = r.try_get("quarantined_at")?;
+            let reason: Option<String> = r.try_get("reason")?;
+            Ok(Reputation {
+                agreed: r.try_get::<i64, _>("agreed")? as u64,
+                disputed: r.try_get::<i64, _>("disputed")? as u64,
+                quarantined: at.map(|_| reason.unwrap_or_default()),
+            })
+        })
+        .transpose()
+    }
+
+    /// Why the worker's identity is quarantined, if it is (checked in the
+    /// transaction that accepts an update, so every instance refuses one).
+    pub(super) async fn quarantine_of(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        worker_id: u64,
+    ) -> Result<Option<String>, sqlx::Error> {
+        Ok(sqlx::query(&format!(
+            "SELECT r.reason AS reason FROM workers w JOIN reputations r ON r.identity = {IDENTITY} \
+             WHERE w.id = $1 AND r.quarantined_at IS NOT NULL"
+        ))
+        .bind(worker_id as i64)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| r.try_get::<Option<String>, _>("reason"))
+        .transpose()?
+        .map(Option::unwrap_or_default))
+    }
+}

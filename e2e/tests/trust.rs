@@ -1,0 +1,283 @@
+//! Trust under attack: workers that lie. One worker in five posts poisoned
+//! updates (NaN, noise just under the round's norm bound, an honest update
+//! scaled by 100, the same sign-flipped, all zeros), claiming to be the
+//! fastest so that it is given work first. The MNIST MLP example, as
+//! shipped, still ends within a point of a clean run; every poisoner is
+//! quarantined, stays so when it reconnects, and is credited nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use oblivion_e2e::{Api, Network, ScriptedWorker, example, shaped_update, uniform_update};
+use oblivion_ml::ComputeDevice;
+use oblivion_ml::data::decode_shard;
+use oblivion_ml::model::Architecture;
+use oblivion_ml::params::{NamedTensor, Params};
+use oblivion_ml::train::{LocalTraining, train};
+use oblivion_protocol::api::{JobView, WorkerState};
+use oblivion_protocol::wire::LeaseTask;
+
+const TIMEOUT: Duration = Duration::from_secs(900);
+const HONEST_WORKERS: usize = 4;
+
+/// How a poisoner corrupts its update.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Poison {
+    NotANumber,
+    /// Gaussian noise at 2.9 × an honest update's norm (the round bounds
+    /// updates at 3 × its median one).
+    NoiseUnderBound,
+    ScaledBy100,
+    SignFlipped,
+    Zeros,
+}
+
+const POISONS: [Poison; 5] = [
+    Poison::NotANumber,
+    Poison::NoiseUnderBound,
+    Poison::ScaledBy100,
+    Poison::SignFlipped,
+    Poison::Zeros,
+];
+
+/// A key of the poisoner's own (any scalar below the curve order is one).
+fn poisoner_key(i: usize) -> String {
+    format!("0x{}", format!("{:02x}", 0x21 + i).repeat(32))
+}
+
+/// What an honest worker would post for `task`: the real training of the
+/// shard, as a change to the global weights.
+async fn honest_delta(api: &Api, task: &LeaseTask) -> Params {
+    let weights = api
+        .get_bytes(&format!("/api/artifacts/{}", task.weights))
+        .await
+        .unwrap();
+    let data = api
+        .get_bytes(&format!("/api/artifacts/{}", task.data))
+        .await
+        .unwrap();
+    let task = task.clone();
+    tokio::task::spawn_blocking(move || {
+        let (global, _) = Params::from_safetensors(&weights).unwrap();
+        let data = decode_shard(&data).unwrap();
+        let arch =
+            Architecture::new(task.model.clone(), task.input_shape.clone(), task.classes).unwrap();
+        let config = LocalTraining {
+            optimizer: task.optimizer.clone(),
+            batch_size: task.batch_size as usize,
+            work: task.work,
+            seed: task.seed,
+        };
+        let out = train(
+            &arch,
+            &global,
+            &data,
+            &config,
+            ComputeDevice::Cpu,
+            &mut |_| true,
+        )
+        .unwrap();
+        out.params.minus(&global)
+    })
+    .await
+    .unwrap()
+}
+
+fn map(p: &Params, f: impl Fn(usize, f32) -> f32) -> Params {
+    let mut index = 0;
+    Params {
+        tensors: p
+            .tensors
+            .iter()
+            .map(|t| {
+                let values = t
+                    .values
+                    .iter()
+                    .map(|v| {
+                        index += 1;
+                        f(index, *v)
+                    })
+                    .collect();
+                NamedTensor {
+                    name: t.name.clone(),
+                    shape: t.shape.clone(),
+                    values,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// A standard normal value for `index` (Box-Muller over a hash).
+fn gaussian(index: usize) -> f32 {
+    let hash = |x: u64| {
+        let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let (u, v) = (
+        hash(2 * index as u64).max(1e-12),
+        hash(2 * index as u64 + 1),
+    );
+    ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+}
+
+async fn poisoned_body(api: &Api, task: &LeaseTask, poison: Poison) -> Vec<u8> {
+    let meta = Some([("train_loss".to_string(), "0.3".to_string())].into());
+    match poison {
+        Poison::NotANumber => uniform_update(task, f32::NAN),
+        Poison::Zeros => shaped_update(task, &[("train_loss", "0.3")], |_| 0.0),
+        _ => {
+            let honest = honest_delta(api, task).await;
+            let poisoned = match poison {
+                Poison::ScaledBy100 => map(&honest, |_, v| v * 100.0),
+                Poison::SignFlipped => map(&honest, |_, v| -v),
+                _ => {
+                    let noise = map(&honest, |i, _| gaussian(i + task.round as usize * 7_919));
+                    let scale = (2.9 * honest.l2_norm() / noise.l2_norm()) as f32;
+                    map(&noise, |_, v| v * scale)
+                }
+            };
+            poisoned.to_compressed(meta)
+        }
+    }
+}
+
+/// Takes every lease it is given and answers with poison, until told to
+/// stop; gives the connection back (still open) and the updates posted.
+async fn poison_loop(
+    mut worker: ScriptedWorker,
+    api: Api,
+    poison: Poison,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> (ScriptedWorker, u32) {
+    let mut posted = 0;
+    loop {
+        let task = tokio::select! {
+            _ = &mut stop => break,
+            task = worker.next_lease() => task,
+        };
+        // Nothing within 30 s: quarantined, or no work left.
+        let Ok(task) = task else { continue };
+        let body = poisoned_body(&api, &task, poison).await;
+        if worker.post_update(&api, task.lease_id, body).await.is_ok() {
+            posted += 1;
+        }
+    }
+    (worker, posted)
+}
+
+async fn run_job(api: &Api) -> (u64, JobView) {
+    let id = api
+        .submit(&example("mnist-mlp.json").unwrap())
+        .await
+        .unwrap();
+    let job = api.wait_finished(id, TIMEOUT, |_| {}).await.unwrap();
+    assert_eq!(job.status.as_str(), "completed", "{job:?}");
+    (id, job)
+}
+
+fn final_accuracy(job: &JobView) -> f64 {
+    job.history.last().expect("a finished round").accuracy
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_poisoner_in_five_changes_nothing_and_is_quarantined() {
+    let mut net = Network::start(&[]).unwrap();
+    for i in 0..HONEST_WORKERS {
+        net.add_worker(&format!("honest{i}")).unwrap();
+    }
+    let api = Arc::new(net.api());
+    let (_, clean) = run_job(&api).await;
+    let clean_accuracy = final_accuracy(&clean);
+    assert!(
+        clean
+            .history
+            .iter()
+            .all(|r| r.disputed == 0 && r.no_work == 0),
+        "honest work is never disputed: {:?}",
+        clean.history
+    );
+    println!("clean run: {:.2}%", clean_accuracy * 100.0);
+
+    for (i, poison) in POISONS.into_iter().enumerate() {
+        let liar = Api::new(&api.url, Some(&poisoner_key(i)));
+        let cookie = liar.cookie().await.unwrap();
+        let account = liar.account().unwrap();
+        let worker = ScriptedWorker::connect_claiming(
+            &api.url,
+            &format!("poisoner-{poison:?}"),
+            cookie.as_deref(),
+            Some(&account),
+            1e9,
+        )
+        .await
+        .unwrap();
+        let worker_id = worker.id;
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let poisoner = tokio::spawn(poison_loop(worker, liar, poison, stopped));
+        let (_, job) = run_job(&api).await;
+        let _ = stop.send(());
+        let (worker, posted) = poisoner.await.unwrap();
+        assert!(posted >= 2, "{poison:?} posted {posted} updates");
+        let accuracy = final_accuracy(&job);
+        println!(
+            "{poison:?}: {:.2}% (clean {:.2}%); rounds {:?}",
+            accuracy * 100.0,
+            clean_accuracy * 100.0,
+            job.history
+                .iter()
+                .map(|r| (r.updates, r.disputed, r.no_work))
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            (accuracy - clean_accuracy).abs() <= 0.01,
+            "{poison:?}: {accuracy} against a clean {clean_accuracy}"
+        );
+
+        let view = api.worker(worker_id).await.unwrap();
+        assert_eq!(view.state, WorkerState::Quarantined, "{poison:?}: {view:?}");
+        assert!(view.quarantine.is_some(), "{view:?}");
+        assert_eq!(view.samples, 0, "{poison:?} was credited: {view:?}");
+        let contributors = job.contributors.iter().find(|c| c.worker_id == worker_id);
+        assert!(
+            contributors.is_none_or(|c| c.samples == 0),
+            "{poison:?} credited on the job: {contributors:?}"
+        );
+        drop(worker);
+
+        // Back under the same account: still quarantined.
+        let liar = Api::new(&api.url, Some(&poisoner_key(i)));
+        let cookie = liar.cookie().await.unwrap();
+        let again = ScriptedWorker::connect_claiming(
+            &api.url,
+            "poisoner-again",
+            cookie.as_deref(),
+            Some(&account),
+            1e9,
+        )
+        .await
+        .unwrap();
+        let view = api.worker(again.id).await.unwrap();
+        assert_eq!(
+            view.state,
+            WorkerState::Quarantined,
+            "after reconnecting: {view:?}"
+        );
+    }
+    let honest: Vec<_> = api
+        .workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|w| w.name.starts_with("honest"))
+        .collect();
+    assert_eq!(honest.len(), HONEST_WORKERS);
+    assert!(
+        honest
+            .iter()
+            .all(|w| w.quarantine.is_none() && w.samples > 0),
+        "{honest:?}"
+    );
+}

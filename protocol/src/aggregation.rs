@@ -1,0 +1,266 @@
+//! How a job's round combines its workers' updates, and what it checks
+//! first: part of the job spec. The rules are named as Flower names its
+//! strategies. The defaults survive a minority of broken or lying workers,
+//! so a spec that says nothing here is safe.
+
+use serde::{Deserialize, Serialize};
+
+use crate::SpecError;
+
+/// Default of [`AggregationSpec::clip_factor`].
+pub const DEFAULT_CLIP_FACTOR: f64 = 3.0;
+/// Default of [`AggregationSpec::min_norm_factor`].
+pub const DEFAULT_MIN_NORM_FACTOR: f64 = 0.05;
+/// Default of [`AggregationSpec::min_cosine`].
+pub const DEFAULT_MIN_COSINE: f64 = 0.05;
+/// Default of [`AggregationRule::FedTrimmedAvg`]'s `beta` (Flower's).
+pub const DEFAULT_TRIM_BETA: f64 = 0.2;
+/// Largest [`AggregationSpec::clip_factor`].
+pub const MAX_CLIP_FACTOR: f64 = 100.0;
+
+/// Screening and combination of a round's updates.
+///
+/// Every round, the coordinator measures each update's L2 norm and takes
+/// the median over the round. Then:
+/// - an update under `min_norm_factor` × that median does no work, as
+///   does a near copy of another shard's update: neither is credited;
+/// - one over `clip_factor` × the median is disputed;
+/// - the others, each clipped to `clip_factor` × the median, are combined
+///   by `rule`, and one whose cosine similarity with that combination is
+///   under `min_cosine` is disputed too, and the rest combined again.
+///
+/// Only updates that pass are credited; disputed ones count against
+/// their worker's reputation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregationSpec {
+    /// How the updates that pass screening are combined.
+    #[serde(default)]
+    pub rule: AggregationRule,
+    /// Updates are clipped to this multiple of the round's median update
+    /// norm, and larger ones disputed; 1 to [`MAX_CLIP_FACTOR`].
+    #[serde(default = "default_clip_factor")]
+    pub clip_factor: f64,
+    /// Updates smaller than this fraction of the round's median norm (or
+    /// this close to another one) do no work; in [0, 1).
+    #[serde(default = "default_min_norm_factor")]
+    pub min_norm_factor: f64,
+    /// Updates whose cosine similarity with the round's combined update is
+    /// below this are disputed; in [-1, 1).
+    #[serde(default = "default_min_cosine")]
+    pub min_cosine: f64,
+}
+
+impl Default for AggregationSpec {
+    fn default() -> Self {
+        AggregationSpec {
+            rule: AggregationRule::default(),
+            clip_factor: DEFAULT_CLIP_FACTOR,
+            min_norm_factor: DEFAULT_MIN_NORM_FACTOR,
+            min_cosine: DEFAULT_MIN_COSINE,
+        }
+    }
+}
+
+fn default_clip_factor() -> f64 {
+    DEFAULT_CLIP_FACTOR
+}
+
+fn default_min_norm_factor() -> f64 {
+    DEFAULT_MIN_NORM_FACTOR
+}
+
+fn default_min_cosine() -> f64 {
+    DEFAULT_MIN_COSINE
+}
+
+fn default_beta() -> f64 {
+    DEFAULT_TRIM_BETA
+}
+
+fn default_keep() -> u32 {
+    1
+}
+
+/// The combination rule, named as Flower names its strategies.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AggregationRule {
+    /// Sample-weighted mean (FedAvg): the most efficient with honest
+    /// workers, steered by a single liar.
+    FedAvg,
+    /// Coordinate-wise median (FedMedian).
+    FedMedian,
+    /// Coordinate-wise mean after cutting the `beta` fraction of values at
+    /// each end (FedTrimmedAvg); the default, with beta 0.2.
+    FedTrimmedAvg {
+        /// Fraction cut at each end, in [0, 0.5).
+        #[serde(default = "default_beta")]
+        beta: f64,
+    },
+    /// Krum (`keep` = 1) or Multi-Krum (`keep` > 1): the `keep` updates
+    /// closest to their nearest neighbours, averaged by samples. Needs more
+    /// than 2 × `byzantine` + 2 updates; with fewer it takes the median.
+    Krum {
+        /// Updates assumed malicious.
+        byzantine: u32,
+        /// Updates kept.
+        #[serde(default = "default_keep")]
+        keep: u32,
+    },
+}
+
+impl Default for AggregationRule {
+    fn default() -> Self {
+        AggregationRule::FedTrimmedAvg {
+            beta: DEFAULT_TRIM_BETA,
+        }
+    }
+}
+
+impl AggregationRule {
+    /// The name written in the spec.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AggregationRule::FedAvg => "fed_avg",
+            AggregationRule::FedMedian => "fed_median",
+            AggregationRule::FedTrimmedAvg { .. } => "fed_trimmed_avg",
+            AggregationRule::Krum { .. } => "krum",
+        }
+    }
+}
+
+impl AggregationSpec {
+    /// Whether this is what a spec that says nothing gets (then it is left
+    /// out when the spec is written back).
+    pub fn is_default(&self) -> bool {
+        *self == AggregationSpec::default()
+    }
+
+    /// Checks every rule for a job with `shards` shards a round; the error
+    /// names the field.
+    pub fn validate(&self, shards: u32) -> Result<(), SpecError> {
+        match self.rule {
+            AggregationRule::FedAvg | AggregationRule::FedMedian => {}
+            AggregationRule::FedTrimmedAvg { beta } => {
+                if !(beta.is_finite() && (0.0..0.5).contains(&beta)) {
+                    return Err(SpecError::new(
+                        "aggregation.rule.beta",
+                        "must be in [0, 0.5)",
+                    ));
+                }
+            }
+            AggregationRule::Krum { byzantine, keep } => {
+                if keep == 0 || keep > shards {
+                    return Err(SpecError::new(
+                        "aggregation.rule.keep",
+                        format!("must be between 1 and shards_per_round ({shards})"),
+                    ));
+                }
+                if u64::from(shards) <= 2 * u64::from(byzantine) + 2 {
+                    return Err(SpecError::new(
+                        "aggregation.rule.byzantine",
+                        format!("Krum needs shards_per_round ({shards}) above 2 × byzantine + 2"),
+                    ));
+                }
+            }
+        }
+        if !(self.clip_factor.is_finite() && (1.0..=MAX_CLIP_FACTOR).contains(&self.clip_factor)) {
+            return Err(SpecError::new(
+                "aggregation.clip_factor",
+                format!("must be between 1 and {MAX_CLIP_FACTOR}"),
+            ));
+        }
+        if !(self.min_norm_factor.is_finite() && (0.0..1.0).contains(&self.min_norm_factor)) {
+            return Err(SpecError::new(
+                "aggregation.min_norm_factor",
+                "must be in [0, 1)",
+            ));
+        }
+        if !(self.min_cosine.is_finite() && (-1.0..1.0).contains(&self.min_cosine)) {
+            return Err(SpecError::new(
+                "aggregation.min_cosine",
+                "must be in [-1, 1)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: serde_json::Value) -> AggregationSpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn rules_are_written_as_flower_names_them() {
+        assert_eq!(
+            parse(serde_json::json!({})),
+            AggregationSpec::default(),
+            "nothing said: the robust default"
+        );
+        assert_eq!(
+            parse(serde_json::json!({"rule": {"kind": "fed_trimmed_avg"}})).rule,
+            AggregationRule::FedTrimmedAvg { beta: 0.2 }
+        );
+        assert_eq!(
+            parse(serde_json::json!({"rule": {"kind": "krum", "byzantine": 2}})).rule,
+            AggregationRule::Krum {
+                byzantine: 2,
+                keep: 1
+            }
+        );
+        for kind in ["fed_avg", "fed_median"] {
+            assert_eq!(
+                parse(serde_json::json!({"rule": {"kind": kind}}))
+                    .rule
+                    .kind(),
+                kind
+            );
+        }
+    }
+
+    #[test]
+    fn bad_settings_name_their_field() {
+        let field = |v: serde_json::Value, shards| parse(v).validate(shards).unwrap_err().field;
+        assert_eq!(
+            field(
+                serde_json::json!({"rule": {"kind": "fed_trimmed_avg", "beta": 0.5}}),
+                10
+            ),
+            "aggregation.rule.beta"
+        );
+        assert_eq!(
+            field(
+                serde_json::json!({"rule": {"kind": "krum", "byzantine": 4}}),
+                10
+            ),
+            "aggregation.rule.byzantine"
+        );
+        assert_eq!(
+            field(
+                serde_json::json!({"rule": {"kind": "krum", "byzantine": 1, "keep": 11}}),
+                10
+            ),
+            "aggregation.rule.keep"
+        );
+        assert_eq!(
+            field(serde_json::json!({"clip_factor": 0.5}), 10),
+            "aggregation.clip_factor"
+        );
+        assert_eq!(
+            field(serde_json::json!({"min_norm_factor": 1.0}), 10),
+            "aggregation.min_norm_factor"
+        );
+        assert_eq!(
+            field(serde_json::json!({"min_cosine": 1.0}), 10),
+            "aggregation.min_cosine"
+        );
+        parse(serde_json::json!({"rule": {"kind": "krum", "byzantine": 3, "keep": 4}}))
+            .validate(9)
+            .unwrap();
+    }
+}
