@@ -383,6 +383,18 @@ pub fn JobPage() -> impl IntoView {
                         <LineChart title="Accuracy" series=accuracy percent=true/>
                         <p class="big-number" data-testid="accuracy">{last.map_or("—".into(), |r| format!("{:.2}%", r.accuracy * 100.0))}</p>
                     </section>
+                    {j.spec.privacy.clone().map(|p| view! {
+                        <section class="card" data-testid="privacy">
+                            <h2>"Privacy"</h2>
+                            <p class="big-number" data-testid="epsilon">{j.history.last().and_then(|r| r.epsilon).map_or("ε = 0".into(), |e| format!("ε = {e:.2}"))}</p>
+                            <p class="muted small">{format!(
+                                "Spent so far, at δ = {:e}: each update clipped to {}, Gaussian noise added to their sum{}.",
+                                p.delta,
+                                p.clip_norm,
+                                p.target_epsilon.map_or(String::new(), |t| format!("; the job stays within ε = {t}")),
+                            )}</p>
+                        </section>
+                    })}
                     <section class="card">
                         <h2>{move || format!("Shards of round {}", job.with(|j| j.as_ref().map_or(0, |j| j.round)))}</h2>
                         <ShardGrid shards/>
@@ -420,10 +432,10 @@ pub fn JobPage() -> impl IntoView {
                     <h2>"Rounds"</h2>
                     <div class="table-wrap">
                     <table class="table" data-testid="rounds">
-                        <thead><tr><th>"Round"</th><th>"Accuracy"</th><th>"Loss"</th><th>"Updates"</th><th>"Seconds"</th></tr></thead>
+                        <thead><tr><th>"Round"</th><th>"Accuracy"</th><th>"Loss"</th><th>"Updates"</th><th>"Disputed"</th><th>"No work"</th><th>"ε"</th><th>"Seconds"</th></tr></thead>
                         <tbody>
                             {j.history.iter().map(|r| view! {
-                                <tr><td>{r.round}</td><td>{format!("{:.2}%", r.accuracy * 100.0)}</td><td>{format!("{:.4}", r.loss)}</td><td>{r.updates}</td><td>{format!("{:.1}", r.seconds)}</td></tr>
+                                <tr><td>{r.round}</td><td>{format!("{:.2}%", r.accuracy * 100.0)}</td><td>{format!("{:.4}", r.loss)}</td><td>{r.updates}</td><td>{r.disputed}</td><td>{r.no_work}</td><td>{r.epsilon.map_or("—".into(), |e| format!("{e:.2}"))}</td><td>{format!("{:.1}", r.seconds)}</td></tr>
                             }).collect::<Vec<_>>()}
                         </tbody>
                     </table>

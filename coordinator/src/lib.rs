@@ -17,6 +17,7 @@ mod datasets;
 pub mod error;
 pub mod hub;
 pub mod limits;
+pub mod privacy;
 pub mod reputation;
 pub mod siwe;
 pub mod states;

@@ -168,6 +168,7 @@ fn round_row(round: u32) -> RoundRow {
             aggregate_seconds: 0.1,
             disputed: 0,
             no_work: 0,
+            epsilon: None,
         },
         global_sha: format!("g{}", round + 1),
         verdicts: Vec::new(),

@@ -281,3 +281,43 @@ async fn one_poisoner_in_five_changes_nothing_and_is_quarantined() {
         "{honest:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_private_job_spends_no_more_than_its_target_epsilon_and_says_so() {
+    let mut net = Network::start(&[]).unwrap();
+    net.add_worker("w0").unwrap();
+    net.add_worker("w1").unwrap();
+    let api = net.api();
+    let mut spec = example("iris-mlp.json").unwrap();
+    spec["privacy"] = serde_json::json!({"clip_norm": 1.0, "target_epsilon": 50.0});
+    let id = api.submit(&spec).await.unwrap();
+    let job = api.wait_finished(id, TIMEOUT, |_| {}).await.unwrap();
+    assert_eq!(job.status.as_str(), "completed", "{job:?}");
+    let spent: Vec<f64> = job.history.iter().map(|r| r.epsilon.unwrap()).collect();
+    println!(
+        "ε by round: {spent:?}; final accuracy {:.3}",
+        final_accuracy(&job)
+    );
+    assert_eq!(spent.len(), 10);
+    assert!(
+        spent.windows(2).all(|w| w[0] < w[1]),
+        "ε grows each round: {spent:?}"
+    );
+    let last = *spent.last().unwrap();
+    assert!(
+        last <= 50.0 && last > 49.5,
+        "the target is spent by the last round: {last}"
+    );
+
+    // A target no noise can meet is refused, naming the field.
+    spec["privacy"] = serde_json::json!({"clip_norm": 1.0, "target_epsilon": 1e-9});
+    let (status, body) = api.post("/api/jobs", spec.to_string()).await.unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["field"], "privacy.target_epsilon", "{body}");
+    // Both ways of setting the noise at once are refused too.
+    spec["privacy"] =
+        serde_json::json!({"clip_norm": 1.0, "target_epsilon": 5.0, "noise_multiplier": 1.0});
+    let (status, body) = api.post("/api/jobs", spec.to_string()).await.unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["field"], "privacy.noise_multiplier", "{body}");
+}

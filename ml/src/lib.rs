@@ -7,6 +7,7 @@
 
 pub mod data;
 mod device;
+pub mod dp;
 pub mod export;
 pub mod model;
 pub mod params;

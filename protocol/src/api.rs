@@ -92,6 +92,10 @@ pub struct RoundMetrics {
     /// Updates that did no work (zero, or a copy): left out, uncredited.
     #[serde(default)]
     pub no_work: u32,
+    /// For a job with differential privacy: the ε spent by the end of this
+    /// round, at the spec's δ (Rényi-DP accountant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f64>,
 }
 
 /// Where a shard of the current round is.

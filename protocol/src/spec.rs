@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::SpecError;
 use crate::aggregation::AggregationSpec;
+use crate::privacy::PrivacySpec;
 
 /// Largest number of rounds a job may ask for.
 pub const MAX_ROUNDS: u32 = 1_000;
@@ -83,6 +84,10 @@ pub struct JobSpec {
     /// robust to a minority of poisoned updates.
     #[serde(default, skip_serializing_if = "AggregationSpec::is_default")]
     pub aggregation: AggregationSpec,
+    /// Client-level differential privacy: clipped updates, a noised
+    /// aggregate and an accountant. `None`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacySpec>,
     /// Who may read the job's spec, model and data: anyone (`public`, the
     /// default) or its owner alone (`private`).
     #[serde(default, skip_serializing_if = "Visibility::is_public")]
@@ -442,6 +447,9 @@ impl JobSpec {
             ));
         }
         self.aggregation.validate(self.shards_per_round)?;
+        if let Some(privacy) = &self.privacy {
+            privacy.validate()?;
+        }
         if let Some(reward) = &self.reward {
             let digits = &reward.amount;
             if digits.is_empty()

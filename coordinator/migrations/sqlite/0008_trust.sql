@@ -11,6 +11,8 @@ ALTER TABLE updates ADD COLUMN accepted_at REAL NOT NULL DEFAULT 0;
 
 ALTER TABLE rounds ADD COLUMN disputed INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE rounds ADD COLUMN no_work INTEGER NOT NULL DEFAULT 0;
+-- The ε a job with differential privacy had spent by the end of the round.
+ALTER TABLE rounds ADD COLUMN epsilon REAL;
 
 -- A worker's record, by the account it is paid to (or, for an anonymous
 -- worker, its connection): results that agreed with their round, results

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use oblivion_ml::ComputeDevice;
 use oblivion_ml::data::{Dataset, decode_shard};
+use oblivion_ml::dp::noised_mean;
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
 use oblivion_ml::screening::{Candidate, Verdict, screen};
@@ -24,16 +25,32 @@ use crate::store::{JobRow, RoundRow, UpdateRow, UpdateVerdict, VerdictKind, now}
 /// they were accepted.
 pub type RoundBlob = (Vec<u8>, f64, u32);
 
+/// Differential privacy for a round: every update clipped to `clip_norm`,
+/// noise of `noise_multiplier × clip_norm` added to the sum, divided by
+/// `clients`.
+#[derive(Clone, Copy, Debug)]
+pub struct RoundPrivacy {
+    /// The clipping bound.
+    pub clip_norm: f64,
+    /// Noise over the bound.
+    pub noise_multiplier: f64,
+    /// The fixed divisor (the round's shards).
+    pub clients: f64,
+}
+
 /// The round's new global weights: the global plus the combination of the
 /// updates that pass screening (the same inputs always give the same bits,
-/// and the same verdicts), their evaluation on the validation split, and
-/// one verdict per update, in the order given.
+/// and the same verdicts, unless `privacy` adds noise from `gaussian`),
+/// their evaluation on the validation split, and one verdict per update,
+/// in the order given.
 pub fn aggregate_round(
     arch: &Architecture,
     global: &Params,
     updates: Vec<RoundBlob>,
     aggregation: &AggregationSpec,
+    privacy: Option<RoundPrivacy>,
     validation: &Dataset,
+    gaussian: &mut dyn FnMut() -> f64,
 ) -> Result<(Params, Evaluation, Vec<Verdict>), AppError> {
     let limit = arch.num_params().saturating_mul(4) + 1024 * 1024;
     let mut candidates = Vec::with_capacity(updates.len());
@@ -46,7 +63,27 @@ pub fn aggregate_round(
         });
     }
     let screened = screen(aggregation, &candidates).map_err(ml_internal)?;
-    let new_global = global.plus(&screened.aggregate);
+    let combined = match privacy {
+        None => screened.aggregate,
+        Some(p) => {
+            let verified: Vec<&Params> = candidates
+                .iter()
+                .zip(&screened.verdicts)
+                .filter(|(_, v)| v.is_verified())
+                .map(|(c, _)| &c.params)
+                .collect();
+            noised_mean(
+                &verified,
+                global,
+                p.clip_norm,
+                p.noise_multiplier,
+                p.clients,
+                gaussian,
+            )
+            .map_err(ml_internal)?
+        }
+    };
+    let new_global = global.plus(&combined);
     let eval = evaluate(arch, &new_global, validation, ComputeDevice::Cpu).map_err(ml_internal)?;
     Ok((new_global, eval, screened.verdicts))
 }
@@ -142,10 +179,36 @@ impl Coordinator {
         }
         let validation = self.validation_set(&row).await?;
         let aggregation = row.spec.aggregation.clone();
+        let privacy = match (
+            &row.spec.privacy,
+            crate::privacy::noise_multiplier(&row.spec),
+        ) {
+            (Some(p), Ok(Some(noise_multiplier))) => Some(RoundPrivacy {
+                clip_norm: p.clip_norm,
+                noise_multiplier,
+                clients: shards.len() as f64,
+            }),
+            (Some(_), _) => {
+                return Err(AppError::internal(
+                    "the job's privacy settings do not resolve",
+                ));
+            }
+            (None, _) => None,
+        };
         let (new_global, eval, judged) = {
             let (arch, global) = (arch.clone(), global.clone());
-            blocking(move || aggregate_round(&arch, &global, blobs, &aggregation, &validation))
-                .await?
+            blocking(move || {
+                aggregate_round(
+                    &arch,
+                    &global,
+                    blobs,
+                    &aggregation,
+                    privacy,
+                    &validation,
+                    &mut standard_normal,
+                )
+            })
+            .await?
         };
         let verdicts: Vec<UpdateVerdict> = order
             .iter()
@@ -276,7 +339,20 @@ fn round_metrics(
         aggregate_seconds,
         disputed: count(VerdictKind::Disputed),
         no_work: count(VerdictKind::NoWork),
+        epsilon: crate::privacy::epsilon_after(&row.spec, row.round),
     }
+}
+
+/// A standard normal value from the thread's cryptographically secure
+/// generator (Box-Muller; `rand` alone has no normal distribution, and
+/// `rand_distr` would be a crate for one line). Noise a participant could
+/// predict, it could subtract.
+fn standard_normal() -> f64 {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let u: f64 = 1.0 - rng.random::<f64>();
+    let v: f64 = rng.random::<f64>();
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
 
 /// The longest any one worker spent training in a round, by its reports.
@@ -333,9 +409,11 @@ mod tests {
             ]
         };
         let rules = AggregationSpec::default();
+        let no_noise = &mut || 0.0;
         let (a, eval_a, verdicts) =
-            aggregate_round(&arch, &global, updates(), &rules, &data).unwrap();
-        let (b, eval_b, _) = aggregate_round(&arch, &global, updates(), &rules, &data).unwrap();
+            aggregate_round(&arch, &global, updates(), &rules, None, &data, no_noise).unwrap();
+        let (b, eval_b, _) =
+            aggregate_round(&arch, &global, updates(), &rules, None, &data, no_noise).unwrap();
         assert!(verdicts.iter().all(Verdict::is_verified), "{verdicts:?}");
         assert_eq!(a.to_safetensors(None), b.to_safetensors(None));
         assert_eq!(eval_a.accuracy.to_bits(), eval_b.accuracy.to_bits());

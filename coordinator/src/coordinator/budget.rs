@@ -16,6 +16,9 @@ pub fn check(
     arch: &Architecture,
     validation_samples: u64,
 ) -> Result<(), AppError> {
+    if let Err((field, message)) = crate::privacy::noise_multiplier(spec) {
+        return Err(AppError::unprocessable(format!("{field}: {message}")).with_field(&field));
+    }
     let shard_rounds = u64::from(spec.shards_per_round) * u64::from(spec.rounds);
     if shard_rounds > budgets.max_shard_rounds {
         return Err(AppError::unprocessable(format!(

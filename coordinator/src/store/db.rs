@@ -211,6 +211,7 @@ fn metrics_from_row(r: &AnyRow) -> Result<RoundMetrics, sqlx::Error> {
         aggregate_seconds: r.try_get("aggregate_seconds")?,
         disputed: r.try_get::<i64, _>("disputed")? as u32,
         no_work: r.try_get::<i64, _>("no_work")? as u32,
+        epsilon: r.try_get("epsilon")?,
     })
 }
 
@@ -593,8 +594,8 @@ impl Db {
         }
         sqlx::query(
             "INSERT INTO rounds (job_id, round, global_sha, loss, accuracy, train_loss, \
-             updates, seconds, train_seconds, aggregate_seconds, disputed, no_work) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             updates, seconds, train_seconds, aggregate_seconds, disputed, no_work, epsilon) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(id as i64)
         .bind(i64::from(m.round))
@@ -608,6 +609,7 @@ impl Db {
         .bind(m.aggregate_seconds)
         .bind(i64::from(m.disputed))
         .bind(i64::from(m.no_work))
+        .bind(m.epsilon)
         .execute(&mut *tx)
         .await?;
         let quarantined = self
