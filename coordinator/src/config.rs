@@ -294,6 +294,9 @@ pub struct ConfigLayer {
     /// ...once it has this many results on record [default: 2].
     #[arg(long, env = "OBLIVION_QUARANTINE_AFTER")]
     pub quarantine_after: Option<u64>,
+    /// Quarantine a worker once this many of its results are refuted by replicas [default: 2].
+    #[arg(long, env = "OBLIVION_QUARANTINE_REFUTED")]
+    pub quarantine_refuted: Option<u64>,
     /// JSON-RPC URL of the chain paid jobs settle on; with chain_id, escrow_address and signer_key [default: none, jobs run unpaid].
     #[arg(long, env = "OBLIVION_CHAIN_RPC_URL")]
     pub chain_rpc_url: Option<String>,
@@ -369,6 +372,7 @@ impl Config {
             .unwrap_or(self.max_sign_ins_per_minute);
         self.reputation.min_score = l.quarantine_below.unwrap_or(self.reputation.min_score);
         self.reputation.min_results = l.quarantine_after.unwrap_or(self.reputation.min_results);
+        self.reputation.max_refuted = l.quarantine_refuted.unwrap_or(self.reputation.max_refuted);
         let c = &mut self.chain_settings;
         c.rpc_url = l.chain_rpc_url.or(c.rpc_url.take());
         c.chain_id = l.chain_id.or(c.chain_id);
@@ -481,6 +485,9 @@ impl Config {
         }
         if self.reputation.min_results == 0 {
             return Err("quarantine_after must be at least 1".into());
+        }
+        if self.reputation.max_refuted == 0 {
+            return Err("quarantine_refuted must be at least 1".into());
         }
         if self.session_ttl.is_zero() || self.sign_in_ttl.is_zero() {
             return Err("session_secs and sign_in_secs must be at least 1".into());

@@ -125,9 +125,12 @@ pub enum ShardState {
     },
 }
 
-/// One shard of a running job.
+/// One slot of work in a running job's round: one of its shards, or a
+/// replica of one (the same shard trained again by another worker).
 #[derive(Clone, Debug)]
 pub struct Shard {
+    /// The shard it trains (its own index, unless it is a replica).
+    pub base: u32,
     /// Data shard blob.
     pub data_sha: String,
     /// Samples in it (what a worker is credited for).
@@ -141,9 +144,10 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// A shard no one has leased yet this round.
-    pub fn pending(data_sha: String, samples: u64) -> Shard {
+    /// A slot training shard `base` that no one has leased yet this round.
+    pub fn pending(base: u32, data_sha: String, samples: u64) -> Shard {
         Shard {
+            base,
             data_sha,
             samples,
             state: ShardState::Pending,
@@ -170,12 +174,15 @@ pub struct LiveJob {
     pub global_sha: String,
     /// The same, decoded.
     pub global: Arc<Params>,
-    /// This round's shards.
+    /// This round's slots: its shards, in order, then their replicas.
     pub shards: Vec<Shard>,
+    /// How many of the slots are the job's own shards.
+    pub base_shards: usize,
 }
 
 impl LiveJob {
-    /// A new job, pending, at round 1 with every shard pending.
+    /// A new job, pending, at round 1 with every shard pending, and a
+    /// replica of each shard in `replicas`.
     pub fn new(
         id: u64,
         spec: JobSpec,
@@ -183,8 +190,10 @@ impl LiveJob {
         global_sha: String,
         global: Arc<Params>,
         shards: Vec<(String, u64)>,
+        replicas: &[u32],
     ) -> LiveJob {
-        LiveJob {
+        let base_shards = shards.len();
+        let mut job = LiveJob {
             id,
             spec,
             arch,
@@ -194,9 +203,58 @@ impl LiveJob {
             global,
             shards: shards
                 .into_iter()
-                .map(|(data_sha, samples)| Shard::pending(data_sha, samples))
+                .enumerate()
+                .map(|(i, (data_sha, samples))| Shard::pending(i as u32, data_sha, samples))
                 .collect(),
+            base_shards,
+        };
+        job.set_replicas(replicas);
+        job
+    }
+
+    /// Makes the slots beyond the shards replicas of `replicas`, all
+    /// pending (a new round's, or a round given a third opinion: slots
+    /// already there keep their state).
+    pub fn set_replicas(&mut self, replicas: &[u32]) {
+        for (k, &base) in replicas.iter().enumerate() {
+            let slot = self.base_shards + k;
+            let Some(original) = self.shards.get(base as usize) else {
+                continue;
+            };
+            let copy = Shard::pending(base, original.data_sha.clone(), original.samples);
+            match self.shards.get(slot) {
+                Some(existing) if existing.base == base => {}
+                Some(_) => self.shards[slot] = copy,
+                None => self.shards.push(copy),
+            }
         }
+        self.shards.truncate(self.base_shards + replicas.len());
+    }
+
+    /// The workers holding, or done with, a slot of shard `base` this
+    /// round: a replica must go to someone else.
+    fn working_on(&self, base: u32, leases: &HashMap<u64, Lease>) -> Vec<u64> {
+        self.shards
+            .iter()
+            .filter(|s| s.base == base)
+            .filter_map(|s| match s.state {
+                ShardState::Leased { worker, .. }
+                | ShardState::Done { worker }
+                | ShardState::Remote { worker } => Some(worker),
+                ShardState::Pending => None,
+            })
+            .chain(
+                leases
+                    .values()
+                    .filter(|l| l.job == self.id && l.round == self.round)
+                    .filter(|l| {
+                        self.shards
+                            .get(l.shard as usize)
+                            .is_some_and(|s| s.base == base)
+                    })
+                    .map(|l| l.worker),
+            )
+            .collect()
     }
 
     /// Whether every shard of the round is in (it is then aggregated).
@@ -236,8 +294,10 @@ pub struct Grant {
     pub job: u64,
     /// Round.
     pub round: u32,
-    /// Shard index.
+    /// Slot index (a shard, or a replica).
     pub shard: u32,
+    /// The shard the slot trains.
+    pub base: u32,
     /// Proposed holder.
     pub worker: u64,
 }
@@ -557,14 +617,25 @@ impl Hub {
             let Some(job) = self.jobs.get(&job_id) else {
                 continue;
             };
-            let refused = &job.shards[shard_index as usize].refused_by;
+            let slot = &job.shards[shard_index as usize];
+            let refused = &slot.refused_by;
+            // Every slot of one shard goes to a different worker (a
+            // replica is worth nothing from the same one), counting the
+            // grants planned so far.
+            let mut busy = job.working_on(slot.base, &self.leases);
+            busy.extend(
+                grants
+                    .iter()
+                    .filter(|g: &&Grant| g.job == job_id && g.base == slot.base)
+                    .map(|g| g.worker),
+            );
             let pick = order
                 .iter()
-                .find(|k| !refused.contains(&k.2))
-                .or_else(|| order.iter().next())
+                .find(|k| !refused.contains(&k.2) && !busy.contains(&k.2))
+                .or_else(|| order.iter().find(|k| !busy.contains(&k.2)))
                 .copied();
             let Some(key) = pick else {
-                break;
+                continue;
             };
             let worker = key.2;
             order.remove(&key);
@@ -580,6 +651,7 @@ impl Hub {
                 job: job_id,
                 round: job.round,
                 shard: shard_index,
+                base: slot.base,
                 worker,
             });
         }
@@ -633,11 +705,13 @@ impl Hub {
         let job = self.jobs.get(&lease.job)?;
         let shard = job.shards.get(lease.shard as usize)?;
         let spec = &job.spec;
+        // A replica looks exactly like its shard: same number, same seed,
+        // so that its worker cannot tell it is being checked.
         Some(LeaseTask {
             lease_id: lease.id,
             job_id: job.id,
             round: lease.round,
-            shard: lease.shard,
+            shard: shard.base,
             model: spec.model.clone(),
             input_shape: job.arch.input_shape.clone(),
             classes: job.arch.classes,
@@ -648,7 +722,7 @@ impl Hub {
                 .seed
                 .wrapping_mul(0x9E37_79B9)
                 .wrapping_add(u64::from(lease.round) << 20)
-                .wrapping_add(u64::from(lease.shard)),
+                .wrapping_add(u64::from(shard.base)),
             weights: job.global_sha.clone(),
             data: shard.data_sha.clone(),
             expires_in_secs: self.policy.ttl.as_secs(),
@@ -720,10 +794,16 @@ impl Hub {
         Some((lease, round_done))
     }
 
-    /// Credits a connected worker with the samples of its verified updates.
-    pub fn credit(&mut self, worker: u64, samples: u64) {
+    /// Records a judged result of a connected worker: agreed ones credit
+    /// their samples.
+    pub fn record_result(&mut self, worker: u64, agreed: bool, samples: u64) {
         if let Some(w) = self.workers.get_mut(&worker) {
-            w.view.samples += samples;
+            if agreed {
+                w.view.agreed += 1;
+                w.view.samples += samples;
+            } else {
+                w.view.disputed += 1;
+            }
         }
     }
 
@@ -778,16 +858,35 @@ impl Hub {
     }
 
     /// Starts the job's next round from new global weights.
-    pub fn next_round(&mut self, job: u64, round: u32, global_sha: String, global: Arc<Params>) {
+    pub fn next_round(
+        &mut self,
+        job: u64,
+        round: u32,
+        global_sha: String,
+        global: Arc<Params>,
+        replicas: &[u32],
+    ) {
         if let Some(j) = self.jobs.get_mut(&job) {
             j.round = round;
             j.global_sha = global_sha;
             j.global = global;
+            j.shards.truncate(j.base_shards);
             for s in &mut j.shards {
                 s.state = ShardState::Pending;
                 s.attempts = 0;
                 s.refused_by.clear();
             }
+            j.set_replicas(replicas);
+        }
+    }
+
+    /// Gives `job`'s `round` the replica slots `replicas` (a third opinion
+    /// added to those it has).
+    pub fn set_replicas(&mut self, job: u64, round: u32, replicas: &[u32]) {
+        if let Some(j) = self.jobs.get_mut(&job)
+            && j.round == round
+        {
+            j.set_replicas(replicas);
         }
     }
 
@@ -977,6 +1076,7 @@ mod tests {
                     "g".into(),
                     Arc::new(Params::default()),
                     (0..shards).map(|i| (format!("d{i}"), 10)).collect(),
+                    &[],
                 ),
             );
         }
@@ -1043,6 +1143,48 @@ mod tests {
                 .all(|l| n.hub.jobs[&1].shards[l.shard as usize].attempts == 2)
         );
         assert!(n.hub.update_context("token1", again[0].id).is_err());
+    }
+
+    #[test]
+    fn a_replica_goes_to_another_worker_and_looks_like_its_shard() {
+        let mut n = Net::new();
+        let a = n.add_worker(100.0);
+        n.add_job(1, 2);
+        n.hub.jobs.get_mut(&1).unwrap().set_replicas(&[1]);
+        assert_eq!(n.hub.jobs[&1].shards.len(), 3);
+        // Alone, the worker gets both shards but never the replica.
+        let first = n.dispatch(0.0);
+        assert_eq!(
+            first.iter().map(|l| l.shard).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        n.hub.complete(first[1].id, 0.0).unwrap();
+        assert!(
+            n.dispatch(0.0).is_empty(),
+            "the replica waits for someone else"
+        );
+        let b = n.add_worker(1.0);
+        let replica = n.dispatch(0.0);
+        assert_eq!(replica.len(), 1);
+        assert_eq!((replica[0].shard, replica[0].worker), (2, b));
+        let (original, copy) = (
+            n.hub.task(&first[1]).unwrap(),
+            n.hub.task(&replica[0]).unwrap(),
+        );
+        assert_eq!(
+            (copy.shard, copy.seed, &copy.data),
+            (original.shard, original.seed, &original.data)
+        );
+        assert_ne!(a, b);
+        // A third opinion for the same shard needs a third worker.
+        n.hub.set_replicas(1, 1, &[1, 1]);
+        assert!(n.dispatch(0.0).is_empty());
+        let c = n.add_worker(1.0);
+        assert_eq!(n.dispatch(0.0)[0].worker, c);
+        // The next round starts without replicas unless given some.
+        n.hub
+            .next_round(1, 2, "g2".into(), Arc::new(Params::default()), &[]);
+        assert_eq!(n.hub.jobs[&1].shards.len(), 2);
     }
 
     #[test]
@@ -1207,7 +1349,7 @@ mod tests {
         assert!(n.hub.jobs[&1].round_complete());
         assert!(n.dispatch(0.0).is_empty());
         n.hub
-            .next_round(1, 2, "g2".into(), Arc::new(Params::default()));
+            .next_round(1, 2, "g2".into(), Arc::new(Params::default()), &[]);
         let next = n.dispatch(0.0);
         assert_eq!(next.len(), 2);
         assert_eq!(n.hub.task(&next[0]).unwrap().weights, "g2");

@@ -18,6 +18,7 @@ pub mod error;
 pub mod hub;
 pub mod limits;
 pub mod privacy;
+pub mod replication;
 pub mod reputation;
 pub mod siwe;
 pub mod states;

@@ -13,6 +13,9 @@ pub struct ReputationPolicy {
     /// ...once it has at least this many results on record, so that one
     /// unlucky first result does not decide.
     pub min_results: u64,
+    /// Quarantined, whatever its score, once this many of its results are
+    /// refuted by replicas (proof rather than suspicion).
+    pub max_refuted: u64,
 }
 
 impl Default for ReputationPolicy {
@@ -20,6 +23,7 @@ impl Default for ReputationPolicy {
         ReputationPolicy {
             min_score: 0.5,
             min_results: 2,
+            max_refuted: 2,
         }
     }
 }
@@ -32,6 +36,11 @@ pub fn score(agreed: u64, disputed: u64) -> f64 {
 }
 
 impl ReputationPolicy {
+    /// Whether this many refuted results quarantine a worker.
+    pub fn refuted_too_often(&self, refuted: u64) -> bool {
+        refuted >= self.max_refuted
+    }
+
     /// Whether a worker with this record is quarantined.
     pub fn quarantines(&self, agreed: u64, disputed: u64) -> bool {
         disputed > 0
@@ -68,6 +77,11 @@ mod tests {
         assert!(!p.quarantines(10, 2));
         assert!(!p.quarantines(5, 0));
         assert!(p.quarantines(2, 5), "mostly disputed");
+        assert!(!p.refuted_too_often(1));
+        assert!(
+            p.refuted_too_often(2),
+            "refuted twice, however much else agreed"
+        );
     }
 
     #[test]

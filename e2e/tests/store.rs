@@ -100,6 +100,7 @@ async fn job(db: &Db, shards: u32, rounds: u32) -> u64 {
         error: None,
         created_at: now() as i64,
         creator: Some("127.0.0.1".into()),
+        round_replicas: Vec::new(),
     };
     let shard_rows: Vec<(String, u64)> = (0..shards).map(|i| (format!("d{i}"), 10)).collect();
     db.insert_job(&row, &shard_rows).await.unwrap()
@@ -132,6 +133,7 @@ async fn lease(db: &Db, job: u64, round: u32, shard: u32, worker: u64) -> Option
         job,
         round,
         shard,
+        base: shard,
         worker,
     };
     db.grant_leases(&[g], "test")
@@ -172,6 +174,7 @@ fn round_row(round: u32) -> RoundRow {
         },
         global_sha: format!("g{}", round + 1),
         verdicts: Vec::new(),
+        next_replicas: Vec::new(),
     }
 }
 

@@ -14,6 +14,7 @@ use oblivion_ml::data::decode_shard;
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::{NamedTensor, Params};
 use oblivion_ml::train::{LocalTraining, train};
+use oblivion_protocol::LocalWork;
 use oblivion_protocol::api::{JobView, WorkerState};
 use oblivion_protocol::wire::LeaseTask;
 
@@ -48,6 +49,11 @@ fn poisoner_key(i: usize) -> String {
 /// What an honest worker would post for `task`: the real training of the
 /// shard, as a change to the global weights.
 async fn honest_delta(api: &Api, task: &LeaseTask) -> Params {
+    trained_delta(api, task, task.work).await
+}
+
+/// The shard of `task` trained for `work` (a lazy worker trains less).
+async fn trained_delta(api: &Api, task: &LeaseTask, work: LocalWork) -> Params {
     let weights = api
         .get_bytes(&format!("/api/artifacts/{}", task.weights))
         .await
@@ -65,7 +71,7 @@ async fn honest_delta(api: &Api, task: &LeaseTask) -> Params {
         let config = LocalTraining {
             optimizer: task.optimizer.clone(),
             batch_size: task.batch_size as usize,
-            work: task.work,
+            work,
             seed: task.seed,
         };
         let out = train(
@@ -168,6 +174,16 @@ async fn poison_loop(
     (worker, posted)
 }
 
+/// The connected honest workers, as the API shows them.
+async fn honest_workers(api: &Api) -> Vec<oblivion_protocol::api::WorkerView> {
+    api.workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|w| w.name.starts_with("honest"))
+        .collect()
+}
+
 async fn run_job(api: &Api) -> (u64, JobView) {
     let id = api
         .submit(&example("mnist-mlp.json").unwrap())
@@ -266,13 +282,7 @@ async fn one_poisoner_in_five_changes_nothing_and_is_quarantined() {
             "after reconnecting: {view:?}"
         );
     }
-    let honest: Vec<_> = api
-        .workers()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|w| w.name.starts_with("honest"))
-        .collect();
+    let honest = honest_workers(&api).await;
     assert_eq!(honest.len(), HONEST_WORKERS);
     assert!(
         honest
@@ -320,4 +330,100 @@ async fn a_private_job_spends_no_more_than_its_target_epsilon_and_says_so() {
     let (status, body) = api.post("/api/jobs", spec.to_string()).await.unwrap();
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["field"], "privacy.noise_multiplier", "{body}");
+}
+
+/// Trains every other shard it is given for real and skimps on the rest
+/// (one epoch instead of the job's), posting both as if done in full.
+async fn lazy_loop(
+    mut worker: ScriptedWorker,
+    api: Api,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> (ScriptedWorker, u32) {
+    let mut skimped = 0;
+    let mut n = 0u32;
+    loop {
+        let task = tokio::select! {
+            _ = &mut stop => break,
+            task = worker.next_lease() => task,
+        };
+        let Ok(task) = task else { continue };
+        n += 1;
+        let delta = if n.is_multiple_of(2) {
+            skimped += 1;
+            trained_delta(&api, &task, LocalWork::Epochs(1)).await
+        } else {
+            honest_delta(&api, &task).await
+        };
+        let meta = Some([("train_loss".to_string(), "0.3".to_string())].into());
+        let _ = worker
+            .post_update(&api, task.lease_id, delta.to_compressed(meta))
+            .await;
+    }
+    (worker, skimped)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_on_a_tenth_of_the_shards_catch_a_worker_that_skimps_on_half() {
+    let mut net = Network::start(&[]).unwrap();
+    for i in 0..3 {
+        net.add_worker(&format!("honest{i}")).unwrap();
+    }
+    let api = net.api();
+    let lazy = Api::new(&api.url, Some(&poisoner_key(9)));
+    let cookie = lazy.cookie().await.unwrap();
+    let account = lazy.account().unwrap();
+    let worker =
+        ScriptedWorker::connect_claiming(&api.url, "lazy", cookie.as_deref(), Some(&account), 1e9)
+            .await
+            .unwrap();
+    let lazy_id = worker.id;
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let cheat = tokio::spawn(lazy_loop(worker, lazy, stopped));
+
+    let mut spec = example("iris-mlp.json").unwrap();
+    // Many small rounds: the lazy worker skimps on one shard a round, and
+    // a tenth of those are checked. Caught twice within 200 rounds but for
+    // odds of 1 in 60 million.
+    spec["rounds"] = 200.into();
+    spec["shards_per_round"] = 8.into();
+    spec["replication"] = serde_json::json!({"fraction": 0.1});
+    let id = api.submit(&spec).await.unwrap();
+    let started = std::time::Instant::now();
+    let caught = loop {
+        let view = api.worker(lazy_id).await.unwrap();
+        if view.state == WorkerState::Quarantined {
+            break view;
+        }
+        let job = api.job(id).await.unwrap();
+        assert!(
+            !job.status.is_finished(),
+            "the job ended before the lazy worker was caught: {:?}",
+            api.workers().await.unwrap()
+        );
+        assert!(started.elapsed() < TIMEOUT, "not caught in time");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let job = api.job(id).await.unwrap();
+    let rounds = job.history.len();
+    let _ = api
+        .post(&format!("/api/jobs/{id}/cancel"), "")
+        .await
+        .unwrap();
+    let _ = stop.send(());
+    let (_worker, skimped) = cheat.await.unwrap();
+    println!(
+        "caught after {rounds} rounds and {skimped} skimped shards: {}",
+        caught.quarantine.as_deref().unwrap_or_default()
+    );
+    assert!(
+        caught
+            .quarantine
+            .as_deref()
+            .is_some_and(|r| r.contains("results for shard")),
+        "caught by its replicas: {caught:?}"
+    );
+    let honest = honest_workers(&api).await;
+    assert!(honest.iter().all(|w| w.quarantine.is_none()), "{honest:?}");
+    let honest_record: Vec<(u64, u64)> = honest.iter().map(|w| (w.agreed, w.disputed)).collect();
+    println!("honest workers' (agreed, disputed): {honest_record:?}");
 }

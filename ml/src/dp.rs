@@ -65,13 +65,7 @@ mod tests {
     use super::*;
 
     fn p(values: &[f32]) -> Params {
-        Params {
-            tensors: vec![NamedTensor {
-                name: "w".into(),
-                shape: vec![values.len()],
-                values: values.to_vec(),
-            }],
-        }
+        Params::vector(values)
     }
 
     #[test]

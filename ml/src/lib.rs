@@ -11,6 +11,7 @@ pub mod dp;
 pub mod export;
 pub mod model;
 pub mod params;
+pub mod replicas;
 pub mod robust;
 pub mod screening;
 pub mod train;

@@ -63,6 +63,18 @@ impl Params {
         Ok(())
     }
 
+    /// One tensor `w` holding `values` (for tests).
+    #[cfg(test)]
+    pub(crate) fn vector(values: &[f32]) -> Params {
+        Params {
+            tensors: vec![NamedTensor {
+                name: "w".into(),
+                shape: vec![values.len()],
+                values: values.to_vec(),
+            }],
+        }
+    }
+
     /// Whether every value is finite.
     pub fn all_finite(&self) -> bool {
         self.tensors

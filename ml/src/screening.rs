@@ -43,6 +43,11 @@ pub enum Verdict {
     /// Disagrees with the round (too large, or pointing elsewhere): not
     /// combined, not credited, and held against its worker.
     Disputed(String),
+    /// Contradicted by the agreeing results of other workers for the same
+    /// shard: near-certain proof of a wrong result (honest ones agree
+    /// within the tolerance). Not combined, not credited, and held
+    /// heavily against its worker.
+    Refuted(String),
 }
 
 impl Verdict {
@@ -114,27 +119,42 @@ pub fn screen(spec: &AggregationSpec, candidates: &[Candidate]) -> Result<Screen
             candidates[j].shard
         ));
     }
+    let dispute_bound = spec.dispute_factor * median_norm;
     for (i, &norm) in norms.iter().enumerate() {
-        if verdicts[i].is_verified() && norm > clip_bound {
+        if verdicts[i].is_verified() && norm > dispute_bound {
             verdicts[i] = Verdict::Disputed(format!(
                 "norm {norm:.4} is over {} × the round's median {median_norm:.4}",
-                spec.clip_factor
+                spec.dispute_factor
             ));
         }
     }
-
-    for (i, cosine) in agreement(candidates, &verdicts, clip_bound)
-        .into_iter()
-        .enumerate()
-    {
-        if let Some(cosine) = cosine
-            && cosine < spec.min_cosine
-        {
-            verdicts[i] = Verdict::Disputed(format!(
-                "points away from the other updates (cosine {cosine:.3} with their median, \
-                 under {})",
-                spec.min_cosine
-            ));
+    let cosines = agreement(candidates, &verdicts, clip_bound);
+    let known: Vec<f64> = cosines.iter().flatten().copied().collect();
+    let round_agreement = median(&known);
+    // Honest updates of small shards scatter widely around the round's
+    // direction: only one far outside that scatter (three scaled median
+    // absolute deviations) is disputed, and only when it also falls under
+    // `min_cosine`.
+    let spread = 1.4826
+        * median(
+            &known
+                .iter()
+                .map(|c| (c - round_agreement).abs())
+                .collect::<Vec<_>>(),
+        );
+    let outlier_below = round_agreement - 3.0 * spread;
+    if !known.is_empty() && round_agreement >= spec.min_round_agreement {
+        for (i, cosine) in cosines.into_iter().enumerate() {
+            if let Some(cosine) = cosine
+                && cosine < spec.min_cosine
+                && cosine < outlier_below
+            {
+                verdicts[i] = Verdict::Disputed(format!(
+                    "points away from the other updates (cosine {cosine:.3} with their median, \
+                     under {}; the round's median cosine is {round_agreement:.3})",
+                    spec.min_cosine
+                ));
+            }
         }
     }
     let rule = rule_of(&spec.rule);
@@ -468,6 +488,34 @@ mod tests {
         let clean = screen(&AggregationSpec::default(), &updates[..8]).unwrap();
         assert_eq!(out.aggregate, clean.aggregate, "the poison changed nothing");
         assert!(cosine(&out.aggregate, &direction) > 0.95);
+    }
+
+    #[test]
+    fn a_round_without_a_shared_direction_disputes_no_one_for_it() {
+        // Late in training: updates are mostly each their own noise.
+        let updates: Vec<Candidate> = (0..8)
+            .map(|i| candidate(noise(50 + i, 1_000), i as u32))
+            .collect();
+        let out = screen(&AggregationSpec::default(), &updates).unwrap();
+        assert!(
+            out.verdicts.iter().all(Verdict::is_verified),
+            "{:?}",
+            out.verdicts
+        );
+        // Five times the median is clipped, not disputed.
+        let mut updates = honest(6, 1_000).1;
+        let big: Vec<f32> = updates[0].params.tensors[0]
+            .values
+            .iter()
+            .map(|v| v * 5.0)
+            .collect();
+        updates.push(candidate(big, 6));
+        let out = screen(&AggregationSpec::default(), &updates).unwrap();
+        assert!(
+            out.verdicts.iter().all(Verdict::is_verified),
+            "{:?}",
+            out.verdicts
+        );
     }
 
     #[test]

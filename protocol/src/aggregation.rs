@@ -13,6 +13,10 @@ pub const DEFAULT_CLIP_FACTOR: f64 = 3.0;
 pub const DEFAULT_MIN_NORM_FACTOR: f64 = 0.05;
 /// Default of [`AggregationSpec::min_cosine`].
 pub const DEFAULT_MIN_COSINE: f64 = 0.05;
+/// Default of [`AggregationSpec::dispute_factor`].
+pub const DEFAULT_DISPUTE_FACTOR: f64 = 10.0;
+/// Default of [`AggregationSpec::min_round_agreement`].
+pub const DEFAULT_MIN_ROUND_AGREEMENT: f64 = 0.2;
 /// Default of [`AggregationRule::FedTrimmedAvg`]'s `beta` (Flower's).
 pub const DEFAULT_TRIM_BETA: f64 = 0.2;
 /// Largest [`AggregationSpec::clip_factor`].
@@ -24,10 +28,17 @@ pub const MAX_CLIP_FACTOR: f64 = 100.0;
 /// the median over the round. Then:
 /// - an update under `min_norm_factor` × that median does no work, as
 ///   does a near copy of another shard's update: neither is credited;
-/// - one over `clip_factor` × the median is disputed;
-/// - the others, each clipped to `clip_factor` × the median, are combined
-///   by `rule`, and one whose cosine similarity with that combination is
-///   under `min_cosine` is disputed too, and the rest combined again.
+/// - one over `dispute_factor` × the median is disputed;
+/// - in a round whose updates share a direction (the median of their
+///   cosine similarities with the others is at least
+///   `min_round_agreement`), one whose cosine similarity with the
+///   coordinate-wise median of the others is under `min_cosine`, and far
+///   below the round's (three scaled median absolute deviations), is
+///   disputed: noise, or a step the wrong way. Late in training, or on
+///   tiny shards, honest updates scatter widely, and then no one is
+///   disputed for it;
+/// - the rest, each clipped to `clip_factor` × the median, are combined by
+///   `rule`.
 ///
 /// Only updates that pass are credited; disputed ones count against
 /// their worker's reputation.
@@ -38,9 +49,14 @@ pub struct AggregationSpec {
     #[serde(default)]
     pub rule: AggregationRule,
     /// Updates are clipped to this multiple of the round's median update
-    /// norm, and larger ones disputed; 1 to [`MAX_CLIP_FACTOR`].
+    /// norm; 1 to [`MAX_CLIP_FACTOR`].
     #[serde(default = "default_clip_factor")]
     pub clip_factor: f64,
+    /// Updates over this multiple of the round's median norm are disputed
+    /// (honest ones vary, clipping bounds them); from `clip_factor` to
+    /// [`MAX_CLIP_FACTOR`].
+    #[serde(default = "default_dispute_factor")]
+    pub dispute_factor: f64,
     /// Updates smaller than this fraction of the round's median norm (or
     /// this close to another one) do no work; in [0, 1).
     #[serde(default = "default_min_norm_factor")]
@@ -49,6 +65,10 @@ pub struct AggregationSpec {
     /// below this are disputed; in [-1, 1).
     #[serde(default = "default_min_cosine")]
     pub min_cosine: f64,
+    /// Direction disputes are raised only in rounds whose median cosine
+    /// similarity is at least this; in [0, 1].
+    #[serde(default = "default_min_round_agreement")]
+    pub min_round_agreement: f64,
 }
 
 impl Default for AggregationSpec {
@@ -56,8 +76,10 @@ impl Default for AggregationSpec {
         AggregationSpec {
             rule: AggregationRule::default(),
             clip_factor: DEFAULT_CLIP_FACTOR,
+            dispute_factor: DEFAULT_DISPUTE_FACTOR,
             min_norm_factor: DEFAULT_MIN_NORM_FACTOR,
             min_cosine: DEFAULT_MIN_COSINE,
+            min_round_agreement: DEFAULT_MIN_ROUND_AGREEMENT,
         }
     }
 }
@@ -72,6 +94,14 @@ fn default_min_norm_factor() -> f64 {
 
 fn default_min_cosine() -> f64 {
     DEFAULT_MIN_COSINE
+}
+
+fn default_dispute_factor() -> f64 {
+    DEFAULT_DISPUTE_FACTOR
+}
+
+fn default_min_round_agreement() -> f64 {
+    DEFAULT_MIN_ROUND_AGREEMENT
 }
 
 fn default_beta() -> f64 {
@@ -171,6 +201,22 @@ impl AggregationSpec {
                 format!("must be between 1 and {MAX_CLIP_FACTOR}"),
             ));
         }
+        if !(self.dispute_factor.is_finite()
+            && (self.clip_factor..=MAX_CLIP_FACTOR).contains(&self.dispute_factor))
+        {
+            return Err(SpecError::new(
+                "aggregation.dispute_factor",
+                format!("must be between clip_factor and {MAX_CLIP_FACTOR}"),
+            ));
+        }
+        if !(self.min_round_agreement.is_finite()
+            && (0.0..=1.0).contains(&self.min_round_agreement))
+        {
+            return Err(SpecError::new(
+                "aggregation.min_round_agreement",
+                "must be in [0, 1]",
+            ));
+        }
         if !(self.min_norm_factor.is_finite() && (0.0..1.0).contains(&self.min_norm_factor)) {
             return Err(SpecError::new(
                 "aggregation.min_norm_factor",
@@ -182,6 +228,64 @@ impl AggregationSpec {
                 "aggregation.min_cosine",
                 "must be in [-1, 1)",
             ));
+        }
+        Ok(())
+    }
+}
+
+/// Default of [`ReplicationSpec::tolerance`].
+pub const DEFAULT_REPLICA_TOLERANCE: f64 = 0.05;
+
+fn default_tolerance() -> f64 {
+    DEFAULT_REPLICA_TOLERANCE
+}
+
+/// Verification by replicas: a fraction of each round's shards is trained
+/// twice, by two different workers, and the two updates compared. When
+/// they disagree, a third worker trains the shard and the majority stands.
+///
+/// Training is deterministic given the weights, the data, the seed and the
+/// optimizer, but not bit-exact across devices: GPUs sum in another order
+/// than CPUs, SIMD widths and fused multiply-adds differ, and the
+/// differences grow over a shard's steps. Two honest updates of one shard
+/// therefore agree to within a small relative distance, not exactly; one
+/// trained on other data, with another seed, or made up, is far off.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationSpec {
+    /// The share of each round's shards trained twice, in [0, 1] (each
+    /// shard is picked at random with this probability, unseen by the
+    /// workers).
+    #[serde(default)]
+    pub fraction: f64,
+    /// Two updates agree when ‖a − b‖ ≤ tolerance × max(‖a‖, ‖b‖); in
+    /// (0, 1).
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+}
+
+impl Default for ReplicationSpec {
+    fn default() -> Self {
+        ReplicationSpec {
+            fraction: 0.0,
+            tolerance: DEFAULT_REPLICA_TOLERANCE,
+        }
+    }
+}
+
+impl ReplicationSpec {
+    /// Whether this is what a spec that says nothing gets.
+    pub fn is_default(&self) -> bool {
+        *self == ReplicationSpec::default()
+    }
+
+    /// Checks every rule; the error names the field.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if !(self.fraction.is_finite() && (0.0..=1.0).contains(&self.fraction)) {
+            return Err(SpecError::new("replication.fraction", "must be in [0, 1]"));
+        }
+        if !(self.tolerance.is_finite() && self.tolerance > 0.0 && self.tolerance < 1.0) {
+            return Err(SpecError::new("replication.tolerance", "must be in (0, 1)"));
         }
         Ok(())
     }

@@ -281,6 +281,13 @@ pub struct WorkerView {
     /// `0x` hex); `None` for an anonymous, unpaid worker.
     #[serde(default)]
     pub payout_address: Option<String>,
+    /// Results of its account (or, anonymous, of this connection) that
+    /// agreed with their rounds: its reputation, with `disputed`.
+    #[serde(default)]
+    pub agreed: u64,
+    /// Results disputed, refuted by replicas, or refused on arrival.
+    #[serde(default)]
+    pub disputed: u64,
     /// Why it is quarantined (state `quarantined`), if it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantine: Option<String>,
@@ -311,6 +318,8 @@ impl WorkerView {
             samples_per_second: 0.0,
             leases: Vec::new(),
             payout_address: None,
+            agreed: 0,
+            disputed: 0,
             quarantine: None,
         }
     }

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::SpecError;
-use crate::aggregation::AggregationSpec;
+use crate::aggregation::{AggregationSpec, ReplicationSpec};
 use crate::privacy::PrivacySpec;
 
 /// Largest number of rounds a job may ask for.
@@ -84,6 +84,9 @@ pub struct JobSpec {
     /// robust to a minority of poisoned updates.
     #[serde(default, skip_serializing_if = "AggregationSpec::is_default")]
     pub aggregation: AggregationSpec,
+    /// Verification by replicas: none by default.
+    #[serde(default, skip_serializing_if = "ReplicationSpec::is_default")]
+    pub replication: ReplicationSpec,
     /// Client-level differential privacy: clipped updates, a noised
     /// aggregate and an accountant. `None`: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -447,6 +450,7 @@ impl JobSpec {
             ));
         }
         self.aggregation.validate(self.shards_per_round)?;
+        self.replication.validate()?;
         if let Some(privacy) = &self.privacy {
             privacy.validate()?;
         }

@@ -7,6 +7,8 @@
 //!   wasm-bindgen-cli, Trunk, Chromium, PostgreSQL, npm packages, a Python
 //!   environment with onnxruntime), then runs every check and test.
 //! - `cargo xtask bench`: the network benchmark (time to 97% accuracy).
+//! - `cargo xtask trust-bench`: accuracy against ε under differential
+//!   privacy, and the compute replication costs.
 //! - `cargo xtask load-bench`: the coordinator under 10,000 simulated
 //!   workers (lease grants per second, grant latency, updates per second).
 //! - `cargo xtask web`: builds the web app and the browser worker into
@@ -57,10 +59,11 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("bench") => bench(&args[1..]),
         Some("load-bench") => load_bench(&args[1..]),
+        Some("trust-bench") => trust_bench(&args[1..]),
         Some("web") => web(),
         _ => {
             eprintln!(
-                "usage: cargo xtask dev [--workers N] [--listen ADDR] | test | bench | load-bench | web"
+                "usage: cargo xtask dev [--workers N] [--listen ADDR] | test | bench | trust-bench | load-bench | web"
             );
             return ExitCode::from(2);
         }
@@ -273,6 +276,12 @@ fn bench(args: &[String]) -> Result<()> {
             "--",
         ])
         .args(args))
+}
+
+/// The trust benchmark (see `e2e/src/bin/trust-bench.rs`).
+fn trust_bench(args: &[String]) -> Result<()> {
+    run(cargo().args(["build", "--workspace", "--bins"]))?;
+    run(Command::new(target_dir().join("debug/trust-bench")).args(args))
 }
 
 /// The coordinator load benchmark: simulated workers against one SQLite

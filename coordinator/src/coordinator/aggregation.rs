@@ -12,6 +12,7 @@ use oblivion_ml::data::{Dataset, decode_shard};
 use oblivion_ml::dp::noised_mean;
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
+use oblivion_ml::replicas::{ShardOutcome, judge};
 use oblivion_ml::screening::{Candidate, Verdict, screen};
 use oblivion_ml::train::{Evaluation, evaluate};
 use oblivion_protocol::aggregation::AggregationSpec;
@@ -21,9 +22,16 @@ use super::{Coordinator, blocking, lock, ml_internal};
 use crate::error::AppError;
 use crate::store::{JobRow, RoundRow, UpdateRow, UpdateVerdict, VerdictKind, now};
 
-/// One update blob of the round: (bytes, samples, shard), in the order
-/// they were accepted.
-pub type RoundBlob = (Vec<u8>, f64, u32);
+/// One update of the round, in the order they were accepted.
+#[derive(Clone, Debug)]
+pub struct RoundBlob {
+    /// The update, as posted.
+    pub bytes: Vec<u8>,
+    /// Samples of its shard.
+    pub samples: f64,
+    /// The shard it trained.
+    pub base: u32,
+}
 
 /// Differential privacy for a round: every update clipped to `clip_norm`,
 /// noise of `noise_multiplier × clip_norm` added to the sum, divided by
@@ -38,58 +46,139 @@ pub struct RoundPrivacy {
     pub clients: f64,
 }
 
-/// The round's new global weights: the global plus the combination of the
-/// updates that pass screening (the same inputs always give the same bits,
-/// and the same verdicts, unless `privacy` adds noise from `gaussian`),
-/// their evaluation on the validation split, and one verdict per update,
-/// in the order given.
+/// How a job's rounds are judged and combined.
+#[derive(Clone, Debug)]
+pub struct RoundRules {
+    /// Screening and the combination rule.
+    pub aggregation: AggregationSpec,
+    /// Replicas of a shard agree within this relative distance.
+    pub tolerance: f64,
+    /// Differential privacy, if the job asks for it.
+    pub privacy: Option<RoundPrivacy>,
+}
+
+/// What aggregating a round came to.
+#[derive(Debug)]
+pub enum RoundOutcome {
+    /// The two results of each of these shards disagree: a third result
+    /// must decide before the round can be combined.
+    NeedsThird(Vec<u32>),
+    /// The new global weights, their evaluation on the validation split,
+    /// and a verdict per update, in the order given.
+    Aggregated(Params, Evaluation, Vec<Verdict>),
+}
+
+/// Judges and combines a complete round: replicas of a shard are
+/// compared first (the agreeing ones stand together, odd ones out are
+/// disputed), then one result per shard is screened and the verified ones
+/// combined. The same inputs always give the same bits and the same
+/// verdicts, unless `privacy` adds noise from `gaussian`.
 pub fn aggregate_round(
     arch: &Architecture,
     global: &Params,
     updates: Vec<RoundBlob>,
-    aggregation: &AggregationSpec,
-    privacy: Option<RoundPrivacy>,
+    rules: &RoundRules,
     validation: &Dataset,
     gaussian: &mut dyn FnMut() -> f64,
-) -> Result<(Params, Evaluation, Vec<Verdict>), AppError> {
+) -> Result<RoundOutcome, AppError> {
     let limit = arch.num_params().saturating_mul(4) + 1024 * 1024;
-    let mut candidates = Vec::with_capacity(updates.len());
-    for (bytes, weight, shard) in updates {
-        let (params, _) = Params::from_compressed_within(&bytes, limit).map_err(ml_internal)?;
-        candidates.push(Candidate {
-            params,
-            weight,
-            shard,
-        });
+    let mut decoded = Vec::with_capacity(updates.len());
+    for u in &updates {
+        let (params, _) = Params::from_compressed_within(&u.bytes, limit).map_err(ml_internal)?;
+        decoded.push(params);
     }
-    let screened = screen(aggregation, &candidates).map_err(ml_internal)?;
-    let combined = match privacy {
-        None => screened.aggregate,
-        Some(p) => {
-            let verified: Vec<&Params> = candidates
-                .iter()
-                .zip(&screened.verdicts)
-                .filter(|(_, v)| v.is_verified())
-                .map(|(c, _)| &c.params)
-                .collect();
-            noised_mean(
-                &verified,
-                global,
-                p.clip_norm,
-                p.noise_multiplier,
-                p.clients,
-                gaussian,
-            )
-            .map_err(ml_internal)?
+    // Each shard's results, in acceptance order.
+    let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
+    for (i, u) in updates.iter().enumerate() {
+        match groups.iter_mut().find(|(base, _)| *base == u.base) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((u.base, vec![i])),
         }
+    }
+    let mut verdicts: Vec<Option<Verdict>> = vec![None; updates.len()];
+    // (representative, the other results that agree with it)
+    let mut standing: Vec<(usize, Vec<usize>)> = Vec::new();
+    let mut undecided = Vec::new();
+    for (base, members) in &groups {
+        let results: Vec<&Params> = members.iter().map(|&i| &decoded[i]).collect();
+        match judge(&results, rules.tolerance) {
+            ShardOutcome::Single => standing.push((members[0], Vec::new())),
+            ShardOutcome::Agreed { agreeing, odd } => {
+                let stand: Vec<usize> = agreeing.iter().map(|&k| members[k]).collect();
+                for k in odd {
+                    verdicts[members[k]] = Some(Verdict::Refuted(format!(
+                        "disagrees with {} other results for shard {base}",
+                        stand.len()
+                    )));
+                }
+                standing.push((stand[0], stand[1..].to_vec()));
+            }
+            ShardOutcome::Undecided => undecided.push(*base),
+            ShardOutcome::Split => {
+                for &i in members {
+                    verdicts[i] = Some(Verdict::Disputed(format!(
+                        "no two of {} results for shard {base} agree",
+                        members.len()
+                    )));
+                }
+            }
+        }
+    }
+    if !undecided.is_empty() {
+        return Ok(RoundOutcome::NeedsThird(undecided));
+    }
+    standing.sort_by_key(|(representative, _)| *representative);
+    let candidates: Vec<Candidate> = standing
+        .iter()
+        .map(|&(i, _)| Candidate {
+            params: decoded[i].clone(),
+            weight: updates[i].samples,
+            shard: updates[i].base,
+        })
+        .collect();
+    let (combined, judged) = if candidates.is_empty() {
+        (global.minus(global), Vec::new())
+    } else {
+        let screened = screen(&rules.aggregation, &candidates).map_err(ml_internal)?;
+        let combined = match rules.privacy {
+            None => screened.aggregate,
+            Some(p) => {
+                let verified: Vec<&Params> = candidates
+                    .iter()
+                    .zip(&screened.verdicts)
+                    .filter(|(_, v)| v.is_verified())
+                    .map(|(c, _)| &c.params)
+                    .collect();
+                noised_mean(
+                    &verified,
+                    global,
+                    p.clip_norm,
+                    p.noise_multiplier,
+                    p.clients,
+                    gaussian,
+                )
+                .map_err(ml_internal)?
+            }
+        };
+        (combined, screened.verdicts)
     };
+    for ((representative, twins), verdict) in standing.iter().zip(judged) {
+        for &t in twins {
+            verdicts[t] = Some(verdict.clone());
+        }
+        verdicts[*representative] = Some(verdict);
+    }
     let new_global = global.plus(&combined);
     let eval = evaluate(arch, &new_global, validation, ComputeDevice::Cpu).map_err(ml_internal)?;
-    Ok((new_global, eval, screened.verdicts))
+    let verdicts = verdicts
+        .into_iter()
+        .map(|v| v.unwrap_or_else(|| Verdict::NoWork("not judged".into())))
+        .collect();
+    Ok(RoundOutcome::Aggregated(new_global, eval, verdicts))
 }
 
-/// Checks that `updates` (sorted by shard) hold exactly one update for
-/// each of `shards` shards.
+/// Checks that `updates` (sorted by slot) hold exactly one update for
+/// each of `shards` slots.
 pub fn one_update_per_shard(updates: &[UpdateRow], shards: usize) -> Result<(), String> {
     if updates.len() != shards
         || updates
@@ -149,7 +238,8 @@ impl Coordinator {
             .round_updates(job, round)
             .await
             .map_err(AppError::db)?;
-        if let Err(e) = one_update_per_shard(&updates, shards.len()) {
+        let slots = shards.len() + row.round_replicas.len();
+        if let Err(e) = one_update_per_shard(&updates, slots) {
             tracing::error!(job, round, "not aggregating: {e}");
             self.db
                 .release_aggregation(job, &self.instance)
@@ -175,10 +265,17 @@ impl Coordinator {
                 .await
                 .map_err(AppError::io)?
                 .ok_or_else(|| AppError::internal(format!("update {} is missing", u.update_sha)))?;
-            blobs.push((bytes, u.samples as f64, u.shard));
+            let base = (u.shard as usize)
+                .checked_sub(shards.len())
+                .and_then(|k| row.round_replicas.get(k).copied())
+                .unwrap_or(u.shard);
+            blobs.push(RoundBlob {
+                bytes,
+                samples: u.samples as f64,
+                base,
+            });
         }
         let validation = self.validation_set(&row).await?;
-        let aggregation = row.spec.aggregation.clone();
         let privacy = match (
             &row.spec.privacy,
             crate::privacy::noise_multiplier(&row.spec),
@@ -195,20 +292,47 @@ impl Coordinator {
             }
             (None, _) => None,
         };
-        let (new_global, eval, judged) = {
+        let rules = RoundRules {
+            aggregation: row.spec.aggregation.clone(),
+            tolerance: row.spec.replication.tolerance,
+            privacy,
+        };
+        let outcome = {
             let (arch, global) = (arch.clone(), global.clone());
             blocking(move || {
                 aggregate_round(
                     &arch,
                     &global,
                     blobs,
-                    &aggregation,
-                    privacy,
+                    &rules,
                     &validation,
                     &mut standard_normal,
                 )
             })
             .await?
+        };
+        let (new_global, eval, judged) = match outcome {
+            RoundOutcome::Aggregated(g, e, v) => (g, e, v),
+            RoundOutcome::NeedsThird(bases) => {
+                let mut replicas = row.round_replicas.clone();
+                replicas.extend(bases.iter().copied());
+                let added = self
+                    .db
+                    .add_replica(job, round, &self.instance, &replicas)
+                    .await
+                    .map_err(AppError::db)?;
+                if added {
+                    tracing::info!(
+                        job,
+                        round,
+                        ?bases,
+                        "replicas disagree: a third opinion asked"
+                    );
+                    self.hub().set_replicas(job, round, &replicas);
+                    self.jobs_changed();
+                }
+                return Ok(());
+            }
         };
         let verdicts: Vec<UpdateVerdict> = order
             .iter()
@@ -218,6 +342,7 @@ impl Coordinator {
                     Verdict::Verified => (VerdictKind::Verified, None),
                     Verdict::NoWork(r) => (VerdictKind::NoWork, Some(r)),
                     Verdict::Disputed(r) => (VerdictKind::Disputed, Some(r)),
+                    Verdict::Refuted(r) => (VerdictKind::Refuted, Some(r)),
                 };
                 UpdateVerdict {
                     shard: u.shard,
@@ -242,6 +367,11 @@ impl Coordinator {
         );
         let reached = row.spec.target_accuracy.is_some_and(|t| eval.accuracy >= t);
         let finished = reached || round >= row.spec.rounds;
+        let next_replicas = if finished {
+            Vec::new()
+        } else {
+            crate::replication::pick_secretly(shards.len(), row.spec.replication.fraction)
+        };
         let (next_round, status) = if finished {
             (round, JobStatus::Completed)
         } else {
@@ -256,6 +386,7 @@ impl Coordinator {
                     metrics,
                     global_sha: global_sha.clone(),
                     verdicts: verdicts.clone(),
+                    next_replicas: next_replicas.clone(),
                 },
                 next_round,
                 status,
@@ -271,8 +402,8 @@ impl Coordinator {
         };
         {
             let mut hub = self.hub();
-            for v in verdicts.iter().filter(|v| v.kind == VerdictKind::Verified) {
-                hub.credit(v.worker_id, v.samples);
+            for v in &verdicts {
+                hub.record_result(v.worker_id, v.kind == VerdictKind::Verified, v.samples);
             }
         }
         self.apply_quarantines(&quarantined).await;
@@ -289,7 +420,13 @@ impl Coordinator {
             hub.remove_job(job);
             lock(&self.validation).remove(&job);
         } else {
-            hub.next_round(job, next_round, global_sha, Arc::new(new_global));
+            hub.next_round(
+                job,
+                next_round,
+                global_sha,
+                Arc::new(new_global),
+                &next_replicas,
+            );
         }
         Ok(())
     }
@@ -403,21 +540,83 @@ mod tests {
         let global = initial_params(&arch, 1).unwrap();
         let updates = || {
             vec![
-                (update(&arch, 2), 40.0, 0),
-                (update(&arch, 3), 41.0, 1),
-                (update(&arch, 4), 39.0, 2),
+                blob(update(&arch, 2), 0),
+                blob(update(&arch, 3), 1),
+                blob(update(&arch, 4), 2),
             ]
         };
-        let rules = AggregationSpec::default();
         let no_noise = &mut || 0.0;
-        let (a, eval_a, verdicts) =
-            aggregate_round(&arch, &global, updates(), &rules, None, &data, no_noise).unwrap();
-        let (b, eval_b, _) =
-            aggregate_round(&arch, &global, updates(), &rules, None, &data, no_noise).unwrap();
+        let (a, eval_a, verdicts) = aggregated(
+            aggregate_round(&arch, &global, updates(), &rules(), &data, no_noise).unwrap(),
+        );
+        let (b, eval_b, _) = aggregated(
+            aggregate_round(&arch, &global, updates(), &rules(), &data, no_noise).unwrap(),
+        );
         assert!(verdicts.iter().all(Verdict::is_verified), "{verdicts:?}");
         assert_eq!(a.to_safetensors(None), b.to_safetensors(None));
         assert_eq!(eval_a.accuracy.to_bits(), eval_b.accuracy.to_bits());
         assert_ne!(a.to_safetensors(None), global.to_safetensors(None));
+    }
+
+    fn blob(bytes: Vec<u8>, base: u32) -> RoundBlob {
+        RoundBlob {
+            bytes,
+            samples: 40.0,
+            base,
+        }
+    }
+
+    fn rules() -> RoundRules {
+        RoundRules {
+            aggregation: AggregationSpec::default(),
+            tolerance: 0.05,
+            privacy: None,
+        }
+    }
+
+    fn aggregated(outcome: RoundOutcome) -> (Params, Evaluation, Vec<Verdict>) {
+        match outcome {
+            RoundOutcome::Aggregated(g, e, v) => (g, e, v),
+            other => panic!("not aggregated: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn replicas_that_disagree_ask_a_third_and_the_majority_stands() {
+        let data = parse_csv(include_bytes!("../../../datasets/tabular/iris.csv")).unwrap();
+        let spec = oblivion_protocol::ModelSpec::Mlp { hidden: vec![8] };
+        let arch = Architecture::new(spec, data.shape.clone(), data.classes).unwrap();
+        let global = initial_params(&arch, 1).unwrap();
+        let no_noise = &mut || 0.0;
+        let honest = |s| blob(update(&arch, 10 + u64::from(s)), s);
+        // Shard 1 done twice, alike: both stand, one is combined.
+        let round = vec![honest(0), honest(1), honest(2), honest(1)];
+        let (_, _, verdicts) =
+            aggregated(aggregate_round(&arch, &global, round, &rules(), &data, no_noise).unwrap());
+        assert!(verdicts.iter().all(Verdict::is_verified), "{verdicts:?}");
+        // A liar's result for shard 2 differs from the honest one: a
+        // third opinion is asked, then the liar alone is disputed.
+        let lie = blob(update(&arch, 99), 2);
+        let round = vec![honest(0), honest(1), honest(2), lie.clone()];
+        let outcome = aggregate_round(&arch, &global, round, &rules(), &data, no_noise).unwrap();
+        assert!(
+            matches!(&outcome, RoundOutcome::NeedsThird(b) if b == &[2]),
+            "{outcome:?}"
+        );
+        let round = vec![honest(0), honest(1), honest(2), lie, honest(2)];
+        let (_, _, verdicts) =
+            aggregated(aggregate_round(&arch, &global, round, &rules(), &data, no_noise).unwrap());
+        assert!(
+            matches!(&verdicts[3], Verdict::Refuted(r) if r.contains("shard 2")),
+            "{verdicts:?}"
+        );
+        assert!(
+            verdicts
+                .iter()
+                .enumerate()
+                .all(|(i, v)| i == 3 || v.is_verified()),
+            "{verdicts:?}"
+        );
     }
 
     #[test]

@@ -173,6 +173,10 @@ impl Coordinator {
             round_started_at: now(),
             error: None,
             created_at: now() as i64,
+            round_replicas: crate::replication::pick_secretly(
+                shards.len(),
+                spec.replication.fraction,
+            ),
             creator: Some(creator.to_string()),
         };
         let id = match (&spec.reward, &self.chain) {
@@ -206,6 +210,7 @@ impl Coordinator {
                 global_sha,
                 Arc::new(initial),
                 shards,
+                &row.round_replicas,
             ),
         );
         tracing::info!(job = id, "job created");

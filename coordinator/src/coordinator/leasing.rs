@@ -54,12 +54,15 @@ impl Coordinator {
         // A quarantine outlives the connection: it is kept under the
         // worker's account.
         let identity = crate::reputation::identity(payout.as_deref(), id);
-        let quarantine = self
+        let record = self
             .db
             .reputation(&identity)
             .await
             .map_err(AppError::db)?
-            .and_then(|r| r.quarantined);
+            .unwrap_or_default();
+        view.agreed = record.agreed;
+        view.disputed = record.disputed;
+        let quarantine = record.quarantined;
         let now = self.clock();
         {
             let mut hub = self.hub();

@@ -327,15 +327,9 @@ impl Coordinator {
             .map_err(AppError::db)?
             .into_iter()
             .enumerate()
-            .map(|(i, (data_sha, samples))| {
-                let mut shard = Shard::pending(data_sha, samples);
-                if let Some(&worker) = done.get(&(i as u32)) {
-                    shard.state = ShardState::Done { worker };
-                }
-                shard
-            })
+            .map(|(i, (data_sha, samples))| Shard::pending(i as u32, data_sha, samples))
             .collect();
-        let live = LiveJob {
+        let mut live = LiveJob {
             id: row.id,
             spec: row.spec,
             arch,
@@ -343,8 +337,15 @@ impl Coordinator {
             round: row.round,
             global_sha: row.global_sha,
             global,
+            base_shards: shards.len(),
             shards,
         };
+        live.set_replicas(&row.round_replicas);
+        for (slot, shard) in live.shards.iter_mut().enumerate() {
+            if let Some(&worker) = done.get(&(slot as u32)) {
+                shard.state = ShardState::Done { worker };
+            }
+        }
         let complete = live.round_complete();
         self.hub().jobs.insert(row.id, live);
         if complete {

@@ -129,11 +129,19 @@ impl Coordinator {
             }
             Some(round) if round < row.round => {
                 let global = Arc::new(self.weights(&row.global_sha).await?);
-                self.hub()
-                    .next_round(id, row.round, row.global_sha.clone(), global);
+                self.hub().next_round(
+                    id,
+                    row.round,
+                    row.global_sha.clone(),
+                    global,
+                    &row.round_replicas,
+                );
                 self.jobs_changed();
             }
-            Some(_) => {}
+            Some(_) => {
+                // Another instance may have asked a third opinion.
+                self.hub().set_replicas(id, row.round, &row.round_replicas);
+            }
         }
         let (done, leased) = self
             .db

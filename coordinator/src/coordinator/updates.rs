@@ -140,6 +140,7 @@ impl Coordinator {
                 self.settle_ended(ended.into_iter().collect(), &reason)
                     .await;
                 // A malformed update is a disputed result of its worker.
+                self.hub().record_result(ctx.lease.worker, false, 0);
                 match self
                     .db
                     .record_rejection(ctx.lease.worker, &reason, &self.config.reputation, now())

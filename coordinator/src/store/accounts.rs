@@ -158,7 +158,7 @@ impl Db {
     pub async fn lease_needs(&self, token_hash: &str, sha: &str) -> Result<bool, sqlx::Error> {
         Ok(sqlx::query(
             "SELECT 1 AS one FROM leases l JOIN workers w ON w.id = l.worker_id \
-             JOIN job_shards s ON s.job_id = l.job_id AND s.shard = l.shard \
+             JOIN job_shards s ON s.job_id = l.job_id AND s.shard = COALESCE(l.base, l.shard) \
              JOIN jobs j ON j.id = l.job_id \
              WHERE w.token_hash = $1 AND l.status = 'active' \
                AND (s.data_sha = $2 OR j.global_sha = $2)",

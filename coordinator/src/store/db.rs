@@ -99,6 +99,9 @@ pub struct JobRow {
     /// Its owner: the account that created it (lower-case `0x` hex). Jobs
     /// from before accounts hold the client's IP address here: no owner.
     pub creator: Option<String>,
+    /// The current round's replica slots: the shard each slot beyond the
+    /// shards trains again (slot `shards + k` copies `round_replicas[k]`).
+    pub round_replicas: Vec<u32>,
 }
 
 /// An accepted update as stored.
@@ -133,6 +136,8 @@ pub struct RoundRow {
     pub global_sha: String,
     /// The verdict on each of the round's updates.
     pub verdicts: Vec<UpdateVerdict>,
+    /// The next round's replica slots (see [`JobRow::round_replicas`]).
+    pub next_replicas: Vec<u32>,
 }
 
 /// A lease the database recorded for a planned [`Grant`].
@@ -196,6 +201,10 @@ fn job_from_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
         error: row.try_get("error")?,
         created_at: row.try_get("created_at")?,
         creator: row.try_get("creator")?,
+        round_replicas: {
+            let text: String = row.try_get("round_replicas")?;
+            serde_json::from_str(&text).map_err(decode_err)?
+        },
     })
 }
 
@@ -355,9 +364,9 @@ impl Db {
         let id: i64 = sqlx::query(
             "INSERT INTO jobs (name, spec, status, round, global_sha, input_shape, classes, \
              normalization, validation_sha, train_samples, validation_samples, round_started_at, \
-             error, created_at, creator, visibility) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-             RETURNING id",
+             error, created_at, creator, visibility, round_slots, round_replicas) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+             $17, $18) RETURNING id",
         )
         .bind(&job.spec.name)
         .bind(serde_json::to_string(&job.spec).map_err(decode_err)?)
@@ -375,6 +384,8 @@ impl Db {
         .bind(job.created_at)
         .bind(&job.creator)
         .bind(job.spec.visibility.as_str())
+        .bind((shards.len() + job.round_replicas.len()) as i64)
+        .bind(serde_json::to_string(&job.round_replicas).map_err(decode_err)?)
         .fetch_one(&mut *tx)
         .await?
         .try_get("id")?;
@@ -576,7 +587,9 @@ impl Db {
         let mut tx = self.write().await?;
         let moved = sqlx::query(
             "UPDATE jobs SET round = $2, global_sha = $3, status = $4, round_started_at = $5, \
-             aggregation_claim = NULL, aggregation_claimed_at = NULL \
+             aggregation_claim = NULL, aggregation_claimed_at = NULL, \
+             round_slots = (SELECT COUNT(*) FROM job_shards WHERE job_id = $1) + $8, \
+             round_replicas = $9 \
              WHERE id = $1 AND round = $6 AND status = 'running' AND aggregation_claim = $7",
         )
         .bind(id as i64)
@@ -586,6 +599,8 @@ impl Db {
         .bind(now())
         .bind(i64::from(m.round))
         .bind(instance)
+        .bind(round.next_replicas.len() as i64)
+        .bind(serde_json::to_string(&round.next_replicas).map_err(decode_err)?)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -660,6 +675,39 @@ impl Db {
             .collect()
     }
 
+    /// Sets `job`'s `round` replica slots to `replicas` (adding a third
+    /// opinion when two disagree), while `instance` holds its aggregation
+    /// claim, and releases the claim: the round is incomplete again. False
+    /// when the claim or the round moved on.
+    pub async fn add_replica(
+        &self,
+        job: u64,
+        round: u32,
+        instance: &str,
+        replicas: &[u32],
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query(
+            "UPDATE jobs SET round_slots = (SELECT COUNT(*) FROM job_shards WHERE job_id = $1) + $4, \
+             round_replicas = $5, aggregation_claim = NULL, aggregation_claimed_at = NULL \
+             WHERE id = $1 AND round = $2 AND status = 'running' AND aggregation_claim = $3",
+        )
+        .bind(job as i64)
+        .bind(i64::from(round))
+        .bind(instance)
+        .bind(replicas.len() as i64)
+        .bind(serde_json::to_string(replicas).map_err(decode_err)?)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if done {
+            self.notify(&mut tx, job).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
     /// Records planned leases, each only if its job is still unfinished in
     /// that round and its shard has neither an update nor an active lease;
     /// a job's first lease moves it to running. One transaction.
@@ -696,8 +744,8 @@ impl Db {
         let issued_at = now();
         for g in grants {
             let row = sqlx::query(&format!(
-                "INSERT INTO leases (job_id, round, shard, worker_id, status, issued_at, instance) \
-                 SELECT $1, $2, $3, $4, 'active', $5, $6 \
+                "INSERT INTO leases (job_id, round, shard, worker_id, status, issued_at, instance, base) \
+                 SELECT $1, $2, $3, $4, 'active', $5, $6, $7 \
                  WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND round = $2 \
                                AND status IN {TRAINING}) \
                  AND NOT EXISTS (SELECT 1 FROM updates WHERE job_id = $1 AND round = $2 \
@@ -710,6 +758,7 @@ impl Db {
             .bind(g.worker as i64)
             .bind(issued_at)
             .bind(instance)
+            .bind(i64::from(g.base))
             .fetch_optional(&mut *tx)
             .await?;
             let Some(row) = row else { continue };
@@ -960,7 +1009,7 @@ impl Db {
             .await?;
         let complete: i64 = sqlx::query(
             "SELECT CAST(CASE WHEN (SELECT COUNT(*) FROM updates WHERE job_id = $1 AND round = $2) \
-             = (SELECT COUNT(*) FROM job_shards WHERE job_id = $1) THEN 1 ELSE 0 END AS BIGINT) AS done",
+             = (SELECT round_slots FROM jobs WHERE id = $1) THEN 1 ELSE 0 END AS BIGINT) AS done",
         )
         .bind(job as i64)
         .bind(i64::from(round))

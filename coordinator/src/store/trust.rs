@@ -22,6 +22,8 @@ pub enum VerdictKind {
     /// Disagreed with its round: neither combined nor credited, and held
     /// against its worker.
     Disputed,
+    /// Contradicted by other workers' agreeing results for its shard.
+    Refuted,
 }
 
 impl VerdictKind {
@@ -31,6 +33,7 @@ impl VerdictKind {
             VerdictKind::Verified => "verified",
             VerdictKind::NoWork => "no_work",
             VerdictKind::Disputed => "disputed",
+            VerdictKind::Refuted => "refuted",
         }
     }
 }
@@ -57,6 +60,14 @@ pub struct Quarantined {
     pub identity: String,
     /// Why, for the API and the Network page.
     pub reason: String,
+}
+
+/// One result for a worker's record.
+#[derive(Clone, Copy, Debug)]
+enum Outcome<'a> {
+    Agreed,
+    Disputed(&'a str),
+    Refuted(&'a str),
 }
 
 /// A worker identity's record.
@@ -107,8 +118,13 @@ impl Db {
                 .reason
                 .as_ref()
                 .map(|r| format!("job {job} round {round} shard {}: {r}", v.shard));
+            let result = match (&v.kind, reason.as_deref()) {
+                (VerdictKind::Verified, _) | (_, None) => Outcome::Agreed,
+                (VerdictKind::Refuted, Some(r)) => Outcome::Refuted(r),
+                (_, Some(r)) => Outcome::Disputed(r),
+            };
             if let Some(q) = self
-                .add_result(tx, v.worker_id, reason.as_deref(), policy, now)
+                .add_result(tx, v.worker_id, result, policy, now)
                 .await?
             {
                 quarantined.push(q);
@@ -128,19 +144,19 @@ impl Db {
     ) -> Result<Option<Quarantined>, sqlx::Error> {
         let mut tx = self.write().await?;
         let q = self
-            .add_result(&mut tx, worker_id, Some(reason), policy, now)
+            .add_result(&mut tx, worker_id, Outcome::Disputed(reason), policy, now)
             .await?;
         tx.commit().await?;
         Ok(q)
     }
 
-    /// Adds one result to the worker's record: agreed when `dispute` is
-    /// `None`. Quarantines it when the policy says so.
+    /// Adds one result to the worker's record, and quarantines it when
+    /// the policy says so.
     async fn add_result(
         &self,
         tx: &mut Transaction<'static, Any>,
         worker_id: u64,
-        dispute: Option<&str>,
+        result: Outcome<'_>,
         policy: &ReputationPolicy,
         now: f64,
     ) -> Result<Option<Quarantined>, sqlx::Error> {
@@ -155,22 +171,27 @@ impl Db {
         else {
             return Ok(None);
         };
-        let (agreed, disputed): (i64, i64) = if dispute.is_some() { (0, 1) } else { (1, 0) };
+        let (agreed, disputed, refuted, why): (i64, i64, i64, Option<&str>) = match result {
+            Outcome::Agreed => (1, 0, 0, None),
+            Outcome::Disputed(r) => (0, 1, 0, Some(r)),
+            Outcome::Refuted(r) => (0, 1, 1, Some(r)),
+        };
         sqlx::query(
-            "INSERT INTO reputations (identity, agreed, disputed, last_dispute) \
-             VALUES ($1, $2, $3, $4) \
+            "INSERT INTO reputations (identity, agreed, disputed, refuted, last_dispute) \
+             VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (identity) DO UPDATE SET agreed = reputations.agreed + $2, \
-             disputed = reputations.disputed + $3, \
-             last_dispute = COALESCE($4, reputations.last_dispute)",
+             disputed = reputations.disputed + $3, refuted = reputations.refuted + $4, \
+             last_dispute = COALESCE($5, reputations.last_dispute)",
         )
         .bind(&identity)
         .bind(agreed)
         .bind(disputed)
-        .bind(dispute)
+        .bind(refuted)
+        .bind(why)
         .execute(&mut **tx)
         .await?;
         let row = sqlx::query(
-            "SELECT agreed, disputed, last_dispute FROM reputations \
+            "SELECT agreed, disputed, refuted, last_dispute FROM reputations \
              WHERE identity = $1 AND quarantined_at IS NULL",
         )
         .bind(&identity)
@@ -181,15 +202,19 @@ impl Db {
         };
         let agreed = row.try_get::<i64, _>("agreed")? as u64;
         let disputed = row.try_get::<i64, _>("disputed")? as u64;
-        if !policy.quarantines(agreed, disputed) {
-            return Ok(None);
-        }
+        let refuted = row.try_get::<i64, _>("refuted")? as u64;
         let last: Option<String> = row.try_get("last_dispute")?;
-        let reason = format!(
-            "{disputed} of {} results disputed; last: {}",
-            agreed + disputed,
-            last.unwrap_or_default()
-        );
+        let last = last.unwrap_or_default();
+        let reason = if policy.refuted_too_often(refuted) {
+            format!("{refuted} results refuted by replicas; last: {last}")
+        } else if policy.quarantines(agreed, disputed) {
+            format!(
+                "{disputed} of {} results disputed; last: {last}",
+                agreed + disputed
+            )
+        } else {
+            return Ok(None);
+        };
         sqlx::query(
             "UPDATE reputations SET quarantined_at = $2, reason = $3 \
              WHERE identity = $1 AND quarantined_at IS NULL",
