@@ -79,7 +79,7 @@ pub fn NetworkPage() -> impl IntoView {
         <section class="card">
             <div class="table-wrap">
             <table class="table" data-testid="workers">
-                <thead><tr><th>"Worker"</th><th>"Kind"</th><th>"Backend"</th><th>"State"</th><th>"Samples/s"</th><th>"Accepted"</th><th>"Rejected"</th><th>"Lost"</th><th>"Credited"</th></tr></thead>
+                <thead><tr><th>"Worker"</th><th>"Kind"</th><th>"Backend"</th><th>"State"</th><th>"Samples/s"</th><th>"Accepted"</th><th>"Rejected"</th><th>"Lost"</th><th>"Credited"</th><th>"Agreed / disputed"</th></tr></thead>
                 <tbody>
                     {move || workers.get().into_iter().map(|w| view! {
                         <tr>
@@ -95,6 +95,7 @@ pub fn NetworkPage() -> impl IntoView {
                             <td>{w.rejected}</td>
                             <td>{w.lost}</td>
                             <td title="samples of its verified updates">{w.samples}</td>
+                            <td title="results of its account that agreed with their rounds, and those disputed or refuted">{format!("{} / {}", w.agreed, w.disputed)}</td>
                         </tr>
                     }).collect::<Vec<_>>()}
                 </tbody>

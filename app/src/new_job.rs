@@ -69,6 +69,12 @@ struct Form {
     aggregation: String,
     /// Krum's assumed number of malicious updates.
     byzantine: String,
+    /// The share of shards trained twice; empty: none.
+    replicas: String,
+    /// The ε the job may spend; empty: no differential privacy.
+    epsilon: String,
+    /// The bound updates are clipped to under differential privacy.
+    clip_norm: String,
     visibility: String,
     /// The reward in ETH as typed; empty: an unpaid job.
     reward: String,
@@ -117,6 +123,21 @@ impl Form {
                 AggregationRule::Krum { byzantine, .. } => byzantine.to_string(),
                 _ => "1".into(),
             },
+            replicas: if spec.replication.fraction > 0.0 {
+                spec.replication.fraction.to_string()
+            } else {
+                String::new()
+            },
+            epsilon: spec
+                .privacy
+                .as_ref()
+                .and_then(|p| p.target_epsilon)
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+            clip_norm: spec
+                .privacy
+                .as_ref()
+                .map_or("1".into(), |p| p.clip_norm.to_string()),
             visibility: spec.visibility.as_str().into(),
             builtin: "mnist".into(),
             reward: spec
@@ -220,6 +241,13 @@ impl Form {
         });
         if !self.norm_bound.trim().is_empty() {
             spec["update_norm_bound"] = num(&self.norm_bound);
+        }
+        if !self.replicas.trim().is_empty() {
+            spec["replication"] = json!({"fraction": num(&self.replicas)});
+        }
+        if !self.epsilon.trim().is_empty() {
+            spec["privacy"] =
+                json!({"clip_norm": num(&self.clip_norm), "target_epsilon": num(&self.epsilon)});
         }
         match self.aggregation.as_str() {
             "fed_trimmed_avg" => {}
@@ -593,6 +621,11 @@ pub fn NewJob() -> impl IntoView {
                 </label>
                 <Show when=is(|f| &f.aggregation, "krum")>
                     <TextField form label="Assumed malicious updates" name="aggregation.rule.byzantine" get=|f| f.byzantine.clone() set=|f, v| f.byzantine = v error_field/>
+                </Show>
+                <TextField form label="Replicated shards" name="replication.fraction" get=|f| f.replicas.clone() set=|f, v| f.replicas = v hint="optional, 0 to 1: the share of shards a second worker trains too, to check the first" error_field/>
+                <TextField form label="Privacy budget (ε)" name="privacy.target_epsilon" get=|f| f.epsilon.clone() set=|f, v| f.epsilon = v hint="optional: differential privacy at δ = 1e-5; smaller is more private and noisier" error_field/>
+                <Show when=move || form.with(|f| !f.epsilon.trim().is_empty())>
+                    <TextField form label="Clip updates to" name="privacy.clip_norm" get=|f| f.clip_norm.clone() set=|f, v| f.clip_norm = v hint="the L2 bound every update is clipped to" error_field/>
                 </Show>
                 <TextField form label="Fixed update norm bound" name="update_norm_bound" get=|f| f.norm_bound.clone() set=|f, v| f.norm_bound = v hint="optional: larger updates are rejected on arrival; each round also bounds updates relative to their median" error_field/>
             </fieldset>

@@ -141,9 +141,21 @@ async function invalidSpec() {
   const typed = await text(page, 'form-error');
   check(/rounds/.test(typed), `the type error names the field: ${typed}`);
   check(page.url().endsWith('/jobs/new'), 'the form stays open');
+  // A privacy budget no noise can meet is refused, naming its field.
+  await page.getByTestId('field-rounds').fill('3');
+  await page.getByTestId('field-replication.fraction').fill('0.1');
+  await page.getByTestId('field-privacy.target_epsilon').fill('1e-9');
+  const spec = JSON.parse(await page.getByTestId('spec-json').textContent());
+  check(spec.replication?.fraction === 0.1 && spec.privacy?.target_epsilon === 1e-9 && spec.privacy?.clip_norm === 1,
+    `the trust fields go into the spec: ${JSON.stringify(spec)}`);
+  await page.getByTestId('submit').click();
+  await until('the privacy error', async () => (await text(page, 'form-error')).startsWith('privacy.target_epsilon'), 10000);
+  const privacy = await text(page, 'form-error');
+  const marked = await page.locator('label.field.invalid input[name="privacy.target_epsilon"]').count();
+  check(marked === 1, 'the privacy budget field is marked invalid');
   const jobs = await getJson(base, '/api/jobs');
   check(jobs.length === 0, 'nothing was submitted');
-  return { zero, typed };
+  return { zero, typed, privacy };
 }
 
 /// Waits for `line` on standard input (the test driving this script).

@@ -1,16 +1,18 @@
 //! Trust benchmark: what privacy and verification cost, measured against
 //! a baseline run on the same machine at the same time.
 //!
-//! `cargo xtask trust-bench [--workers 4] [--epsilons 2,8,32] [--fractions 0.1,0.25]`
+//! `cargo xtask trust-bench [--workers 4] [--epsilons 2,8,32] [--fractions 0.1,0.25]
+//! [--rounds 30] [--only privacy|replication]`
 //!
 //! 1. Accuracy against ε: the MNIST MLP example with client-level
 //!    differential privacy at each target ε, against the same job without.
 //!    Client-level DP needs many clients per round (the noise on the mean
 //!    falls with their number), so these runs split the data into 256
 //!    shards a round; the baseline is the same split without noise.
-//! 2. Replication: the MNIST MLP example as shipped, with a fraction of
-//!    its shards trained twice, against the same job without: the extra
-//!    samples trained and the extra wall time.
+//! 2. Replication: the MNIST MLP example (4 shards a round) run for
+//!    `--rounds` rounds, so that enough shards are drawn, with a fraction
+//!    of its shards trained twice, against the same job without: the extra
+//!    shards trained and the extra wall time.
 
 use std::time::{Duration, Instant};
 
@@ -54,12 +56,16 @@ async fn main() -> Result<()> {
     let mut workers = 4usize;
     let mut epsilons: Vec<f64> = vec![2.0, 8.0, 32.0];
     let mut fractions: Vec<f64> = vec![0.1, 0.25];
+    let mut rounds = 30u32;
+    let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--workers" => workers = args.next().context("--workers needs a number")?.parse()?,
             "--epsilons" => epsilons = list(&args.next().context("--epsilons needs a list")?)?,
             "--fractions" => fractions = list(&args.next().context("--fractions needs a list")?)?,
+            "--rounds" => rounds = args.next().context("--rounds needs a number")?.parse()?,
+            "--only" => only = Some(args.next().context("--only needs a part")?),
             other => bail!("unknown option {other}"),
         }
     }
@@ -80,22 +86,32 @@ async fn main() -> Result<()> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
 
+    if only.as_deref() != Some("replication") {
+        privacy_part(&api, &epsilons).await?;
+    }
+    if only.as_deref() != Some("privacy") {
+        replication_part(&api, &fractions, rounds).await?;
+    }
+    Ok(())
+}
+
+async fn privacy_part(api: &Api, epsilons: &[f64]) -> Result<()> {
     println!("\n## Accuracy against ε (client level, δ = 1e-5, 256 shards a round, clip 1.0)\n");
     println!("| target ε | noise multiplier | ε spent | final accuracy | vs no privacy |");
     println!("| --- | --- | --- | --- | --- |");
     let mut private = example("mnist-mlp.json")?;
     private["shards_per_round"] = 256.into();
-    let (baseline, _) = run(&api, &private).await?;
+    let (baseline, _) = run(api, &private).await?;
     let base_accuracy = accuracy(&baseline);
     println!(
         "| ∞ (none) | 0 | — | {:.2}% | 1.000 |",
         base_accuracy * 100.0
     );
-    for eps in &epsilons {
+    for eps in epsilons {
         private["privacy"] = serde_json::json!({"clip_norm": 1.0, "target_epsilon": eps});
         let spec: oblivion_protocol::JobSpec = serde_json::from_value(private.clone())?;
         let noise = resolved_noise(&spec);
-        let (job, _) = run(&api, &private).await?;
+        let (job, _) = run(api, &private).await?;
         let spent = job
             .history
             .last()
@@ -108,22 +124,27 @@ async fn main() -> Result<()> {
         );
     }
 
-    println!("\n## Replication (the example as shipped: 4 shards a round, 6 rounds)\n");
+    Ok(())
+}
+
+async fn replication_part(api: &Api, fractions: &[f64], rounds: u32) -> Result<()> {
+    println!("\n## Replication (the example, 4 shards a round, {rounds} rounds)\n");
     println!(
         "| replicated fraction | shards trained | vs none | wall time (s) | vs none | final accuracy |"
     );
     println!("| --- | --- | --- | --- | --- | --- |");
-    let plain = example("mnist-mlp.json")?;
-    let (none, none_secs) = run(&api, &plain).await?;
+    let mut plain = example("mnist-mlp.json")?;
+    plain["rounds"] = rounds.into();
+    let (none, none_secs) = run(api, &plain).await?;
     let none_trained = updates_trained(&none).max(1);
     println!(
         "| 0 | {none_trained} | 1.000 | {none_secs:.1} | 1.000 | {:.2}% |",
         accuracy(&none) * 100.0
     );
-    for fraction in &fractions {
+    for fraction in fractions {
         let mut spec = plain.clone();
         spec["replication"] = serde_json::json!({"fraction": fraction});
-        let (job, secs) = run(&api, &spec).await?;
+        let (job, secs) = run(api, &spec).await?;
         let trained = updates_trained(&job);
         println!(
             "| {fraction} | {trained} | {:.3} | {secs:.1} | {:.3} | {:.2}% |",
