@@ -233,7 +233,7 @@ impl LiveJob {
 
     /// The workers holding, or done with, a slot of shard `base` this
     /// round: a replica must go to someone else.
-    fn working_on(&self, base: u32, leases: &HashMap<u64, Lease>) -> Vec<u64> {
+    fn working_on(&self, base: u32) -> Vec<u64> {
         self.shards
             .iter()
             .filter(|s| s.base == base)
@@ -243,18 +243,12 @@ impl LiveJob {
                 | ShardState::Remote { worker } => Some(worker),
                 ShardState::Pending => None,
             })
-            .chain(
-                leases
-                    .values()
-                    .filter(|l| l.job == self.id && l.round == self.round)
-                    .filter(|l| {
-                        self.shards
-                            .get(l.shard as usize)
-                            .is_some_and(|s| s.base == base)
-                    })
-                    .map(|l| l.worker),
-            )
             .collect()
+    }
+
+    /// Whether this round has replica slots.
+    fn has_replicas(&self) -> bool {
+        self.shards.len() > self.base_shards
     }
 
     /// Whether every shard of the round is in (it is then aggregated).
@@ -621,14 +615,21 @@ impl Hub {
             let refused = &slot.refused_by;
             // Every slot of one shard goes to a different worker (a
             // replica is worth nothing from the same one), counting the
-            // grants planned so far.
-            let mut busy = job.working_on(slot.base, &self.leases);
-            busy.extend(
-                grants
-                    .iter()
-                    .filter(|g: &&Grant| g.job == job_id && g.base == slot.base)
-                    .map(|g| g.worker),
-            );
+            // grants planned so far. Only a round with replicas needs the
+            // check, so that dispatch stays O(pending × log workers)
+            // without them.
+            let busy: Vec<u64> = if job.has_replicas() {
+                let mut busy = job.working_on(slot.base);
+                busy.extend(
+                    grants
+                        .iter()
+                        .filter(|g: &&Grant| g.job == job_id && g.base == slot.base)
+                        .map(|g| g.worker),
+                );
+                busy
+            } else {
+                Vec::new()
+            };
             let pick = order
                 .iter()
                 .find(|k| !refused.contains(&k.2) && !busy.contains(&k.2))
