@@ -128,7 +128,7 @@ pub fn screen(spec: &AggregationSpec, candidates: &[Candidate]) -> Result<Screen
             ));
         }
     }
-    let cosines = agreement(candidates, &verdicts, clip_bound);
+    let cosines = agreement(candidates, &norms, &verdicts, clip_bound);
     let known: Vec<f64> = cosines.iter().flatten().copied().collect();
     let round_agreement = median(&known);
     // Honest updates of small shards scatter widely around the round's
@@ -204,11 +204,17 @@ fn combine(
 
 /// For each verified candidate, the cosine similarity of its update with
 /// the coordinate-wise median of the other verified ones, all clipped to
-/// `bound`: a reference that a minority cannot steer and that the update
+/// `bound` (`norms` are theirs, already measured): a reference that a
+/// minority cannot steer and that the update
 /// itself does not pull towards it (against the round's own combination,
 /// large noise would agree with itself). `None` where there is nothing to
 /// compare with.
-fn agreement(candidates: &[Candidate], verdicts: &[Verdict], bound: f64) -> Vec<Option<f64>> {
+fn agreement(
+    candidates: &[Candidate],
+    norms: &[f64],
+    verdicts: &[Verdict],
+    bound: f64,
+) -> Vec<Option<f64>> {
     let kept: Vec<usize> = (0..candidates.len())
         .filter(|&i| verdicts[i].is_verified())
         .collect();
@@ -219,7 +225,7 @@ fn agreement(candidates: &[Candidate], verdicts: &[Verdict], bound: f64) -> Vec<
     let scale: Vec<f64> = kept
         .iter()
         .map(|&i| {
-            let norm = candidates[i].params.l2_norm();
+            let norm = norms[i];
             if norm > bound && norm > 0.0 {
                 bound / norm
             } else {
