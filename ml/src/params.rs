@@ -92,6 +92,21 @@ impl Params {
             .sqrt()
     }
 
+    /// The same layout, every value zero (a change that changes nothing).
+    pub fn zeros_like(&self) -> Params {
+        Params {
+            tensors: self
+                .tensors
+                .iter()
+                .map(|t| NamedTensor {
+                    name: t.name.clone(),
+                    shape: t.shape.clone(),
+                    values: vec![0.0; t.values.len()],
+                })
+                .collect(),
+        }
+    }
+
     /// `self - base`, tensor by tensor (layouts must match).
     pub fn minus(&self, base: &Params) -> Params {
         self.zip_with(base, |a, b| a - b)

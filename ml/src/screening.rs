@@ -9,7 +9,7 @@
 use oblivion_protocol::aggregation::{AggregationRule, AggregationSpec};
 
 use crate::MlError;
-use crate::params::{NamedTensor, Params};
+use crate::params::Params;
 use crate::robust::{Rule, aggregate, clip};
 
 /// Random projections used to find near copies (each pair of updates
@@ -160,7 +160,7 @@ pub fn screen(spec: &AggregationSpec, candidates: &[Candidate]) -> Result<Screen
     let rule = rule_of(&spec.rule);
     let aggregate = match combine(rule, candidates, &verdicts, clip_bound)? {
         Some(a) => a,
-        None => zeros_like(first),
+        None => first.zeros_like(),
     };
     Ok(Screened {
         aggregate,
@@ -344,23 +344,10 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
-fn zeros_like(p: &Params) -> Params {
-    Params {
-        tensors: p
-            .tensors
-            .iter()
-            .map(|t| NamedTensor {
-                name: t.name.clone(),
-                shape: t.shape.clone(),
-                values: vec![0.0; t.values.len()],
-            })
-            .collect(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::NamedTensor;
 
     /// A deterministic pseudo-random vector of `n` values in [-1, 1].
     fn noise(seed: u64, n: usize) -> Vec<f32> {

@@ -137,7 +137,7 @@ pub fn aggregate_round(
         })
         .collect();
     let (combined, judged) = if candidates.is_empty() {
-        (global.minus(global), Vec::new())
+        (global.zeros_like(), Vec::new())
     } else {
         let screened = screen(&rules.aggregation, &candidates).map_err(ml_internal)?;
         let combined = match rules.privacy {
