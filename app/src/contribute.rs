@@ -32,6 +32,10 @@ struct TabState {
     credit: u64,
     notice: Option<String>,
     log: Vec<String>,
+    /// The local files picked for federated jobs, by name.
+    local_files: Option<String>,
+    /// What the worker made of them: a summary, or why they are unusable.
+    local_data: Option<Result<String, String>>,
 }
 
 impl TabState {
@@ -72,6 +76,10 @@ pub fn Contribute() -> impl IntoView {
     let cpu_reason: StoredValue<Option<String>> = StoredValue::new(None);
     // Bumped when the worker must be replaced (it panicked).
     let restart = RwSignal::new(0u32);
+    // The contributor's files for federated jobs: handed to the worker
+    // (within the browser) at each start, never uploaded.
+    let local_files: StoredValue<Option<js_sys::Array>, LocalStorage> =
+        StoredValue::new_local(None);
 
     let launch = move || {
         let options = WorkerOptions::new();
@@ -102,6 +110,7 @@ pub fn Contribute() -> impl IntoView {
             cpu_reason: cpu_reason.get_value(),
         };
         let handle = w.clone();
+        let files = local_files.get_value();
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
             let Some(report) = e
                 .data()
@@ -110,6 +119,11 @@ pub fn Contribute() -> impl IntoView {
             else {
                 return;
             };
+            if matches!(report, TabReport::Ready)
+                && let Some(files) = &files
+            {
+                let _ = handle.post_message(files);
+            }
             on_report(report, &handle, &start, state, cpu_reason, restart);
         });
         w.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
@@ -129,6 +143,69 @@ pub fn Contribute() -> impl IntoView {
             }
         }
     });
+
+    // A new choice of files applies at once: a running worker is replaced.
+    let relaunch = {
+        let launch = launch.clone();
+        move || {
+            if running.get_untracked() {
+                if let Some(w) = worker.get_value() {
+                    post(&w, &TabCommand::Stop);
+                    w.terminate();
+                }
+                launch();
+            }
+        }
+    };
+    let on_local_files = {
+        let relaunch = relaunch.clone();
+        move |ev: leptos::ev::Event| {
+            let Some(input) = ev
+                .target()
+                .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())
+            else {
+                return;
+            };
+            let Some(list) = input.files() else { return };
+            let files: Vec<web_sys::File> =
+                (0..list.length()).filter_map(|i| list.get(i)).collect();
+            let relaunch = relaunch.clone();
+            leptos::task::spawn_local(async move {
+                let array = js_sys::Array::new();
+                let mut names = Vec::new();
+                for file in &files {
+                    match wasm_bindgen_futures::JsFuture::from(file.array_buffer()).await {
+                        Ok(buffer) => {
+                            array.push(&js_sys::Uint8Array::new(&buffer));
+                            names.push(file.name());
+                        }
+                        Err(_) => {
+                            state.update(|s| {
+                                s.local_data =
+                                    Some(Err(format!("{} could not be read", file.name())))
+                            });
+                            return;
+                        }
+                    }
+                }
+                let picked = (!names.is_empty()).then(|| names.join(" + "));
+                local_files.set_value(picked.is_some().then_some(array));
+                state.update(|s| {
+                    s.local_files = picked;
+                    s.local_data = None;
+                });
+                relaunch();
+            });
+        }
+    };
+    let forget_local = move |_| {
+        local_files.set_value(None);
+        state.update(|s| {
+            s.local_files = None;
+            s.local_data = None;
+        });
+        relaunch();
+    };
 
     let toggle = move |_| {
         if running.get_untracked() {
@@ -222,6 +299,24 @@ pub fn Contribute() -> impl IntoView {
                 <p class="muted small">"Worker name: " {display_name}</p>
             </section>
         </div>
+        <section class="card" data-testid="local-data-card">
+            <h2>"Your data (federated jobs)"</h2>
+            <p class="muted small">"Some jobs train on data their contributors hold. Pick a CSV file (a header, a label column), or an IDX images file and its labels: it is read in this tab and never sent anywhere. Only clipped, noised changes to the model leave, for jobs whose columns match."</p>
+            <label class="field">
+                <span>"Local files"</span>
+                <input type="file" multiple=true accept=".csv,.gz,.idx,.idx1-ubyte,.idx3-ubyte,application/octet-stream,text/csv" data-testid="local-data" on:change=on_local_files/>
+            </label>
+            {move || {
+                let forget = forget_local.clone();
+                state.with(|s| s.local_files.clone()).map(move |names| view! {
+                    <p>"Picked: " <code>{names}</code> " " <button type="button" data-testid="forget-local" on:click=forget>"Forget"</button></p>
+                })
+            }}
+            {move || state.with(|s| s.local_data.clone()).map(|r| match r {
+                Ok(summary) => view! { <p data-testid="local-summary">{summary}</p> }.into_any(),
+                Err(e) => view! { <p class="warn" data-testid="local-error">{e}</p> }.into_any(),
+            })}
+        </section>
         <section class="card">
             <h2>"Activity"</h2>
             <ul class="log" data-testid="log">
@@ -346,6 +441,15 @@ fn on_report(
                 restart.update(|n| *n += 1);
             }
         }
+        TabReport::LocalData { offer, error } => state.update(|s| {
+            s.local_data = match (offer, error) {
+                (Some(o), _) => Some(Ok(format!(
+                    "{} samples of shape {:?}, {} classes: offered to federated jobs",
+                    o.samples, o.shape, o.classes
+                ))),
+                (None, e) => Some(Err(e.unwrap_or_else(|| "unreadable".into()))),
+            };
+        }),
         TabReport::BenchResult { .. } => {}
     }
 }

@@ -49,6 +49,9 @@ struct Form {
     channels: String,
     kernel_size: String,
     source: String,
+    /// `federated`: contributors train on their own files and the data
+    /// chosen here only validates; anything else: the network trains on it.
+    placement: String,
     builtin: String,
     csv_sha: String,
     images_sha: String,
@@ -154,7 +157,18 @@ impl Form {
                 }),
             ..Form::default()
         };
-        match &spec.dataset {
+        let data = match &spec.dataset {
+            DatasetSpec::Federated { validation } => {
+                form.placement = "federated".into();
+                validation.as_ref()
+            }
+            other => {
+                form.placement = "coordinator".into();
+                other
+            }
+        };
+        match data {
+            DatasetSpec::Federated { .. } => {}
             DatasetSpec::Builtin(b) => {
                 form.source = "builtin".into();
                 form.builtin = b.clone();
@@ -222,6 +236,11 @@ impl Form {
             "csv" => json!({"csv": self.csv_sha}),
             "idx" => json!({"idx": {"images": self.images_sha, "labels": self.labels_sha}}),
             _ => json!({"builtin": self.builtin}),
+        };
+        let dataset = if self.placement == "federated" {
+            json!({"federated": {"validation": dataset}})
+        } else {
+            dataset
         };
         let optimizer = if self.optimizer == "sgd" {
             json!({"kind": "sgd", "learning_rate": num(&self.learning_rate), "momentum": num(&self.momentum)})
@@ -555,8 +574,18 @@ pub fn NewJob() -> impl IntoView {
             </fieldset>
             <fieldset>
                 <legend>"Data"</legend>
+                <label class="field">
+                    <span>"Who holds the training data"</span>
+                    <select data-testid="field-placement" prop:value=move || form.with(|f| f.placement.clone()) on:change=move |ev| form.update(|f| f.placement = event_target_value(&ev))>
+                        <option value="coordinator">"The network: the data below is split into shards"</option>
+                        <option value="federated">"Contributors (federated): each trains on its own file, which never leaves its tab"</option>
+                    </select>
+                </label>
+                <Show when=is(|f| &f.placement, "federated")>
+                    <p class="muted small" data-testid="federated-note">"The data below only validates each round. Contributors pick a file of the same columns (or image size) on their Contribute page; they send only clipped, noised updates, so a privacy budget is required."</p>
+                </Show>
                 <label class="field" class:invalid=move || error_field.get().is_some_and(|f| f.starts_with("dataset"))>
-                    <span>"Source"</span>
+                    <span>{move || if form.with(|f| f.placement == "federated") { "Validation data" } else { "Source" }}</span>
                     <select data-testid="field-source" prop:value=move || form.with(|f| f.source.clone()) on:change=move |ev| form.update(|f| f.source = event_target_value(&ev))>
                         <option value="builtin">"Built-in dataset"</option>
                         <option value="csv">"Upload a CSV file"</option>
@@ -582,7 +611,9 @@ pub fn NewJob() -> impl IntoView {
                     <label class="field"><span>"IDX labels"</span><input type="file" data-testid="upload-labels" on:change=move |ev| upload(ev, "labels")/></label>
                 </Show>
                 {move || upload_note.get().map(|n| view! { <p class="muted small" data-testid="upload-note">{n}</p> })}
+                <Show when=move || form.with(|f| f.placement != "federated")>
                 <TextField form label="Validation split" name="validation_split" get=|f| f.validation_split.clone() set=|f, v| f.validation_split = v hint="share held out to evaluate each round, 0 to 0.5" error_field/>
+                </Show>
             </fieldset>
             <fieldset>
                 <legend>"Training"</legend>

@@ -107,6 +107,9 @@ async fn load(
             })
             .await
         }
+        DatasetSpec::Federated { .. } => Err(AppError::internal(
+            "federated data is held by its contributors: load the validation data",
+        )),
         DatasetSpec::Idx { images, labels } => {
             let images = fetch(artifacts, "dataset.idx.images", images).await?;
             let labels = fetch(artifacts, "dataset.idx.labels", labels).await?;

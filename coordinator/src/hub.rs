@@ -26,7 +26,9 @@ use oblivion_protocol::JobSpec;
 use oblivion_protocol::api::{
     JobStatus, LiveJobView, ShardStatus, ShardView, WorkerLease, WorkerState, WorkerView,
 };
-use oblivion_protocol::wire::{CoordinatorMessage, LeaseProgress, LeaseTask};
+use oblivion_protocol::wire::{
+    CoordinatorMessage, LeaseProgress, LeaseTask, LocalTask, TrainingData,
+};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::states::LeaseStatus;
@@ -178,6 +180,9 @@ pub struct LiveJob {
     pub shards: Vec<Shard>,
     /// How many of the slots are the job's own shards.
     pub base_shards: usize,
+    /// Federated mode: each slot trains a contributor's own data, this
+    /// way. `None`: slots train the job's shards.
+    pub local: Option<LocalTask>,
 }
 
 impl LiveJob {
@@ -207,9 +212,36 @@ impl LiveJob {
                 .map(|(i, (data_sha, samples))| Shard::pending(i as u32, data_sha, samples))
                 .collect(),
             base_shards,
+            local: None,
         };
         job.set_replicas(replicas);
         job
+    }
+
+    /// The same job in federated mode: its slots train contributors' data.
+    pub fn federated(mut self, local: LocalTask) -> LiveJob {
+        self.local = Some(local);
+        self
+    }
+
+    /// The workers holding, or done with, any slot this round: in
+    /// federated mode a contributor takes one slot a round.
+    fn working_on_any(&self) -> Vec<u64> {
+        self.holders(|_| true)
+    }
+
+    /// The workers holding, or done with, the slots `which` picks.
+    fn holders(&self, which: impl Fn(&Shard) -> bool) -> Vec<u64> {
+        self.shards
+            .iter()
+            .filter(|s| which(s))
+            .filter_map(|s| match s.state {
+                ShardState::Leased { worker, .. }
+                | ShardState::Done { worker }
+                | ShardState::Remote { worker } => Some(worker),
+                ShardState::Pending => None,
+            })
+            .collect()
     }
 
     /// Makes the slots beyond the shards replicas of `replicas`, all
@@ -234,16 +266,7 @@ impl LiveJob {
     /// The workers holding, or done with, a slot of shard `base` this
     /// round: a replica must go to someone else.
     fn working_on(&self, base: u32) -> Vec<u64> {
-        self.shards
-            .iter()
-            .filter(|s| s.base == base)
-            .filter_map(|s| match s.state {
-                ShardState::Leased { worker, .. }
-                | ShardState::Done { worker }
-                | ShardState::Remote { worker } => Some(worker),
-                ShardState::Pending => None,
-            })
-            .collect()
+        self.holders(|s| s.base == base)
     }
 
     /// Whether this round has replica slots.
@@ -617,8 +640,18 @@ impl Hub {
             // replica is worth nothing from the same one), counting the
             // grants planned so far. Only a round with replicas needs the
             // check, so that dispatch stays O(pending × log workers)
-            // without them.
-            let busy: Vec<u64> = if job.has_replicas() {
+            // without them. In federated mode, one slot a round per
+            // contributor, and only to one whose data fits.
+            let busy: Vec<u64> = if job.local.is_some() {
+                let mut busy = job.working_on_any();
+                busy.extend(
+                    grants
+                        .iter()
+                        .filter(|g: &&Grant| g.job == job_id)
+                        .map(|g| g.worker),
+                );
+                busy
+            } else if job.has_replicas() {
                 let mut busy = job.working_on(slot.base);
                 busy.extend(
                     grants
@@ -630,10 +663,21 @@ impl Hub {
             } else {
                 Vec::new()
             };
+            let fits = |worker: u64| {
+                job.local.is_none()
+                    || self.workers.get(&worker).is_some_and(|w| {
+                        w.view
+                            .local_data
+                            .as_ref()
+                            .is_some_and(|d| d.fits(&job.arch.input_shape, job.arch.classes))
+                    })
+            };
+            let free = |k: &&RoomKey| !busy.contains(&k.2) && fits(k.2);
             let pick = order
                 .iter()
-                .find(|k| !refused.contains(&k.2) && !busy.contains(&k.2))
-                .or_else(|| order.iter().find(|k| !busy.contains(&k.2)))
+                .filter(free)
+                .find(|k| !refused.contains(&k.2))
+                .or_else(|| order.iter().find(free))
                 .copied();
             let Some(key) = pick else {
                 continue;
@@ -725,7 +769,10 @@ impl Hub {
                 .wrapping_add(u64::from(lease.round) << 20)
                 .wrapping_add(u64::from(shard.base)),
             weights: job.global_sha.clone(),
-            data: shard.data_sha.clone(),
+            data: match &job.local {
+                Some(local) => TrainingData::Local(local.clone()),
+                None => TrainingData::Shard(shard.data_sha.clone()),
+            },
             expires_in_secs: self.policy.ttl.as_secs(),
         })
     }
@@ -1144,6 +1191,52 @@ mod tests {
                 .all(|l| n.hub.jobs[&1].shards[l.shard as usize].attempts == 2)
         );
         assert!(n.hub.update_context("token1", again[0].id).is_err());
+    }
+
+    #[test]
+    fn federated_slots_go_one_a_round_to_contributors_whose_data_fits() {
+        let mut n = Net::new();
+        let offer = |shape: Vec<usize>, classes| {
+            Some(oblivion_protocol::wire::LocalDataOffer {
+                shape,
+                classes,
+                samples: 50,
+            })
+        };
+        let none = n.add_worker(1000.0);
+        let wrong = n.add_worker(900.0);
+        let a = n.add_worker(10.0);
+        let b = n.add_worker(5.0);
+        let late = n.add_worker(1.0);
+        for (w, data) in [
+            (wrong, offer(vec![5], 3)),
+            (a, offer(vec![4], 3)),
+            (b, offer(vec![4], 2)),
+            (late, offer(vec![4], 3)),
+        ] {
+            n.hub.workers.get_mut(&w).unwrap().view.local_data = data;
+        }
+        n.add_job(1, 2);
+        let local = LocalTask {
+            scaling: None,
+            clip_norm: 1.0,
+            noise_std: 0.1,
+        };
+        let job = n.hub.jobs.remove(&1).unwrap().federated(local.clone());
+        n.hub.jobs.insert(1, job);
+        let first = n.dispatch(0.0);
+        assert_eq!(
+            holders(&first),
+            vec![a, b],
+            "neither the worker without data nor the one whose data does not fit"
+        );
+        let task = n.hub.task(&first[0]).unwrap();
+        assert_eq!(task.data, TrainingData::Local(local));
+        // a's update refused: its slot goes to another contributor first.
+        n.hub.reject(first[0].id).unwrap();
+        let again = n.dispatch(0.0);
+        assert_eq!(holders(&again), vec![late]);
+        assert!(none != late && n.dispatch(0.0).is_empty());
     }
 
     #[test]

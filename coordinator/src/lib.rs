@@ -15,6 +15,7 @@ pub mod config;
 pub mod coordinator;
 mod datasets;
 pub mod error;
+pub mod federated;
 pub mod hub;
 pub mod limits;
 pub mod privacy;

@@ -246,6 +246,16 @@ impl Network {
     /// Starts a native worker process signed in as `key`'s account (its
     /// rewards go there).
     pub fn add_paid_worker(&mut self, name: &str, key: Option<&str>) -> Result<()> {
+        self.spawn_worker(name, key, &[])
+    }
+
+    /// Starts a native worker process holding local data for federated
+    /// jobs (`--local-data` for each file).
+    pub fn add_worker_with_data(&mut self, name: &str, files: &[&Path]) -> Result<()> {
+        self.spawn_worker(name, None, files)
+    }
+
+    fn spawn_worker(&mut self, name: &str, key: Option<&str>, files: &[&Path]) -> Result<()> {
         let mut command = Command::new(bin("oblivion-worker")?);
         command
             .args(["--coordinator", &self.url, "--name", name])
@@ -253,6 +263,9 @@ impl Network {
             .env_remove("OBLIVION_KEY");
         if let Some(key) = key {
             command.env("OBLIVION_KEY", key);
+        }
+        for file in files {
+            command.arg("--local-data").arg(file);
         }
         self.workers.push(command.spawn()?);
         Ok(())
@@ -550,6 +563,7 @@ impl ScriptedWorker {
             benchmark,
             payout_address: payout_address.map(str::to_string),
             max_leases: None,
+            local_data: None,
         };
         socket
             .send(tokio_tungstenite::tungstenite::Message::Text(

@@ -139,7 +139,7 @@ async fn artifacts_nobody_needs_are_collected() {
         let update = hex::encode(sha2::Sha256::digest(body));
         assert_eq!(status(update).await, 404, "update of round {}", lease.round);
         assert_eq!(
-            status(lease.data.clone()).await,
+            status(lease.data.shard().unwrap().to_string()).await,
             404,
             "shard of a finished job"
         );
@@ -154,6 +154,6 @@ async fn artifacts_nobody_needs_are_collected() {
         .await
         .unwrap();
     assert!(!model.is_empty());
-    assert_eq!(status(held.data.clone()).await, 200);
+    assert_eq!(status(held.data.shard().unwrap().to_string()).await, 200);
     assert_eq!(status(held.weights.clone()).await, 200);
 }

@@ -16,7 +16,7 @@ use oblivion_ml::params::{NamedTensor, Params};
 use oblivion_ml::train::{LocalTraining, train};
 use oblivion_protocol::LocalWork;
 use oblivion_protocol::api::{JobView, WorkerState};
-use oblivion_protocol::wire::LeaseTask;
+use oblivion_protocol::wire::{LeaseTask, TrainingData};
 
 const TIMEOUT: Duration = Duration::from_secs(900);
 const HONEST_WORKERS: usize = 4;
@@ -58,8 +58,11 @@ async fn trained_delta(api: &Api, task: &LeaseTask, work: LocalWork) -> Params {
         .get_bytes(&format!("/api/artifacts/{}", task.weights))
         .await
         .unwrap();
+    let TrainingData::Shard(shard) = &task.data else {
+        panic!("a lease on a shard of the coordinator's");
+    };
     let data = api
-        .get_bytes(&format!("/api/artifacts/{}", task.data))
+        .get_bytes(&format!("/api/artifacts/{shard}"))
         .await
         .unwrap();
     let task = task.clone();

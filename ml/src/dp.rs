@@ -4,6 +4,11 @@
 //! coordinate, divided by a fixed number of clients (so that the divisor
 //! reveals nothing about who took part).
 //!
+//! In federated mode the contributor does the same to its own update
+//! before it leaves ([`privatize`]): then the coordinator never sees an
+//! unclipped or noiseless update, and everything it computes from them is
+//! post-processing.
+//!
 //! The noise source is passed in: the coordinator draws it from a
 //! cryptographic generator (noise a participant could predict, it could
 //! subtract), tests from a seeded one.
@@ -60,6 +65,68 @@ pub fn noised_mean(
     })
 }
 
+/// Federated mode: a contributor's update clipped to `bound`, plus
+/// Gaussian noise of standard deviation `deviation` in every coordinate.
+/// `gaussian` yields independent standard normal values.
+pub fn privatize(
+    update: &Params,
+    bound: f64,
+    deviation: f64,
+    gaussian: &mut dyn FnMut() -> f64,
+) -> Params {
+    let mut out = clip(update, bound);
+    for t in &mut out.tensors {
+        for v in &mut t.values {
+            *v = (f64::from(*v) + deviation * gaussian()) as f32;
+        }
+    }
+    out
+}
+
+/// Standard normal values from the operating system's (or browser's)
+/// cryptographic generator, by Box–Muller: noise a participant could
+/// predict, it could subtract. Random bytes are drawn in blocks.
+pub struct SecureGaussian {
+    block: Vec<u8>,
+    used: usize,
+}
+
+impl Default for SecureGaussian {
+    fn default() -> Self {
+        SecureGaussian::new()
+    }
+}
+
+impl SecureGaussian {
+    /// A generator with nothing drawn yet.
+    pub fn new() -> SecureGaussian {
+        SecureGaussian {
+            block: vec![0; 4096],
+            used: 4096,
+        }
+    }
+
+    fn uniform(&mut self) -> Result<f64, MlError> {
+        if self.used + 8 > self.block.len() {
+            getrandom::fill(&mut self.block)
+                .map_err(|e| MlError::Backend(format!("no secure randomness: {e}")))?;
+            self.used = 0;
+        }
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&self.block[self.used..self.used + 8]);
+        self.used += 8;
+        // 53 random bits in [0, 1).
+        Ok((u64::from_le_bytes(word) >> 11) as f64 / (1u64 << 53) as f64)
+    }
+
+    /// The next standard normal value.
+    pub fn sample(&mut self) -> Result<f64, MlError> {
+        let u = 1.0 - self.uniform()?;
+        let v = self.uniform()?;
+        Ok((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +159,24 @@ mod tests {
         let out = noised_mean(&[&zero], &zero, 2.0, 1.5, 3.0, &mut source).unwrap();
         let rms = (out.tensors[0].values.iter().map(|v| v * v).sum::<f32>() / 4_000.0).sqrt();
         assert!((rms - 1.0).abs() < 1e-6, "{rms}: 1.5 × 2 / 3");
+    }
+
+    #[test]
+    fn a_contributor_sends_its_update_clipped_and_noised() {
+        let u = p(&[3.0, 4.0]);
+        let quiet = privatize(&u, 1.0, 0.5, &mut || 0.0);
+        assert!((quiet.l2_norm() - 1.0).abs() < 1e-6);
+        let mut secure = SecureGaussian::new();
+        let noisy = privatize(&p(&[0.0; 20_000]), 1.0, 0.5, &mut || {
+            secure.sample().unwrap()
+        });
+        let values = &noisy.tensors[0].values;
+        let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / 20_000.0;
+        let sd = (values.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / 20_000.0).sqrt();
+        assert!(
+            mean.abs() < 0.02 && (sd - 0.5).abs() < 0.02,
+            "mean {mean}, sd {sd}"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::spec::JobSpec;
-use crate::wire::{ClientKind, DeviceInfo};
+use crate::wire::{ClientKind, DeviceInfo, LocalDataOffer};
 
 /// Life of a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,6 +291,9 @@ pub struct WorkerView {
     /// Why it is quarantined (state `quarantined`), if it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantine: Option<String>,
+    /// The local data it offers federated jobs (its shape and size only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_data: Option<LocalDataOffer>,
 }
 
 impl WorkerView {
@@ -321,6 +324,7 @@ impl WorkerView {
             agreed: 0,
             disputed: 0,
             quarantine: None,
+            local_data: None,
         }
     }
 }

@@ -207,6 +207,32 @@ pub enum DatasetSpec {
         /// sha256 of the labels file (magic 2049).
         labels: String,
     },
+    /// Federated mode: the training data stays with the contributors.
+    /// Each trains on a local file of its own (the same columns, or the
+    /// same image size, as `validation`) and sends only a clipped, noised
+    /// update; the job's `privacy` is required and sets both.
+    Federated {
+        /// The held-out data the coordinator evaluates on (all of it: no
+        /// split), and whose features define the inputs. Any dataset but
+        /// another federated one.
+        validation: Box<DatasetSpec>,
+    },
+}
+
+impl DatasetSpec {
+    /// Whether the data stays with the contributors.
+    pub fn is_federated(&self) -> bool {
+        matches!(self, DatasetSpec::Federated { .. })
+    }
+
+    /// The data the coordinator itself holds: all of it, or in federated
+    /// mode the validation data.
+    pub fn held_by_coordinator(&self) -> &DatasetSpec {
+        match self {
+            DatasetSpec::Federated { validation } => validation.held_by_coordinator(),
+            other => other,
+        }
+    }
 }
 
 /// The names accepted by [`DatasetSpec::Builtin`].
@@ -264,6 +290,65 @@ fn check_width(field: String, width: u32) -> Result<(), SpecError> {
             field,
             format!("must be between 1 and {MAX_LAYER_WIDTH}"),
         ));
+    }
+    Ok(())
+}
+
+/// Checks a dataset (under `field`) and that `model` can train on it.
+fn check_dataset(dataset: &DatasetSpec, field: &str, model: &ModelSpec) -> Result<(), SpecError> {
+    let cnn = matches!(model, ModelSpec::Cnn { .. });
+    match dataset {
+        DatasetSpec::Builtin(name) => {
+            if !BUILTIN_DATASETS.contains(&name.as_str()) {
+                return Err(SpecError::new(
+                    format!("{field}.builtin"),
+                    format!(
+                        "unknown dataset {name:?}; built-in datasets are {}",
+                        BUILTIN_DATASETS.join(", ")
+                    ),
+                ));
+            }
+            if cnn && name != "mnist" {
+                return Err(SpecError::new(
+                    "model.kind",
+                    format!("a cnn needs an image dataset; {name:?} is tabular"),
+                ));
+            }
+        }
+        DatasetSpec::Csv(sha) => {
+            if !is_sha256(sha) {
+                return Err(SpecError::new(
+                    format!("{field}.csv"),
+                    "must be the sha256 (64 lowercase hex digits) of an uploaded file",
+                ));
+            }
+            if cnn {
+                return Err(SpecError::new(
+                    "model.kind",
+                    "a cnn needs an image dataset; CSV data is tabular",
+                ));
+            }
+        }
+        DatasetSpec::Idx { images, labels } => {
+            for (name, sha) in [("images", images), ("labels", labels)] {
+                if !is_sha256(sha) {
+                    return Err(SpecError::new(
+                        format!("{field}.idx.{name}"),
+                        "must be the sha256 (64 lowercase hex digits) of an uploaded file",
+                    ));
+                }
+            }
+        }
+        DatasetSpec::Federated { validation } => {
+            let inner = format!("{field}.federated.validation");
+            if validation.is_federated() {
+                return Err(SpecError::new(
+                    inner,
+                    "the validation data is held by the coordinator: it cannot be federated",
+                ));
+            }
+            check_dataset(validation, &inner, model)?;
+        }
     }
     Ok(())
 }
@@ -336,50 +421,21 @@ impl JobSpec {
                 }
             }
         }
-        match &self.dataset {
-            DatasetSpec::Builtin(name) => {
-                if !BUILTIN_DATASETS.contains(&name.as_str()) {
-                    return Err(SpecError::new(
-                        "dataset.builtin",
-                        format!(
-                            "unknown dataset {name:?}; built-in datasets are {}",
-                            BUILTIN_DATASETS.join(", ")
-                        ),
-                    ));
-                }
-                if matches!(self.model, ModelSpec::Cnn { .. }) && name != "mnist" {
-                    return Err(SpecError::new(
-                        "model.kind",
-                        format!("a cnn needs an image dataset; {name:?} is tabular"),
-                    ));
-                }
+        check_dataset(&self.dataset, "dataset", &self.model)?;
+        if self.dataset.is_federated() {
+            if self.privacy.is_none() {
+                return Err(SpecError::new(
+                    "privacy",
+                    "federated mode needs privacy: contributors send only clipped, noised \
+                     updates, and the noise and clip norm are set here",
+                ));
             }
-            DatasetSpec::Csv(sha) => {
-                if !is_sha256(sha) {
-                    return Err(SpecError::new(
-                        "dataset.csv",
-                        "must be the sha256 (64 lowercase hex digits) of an uploaded file",
-                    ));
-                }
-                if matches!(self.model, ModelSpec::Cnn { .. }) {
-                    return Err(SpecError::new(
-                        "model.kind",
-                        "a cnn needs an image dataset; CSV data is tabular",
-                    ));
-                }
-            }
-            DatasetSpec::Idx { images, labels } => {
-                for (field, sha) in [
-                    ("dataset.idx.images", images),
-                    ("dataset.idx.labels", labels),
-                ] {
-                    if !is_sha256(sha) {
-                        return Err(SpecError::new(
-                            field,
-                            "must be the sha256 (64 lowercase hex digits) of an uploaded file",
-                        ));
-                    }
-                }
+            if self.replication.fraction > 0.0 {
+                return Err(SpecError::new(
+                    "replication.fraction",
+                    "replicas cannot check federated work: each contributor trains data \
+                     no one else has",
+                ));
             }
         }
         if self.rounds == 0 || self.rounds > MAX_ROUNDS {
@@ -514,6 +570,28 @@ mod tests {
     }
 
     #[test]
+    fn federated_mode_needs_privacy_and_no_replicas() {
+        let mut v = base();
+        v["dataset"] = serde_json::json!({"federated": {"validation": {"builtin": "mnist"}}});
+        assert_eq!(field_of(v.clone()), "privacy");
+        v["privacy"] = serde_json::json!({"clip_norm": 1.0, "noise_multiplier": 0.5});
+        let spec = JobSpec::from_json(&v.to_string()).unwrap();
+        assert!(spec.dataset.is_federated());
+        v["replication"] = serde_json::json!({"fraction": 0.1});
+        assert_eq!(field_of(v.clone()), "replication.fraction");
+        v["replication"] = serde_json::json!({"fraction": 0.0});
+        v["dataset"] = serde_json::json!({"federated": {"validation": {"builtin": "iris"}}});
+        assert_eq!(
+            field_of(v.clone()),
+            "model.kind",
+            "a cnn on tabular validation data"
+        );
+        v["dataset"] = serde_json::json!({"federated": {"validation":
+            {"federated": {"validation": {"builtin": "mnist"}}}}});
+        assert_eq!(field_of(v), "dataset.federated.validation");
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let mut v = base();
         v["rounds"] = 0.into();
@@ -539,6 +617,9 @@ mod tests {
         let mut v = base();
         v["bogus"] = 1.into();
         assert_eq!(field_of(v), "bogus");
+        let mut v = base();
+        v["dataset"] = serde_json::json!({"federated": {"validation": {"csv": "abc"}}});
+        assert_eq!(field_of(v), "dataset.federated.validation.csv");
         let err = JobSpec::from_json("{\"name\": ").unwrap_err();
         assert_eq!(err.field, "", "malformed JSON blames no field");
         assert!(err.message.starts_with("malformed JSON"), "{err}");

@@ -1,10 +1,15 @@
 //! Messages between the web app's page and its browser worker (a Web
 //! Worker), as JSON text: [`TabCommand`] in, [`TabReport`] out.
+//!
+//! One message is not JSON: the contributor's local files for federated
+//! jobs, sent before `Start` as an array of `Uint8Array`s (structured
+//! clone, within the browser: the bytes never reach the network). The
+//! worker answers [`TabReport::LocalData`].
 
 use serde::{Deserialize, Serialize};
 
 use crate::ModelSpec;
-use crate::wire::DeviceInfo;
+use crate::wire::{DeviceInfo, LocalDataOffer};
 
 /// Which backend the tab should train on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +180,14 @@ pub enum TabReport {
     Panic {
         /// The panic message.
         message: String,
+    },
+    /// The local files were read (or could not be): what the coordinator
+    /// will be told of them.
+    LocalData {
+        /// Their shape and size, when they could be read.
+        offer: Option<LocalDataOffer>,
+        /// Why not, when they could not.
+        error: Option<String>,
     },
     /// Result of a [`TabCommand::Bench`].
     BenchResult {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::spec::{LocalWork, ModelSpec, OptimizerSpec};
 
 /// Version of this protocol; a worker that speaks another is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Header carrying the secret a worker received in [`CoordinatorMessage::Welcome`].
 pub const WORKER_TOKEN_HEADER: &str = "x-oblivion-worker-token";
@@ -86,6 +86,10 @@ pub enum WorkerMessage {
         /// second would only delay it for the network.
         #[serde(default)]
         max_leases: Option<u32>,
+        /// The local data it offers to federated jobs (described, never
+        /// sent): it is leased their work when its shape fits.
+        #[serde(default)]
+        local_data: Option<LocalDataOffer>,
     },
     /// Keeps the worker's leases alive and reports progress.
     Heartbeat {
@@ -101,6 +105,69 @@ pub enum WorkerMessage {
     },
     /// The worker takes no new leases (it finishes those it holds).
     Drain,
+}
+
+/// What a worker says of the data it holds for federated jobs: enough to
+/// match it to a job, nothing of its content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalDataOffer {
+    /// Shape of one sample (`[F]` for CSV rows, `[1, H, W]` for images).
+    pub shape: Vec<usize>,
+    /// One more than its largest label.
+    pub classes: usize,
+    /// Number of samples.
+    pub samples: u64,
+}
+
+impl LocalDataOffer {
+    /// Whether a job with these inputs and classes can train on it.
+    pub fn fits(&self, input_shape: &[usize], classes: usize) -> bool {
+        self.shape == input_shape && self.classes <= classes && self.samples > 0
+    }
+}
+
+/// Per-feature scaling a worker applies to its local tabular data: the
+/// statistics of the job's validation data, so that every contributor
+/// scales alike.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeatureScaling {
+    /// Subtracted from each feature.
+    pub mean: Vec<f32>,
+    /// Then divided by (never zero).
+    pub std: Vec<f32>,
+}
+
+/// What a worker does with its update before sending it, in federated
+/// mode: the coordinator never sees an unclipped or noiseless update.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LocalTask {
+    /// Tabular features are scaled by this; `None` for images.
+    pub scaling: Option<FeatureScaling>,
+    /// The update is clipped to this L2 norm...
+    pub clip_norm: f64,
+    /// ...then gets Gaussian noise of this standard deviation in every
+    /// coordinate.
+    pub noise_std: f64,
+}
+
+/// The data a lease trains on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainingData {
+    /// A data shard, fetched by sha256.
+    Shard(String),
+    /// The worker's own local data (federated mode).
+    Local(LocalTask),
+}
+
+impl TrainingData {
+    /// The shard's sha256, for a lease on one.
+    pub fn shard(&self) -> Option<&str> {
+        match self {
+            TrainingData::Shard(sha) => Some(sha),
+            TrainingData::Local(_) => None,
+        }
+    }
 }
 
 /// Everything a worker needs to train one shard.
@@ -130,8 +197,8 @@ pub struct LeaseTask {
     pub seed: u64,
     /// sha256 of the global weights (safetensors).
     pub weights: String,
-    /// sha256 of the data shard.
-    pub data: String,
+    /// The data: a shard, or the worker's own.
+    pub data: TrainingData,
     /// Seconds until the lease expires without a heartbeat.
     pub expires_in_secs: u64,
 }

@@ -5,6 +5,11 @@
 //! The host fetches the artifacts a lease names (see [`Engine::missing`]),
 //! hands them over with [`Engine::insert`] (which checks their sha256), then
 //! calls [`Engine::train`] and posts the bytes [`Update::body`] holds.
+//!
+//! For federated jobs the host hands over its own data once
+//! ([`Engine::set_local_data`]): a lease on it trains that data, then clips
+//! the update and adds the job's noise before the update exists, so the
+//! host never holds an unprotected one to send.
 
 mod benchmark;
 mod cache;
@@ -12,13 +17,16 @@ mod cache;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use oblivion_ml::data::{Dataset, decode_shard};
+use oblivion_ml::data::{Dataset, Normalization, decode_shard};
+use oblivion_ml::dp::{SecureGaussian, privatize};
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
 use oblivion_ml::train::{LocalTrainer, LocalTraining};
 use oblivion_ml::{ComputeDevice, MlError};
 use oblivion_protocol::LocalWork;
-use oblivion_protocol::wire::{LeaseTask, update_metadata};
+use oblivion_protocol::wire::{
+    LeaseTask, LocalDataOffer, LocalTask, TrainingData, update_metadata,
+};
 use sha2::{Digest, Sha256};
 
 pub use benchmark::{SpeedTest, benchmark, training_speed};
@@ -33,6 +41,9 @@ pub enum EngineError {
     /// The lease names an artifact that was not inserted.
     #[error("artifact {0} is missing")]
     Missing(String),
+    /// A federated lease, and no local data fits it.
+    #[error("local data: {0}")]
+    Local(String),
     /// Training or decoding failed.
     #[error(transparent)]
     Ml(#[from] MlError),
@@ -74,6 +85,7 @@ pub struct Engine {
     device: ComputeDevice,
     weights: Lru<Arc<Params>>,
     data: Lru<Arc<Dataset>>,
+    local: Option<Arc<Dataset>>,
 }
 
 impl Engine {
@@ -83,6 +95,76 @@ impl Engine {
             device,
             weights: Lru::new(4),
             data: Lru::new(16),
+            local: None,
+        }
+    }
+
+    /// Sets (or clears) the data this worker trains federated jobs on.
+    pub fn set_local_data(&mut self, data: Option<Dataset>) {
+        self.local = data.map(Arc::new);
+    }
+
+    /// What to tell the coordinator of the local data: its shape and size.
+    pub fn local_offer(&self) -> Option<LocalDataOffer> {
+        self.local.as_ref().map(|d| LocalDataOffer {
+            shape: d.shape.clone(),
+            classes: d.classes,
+            samples: d.len() as u64,
+        })
+    }
+
+    /// The local data, checked against a lease and scaled as it says.
+    fn local_for(&self, task: &LeaseTask, local: &LocalTask) -> Result<Arc<Dataset>, EngineError> {
+        let data = self
+            .local
+            .as_ref()
+            .ok_or_else(|| EngineError::Local("this worker holds none".into()))?;
+        // The contributor's protection is checked here, not taken on trust.
+        if !(local.clip_norm.is_finite() && local.clip_norm > 0.0) {
+            return Err(EngineError::Local(format!(
+                "the lease's clip norm {} is not a positive number",
+                local.clip_norm
+            )));
+        }
+        if !(local.noise_std.is_finite() && local.noise_std > 0.0) {
+            return Err(EngineError::Local(format!(
+                "the lease adds no noise (standard deviation {}): the update would not be \
+                 private",
+                local.noise_std
+            )));
+        }
+        if data.shape != task.input_shape || data.classes > task.classes {
+            return Err(EngineError::Local(format!(
+                "samples of shape {:?} with {} classes do not fit a job on {:?} with {}",
+                data.shape, data.classes, task.input_shape, task.classes
+            )));
+        }
+        Ok(match &local.scaling {
+            Some(s) if s.mean.len() == data.sample_len() && s.std.len() == data.sample_len() => {
+                let mut scaled = Dataset::clone(data);
+                scaled.classes = task.classes;
+                scaled.normalize(&Normalization {
+                    mean: s.mean.clone(),
+                    std: s.std.clone(),
+                });
+                Arc::new(scaled)
+            }
+            Some(_) => {
+                return Err(EngineError::Local(
+                    "the job's feature scaling does not match the data's columns".into(),
+                ));
+            }
+            None => data.clone(),
+        })
+    }
+
+    fn data_for(&self, task: &LeaseTask) -> Result<Arc<Dataset>, EngineError> {
+        match &task.data {
+            TrainingData::Shard(sha) => self
+                .data
+                .get(sha)
+                .ok_or_else(|| EngineError::Missing(sha.clone())),
+            TrainingData::Local(local) => self.local_for(task, local),
         }
     }
 
@@ -92,8 +174,10 @@ impl Engine {
         if !self.weights.contains(&task.weights) {
             out.push((ArtifactKind::Weights, task.weights.clone()));
         }
-        if !self.data.contains(&task.data) {
-            out.push((ArtifactKind::Data, task.data.clone()));
+        if let TrainingData::Shard(sha) = &task.data
+            && !self.data.contains(sha)
+        {
+            out.push((ArtifactKind::Data, sha.clone()));
         }
         out
     }
@@ -124,7 +208,10 @@ impl Engine {
     /// Samples the lease's training will process (for progress rates);
     /// `None` until its data is inserted.
     pub fn planned_samples(&self, task: &LeaseTask) -> Option<u64> {
-        let n = self.data.get(&task.data)?.len() as u64;
+        let n = match &task.data {
+            TrainingData::Shard(sha) => self.data.get(sha)?.len(),
+            TrainingData::Local(_) => self.local.as_ref()?.len(),
+        } as u64;
         Some(match task.work {
             LocalWork::Epochs(e) => n * u64::from(e),
             LocalWork::Steps(s) => u64::from(s) * u64::from(task.batch_size).min(n),
@@ -169,10 +256,7 @@ impl Engine {
             .weights
             .get(&task.weights)
             .ok_or_else(|| EngineError::Missing(task.weights.clone()))?;
-        let data = self
-            .data
-            .get(&task.data)
-            .ok_or_else(|| EngineError::Missing(task.data.clone()))?;
+        let data = self.data_for(task)?;
         let arch = Architecture::new(task.model.clone(), task.input_shape.clone(), task.classes)?;
         let config = LocalTraining {
             optimizer: task.optimizer.clone(),
@@ -193,7 +277,7 @@ impl Engine {
             }
         }
         let outcome = trainer.finish_async().await?;
-        let delta = outcome.params.minus(&global);
+        let mut delta = outcome.params.minus(&global);
         if !delta
             .tensors
             .iter()
@@ -203,6 +287,20 @@ impl Engine {
             return Err(EngineError::Ml(MlError::Backend(
                 "training produced non-finite weights".into(),
             )));
+        }
+        if let TrainingData::Local(local) = &task.data {
+            let mut secure = SecureGaussian::new();
+            let mut failure = None;
+            delta = privatize(&delta, local.clip_norm, local.noise_std, &mut || {
+                secure.sample().unwrap_or_else(|e| {
+                    failure.get_or_insert(e);
+                    f64::NAN
+                })
+            });
+            if let Some(e) = failure {
+                // Never send an update without its noise.
+                return Err(EngineError::Ml(e));
+            }
         }
         let millis = elapsed_millis().saturating_sub(start);
         let metadata = HashMap::from([

@@ -32,6 +32,12 @@ struct Args {
     /// Without it the worker contributes unpaid.
     #[arg(long, env = "OBLIVION_KEY", hide_env_values = true)]
     key: Option<String>,
+    /// Data of this worker's own, for federated jobs: a CSV file, or an IDX
+    /// images file and an IDX labels file (give the flag twice); gzip or
+    /// not. It is read here and never sent: only clipped, noised updates
+    /// leave.
+    #[arg(long = "local-data", value_name = "FILE")]
+    local_data: Vec<std::path::PathBuf>,
 }
 
 fn cpu_name() -> String {
@@ -116,6 +122,28 @@ async fn run(args: Args) -> Result<(), String> {
         .map(oblivion_chain::Key::parse)
         .transpose()
         .map_err(|e| format!("--key (OBLIVION_KEY): {e}"))?;
+    let local_data = if args.local_data.is_empty() {
+        None
+    } else {
+        let paths = args.local_data.clone();
+        let data = tokio::task::spawn_blocking(move || {
+            let files = paths
+                .iter()
+                .map(|p| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())))
+                .collect::<Result<Vec<_>, _>>()?;
+            let slices: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+            oblivion_ml::data::read_local(&slices).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("--local-data: {e}"))?;
+        tracing::info!(
+            samples = data.len(),
+            shape = ?data.shape,
+            "local data ready for federated jobs"
+        );
+        Some(data)
+    };
     let (device, info) = pick_device(&args.backend)?;
     let started = std::time::Instant::now();
     let score = tokio::task::spawn_blocking(move || {
@@ -139,6 +167,7 @@ async fn run(args: Args) -> Result<(), String> {
         info,
         benchmark: score,
         key,
+        local_data,
     };
     let mut session = session::Worker::new(settings);
     let mut backoff = Duration::from_millis(250);

@@ -39,6 +39,8 @@ pub struct Settings {
     pub benchmark: f64,
     /// The account rewards go to; the worker signs in as it.
     pub key: Option<oblivion_chain::Key>,
+    /// Data of its own for federated jobs (read once; never sent).
+    pub local_data: Option<oblivion_ml::data::Dataset>,
 }
 
 /// How a session ended.
@@ -77,10 +79,12 @@ pub struct Worker {
 
 impl Worker {
     /// A worker that has not connected yet.
-    pub fn new(settings: Settings) -> Worker {
+    pub fn new(mut settings: Settings) -> Worker {
         let cookies = Arc::new(reqwest::cookie::Jar::default());
+        let mut engine = Engine::new(settings.device);
+        engine.set_local_data(settings.local_data.take());
         Worker {
-            engine: Arc::new(Mutex::new(Engine::new(settings.device))),
+            engine: Arc::new(Mutex::new(engine)),
             settings: Arc::new(settings),
             http: reqwest::Client::builder()
                 .cookie_provider(cookies.clone())
@@ -153,6 +157,7 @@ impl Worker {
             benchmark: s.benchmark,
             payout_address: s.key.as_ref().map(|k| k.address()),
             max_leases: None,
+            local_data: lock(&self.engine).local_offer(),
         };
         if sink.send(text(&hello)).await.is_err() {
             return Outcome::Lost("connection closed during hello".into());

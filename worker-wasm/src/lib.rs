@@ -14,8 +14,9 @@ mod net;
 mod page;
 mod session;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
+use oblivion_ml::data::{Dataset, read_local};
 use oblivion_protocol::tab::{TabCommand, TabReport};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -26,6 +27,45 @@ thread_local! {
     static STOPPING: Cell<bool> = const { Cell::new(false) };
     /// A session or benchmark is running.
     static BUSY: Cell<bool> = const { Cell::new(false) };
+    /// The contributor's own data for federated jobs, read from the files
+    /// the page handed over; the next session trains on it.
+    static LOCAL_DATA: RefCell<Option<Dataset>> = const { RefCell::new(None) };
+}
+
+/// Takes the local data the page handed over, if any.
+pub(crate) fn take_local_data() -> Option<Dataset> {
+    LOCAL_DATA.with(|d| d.borrow_mut().take())
+}
+
+/// Reads local files (an array of `Uint8Array`s) and keeps the data.
+fn receive_local_files(files: &js_sys::Array) {
+    let bytes: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| js_sys::Uint8Array::new(&f).to_vec())
+        .collect();
+    let slices: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+    let report = match read_local(&slices) {
+        Ok(data) => {
+            let offer = oblivion_protocol::wire::LocalDataOffer {
+                shape: data.shape.clone(),
+                classes: data.classes,
+                samples: data.len() as u64,
+            };
+            LOCAL_DATA.with(|d| *d.borrow_mut() = Some(data));
+            TabReport::LocalData {
+                offer: Some(offer),
+                error: None,
+            }
+        }
+        Err(e) => {
+            LOCAL_DATA.with(|d| *d.borrow_mut() = None);
+            TabReport::LocalData {
+                offer: None,
+                error: Some(e.to_string()),
+            }
+        }
+    };
+    page::report(&report);
 }
 
 pub(crate) fn stopping() -> bool {
@@ -43,7 +83,12 @@ pub fn start() {
         });
     }));
     let on_message = Closure::<dyn FnMut(MessageEvent)>::new(|e: MessageEvent| {
-        let Some(text) = e.data().as_string() else {
+        let data = e.data();
+        if let Some(files) = data.dyn_ref::<js_sys::Array>() {
+            receive_local_files(files);
+            return;
+        }
+        let Some(text) = data.as_string() else {
             return;
         };
         match serde_json::from_str::<TabCommand>(&text) {

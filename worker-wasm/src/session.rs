@@ -101,8 +101,10 @@ pub async fn run(start: TabStart) {
         cpu_reason,
         benchmark: score,
     });
+    let mut engine = Engine::new(device);
+    engine.set_local_data(crate::take_local_data());
     let mut session = Session {
-        engine: Engine::new(device),
+        engine,
         preferred: device,
         adapter,
         shards_done: 0,
@@ -159,6 +161,7 @@ async fn connection(
             // One shard at a time: a second one would wait here while
             // another worker could be training it.
             max_leases: Some(1),
+            local_data: session.engine.local_offer(),
         },
     );
     let (token, heartbeat_ms) = match inbox.next().await.map(|t| serde_json::from_str(&t)) {

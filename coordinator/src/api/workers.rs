@@ -116,6 +116,7 @@ async fn session(c: Arc<Coordinator>, mut socket: WebSocket, account: Option<Str
         benchmark,
         payout_address,
         max_leases,
+        local_data,
     })) = hello
     else {
         return refuse(socket, "the first message must be a hello".into()).await;
@@ -129,7 +130,7 @@ async fn session(c: Arc<Coordinator>, mut socket: WebSocket, account: Option<Str
         )
         .await;
     }
-    let view = WorkerView::connected(
+    let mut view = WorkerView::connected(
         name.chars().take(64).collect(),
         client,
         // Self-described, so bounded: it is shown to every visitor.
@@ -144,6 +145,10 @@ async fn session(c: Arc<Coordinator>, mut socket: WebSocket, account: Option<Str
             0.0
         },
     );
+    if let Some(Err(e)) = local_data.as_ref().map(crate::federated::check_offer) {
+        return refuse(socket, e).await;
+    }
+    view.local_data = local_data;
     // Paid only to an address the worker proved by signing in as it.
     let claimed = payout_address
         .as_deref()

@@ -280,6 +280,9 @@ impl Coordinator {
             &row.spec.privacy,
             crate::privacy::noise_multiplier(&row.spec),
         ) {
+            // Federated updates arrive clipped and noised by their
+            // contributors (see `crate::federated`).
+            _ if row.spec.dataset.is_federated() => None,
             (Some(p), Ok(Some(noise_multiplier))) => Some(RoundPrivacy {
                 clip_norm: p.clip_norm,
                 noise_multiplier,

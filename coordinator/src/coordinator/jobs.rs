@@ -86,27 +86,44 @@ impl Coordinator {
         let dataset = self
             .datasets
             .load(
-                &spec.dataset,
+                spec.dataset.held_by_coordinator(),
                 &self.artifacts,
                 self.config.max_dataset_bytes,
             )
             .await?;
+        let federated = spec.dataset.is_federated();
         let arch = Architecture::new(spec.model.clone(), dataset.shape.clone(), dataset.classes)
             .map_err(|e| AppError::unprocessable(e.to_string()).with_field("dataset"))?;
-        let held_out = ((dataset.len() as f64 * spec.validation_split).ceil() as u64)
-            .clamp(1, dataset.len() as u64);
+        // In federated mode all the coordinator holds is for validation.
+        let held_out = if federated {
+            dataset.len() as u64
+        } else {
+            ((dataset.len() as f64 * spec.validation_split).ceil() as u64)
+                .clamp(1, dataset.len() as u64)
+        };
         budget::check(&self.config.budgets, &spec, &arch, held_out)?;
         let prepared = {
             let (spec, arch) = (spec.clone(), arch.clone());
             blocking(move || {
-                let (mut train, mut val) = dataset.split(spec.validation_split, spec.seed);
-                let normalization = (!train.is_image()).then(|| {
-                    let n = train.normalization();
+                let (mut train, mut val) = if federated {
+                    // Scaled by the validation data's statistics, which
+                    // every contributor's lease carries.
+                    let val = dataset.as_ref().clone();
+                    (val.select(&[]), val)
+                } else {
+                    dataset.split(spec.validation_split, spec.seed)
+                };
+                let normalization = (!val.is_image()).then(|| {
+                    let n = if federated {
+                        val.normalization()
+                    } else {
+                        train.normalization()
+                    };
                     train.normalize(&n);
                     val.normalize(&n);
                     n
                 });
-                if train.len() < spec.shards_per_round as usize {
+                if !federated && train.len() < spec.shards_per_round as usize {
                     return Err(AppError::unprocessable(format!(
                         "shards_per_round: {} shards but only {} training samples",
                         spec.shards_per_round,
@@ -114,11 +131,15 @@ impl Coordinator {
                     ))
                     .with_field("shards_per_round"));
                 }
-                let shards: Vec<(Vec<u8>, u64)> = train
-                    .chunks(spec.shards_per_round as usize)
-                    .iter()
-                    .map(|c| (encode_shard(c), c.len() as u64))
-                    .collect();
+                let shards: Vec<(Vec<u8>, u64)> = if federated {
+                    Vec::new()
+                } else {
+                    train
+                        .chunks(spec.shards_per_round as usize)
+                        .iter()
+                        .map(|c| (encode_shard(c), c.len() as u64))
+                        .collect()
+                };
                 let initial = initial_params(&arch, spec.seed).map_err(ml_internal)?;
                 let initial_blob = initial.to_safetensors(None);
                 Ok((
@@ -135,13 +156,23 @@ impl Coordinator {
         };
         let (shard_blobs, val_blob, val, train_len, normalization, initial, initial_blob) =
             prepared;
-        let mut shards = Vec::with_capacity(shard_blobs.len());
+        let mut shards = Vec::with_capacity(spec.shards_per_round as usize);
         for (blob, samples) in shard_blobs {
             shards.push((
                 self.artifacts.put(blob).await.map_err(AppError::io)?,
                 samples,
             ));
         }
+        if federated {
+            // A federated slot has no data of the coordinator's: its
+            // stored data address is empty, and it credits a contribution.
+            shards = vec![
+                (String::new(), crate::federated::CONTRIBUTION);
+                spec.shards_per_round as usize
+            ];
+        }
+        let local = crate::federated::local_task(&spec, normalization.as_ref())
+            .map_err(|e| AppError::unprocessable(e).with_field("privacy"))?;
         let validation_sha = self.artifacts.put(val_blob).await.map_err(AppError::io)?;
         let global_sha = self
             .artifacts
@@ -201,17 +232,21 @@ impl Coordinator {
             return Ok(id);
         }
         lock(&self.validation).insert(id, Arc::new(val));
+        let live = LiveJob::new(
+            id,
+            spec,
+            Arc::new(arch),
+            global_sha,
+            Arc::new(initial),
+            shards,
+            &row.round_replicas,
+        );
         self.hub().jobs.insert(
             id,
-            LiveJob::new(
-                id,
-                spec,
-                Arc::new(arch),
-                global_sha,
-                Arc::new(initial),
-                shards,
-                &row.round_replicas,
-            ),
+            match local {
+                Some(local) => live.federated(local),
+                None => live,
+            },
         );
         tracing::info!(job = id, "job created");
         self.request_pump();
@@ -225,8 +260,8 @@ impl Coordinator {
         dataset: &DatasetSpec,
         owner: &str,
     ) -> Result<(), AppError> {
-        let files: Vec<&str> = match dataset {
-            DatasetSpec::Builtin(_) => Vec::new(),
+        let files: Vec<&str> = match dataset.held_by_coordinator() {
+            DatasetSpec::Builtin(_) | DatasetSpec::Federated { .. } => Vec::new(),
             DatasetSpec::Csv(sha) => vec![sha],
             DatasetSpec::Idx { images, labels } => vec![images, labels],
         };

@@ -311,6 +311,14 @@ impl Coordinator {
     /// Puts a stored, unfinished job into the hub, as the database has it.
     async fn resume(self: &Arc<Self>, row: JobRow) -> Result<(), AppError> {
         let arch = Arc::new(Self::arch_of(&row)?);
+        let normalization: Option<oblivion_ml::data::Normalization> = row
+            .normalization
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| AppError::internal(format!("stored normalisation: {e}")))?;
+        let local = crate::federated::local_task(&row.spec, normalization.as_ref())
+            .map_err(AppError::internal)?;
         let global = Arc::new(self.weights(&row.global_sha).await?);
         let done: HashMap<u32, u64> = self
             .db
@@ -339,6 +347,7 @@ impl Coordinator {
             global,
             base_shards: shards.len(),
             shards,
+            local,
         };
         live.set_replicas(&row.round_replicas);
         for (slot, shard) in live.shards.iter_mut().enumerate() {

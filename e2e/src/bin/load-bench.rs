@@ -126,6 +126,7 @@ async fn worker(
         benchmark: 1.0,
         payout_address: None,
         max_leases: Some(1),
+        local_data: None,
     };
     if socket.send(text(&hello)).await.is_err() {
         return;

@@ -3,10 +3,12 @@
 
 mod csv;
 mod idx;
+mod local;
 mod shard;
 
 pub use csv::parse_csv;
 pub use idx::{parse_idx_images, parse_idx_labels};
+pub use local::{MAX_LOCAL_BYTES, read_local};
 pub use shard::{decode_shard, encode_shard};
 
 use crate::MlError;

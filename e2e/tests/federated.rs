@@ -1,0 +1,143 @@
+//! Federated mode with native workers: two contributors each hold part of
+//! iris that nobody else has (neither holds every class), the job's
+//! creator holds only the validation data, and the model learns from
+//! both. A worker without data, or with data of another shape, is given
+//! none of the job's work.
+
+use std::path::Path;
+use std::time::Duration;
+
+use oblivion_e2e::{Network, ScratchDir, root};
+use oblivion_protocol::api::JobView;
+
+const TIMEOUT: Duration = Duration::from_secs(600);
+const ROUNDS: u32 = 40;
+
+/// Iris split three ways: every third row for validation; of the rest,
+/// classes 0 and half of 1 for one contributor, 2 and the other half of 1
+/// for the other.
+fn split_iris(dir: &Path) -> [std::path::PathBuf; 3] {
+    let text = std::fs::read_to_string(root().join("../shared/datasets/tabular/iris.csv")).unwrap();
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header = lines.next().unwrap().to_string();
+    let (mut val, mut a, mut b) = (vec![header.clone()], vec![header.clone()], vec![header]);
+    let mut ones = 0;
+    for (i, line) in lines.enumerate() {
+        let label = line.rsplit(',').next().unwrap().trim();
+        if i % 3 == 0 {
+            val.push(line.to_string());
+        } else if label == "0"
+            || (label == "1" && {
+                ones += 1;
+                ones % 2 == 0
+            })
+        {
+            a.push(line.to_string());
+        } else {
+            b.push(line.to_string());
+        }
+    }
+    let paths = ["validation.csv", "alice.csv", "bob.csv"].map(|n| dir.join(n));
+    for (path, rows) in paths.iter().zip([val, a, b]) {
+        std::fs::write(path, rows.join("\n") + "\n").unwrap();
+    }
+    paths
+}
+
+fn final_accuracy(job: &JobView) -> f64 {
+    job.history.last().map_or(0.0, |r| r.accuracy)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_contributors_train_a_job_on_data_only_they_hold() {
+    let dir = ScratchDir::new("federated").unwrap();
+    let [validation, alice, bob] = split_iris(&dir.0);
+    let wine = root().join("../shared/datasets/tabular/wine.csv");
+    let mut net = Network::start(&[]).unwrap();
+    net.add_worker_with_data("alice", &[&alice]).unwrap();
+    net.add_worker_with_data("bob", &[&bob]).unwrap();
+    net.add_worker("no-data").unwrap();
+    net.add_worker_with_data("wine-holder", &[&wine]).unwrap();
+    let api = net.api();
+    let (status, upload) = api
+        .post("/api/datasets", std::fs::read(&validation).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{upload}");
+    let mut spec = serde_json::json!({
+        "name": "iris-federated",
+        "model": {"kind": "mlp", "hidden": [16]},
+        "dataset": {"federated": {"validation": {"csv": upload["sha256"]}}},
+        "rounds": ROUNDS,
+        "shards_per_round": 2,
+        "local_epochs": 5,
+        "batch_size": 8,
+        "optimizer": {"kind": "sgd", "learning_rate": 0.05, "momentum": 0.9},
+        "seed": 3,
+        "target_accuracy": 0.9
+    });
+    // Federated data without privacy is refused: contributors send only
+    // clipped, noised updates.
+    let (status, body) = api.post("/api/jobs", spec.to_string()).await.unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["field"], "privacy", "{body}");
+    spec["privacy"] = serde_json::json!({"clip_norm": 1.0, "noise_multiplier": 0.3});
+    let id = api.submit(&spec).await.unwrap();
+    let job = api.wait_finished(id, TIMEOUT, |_| {}).await.unwrap();
+    assert_eq!(job.status.as_str(), "completed", "{job:?}");
+    let accuracy = final_accuracy(&job);
+    let epsilon = job.history.last().and_then(|r| r.epsilon).unwrap();
+    println!(
+        "federated iris: accuracy {accuracy:.3} after {} rounds, ε {epsilon:.1} (δ 1e-5), \
+         accuracy by round {:?}",
+        job.history.len(),
+        job.history.iter().map(|r| r.accuracy).collect::<Vec<_>>()
+    );
+    assert!(
+        accuracy >= 0.9,
+        "the job ends on reaching its target: {accuracy}"
+    );
+    let rounds = job.history.len() as u64;
+    assert_eq!(
+        job.validation_samples, 50,
+        "all of the creator's data validates"
+    );
+    assert_eq!(
+        job.train_samples, 0,
+        "the coordinator holds no training data"
+    );
+    let spent: Vec<f64> = job.history.iter().map(|r| r.epsilon.unwrap()).collect();
+    assert!(spent.windows(2).all(|w| w[0] < w[1]), "ε grows: {spent:?}");
+
+    // Only the two contributors took part, each once a round, credited a
+    // contribution per verified update.
+    let mut names: Vec<(String, u64, u64)> = job
+        .contributors
+        .iter()
+        .map(|c| (c.name.clone(), c.updates, c.samples))
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!((names[0].0.as_str(), names[1].0.as_str()), ("alice", "bob"));
+    for (name, updates, credited) in &names {
+        assert!(
+            *updates == rounds,
+            "{name}: {updates} updates in {rounds} rounds (one a round)"
+        );
+        assert_eq!(credited, updates, "{name}: one contribution per update");
+    }
+
+    // The network sees what each worker offers: shape and size, no more.
+    let workers = api.workers().await.unwrap();
+    let offer = |name: &str| {
+        workers
+            .iter()
+            .find(|w| w.name == name)
+            .and_then(|w| w.local_data.clone())
+    };
+    let alice_offer = offer("alice").expect("alice offers local data");
+    assert_eq!(alice_offer.shape, vec![4]);
+    assert_eq!(alice_offer.classes, 2, "alice holds classes 0 and 1 only");
+    assert_eq!(offer("wine-holder").unwrap().shape, vec![13]);
+    assert!(offer("no-data").is_none());
+}
