@@ -354,6 +354,7 @@ pub fn JobPage() -> impl IntoView {
             let owner_line = j.owner.clone().map(|o| format!(" · by {}{}", short(&o), if mine { " (you)" } else { "" }));
             let private = j.spec.visibility == oblivion_protocol::Visibility::Private;
             let last = j.history.last().cloned();
+            let federated = j.spec.dataset.is_federated();
             let progress = job_progress(&j);
             view! {
                 <section class="card hero">
@@ -388,11 +389,19 @@ pub fn JobPage() -> impl IntoView {
                             <h2>"Privacy"</h2>
                             <p class="big-number" data-testid="epsilon">{j.history.last().and_then(|r| r.epsilon).map_or("ε = 0".into(), |e| format!("ε = {e:.2}"))}</p>
                             <p class="muted small">{format!(
-                                "Spent so far, at δ = {:e}: each update clipped to {}, Gaussian noise added to their sum{}.",
+                                "Spent so far, at δ = {:e}: each update clipped to {}, {}{}.",
                                 p.delta,
                                 p.clip_norm,
+                                if federated { "and Gaussian noise added to it by its contributor before it left" } else { "Gaussian noise added to their sum" },
                                 p.target_epsilon.map_or(String::new(), |t| format!("; the job stays within ε = {t}")),
                             )}</p>
+                        </section>
+                    })}
+                    {federated.then(|| view! {
+                        <section class="card" data-testid="federated">
+                            <h2>"Federated"</h2>
+                            <p class="big-number" data-testid="federated-contributors">{format!("{} contributor{}", j.contributors.len(), if j.contributors.len() == 1 { "" } else { "s" })}</p>
+                            <p class="muted small">"The training data stayed with its contributors: each trained on its own file and sent only clipped, noised updates. The coordinator holds only the validation data."</p>
                         </section>
                     })}
                     <section class="card">

@@ -498,6 +498,36 @@ pub fn peak_rss_kib(pid: u32) -> Result<u64> {
         .context("no VmHWM in /proc/PID/status")
 }
 
+/// Iris split three ways for federated tests, written under `dir` as
+/// `validation.csv` (every third row: the job creator's), `alice.csv`
+/// (the rest of classes 0 and half of 1) and `bob.csv` (class 2 and the
+/// other half of 1): neither contributor holds every class.
+pub fn split_iris_federated(dir: &Path) -> Result<[PathBuf; 3]> {
+    let text = std::fs::read_to_string(root().join("../shared/datasets/tabular/iris.csv"))?;
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header = lines.next().context("iris.csv is empty")?.to_string();
+    let (mut val, mut a, mut b) = (vec![header.clone()], vec![header.clone()], vec![header]);
+    let mut ones = 0;
+    for (i, line) in lines.enumerate() {
+        let label = line.rsplit(',').next().unwrap_or_default().trim();
+        if label == "1" && i % 3 != 0 {
+            ones += 1;
+        }
+        if i % 3 == 0 {
+            val.push(line.to_string());
+        } else if label == "0" || (label == "1" && ones % 2 == 0) {
+            a.push(line.to_string());
+        } else {
+            b.push(line.to_string());
+        }
+    }
+    let paths = ["validation.csv", "alice.csv", "bob.csv"].map(|n| dir.join(n));
+    for (path, rows) in paths.iter().zip([val, a, b]) {
+        std::fs::write(path, rows.join("\n") + "\n")?;
+    }
+    Ok(paths)
+}
+
 /// Reads an example spec from `examples/jobs/`.
 pub fn example(name: &str) -> Result<serde_json::Value> {
     let path = root().join("examples/jobs").join(name);

@@ -2,7 +2,8 @@
 //! contribute (WebGPU through SwiftShader, and the CPU fallback), a job is
 //! created through the form and watched to completion, a tab closed
 //! mid-shard costs only its lease, a tab reconnects after a coordinator
-//! restart, and the form shows the server's errors.
+//! restart, the form shows the server's errors, and two tabs train a
+//! federated job on files that never leave them.
 //! Each scenario's claims are re-checked here through the API.
 
 use std::io::{BufRead, BufReader, Write};
@@ -25,7 +26,7 @@ fn scenario_with(name: &str, on_ready: impl FnOnce(&mut Network)) -> (Network, s
     // The tabs' wallets sign with anvil's development accounts.
     let anvil = Anvil::start().unwrap();
     let net = Network::start(&["--web-dir", dist().to_str().unwrap()]).unwrap();
-    run_scenario(name, net, &anvil, on_ready)
+    run_scenario(name, net, &anvil, &[], on_ready)
 }
 
 fn dist() -> std::path::PathBuf {
@@ -37,10 +38,12 @@ fn dist() -> std::path::PathBuf {
     dist
 }
 
+/// Runs scenario `name` with `env` set for it.
 fn run_scenario(
     name: &str,
     mut net: Network,
     anvil: &Anvil,
+    env: &[(&str, &std::path::Path)],
     on_ready: impl FnOnce(&mut Network),
 ) -> (Network, serde_json::Value) {
     let mut child = Command::new("node")
@@ -48,6 +51,7 @@ fn run_scenario(
         .arg(&net.url)
         .arg(name)
         .env("ANVIL_URL", &anvil.url)
+        .envs(env.iter().copied())
         .current_dir(root())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -180,7 +184,7 @@ async fn a_paid_job_is_funded_settled_and_claimed_in_the_browser() {
     .unwrap();
     // anvil comes back out: the checks below read the chain.
     let ((net, result), _anvil) = tokio::task::spawn_blocking(move || {
-        let outcome = run_scenario("paid", net, &anvil, |_| {});
+        let outcome = run_scenario("paid", net, &anvil, &[], |_| {});
         (outcome, anvil)
     })
     .await
@@ -206,4 +210,39 @@ async fn a_paid_job_is_funded_settled_and_claimed_in_the_browser() {
         provider.get_balance(*contract.address()).await.unwrap(),
         U256::ZERO
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_tabs_train_a_federated_job_on_files_that_never_leave_them() {
+    let dir = oblivion_e2e::ScratchDir::new("federated-tabs").unwrap();
+    oblivion_e2e::split_iris_federated(&dir.0).unwrap();
+    let anvil = Anvil::start().unwrap();
+    let net = Network::start(&["--web-dir", dist().to_str().unwrap()]).unwrap();
+    let (net, result) = tokio::task::spawn_blocking(move || {
+        run_scenario(
+            "federated",
+            net,
+            &anvil,
+            &[("FEDERATED_DIR", dir.0.as_path())],
+            |_| {},
+        )
+    })
+    .await
+    .unwrap();
+    let job = job(&net, result["job"].as_u64().unwrap()).await;
+    assert_eq!(job.status.as_str(), "completed", "{job:?}");
+    let accuracy = job.history.last().unwrap().accuracy;
+    assert!(accuracy >= 0.9, "the job reached its target: {accuracy}");
+    assert!(job.spec.dataset.is_federated());
+    assert_eq!(
+        job.train_samples, 0,
+        "the coordinator holds no training data"
+    );
+    // Both tabs, and only they, trained it: once a round each.
+    assert_eq!(job.contributors.len(), 2, "{:?}", job.contributors);
+    for c in &job.contributors {
+        assert_eq!(c.client, ClientKind::Browser);
+        assert_eq!(c.updates, job.history.len() as u64, "{c:?}");
+    }
+    assert!(job.history.last().unwrap().epsilon.is_some());
 }

@@ -4,45 +4,13 @@
 //! both. A worker without data, or with data of another shape, is given
 //! none of the job's work.
 
-use std::path::Path;
 use std::time::Duration;
 
-use oblivion_e2e::{Network, ScratchDir, root};
+use oblivion_e2e::{Network, ScratchDir, root, split_iris_federated};
 use oblivion_protocol::api::JobView;
 
 const TIMEOUT: Duration = Duration::from_secs(600);
 const ROUNDS: u32 = 40;
-
-/// Iris split three ways: every third row for validation; of the rest,
-/// classes 0 and half of 1 for one contributor, 2 and the other half of 1
-/// for the other.
-fn split_iris(dir: &Path) -> [std::path::PathBuf; 3] {
-    let text = std::fs::read_to_string(root().join("../shared/datasets/tabular/iris.csv")).unwrap();
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header = lines.next().unwrap().to_string();
-    let (mut val, mut a, mut b) = (vec![header.clone()], vec![header.clone()], vec![header]);
-    let mut ones = 0;
-    for (i, line) in lines.enumerate() {
-        let label = line.rsplit(',').next().unwrap().trim();
-        if i % 3 == 0 {
-            val.push(line.to_string());
-        } else if label == "0"
-            || (label == "1" && {
-                ones += 1;
-                ones % 2 == 0
-            })
-        {
-            a.push(line.to_string());
-        } else {
-            b.push(line.to_string());
-        }
-    }
-    let paths = ["validation.csv", "alice.csv", "bob.csv"].map(|n| dir.join(n));
-    for (path, rows) in paths.iter().zip([val, a, b]) {
-        std::fs::write(path, rows.join("\n") + "\n").unwrap();
-    }
-    paths
-}
 
 fn final_accuracy(job: &JobView) -> f64 {
     job.history.last().map_or(0.0, |r| r.accuracy)
@@ -51,7 +19,7 @@ fn final_accuracy(job: &JobView) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_contributors_train_a_job_on_data_only_they_hold() {
     let dir = ScratchDir::new("federated").unwrap();
-    let [validation, alice, bob] = split_iris(&dir.0);
+    let [validation, alice, bob] = split_iris_federated(&dir.0).unwrap();
     let wine = root().join("../shared/datasets/tabular/wine.csv");
     let mut net = Network::start(&[]).unwrap();
     net.add_worker_with_data("alice", &[&alice]).unwrap();

@@ -2,6 +2,7 @@
 // the web app. Usage: node tests/browser/scenarios.mjs URL SCENARIO
 // Prints one line `RESULT {json}` on success; exits 1 with the reason.
 import { readFileSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
 import {
   launch, openPage, startTab, text, number, until, getJson, check, signedInPage, postFrom, CREATOR,
   CONTRIBUTOR, signIn,
@@ -230,8 +231,117 @@ async function paid() {
   return { job: id, jobKey: job.payment.job_key, claimable };
 }
 
+/// Opens the Contribute page in a fresh context whose every outgoing
+/// request body and WebSocket frame (the page's and its worker's) is
+/// recorded into `sent`.
+async function recordedTab(browser, label, sent) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.log(`[${label}] page error: ${e.message}`));
+  const record = (kind, url, body) => sent.push({ tab: label, kind, url, body });
+  context.on('request', (r) => record(`${r.method()} request`, r.url(), r.postDataBuffer() ?? Buffer.alloc(0)));
+  page.on('websocket', (ws) => ws.on('framesent', (f) => record('frame', ws.url(), Buffer.from(f.payload))));
+  page.on('worker', (w) => console.log(`[${label}] worker ${w.url()}`));
+  await page.goto(base + '/');
+  return page;
+}
+
+/// Everything a recorded body says, as text: itself, and gunzipped when
+/// it is gzip (updates are).
+function readable(body) {
+  const texts = [body.toString('latin1')];
+  if (body[0] === 0x1f && body[1] === 0x8b) {
+    try { texts.push(gunzipSync(body).toString('latin1')); } catch { /* not gzip after all */ }
+  }
+  return texts;
+}
+
+/// Federated mode in the browser: two tabs each pick a local file (iris
+/// rows only they hold), the creator submits a federated job through the
+/// form with only validation data, and the tabs train it to its target.
+/// Every request and WebSocket frame the tabs send is recorded: none holds
+/// a row of their files.
+async function federated() {
+  const dir = process.env.FEDERATED_DIR;
+  const files = { validation: `${dir}/validation.csv`, alice: `${dir}/alice.csv`, bob: `${dir}/bob.csv` };
+  const rows = (f) => readFileSync(f, 'utf8').trim().split('\n').slice(1);
+  const browser = await launch();
+  browsers.push(browser);
+  const sent = [];
+  const tabs = {};
+  for (const name of ['alice', 'bob']) {
+    const tab = await recordedTab(browser, name, sent);
+    await tab.getByTestId('local-data').setInputFiles(files[name]);
+    await tab.getByTestId('toggle').click();
+    await until(`${name}'s tab to read its file`, async () => (await tab.getByTestId('local-summary').count()) > 0, 60000);
+    check((await text(tab, 'local-summary')).startsWith(`${rows(files[name]).length} samples of shape [4]`),
+      `${name}'s tab describes its file: ${await text(tab, 'local-summary')}`);
+    await until(`${name}'s tab to connect`, async () => (await text(tab, 'status')) === 'waiting for work', 60000);
+    tabs[name] = tab;
+  }
+
+  // The creator uploads only validation data, through the form.
+  const creator = await signedInPage(browser, base, '/jobs/new', 'creator', CREATOR);
+  await creator.getByTestId('example').selectOption('iris-mlp');
+  await creator.getByTestId('field-placement').selectOption('federated');
+  await creator.getByTestId('federated-note').waitFor({ timeout: 10000 });
+  await creator.getByTestId('field-source').selectOption('csv');
+  await creator.getByTestId('upload-csv').setInputFiles(files.validation);
+  await until('the validation upload', async () => /sha256/.test(await text(creator, 'upload-note')), 30000);
+  await creator.getByTestId('field-name').fill('iris-federated');
+  await creator.getByTestId('field-rounds').fill('40');
+  await creator.getByTestId('field-target_accuracy').fill('0.9');
+  await creator.getByTestId('field-privacy.target_epsilon').fill('200');
+  const spec = JSON.parse(await creator.getByTestId('spec-json').textContent());
+  check(spec.dataset.federated?.validation?.csv && spec.privacy?.target_epsilon === 200,
+    `the form builds a federated spec: ${JSON.stringify(spec)}`);
+  await creator.getByTestId('submit').click();
+  await creator.waitForURL(/\/jobs\/\d+$/, { timeout: 30000 });
+  const id = Number(creator.url().split('/').pop());
+  const job = await jobFinished(id, 600000, 500);
+  check(job.status === 'completed', `job ${id} ended ${job.status}: ${job.error}`);
+  const accuracy = job.history[job.history.length - 1].accuracy;
+  check(accuracy >= 0.9, `the federated job reached ${accuracy}`);
+
+  // The job page says how many contributed, and the ε spent.
+  await until('the job page to show the contributors', async () =>
+    (await creator.getByTestId('federated-contributors').count()) > 0
+    && (await text(creator, 'federated-contributors')) === '2 contributors', 15000);
+  const spent = job.history[job.history.length - 1].epsilon;
+  await until(`the job page to show ε = ${spent.toFixed(2)}, as the API does`, async () =>
+    (await text(creator, 'epsilon')) === `ε = ${spent.toFixed(2)}`, 15000);
+
+  // The tabs' traffic: the recording saw their updates and their hellos
+  // (so it records what the workers send), and no row of their files.
+  const report = {};
+  for (const name of ['alice', 'bob']) {
+    const mine = sent.filter((s) => s.tab === name);
+    const updates = mine.filter((s) => /\/api\/leases\/\d+\/update$/.test(s.url));
+    const hellos = mine.filter((s) => s.kind === 'frame' && s.body.toString().includes('"type":"hello"'));
+    const accepted = await number(tabs[name], 'accepted');
+    check(updates.length >= accepted && accepted >= 1, `${name}: ${updates.length} update posts recorded, ${accepted} accepted`);
+    check(hellos.length >= 1 && hellos.every((h) => h.body.toString().includes('"local_data":{"shape":[4]')),
+      `${name}: its hello offers its data's shape (${hellos.length} recorded)`);
+    check(!mine.some((s) => /\/api\/datasets/.test(s.url)), `${name}: nothing was uploaded`);
+    const secrets = rows(files[name]).flatMap((r) => [r, r.split(',').slice(0, 4).join(',')]);
+    const whole = readFileSync(files[name]);
+    for (const s of mine) {
+      for (const t of readable(s.body)) {
+        check(!t.includes(whole.toString('latin1')), `${name}: its file was sent to ${s.url}`);
+        const leaked = secrets.find((row) => t.includes(row));
+        check(!leaked, `${name}: row ${leaked} was sent (${s.kind} ${s.url})`);
+      }
+    }
+    report[name] = {
+      accepted, requests: mine.filter((s) => s.kind !== 'frame').length, frames: mine.length - mine.filter((s) => s.kind !== 'frame').length,
+      bytesSent: mine.reduce((n, s) => n + s.body.length, 0), fileBytes: whole.length,
+    };
+  }
+  return { job: id, rounds: job.history.length, accuracy, epsilon: spent, tabs: report };
+}
+
 const scenarios = {
-  'two-tabs': twoTabs, 'tab-closed': tabClosed, 'invalid-spec': invalidSpec, reconnect, paid,
+  'two-tabs': twoTabs, 'tab-closed': tabClosed, 'invalid-spec': invalidSpec, reconnect, paid, federated,
 };
 try {
   const run = scenarios[scenario];
