@@ -79,7 +79,7 @@ pub fn NetworkPage() -> impl IntoView {
         <section class="card">
             <div class="table-wrap">
             <table class="table" data-testid="workers">
-                <thead><tr><th>"Worker"</th><th>"Kind"</th><th>"Backend"</th><th>"State"</th><th>"Samples/s"</th><th>"Accepted"</th><th>"Rejected"</th><th>"Lost"</th><th>"Credited"</th><th>"Agreed / disputed"</th></tr></thead>
+                <thead><tr><th>"Worker"</th><th>"Kind"</th><th>"Backend"</th><th>"State"</th><th>"Samples/s"</th><th>"Accepted"</th><th>"Rejected"</th><th>"Lost"</th><th>"Credited"</th><th>"Agreed / disputed"</th><th>"Local data"</th></tr></thead>
                 <tbody>
                     {move || workers.get().into_iter().map(|w| view! {
                         <tr>
@@ -96,6 +96,7 @@ pub fn NetworkPage() -> impl IntoView {
                             <td>{w.lost}</td>
                             <td title="samples of its verified updates">{w.samples}</td>
                             <td title="results of its account that agreed with their rounds, and those disputed or refuted">{format!("{} / {}", w.agreed, w.disputed)}</td>
+                            <td title="data of its own it trains federated jobs on: only its shape and size are known">{w.local_data.as_ref().map_or("—".into(), |d| format!("{} × {:?}", d.samples, d.shape))}</td>
                         </tr>
                     }).collect::<Vec<_>>()}
                 </tbody>

@@ -109,3 +109,57 @@ async fn two_contributors_train_a_job_on_data_only_they_hold() {
     assert_eq!(offer("wine-holder").unwrap().shape, vec![13]);
     assert!(offer("no-data").is_none());
 }
+
+/// A federated job is stored like any other: killed mid-job, the
+/// coordinator resumes it, and the contributors (reconnecting, offering
+/// their data again) finish it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_federated_job_survives_a_coordinator_restart() {
+    let dir = ScratchDir::new("federated-restart").unwrap();
+    let [validation, alice, bob] = split_iris_federated(&dir.0).unwrap();
+    let mut net = Network::start(&[]).unwrap();
+    net.add_worker_with_data("alice", &[&alice]).unwrap();
+    net.add_worker_with_data("bob", &[&bob]).unwrap();
+    let api = net.api();
+    let (_, upload) = api
+        .post("/api/datasets", std::fs::read(&validation).unwrap())
+        .await
+        .unwrap();
+    let rounds = 60;
+    let spec = serde_json::json!({
+        "name": "iris-federated-restart",
+        "model": {"kind": "mlp", "hidden": [16]},
+        "dataset": {"federated": {"validation": {"csv": upload["sha256"]}}},
+        "rounds": rounds,
+        "shards_per_round": 2,
+        "local_epochs": 5,
+        "batch_size": 8,
+        "optimizer": {"kind": "sgd", "learning_rate": 0.05, "momentum": 0.9},
+        "privacy": {"clip_norm": 1.0, "noise_multiplier": 0.3}
+    });
+    let id = api.submit(&spec).await.unwrap();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let before = loop {
+        let job = api.job(id).await.unwrap();
+        if job.round >= 3 {
+            break job.round;
+        }
+        assert!(std::time::Instant::now() < deadline, "no progress: {job:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    net.restart_coordinator().unwrap();
+    let job = api.wait_finished(id, TIMEOUT, |_| {}).await.unwrap();
+    assert_eq!(job.status.as_str(), "completed", "{job:?}");
+    assert!(before < rounds, "the restart came mid-job (round {before})");
+    assert_eq!(
+        job.history.len(),
+        rounds as usize,
+        "every round recorded once"
+    );
+    let updates: u64 = job.contributors.iter().map(|c| c.updates).sum();
+    assert_eq!(updates, 2 * u64::from(rounds), "{:?}", job.contributors);
+    println!(
+        "restarted at round {before}; final accuracy {:.3}",
+        final_accuracy(&job)
+    );
+}

@@ -325,3 +325,109 @@ impl Engine {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oblivion_ml::weights::initial_params;
+    use oblivion_protocol::OptimizerSpec;
+    use oblivion_protocol::spec::ModelSpec;
+
+    fn local_data() -> Dataset {
+        Dataset {
+            shape: vec![2],
+            features: (0..80).map(|i| (i % 9) as f32).collect(),
+            labels: (0..40).map(|i| i % 2).collect(),
+            classes: 2,
+        }
+    }
+
+    /// An engine holding local data and the global weights of a
+    /// federated lease, and that lease.
+    fn federated(noise_std: f64, input: usize) -> (Engine, LeaseTask) {
+        let arch = Architecture::new(ModelSpec::Mlp { hidden: vec![] }, vec![input], 3).unwrap();
+        let weights = initial_params(&arch, 1).unwrap().to_safetensors(None);
+        let sha = sha256_hex(&weights);
+        let mut engine = Engine::new(ComputeDevice::Cpu);
+        engine
+            .insert(ArtifactKind::Weights, &sha, &weights)
+            .unwrap();
+        engine.set_local_data(Some(local_data()));
+        let task = LeaseTask {
+            lease_id: 1,
+            job_id: 1,
+            round: 1,
+            shard: 0,
+            model: ModelSpec::Mlp { hidden: vec![] },
+            input_shape: vec![input],
+            classes: 3,
+            optimizer: OptimizerSpec::Sgd {
+                learning_rate: 0.1,
+                momentum: 0.0,
+            },
+            batch_size: 8,
+            work: LocalWork::Epochs(2),
+            seed: 1,
+            weights: sha,
+            data: TrainingData::Local(LocalTask {
+                scaling: Some(oblivion_protocol::wire::FeatureScaling {
+                    mean: vec![4.0; input],
+                    std: vec![2.0; input],
+                }),
+                clip_norm: 0.5,
+                noise_std,
+            }),
+            expires_in_secs: 60,
+        };
+        (engine, task)
+    }
+
+    fn train(engine: &Engine, task: &LeaseTask) -> Result<Option<Update>, EngineError> {
+        engine.train(task, &mut |_| true, &|| 0)
+    }
+
+    #[test]
+    fn a_federated_update_is_clipped_and_noised_before_it_exists() {
+        let (engine, task) = federated(1e-6, 2);
+        assert_eq!(
+            engine.missing(&task),
+            vec![],
+            "nothing to fetch but weights"
+        );
+        assert_eq!(
+            engine.local_offer(),
+            Some(LocalDataOffer {
+                shape: vec![2],
+                classes: 2,
+                samples: 40
+            })
+        );
+        let quiet = train(&engine, &task).unwrap().unwrap();
+        assert!(
+            quiet.norm <= 0.5 + 1e-3,
+            "clipped to the lease's bound: {}",
+            quiet.norm
+        );
+        let (engine, task) = federated(10.0, 2);
+        let loud = train(&engine, &task).unwrap().unwrap();
+        assert!(
+            loud.norm > 10.0,
+            "the noise is in the update: {}",
+            loud.norm
+        );
+    }
+
+    #[test]
+    fn a_lease_without_noise_or_for_other_data_is_refused() {
+        let (engine, task) = federated(0.0, 2);
+        let err = train(&engine, &task).unwrap_err().to_string();
+        assert!(err.contains("no noise"), "{err}");
+        let (engine, task) = federated(0.1, 3);
+        let err = train(&engine, &task).unwrap_err().to_string();
+        assert!(err.contains("do not fit"), "{err}");
+        let (mut engine, task) = federated(0.1, 2);
+        engine.set_local_data(None);
+        let err = train(&engine, &task).unwrap_err().to_string();
+        assert!(err.contains("holds none"), "{err}");
+    }
+}
