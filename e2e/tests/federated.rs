@@ -12,6 +12,23 @@ use oblivion_protocol::api::JobView;
 const TIMEOUT: Duration = Duration::from_secs(600);
 const ROUNDS: u32 = 40;
 
+/// The iris MLP, federated over the uploaded validation file `sha`, two
+/// contributors a round, each adding noise of 0.3 × its clip norm.
+fn federated_spec(sha: &serde_json::Value, rounds: u32) -> serde_json::Value {
+    serde_json::json!({
+        "name": "iris-federated",
+        "model": {"kind": "mlp", "hidden": [16]},
+        "dataset": {"federated": {"validation": {"csv": sha}}},
+        "rounds": rounds,
+        "shards_per_round": 2,
+        "local_epochs": 5,
+        "batch_size": 8,
+        "optimizer": {"kind": "sgd", "learning_rate": 0.05, "momentum": 0.9},
+        "seed": 3,
+        "privacy": {"clip_norm": 1.0, "noise_multiplier": 0.3}
+    })
+}
+
 fn final_accuracy(job: &JobView) -> f64 {
     job.history.last().map_or(0.0, |r| r.accuracy)
 }
@@ -32,24 +49,15 @@ async fn two_contributors_train_a_job_on_data_only_they_hold() {
         .await
         .unwrap();
     assert_eq!(status, 201, "{upload}");
-    let mut spec = serde_json::json!({
-        "name": "iris-federated",
-        "model": {"kind": "mlp", "hidden": [16]},
-        "dataset": {"federated": {"validation": {"csv": upload["sha256"]}}},
-        "rounds": ROUNDS,
-        "shards_per_round": 2,
-        "local_epochs": 5,
-        "batch_size": 8,
-        "optimizer": {"kind": "sgd", "learning_rate": 0.05, "momentum": 0.9},
-        "seed": 3,
-        "target_accuracy": 0.9
-    });
+    let mut spec = federated_spec(&upload["sha256"], ROUNDS);
+    spec["target_accuracy"] = 0.9.into();
+    let privacy = spec.as_object_mut().unwrap().remove("privacy").unwrap();
     // Federated data without privacy is refused: contributors send only
     // clipped, noised updates.
     let (status, body) = api.post("/api/jobs", spec.to_string()).await.unwrap();
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["field"], "privacy", "{body}");
-    spec["privacy"] = serde_json::json!({"clip_norm": 1.0, "noise_multiplier": 0.3});
+    spec["privacy"] = privacy;
     let id = api.submit(&spec).await.unwrap();
     let job = api.wait_finished(id, TIMEOUT, |_| {}).await.unwrap();
     assert_eq!(job.status.as_str(), "completed", "{job:?}");
@@ -126,17 +134,7 @@ async fn a_federated_job_survives_a_coordinator_restart() {
         .await
         .unwrap();
     let rounds = 60;
-    let spec = serde_json::json!({
-        "name": "iris-federated-restart",
-        "model": {"kind": "mlp", "hidden": [16]},
-        "dataset": {"federated": {"validation": {"csv": upload["sha256"]}}},
-        "rounds": rounds,
-        "shards_per_round": 2,
-        "local_epochs": 5,
-        "batch_size": 8,
-        "optimizer": {"kind": "sgd", "learning_rate": 0.05, "momentum": 0.9},
-        "privacy": {"clip_norm": 1.0, "noise_multiplier": 0.3}
-    });
+    let spec = federated_spec(&upload["sha256"], rounds);
     let id = api.submit(&spec).await.unwrap();
     let deadline = std::time::Instant::now() + TIMEOUT;
     let before = loop {
