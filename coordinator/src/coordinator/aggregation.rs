@@ -142,15 +142,15 @@ pub fn aggregate_round(
         let screened = screen(&rules.aggregation, &candidates).map_err(ml_internal)?;
         let combined = match rules.privacy {
             None => screened.aggregate,
+            // Under differential privacy screening decides credit and
+            // reputation, not what is combined: leaving an update out for
+            // how it compares with other clients' would make the choice
+            // depend on their data, which the accountant does not cover.
+            // Clipping already bounds what any one update can do.
             Some(p) => {
-                let verified: Vec<&Params> = candidates
-                    .iter()
-                    .zip(&screened.verdicts)
-                    .filter(|(_, v)| v.is_verified())
-                    .map(|(c, _)| &c.params)
-                    .collect();
+                let every: Vec<&Params> = candidates.iter().map(|c| &c.params).collect();
                 noised_mean(
-                    &verified,
+                    &every,
                     global,
                     p.clip_norm,
                     p.noise_multiplier,
@@ -619,6 +619,48 @@ mod tests {
                 .enumerate()
                 .all(|(i, v)| i == 3 || v.is_verified()),
             "{verdicts:?}"
+        );
+    }
+
+    #[test]
+    fn under_privacy_every_update_is_combined_clipped_whatever_its_verdict() {
+        let data = parse_csv(include_bytes!("../../../datasets/tabular/iris.csv")).unwrap();
+        let spec = oblivion_protocol::ModelSpec::Mlp { hidden: vec![8] };
+        let arch = Architecture::new(spec, data.shape.clone(), data.classes).unwrap();
+        let global = initial_params(&arch, 1).unwrap();
+        let decode = |b: &[u8]| Params::from_compressed_within(b, 1 << 24).unwrap().0;
+        let mut bytes: Vec<Vec<u8>> = (0..4).map(|s| update(&arch, 20 + s)).collect();
+        // A fifth, sign-flipped and scaled: disputed by screening.
+        let mut flipped = decode(&bytes[0]);
+        for t in &mut flipped.tensors {
+            t.values.iter_mut().for_each(|v| *v *= -100.0);
+        }
+        bytes.push(flipped.to_compressed(None));
+        let round: Vec<RoundBlob> = bytes
+            .iter()
+            .enumerate()
+            .map(|(s, b)| blob(b.clone(), s as u32))
+            .collect();
+        let clip_norm = 0.5;
+        let private = RoundRules {
+            privacy: Some(RoundPrivacy {
+                clip_norm,
+                noise_multiplier: 1.0,
+                clients: 5.0,
+            }),
+            ..rules()
+        };
+        let (new_global, _, verdicts) = aggregated(
+            aggregate_round(&arch, &global, round, &private, &data, &mut || 0.0).unwrap(),
+        );
+        assert!(matches!(verdicts[4], Verdict::Disputed(_)), "{verdicts:?}");
+        let every: Vec<Params> = bytes.iter().map(|b| decode(b)).collect();
+        let refs: Vec<&Params> = every.iter().collect();
+        let want = noised_mean(&refs, &global, clip_norm, 1.0, 5.0, &mut || 0.0).unwrap();
+        assert_eq!(
+            new_global.to_safetensors(None),
+            global.plus(&want).to_safetensors(None),
+            "the disputed update is in the sum, clipped like the others"
         );
     }
 
