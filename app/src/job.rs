@@ -422,7 +422,7 @@ pub fn JobPage() -> impl IntoView {
                     <h2>"Workers that contributed"</h2>
                     <div class="table-wrap">
                     <table class="table" data-testid="contributors">
-                        <thead><tr><th>"Worker"</th><th>"Kind"</th><th>"Backend"</th><th>"Updates"</th><th>"Samples"</th></tr></thead>
+                        <thead><tr><th>"Worker"</th><th>"Kind"</th><th>"Backend"</th><th>"Updates"</th><th title="verified work: samples of its shards, or in a federated job one contribution per update">{if federated { "Contributions" } else { "Samples" }}</th></tr></thead>
                         <tbody>
                             {j.contributors.iter().map(|c| view! {
                                 <tr>

@@ -577,12 +577,12 @@ pub fn NewJob() -> impl IntoView {
                 <label class="field">
                     <span>"Who holds the training data"</span>
                     <select data-testid="field-placement" prop:value=move || form.with(|f| f.placement.clone()) on:change=move |ev| form.update(|f| f.placement = event_target_value(&ev))>
-                        <option value="coordinator">"The network: the data below is split into shards"</option>
-                        <option value="federated">"Contributors (federated): each trains on its own file, which never leaves its tab"</option>
+                        <option value="coordinator">"The network (shards of the data below)"</option>
+                        <option value="federated">"Contributors (federated)"</option>
                     </select>
                 </label>
                 <Show when=is(|f| &f.placement, "federated")>
-                    <p class="muted small" data-testid="federated-note">"The data below only validates each round. Contributors pick a file of the same columns (or image size) on their Contribute page; they send only clipped, noised updates, so a privacy budget is required."</p>
+                    <p class="muted small" data-testid="federated-note">"Each contributor trains on a file of its own, which never leaves its tab; the data below only validates each round. Contributors pick a file of the same columns (or image size) on their Contribute page and send only clipped, noised updates, so a privacy budget is required."</p>
                 </Show>
                 <label class="field" class:invalid=move || error_field.get().is_some_and(|f| f.starts_with("dataset"))>
                     <span>{move || if form.with(|f| f.placement == "federated") { "Validation data" } else { "Source" }}</span>
