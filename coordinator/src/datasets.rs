@@ -6,7 +6,9 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use oblivion_ml::data::{Dataset, maybe_gunzip, parse_csv, parse_idx_images, parse_idx_labels};
+use oblivion_ml::data::{
+    Dataset, csv_columns, maybe_gunzip, parse_csv, parse_idx_images, parse_idx_labels,
+};
 use oblivion_protocol::DatasetSpec;
 use oblivion_protocol::api::UploadedDataset;
 
@@ -120,6 +122,33 @@ async fn load(
             .await
         }
     }
+}
+
+/// The names of the feature columns of the data a spec names (a CSV's
+/// header); `None` for images.
+pub async fn columns(
+    spec: &DatasetSpec,
+    artifacts: &Artifacts,
+    max_bytes: usize,
+) -> Result<Option<Vec<String>>, AppError> {
+    let bytes = match spec {
+        DatasetSpec::Builtin(name) => match name.as_str() {
+            "iris" => IRIS.to_vec(),
+            "wine" => WINE.to_vec(),
+            "breast_cancer" => BREAST_CANCER.to_vec(),
+            _ => return Ok(None),
+        },
+        DatasetSpec::Csv(sha) => fetch(artifacts, "dataset.csv", sha).await?,
+        DatasetSpec::Idx { .. } | DatasetSpec::Federated { .. } => return Ok(None),
+    };
+    blocking(move || {
+        let raw = maybe_gunzip(&bytes, max_bytes)
+            .map_err(|e| unprocessable("dataset.csv", e.to_string()))?;
+        csv_columns(&raw)
+            .map(Some)
+            .map_err(|e| unprocessable("dataset.csv", e.to_string()))
+    })
+    .await
 }
 
 async fn fetch(artifacts: &Artifacts, field: &str, sha: &str) -> Result<Vec<u8>, AppError> {

@@ -27,6 +27,7 @@ const MAX_RANK: usize = 3;
 const MAX_DIMENSION: usize = 100_000;
 const MAX_CLASSES: usize = 1_000;
 const MAX_SAMPLES: u64 = 1_000_000_000;
+const MAX_COLUMN_NAME: usize = 128;
 
 /// The lease's instructions for a federated job: `None` for any other.
 /// `normalization` is the job's stored feature scaling (tabular data).
@@ -48,6 +49,7 @@ pub fn local_task(
         scaling: normalization.map(|n| FeatureScaling {
             mean: n.mean.clone(),
             std: n.std.clone(),
+            columns: n.columns.clone(),
         }),
         clip_norm: privacy.clip_norm,
         noise_std: noise_multiplier * privacy.clip_norm,
@@ -69,6 +71,17 @@ pub fn check_offer(offer: &LocalDataOffer) -> Result<(), String> {
         return Err(format!(
             "local data: classes must be from 1 to {MAX_CLASSES}; got {}",
             offer.classes
+        ));
+    }
+    if let Some(columns) = &offer.columns
+        && (rank != 1
+            || columns.len() != offer.shape[0]
+            || columns
+                .iter()
+                .any(|c| c.is_empty() || c.len() > MAX_COLUMN_NAME))
+    {
+        return Err(format!(
+            "local data: one column name per feature, each 1 to {MAX_COLUMN_NAME} bytes"
         ));
     }
     if offer.samples == 0 || offer.samples > MAX_SAMPLES {
@@ -99,6 +112,7 @@ mod tests {
         let norm = Normalization {
             mean: vec![1.0],
             std: vec![2.0],
+            columns: Some(vec!["x".into()]),
         };
         let fed = spec(
             serde_json::json!({"federated": {"validation": {"builtin": "iris"}}}),
@@ -106,6 +120,7 @@ mod tests {
         );
         let task = local_task(&fed, Some(&norm)).unwrap().unwrap();
         assert_eq!((task.clip_norm, task.noise_std), (2.0, 1.0));
+        assert_eq!(task.columns(), Some(&["x".to_string()][..]));
         assert_eq!(task.scaling.unwrap().std, vec![2.0]);
         let central = spec(serde_json::json!({"builtin": "iris"}), privacy);
         assert_eq!(local_task(&central, Some(&norm)).unwrap(), None);
@@ -117,6 +132,7 @@ mod tests {
             shape,
             classes,
             samples,
+            columns: None,
         };
         assert!(check_offer(&offer(vec![4], 3, 75)).is_ok());
         assert!(check_offer(&offer(vec![1, 28, 28], 10, 30_000)).is_ok());
@@ -124,5 +140,21 @@ mod tests {
         assert!(check_offer(&offer(vec![0], 3, 5)).is_err());
         assert!(check_offer(&offer(vec![4], 0, 5)).is_err());
         assert!(check_offer(&offer(vec![4], 3, 0)).is_err());
+        let named = |names: &[&str]| LocalDataOffer {
+            columns: Some(names.iter().map(|n| n.to_string()).collect()),
+            ..offer(vec![2], 3, 5)
+        };
+        assert!(check_offer(&named(&["a", "b"])).is_ok());
+        assert!(check_offer(&named(&["a"])).is_err(), "one name per feature");
+        assert!(check_offer(&named(&["a", ""])).is_err());
+        let fits = |names: &[&str], job: &[&str]| {
+            let job: Vec<String> = job.iter().map(|n| n.to_string()).collect();
+            named(names).fits(&[2], 3, Some(&job))
+        };
+        assert!(fits(&["a", "b"], &["a", "b"]));
+        assert!(
+            !fits(&["b", "a"], &["a", "b"]),
+            "the same columns, in order"
+        );
     }
 }

@@ -666,10 +666,13 @@ impl Hub {
             let fits = |worker: u64| {
                 job.local.is_none()
                     || self.workers.get(&worker).is_some_and(|w| {
-                        w.view
-                            .local_data
-                            .as_ref()
-                            .is_some_and(|d| d.fits(&job.arch.input_shape, job.arch.classes))
+                        w.view.local_data.as_ref().is_some_and(|d| {
+                            d.fits(
+                                &job.arch.input_shape,
+                                job.arch.classes,
+                                job.local.as_ref().and_then(LocalTask::columns),
+                            )
+                        })
                     })
             };
             let free = |k: &&RoomKey| !busy.contains(&k.2) && fits(k.2);
@@ -770,7 +773,7 @@ impl Hub {
                 .wrapping_add(u64::from(shard.base)),
             weights: job.global_sha.clone(),
             data: match &job.local {
-                Some(local) => TrainingData::Local(local.clone()),
+                Some(local) => TrainingData::Local(Box::new(local.clone())),
                 None => TrainingData::Shard(shard.data_sha.clone()),
             },
             expires_in_secs: self.policy.ttl.as_secs(),
@@ -1201,6 +1204,7 @@ mod tests {
                 shape,
                 classes,
                 samples: 50,
+                columns: None,
             })
         };
         let none = n.add_worker(1000.0);
@@ -1231,7 +1235,7 @@ mod tests {
             "neither the worker without data nor the one whose data does not fit"
         );
         let task = n.hub.task(&first[0]).unwrap();
-        assert_eq!(task.data, TrainingData::Local(local));
+        assert_eq!(task.data, TrainingData::Local(Box::new(local)));
         // a's update refused: its slot goes to another contributor first.
         n.hub.reject(first[0].id).unwrap();
         let again = n.dispatch(0.0);

@@ -1,8 +1,8 @@
 //! Federated mode with native workers: two contributors each hold part of
 //! iris that nobody else has (neither holds every class), the job's
 //! creator holds only the validation data, and the model learns from
-//! both. A worker without data, or with data of another shape, is given
-//! none of the job's work.
+//! both. A worker without data, or with data of another shape or other
+//! columns, is given none of the job's work.
 
 use std::time::Duration;
 
@@ -38,11 +38,18 @@ async fn two_contributors_train_a_job_on_data_only_they_hold() {
     let dir = ScratchDir::new("federated").unwrap();
     let [validation, alice, bob] = split_iris_federated(&dir.0).unwrap();
     let wine = root().join("../shared/datasets/tabular/wine.csv");
+    // Alice's rows under other column names: four features, but not the
+    // job's.
+    let renamed = dir.0.join("renamed.csv");
+    let text = std::fs::read_to_string(&alice).unwrap();
+    let (_, rows) = text.split_once('\n').unwrap();
+    std::fs::write(&renamed, format!("w,x,y,z,label\n{rows}")).unwrap();
     let mut net = Network::start(&[]).unwrap();
     net.add_worker_with_data("alice", &[&alice]).unwrap();
     net.add_worker_with_data("bob", &[&bob]).unwrap();
     net.add_worker("no-data").unwrap();
     net.add_worker_with_data("wine-holder", &[&wine]).unwrap();
+    net.add_worker_with_data("renamed", &[&renamed]).unwrap();
     let api = net.api();
     let (status, upload) = api
         .post("/api/datasets", std::fs::read(&validation).unwrap())
@@ -114,7 +121,16 @@ async fn two_contributors_train_a_job_on_data_only_they_hold() {
     let alice_offer = offer("alice").expect("alice offers local data");
     assert_eq!(alice_offer.shape, vec![4]);
     assert_eq!(alice_offer.classes, 2, "alice holds classes 0 and 1 only");
+    assert_eq!(
+        alice_offer.columns.as_deref(),
+        Some(&["sepal_length", "sepal_width", "petal_length", "petal_width"].map(String::from)[..])
+    );
     assert_eq!(offer("wine-holder").unwrap().shape, vec![13]);
+    assert_eq!(
+        offer("renamed").unwrap().shape,
+        vec![4],
+        "same shape, other columns"
+    );
     assert!(offer("no-data").is_none());
 }
 

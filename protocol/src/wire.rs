@@ -117,12 +117,20 @@ pub struct LocalDataOffer {
     pub classes: usize,
     /// Number of samples.
     pub samples: u64,
+    /// The names of a CSV's feature columns, in order; `None` for images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
 }
 
 impl LocalDataOffer {
-    /// Whether a job with these inputs and classes can train on it.
-    pub fn fits(&self, input_shape: &[usize], classes: usize) -> bool {
-        self.shape == input_shape && self.classes <= classes && self.samples > 0
+    /// Whether a job with these inputs, classes and (when both sides name
+    /// them) feature columns can train on it.
+    pub fn fits(&self, input_shape: &[usize], classes: usize, columns: Option<&[String]>) -> bool {
+        let same_columns = match (&self.columns, columns) {
+            (Some(mine), Some(theirs)) => mine.as_slice() == theirs,
+            _ => true,
+        };
+        self.shape == input_shape && self.classes <= classes && self.samples > 0 && same_columns
     }
 }
 
@@ -135,6 +143,17 @@ pub struct FeatureScaling {
     pub mean: Vec<f32>,
     /// Then divided by (never zero).
     pub std: Vec<f32>,
+    /// The features' names, in order, when the job's data has a header:
+    /// local data must have the same columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
+}
+
+impl LocalTask {
+    /// The feature columns the job expects, when it names them.
+    pub fn columns(&self) -> Option<&[String]> {
+        self.scaling.as_ref()?.columns.as_deref()
+    }
 }
 
 /// What a worker does with its update before sending it, in federated
@@ -156,8 +175,9 @@ pub struct LocalTask {
 pub enum TrainingData {
     /// A data shard, fetched by sha256.
     Shard(String),
-    /// The worker's own local data (federated mode).
-    Local(LocalTask),
+    /// The worker's own local data (federated mode). Boxed: it is much
+    /// larger than a shard's address.
+    Local(Box<LocalTask>),
 }
 
 impl TrainingData {

@@ -17,7 +17,7 @@ mod cache;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use oblivion_ml::data::{Dataset, Normalization, decode_shard};
+use oblivion_ml::data::{Dataset, LocalData, Normalization, decode_shard};
 use oblivion_ml::dp::{SecureGaussian, privatize};
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
@@ -85,7 +85,25 @@ pub struct Engine {
     device: ComputeDevice,
     weights: Lru<Arc<Params>>,
     data: Lru<Arc<Dataset>>,
-    local: Option<Arc<Dataset>>,
+    local: Option<HeldData>,
+}
+
+/// The local data, shared with each lease that trains it unscaled.
+struct HeldData {
+    data: Arc<Dataset>,
+    columns: Option<Vec<String>>,
+}
+
+impl HeldData {
+    /// What a worker says of its local data.
+    fn offer(&self) -> LocalDataOffer {
+        LocalDataOffer {
+            shape: self.data.shape.clone(),
+            classes: self.data.classes,
+            samples: self.data.len() as u64,
+            columns: self.columns.clone(),
+        }
+    }
 }
 
 impl Engine {
@@ -100,25 +118,27 @@ impl Engine {
     }
 
     /// Sets (or clears) the data this worker trains federated jobs on.
-    pub fn set_local_data(&mut self, data: Option<Dataset>) {
-        self.local = data.map(Arc::new);
+    pub fn set_local_data(&mut self, data: Option<LocalData>) {
+        self.local = data.map(|l| HeldData {
+            data: Arc::new(l.data),
+            columns: l.columns,
+        });
     }
 
-    /// What to tell the coordinator of the local data: its shape and size.
+    /// What to tell the coordinator of the local data: its shape, size and
+    /// column names.
     pub fn local_offer(&self) -> Option<LocalDataOffer> {
-        self.local.as_ref().map(|d| LocalDataOffer {
-            shape: d.shape.clone(),
-            classes: d.classes,
-            samples: d.len() as u64,
-        })
+        self.local.as_ref().map(HeldData::offer)
     }
 
     /// The local data, checked against a lease and scaled as it says.
     fn local_for(&self, task: &LeaseTask, local: &LocalTask) -> Result<Arc<Dataset>, EngineError> {
-        let data = self
+        let held = self
             .local
             .as_ref()
             .ok_or_else(|| EngineError::Local("this worker holds none".into()))?;
+        let data = &held.data;
+
         // The contributor's protection is checked here, not taken on trust.
         if !(local.clip_norm.is_finite() && local.clip_norm > 0.0) {
             return Err(EngineError::Local(format!(
@@ -133,10 +153,19 @@ impl Engine {
                 local.noise_std
             )));
         }
-        if data.shape != task.input_shape || data.classes > task.classes {
+        if !held
+            .offer()
+            .fits(&task.input_shape, task.classes, local.columns())
+        {
             return Err(EngineError::Local(format!(
-                "samples of shape {:?} with {} classes do not fit a job on {:?} with {}",
-                data.shape, data.classes, task.input_shape, task.classes
+                "samples of shape {:?} with {} classes (columns {:?}) do not fit a job on {:?} \
+                 with {} (columns {:?})",
+                data.shape,
+                data.classes,
+                held.columns,
+                task.input_shape,
+                task.classes,
+                local.columns()
             )));
         }
         Ok(match &local.scaling {
@@ -146,6 +175,7 @@ impl Engine {
                 scaled.normalize(&Normalization {
                     mean: s.mean.clone(),
                     std: s.std.clone(),
+                    columns: None,
                 });
                 Arc::new(scaled)
             }
@@ -210,7 +240,7 @@ impl Engine {
     pub fn planned_samples(&self, task: &LeaseTask) -> Option<u64> {
         let n = match &task.data {
             TrainingData::Shard(sha) => self.data.get(sha)?.len(),
-            TrainingData::Local(_) => self.local.as_ref()?.len(),
+            TrainingData::Local(_) => self.local.as_ref()?.data.len(),
         } as u64;
         Some(match task.work {
             LocalWork::Epochs(e) => n * u64::from(e),
@@ -333,13 +363,20 @@ mod tests {
     use oblivion_protocol::OptimizerSpec;
     use oblivion_protocol::spec::ModelSpec;
 
-    fn local_data() -> Dataset {
-        Dataset {
-            shape: vec![2],
-            features: (0..80).map(|i| (i % 9) as f32).collect(),
-            labels: (0..40).map(|i| i % 2).collect(),
-            classes: 2,
+    fn local_data() -> LocalData {
+        LocalData {
+            data: Dataset {
+                shape: vec![2],
+                features: (0..80).map(|i| (i % 9) as f32).collect(),
+                labels: (0..40).map(|i| i % 2).collect(),
+                classes: 2,
+            },
+            columns: Some(vec!["c0".into(), "c1".into()]),
         }
+    }
+
+    fn names(n: usize, prefix: &str) -> Option<Vec<String>> {
+        Some((0..n).map(|i| format!("{prefix}{i}")).collect())
     }
 
     /// An engine holding local data and the global weights of a
@@ -369,14 +406,15 @@ mod tests {
             work: LocalWork::Epochs(2),
             seed: 1,
             weights: sha,
-            data: TrainingData::Local(LocalTask {
+            data: TrainingData::Local(Box::new(LocalTask {
                 scaling: Some(oblivion_protocol::wire::FeatureScaling {
                     mean: vec![4.0; input],
                     std: vec![2.0; input],
+                    columns: names(input, "c"),
                 }),
                 clip_norm: 0.5,
                 noise_std,
-            }),
+            })),
             expires_in_secs: 60,
         };
         (engine, task)
@@ -399,7 +437,8 @@ mod tests {
             Some(LocalDataOffer {
                 shape: vec![2],
                 classes: 2,
-                samples: 40
+                samples: 40,
+                columns: names(2, "c"),
             })
         );
         let quiet = train(&engine, &task).unwrap().unwrap();
@@ -425,6 +464,12 @@ mod tests {
         let (engine, task) = federated(0.1, 3);
         let err = train(&engine, &task).unwrap_err().to_string();
         assert!(err.contains("do not fit"), "{err}");
+        let (engine, mut task) = federated(0.1, 2);
+        if let TrainingData::Local(local) = &mut task.data {
+            local.scaling.as_mut().unwrap().columns = names(2, "other");
+        }
+        let err = train(&engine, &task).unwrap_err().to_string();
+        assert!(err.contains("do not fit"), "other columns: {err}");
         let (mut engine, task) = federated(0.1, 2);
         engine.set_local_data(None);
         let err = train(&engine, &task).unwrap_err().to_string();

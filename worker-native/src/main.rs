@@ -138,8 +138,9 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("--local-data: {e}"))?;
         tracing::info!(
-            samples = data.len(),
-            shape = ?data.shape,
+            samples = data.data.len(),
+            shape = ?data.data.shape,
+            columns = ?data.columns,
             "local data ready for federated jobs"
         );
         Some(data)

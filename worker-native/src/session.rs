@@ -40,7 +40,7 @@ pub struct Settings {
     /// The account rewards go to; the worker signs in as it.
     pub key: Option<oblivion_chain::Key>,
     /// Data of its own for federated jobs (read once; never sent).
-    pub local_data: Option<oblivion_ml::data::Dataset>,
+    pub local_data: Option<oblivion_ml::data::LocalData>,
 }
 
 /// How a session ended.

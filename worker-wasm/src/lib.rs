@@ -16,7 +16,7 @@ mod session;
 
 use std::cell::{Cell, RefCell};
 
-use oblivion_ml::data::{Dataset, read_local};
+use oblivion_ml::data::{LocalData, read_local};
 use oblivion_protocol::tab::{TabCommand, TabReport};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -29,11 +29,11 @@ thread_local! {
     static BUSY: Cell<bool> = const { Cell::new(false) };
     /// The contributor's own data for federated jobs, read from the files
     /// the page handed over; the next session trains on it.
-    static LOCAL_DATA: RefCell<Option<Dataset>> = const { RefCell::new(None) };
+    static LOCAL_DATA: RefCell<Option<LocalData>> = const { RefCell::new(None) };
 }
 
 /// Takes the local data the page handed over, if any.
-pub(crate) fn take_local_data() -> Option<Dataset> {
+pub(crate) fn take_local_data() -> Option<LocalData> {
     LOCAL_DATA.with(|d| d.borrow_mut().take())
 }
 
@@ -45,13 +45,14 @@ fn receive_local_files(files: &js_sys::Array) {
         .collect();
     let slices: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
     let report = match read_local(&slices) {
-        Ok(data) => {
+        Ok(local) => {
             let offer = oblivion_protocol::wire::LocalDataOffer {
-                shape: data.shape.clone(),
-                classes: data.classes,
-                samples: data.len() as u64,
+                shape: local.data.shape.clone(),
+                classes: local.data.classes,
+                samples: local.data.len() as u64,
+                columns: local.columns.clone(),
             };
-            LOCAL_DATA.with(|d| *d.borrow_mut() = Some(data));
+            LOCAL_DATA.with(|d| *d.borrow_mut() = Some(local));
             TabReport::LocalData {
                 offer: Some(offer),
                 error: None,

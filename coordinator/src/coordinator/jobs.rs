@@ -154,8 +154,17 @@ impl Coordinator {
             })
             .await?
         };
-        let (shard_blobs, val_blob, val, train_len, normalization, initial, initial_blob) =
+        let (shard_blobs, val_blob, val, train_len, mut normalization, initial, initial_blob) =
             prepared;
+        if federated && let Some(n) = normalization.as_mut() {
+            // Contributors must hold the same columns, by name.
+            n.columns = datasets::columns(
+                spec.dataset.held_by_coordinator(),
+                &self.artifacts,
+                self.config.max_dataset_bytes,
+            )
+            .await?;
+        }
         let mut shards = Vec::with_capacity(spec.shards_per_round as usize);
         for (blob, samples) in shard_blobs {
             shards.push((

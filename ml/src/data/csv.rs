@@ -86,6 +86,23 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Dataset, MlError> {
     })
 }
 
+/// The names of a CSV's feature columns, in order (every column but
+/// `label`), from its header line.
+pub fn csv_columns(bytes: &[u8]) -> Result<Vec<String>, MlError> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| MlError::Data(format!("CSV is not UTF-8: {e}")))?;
+    let head = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .ok_or_else(|| MlError::Data("CSV is empty".into()))?;
+    Ok(head
+        .split(',')
+        .map(str::trim)
+        .filter(|c| *c != "label")
+        .map(str::to_string)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,5 +115,9 @@ mod tests {
         let err = parse_csv(b"a,label\n1,0\nx,1\n").unwrap_err().to_string();
         assert!(err.contains("line 3") && err.contains("\"a\""), "{err}");
         assert!(parse_csv(b"a,b\n1,2\n").is_err());
+        assert_eq!(
+            csv_columns(b"a, label ,b\n1,0,2\n").unwrap(),
+            vec!["a", "b"]
+        );
     }
 }

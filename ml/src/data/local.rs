@@ -1,7 +1,7 @@
 //! A contributor's own data, for federated jobs: read where it lies (a
 //! browser tab, a worker's disk) and never sent anywhere.
 
-use super::{Dataset, maybe_gunzip, parse_csv};
+use super::{Dataset, csv_columns, maybe_gunzip, parse_csv};
 use crate::MlError;
 
 /// Largest local file accepted, bytes once decompressed.
@@ -15,19 +15,30 @@ fn magic(bytes: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes([m[0], m[1], m[2], m[3]]))
 }
 
+/// A contributor's data, and its feature columns' names when it has them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalData {
+    /// The samples.
+    pub data: Dataset,
+    /// A CSV's feature column names, in order; `None` for images.
+    pub columns: Option<Vec<String>>,
+}
+
 /// Reads local data from its files' bytes: one CSV file (a header, a
 /// `label` column), or an IDX images file and an IDX labels file in either
 /// order. Each may be gzip. The error says what is wrong in one line.
-pub fn read_local(files: &[&[u8]]) -> Result<Dataset, MlError> {
+pub fn read_local(files: &[&[u8]]) -> Result<LocalData, MlError> {
     let raw: Vec<Vec<u8>> = files
         .iter()
         .map(|f| maybe_gunzip(f, MAX_LOCAL_BYTES))
         .collect::<Result<_, _>>()?;
-    let data = match raw.as_slice() {
-        [csv] if !matches!(magic(csv), Some(IDX_IMAGES | IDX_LABELS)) => parse_csv(csv)?,
+    let (data, columns) = match raw.as_slice() {
+        [csv] if !matches!(magic(csv), Some(IDX_IMAGES | IDX_LABELS)) => {
+            (parse_csv(csv)?, Some(csv_columns(csv)?))
+        }
         [a, b] => match (magic(a), magic(b)) {
-            (Some(IDX_IMAGES), Some(IDX_LABELS)) => Dataset::from_idx(a, b)?,
-            (Some(IDX_LABELS), Some(IDX_IMAGES)) => Dataset::from_idx(b, a)?,
+            (Some(IDX_IMAGES), Some(IDX_LABELS)) => (Dataset::from_idx(a, b)?, None),
+            (Some(IDX_LABELS), Some(IDX_IMAGES)) => (Dataset::from_idx(b, a)?, None),
             _ => {
                 return Err(MlError::Data(
                     "two files must be an IDX images file and an IDX labels file".into(),
@@ -48,7 +59,7 @@ pub fn read_local(files: &[&[u8]]) -> Result<Dataset, MlError> {
     if data.is_empty() {
         return Err(MlError::Data("the local data has no samples".into()));
     }
-    Ok(data)
+    Ok(LocalData { data, columns })
 }
 
 #[cfg(test)]
@@ -58,7 +69,9 @@ mod tests {
     #[test]
     fn csv_and_idx_pairs_are_recognised_in_any_order() {
         let csv = b"a,b,label\n1,2,0\n3,4,1\n5,6,2\n";
-        let d = read_local(&[csv]).unwrap();
+        let local = read_local(&[csv]).unwrap();
+        assert_eq!(local.columns, Some(vec!["a".to_string(), "b".to_string()]));
+        let d = local.data;
         assert_eq!((d.shape.clone(), d.len(), d.classes), (vec![2], 3, 3));
         let mut images = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2];
         images.extend([0, 255, 128, 1, 2, 3, 4, 5]);
@@ -66,6 +79,8 @@ mod tests {
         let a = read_local(&[&images, &labels]).unwrap();
         let b = read_local(&[&labels, &images]).unwrap();
         assert_eq!(a, b);
+        assert_eq!(a.columns, None);
+        let a = a.data;
         assert_eq!((a.shape.clone(), a.len(), a.classes), (vec![1, 2, 2], 2, 8));
         let err = read_local(&[&images]).unwrap_err().to_string();
         assert!(err.contains("partner"), "{err}");

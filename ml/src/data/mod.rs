@@ -6,9 +6,9 @@ mod idx;
 mod local;
 mod shard;
 
-pub use csv::parse_csv;
+pub use csv::{csv_columns, parse_csv};
 pub use idx::{parse_idx_images, parse_idx_labels};
-pub use local::{MAX_LOCAL_BYTES, read_local};
+pub use local::{LocalData, MAX_LOCAL_BYTES, read_local};
 pub use shard::{decode_shard, encode_shard};
 
 use crate::MlError;
@@ -34,6 +34,10 @@ pub struct Normalization {
     pub mean: Vec<f32>,
     /// Standard deviation of each feature (never zero).
     pub std: Vec<f32>,
+    /// The features' names, when the data had a header (a federated job's
+    /// contributors must hold the same columns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
 }
 
 impl Dataset {
@@ -143,6 +147,7 @@ impl Dataset {
                     if sd > 1e-6 { sd } else { 1.0 }
                 })
                 .collect(),
+            columns: None,
         }
     }
 
