@@ -224,17 +224,12 @@ impl LiveJob {
         self
     }
 
-    /// The workers holding, or done with, any slot this round: in
-    /// federated mode a contributor takes one slot a round.
-    fn working_on_any(&self) -> Vec<u64> {
-        self.holders(|_| true)
-    }
-
-    /// The workers holding, or done with, the slots `which` picks.
-    fn holders(&self, which: impl Fn(&Shard) -> bool) -> Vec<u64> {
+    /// The workers holding, or done with, a slot this round that trains a
+    /// shard `which` picks.
+    fn holders(&self, which: impl Fn(u32) -> bool) -> Vec<u64> {
         self.shards
             .iter()
-            .filter(|s| which(s))
+            .filter(|s| which(s.base))
             .filter_map(|s| match s.state {
                 ShardState::Leased { worker, .. }
                 | ShardState::Done { worker }
@@ -261,12 +256,6 @@ impl LiveJob {
             }
         }
         self.shards.truncate(self.base_shards + replicas.len());
-    }
-
-    /// The workers holding, or done with, a slot of shard `base` this
-    /// round: a replica must go to someone else.
-    fn working_on(&self, base: u32) -> Vec<u64> {
-        self.holders(|s| s.base == base)
     }
 
     /// Whether this round has replica slots.
@@ -629,7 +618,7 @@ impl Hub {
         // planned; `room` is each planned worker's remaining room.
         let mut order = self.with_room.clone();
         let mut room: HashMap<u64, u32> = HashMap::new();
-        let mut grants = Vec::new();
+        let mut grants: Vec<Grant> = Vec::new();
         for (_, job_id, shard_index) in queue {
             let Some(job) = self.jobs.get(&job_id) else {
                 continue;
@@ -641,22 +630,15 @@ impl Hub {
             // grants planned so far. Only a round with replicas needs the
             // check, so that dispatch stays O(pending × log workers)
             // without them. In federated mode, one slot a round per
-            // contributor, and only to one whose data fits.
-            let busy: Vec<u64> = if job.local.is_some() {
-                let mut busy = job.working_on_any();
+            // contributor, and only to one whose data fits. `exclusive`
+            // says which slots a worker may hold only one of.
+            let exclusive = |base: u32| job.local.is_some() || base == slot.base;
+            let busy: Vec<u64> = if job.local.is_some() || job.has_replicas() {
+                let mut busy = job.holders(exclusive);
                 busy.extend(
                     grants
                         .iter()
-                        .filter(|g: &&Grant| g.job == job_id)
-                        .map(|g| g.worker),
-                );
-                busy
-            } else if job.has_replicas() {
-                let mut busy = job.working_on(slot.base);
-                busy.extend(
-                    grants
-                        .iter()
-                        .filter(|g: &&Grant| g.job == job_id && g.base == slot.base)
+                        .filter(|g| g.job == job_id && exclusive(g.base))
                         .map(|g| g.worker),
                 );
                 busy
