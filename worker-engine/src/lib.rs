@@ -85,25 +85,7 @@ pub struct Engine {
     device: ComputeDevice,
     weights: Lru<Arc<Params>>,
     data: Lru<Arc<Dataset>>,
-    local: Option<HeldData>,
-}
-
-/// The local data, shared with each lease that trains it unscaled.
-struct HeldData {
-    data: Arc<Dataset>,
-    columns: Option<Vec<String>>,
-}
-
-impl HeldData {
-    /// What a worker says of its local data.
-    fn offer(&self) -> LocalDataOffer {
-        LocalDataOffer {
-            shape: self.data.shape.clone(),
-            classes: self.data.classes,
-            samples: self.data.len() as u64,
-            columns: self.columns.clone(),
-        }
-    }
+    local: Option<LocalData>,
 }
 
 impl Engine {
@@ -119,16 +101,13 @@ impl Engine {
 
     /// Sets (or clears) the data this worker trains federated jobs on.
     pub fn set_local_data(&mut self, data: Option<LocalData>) {
-        self.local = data.map(|l| HeldData {
-            data: Arc::new(l.data),
-            columns: l.columns,
-        });
+        self.local = data;
     }
 
     /// What to tell the coordinator of the local data: its shape, size and
     /// column names.
     pub fn local_offer(&self) -> Option<LocalDataOffer> {
-        self.local.as_ref().map(HeldData::offer)
+        self.local.as_ref().map(LocalData::offer)
     }
 
     /// The local data, checked against a lease and scaled as it says.
@@ -138,7 +117,6 @@ impl Engine {
             .as_ref()
             .ok_or_else(|| EngineError::Local("this worker holds none".into()))?;
         let data = &held.data;
-
         // The contributor's protection is checked here, not taken on trust.
         if !(local.clip_norm.is_finite() && local.clip_norm > 0.0) {
             return Err(EngineError::Local(format!(
@@ -170,7 +148,7 @@ impl Engine {
         }
         Ok(match &local.scaling {
             Some(s) if s.mean.len() == data.sample_len() && s.std.len() == data.sample_len() => {
-                let mut scaled = Dataset::clone(data);
+                let mut scaled = Dataset::clone(data.as_ref());
                 scaled.classes = task.classes;
                 scaled.normalize(&Normalization {
                     mean: s.mean.clone(),
@@ -365,12 +343,12 @@ mod tests {
 
     fn local_data() -> LocalData {
         LocalData {
-            data: Dataset {
+            data: Arc::new(Dataset {
                 shape: vec![2],
                 features: (0..80).map(|i| (i % 9) as f32).collect(),
                 labels: (0..40).map(|i| i % 2).collect(),
                 classes: 2,
-            },
+            }),
             columns: Some(vec!["c0".into(), "c1".into()]),
         }
     }

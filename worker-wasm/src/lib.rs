@@ -46,12 +46,7 @@ fn receive_local_files(files: &js_sys::Array) {
     let slices: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
     let report = match read_local(&slices) {
         Ok(local) => {
-            let offer = oblivion_protocol::wire::LocalDataOffer {
-                shape: local.data.shape.clone(),
-                classes: local.data.classes,
-                samples: local.data.len() as u64,
-                columns: local.columns.clone(),
-            };
+            let offer = local.offer();
             LOCAL_DATA.with(|d| *d.borrow_mut() = Some(local));
             TabReport::LocalData {
                 offer: Some(offer),

@@ -1,6 +1,10 @@
 //! A contributor's own data, for federated jobs: read where it lies (a
 //! browser tab, a worker's disk) and never sent anywhere.
 
+use std::sync::Arc;
+
+use oblivion_protocol::wire::LocalDataOffer;
+
 use super::{Dataset, csv_columns, maybe_gunzip, parse_csv};
 use crate::MlError;
 
@@ -18,10 +22,23 @@ fn magic(bytes: &[u8]) -> Option<u32> {
 /// A contributor's data, and its feature columns' names when it has them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LocalData {
-    /// The samples.
-    pub data: Dataset,
+    /// The samples (shared with every lease that trains them unscaled).
+    pub data: Arc<Dataset>,
     /// A CSV's feature column names, in order; `None` for images.
     pub columns: Option<Vec<String>>,
+}
+
+impl LocalData {
+    /// What a worker tells the coordinator of it: shape, classes, size and
+    /// column names, nothing of the content.
+    pub fn offer(&self) -> LocalDataOffer {
+        LocalDataOffer {
+            shape: self.data.shape.clone(),
+            classes: self.data.classes,
+            samples: self.data.len() as u64,
+            columns: self.columns.clone(),
+        }
+    }
 }
 
 /// Reads local data from its files' bytes: one CSV file (a header, a
@@ -59,7 +76,10 @@ pub fn read_local(files: &[&[u8]]) -> Result<LocalData, MlError> {
     if data.is_empty() {
         return Err(MlError::Data("the local data has no samples".into()));
     }
-    Ok(LocalData { data, columns })
+    Ok(LocalData {
+        data: Arc::new(data),
+        columns,
+    })
 }
 
 #[cfg(test)]
@@ -71,7 +91,7 @@ mod tests {
         let csv = b"a,b,label\n1,2,0\n3,4,1\n5,6,2\n";
         let local = read_local(&[csv]).unwrap();
         assert_eq!(local.columns, Some(vec!["a".to_string(), "b".to_string()]));
-        let d = local.data;
+        let d = &local.data;
         assert_eq!((d.shape.clone(), d.len(), d.classes), (vec![2], 3, 3));
         let mut images = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2];
         images.extend([0, 255, 128, 1, 2, 3, 4, 5]);
@@ -80,7 +100,7 @@ mod tests {
         let b = read_local(&[&labels, &images]).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.columns, None);
-        let a = a.data;
+        let a = &a.data;
         assert_eq!((a.shape.clone(), a.len(), a.classes), (vec![1, 2, 2], 2, 8));
         let err = read_local(&[&images]).unwrap_err().to_string();
         assert!(err.contains("partner"), "{err}");
