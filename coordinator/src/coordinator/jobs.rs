@@ -165,20 +165,18 @@ impl Coordinator {
             )
             .await?;
         }
-        let mut shards = Vec::with_capacity(spec.shards_per_round as usize);
+        // A federated slot has no data of the coordinator's: its stored
+        // data address is empty, and it credits a contribution.
+        let mut shards = if federated {
+            vec![(String::new(), crate::federated::CONTRIBUTION); spec.shards_per_round as usize]
+        } else {
+            Vec::with_capacity(shard_blobs.len())
+        };
         for (blob, samples) in shard_blobs {
             shards.push((
                 self.artifacts.put(blob).await.map_err(AppError::io)?,
                 samples,
             ));
-        }
-        if federated {
-            // A federated slot has no data of the coordinator's: its
-            // stored data address is empty, and it credits a contribution.
-            shards = vec![
-                (String::new(), crate::federated::CONTRIBUTION);
-                spec.shards_per_round as usize
-            ];
         }
         let local = crate::federated::local_task(&spec, normalization.as_ref())
             .map_err(|e| AppError::unprocessable(e).with_field("privacy"))?;
