@@ -4,13 +4,24 @@
 //! both. A worker without data, or with data of another shape or other
 //! columns, is given none of the job's work.
 
+use std::path::Path;
 use std::time::Duration;
 
-use oblivion_e2e::{Network, ScratchDir, root, split_iris_federated};
+use oblivion_e2e::{Api, Network, ScratchDir, root, split_iris_federated};
 use oblivion_protocol::api::JobView;
 
 const TIMEOUT: Duration = Duration::from_secs(600);
 const ROUNDS: u32 = 40;
+
+/// Uploads the creator's validation file; returns its sha256.
+async fn upload(api: &Api, path: &Path) -> serde_json::Value {
+    let (status, body) = api
+        .post("/api/datasets", std::fs::read(path).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    body["sha256"].clone()
+}
 
 /// The iris MLP, federated over the uploaded validation file `sha`, two
 /// contributors a round, each adding noise of 0.3 × its clip norm.
@@ -51,12 +62,8 @@ async fn two_contributors_train_a_job_on_data_only_they_hold() {
     net.add_worker_with_data("wine-holder", &[&wine]).unwrap();
     net.add_worker_with_data("renamed", &[&renamed]).unwrap();
     let api = net.api();
-    let (status, upload) = api
-        .post("/api/datasets", std::fs::read(&validation).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{upload}");
-    let mut spec = federated_spec(&upload["sha256"], ROUNDS);
+    let sha = upload(&api, &validation).await;
+    let mut spec = federated_spec(&sha, ROUNDS);
     spec["target_accuracy"] = 0.9.into();
     let privacy = spec.as_object_mut().unwrap().remove("privacy").unwrap();
     // Federated data without privacy is refused: contributors send only
@@ -145,12 +152,9 @@ async fn a_federated_job_survives_a_coordinator_restart() {
     net.add_worker_with_data("alice", &[&alice]).unwrap();
     net.add_worker_with_data("bob", &[&bob]).unwrap();
     let api = net.api();
-    let (_, upload) = api
-        .post("/api/datasets", std::fs::read(&validation).unwrap())
-        .await
-        .unwrap();
+    let sha = upload(&api, &validation).await;
     let rounds = 60;
-    let spec = federated_spec(&upload["sha256"], rounds);
+    let spec = federated_spec(&sha, rounds);
     let id = api.submit(&spec).await.unwrap();
     let deadline = std::time::Instant::now() + TIMEOUT;
     let before = loop {
