@@ -86,9 +86,14 @@ pub fn privatize(
 /// Standard normal values from the operating system's (or browser's)
 /// cryptographic generator, by Box–Muller: noise a participant could
 /// predict, it could subtract. Random bytes are drawn in blocks.
+///
+/// Noise sources are `FnMut() -> f64`, so [`SecureGaussian::draw`] cannot
+/// fail: it keeps the first failure, and [`SecureGaussian::finish`] reports
+/// it. Whatever was computed from the draws must then be thrown away.
 pub struct SecureGaussian {
     block: Vec<u8>,
     used: usize,
+    failure: Option<MlError>,
 }
 
 impl Default for SecureGaussian {
@@ -103,7 +108,25 @@ impl SecureGaussian {
         SecureGaussian {
             block: vec![0; 4096],
             used: 4096,
+            failure: None,
         }
+    }
+
+    /// The next standard normal value, or NaN once randomness failed (see
+    /// [`SecureGaussian::finish`]).
+    pub fn draw(&mut self) -> f64 {
+        if self.failure.is_some() {
+            return f64::NAN;
+        }
+        self.sample().unwrap_or_else(|e| {
+            self.failure = Some(e);
+            f64::NAN
+        })
+    }
+
+    /// Whether every draw was random: the error when one was not.
+    pub fn finish(self) -> Result<(), MlError> {
+        self.failure.map_or(Ok(()), Err)
     }
 
     fn uniform(&mut self) -> Result<f64, MlError> {
@@ -167,9 +190,8 @@ mod tests {
         let quiet = privatize(&u, 1.0, 0.5, &mut || 0.0);
         assert!((quiet.l2_norm() - 1.0).abs() < 1e-6);
         let mut secure = SecureGaussian::new();
-        let noisy = privatize(&p(&[0.0; 20_000]), 1.0, 0.5, &mut || {
-            secure.sample().unwrap()
-        });
+        let noisy = privatize(&p(&[0.0; 20_000]), 1.0, 0.5, &mut || secure.draw());
+        secure.finish().unwrap();
         let values = &noisy.tensors[0].values;
         let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / 20_000.0;
         let sd = (values.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / 20_000.0).sqrt();

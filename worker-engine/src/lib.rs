@@ -298,17 +298,11 @@ impl Engine {
         }
         if let TrainingData::Local(local) = &task.data {
             let mut secure = SecureGaussian::new();
-            let mut failure = None;
             delta = privatize(&delta, local.clip_norm, local.noise_std, &mut || {
-                secure.sample().unwrap_or_else(|e| {
-                    failure.get_or_insert(e);
-                    f64::NAN
-                })
+                secure.draw()
             });
-            if let Some(e) = failure {
-                // Never send an update without its noise.
-                return Err(EngineError::Ml(e));
-            }
+            // Never send an update without its noise.
+            secure.finish()?;
         }
         let millis = elapsed_millis().saturating_sub(start);
         let metadata = HashMap::from([

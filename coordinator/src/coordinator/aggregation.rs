@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use oblivion_ml::ComputeDevice;
 use oblivion_ml::data::{Dataset, decode_shard};
-use oblivion_ml::dp::noised_mean;
+use oblivion_ml::dp::{SecureGaussian, noised_mean};
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
 use oblivion_ml::replicas::{ShardOutcome, judge};
@@ -303,14 +303,14 @@ impl Coordinator {
         let outcome = {
             let (arch, global) = (arch.clone(), global.clone());
             blocking(move || {
-                aggregate_round(
-                    &arch,
-                    &global,
-                    blobs,
-                    &rules,
-                    &validation,
-                    &mut standard_normal,
-                )
+                let mut secure = SecureGaussian::new();
+                let outcome =
+                    aggregate_round(&arch, &global, blobs, &rules, &validation, &mut || {
+                        secure.draw()
+                    });
+                // Noise that was not random is no noise: nothing is kept.
+                secure.finish().map_err(ml_internal)?;
+                outcome
             })
             .await?
         };
@@ -481,18 +481,6 @@ fn round_metrics(
         no_work: count(VerdictKind::NoWork),
         epsilon: crate::privacy::epsilon_after(&row.spec, row.round),
     }
-}
-
-/// A standard normal value from the thread's cryptographically secure
-/// generator (Box-Muller; `rand` alone has no normal distribution, and
-/// `rand_distr` would be a crate for one line). Noise a participant could
-/// predict, it could subtract.
-fn standard_normal() -> f64 {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    let u: f64 = 1.0 - rng.random::<f64>();
-    let v: f64 = rng.random::<f64>();
-    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
 
 /// The longest any one worker spent training in a round, by its reports.
