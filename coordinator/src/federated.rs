@@ -14,7 +14,6 @@
 //! A contributor's sample count cannot be checked, so a verified update is
 //! credited as one contribution ([`CONTRIBUTION`]), whatever it claims.
 
-use oblivion_ml::data::Normalization;
 use oblivion_protocol::JobSpec;
 use oblivion_protocol::wire::{FeatureScaling, LocalDataOffer, LocalTask};
 
@@ -33,7 +32,7 @@ const MAX_COLUMN_NAME: usize = 128;
 /// `normalization` is the job's stored feature scaling (tabular data).
 pub fn local_task(
     spec: &JobSpec,
-    normalization: Option<&Normalization>,
+    normalization: Option<&FeatureScaling>,
 ) -> Result<Option<LocalTask>, String> {
     if !spec.dataset.is_federated() {
         return Ok(None);
@@ -46,11 +45,7 @@ pub fn local_task(
         .map_err(|(field, message)| format!("{field}: {message}"))?
         .ok_or("a federated job without noise")?;
     Ok(Some(LocalTask {
-        scaling: normalization.map(|n| FeatureScaling {
-            mean: n.mean.clone(),
-            std: n.std.clone(),
-            columns: n.columns.clone(),
-        }),
+        scaling: normalization.cloned(),
         clip_norm: privacy.clip_norm,
         noise_std: noise_multiplier * privacy.clip_norm,
     }))
@@ -109,7 +104,7 @@ mod tests {
     #[test]
     fn a_federated_lease_carries_the_scaling_and_the_noise() {
         let privacy = serde_json::json!({"clip_norm": 2.0, "noise_multiplier": 0.5});
-        let norm = Normalization {
+        let norm = FeatureScaling {
             mean: vec![1.0],
             std: vec![2.0],
             columns: Some(vec!["x".into()]),

@@ -134,9 +134,10 @@ impl LocalDataOffer {
     }
 }
 
-/// Per-feature scaling a worker applies to its local tabular data: the
-/// statistics of the job's validation data, so that every contributor
-/// scales alike.
+/// Per-feature scaling of a job's tabular data, `(x - mean) / std`: the
+/// statistics of its training split, stored with the job and built into
+/// its exported model. In federated mode they are the validation data's,
+/// and every contributor's lease carries them so that all scale alike.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FeatureScaling {
     /// Subtracted from each feature.

@@ -17,7 +17,7 @@ mod cache;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use oblivion_ml::data::{Dataset, LocalData, Normalization, decode_shard};
+use oblivion_ml::data::{Dataset, LocalData, decode_shard};
 use oblivion_ml::dp::{SecureGaussian, privatize};
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
@@ -150,11 +150,7 @@ impl Engine {
             Some(s) if s.mean.len() == data.sample_len() && s.std.len() == data.sample_len() => {
                 let mut scaled = Dataset::clone(data.as_ref());
                 scaled.classes = task.classes;
-                scaled.normalize(&Normalization {
-                    mean: s.mean.clone(),
-                    std: s.std.clone(),
-                    columns: None,
-                });
+                scaled.normalize(s);
                 Arc::new(scaled)
             }
             Some(_) => {
@@ -379,7 +375,7 @@ mod tests {
             seed: 1,
             weights: sha,
             data: TrainingData::Local(Box::new(LocalTask {
-                scaling: Some(oblivion_protocol::wire::FeatureScaling {
+                scaling: Some(oblivion_ml::data::FeatureScaling {
                     mean: vec![4.0; input],
                     std: vec![2.0; input],
                     columns: names(input, "c"),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use oblivion_ml::data::{Normalization, encode_shard};
+use oblivion_ml::data::{FeatureScaling, encode_shard};
 use oblivion_ml::export;
 use oblivion_ml::model::Architecture;
 use oblivion_ml::weights::{check_params, initial_params};
@@ -431,7 +431,7 @@ impl Coordinator {
         let row = self.readable_job(viewer, id).await?;
         let arch = Self::arch_of(&row)?;
         let params = self.weights(&row.global_sha).await?;
-        let normalization: Option<Normalization> = row
+        let normalization: Option<FeatureScaling> = row
             .normalization
             .as_deref()
             .map(serde_json::from_str)

@@ -311,7 +311,7 @@ impl Coordinator {
     /// Puts a stored, unfinished job into the hub, as the database has it.
     async fn resume(self: &Arc<Self>, row: JobRow) -> Result<(), AppError> {
         let arch = Arc::new(Self::arch_of(&row)?);
-        let normalization: Option<oblivion_ml::data::Normalization> = row
+        let normalization: Option<oblivion_ml::data::FeatureScaling> = row
             .normalization
             .as_deref()
             .map(serde_json::from_str)

@@ -27,18 +27,9 @@ pub struct Dataset {
     pub classes: usize,
 }
 
-/// Feature mean and standard deviation, per column (tabular data).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Normalization {
-    /// Mean of each feature over the training split.
-    pub mean: Vec<f32>,
-    /// Standard deviation of each feature (never zero).
-    pub std: Vec<f32>,
-    /// The features' names, when the data had a header (a federated job's
-    /// contributors must hold the same columns).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub columns: Option<Vec<String>>,
-}
+/// Feature mean and standard deviation, per column (tabular data): the
+/// protocol's type, since federated leases carry it to contributors.
+pub use oblivion_protocol::wire::FeatureScaling;
 
 impl Dataset {
     /// Values per sample.
@@ -122,7 +113,7 @@ impl Dataset {
     }
 
     /// Per-feature mean and standard deviation.
-    pub fn normalization(&self) -> Normalization {
+    pub fn normalization(&self) -> FeatureScaling {
         let per = self.sample_len();
         let n = self.len().max(1) as f64;
         let mut mean = vec![0f64; per];
@@ -138,7 +129,7 @@ impl Dataset {
                 *s += (f64::from(*v) - m).powi(2);
             }
         }
-        Normalization {
+        FeatureScaling {
             mean: mean.iter().map(|m| *m as f32).collect(),
             std: var
                 .iter()
@@ -152,7 +143,7 @@ impl Dataset {
     }
 
     /// Applies `(x - mean) / std` to every sample, in place.
-    pub fn normalize(&mut self, norm: &Normalization) {
+    pub fn normalize(&mut self, norm: &FeatureScaling) {
         let per = self.sample_len();
         for row in self.features.chunks_exact_mut(per) {
             for ((v, m), s) in row.iter_mut().zip(&norm.mean).zip(&norm.std) {

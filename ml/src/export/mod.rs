@@ -12,7 +12,7 @@ use burn::tensor::Bytes;
 
 pub use onnx::to_onnx;
 
-use crate::data::Normalization;
+use crate::data::FeatureScaling;
 use crate::model::Architecture;
 use crate::params::{NamedTensor, Params};
 use crate::weights::{network_with, read_params};
@@ -26,7 +26,7 @@ use crate::{ComputeDevice, MlError};
 pub fn to_safetensors(
     arch: &Architecture,
     params: &Params,
-    normalization: Option<&Normalization>,
+    normalization: Option<&FeatureScaling>,
 ) -> Vec<u8> {
     let mut all = params.clone();
     if let Some(norm) = normalization {

@@ -7,7 +7,7 @@
 
 use super::protobuf::Message;
 use crate::MlError;
-use crate::data::Normalization;
+use crate::data::FeatureScaling;
 use crate::model::Architecture;
 use crate::params::{NamedTensor, Params};
 
@@ -93,7 +93,7 @@ fn value_info(name: &str, dims: &[Result<i64, &str>]) -> Message {
 pub fn to_onnx(
     arch: &Architecture,
     params: &Params,
-    normalization: Option<&Normalization>,
+    normalization: Option<&FeatureScaling>,
 ) -> Result<Vec<u8>, MlError> {
     let expected = arch.param_shapes();
     if expected.len() != params.tensors.len()
