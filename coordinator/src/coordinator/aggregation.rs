@@ -525,10 +525,7 @@ mod tests {
 
     #[test]
     fn aggregating_the_same_round_again_gives_the_same_bits() {
-        let data = parse_csv(include_bytes!("../../../datasets/tabular/iris.csv")).unwrap();
-        let spec = oblivion_protocol::ModelSpec::Mlp { hidden: vec![8] };
-        let arch = Architecture::new(spec, data.shape.clone(), data.classes).unwrap();
-        let global = initial_params(&arch, 1).unwrap();
+        let (data, arch, global) = iris();
         let updates = || {
             vec![
                 blob(update(&arch, 2), 0),
@@ -547,6 +544,15 @@ mod tests {
         assert_eq!(a.to_safetensors(None), b.to_safetensors(None));
         assert_eq!(eval_a.accuracy.to_bits(), eval_b.accuracy.to_bits());
         assert_ne!(a.to_safetensors(None), global.to_safetensors(None));
+    }
+
+    /// Iris for validation, a small MLP for it, and its initial weights.
+    fn iris() -> (Dataset, Architecture, Params) {
+        let data = parse_csv(include_bytes!("../../../datasets/tabular/iris.csv")).unwrap();
+        let spec = oblivion_protocol::ModelSpec::Mlp { hidden: vec![8] };
+        let arch = Architecture::new(spec, data.shape.clone(), data.classes).unwrap();
+        let global = initial_params(&arch, 1).unwrap();
+        (data, arch, global)
     }
 
     fn blob(bytes: Vec<u8>, base: u32) -> RoundBlob {
@@ -574,10 +580,7 @@ mod tests {
 
     #[test]
     fn replicas_that_disagree_ask_a_third_and_the_majority_stands() {
-        let data = parse_csv(include_bytes!("../../../datasets/tabular/iris.csv")).unwrap();
-        let spec = oblivion_protocol::ModelSpec::Mlp { hidden: vec![8] };
-        let arch = Architecture::new(spec, data.shape.clone(), data.classes).unwrap();
-        let global = initial_params(&arch, 1).unwrap();
+        let (data, arch, global) = iris();
         let no_noise = &mut || 0.0;
         let honest = |s| blob(update(&arch, 10 + u64::from(s)), s);
         // Shard 1 done twice, alike: both stand, one is combined.
@@ -612,10 +615,7 @@ mod tests {
 
     #[test]
     fn under_privacy_every_update_is_combined_clipped_whatever_its_verdict() {
-        let data = parse_csv(include_bytes!("../../../datasets/tabular/iris.csv")).unwrap();
-        let spec = oblivion_protocol::ModelSpec::Mlp { hidden: vec![8] };
-        let arch = Architecture::new(spec, data.shape.clone(), data.classes).unwrap();
-        let global = initial_params(&arch, 1).unwrap();
+        let (data, arch, global) = iris();
         let decode = |b: &[u8]| Params::from_compressed_within(b, 1 << 24).unwrap().0;
         let mut bytes: Vec<Vec<u8>> = (0..4).map(|s| update(&arch, 20 + s)).collect();
         // A fifth, sign-flipped and scaled: disputed by screening.
