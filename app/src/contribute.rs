@@ -132,19 +132,8 @@ pub fn Contribute() -> impl IntoView {
         worker.set_value(Some(w));
     };
 
-    Effect::new({
-        let launch = launch.clone();
-        move |_| {
-            if restart.get() > 0 && running.get_untracked() {
-                if let Some(w) = worker.get_value() {
-                    w.terminate();
-                }
-                launch();
-            }
-        }
-    });
-
-    // A new choice of files applies at once: a running worker is replaced.
+    // Replaces a running worker: after a crash, or when the local files
+    // change (a new choice applies at once).
     let relaunch = {
         let launch = launch.clone();
         move || {
@@ -157,6 +146,14 @@ pub fn Contribute() -> impl IntoView {
             }
         }
     };
+    Effect::new({
+        let relaunch = relaunch.clone();
+        move |_| {
+            if restart.get() > 0 {
+                relaunch();
+            }
+        }
+    });
     let on_local_files = {
         let relaunch = relaunch.clone();
         move |ev: leptos::ev::Event| {
