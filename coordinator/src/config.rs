@@ -25,6 +25,10 @@ pub struct Config {
     pub max_upload_bytes: usize,
     /// Largest update upload, bytes.
     pub max_update_bytes: usize,
+    /// Longest an update or dataset upload may take in all.
+    pub upload_deadline: Duration,
+    /// Longest any request body may go without a byte arriving.
+    pub upload_idle: Duration,
     /// Built web app to serve at `/` (the `dist/` folder), if any.
     pub web_dir: Option<PathBuf>,
     /// `sqlite://PATH` or `postgres://…`; `None`: SQLite under `data_dir`.
@@ -163,6 +167,8 @@ impl Default for Config {
             lease_ttl: Duration::from_secs(45),
             max_upload_bytes: 64 * 1024 * 1024,
             max_update_bytes: oblivion_protocol::wire::MAX_UPDATE_BYTES,
+            upload_deadline: Duration::from_secs(300),
+            upload_idle: Duration::from_secs(15),
             web_dir: None,
             database_url: None,
             artifacts_url: None,
@@ -216,6 +222,12 @@ pub struct ConfigLayer {
     /// Largest update upload in bytes [default: 64 MiB].
     #[arg(long, env = "OBLIVION_MAX_UPDATE_BYTES")]
     pub max_update_bytes: Option<usize>,
+    /// Seconds an update or dataset upload may take in all; a slower one is refused (408), and a slow update ends its lease [default: 300].
+    #[arg(long, env = "OBLIVION_UPLOAD_SECS")]
+    pub upload_secs: Option<u64>,
+    /// Seconds any request body may go without a byte before it is refused (408) [default: 15].
+    #[arg(long, env = "OBLIVION_UPLOAD_IDLE_SECS")]
+    pub upload_idle_secs: Option<u64>,
     /// Folder of the built web app to serve at / [default: ./dist if present].
     #[arg(long, env = "OBLIVION_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
@@ -328,6 +340,12 @@ impl Config {
         self.lease_ttl = l.lease_ttl_secs.map_or(self.lease_ttl, Duration::from_secs);
         self.max_upload_bytes = l.max_upload_bytes.unwrap_or(self.max_upload_bytes);
         self.max_update_bytes = l.max_update_bytes.unwrap_or(self.max_update_bytes);
+        self.upload_deadline = l
+            .upload_secs
+            .map_or(self.upload_deadline, Duration::from_secs);
+        self.upload_idle = l
+            .upload_idle_secs
+            .map_or(self.upload_idle, Duration::from_secs);
         self.web_dir = l.web_dir.or(self.web_dir);
         self.database_url = l.database_url.or(self.database_url);
         self.artifacts_url = l.artifacts_url.or(self.artifacts_url);
@@ -430,6 +448,33 @@ impl Config {
         }
     }
 
+    /// Whether `authority` (a request's `Host`) names this coordinator
+    /// at an address it serves on: loopback, or the address it listens
+    /// on, with its port. Only these are trusted as a sign-in domain when
+    /// no `public_url` is set: any other `Host` is the client's word, and a
+    /// phishing site could name its own (see `docs/threat-model.md`).
+    pub fn serves_at(&self, authority: &str) -> bool {
+        // `[::1]:8080`, `127.0.0.1:8080`, `localhost` (port 80).
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !p.contains(']') => match p.parse::<u16>() {
+                Ok(p) => (h, p),
+                Err(_) => return false,
+            },
+            _ => (authority, 80),
+        };
+        if port != self.listen.port() {
+            return false;
+        }
+        let host = host.to_ascii_lowercase();
+        let listening = match self.listen.ip() {
+            ip if ip.is_unspecified() => None,
+            std::net::IpAddr::V4(ip) => Some(ip.to_string()),
+            std::net::IpAddr::V6(ip) => Some(format!("[{ip}]")),
+        };
+        matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+            || listening.is_some_and(|l| l == host)
+    }
+
     /// `(scheme, authority)` of `public_url`, when set and well formed.
     pub fn public_origin(&self) -> Option<(&str, &str)> {
         let url = self.public_url.as_deref()?.trim_end_matches('/');
@@ -474,6 +519,11 @@ impl Config {
         if self.instance_timeout < Duration::from_secs(3) {
             return Err("instance_timeout_secs must be at least 3".into());
         }
+        if self.upload_idle.is_zero() || self.upload_deadline < self.upload_idle {
+            return Err(
+                "upload_idle_secs must be at least 1, and upload_secs at least as long".into(),
+            );
+        }
         if self.max_uploads_per_minute == 0 {
             return Err("max_uploads_per_minute must be at least 1".into());
         }
@@ -495,6 +545,15 @@ impl Config {
         if let Some(url) = &self.public_url {
             self.public_origin()
                 .ok_or_else(|| format!("public_url {url:?} is not http(s)://HOST[:PORT]"))?;
+        } else if self.listen.ip().is_unspecified() {
+            // Which of the machine's names would sign-in trust? Not the
+            // request's word for it (a phishing site names its own).
+            return Err(format!(
+                "listening on {} (every interface) needs public_url, the origin users reach \
+                 this coordinator at (e.g. --public-url https://oblivion.example): sign-in \
+                 messages must name it",
+                self.listen
+            ));
         }
         self.chain()?;
         if self.chain_settings.poll.is_zero() {
@@ -541,5 +600,54 @@ mod tests {
             ..ConfigLayer::default()
         };
         assert!(Config::load(None, &bad).is_err());
+    }
+
+    #[test]
+    fn only_local_addresses_are_trusted_as_the_sign_in_domain() {
+        let local = Config::default();
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "LOCALHOST:8080",
+            "[::1]:8080",
+        ] {
+            assert!(local.serves_at(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8080",
+            "127.0.0.1:9999",
+            "127.0.0.1",
+            "localhost.evil.example:8080",
+            "10.0.0.5:8080",
+            "127.0.0.1:8080:8080",
+            "",
+        ] {
+            assert!(!local.serves_at(bad), "{bad}");
+        }
+        let lan = Config {
+            listen: "10.0.0.5:8080".parse().unwrap(),
+            ..Config::default()
+        };
+        assert!(lan.serves_at("10.0.0.5:8080"));
+        assert!(!lan.serves_at("10.0.0.6:8080"));
+        let v6 = Config {
+            listen: "[fd00::5]:80".parse().unwrap(),
+            ..Config::default()
+        };
+        assert!(v6.serves_at("[fd00::5]"));
+        assert!(v6.serves_at("[FD00::5]:80"));
+
+        // Every interface, without a public URL: which name is ours? Refused.
+        let any = ConfigLayer {
+            listen: Some("0.0.0.0:8080".parse().unwrap()),
+            ..ConfigLayer::default()
+        };
+        assert!(Config::load(None, &any).unwrap_err().contains("public_url"));
+        let named = ConfigLayer {
+            public_url: Some("https://oblivion.example".into()),
+            ..any
+        };
+        assert!(Config::load(None, &named).is_ok());
     }
 }

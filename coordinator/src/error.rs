@@ -18,6 +18,10 @@ pub struct AppError {
     pub field: Option<String>,
     /// Seconds to wait before retrying (sent as `Retry-After`).
     pub retry_after: Option<u64>,
+    /// Whether the same request may succeed later: storage or the
+    /// database was unreachable, busy or timed out. Background work
+    /// (aggregation) retries these; anything else is deterministic.
+    pub transient: bool,
 }
 
 impl AppError {
@@ -28,6 +32,7 @@ impl AppError {
             message: message.into(),
             field: None,
             retry_after: None,
+            transient: false,
         }
     }
 
@@ -56,22 +61,49 @@ impl AppError {
         AppError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
 
-    /// 500 from an I/O failure.
+    /// 500 from an I/O failure of the artifact store: transient (a disk
+    /// or an object store that is away comes back).
     pub fn io(e: std::io::Error) -> AppError {
         tracing::error!("storage: {e}");
-        AppError::internal(format!("storage error: {e}"))
+        AppError {
+            transient: true,
+            ..AppError::internal(format!("storage error: {e}"))
+        }
     }
 
-    /// 500 from the database.
+    /// 500 from the database; transient when it was unreachable, busy or
+    /// timed out, or a transaction lost a serialization race.
     pub fn db(e: sqlx::Error) -> AppError {
         tracing::error!("database: {e}");
-        AppError::internal(format!("database error: {e}"))
+        AppError {
+            transient: transient_db(&e),
+            ..AppError::internal(format!("database error: {e}"))
+        }
     }
 
     /// Names the spec field at fault.
     pub fn with_field(mut self, field: &str) -> AppError {
         self.field = Some(field.to_string());
         self
+    }
+}
+
+/// Whether a database error may pass if the same work is tried again.
+fn transient_db(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // PostgreSQL: serialization failure, deadlock, too many
+        // connections, shutting down; SQLite: busy, locked.
+        sqlx::Error::Database(d) => matches!(
+            d.code().as_deref(),
+            Some("40001" | "40P01" | "53300" | "57P01" | "57P02" | "57P03" | "5" | "6")
+        ),
+        _ => false,
     }
 }
 
@@ -89,6 +121,7 @@ impl From<SpecError> for AppError {
             message: e.to_string(),
             field: (!e.field.is_empty()).then_some(e.field),
             retry_after: None,
+            transient: false,
         }
     }
 }

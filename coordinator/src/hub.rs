@@ -183,6 +183,9 @@ pub struct LiveJob {
     /// Federated mode: each slot trains a contributor's own data, this
     /// way. `None`: slots train the job's shards.
     pub local: Option<LocalTask>,
+    /// A private job is leased only to workers signed in as one of these
+    /// accounts (see [`JobSpec::restricted_to`]). `None`: to anyone.
+    pub trainers: Option<Vec<String>>,
 }
 
 impl LiveJob {
@@ -213,9 +216,36 @@ impl LiveJob {
                 .collect(),
             base_shards,
             local: None,
+            trainers: None,
         };
         job.set_replicas(replicas);
         job
+    }
+
+    /// The same job, leased only to workers paid to one of `accounts`
+    /// when it is `Some`.
+    pub fn trained_by(mut self, accounts: Option<Vec<String>>) -> LiveJob {
+        self.trainers = accounts;
+        self
+    }
+
+    /// Whether `worker` may be leased this job's work: the right account
+    /// for a private job, and fitting local data for a federated one.
+    fn admits(&self, worker: &Worker) -> bool {
+        let account_ok = self.trainers.as_ref().is_none_or(|accounts| {
+            worker
+                .view
+                .payout_address
+                .as_ref()
+                .is_some_and(|a| accounts.binary_search(a).is_ok())
+        });
+        let data_ok =
+            self.local.as_ref().is_none_or(|local| {
+                worker.view.local_data.as_ref().is_some_and(|d| {
+                    d.fits(&self.arch.input_shape, self.arch.classes, local.columns())
+                })
+            });
+        account_ok && data_ok
     }
 
     /// The same job in federated mode: its slots train contributors' data.
@@ -645,17 +675,9 @@ impl Hub {
             } else {
                 Vec::new()
             };
+            let restricted = job.local.is_some() || job.trainers.is_some();
             let fits = |worker: u64| {
-                job.local.is_none()
-                    || self.workers.get(&worker).is_some_and(|w| {
-                        w.view.local_data.as_ref().is_some_and(|d| {
-                            d.fits(
-                                &job.arch.input_shape,
-                                job.arch.classes,
-                                job.local.as_ref().and_then(LocalTask::columns),
-                            )
-                        })
-                    })
+                !restricted || self.workers.get(&worker).is_some_and(|w| job.admits(w))
             };
             let free = |k: &&RoomKey| !busy.contains(&k.2) && fits(k.2);
             let pick = order
@@ -929,13 +951,18 @@ impl Hub {
             .values()
             .map(|w| {
                 let mut view = w.view.clone();
+                let public = |job: u64| {
+                    self.jobs
+                        .get(&job)
+                        .is_some_and(|j| j.spec.visibility == oblivion_protocol::Visibility::Public)
+                };
                 let leases: Vec<WorkerLease> = self
                     .leases_of(w.view.id)
+                    .filter(|l| public(l.job))
                     .map(|l| WorkerLease {
                         lease_id: l.id,
                         job_id: l.job,
                         round: l.round,
-                        shard: l.shard,
                         progress: l.progress,
                     })
                     .collect();
@@ -968,19 +995,86 @@ impl Hub {
                 status: j.status,
                 round: j.round,
                 rounds: j.spec.rounds,
-                shards: self.shard_views(j.id),
+                shards: self.shard_views(j.id, ShardDetail::Public),
                 aggregating: j.round_complete(),
             })
             .collect()
     }
 
-    /// Distinct workers holding a lease of `job`.
-    pub fn active_workers(&self, job: u64) -> u32 {
+    /// The current round's shards of a running job, for the API (see
+    /// [`ShardDetail`]).
+    pub fn shard_views(&self, job: u64, detail: ShardDetail) -> Vec<ShardView> {
+        let Some(j) = self.jobs.get(&job) else {
+            return Vec::new();
+        };
+        let view = |i: usize, s: &Shard| {
+            let (state, worker_id) = match s.state {
+                ShardState::Pending => (ShardStatus::Pending, None),
+                ShardState::Leased { worker, .. } | ShardState::Remote { worker } => {
+                    (ShardStatus::Leased, Some(worker))
+                }
+                ShardState::Done { worker } => (ShardStatus::Done, Some(worker)),
+            };
+            let progress = match s.state {
+                ShardState::Pending | ShardState::Remote { .. } => 0.0,
+                ShardState::Leased { lease, .. } => {
+                    self.leases.get(&lease).map_or(0.0, |l| l.progress)
+                }
+                ShardState::Done { .. } => 1.0,
+            };
+            ShardView {
+                shard: i as u32,
+                state,
+                attempts: s.attempts,
+                worker_id,
+                progress,
+            }
+        };
+        if detail == ShardDetail::Owner {
+            return j
+                .shards
+                .iter()
+                .enumerate()
+                .map(|(i, s)| view(i, s))
+                .collect();
+        }
+        j.shards[..j.base_shards]
+            .iter()
+            .enumerate()
+            .map(|(i, base)| {
+                let slots = j.shards.iter().filter(|s| s.base == base.base);
+                let done = slots
+                    .clone()
+                    .all(|s| matches!(s.state, ShardState::Done { .. }));
+                let pending = slots.clone().all(|s| s.state == ShardState::Pending);
+                let mut shown = view(i, base);
+                if !done {
+                    // Neither holder nor progress: either would differ
+                    // between a shard trained once and one trained twice.
+                    shown.worker_id = None;
+                    shown.progress = 0.0;
+                    shown.state = if pending {
+                        ShardStatus::Pending
+                    } else {
+                        ShardStatus::Leased
+                    };
+                }
+                shown
+            })
+            .collect()
+    }
+
+    /// Distinct workers holding a lease of `job` (in public, of its
+    /// shards' first slots only: replicas are not counted).
+    pub fn active_workers(&self, job: u64, detail: ShardDetail) -> u32 {
         let Some(j) = self.jobs.get(&job) else {
             return 0;
         };
-        let mut ids: Vec<u64> = j
-            .shards
+        let slots = match detail {
+            ShardDetail::Owner => &j.shards[..],
+            ShardDetail::Public => &j.shards[..j.base_shards],
+        };
+        let mut ids: Vec<u64> = slots
             .iter()
             .filter_map(|s| match s.state {
                 ShardState::Leased { worker, .. } | ShardState::Remote { worker } => Some(worker),
@@ -991,40 +1085,18 @@ impl Hub {
         ids.dedup();
         ids.len() as u32
     }
+}
 
-    /// The current round's shards of a running job, for the API.
-    pub fn shard_views(&self, job: u64) -> Vec<ShardView> {
-        let Some(j) = self.jobs.get(&job) else {
-            return Vec::new();
-        };
-        j.shards
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let (state, worker_id) = match s.state {
-                    ShardState::Pending => (ShardStatus::Pending, None),
-                    ShardState::Leased { worker, .. } | ShardState::Remote { worker } => {
-                        (ShardStatus::Leased, Some(worker))
-                    }
-                    ShardState::Done { worker } => (ShardStatus::Done, Some(worker)),
-                };
-                let progress = match s.state {
-                    ShardState::Pending | ShardState::Remote { .. } => 0.0,
-                    ShardState::Leased { lease, .. } => {
-                        self.leases.get(&lease).map_or(0.0, |l| l.progress)
-                    }
-                    ShardState::Done { .. } => 1.0,
-                };
-                ShardView {
-                    shard: i as u32,
-                    state,
-                    attempts: s.attempts,
-                    worker_id,
-                    progress,
-                }
-            })
-            .collect()
-    }
+/// How much of a round a view shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardDetail {
+    /// The job's owner: every slot, replicas too, with its holder and
+    /// progress.
+    Owner,
+    /// Everyone else: one entry per shard, whose holder and progress show
+    /// only once all its slots are done. Nothing tells a worker whether
+    /// the shard it trains is replicated: it must train every one honestly.
+    Public,
 }
 
 #[cfg(test)]
@@ -1065,6 +1137,11 @@ mod tests {
         }
 
         fn add_worker(&mut self, benchmark: f64) -> u64 {
+            self.add_worker_as(benchmark, None)
+        }
+
+        /// A worker signed in as `account` (its payout address), if any.
+        fn add_worker_as(&mut self, benchmark: f64, account: Option<String>) -> u64 {
             self.next_worker += 1;
             let id = self.next_worker;
             let (tx, _rx) = mpsc::unbounded_channel();
@@ -1079,6 +1156,7 @@ mod tests {
                 benchmark,
             );
             view.id = id;
+            view.payout_address = account;
             self.hub.add_worker(Worker {
                 view,
                 token: format!("token{id}"),
@@ -1268,6 +1346,70 @@ mod tests {
     }
 
     #[test]
+    fn only_the_owner_sees_which_shards_are_replicated() {
+        let mut n = Net::new();
+        let a = n.add_worker(100.0);
+        let b = n.add_worker(1.0);
+        n.add_job(1, 2);
+        n.hub.jobs.get_mut(&1).unwrap().set_replicas(&[1]);
+        let leases = n.dispatch(0.0);
+        assert_eq!(leases.len(), 3);
+        let public = |n: &Net| n.hub.shard_views(1, ShardDetail::Public);
+        // Every lease shows the same: a leased shard, no holder, no progress.
+        let shown = public(&n);
+        assert_eq!(shown.len(), 2);
+        assert!(
+            shown
+                .iter()
+                .all(|s| s.state == ShardStatus::Leased && s.worker_id.is_none())
+        );
+        assert_eq!(n.hub.shard_views(1, ShardDetail::Owner).len(), 3);
+        // Shard 0 is trained once and shard 1 twice; one holder of each is
+        // done. Nothing public tells the other holder of shard 1 apart from
+        // the holder of an unreplicated shard.
+        let by = |shard: usize| leases.iter().find(|l| l.shard as usize == shard).unwrap();
+        n.hub.complete(by(1).id, 0.0).unwrap();
+        let shown = public(&n);
+        assert_eq!(shown[1].state, ShardStatus::Leased);
+        assert_eq!((shown[1].worker_id, shown[1].progress), (None, 0.0));
+        n.hub.complete(by(2).id, 0.0).unwrap();
+        n.hub.complete(by(0).id, 0.0).unwrap();
+        assert!(public(&n).iter().all(|s| s.state == ShardStatus::Done));
+        // The network view names no shard of a lease.
+        let _ = (a, b);
+        let json = serde_json::to_string(&n.hub.worker_views(0.0)).unwrap();
+        assert!(!json.contains("\"shard\""), "{json}");
+    }
+
+    #[test]
+    fn a_private_job_goes_only_to_its_owner_and_trainers() {
+        let mut n = Net::new();
+        let account = |c: char| format!("0x{}", c.to_string().repeat(40));
+        let signed_in = |n: &mut Net, who: Option<String>| n.add_worker_as(100.0, who);
+        let anonymous = signed_in(&mut n, None);
+        let stranger = signed_in(&mut n, Some(account('c')));
+        let owner = signed_in(&mut n, Some(account('a')));
+        let trainer = signed_in(&mut n, Some(account('b')));
+        n.add_job(1, 6);
+        let mut spec = n.hub.jobs[&1].spec.clone();
+        spec.visibility = oblivion_protocol::Visibility::Private;
+        spec.trainers = vec![account('b').to_uppercase().replace("0X", "0x")];
+        let job = n.hub.jobs.remove(&1).unwrap();
+        let trainers = spec.restricted_to(Some(&account('a')));
+        n.hub
+            .jobs
+            .insert(1, LiveJob { spec, ..job }.trained_by(trainers));
+        let issued = n.dispatch(0.0);
+        let mut who = holders(&issued);
+        who.sort_unstable();
+        who.dedup();
+        assert_eq!(who, vec![owner, trainer], "{issued:?}");
+        assert!(!who.contains(&anonymous) && !who.contains(&stranger));
+        // Nor does the network view show the private job's leases.
+        assert!(n.hub.worker_views(0.0).iter().all(|w| w.leases.is_empty()));
+    }
+
+    #[test]
     fn a_quarantined_worker_loses_its_leases_and_gets_no_more() {
         let mut n = Net::new();
         let liar = n.add_worker(100.0);
@@ -1394,7 +1536,7 @@ mod tests {
         // another instance's worker 77.
         n.hub.sync_shards(1, 1, &[(first, 55)], &[(2, 77)]);
         assert_eq!(n.hub.leases_of(a).count(), 1);
-        let views = n.hub.shard_views(1);
+        let views = n.hub.shard_views(1, ShardDetail::Owner);
         assert_eq!(views[first as usize].state, ShardStatus::Done);
         assert_eq!(views[2].worker_id, Some(77));
         assert!(n.hub.plan().is_empty(), "nothing left to plan here");

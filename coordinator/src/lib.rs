@@ -29,11 +29,19 @@ pub use config::Config;
 pub use coordinator::Coordinator;
 
 /// Runs the coordinator until Ctrl-C or SIGTERM.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
+    // The port it got (when asked for port 0) is the one sign-in trusts.
+    config.listen = addr;
+    if config.public_url.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            "serving on {addr} over plain HTTP without --public-url: sign-in accepts only \
+             http://{addr} and loopback, and session cookies travel unencrypted"
+        );
+    }
     let coordinator = Coordinator::start(config).await?;
     tracing::info!("coordinator listening on http://{addr}");
     println!("oblivion-coordinator listening on http://{addr}");

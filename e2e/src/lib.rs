@@ -297,6 +297,11 @@ impl Network {
         self.coordinator.as_ref().map(Child::id)
     }
 
+    /// Its PostgreSQL cluster, when it runs on one.
+    pub fn postgres(&self) -> Option<&postgres::Postgres> {
+        self._cluster.as_ref()
+    }
+
     /// The coordinator's database.
     pub fn database_url(&self) -> &str {
         &self.database_url
@@ -641,6 +646,22 @@ impl ScriptedWorker {
                     progress: 0.5,
                 })
                 .collect(),
+        };
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                serde_json::to_string(&msg)?.into(),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Gives lease `lease` back, as a worker that cannot train it does.
+    pub async fn return_lease(&mut self, lease: u64) -> Result<()> {
+        use futures_util::SinkExt;
+        use oblivion_protocol::wire::WorkerMessage;
+        let msg = WorkerMessage::ReturnLease {
+            lease_id: lease,
+            reason: "returned".into(),
         };
         self.socket
             .send(tokio_tungstenite::tungstenite::Message::Text(

@@ -18,6 +18,8 @@ pub struct Postgres {
     dir: ScratchDir,
     /// Its port on 127.0.0.1.
     pub port: u16,
+    /// `pg_ctl start`'s server options.
+    options: String,
 }
 
 fn is_root() -> bool {
@@ -89,12 +91,44 @@ impl Postgres {
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300",
             dir.0.display()
         );
-        let log = dir.0.join("server.log").to_string_lossy().into_owned();
+        let cluster = Postgres { dir, port, options };
+        cluster.start_server()?;
+        Ok(cluster)
+    }
+
+    fn data(&self) -> String {
+        self.dir.0.join("data").to_string_lossy().into_owned()
+    }
+
+    fn start_server(&self) -> Result<()> {
+        let log = self.dir.0.join("server.log").to_string_lossy().into_owned();
         pg(
             "pg_ctl",
-            &["-D", &data_s, "-o", &options, "-l", &log, "-w", "start"],
-        )?;
-        Ok(Postgres { dir, port })
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &self.options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        )
+    }
+
+    /// Stops the server at once (its connections break, as in a crash).
+    pub fn stop(&self) -> Result<()> {
+        pg(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        )
+    }
+
+    /// Starts it again after [`Postgres::stop`] (crash recovery keeps
+    /// every committed transaction).
+    pub fn restart(&self) -> Result<()> {
+        self.start_server()
     }
 
     /// Creates database `name`; returns its URL.
@@ -113,7 +147,6 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let data = self.dir.0.join("data").to_string_lossy().into_owned();
-        let _ = pg("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+        let _ = self.stop();
     }
 }

@@ -96,6 +96,25 @@ impl S3Server {
         ]
     }
 
+    /// Stops the server (SIGSTOP): connections are accepted by the kernel
+    /// and then hang, as with a stalled object store.
+    pub fn pause(&self) -> Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Resumes a paused server (SIGCONT).
+    pub fn resume(&self) -> Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, which: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .args([which, &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill {which} failed");
+        Ok(())
+    }
+
     /// Number of objects under `prefix` in `bucket` (from a listing).
     pub fn count(&self, bucket: &str, prefix: &str) -> Result<usize> {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;

@@ -145,9 +145,24 @@ async fn owners_alone_cancel_and_read_private_jobs(database: Database) {
         .await
         .unwrap();
 
+    // An anonymous worker is leased the public job's work, never the
+    // private job's: it takes what it is given, returns it, and asks again.
+    let mut stranger = ScriptedWorker::connect(&net.url, "anonymous")
+        .await
+        .unwrap();
+    for _ in 0..6 {
+        let lease = stranger.next_lease().await.unwrap();
+        assert_eq!(lease.job_id, public, "a private job leased to a stranger");
+        stranger.return_lease(lease.lease_id).await.unwrap();
+    }
+    drop(stranger);
+
     // The private job's data and weights: the owner and the worker leasing
-    // the shard, nobody else.
-    let mut worker = ScriptedWorker::connect(&net.url, "w").await.unwrap();
+    // the shard (signed in as the owner), nobody else.
+    let cookie = owner.cookie().await.unwrap().unwrap();
+    let mut worker = ScriptedWorker::connect_as(&net.url, "w", Some(&cookie), None)
+        .await
+        .unwrap();
     let lease = loop {
         let lease = worker.next_lease().await.unwrap();
         if lease.job_id == private {
@@ -260,4 +275,81 @@ async fn a_payout_address_is_proven_by_signing_in() {
             .payout_address,
         None
     );
+}
+
+/// The phishing attack on sign-in: a site of the attacker's asks this
+/// coordinator for a challenge under its own `Host`, has the victim sign
+/// it there (the wallet sees nothing wrong: the message names the site it
+/// is on), and posts the signature back under the same `Host`. The session
+/// would be the victim's. Refused at both steps; and a page on another
+/// origin cannot open a worker socket with a visitor's cookie.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_phishing_site_cannot_sign_a_victim_in_through_its_host_header() {
+    let net = Network::start(&[]).unwrap();
+    let victim = Key::parse(CREATOR_KEY).unwrap();
+    let attacker = reqwest::Client::new();
+    let evil = "evil.example";
+
+    // The challenge, asked for under the phishing site's Host.
+    let r = attacker
+        .post(format!("{}/api/auth/nonce", net.url))
+        .header("host", evil)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 421);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("evil.example"),
+        "{body}"
+    );
+
+    // A real challenge rewritten for the phishing site and signed there by
+    // the victim, posted under its Host: refused, and no cookie is set.
+    let mut c = challenge(&net.anonymous()).await;
+    c.domain = evil.into();
+    c.uri = format!("http://{evil}");
+    let answer = sign_in(&c, &victim, 1).unwrap();
+    let r = attacker
+        .post(format!("{}/api/auth/login", net.url))
+        .header("host", evil)
+        .json(&answer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 421);
+    assert!(r.headers().get("set-cookie").is_none());
+    // Nor under the coordinator's own Host: the message names another site.
+    let (status, error) = login(&net.anonymous(), &answer).await;
+    assert_eq!(status, 401);
+    assert!(error.contains("evil.example"), "{error}");
+
+    // Loopback names work (the user may type either).
+    let local = net.url.replace("127.0.0.1", "localhost");
+    let r = attacker
+        .post(format!("{local}/api/auth/nonce"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The worker socket: a page on another origin, with the victim's cookie.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let cookie = net.api().cookie().await.unwrap().unwrap();
+    let ws = format!("{}/api/workers/connect", net.url.replacen("http", "ws", 1));
+    let mut request = ws.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", cookie.parse().unwrap());
+    request
+        .headers_mut()
+        .insert("origin", "http://sibling.localhost:8080".parse().unwrap());
+    let err = tokio_tungstenite::connect_async(request).await.unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+    // From its own origin it connects.
+    let mut request = ws.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("origin", net.url.parse().unwrap());
+    tokio_tungstenite::connect_async(request).await.unwrap();
 }

@@ -157,3 +157,70 @@ async fn artifacts_nobody_needs_are_collected() {
     assert_eq!(status(held.data.shard().unwrap().to_string()).await, 200);
     assert_eq!(status(held.weights.clone()).await, 200);
 }
+
+/// Trains a 30-round job on two workers and, once three rounds are done,
+/// takes a part of the coordinator's storage away for 10 s (`away(true)`,
+/// then `away(false)`): the job must complete all its rounds.
+async fn survives_ten_seconds_without(
+    mut net: Network,
+    away: impl Fn(&Network, bool),
+) -> oblivion_protocol::api::JobView {
+    net.add_worker("a").unwrap();
+    net.add_worker("b").unwrap();
+    let api = net.api();
+    let mut spec = example("iris-mlp.json").unwrap();
+    spec["rounds"] = 30.into();
+    spec["local_epochs"] = 100.into();
+    let id = api.submit(&spec).await.unwrap();
+    loop {
+        let job = api.job(id).await.unwrap();
+        if job.history.len() >= 3 {
+            break;
+        }
+        assert!(!job.status.is_finished(), "{job:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    away(&net, true);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    away(&net, false);
+    let job = api
+        .wait_finished(id, Duration::from_secs(300), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
+    assert_eq!(job.history.len(), 30);
+    job
+}
+
+/// The object store stalls for 10 s while rounds are trained and
+/// aggregated: the rounds wait for it, and the job completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_outage_of_ten_seconds_delays_the_job_and_fails_nothing() {
+    let net = Network::start_with(Database::Sqlite, Storage::S3, &[]).unwrap();
+    let job = survives_ten_seconds_without(net, |net, away| {
+        let s3 = net.s3.as_ref().unwrap();
+        if away { s3.pause() } else { s3.resume() }.unwrap()
+    })
+    .await;
+    let longest = job.history.iter().map(|r| r.seconds).fold(0.0, f64::max);
+    eprintln!("the longest round took {longest:.1} s");
+    assert!(longest >= 9.0, "the outage fell on no round: {longest} s");
+}
+
+/// The database goes away for 10 s while rounds are trained and
+/// aggregated (PostgreSQL stopped at once, as in a crash, then started
+/// again): whatever it interrupts is tried again, and the job completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_outage_of_ten_seconds_delays_the_job_and_fails_nothing() {
+    let net = Network::start_with(Database::Postgres, Storage::Dir, &[]).unwrap();
+    survives_ten_seconds_without(net, |net, away| {
+        let postgres = net.postgres().unwrap();
+        if away {
+            postgres.stop()
+        } else {
+            postgres.restart()
+        }
+        .unwrap()
+    })
+    .await;
+}

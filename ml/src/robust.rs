@@ -17,7 +17,8 @@ pub enum Rule {
     /// Coordinate-wise median.
     FedMedian,
     /// Coordinate-wise mean after cutting the `beta` fraction of values at
-    /// each end (0 ≤ beta < 0.5).
+    /// each end (0 ≤ beta < 0.5), and at least one value at each end when
+    /// beta > 0 and there are three or more (see [`trimmed_cut`]).
     FedTrimmedAvg {
         /// Fraction cut at each end.
         beta: f64,
@@ -77,7 +78,7 @@ pub fn aggregate(rule: Rule, updates: &[(Params, f64)]) -> Result<Params, MlErro
                     "trimmed mean: beta {beta} is not in [0, 0.5)"
                 )));
             }
-            let cut = (beta * updates.len() as f64).floor() as usize;
+            let cut = trimmed_cut(beta, updates.len());
             Ok(coordinate_wise(first, updates, |column| {
                 let kept = &column[cut..column.len() - cut];
                 kept.iter().sum::<f64>() / kept.len() as f64
@@ -85,6 +86,19 @@ pub fn aggregate(rule: Rule, updates: &[(Params, f64)]) -> Result<Params, MlErro
         }
         Rule::Krum { byzantine, keep } => krum(updates, byzantine, keep),
     }
+}
+
+/// How many of `n` values the trimmed mean cuts at each end: the `beta`
+/// fraction, rounded down, but at least one when `beta` > 0 and at least
+/// one value stays. Rounding alone cuts nothing below 1 / beta updates
+/// (n ≤ 4 at the default 0.2), which would make the default rule a plain
+/// mean, steered by one liar, in exactly the small rounds most jobs run;
+/// with the floor of one it is the median at n = 3 and 4.
+pub fn trimmed_cut(beta: f64, n: usize) -> usize {
+    if beta <= 0.0 || n < 3 {
+        return 0;
+    }
+    ((beta * n as f64).floor() as usize).clamp(1, (n - 1) / 2)
 }
 
 /// Applies `f` to every coordinate's values across the updates, sorted
@@ -262,6 +276,34 @@ mod tests {
                 "{rule:?}"
             );
         }
+    }
+
+    #[test]
+    fn one_liar_in_a_small_round_cannot_steer_the_default_rule() {
+        // Three honest updates and one liar: floor(0.2 × 4) would cut
+        // nothing, and the liar would move the mean by a quarter of its value.
+        let ups = vec![
+            (update(&[1.0, -1.0]), 1.0),
+            (update(&[1.1, -0.9]), 1.0),
+            (update(&[0.9, -1.1]), 1.0),
+            (update(&[50.0, 50.0]), 1.0),
+        ];
+        let out = aggregate(Rule::FedTrimmedAvg { beta: 0.2 }, &ups).unwrap();
+        assert!(close(&out, &[1.05, -0.95], 1e-6), "{out:?}");
+        for (n, cut) in [
+            (1, 0),
+            (2, 0),
+            (3, 1),
+            (4, 1),
+            (5, 1),
+            (9, 1),
+            (10, 2),
+            (256, 51),
+        ] {
+            assert_eq!(trimmed_cut(0.2, n), cut, "n = {n}");
+        }
+        assert_eq!(trimmed_cut(0.0, 10), 0);
+        assert_eq!(trimmed_cut(0.49, 4), 1);
     }
 
     #[test]

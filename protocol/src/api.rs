@@ -274,7 +274,8 @@ pub struct WorkerView {
     /// claimed.
     #[serde(default)]
     pub samples_per_second: f64,
-    /// Its active leases.
+    /// Its active leases of public jobs. Which shard each trains is not
+    /// shown: two workers on one shard would give away a replica.
     #[serde(default)]
     pub leases: Vec<WorkerLease>,
     /// The account its rewards go to, proven by signing in (lower-case
@@ -338,8 +339,6 @@ pub struct WorkerLease {
     pub job_id: u64,
     /// Round.
     pub round: u32,
-    /// Shard.
-    pub shard: u32,
     /// Fraction done, as last reported.
     pub progress: f32,
 }

@@ -10,8 +10,14 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Name of the session cookie (HTTP-only: page scripts never see it).
+/// Name of the session cookie over plain HTTP (HTTP-only: page scripts
+/// never see it).
 pub const SESSION_COOKIE: &str = "oblivion_session";
+
+/// Name of the session cookie over HTTPS. Browsers take a `__Host-` cookie
+/// only when it is `Secure`, has `Path=/` and no `Domain`, so a sibling
+/// subdomain cannot plant or overwrite it.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-oblivion_session";
 
 /// `POST /api/auth/nonce` answer: every field of the message but the
 /// signer's address (and, when the coordinator names none, the chain id).

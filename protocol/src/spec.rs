@@ -95,11 +95,20 @@ pub struct JobSpec {
     /// default) or its owner alone (`private`).
     #[serde(default, skip_serializing_if = "Visibility::is_public")]
     pub visibility: Visibility,
+    /// A private job's trainers: the accounts, besides its owner's, whose
+    /// signed-in workers may be leased its work (and so read its data and
+    /// weights). A private job is never leased to anyone else, anonymous
+    /// workers included. Only with `visibility: private`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trainers: Vec<String>,
     /// Payment for the work, escrowed on chain: the job opens once its
     /// deposit is seen there. `None`: an unpaid job, open at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reward: Option<RewardSpec>,
 }
+
+/// Most accounts a private job may name as its trainers.
+pub const MAX_TRAINERS: usize = 256;
 
 /// Largest settlement deadline a job may ask for, hours (a year).
 pub const MAX_DEADLINE_HOURS: u32 = 24 * 365;
@@ -354,6 +363,23 @@ fn check_dataset(dataset: &DatasetSpec, field: &str, model: &ModelSpec) -> Resul
 }
 
 impl JobSpec {
+    /// The accounts whose workers may train this job, when it is
+    /// restricted: a private job's owner and its named trainers
+    /// (lower-case `0x` hex). `None`: any worker may.
+    pub fn restricted_to(&self, owner: Option<&str>) -> Option<Vec<String>> {
+        if self.visibility == Visibility::Public {
+            return None;
+        }
+        let mut accounts: Vec<String> = owner
+            .into_iter()
+            .chain(self.trainers.iter().map(String::as_str))
+            .filter_map(crate::auth::normalize_address)
+            .collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        Some(accounts)
+    }
+
     /// Parses a spec from JSON and validates it.
     ///
     /// A JSON error names the field serde stopped at; a rule violation names
@@ -504,6 +530,26 @@ impl JobSpec {
                 "update_norm_bound",
                 "must be a positive number",
             ));
+        }
+        if !self.trainers.is_empty() && self.visibility == Visibility::Public {
+            return Err(SpecError::new(
+                "trainers",
+                "only a private job names its trainers: a public one is trained by anyone",
+            ));
+        }
+        if self.trainers.len() > MAX_TRAINERS {
+            return Err(SpecError::new(
+                "trainers",
+                format!("at most {MAX_TRAINERS} accounts"),
+            ));
+        }
+        for (i, t) in self.trainers.iter().enumerate() {
+            if crate::auth::normalize_address(t).is_none() {
+                return Err(SpecError::new(
+                    format!("trainers[{i}]"),
+                    format!("{t:?} is not a 0x address"),
+                ));
+            }
         }
         self.aggregation.validate(self.shards_per_round)?;
         self.replication.validate()?;

@@ -16,7 +16,9 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cookie::{Cookie, SameSite};
-use oblivion_protocol::auth::{SESSION_COOKIE, SessionView, SignIn, SignInChallenge};
+use oblivion_protocol::auth::{
+    SECURE_SESSION_COOKIE, SESSION_COOKIE, SessionView, SignIn, SignInChallenge,
+};
 
 use super::read_body;
 use crate::coordinator::{Coordinator, Viewer};
@@ -25,20 +27,56 @@ use crate::error::AppError;
 /// Largest sign-in body, bytes.
 const MAX_SIGN_IN_BYTES: usize = 16 * 1024;
 
-/// The session token a request carries in its cookie, if any.
-fn session_token(headers: &HeaderMap) -> Option<String> {
+/// The session cookie's name: `__Host-` prefixed over HTTPS.
+fn cookie_name(c: &Coordinator) -> &'static str {
+    match c.config.public_origin() {
+        Some(("https", _)) => SECURE_SESSION_COOKIE,
+        _ => SESSION_COOKIE,
+    }
+}
+
+/// The session token a request carries in its cookie, if any. Over HTTPS
+/// only the `__Host-` cookie counts: a plain one may have been planted by
+/// a sibling subdomain.
+fn session_token(c: &Coordinator, headers: &HeaderMap) -> Option<String> {
+    let name = cookie_name(c);
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(Cookie::split_parse)
         .filter_map(Result::ok)
-        .find(|c| c.name() == SESSION_COOKIE)
-        .map(|c| c.value().to_string())
+        .find(|cookie| cookie.name() == name)
+        .map(|cookie| cookie.value().to_string())
 }
 
 fn host(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::HOST).and_then(|v| v.to_str().ok())
+}
+
+/// Refuses a request whose `Origin` (when it has one: browsers always
+/// send it on cross-origin requests and WebSocket upgrades) is not this
+/// coordinator's own origin, scheme included. Sibling subdomains are
+/// same-site, so `SameSite=Strict` alone would let their pages use a
+/// victim's cookie.
+pub(super) fn same_origin(c: &Coordinator, headers: &HeaderMap) -> Result<(), AppError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let (scheme, authority) = c.origin(host(headers))?;
+    let ours = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .is_some_and(|(s, a)| s.eq_ignore_ascii_case(scheme) && a.eq_ignore_ascii_case(authority));
+    if ours {
+        Ok(())
+    } else {
+        Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            format!("cross-site request refused: Origin {origin:?} is not {scheme}://{authority}"),
+        ))
+    }
 }
 
 impl FromRequestParts<Arc<Coordinator>> for Viewer {
@@ -48,7 +86,7 @@ impl FromRequestParts<Arc<Coordinator>> for Viewer {
         parts: &mut Parts,
         c: &Arc<Coordinator>,
     ) -> Result<Viewer, AppError> {
-        let Some(token) = session_token(&parts.headers) else {
+        let Some(token) = session_token(c, &parts.headers) else {
             return Ok(Viewer(None));
         };
         // An unknown or expired session is an anonymous visitor.
@@ -56,19 +94,8 @@ impl FromRequestParts<Arc<Coordinator>> for Viewer {
             return Ok(Viewer(None));
         };
         let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-        if !safe && let Some(origin) = parts.headers.get(header::ORIGIN) {
-            let (_, authority) = c.origin(host(&parts.headers))?;
-            let theirs = origin
-                .to_str()
-                .ok()
-                .and_then(|o| o.split_once("://"))
-                .map(|(_, a)| a);
-            if theirs != Some(authority) {
-                return Err(AppError::new(
-                    StatusCode::FORBIDDEN,
-                    format!("cross-site request refused: Origin {origin:?} is not {authority}"),
-                ));
-            }
+        if !safe {
+            same_origin(c, &parts.headers)?;
         }
         Ok(Viewer(Some(session.address)))
     }
@@ -91,6 +118,8 @@ pub async fn login(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
+    // Nor may another site sign a visitor in (to an account of its own).
+    same_origin(&c, &headers)?;
     let bytes = read_body(body, MAX_SIGN_IN_BYTES, "the sign-in").await?;
     let answer: SignIn = serde_json::from_slice(&bytes).map_err(|e| {
         AppError::bad_request(format!(
@@ -99,7 +128,7 @@ pub async fn login(
     })?;
     let (scheme, authority) = c.origin(host(&headers))?;
     let (view, token) = c.sign_in(&answer, authority).await?;
-    let cookie = Cookie::build((SESSION_COOKIE, token))
+    let cookie = Cookie::build((cookie_name(&c), token))
         .http_only(true)
         .same_site(SameSite::Strict)
         .secure(scheme == "https")
@@ -123,7 +152,7 @@ pub async fn session(
     State(c): State<Arc<Coordinator>>,
     headers: HeaderMap,
 ) -> Result<Json<SessionView>, AppError> {
-    let token = session_token(&headers);
+    let token = session_token(&c, &headers);
     let session = match token {
         Some(t) => c.session(&t).await?,
         None => None,
@@ -138,12 +167,14 @@ pub async fn logout(
     State(c): State<Arc<Coordinator>>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    if let Some(token) = session_token(&headers) {
+    if let Some(token) = session_token(&c, &headers) {
         c.sign_out(&token).await?;
     }
-    let mut cookie = Cookie::build((SESSION_COOKIE, ""))
+    let https = matches!(c.config.public_origin(), Some(("https", _)));
+    let mut cookie = Cookie::build((cookie_name(&c), ""))
         .http_only(true)
         .same_site(SameSite::Strict)
+        .secure(https)
         .path("/")
         .build();
     cookie.make_removal();

@@ -11,7 +11,7 @@ use oblivion_protocol::JobSpec;
 use oblivion_protocol::api::{Created, JobView, UploadedDataset};
 use serde::Deserialize;
 
-use super::{MAX_SPEC_BYTES, read_body};
+use super::{MAX_SPEC_BYTES, read_body, read_body_within};
 use crate::coordinator::{Coordinator, ModelFormat, Viewer};
 use crate::error::AppError;
 
@@ -105,7 +105,13 @@ pub async fn upload_dataset(
 ) -> Result<(StatusCode, Json<UploadedDataset>), AppError> {
     let owner = viewer.account()?;
     c.uploads_rate.check(client.ip())?;
-    let bytes = read_body(body, c.config.max_upload_bytes, "the upload").await?;
+    let bytes = read_body_within(
+        body,
+        c.config.max_upload_bytes,
+        c.config.upload_deadline,
+        "the upload",
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(c.upload_dataset(owner, bytes.to_vec()).await?),

@@ -28,7 +28,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{any, get, post};
+use tower_http::map_request_body::MapRequestBodyLayer;
 use tower_http::services::{ServeDir, ServeFile};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use axum::body::{Body, Bytes};
@@ -37,16 +39,74 @@ use axum::http::StatusCode;
 use crate::coordinator::Coordinator;
 use crate::error::AppError;
 
-/// Reads a request body of at most `limit` bytes; a larger one is a 413
-/// that says the limit.
-pub async fn read_body(body: Body, limit: usize, what: &str) -> Result<Bytes, AppError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        AppError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("{what} is larger than the limit of {limit} bytes"),
-        )
-    })
+/// Why a request body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Over the limit: 413.
+    TooLarge(AppError),
+    /// Too slow (a gap over `--upload-idle-secs`, or all of it over the
+    /// caller's deadline): 408.
+    TooSlow(AppError),
+    /// Broken off or malformed: 400.
+    Broken(AppError),
 }
+
+impl From<BodyError> for AppError {
+    fn from(e: BodyError) -> AppError {
+        match e {
+            BodyError::TooLarge(e) | BodyError::TooSlow(e) | BodyError::Broken(e) => e,
+        }
+    }
+}
+
+/// Reads a request body of at most `limit` bytes within `deadline`; a
+/// larger one is a 413 that says the limit, a slower one a 408. (Every
+/// body also times out after `--upload-idle-secs` without a byte: see
+/// [`router`].)
+pub async fn read_body_within(
+    body: Body,
+    limit: usize,
+    deadline: std::time::Duration,
+    what: &str,
+) -> Result<Bytes, BodyError> {
+    let too_slow = || {
+        BodyError::TooSlow(AppError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("{what} was not received in time (it is sent too slowly)"),
+        ))
+    };
+    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await;
+    let error = match read {
+        Ok(Ok(bytes)) => return Ok(bytes),
+        Ok(Err(e)) => e,
+        Err(_) => return Err(too_slow()),
+    };
+    // The cause is somewhere in the error's chain.
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(e) = cause {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return Err(BodyError::TooLarge(AppError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("{what} is larger than the limit of {limit} bytes"),
+            )));
+        }
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return Err(too_slow());
+        }
+        cause = e.source();
+    }
+    Err(BodyError::Broken(AppError::bad_request(format!(
+        "{what} could not be read: {error}"
+    ))))
+}
+
+/// [`read_body_within`] the default deadline, [`BODY_DEADLINE`].
+pub async fn read_body(body: Body, limit: usize, what: &str) -> Result<Bytes, AppError> {
+    Ok(read_body_within(body, limit, BODY_DEADLINE, what).await?)
+}
+
+/// Longest a small request body (a spec, a sign-in) may take in all.
+pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Largest job spec, bytes.
 pub const MAX_SPEC_BYTES: usize = 256 * 1024;
@@ -54,6 +114,7 @@ pub const MAX_SPEC_BYTES: usize = 256 * 1024;
 /// The application's routes.
 pub fn router(coordinator: Arc<Coordinator>) -> Router {
     let web = coordinator.config.web_dir.clone();
+    let idle = coordinator.config.upload_idle;
     let api = Router::new()
         .route("/api/health", get(|| async { "ok" }))
         .route("/api/auth/nonce", post(auth::nonce))
@@ -81,5 +142,12 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         }
         None => api.fallback(jobs::no_route),
     };
-    app.layer(TraceLayer::new_for_http())
+    app.layer(
+        tower::ServiceBuilder::new()
+            .layer(TraceLayer::new_for_http())
+            // A body that stops arriving fails its read (408) rather than
+            // holding its handler, and what the handler holds, forever.
+            .layer(RequestBodyTimeoutLayer::new(idle))
+            .layer(MapRequestBodyLayer::new(Body::new)),
+    )
 }

@@ -17,7 +17,7 @@ use oblivion_protocol::wire::{
 };
 use tokio::sync::mpsc;
 
-use super::read_body;
+use super::{BodyError, read_body_within};
 use crate::coordinator::{Coordinator, Viewer};
 use crate::error::AppError;
 
@@ -55,9 +55,29 @@ pub async fn update(
             )
         })?
         .to_string();
-    // One upload per lease at a time, claimed before the body is read.
+    // Only the lease's holder may send a body: checked before it takes the
+    // lease's one upload slot and before a byte is read, so that nobody
+    // else can hold the slot (lease ids are public).
+    let holder = c.lease_holder(&token, lease).await?;
     let _slot = c.upload_slot(lease)?;
-    let bytes = read_body(body, c.config.max_update_bytes, "the update").await?;
+    let bytes = match read_body_within(
+        body,
+        c.config.max_update_bytes,
+        c.config.upload_deadline,
+        "the update",
+    )
+    .await
+    {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooSlow(e)) => {
+            // The holder stalled its own shard: the lease ends, and the
+            // stall is on its record.
+            c.fault_lease(lease, holder, "the update upload was too slow")
+                .await;
+            return Err(e);
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(Json(c.submit_update(&token, lease, bytes.to_vec()).await?))
 }
 
@@ -67,9 +87,13 @@ pub async fn update(
 pub async fn connect(
     State(c): State<Arc<Coordinator>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     viewer: Viewer,
     ws: WebSocketUpgrade,
 ) -> Result<Response, AppError> {
+    // A page elsewhere must not open a worker in a visitor's name (with
+    // their cookie) and have it quarantined; native workers send no Origin.
+    super::auth::same_origin(&c, &headers)?;
     let permit = c.worker_connections.acquire(client.ip())?;
     Ok(ws
         .max_message_size(MAX_CONTROL_MESSAGE)

@@ -44,13 +44,31 @@ impl Viewer {
 
 impl Coordinator {
     /// The `(scheme, authority)` sign-in messages must name: the configured
-    /// public URL's, else the request's `Host` over HTTP.
+    /// public URL's; else, over HTTP, the request's `Host` if it names an
+    /// address this coordinator serves on (loopback, or its listening
+    /// address). Any other `Host` is refused: a phishing site would send
+    /// its own, and have a victim sign in for it.
     pub fn origin<'a>(&'a self, host: Option<&'a str>) -> Result<(&'a str, &'a str), AppError> {
         if let Some(origin) = self.config.public_origin() {
             return Ok(origin);
         }
         let host = host.ok_or_else(|| AppError::bad_request("the request has no Host header"))?;
+        if !self.config.serves_at(host) {
+            return Err(AppError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "Host {host:?} is not an address this coordinator serves at ({}, or \
+                     loopback); an operator serving under a name sets --public-url",
+                    self.config.listen
+                ),
+            ));
+        }
         Ok(("http", host))
+    }
+
+    /// The chain sign-in messages must name: the one paid jobs settle on.
+    fn sign_in_chain(&self) -> Option<u64> {
+        self.chain.as_ref().map(|c| c.config.chain_id)
     }
 
     /// A new single-use sign-in challenge for `(scheme, authority)`.
@@ -77,7 +95,7 @@ impl Coordinator {
             issued_at: rfc3339(issued),
             expiration_time: rfc3339(issued + ttl),
             statement: STATEMENT.to_string(),
-            chain_id: None,
+            chain_id: self.sign_in_chain(),
         })
     }
 
@@ -90,7 +108,7 @@ impl Coordinator {
         let unauthorized = |m: String| AppError::new(StatusCode::UNAUTHORIZED, m);
         let expected = Expected {
             domain: authority,
-            chain_id: None,
+            chain_id: self.sign_in_chain(),
             now: OffsetDateTime::now_utc(),
             max_validity: time::Duration::try_from(self.config.sign_in_ttl)
                 .map_err(|e| AppError::internal(e.to_string()))?

@@ -194,19 +194,45 @@ pub fn one_update_per_shard(updates: &[UpdateRow], shards: usize) -> Result<(), 
     Ok(())
 }
 
+/// First wait before a round whose aggregation met a transient fault is
+/// tried again; each further wait doubles.
+pub const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+/// Longest wait between two tries.
+pub const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Coordinator {
     /// Aggregates `round` of `job` if this instance wins the claim, then
     /// starts the next round or finishes the job.
+    /// A transient fault (storage or the database away, busy or slow)
+    /// delays the round: it is tried again, waiting longer each time up to
+    /// [`RETRY_MAX`], for as long as it takes. Only a deterministic failure
+    /// fails the job.
     pub(super) async fn aggregate(self: Arc<Self>, job: u64, round: u32) {
         if !lock(&self.aggregating).insert(job) {
             return;
         }
-        let result = self.try_aggregate(job, round).await;
-        lock(&self.aggregating).remove(&job);
-        if let Err(e) = result {
+        let mut wait = RETRY_FIRST;
+        let failure = loop {
+            let Err(e) = self.try_aggregate(job, round).await else {
+                break None;
+            };
             if let Err(db) = self.db.release_aggregation(job, &self.instance).await {
                 tracing::error!(job, "releasing the aggregation claim: {db}");
             }
+            if !e.transient {
+                break Some(e);
+            }
+            tracing::warn!(
+                job,
+                round,
+                "aggregation delayed by a transient fault; again in {wait:?}: {}",
+                e.message
+            );
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(RETRY_MAX);
+        };
+        lock(&self.aggregating).remove(&job);
+        if let Some(e) = failure {
             self.fail(job, &format!("aggregation failed: {}", e.message))
                 .await;
         }

@@ -17,7 +17,7 @@ use super::leasing::token_hash;
 use super::{Coordinator, blocking, budget, lock, ml_internal};
 use crate::datasets;
 use crate::error::AppError;
-use crate::hub::LiveJob;
+use crate::hub::{LiveJob, ShardDetail};
 use crate::store::{JobRefusal, JobRow, NewPayment, now};
 
 /// Model download formats.
@@ -239,6 +239,7 @@ impl Coordinator {
             return Ok(id);
         }
         lock(&self.validation).insert(id, Arc::new(val));
+        let trainers = spec.restricted_to(Some(creator));
         let live = LiveJob::new(
             id,
             spec,
@@ -247,7 +248,8 @@ impl Coordinator {
             Arc::new(initial),
             shards,
             &row.round_replicas,
-        );
+        )
+        .trained_by(trainers);
         self.hub().jobs.insert(
             id,
             match local {
@@ -319,22 +321,28 @@ impl Coordinator {
 
     /// The API view of a job, for `viewer`.
     pub async fn job_view_for(&self, viewer: &Viewer, id: u64) -> Result<JobView, AppError> {
-        self.readable_job(viewer, id).await?;
-        self.job_view(id).await
+        let row = self.readable_job(viewer, id).await?;
+        self.job_view(id, viewer.owns(&row)).await
     }
 
-    /// The API view of a job.
-    pub async fn job_view(&self, id: u64) -> Result<JobView, AppError> {
+    /// The API view of a job; `owner`: as its owner sees it, with every
+    /// slot of the round (replicas too) and who holds it.
+    async fn job_view(&self, id: u64, owner: bool) -> Result<JobView, AppError> {
         let row = self.job_row(id).await?;
         let history = self.db.rounds(id).await.map_err(AppError::db)?;
-        let mut view = self.view_of(row, history);
+        let mut view = self.view_of(row, history, owner);
         view.contributors = self.db.contributors(id).await.map_err(AppError::db)?;
         view.payment = self.db.payment(id).await.map_err(AppError::db)?;
         Ok(view)
     }
 
-    fn view_of(&self, row: JobRow, history: Vec<RoundMetrics>) -> JobView {
+    fn view_of(&self, row: JobRow, history: Vec<RoundMetrics>, owner: bool) -> JobView {
         let hub = self.hub();
+        let detail = if owner {
+            ShardDetail::Owner
+        } else {
+            ShardDetail::Public
+        };
         JobView {
             id: row.id,
             name: row.spec.name.clone(),
@@ -342,8 +350,8 @@ impl Coordinator {
             round: row.round,
             rounds: row.spec.rounds,
             history,
-            shards: hub.shard_views(row.id),
-            active_workers: hub.active_workers(row.id),
+            shards: hub.shard_views(row.id, detail),
+            active_workers: hub.active_workers(row.id, detail),
             contributors: Vec::new(),
             error: row.error,
             spec: row.spec,
@@ -365,7 +373,8 @@ impl Coordinator {
             .filter(|row| viewer.may_read(row))
             .map(|row| {
                 let history = rounds.remove(&row.id).unwrap_or_default();
-                self.view_of(row, history)
+                let owner = viewer.owns(&row);
+                self.view_of(row, history, owner)
             })
             .collect())
     }
@@ -411,7 +420,7 @@ impl Coordinator {
         }
         self.finish(id, JobStatus::Cancelled, None).await?;
         tracing::info!(job = id, "job cancelled");
-        self.job_view(id).await
+        self.job_view(id, true).await
     }
 
     pub(super) async fn fail(&self, id: u64, message: &str) {

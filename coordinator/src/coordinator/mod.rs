@@ -337,6 +337,7 @@ impl Coordinator {
             .enumerate()
             .map(|(i, (data_sha, samples))| Shard::pending(i as u32, data_sha, samples))
             .collect();
+        let trainers = row.spec.restricted_to(row.creator.as_deref());
         let mut live = LiveJob {
             id: row.id,
             spec: row.spec,
@@ -348,6 +349,7 @@ impl Coordinator {
             base_shards: shards.len(),
             shards,
             local,
+            trainers,
         };
         live.set_replicas(&row.round_replicas);
         for (slot, shard) in live.shards.iter_mut().enumerate() {

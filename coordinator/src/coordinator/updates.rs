@@ -50,6 +50,34 @@ impl Coordinator {
         })
     }
 
+    /// The worker holding `lease`, if it is the one with `token`; 401 or
+    /// 409 otherwise.
+    pub async fn lease_holder(self: &Arc<Self>, token: &str, lease: u64) -> Result<u64, AppError> {
+        Ok(self.update_context(token, lease).await?.lease.worker)
+    }
+
+    /// Ends `lease`, held by `worker`, for a fault of the worker's
+    /// (`reason`): the shard is re-issued, and the fault is a disputed
+    /// result on the worker's record.
+    pub async fn fault_lease(&self, lease: u64, worker: u64, reason: &str) {
+        let ended = self.hub().reject(lease);
+        self.settle_ended(ended.into_iter().collect(), reason).await;
+        self.hub().record_result(worker, false, 0);
+        match self
+            .db
+            .record_rejection(worker, reason, &self.config.reputation, now())
+            .await
+        {
+            Ok(q) => {
+                self.apply_quarantines(&q.into_iter().collect::<Vec<_>>())
+                    .await
+            }
+            Err(e) => tracing::error!(lease, "recording a rejection: {e}"),
+        }
+        self.request_pump();
+        tracing::warn!(lease, "lease ended: {reason}");
+    }
+
     /// What the update for `lease` must match, if the worker with `token`
     /// holds it: from the hub for leases granted here, else from the
     /// database (granted by another instance, or before a reconnection).
@@ -136,24 +164,13 @@ impl Coordinator {
         let checked = match checked {
             Ok(v) => v,
             Err(reason) => {
-                let ended = self.hub().reject(lease);
-                self.settle_ended(ended.into_iter().collect(), &reason)
-                    .await;
                 // A malformed update is a disputed result of its worker.
-                self.hub().record_result(ctx.lease.worker, false, 0);
-                match self
-                    .db
-                    .record_rejection(ctx.lease.worker, &reason, &self.config.reputation, now())
-                    .await
-                {
-                    Ok(q) => {
-                        self.apply_quarantines(&q.into_iter().collect::<Vec<_>>())
-                            .await
-                    }
-                    Err(e) => tracing::error!(lease, "recording a rejection: {e}"),
-                }
-                self.request_pump();
-                tracing::warn!(lease, "update rejected: {reason}");
+                self.fault_lease(
+                    lease,
+                    ctx.lease.worker,
+                    &format!("update rejected: {reason}"),
+                )
+                .await;
                 return Err(AppError::unprocessable(format!(
                     "update rejected: {reason}"
                 )));

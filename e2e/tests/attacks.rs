@@ -1,0 +1,120 @@
+//! Attacks on availability, played against a real coordinator and native
+//! workers: each one stalled or broke the network once (see
+//! `docs/threat-model.md`), and must now do no harm.
+
+use std::time::Duration;
+
+use oblivion_e2e::{Network, example};
+use oblivion_protocol::wire::WORKER_TOKEN_HEADER;
+use tokio::io::AsyncWriteExt;
+
+/// The median and the sum of `seconds`.
+fn median_and_sum(mut seconds: Vec<f64>) -> (f64, f64) {
+    seconds.sort_by(f64::total_cmp);
+    (seconds[seconds.len() / 2], seconds.iter().sum())
+}
+
+/// A slow-loris uploader, from another address and without a token, takes
+/// the upload of lease `id`: a 64 MiB body, sent a byte at a time. Returns
+/// once the coordinator hangs up.
+async fn slow_loris(url: String, id: u64) {
+    let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // Another client address than the workers' (Linux routes all of 127/8
+    // to loopback).
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let Ok(mut stream) = socket.connect(addr).await else {
+        return;
+    };
+    let head = format!(
+        "POST /api/leases/{id}/update HTTP/1.1\r\nHost: {addr}\r\n{WORKER_TOKEN_HEADER}: \
+         guessed\r\nContent-Length: {}\r\n\r\n",
+        64 << 20
+    );
+    if stream.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    loop {
+        if stream.write_all(b"x").await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// Lease ids are sequential and public, and the upload slot of a lease was
+/// once taken before the token was checked, its body read without a
+/// deadline. Holding the slots of the next leases stalled every round.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_loris_uploader_without_a_token_stalls_nothing() {
+    let mut net = Network::start(&[]).unwrap();
+    for i in 0..2 {
+        net.add_worker(&format!("w{i}")).unwrap();
+    }
+    let api = net.api();
+    let mut spec = example("iris-mlp.json").unwrap();
+    // Rounds long enough to time (a tenth of a second or more each).
+    spec["local_epochs"] = 100.into();
+    spec["rounds"] = 20.into();
+    let rounds = spec["rounds"].as_u64().unwrap();
+    let leases = rounds * spec["shards_per_round"].as_u64().unwrap();
+    // A first job warms the workers and the coordinator, so that no
+    // measured run pays for it.
+    let mut next_lease = 1;
+    let mut seed = 10;
+    let mut run = async |attacked: bool| {
+        let attackers: Vec<_> = if attacked {
+            // The slots of the next 400 leases (a job needs 20, and
+            // re-issues), taken before the job is submitted.
+            (next_lease..next_lease + 20 * leases)
+                .map(|id| tokio::spawn(slow_loris(net.url.clone(), id)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut spec = spec.clone();
+        spec["seed"] = seed.into();
+        seed += 1;
+        let id = api.submit(&spec).await.unwrap();
+        let job = api
+            .wait_finished(id, Duration::from_secs(180), |_| {})
+            .await
+            .unwrap();
+        for a in attackers {
+            a.abort();
+        }
+        assert_eq!(job.history.len() as u64, rounds, "{job:?}");
+        next_lease += job
+            .history
+            .iter()
+            .map(|r| u64::from(r.updates))
+            .sum::<u64>();
+        job.history.iter().map(|r| r.seconds).collect::<Vec<f64>>()
+    };
+    run(false).await;
+    // Under attack and in peace, in the order A B B A, so that a drift in
+    // the machine's speed favours neither.
+    let mut attacked = run(true).await;
+    let mut clean = run(false).await;
+    clean.extend(run(false).await);
+    attacked.extend(run(true).await);
+    let ((a, a_all), (c, c_all)) = (median_and_sum(attacked), median_and_sum(clean));
+    eprintln!(
+        "median round {a:.3} s under attack, {c:.3} s in peace; {} rounds {a_all:.3} s and \
+         {c_all:.3} s",
+        2 * rounds
+    );
+    // Each stalled upload costs a round a lease and a retry, or holds it.
+    // The median bounds the time per round; the sum, that no round stalls
+    // (the rounds take tens of milliseconds, and a 2-core machine's
+    // scheduling moves single rounds by as much).
+    assert!(
+        a <= 1.2 * c + 0.005,
+        "a round took {a:.3} s under attack, {c:.3} s in peace"
+    );
+    assert!(
+        a_all <= 1.5 * c_all,
+        "the rounds took {a_all:.3} s under attack, {c_all:.3} s in peace"
+    );
+}
