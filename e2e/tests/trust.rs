@@ -1,9 +1,11 @@
 //! Trust under attack: workers that lie. One worker in five posts poisoned
 //! updates (NaN, noise just under the round's norm bound, an honest update
-//! scaled by 100, the same sign-flipped, all zeros), claiming to be the
-//! fastest so that it is given work first. The MNIST MLP example, as
-//! shipped, still ends within a point of a clean run; every poisoner is
-//! quarantined, stays so when it reconnects, and is credited nothing.
+//! scaled by 100, the same sign-flipped, all zeros, and a targeted push
+//! that screening lets through), claiming to be the fastest so that it is
+//! given work first. The MNIST MLP example, as shipped (4 shards a round),
+//! still ends within a point of a clean run; every poisoner that screening
+//! catches is quarantined, stays so when it reconnects, and is credited
+//! nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,14 +33,28 @@ enum Poison {
     ScaledBy100,
     SignFlipped,
     Zeros,
+    /// An honest update plus a push of 2.7 × its norm on the output bias
+    /// of class 0: under the round's clip bound, and still pointing the
+    /// round's way, so screening verifies it. A plain mean of four takes a
+    /// quarter of the push every round; the trimmed mean cuts it.
+    Targeted,
 }
 
-const POISONS: [Poison; 5] = [
+impl Poison {
+    /// Whether screening catches it (disputed, then quarantined). What it
+    /// does not catch, the combination rule must outvote.
+    fn caught(self) -> bool {
+        self != Poison::Targeted
+    }
+}
+
+const POISONS: [Poison; 6] = [
     Poison::NotANumber,
     Poison::NoiseUnderBound,
     Poison::ScaledBy100,
     Poison::SignFlipped,
     Poison::Zeros,
+    Poison::Targeted,
 ];
 
 /// A key of the poisoner's own (any scalar below the curve order is one).
@@ -142,6 +158,18 @@ async fn poisoned_body(api: &Api, task: &LeaseTask, poison: Poison) -> Vec<u8> {
             let poisoned = match poison {
                 Poison::ScaledBy100 => map(&honest, |_, v| v * 100.0),
                 Poison::SignFlipped => map(&honest, |_, v| -v),
+                Poison::Targeted => {
+                    let push = (2.7 * honest.l2_norm()) as f32;
+                    let mut p = honest.clone();
+                    let output_bias = p
+                        .tensors
+                        .iter_mut()
+                        .filter(|t| t.name.starts_with("dense.") && t.name.ends_with(".bias"))
+                        .max_by(|a, b| a.name.cmp(&b.name))
+                        .expect("an output layer");
+                    output_bias.values[0] += push;
+                    p
+                }
                 _ => {
                     let noise = map(&honest, |i, _| gaussian(i + task.round as usize * 7_919));
                     let scale = (2.9 * honest.l2_norm() / noise.l2_norm()) as f32;
@@ -255,6 +283,9 @@ async fn one_poisoner_in_five_changes_nothing_and_is_quarantined() {
             "{poison:?}: {accuracy} against a clean {clean_accuracy}"
         );
 
+        if !poison.caught() {
+            continue;
+        }
         let view = api.worker(worker_id).await.unwrap();
         assert_eq!(view.state, WorkerState::Quarantined, "{poison:?}: {view:?}");
         assert!(view.quarantine.is_some(), "{view:?}");
