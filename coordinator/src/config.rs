@@ -309,6 +309,15 @@ pub struct ConfigLayer {
     /// Quarantine a worker once this many of its results are refuted by replicas [default: 2].
     #[arg(long, env = "OBLIVION_QUARANTINE_REFUTED")]
     pub quarantine_refuted: Option<u64>,
+    /// Seconds a quarantine lasts; the worker's record then starts afresh [default: 604800, a week].
+    #[arg(long, env = "OBLIVION_QUARANTINE_SECS")]
+    pub quarantine_secs: Option<u64>,
+    /// Agreed results an account needs before its results, with another such account's, may refute a third [default: 10].
+    #[arg(long, env = "OBLIVION_ESTABLISHED_AFTER")]
+    pub established_after: Option<u64>,
+    /// ...and whose first result came at least this many seconds ago [default: 86400, a day].
+    #[arg(long, env = "OBLIVION_ESTABLISHED_SECS")]
+    pub established_secs: Option<u64>,
     /// JSON-RPC URL of the chain paid jobs settle on; with chain_id, escrow_address and signer_key [default: none, jobs run unpaid].
     #[arg(long, env = "OBLIVION_CHAIN_RPC_URL")]
     pub chain_rpc_url: Option<String>,
@@ -391,6 +400,15 @@ impl Config {
         self.reputation.min_score = l.quarantine_below.unwrap_or(self.reputation.min_score);
         self.reputation.min_results = l.quarantine_after.unwrap_or(self.reputation.min_results);
         self.reputation.max_refuted = l.quarantine_refuted.unwrap_or(self.reputation.max_refuted);
+        self.reputation.quarantine_for = l
+            .quarantine_secs
+            .map_or(self.reputation.quarantine_for, Duration::from_secs);
+        self.reputation.established_after = l
+            .established_after
+            .unwrap_or(self.reputation.established_after);
+        self.reputation.established_age = l
+            .established_secs
+            .map_or(self.reputation.established_age, Duration::from_secs);
         let c = &mut self.chain_settings;
         c.rpc_url = l.chain_rpc_url.or(c.rpc_url.take());
         c.chain_id = l.chain_id.or(c.chain_id);
@@ -538,6 +556,9 @@ impl Config {
         }
         if self.reputation.max_refuted == 0 {
             return Err("quarantine_refuted must be at least 1".into());
+        }
+        if self.reputation.quarantine_for.is_zero() {
+            return Err("quarantine_secs must be at least 1".into());
         }
         if self.session_ttl.is_zero() || self.sign_in_ttl.is_zero() {
             return Err("session_secs and sign_in_secs must be at least 1".into());

@@ -16,6 +16,17 @@ pub struct ReputationPolicy {
     /// Quarantined, whatever its score, once this many of its results are
     /// refuted by replicas (proof rather than suspicion).
     pub max_refuted: u64,
+    /// A quarantine ends this long after it began; the record starts
+    /// afresh (a repeat offender is caught again by the same rules).
+    pub quarantine_for: std::time::Duration,
+    /// Agreed results an account needs before its results may refute
+    /// another's: accounts are free, so two new ones agreeing prove
+    /// nothing (see [`ReputationPolicy::may_refute`]).
+    pub established_after: u64,
+    /// ...and whose record began at least this long ago: a new account
+    /// earns agreed results quickly by agreeing with its own sybils, but
+    /// cannot make itself old.
+    pub established_age: std::time::Duration,
 }
 
 impl Default for ReputationPolicy {
@@ -24,15 +35,24 @@ impl Default for ReputationPolicy {
             min_score: 0.5,
             min_results: 2,
             max_refuted: 2,
+            quarantine_for: std::time::Duration::from_secs(7 * 24 * 3600),
+            established_after: 10,
+            established_age: std::time::Duration::from_secs(24 * 3600),
         }
     }
 }
 
-/// The share of a worker's results that agreed, smoothed towards one half
-/// (Laplace's rule: one agreed and one disputed result are assumed), so
-/// that a newcomer starts neither trusted nor condemned.
+/// The weight of a disputed result against an agreed one in [`score`].
+/// With equal weights a worker that alternates good and bad results sits
+/// at one half for ever, never under the bar; at two it falls under it.
+pub const DISPUTE_WEIGHT: u64 = 2;
+
+/// The weighted share of a worker's results that agreed, smoothed
+/// towards one half (Laplace's rule: one agreed and one disputed result
+/// are assumed), so that a newcomer starts neither trusted nor condemned.
+/// A disputed result weighs [`DISPUTE_WEIGHT`] agreed ones.
 pub fn score(agreed: u64, disputed: u64) -> f64 {
-    (agreed as f64 + 1.0) / ((agreed + disputed) as f64 + 2.0)
+    (agreed as f64 + 1.0) / ((agreed + DISPUTE_WEIGHT * disputed) as f64 + 2.0)
 }
 
 impl ReputationPolicy {
@@ -41,11 +61,18 @@ impl ReputationPolicy {
         refuted >= self.max_refuted
     }
 
-    /// Whether a worker with this record is quarantined.
+    /// Whether a worker with this record is quarantined. One dispute
+    /// alone never does it: an honest worker's odd result is forgiven.
     pub fn quarantines(&self, agreed: u64, disputed: u64) -> bool {
-        disputed > 0
+        disputed >= 2
             && agreed + disputed >= self.min_results
             && score(agreed, disputed) < self.min_score
+    }
+
+    /// Whether an account with this many agreed results is established:
+    /// its result, with another established account's, may refute a third.
+    pub fn may_refute(&self, agreed: u64) -> bool {
+        agreed >= self.established_after
     }
 }
 
@@ -77,6 +104,7 @@ mod tests {
         assert!(!p.quarantines(10, 2));
         assert!(!p.quarantines(5, 0));
         assert!(p.quarantines(2, 5), "mostly disputed");
+        assert!(!p.quarantines(5, 2), "mostly agreed");
         assert!(!p.refuted_too_often(1));
         assert!(
             p.refuted_too_often(2),
@@ -85,9 +113,25 @@ mod tests {
     }
 
     #[test]
+    fn alternating_good_and_bad_results_is_caught() {
+        let p = ReputationPolicy::default();
+        let (mut agreed, mut disputed) = (0, 0);
+        let caught = (0..100).position(|i| {
+            if i % 2 == 0 {
+                agreed += 1;
+            } else {
+                disputed += 1;
+            }
+            p.quarantines(agreed, disputed)
+        });
+        assert_eq!(caught, Some(3), "at two good and two bad results");
+        assert!(!p.may_refute(9) && p.may_refute(10));
+    }
+
+    #[test]
     fn the_score_starts_at_one_half() {
         assert_eq!(score(0, 0), 0.5);
-        assert!(score(9, 1) > 0.8);
+        assert!(score(9, 1) > 0.75);
     }
 
     #[test]

@@ -38,13 +38,17 @@ enum Poison {
     /// round's way, so screening verifies it. A plain mean of four takes a
     /// quarter of the push every round; the trimmed mean cuts it.
     Targeted,
+    /// The shard trained honestly, then scaled by 1.5: training is
+    /// deterministic, so every sybil holding one shard posts the same
+    /// wrong bytes (not in [`POISONS`]: for replicas to agree on).
+    Amplified,
 }
 
 impl Poison {
     /// Whether screening catches it (disputed, then quarantined). What it
     /// does not catch, the combination rule must outvote.
     fn caught(self) -> bool {
-        self != Poison::Targeted
+        !matches!(self, Poison::Targeted | Poison::Amplified)
     }
 }
 
@@ -60,6 +64,11 @@ const POISONS: [Poison; 6] = [
 /// A key of the poisoner's own (any scalar below the curve order is one).
 fn poisoner_key(i: usize) -> String {
     format!("0x{}", format!("{:02x}", 0x21 + i).repeat(32))
+}
+
+/// An honest worker's key: refutations need established accounts.
+fn honest_key(i: usize) -> String {
+    format!("0x{}", format!("{:02x}", 0x61 + i).repeat(32))
 }
 
 /// What an honest worker would post for `task`: the real training of the
@@ -158,6 +167,7 @@ async fn poisoned_body(api: &Api, task: &LeaseTask, poison: Poison) -> Vec<u8> {
             let poisoned = match poison {
                 Poison::ScaledBy100 => map(&honest, |_, v| v * 100.0),
                 Poison::SignFlipped => map(&honest, |_, v| -v),
+                Poison::Amplified => map(&honest, |_, v| v * 1.5),
                 Poison::Targeted => {
                     let push = (2.7 * honest.l2_norm()) as f32;
                     let mut p = honest.clone();
@@ -398,9 +408,13 @@ async fn lazy_loop(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replicas_on_a_tenth_of_the_shards_catch_a_worker_that_skimps_on_half() {
-    let mut net = Network::start(&[]).unwrap();
+    // Accounts are established here once they have ten agreed results,
+    // however new (by default, also a day after their first).
+    let mut net = Network::start(&["--established-secs", "0"]).unwrap();
     for i in 0..3 {
-        net.add_worker(&format!("honest{i}")).unwrap();
+        // Signed in: two established accounts' agreement refutes.
+        net.add_paid_worker(&format!("honest{i}"), Some(&honest_key(i)))
+            .unwrap();
     }
     let api = net.api();
     let lazy = Api::new(&api.url, Some(&poisoner_key(9)));
@@ -460,4 +474,62 @@ async fn replicas_on_a_tenth_of_the_shards_catch_a_worker_that_skimps_on_half() 
     assert!(honest.iter().all(|w| w.quarantine.is_none()), "{honest:?}");
     let honest_record: Vec<(u64, u64)> = honest.iter().map(|w| (w.agreed, w.disputed)).collect();
     println!("honest workers' (agreed, disputed): {honest_record:?}");
+}
+
+/// Two new accounts (free to make) take replicas of the shards an honest
+/// worker trains and post the same wrong result: once, their agreement
+/// refuted the honest third, and two refutations quarantined it for good.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_sybil_replicas_cannot_quarantine_an_honest_worker() {
+    let mut net = Network::start(&[]).unwrap();
+    net.add_paid_worker("honest", Some(&honest_key(0))).unwrap();
+    let api = net.api();
+    let mut sybils = Vec::new();
+    for i in 0..2 {
+        let liar = Api::new(&api.url, Some(&poisoner_key(20 + i)));
+        let cookie = liar.cookie().await.unwrap();
+        let account = liar.account().unwrap();
+        let worker = ScriptedWorker::connect_claiming(
+            &api.url,
+            &format!("sybil{i}"),
+            cookie.as_deref(),
+            Some(&account),
+            1e9,
+        )
+        .await
+        .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        sybils.push((
+            stop,
+            tokio::spawn(poison_loop(worker, liar, Poison::Amplified, stopped)),
+        ));
+    }
+    let mut spec = example("iris-mlp.json").unwrap();
+    spec["rounds"] = 20.into();
+    spec["replication"] = serde_json::json!({"fraction": 1.0});
+    let id = api.submit(&spec).await.unwrap();
+    let job = api.wait_finished(id, TIMEOUT, |_| {}).await.unwrap();
+    let mut posted = 0;
+    for (stop, sybil) in sybils {
+        let _ = stop.send(());
+        posted += sybil.await.unwrap().1;
+    }
+    let honest = honest_workers(&api).await;
+    println!(
+        "sybils posted {posted} results; honest record (agreed, disputed): {:?}; \
+         no-work per round: {:?}",
+        honest
+            .iter()
+            .map(|w| (w.agreed, w.disputed))
+            .collect::<Vec<_>>(),
+        job.history.iter().map(|r| r.no_work).collect::<Vec<_>>()
+    );
+    assert_eq!(job.status.as_str(), "completed", "{job:?}");
+    assert!(posted >= 4, "the sybils took part: {posted}");
+    assert_eq!(honest.len(), 1);
+    assert!(
+        honest[0].quarantine.is_none() && honest[0].disputed == 0,
+        "the honest worker was framed: {:?}",
+        honest[0]
+    );
 }

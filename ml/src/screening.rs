@@ -48,6 +48,10 @@ pub enum Verdict {
     /// within the tolerance). Not combined, not credited, and held
     /// heavily against its worker.
     Refuted(String),
+    /// Its shard's results disagree and the agreeing ones are no proof
+    /// (they may all be one person's): not combined, not credited, and
+    /// held against no one.
+    Unresolved(String),
 }
 
 impl Verdict {

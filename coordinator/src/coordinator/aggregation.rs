@@ -31,6 +31,9 @@ pub struct RoundBlob {
     pub samples: f64,
     /// The shard it trained.
     pub base: u32,
+    /// The account it came from, when that account may refute others'
+    /// results (signed in, established, not quarantined).
+    pub refuter: Option<String>,
 }
 
 /// Differential privacy for a round: every update clipped to `clip_norm`,
@@ -105,6 +108,23 @@ pub fn aggregate_round(
             ShardOutcome::Single => standing.push((members[0], Vec::new())),
             ShardOutcome::Agreed { agreeing, odd } => {
                 let stand: Vec<usize> = agreeing.iter().map(|&k| members[k]).collect();
+                // Agreement refutes only when two distinct established
+                // accounts agree: free accounts would frame anyone.
+                let mut accounts: Vec<&str> = stand
+                    .iter()
+                    .filter_map(|&i| updates[i].refuter.as_deref())
+                    .collect();
+                accounts.sort_unstable();
+                accounts.dedup();
+                if !odd.is_empty() && accounts.len() < 2 {
+                    for &i in members {
+                        verdicts[i] = Some(Verdict::Unresolved(format!(
+                            "the results for shard {base} disagree, and those that agree are \
+                             not two established accounts"
+                        )));
+                    }
+                    continue;
+                }
                 for k in odd {
                     verdicts[members[k]] = Some(Verdict::Refuted(format!(
                         "disagrees with {} other results for shard {base}",
@@ -283,6 +303,20 @@ impl Coordinator {
                 .total_cmp(&b.accepted_at)
                 .then(a.shard.cmp(&b.shard))
         });
+        // Who may refute: only asked when a shard has replicas.
+        let refuters = if row.round_replicas.is_empty() {
+            HashMap::new()
+        } else {
+            let workers: Vec<u64> = order.iter().map(|u| u.worker_id).collect();
+            self.db
+                .refuters(
+                    &workers,
+                    self.config.reputation.established_after,
+                    now() - self.config.reputation.established_age.as_secs_f64(),
+                )
+                .await
+                .map_err(AppError::db)?
+        };
         let mut blobs = Vec::with_capacity(updates.len());
         for u in &order {
             let bytes = self
@@ -299,6 +333,7 @@ impl Coordinator {
                 bytes,
                 samples: u.samples as f64,
                 base,
+                refuter: refuters.get(&u.worker_id).cloned(),
             });
         }
         let validation = self.validation_set(&row).await?;
@@ -372,6 +407,7 @@ impl Coordinator {
                     Verdict::NoWork(r) => (VerdictKind::NoWork, Some(r)),
                     Verdict::Disputed(r) => (VerdictKind::Disputed, Some(r)),
                     Verdict::Refuted(r) => (VerdictKind::Refuted, Some(r)),
+                    Verdict::Unresolved(r) => (VerdictKind::Unresolved, Some(r)),
                 };
                 UpdateVerdict {
                     shard: u.shard,
@@ -431,7 +467,10 @@ impl Coordinator {
         };
         {
             let mut hub = self.hub();
-            for v in &verdicts {
+            for v in verdicts
+                .iter()
+                .filter(|v| v.kind != VerdictKind::Unresolved)
+            {
                 hub.record_result(v.worker_id, v.kind == VerdictKind::Verified, v.samples);
             }
         }
@@ -504,7 +543,7 @@ fn round_metrics(
         train_seconds: busiest_worker_seconds(updates),
         aggregate_seconds,
         disputed: count(VerdictKind::Disputed),
-        no_work: count(VerdictKind::NoWork),
+        no_work: count(VerdictKind::NoWork) + count(VerdictKind::Unresolved),
         epsilon: crate::privacy::epsilon_after(&row.spec, row.round),
     }
 }
@@ -586,6 +625,15 @@ mod tests {
             bytes,
             samples: 40.0,
             base,
+            refuter: None,
+        }
+    }
+
+    /// `b`, from an established account.
+    fn from_account(b: RoundBlob, account: &str) -> RoundBlob {
+        RoundBlob {
+            refuter: Some(account.into()),
+            ..b
         }
     }
 
@@ -623,7 +671,13 @@ mod tests {
             matches!(&outcome, RoundOutcome::NeedsThird(b) if b == &[2]),
             "{outcome:?}"
         );
-        let round = vec![honest(0), honest(1), honest(2), lie, honest(2)];
+        let round = vec![
+            honest(0),
+            honest(1),
+            from_account(honest(2), "alice"),
+            lie,
+            from_account(honest(2), "bob"),
+        ];
         let (_, _, verdicts) =
             aggregated(aggregate_round(&arch, &global, round, &rules(), &data, no_noise).unwrap());
         assert!(
@@ -637,6 +691,39 @@ mod tests {
                 .all(|(i, v)| i == 3 || v.is_verified()),
             "{verdicts:?}"
         );
+    }
+
+    #[test]
+    fn two_new_accounts_agreeing_cannot_refute_a_third() {
+        let (data, arch, global) = iris();
+        let no_noise = &mut || 0.0;
+        let honest = |s| blob(update(&arch, 10 + u64::from(s)), s);
+        let framed = from_account(honest(2), "honest");
+        // Two sybils post the same wrong result for shard 2.
+        let lie = || blob(update(&arch, 99), 2);
+        for sybils in [
+            [lie(), lie()],
+            // One of them established, the other new: still one account.
+            [from_account(lie(), "veteran"), lie()],
+            // Both "established", but the same account.
+            [
+                from_account(lie(), "veteran"),
+                from_account(lie(), "veteran"),
+            ],
+        ] {
+            let [a, b] = sybils;
+            let round = vec![honest(0), honest(1), framed.clone(), a, b];
+            let (_, _, verdicts) = aggregated(
+                aggregate_round(&arch, &global, round, &rules(), &data, no_noise).unwrap(),
+            );
+            assert!(
+                verdicts[2..]
+                    .iter()
+                    .all(|v| matches!(v, Verdict::Unresolved(_))),
+                "{verdicts:?}"
+            );
+            assert!(verdicts[..2].iter().all(Verdict::is_verified));
+        }
     }
 
     #[test]

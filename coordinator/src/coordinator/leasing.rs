@@ -54,6 +54,12 @@ impl Coordinator {
         // A quarantine outlives the connection: it is kept under the
         // worker's account.
         let identity = crate::reputation::identity(payout.as_deref(), id);
+        let released_before =
+            crate::store::now() - self.config.reputation.quarantine_for.as_secs_f64();
+        self.db
+            .release_quarantine(&identity, released_before)
+            .await
+            .map_err(AppError::db)?;
         let record = self
             .db
             .reputation(&identity)

@@ -64,6 +64,11 @@ const SQLITE: Embedded = &[
         "trust",
         include_str!("../../migrations/sqlite/0008_trust.sql"),
     ),
+    (
+        9,
+        "established accounts",
+        include_str!("../../migrations/sqlite/0009_established.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -106,6 +111,11 @@ const POSTGRES: Embedded = &[
         8,
         "trust",
         include_str!("../../migrations/postgres/0008_trust.sql"),
+    ),
+    (
+        9,
+        "established accounts",
+        include_str!("../../migrations/postgres/0009_established.sql"),
     ),
 ];
 

@@ -3,6 +3,8 @@
 //! written in the transaction that records their round, so a round is
 //! never aggregated without its judgements, nor judged twice.
 
+use std::collections::HashMap;
+
 use sqlx::{Any, Row, Transaction};
 
 use super::db::Db;
@@ -11,6 +13,12 @@ use crate::reputation::ReputationPolicy;
 /// A worker's identity as SQL over `workers w`: its payout account, else
 /// its connection (as [`crate::reputation::identity`] spells it).
 pub(super) const IDENTITY: &str = "COALESCE(w.payout_address, 'worker:' || CAST(w.id AS TEXT))";
+
+/// Ends a quarantine (`$1` the identity) that began before `$2`: the
+/// record starts afresh.
+const RELEASE_QUARANTINE: &str = "UPDATE reputations SET agreed = 0, disputed = 0, refuted = 0, \
+     last_dispute = NULL, quarantined_at = NULL, reason = NULL, since = NULL \
+     WHERE identity = $1 AND quarantined_at IS NOT NULL AND quarantined_at <= $2";
 
 /// How one update was judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +32,10 @@ pub enum VerdictKind {
     Disputed,
     /// Contradicted by other workers' agreeing results for its shard.
     Refuted,
+    /// Its shard's results disagree, and those that agree are not proof
+    /// (not two established accounts): neither combined nor credited, and
+    /// on nobody's record. Stored as `no_work`.
+    Unresolved,
 }
 
 impl VerdictKind {
@@ -31,7 +43,7 @@ impl VerdictKind {
     pub fn as_str(self) -> &'static str {
         match self {
             VerdictKind::Verified => "verified",
-            VerdictKind::NoWork => "no_work",
+            VerdictKind::NoWork | VerdictKind::Unresolved => "no_work",
             VerdictKind::Disputed => "disputed",
             VerdictKind::Refuted => "refuted",
         }
@@ -118,6 +130,9 @@ impl Db {
                 .reason
                 .as_ref()
                 .map(|r| format!("job {job} round {round} shard {}: {r}", v.shard));
+            if v.kind == VerdictKind::Unresolved {
+                continue;
+            }
             let result = match (&v.kind, reason.as_deref()) {
                 (VerdictKind::Verified, _) | (_, None) => Outcome::Agreed,
                 (VerdictKind::Refuted, Some(r)) => Outcome::Refuted(r),
@@ -171,23 +186,30 @@ impl Db {
         else {
             return Ok(None);
         };
+        sqlx::query(RELEASE_QUARANTINE)
+            .bind(&identity)
+            .bind(now - policy.quarantine_for.as_secs_f64())
+            .execute(&mut **tx)
+            .await?;
         let (agreed, disputed, refuted, why): (i64, i64, i64, Option<&str>) = match result {
             Outcome::Agreed => (1, 0, 0, None),
             Outcome::Disputed(r) => (0, 1, 0, Some(r)),
             Outcome::Refuted(r) => (0, 1, 1, Some(r)),
         };
         sqlx::query(
-            "INSERT INTO reputations (identity, agreed, disputed, refuted, last_dispute) \
-             VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO reputations (identity, agreed, disputed, refuted, last_dispute, since) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (identity) DO UPDATE SET agreed = reputations.agreed + $2, \
              disputed = reputations.disputed + $3, refuted = reputations.refuted + $4, \
-             last_dispute = COALESCE($5, reputations.last_dispute)",
+             last_dispute = COALESCE($5, reputations.last_dispute), \
+             since = COALESCE(reputations.since, $6)",
         )
         .bind(&identity)
         .bind(agreed)
         .bind(disputed)
         .bind(refuted)
         .bind(why)
+        .bind(now)
         .execute(&mut **tx)
         .await?;
         let row = sqlx::query(
@@ -225,6 +247,52 @@ impl Db {
         .execute(&mut **tx)
         .await?;
         Ok(Some(Quarantined { identity, reason }))
+    }
+
+    /// Ends `identity`'s quarantine if it began before `released_before`:
+    /// its record starts afresh.
+    pub async fn release_quarantine(
+        &self,
+        identity: &str,
+        released_before: f64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(RELEASE_QUARANTINE)
+            .bind(identity)
+            .bind(released_before)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Which of `workers` may refute others' results: each that is signed
+    /// in as an account with a record begun by `since` and at least
+    /// `min_agreed` agreed results, and not quarantined; with its account
+    /// (workers of one account count once).
+    pub async fn refuters(
+        &self,
+        workers: &[u64],
+        min_agreed: u64,
+        since: f64,
+    ) -> Result<HashMap<u64, String>, sqlx::Error> {
+        let mut out = HashMap::new();
+        for &worker in workers {
+            let row = sqlx::query(
+                "SELECT w.payout_address AS account, r.agreed AS agreed FROM workers w \
+                 JOIN reputations r ON r.identity = w.payout_address \
+                 WHERE w.id = $1 AND r.quarantined_at IS NULL AND r.since <= $2",
+            )
+            .bind(worker as i64)
+            .bind(since)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = row {
+                let agreed: i64 = row.try_get("agreed")?;
+                if agreed >= 0 && agreed as u64 >= min_agreed {
+                    out.insert(worker, row.try_get::<String, _>("account")?);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The record of `identity`, if it has one.
