@@ -96,7 +96,7 @@ pub fn NetworkPage() -> impl IntoView {
                             <td>{w.lost}</td>
                             <td title="samples of its verified updates">{w.samples}</td>
                             <td title="results of its account that agreed with their rounds, and those disputed or refuted">{format!("{} / {}", w.agreed, w.disputed)}</td>
-                            <td title="data of its own it trains federated jobs on: only its shape and size are known">{w.local_data.as_ref().map_or("—".into(), |d| format!("{} × {:?}", d.samples, d.shape))}</td>
+                            <td title="data of its own it trains federated jobs on: only its shape and size (to a power of two) are known">{w.local_data.as_ref().map_or("—".into(), |d| format!("≥{} × {:?}", d.samples, d.shape))}</td>
                         </tr>
                     }).collect::<Vec<_>>()}
                 </tbody>

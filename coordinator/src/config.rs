@@ -62,6 +62,8 @@ pub struct Config {
     pub max_event_streams: u32,
     /// Uploads (job specs, datasets) per client address per minute.
     pub max_uploads_per_minute: u32,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// How often unreferenced artifacts are collected (zero: never).
     pub gc_interval: Duration,
     /// Artifacts written more recently than this are never collected.
@@ -145,6 +147,9 @@ pub struct JobBudgets {
     pub max_eval_macs: u64,
     /// `shards_per_round × rounds`: leases and stored updates over the job.
     pub max_shard_rounds: u64,
+    /// Memory one round's aggregation may hold, bytes (see
+    /// `budget::aggregation_bytes`).
+    pub max_aggregation_bytes: u64,
 }
 
 impl Default for JobBudgets {
@@ -153,6 +158,7 @@ impl Default for JobBudgets {
             max_params: 16_000_000,
             max_eval_macs: 50_000_000_000,
             max_shard_rounds: 25_000,
+            max_aggregation_bytes: 2 << 30,
         }
     }
 }
@@ -184,6 +190,7 @@ impl Default for Config {
             max_event_streams_per_client: 16,
             max_event_streams: 1024,
             max_uploads_per_minute: 60,
+            trusted_proxies: Vec::new(),
             gc_interval: Duration::from_secs(60),
             gc_grace: crate::coordinator::GC_GRACE,
             keep_rounds: 3,
@@ -255,6 +262,9 @@ pub struct ConfigLayer {
     /// Most shards_per_round x rounds of one job [default: 25000].
     #[arg(long, env = "OBLIVION_MAX_SHARD_ROUNDS")]
     pub max_shard_rounds: Option<u64>,
+    /// Most memory one round's aggregation may hold, in bytes: slots x parameters x 4 bytes x 4 copies [default: 2 GiB].
+    #[arg(long, env = "OBLIVION_MAX_AGGREGATION_BYTES")]
+    pub max_aggregation_bytes: Option<u64>,
     /// Most unfinished jobs per client address [default: 8].
     #[arg(long, env = "OBLIVION_MAX_JOBS_IN_FLIGHT")]
     pub max_jobs_in_flight: Option<u32>,
@@ -279,6 +289,9 @@ pub struct ConfigLayer {
     /// Uploads (job specs, datasets) per client address per minute [default: 60].
     #[arg(long, env = "OBLIVION_MAX_UPLOADS_PER_MINUTE")]
     pub max_uploads_per_minute: Option<u32>,
+    /// Addresses of reverse proxies in front of this coordinator, comma-separated: per-address limits then count the client their X-Forwarded-For names [default: none; the header is ignored].
+    #[arg(long, env = "OBLIVION_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<std::net::IpAddr>>,
     /// Seconds between collections of unreferenced artifacts, 0 for never [default: 60].
     #[arg(long, env = "OBLIVION_GC_INTERVAL_SECS")]
     pub gc_interval_secs: Option<u64>,
@@ -370,6 +383,9 @@ impl Config {
         self.budgets.max_params = l.max_params.unwrap_or(self.budgets.max_params);
         self.budgets.max_eval_macs = l.max_eval_macs.unwrap_or(self.budgets.max_eval_macs);
         self.budgets.max_shard_rounds = l.max_shard_rounds.unwrap_or(self.budgets.max_shard_rounds);
+        self.budgets.max_aggregation_bytes = l
+            .max_aggregation_bytes
+            .unwrap_or(self.budgets.max_aggregation_bytes);
         self.max_jobs_in_flight = l.max_jobs_in_flight.unwrap_or(self.max_jobs_in_flight);
         self.max_dataset_bytes = l.max_dataset_bytes.unwrap_or(self.max_dataset_bytes);
         self.dataset_cache_entries = l
@@ -386,6 +402,7 @@ impl Config {
         self.max_uploads_per_minute = l
             .max_uploads_per_minute
             .unwrap_or(self.max_uploads_per_minute);
+        self.trusted_proxies = l.trusted_proxies.unwrap_or(self.trusted_proxies);
         self.gc_interval = l
             .gc_interval_secs
             .map_or(self.gc_interval, Duration::from_secs);

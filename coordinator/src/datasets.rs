@@ -116,7 +116,9 @@ async fn load(
             let images = fetch(artifacts, "dataset.idx.images", images).await?;
             let labels = fetch(artifacts, "dataset.idx.labels", labels).await?;
             blocking(move || {
-                Dataset::from_idx(&images, &labels)
+                // Decoded, a pixel takes four bytes: bounded like a CSV's
+                // floats, at twice the file limit.
+                Dataset::from_idx_within(&images, &labels, max_bytes.saturating_mul(2))
                     .map_err(|e| unprocessable("dataset.idx", e.to_string()))
             })
             .await

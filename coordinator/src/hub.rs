@@ -27,7 +27,7 @@ use oblivion_protocol::api::{
     JobStatus, LiveJobView, ShardStatus, ShardView, WorkerLease, WorkerState, WorkerView,
 };
 use oblivion_protocol::wire::{
-    CoordinatorMessage, LeaseProgress, LeaseTask, LocalTask, TrainingData,
+    CoordinatorMessage, LeaseProgress, LeaseTask, LocalDataOffer, LocalTask, TrainingData,
 };
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -978,6 +978,14 @@ impl Hub {
                 };
                 view.leases = leases;
                 view.samples_per_second = w.samples_per_second(now);
+                // What federated jobs need to match it stays here; the
+                // public sees the fit only: no column names (they can
+                // describe the data) and the size to a power of two.
+                view.local_data = view.local_data.map(|d| LocalDataOffer {
+                    columns: None,
+                    samples: d.samples.checked_ilog2().map_or(0, |b| 1 << b),
+                    ..d
+                });
                 view
             })
             .collect()

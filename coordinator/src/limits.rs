@@ -1,6 +1,10 @@
 //! Per-client limits: connections held at once per client address (worker
 //! WebSockets, event streams), and the rate of uploads per address.
 //!
+//! A client is known by [`client_key`]: its address as the coordinator
+//! sees it (or as a trusted proxy reports it), with an IPv6 address cut to
+//! its /64, since one machine is given a whole /64 and walks it freely.
+//!
 //! Connection counting is a map of counters with a guard that gives its
 //! slot back on drop; the rate is `governor`'s keyed GCRA limiter, whose
 //! refusal says how long to wait (sent as `Retry-After`).
@@ -15,6 +19,43 @@ use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::error::AppError;
+
+/// The address a request's limits are counted under. `peer` is the
+/// connection's address; when it is one of `trusted_proxies`, the client
+/// is the last address in `forwarded_for` (`X-Forwarded-For`, appended to
+/// by each proxy) that is not itself a trusted proxy. IPv4-mapped IPv6
+/// addresses count as IPv4, and other IPv6 addresses as their /64.
+pub fn client_key(peer: IpAddr, forwarded_for: Option<&str>, trusted_proxies: &[IpAddr]) -> IpAddr {
+    let mut client = peer;
+    if trusted_proxies.contains(&canonical(peer))
+        && let Some(header) = forwarded_for
+    {
+        for hop in header.rsplit(',') {
+            let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+                // A hop the proxies did not write: trust nothing before it.
+                break;
+            };
+            client = ip;
+            if !trusted_proxies.contains(&canonical(ip)) {
+                break;
+            }
+        }
+    }
+    match canonical(client) {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
 
 /// At most `per_client` connections of one kind per address, and
 /// `total` overall.
@@ -164,6 +205,38 @@ mod tests {
         drop(p1);
         assert_eq!(limit.held(), 2);
         limit.acquire(b).unwrap();
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_client_and_only_trusted_proxies_are_believed() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Every address of one /64 counts as one client.
+        let a = client_key(ip("2001:db8:1:2:aaaa::1"), None, &[]);
+        let b = client_key(ip("2001:db8:1:2:ffff:1:2:3"), None, &[]);
+        assert_eq!(a, b);
+        assert_ne!(a, client_key(ip("2001:db8:1:3::1"), None, &[]));
+        assert_eq!(client_key(ip("::ffff:10.0.0.1"), None, &[]), ip("10.0.0.1"));
+        // X-Forwarded-For is the client's word unless a trusted proxy sent it.
+        let proxy = ip("10.0.0.9");
+        let forwarded = Some("1.2.3.4, 5.6.7.8");
+        assert_eq!(
+            client_key(ip("9.9.9.9"), forwarded, &[proxy]),
+            ip("9.9.9.9")
+        );
+        assert_eq!(client_key(proxy, forwarded, &[proxy]), ip("5.6.7.8"));
+        // Behind two proxies, the hop before the last trusted one.
+        let inner = ip("10.0.0.8");
+        assert_eq!(
+            client_key(proxy, Some("1.2.3.4, 5.6.7.8, 10.0.0.8"), &[proxy, inner]),
+            ip("5.6.7.8")
+        );
+        // A proxy without the header, or with junk, is the client itself.
+        assert_eq!(client_key(proxy, None, &[proxy]), proxy);
+        assert_eq!(client_key(proxy, Some("junk"), &[proxy]), proxy);
+        assert_eq!(
+            client_key(proxy, Some("2001:db8::1"), &[proxy]),
+            ip("2001:db8::")
+        );
     }
 
     #[test]

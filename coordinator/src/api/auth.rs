@@ -6,12 +6,11 @@
 //! state-changing request that carries a session and an `Origin` header
 //! naming another site is refused as well.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +19,7 @@ use oblivion_protocol::auth::{
     SECURE_SESSION_COOKIE, SESSION_COOKIE, SessionView, SignIn, SignInChallenge,
 };
 
+use super::client::Client;
 use super::read_body;
 use crate::coordinator::{Coordinator, Viewer};
 use crate::error::AppError;
@@ -104,10 +104,10 @@ impl FromRequestParts<Arc<Coordinator>> for Viewer {
 /// `POST /api/auth/nonce`: a single-use sign-in challenge.
 pub async fn nonce(
     State(c): State<Arc<Coordinator>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Client(client): Client,
     headers: HeaderMap,
 ) -> Result<Json<SignInChallenge>, AppError> {
-    c.sign_ins_rate.check(client.ip())?;
+    c.sign_ins_rate.check(client)?;
     let origin = c.origin(host(&headers))?;
     Ok(Json(c.sign_in_challenge(origin).await?))
 }

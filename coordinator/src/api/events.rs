@@ -8,23 +8,23 @@
 //! [`NetworkSnapshot`]: oblivion_protocol::api::NetworkSnapshot
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use futures_util::stream;
 
+use super::client::Client;
 use crate::coordinator::Coordinator;
 use crate::error::AppError;
 
 /// `GET /api/events`.
 pub async fn stream(
     State(c): State<Arc<Coordinator>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Client(client): Client,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
-    let permit = c.event_streams.acquire(client.ip())?;
+    let permit = c.event_streams.acquire(client)?;
     let rx = c.subscribe_snapshots();
     let events = stream::unfold((rx, permit), |(mut rx, permit)| async move {
         rx.changed().await.ok()?;

@@ -4,13 +4,14 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use oblivion_protocol::JobSpec;
 use oblivion_protocol::api::{Created, JobView, UploadedDataset};
 use serde::Deserialize;
 
+use super::client::Client;
 use super::{MAX_SPEC_BYTES, read_body, read_body_within};
 use crate::coordinator::{Coordinator, ModelFormat, Viewer};
 use crate::error::AppError;
@@ -18,12 +19,12 @@ use crate::error::AppError;
 /// `POST /api/jobs`: a JSON spec → 201 `{"id": …}`.
 pub async fn create(
     State(c): State<Arc<Coordinator>>,
-    ConnectInfo(client): ConnectInfo<std::net::SocketAddr>,
+    Client(client): Client,
     viewer: Viewer,
     body: Body,
 ) -> Result<(StatusCode, Json<Created>), AppError> {
     let owner = viewer.account()?;
-    c.uploads_rate.check(client.ip())?;
+    c.uploads_rate.check(client)?;
     let bytes = read_body(body, MAX_SPEC_BYTES, "the job spec").await?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| AppError::bad_request("the job spec is not UTF-8 text"))?;
@@ -99,12 +100,12 @@ pub async fn model(
 /// `POST /api/datasets`: a CSV or IDX file (optionally gzip) as the body.
 pub async fn upload_dataset(
     State(c): State<Arc<Coordinator>>,
-    ConnectInfo(client): ConnectInfo<std::net::SocketAddr>,
+    Client(client): Client,
     viewer: Viewer,
     body: Body,
 ) -> Result<(StatusCode, Json<UploadedDataset>), AppError> {
     let owner = viewer.account()?;
-    c.uploads_rate.check(client.ip())?;
+    c.uploads_rate.check(client)?;
     let bytes = read_body_within(
         body,
         c.config.max_upload_bytes,

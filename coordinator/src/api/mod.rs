@@ -19,6 +19,7 @@
 //! | `POST /api/leases/{id}/update` | a worker's update |
 
 mod auth;
+mod client;
 mod events;
 mod jobs;
 mod payments;

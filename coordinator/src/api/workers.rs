@@ -1,13 +1,12 @@
 //! The worker WebSocket, update uploads, and the worker list.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use oblivion_protocol::api::WorkerView;
@@ -17,6 +16,7 @@ use oblivion_protocol::wire::{
 };
 use tokio::sync::mpsc;
 
+use super::client::Client;
 use super::{BodyError, read_body_within};
 use crate::coordinator::{Coordinator, Viewer};
 use crate::error::AppError;
@@ -86,7 +86,7 @@ pub async fn update(
 /// connects signed in is paid to its account: the sign-in proved it.
 pub async fn connect(
     State(c): State<Arc<Coordinator>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Client(client): Client,
     headers: HeaderMap,
     viewer: Viewer,
     ws: WebSocketUpgrade,
@@ -94,7 +94,7 @@ pub async fn connect(
     // A page elsewhere must not open a worker in a visitor's name (with
     // their cookie) and have it quarantined; native workers send no Origin.
     super::auth::same_origin(&c, &headers)?;
-    let permit = c.worker_connections.acquire(client.ip())?;
+    let permit = c.worker_connections.acquire(client)?;
     Ok(ws
         .max_message_size(MAX_CONTROL_MESSAGE)
         // Control messages are small; the default 128 KiB buffers would

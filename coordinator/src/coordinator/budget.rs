@@ -36,6 +36,15 @@ pub fn check(
         ))
         .with_field("model"));
     }
+    let memory = aggregation_bytes(spec, params);
+    if memory > budgets.max_aggregation_bytes {
+        return Err(AppError::unprocessable(format!(
+            "shards_per_round: aggregating a round of {} shards of a {params}-parameter model \
+             holds about {memory} bytes, over the budget of {} (max_aggregation_bytes)",
+            spec.shards_per_round, budgets.max_aggregation_bytes
+        ))
+        .with_field("shards_per_round"));
+    }
     let eval = arch.forward_macs().saturating_mul(validation_samples);
     if eval > budgets.max_eval_macs {
         return Err(AppError::unprocessable(format!(
@@ -46,6 +55,21 @@ pub fn check(
         .with_field("validation_split"));
     }
     Ok(())
+}
+
+/// Copies of each update a round's aggregation holds at once: the posted
+/// bytes, the decoded weights, the screened candidate and its clipped copy.
+pub const AGGREGATION_COPIES: u64 = 4;
+
+/// The memory aggregating one round of `spec` holds, bytes: every slot's
+/// update (its shards, each replica, and a third opinion for each replica
+/// at worst), [`AGGREGATION_COPIES`] times, at four bytes a parameter.
+pub fn aggregation_bytes(spec: &JobSpec, params: u64) -> u64 {
+    let shards = u64::from(spec.shards_per_round);
+    let replicas = (shards as f64 * spec.replication.fraction).ceil() as u64;
+    (shards + 2 * replicas)
+        .saturating_mul(params)
+        .saturating_mul(4 * AGGREGATION_COPIES)
 }
 
 #[cfg(test)]
@@ -86,6 +110,7 @@ mod tests {
             max_params: u64::MAX,
             max_eval_macs: 1_000_000_000,
             max_shard_rounds: 100,
+            max_aggregation_bytes: u64::MAX,
         };
         let s = spec(&[512, 512], 4, 6);
         let e = check(&budgets, &s, &arch(&s), 10_000).unwrap_err();
@@ -104,5 +129,33 @@ mod tests {
             e.message
         );
         assert!(e.message.contains("120"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_round_s_aggregation_memory_is_bounded() {
+        let budgets = JobBudgets::default();
+        // 256 shards of a 16 M-parameter model would hold about 64 GiB.
+        let wide = spec(&[16_000], 256, 1);
+        let params = arch(&wide).num_params() as u64;
+        assert!(params > 12_000_000 && params <= budgets.max_params);
+        let e = check(&budgets, &wide, &arch(&wide), 10).unwrap_err();
+        assert_eq!(
+            e.field.as_deref(),
+            Some("shards_per_round"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("max_aggregation_bytes"), "{}", e.message);
+        // Four shards of it fit; the examples' models fit at 256 shards.
+        assert!(check(&budgets, &spec(&[16_000], 4, 1), &arch(&wide), 10).is_ok());
+        let example = spec(&[128], 256, 1);
+        assert!(check(&budgets, &example, &arch(&example), 10).is_ok());
+        // Replicas and their third opinions count.
+        let mut replicated = spec(&[128], 8, 1);
+        replicated.replication.fraction = 0.5;
+        assert_eq!(
+            aggregation_bytes(&replicated, 1),
+            (8 + 2 * 4) * 4 * AGGREGATION_COPIES
+        );
     }
 }

@@ -20,6 +20,10 @@ pub(super) fn token_hash(token: &str) -> String {
     hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
+/// Longest reason a worker may give for returning a lease that is kept,
+/// in characters (the rest is dropped).
+pub const MAX_RETURN_REASON_CHARS: usize = 256;
+
 impl Coordinator {
     /// Workers connected now, to this instance and (as they last
     /// published them) to the others sharing its database.
@@ -109,7 +113,10 @@ impl Coordinator {
     /// A worker gives a lease back.
     pub async fn return_lease(&self, id: u64, lease: u64, reason: &str) {
         let ended = self.hub().return_lease(id, lease);
-        self.settle_ended(ended.into_iter().collect(), reason).await;
+        // The worker's words, stored with every return: bounded.
+        let reason: String = reason.chars().take(MAX_RETURN_REASON_CHARS).collect();
+        self.settle_ended(ended.into_iter().collect(), &reason)
+            .await;
         self.request_pump();
     }
 

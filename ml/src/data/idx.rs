@@ -83,4 +83,16 @@ mod tests {
                 .contains("magic")
         );
     }
+
+    #[test]
+    fn images_over_the_decoded_budget_are_refused_before_decoding() {
+        // Two 4x4 images: 32 pixels, 128 bytes once decoded to f32.
+        let mut images = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 4, 0, 0, 0, 4];
+        images.extend([7u8; 32]);
+        let labels = [0, 0, 8, 1, 0, 0, 0, 2, 1, 0];
+        let data = crate::data::Dataset::from_idx_within(&images, &labels, 128).unwrap();
+        assert_eq!(data.len(), 2);
+        let e = crate::data::Dataset::from_idx_within(&images, &labels, 127).unwrap_err();
+        assert!(e.to_string().contains("128 bytes decoded"), "{e}");
+    }
 }

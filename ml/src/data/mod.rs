@@ -54,7 +54,23 @@ impl Dataset {
 
     /// Builds a dataset from images and labels parsed from IDX files.
     pub fn from_idx(images: &[u8], labels: &[u8]) -> Result<Dataset, MlError> {
+        Dataset::from_idx_within(images, labels, usize::MAX)
+    }
+
+    /// [`Dataset::from_idx`], refusing before it decodes any pixel when the
+    /// decoded features (four bytes a pixel) would exceed `max_bytes`.
+    pub fn from_idx_within(
+        images: &[u8],
+        labels: &[u8],
+        max_bytes: usize,
+    ) -> Result<Dataset, MlError> {
         let (shape, pixels) = parse_idx_images(images)?;
+        let decoded = pixels.len().saturating_mul(std::mem::size_of::<f32>());
+        if decoded > max_bytes {
+            return Err(MlError::Data(format!(
+                "the images would take {decoded} bytes decoded, over the limit of {max_bytes}"
+            )));
+        }
         let labels = parse_idx_labels(labels)?;
         let n = labels.len();
         let per = shape.iter().product::<usize>();
