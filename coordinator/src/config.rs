@@ -70,6 +70,12 @@ pub struct Config {
     pub gc_grace: Duration,
     /// Round weights kept for a finished job (its current model always).
     pub keep_rounds: u32,
+    /// A paid job not funded this long after it was created is cancelled
+    /// (and its data collected).
+    pub funding_timeout: Duration,
+    /// An uploaded dataset no unfinished job names is collected this long
+    /// after its upload.
+    pub unused_upload_ttl: Duration,
     /// The origin users reach this coordinator at (`https://host[:port]`):
     /// sign-in messages must name its host, and sessions are sent only over
     /// HTTPS when it is one. `None`: the request's `Host`, over plain HTTP.
@@ -194,6 +200,8 @@ impl Default for Config {
             gc_interval: Duration::from_secs(60),
             gc_grace: crate::coordinator::GC_GRACE,
             keep_rounds: 3,
+            funding_timeout: Duration::from_secs(7 * 24 * 3600),
+            unused_upload_ttl: Duration::from_secs(7 * 24 * 3600),
             public_url: None,
             session_ttl: Duration::from_secs(86_400),
             sign_in_ttl: Duration::from_secs(600),
@@ -301,6 +309,12 @@ pub struct ConfigLayer {
     /// Round weights kept for a finished job, besides its model [default: 3].
     #[arg(long, env = "OBLIVION_KEEP_ROUNDS")]
     pub keep_rounds: Option<u32>,
+    /// Seconds a paid job may wait for its deposit before it is cancelled [default: 604800, a week].
+    #[arg(long, env = "OBLIVION_FUNDING_TIMEOUT_SECS")]
+    pub funding_timeout_secs: Option<u64>,
+    /// Seconds after which an uploaded dataset no unfinished job names is deleted [default: 604800, a week].
+    #[arg(long, env = "OBLIVION_UNUSED_UPLOAD_SECS")]
+    pub unused_upload_secs: Option<u64>,
     /// The origin users reach this coordinator at, e.g. https://oblivion.example [default: the request's Host, over HTTP].
     #[arg(long, env = "OBLIVION_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -408,6 +422,12 @@ impl Config {
             .map_or(self.gc_interval, Duration::from_secs);
         self.gc_grace = l.gc_grace_secs.map_or(self.gc_grace, Duration::from_secs);
         self.keep_rounds = l.keep_rounds.unwrap_or(self.keep_rounds);
+        self.funding_timeout = l
+            .funding_timeout_secs
+            .map_or(self.funding_timeout, Duration::from_secs);
+        self.unused_upload_ttl = l
+            .unused_upload_secs
+            .map_or(self.unused_upload_ttl, Duration::from_secs);
         self.public_url = l.public_url.or(self.public_url);
         self.session_ttl = l.session_secs.map_or(self.session_ttl, Duration::from_secs);
         self.sign_in_ttl = l.sign_in_secs.map_or(self.sign_in_ttl, Duration::from_secs);

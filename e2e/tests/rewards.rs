@@ -91,33 +91,50 @@ async fn fund(
     assert!(receipt.status());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_paid_job_is_funded_trained_settled_and_claimed_on_chain() {
-    let anvil = Anvil::start().unwrap();
-    let url: alloy::transports::http::reqwest::Url = anvil.url.parse().unwrap();
-    let escrow_address = *escrow::deploy(
+/// Deploys the escrow on the node at `url` (from anvil's account #8).
+async fn deploy_escrow(url: &alloy::transports::http::reqwest::Url) -> Address {
+    *escrow::deploy(
         escrow::connect(url.clone(), &Key::parse(DEPLOYER).unwrap()),
         86_400,
     )
     .await
     .unwrap()
-    .address();
-    let signer = Key::parse(SIGNER).unwrap();
-    let mut net = Network::start(&[
+    .address()
+}
+
+/// A network whose jobs are paid on the node at `rpc` with the escrow at
+/// `escrow`, deposits counting after `confirmations` blocks; `extra` serve
+/// flags after those.
+fn paid_network(rpc: &str, escrow: Address, confirmations: u64, extra: &[&str]) -> Network {
+    let mut flags: Vec<String> = [
         "--chain-rpc-url",
-        &anvil.url,
+        rpc,
         "--chain-id",
         "31337",
         "--escrow-address",
-        &format!("{escrow_address:#x}"),
+        &format!("{escrow:#x}"),
         "--signer-key",
         SIGNER,
         "--confirmations",
-        "2",
+        &confirmations.to_string(),
         "--chain-poll-secs",
         "1",
-    ])
-    .unwrap();
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Network::start(&flags).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paid_job_is_funded_trained_settled_and_claimed_on_chain() {
+    let anvil = Anvil::start().unwrap();
+    let url: alloy::transports::http::reqwest::Url = anvil.url.parse().unwrap();
+    let escrow_address = deploy_escrow(&url).await;
+    let signer = Key::parse(SIGNER).unwrap();
+    let mut net = paid_network(&anvil.url, escrow_address, 2, &[]);
     let api = net.api();
 
     let (status, info) = api.get("/api/chain").await.unwrap();
@@ -336,29 +353,9 @@ async fn node_outages_and_shallow_reorgs_are_survived() {
     let url: alloy::transports::http::reqwest::Url = anvil.url.parse().unwrap();
     let upstream: std::net::SocketAddr = anvil.url.trim_start_matches("http://").parse().unwrap();
     let proxy = oblivion_e2e::proxy::Proxy::start(upstream).await.unwrap();
-    let escrow_address = *escrow::deploy(
-        escrow::connect(url.clone(), &Key::parse(DEPLOYER).unwrap()),
-        86_400,
-    )
-    .await
-    .unwrap()
-    .address();
+    let escrow_address = deploy_escrow(&url).await;
     let signer = Key::parse(SIGNER).unwrap();
-    let net = Network::start(&[
-        "--chain-rpc-url",
-        &proxy.url,
-        "--chain-id",
-        "31337",
-        "--escrow-address",
-        &format!("{escrow_address:#x}"),
-        "--signer-key",
-        SIGNER,
-        "--confirmations",
-        "3",
-        "--chain-poll-secs",
-        "1",
-    ])
-    .unwrap();
+    let net = paid_network(&proxy.url, escrow_address, 3, &[]);
     let api = net.api();
     let creator = escrow::connect(url.clone(), &Key::parse(CREATOR_KEY).unwrap());
     let contract = escrow::at(escrow_address, &creator);
@@ -409,4 +406,29 @@ async fn node_outages_and_shallow_reorgs_are_survived() {
         j.status != JobStatus::Funding
     })
     .await;
+}
+
+/// A paid job nobody funds does not wait for ever: it is cancelled after
+/// `--funding-timeout-secs`, and what it stored is collected.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_never_funded_is_cancelled() {
+    let anvil = Anvil::start().unwrap();
+    let url: alloy::transports::http::reqwest::Url = anvil.url.parse().unwrap();
+    let escrow_address = deploy_escrow(&url).await;
+    let extra = ["--funding-timeout-secs", "2", "--gc-interval-secs", "1"];
+    let net = paid_network(&anvil.url, escrow_address, 2, &extra);
+    let api = net.api();
+    let id = api.submit(&paid_spec(31)).await.unwrap();
+    assert_eq!(api.job(id).await.unwrap().status, JobStatus::Funding);
+    let job = api
+        .wait_finished(id, Duration::from_secs(30), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(job.status, JobStatus::Cancelled);
+    assert!(
+        job.error
+            .as_deref()
+            .is_some_and(|e| e.contains("not funded")),
+        "{job:?}"
+    );
 }

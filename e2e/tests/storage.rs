@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use oblivion_coordinator::store::Artifacts;
 use oblivion_e2e::s3::S3Server;
-use oblivion_e2e::{Database, Network, ScratchDir, Storage, example};
+use oblivion_e2e::{Database, Network, ScratchDir, Storage, example, root};
 use oblivion_protocol::api::JobStatus;
 
 async fn round_trip(store: &Artifacts) {
@@ -92,9 +92,23 @@ async fn artifacts_nobody_needs_are_collected() {
         "0",
         "--keep-rounds",
         "1",
+        "--unused-upload-secs",
+        "2",
     ])
     .unwrap();
     let api = net.api();
+    // Two uploads: the unfinished job below names one; nothing names the
+    // other, which goes once it is two seconds old.
+    let upload = |name: &str| {
+        let api = api.clone();
+        let bytes = std::fs::read(root().join("../shared/datasets/tabular").join(name)).unwrap();
+        async move {
+            let (status, body) = api.post("/api/datasets", bytes).await.unwrap();
+            assert_eq!(status, 201, "{body}");
+            body["sha256"].as_str().unwrap().to_string()
+        }
+    };
+    let (named, unused) = (upload("iris.csv").await, upload("wine.csv").await);
     let mut spec = example("iris-mlp.json").unwrap();
     spec["rounds"] = 3.into();
     let id = api.submit(&spec).await.unwrap();
@@ -117,6 +131,7 @@ async fn artifacts_nobody_needs_are_collected() {
     assert_eq!(job.status, JobStatus::Completed);
     // Another job stays unfinished: a worker holds one of its shards.
     spec["seed"] = 99.into();
+    spec["dataset"] = serde_json::json!({ "csv": named });
     let running = api.submit(&spec).await.unwrap();
     let held = worker.next_lease().await.unwrap();
     assert_eq!(held.job_id, running);
@@ -156,6 +171,22 @@ async fn artifacts_nobody_needs_are_collected() {
     assert!(!model.is_empty());
     assert_eq!(status(held.data.shard().unwrap().to_string()).await, 200);
     assert_eq!(status(held.weights.clone()).await, 200);
+    // The upload a job names stays its owner's; the other is gone.
+    assert_eq!(
+        api.get(&format!("/api/artifacts/{named}")).await.unwrap().0,
+        200
+    );
+    let (gone, _) = api.get(&format!("/api/artifacts/{unused}")).await.unwrap();
+    assert_ne!(gone, 200, "an upload nobody used outlived its time");
+    let on_disk = |sha: &str| {
+        net.data
+            .0
+            .join("artifacts")
+            .join(&sha[..2])
+            .join(sha)
+            .exists()
+    };
+    assert!(on_disk(&named) && !on_disk(&unused));
 }
 
 /// Trains a 30-round job on two workers and, once three rounds are done,

@@ -2,7 +2,10 @@
 //! updates of aggregated rounds, and the data shards, validation split,
 //! updates and older round weights of finished jobs (completed, failed or
 //! cancelled), keeping each job's current model and the weights of its
-//! last `keep_rounds` rounds.
+//! last `keep_rounds` rounds. Paid jobs never funded within
+//! `funding_timeout` are cancelled first (so theirs go too), and uploaded
+//! datasets no unfinished job names are deleted `unused_upload_ttl` after
+//! their upload: neither may fill the disk for ever.
 //!
 //! Blobs are content-addressed, so one may serve several jobs: a blob is
 //! deleted only if the database shows no remaining use of it, and only if
@@ -10,6 +13,8 @@
 //! period, which covers a job being created with that same blob right now.
 
 use std::time::{Duration, SystemTime};
+
+use oblivion_protocol::api::JobStatus;
 
 use super::Coordinator;
 use crate::error::AppError;
@@ -49,6 +54,41 @@ impl Coordinator {
         let keep = self.config.keep_rounds;
         let before = SystemTime::now() - self.config.gc_grace;
         let mut done = Collected::default();
+        let now = crate::store::now();
+        for job in self
+            .db
+            .unfunded_jobs(now - self.config.funding_timeout.as_secs_f64(), BATCH)
+            .await
+            .map_err(AppError::db)?
+        {
+            let why = format!(
+                "not funded within {} s of its creation",
+                self.config.funding_timeout.as_secs()
+            );
+            // Funded meanwhile, or cancelled: the guarded transition says no.
+            if self
+                .finish(job, JobStatus::Cancelled, Some(&why))
+                .await
+                .is_ok()
+            {
+                tracing::info!(job, "{why}: cancelled");
+            }
+        }
+        for (sha, owner) in self
+            .db
+            .unused_uploads(now - self.config.unused_upload_ttl.as_secs_f64(), BATCH)
+            .await
+            .map_err(AppError::db)?
+        {
+            let held = self
+                .db
+                .forget_upload(&sha, &owner)
+                .await
+                .map_err(AppError::db)?;
+            if !held {
+                self.collect(&sha, keep, before, &mut done).await?;
+            }
+        }
         for (job, round, shard, sha) in self
             .db
             .collectable_updates(BATCH)

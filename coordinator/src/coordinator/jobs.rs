@@ -381,7 +381,7 @@ impl Coordinator {
 
     /// Ends an unfinished job as `status` (cancelled or failed) in the
     /// database, then revokes its leases here.
-    async fn finish(
+    pub(super) async fn finish(
         &self,
         id: u64,
         status: JobStatus,

@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::db::Db;
+use super::db::{Db, UNFINISHED};
 
 /// Who may read an artifact, from every job and upload that names it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -109,6 +109,60 @@ impl Db {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Uploads made before `before` that no unfinished job names in its
+    /// spec, oldest first, at most `limit`: `(sha256, owner)`.
+    pub async fn unused_uploads(
+        &self,
+        before: f64,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        sqlx::query(&format!(
+            "SELECT u.sha256 AS sha, u.owner AS owner FROM uploads u WHERE u.created_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.status IN {UNFINISHED} \
+                             AND j.spec LIKE '%' || u.sha256 || '%') \
+             ORDER BY u.created_at LIMIT $2"
+        ))
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("sha")?, r.try_get("owner")?)))
+        .collect()
+    }
+
+    /// Forgets an upload of `sha` by `owner`; returns whether anyone else
+    /// still holds an upload of the same file.
+    pub async fn forget_upload(&self, sha: &str, owner: &str) -> Result<bool, sqlx::Error> {
+        sqlx::query("DELETE FROM uploads WHERE sha256 = $1 AND owner = $2")
+            .bind(sha)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(
+            sqlx::query("SELECT 1 AS one FROM uploads WHERE sha256 = $1")
+                .bind(sha)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// Paid jobs still waiting for a deposit that were created before
+    /// `before` (Unix seconds), at most `limit`.
+    pub async fn unfunded_jobs(&self, before: f64, limit: u32) -> Result<Vec<u64>, sqlx::Error> {
+        sqlx::query(
+            "SELECT id FROM jobs WHERE status = 'funding' AND created_at < $1 ORDER BY id LIMIT $2",
+        )
+        .bind(before as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get::<i64, _>("id")? as u64))
+        .collect()
     }
 
     /// Whether `owner` uploaded the dataset file `sha`.

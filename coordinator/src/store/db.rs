@@ -256,7 +256,7 @@ pub const JOBS_CHANNEL: &str = "oblivion_jobs";
 
 /// Statuses of a job that has not finished (it may be cancelled or failed
 /// from them, and nothing of it is collected).
-const UNFINISHED: &str = "('funding', 'pending', 'running')";
+pub(super) const UNFINISHED: &str = "('funding', 'pending', 'running')";
 /// Statuses of a job being trained (a paid job waiting for its deposit is
 /// not).
 const TRAINING: &str = "('pending', 'running')";
