@@ -38,6 +38,9 @@ pub struct Config {
     pub artifacts_url: Option<String>,
     /// A lease ends this long after it was granted, whatever its heartbeats.
     pub lease_max_lifetime: Duration,
+    /// A lease whose progress has not grown for this long ends, and counts
+    /// against its holder.
+    pub lease_stall: Duration,
     /// An aggregation claim older than this is taken over by another
     /// instance (its claimant is presumed dead).
     pub aggregation_timeout: Duration,
@@ -185,6 +188,7 @@ impl Default for Config {
             database_url: None,
             artifacts_url: None,
             lease_max_lifetime: Duration::from_secs(3600),
+            lease_stall: Duration::from_secs(600),
             aggregation_timeout: Duration::from_secs(600),
             instance_timeout: Duration::from_secs(10),
             budgets: JobBudgets::default(),
@@ -255,6 +259,9 @@ pub struct ConfigLayer {
     /// Seconds a lease may live, whatever its heartbeats [default: 3600].
     #[arg(long, env = "OBLIVION_LEASE_MAX_LIFETIME_SECS")]
     pub lease_max_lifetime_secs: Option<u64>,
+    /// Seconds a lease may go without its reported progress growing before it ends, counted against its worker [default: 600].
+    #[arg(long, env = "OBLIVION_LEASE_STALL_SECS")]
+    pub lease_stall_secs: Option<u64>,
     /// Seconds after which another instance takes over a round's aggregation [default: 600].
     #[arg(long, env = "OBLIVION_AGGREGATION_TIMEOUT_SECS")]
     pub aggregation_timeout_secs: Option<u64>,
@@ -388,6 +395,9 @@ impl Config {
         self.lease_max_lifetime = l
             .lease_max_lifetime_secs
             .map_or(self.lease_max_lifetime, Duration::from_secs);
+        self.lease_stall = l
+            .lease_stall_secs
+            .map_or(self.lease_stall, Duration::from_secs);
         self.aggregation_timeout = l
             .aggregation_timeout_secs
             .map_or(self.aggregation_timeout, Duration::from_secs);
@@ -567,6 +577,9 @@ impl Config {
         }
         if self.lease_ttl <= self.heartbeat {
             return Err("lease_ttl_secs must be longer than heartbeat_secs".into());
+        }
+        if self.lease_stall <= self.heartbeat {
+            return Err("lease_stall_secs must be longer than heartbeat_secs".into());
         }
         if self.lease_max_lifetime < self.lease_ttl {
             return Err("lease_max_lifetime_secs must be at least lease_ttl_secs".into());

@@ -42,6 +42,9 @@ pub struct LeasePolicy {
     pub ttl: Duration,
     /// A lease ends this long after it was granted, whatever its heartbeats.
     pub max_lifetime: Duration,
+    /// A lease whose reported progress has not grown for this long ends
+    /// (overdue), however diligent its heartbeats.
+    pub stall: Duration,
 }
 
 /// A connected worker.
@@ -320,6 +323,8 @@ pub struct Lease {
     pub overdue_at: f64,
     /// Last reported progress.
     pub progress: f32,
+    /// When its progress last grew (or it was granted), in the hub's clock.
+    pub progressed_at: f64,
 }
 
 /// A lease [`Hub::plan`] proposes: shard `shard` of `job`'s round `round`
@@ -568,7 +573,11 @@ impl Hub {
                 if let Some(p) = progress.iter().find(|p| p.lease_id == id)
                     && p.progress.is_finite()
                 {
-                    lease.progress = p.progress.clamp(0.0, 1.0);
+                    let reported = p.progress.clamp(0.0, 1.0);
+                    if reported > lease.progress {
+                        lease.progressed_at = now;
+                    }
+                    lease.progress = reported;
                 }
             }
         }
@@ -582,13 +591,16 @@ impl Hub {
         }
     }
 
-    /// Ends every lease whose heartbeat deadline or lifetime passed.
+    /// Ends every lease whose heartbeat deadline or lifetime passed, or
+    /// whose progress stalled for [`LeasePolicy::stall`] (then, as past its
+    /// lifetime, overdue: held without work, by the holder's fault).
     pub fn expire(&mut self, now: f64) -> Vec<Ended> {
+        let stall = self.policy.stall.as_secs_f64();
         let mut stale: Vec<(u64, LeaseStatus)> = self
             .leases
             .values()
             .filter_map(|l| {
-                if l.overdue_at < now {
+                if l.overdue_at < now || now - l.progressed_at > stall {
                     Some((l.id, LeaseStatus::Overdue))
                 } else if l.expires_at < now {
                     Some((l.id, LeaseStatus::Expired))
@@ -729,6 +741,7 @@ impl Hub {
             expires_at: now + self.policy.ttl.as_secs_f64(),
             overdue_at: now + self.policy.max_lifetime.as_secs_f64(),
             progress: 0.0,
+            progressed_at: now,
         };
         self.reindexed(grant.worker, |hub| {
             hub.leases.insert(id, lease.clone());
@@ -1111,7 +1124,7 @@ pub enum ShardDetail {
 mod tests {
     use super::*;
     use oblivion_protocol::api::WorkerView;
-    use oblivion_protocol::wire::{ClientKind, DeviceInfo};
+    use oblivion_protocol::wire::{ClientKind, DeviceInfo, LeaseProgress};
     use tokio::sync::mpsc;
 
     struct Net {
@@ -1127,6 +1140,7 @@ mod tests {
                     cap: 2,
                     ttl: Duration::from_secs(30),
                     max_lifetime: Duration::from_secs(600),
+                    stall: Duration::from_secs(120),
                 }),
                 next_worker: 0,
                 next_lease: 0,
@@ -1480,17 +1494,51 @@ mod tests {
         n.add_job(1, 1);
         let lease = n.dispatch(0.0)[0].id;
         let mut t = 0.0;
+        let at = |t: f64| {
+            [LeaseProgress {
+                lease_id: lease,
+                progress: (t / 1000.0) as f32,
+            }]
+        };
         while t < 590.0 {
             t += 10.0;
-            n.hub.heartbeat(a, &[], t);
+            n.hub.heartbeat(a, &at(t), t);
             assert!(n.hub.expire(t).is_empty(), "alive at {t} s");
         }
-        n.hub.heartbeat(a, &[], 601.0);
+        n.hub.heartbeat(a, &at(601.0), 601.0);
         let ended = n.hub.expire(601.0);
         assert_eq!(ended.len(), 1);
         assert_eq!(
             (ended[0].lease.id, ended[0].status),
             (lease, LeaseStatus::Overdue)
+        );
+    }
+
+    #[test]
+    fn a_lease_whose_progress_stalls_ends_however_diligent_its_heartbeats() {
+        let mut n = Net::new();
+        let a = n.add_worker(1.0);
+        n.add_job(1, 1);
+        let lease = n.dispatch(0.0)[0].id;
+        let stuck = [LeaseProgress {
+            lease_id: lease,
+            progress: 0.5,
+        }];
+        // Progress grows to one half by 10 s, then never again.
+        let mut t = 0.0;
+        while t < 130.0 {
+            t += 10.0;
+            n.hub.heartbeat(a, &stuck, t);
+            assert!(n.hub.expire(t).is_empty(), "alive at {t} s");
+        }
+        n.hub.heartbeat(a, &stuck, 131.0);
+        let ended = n.hub.expire(131.0);
+        assert_eq!(
+            ended
+                .iter()
+                .map(|e| (e.lease.id, e.status))
+                .collect::<Vec<_>>(),
+            vec![(lease, LeaseStatus::Overdue)]
         );
     }
 

@@ -118,3 +118,67 @@ async fn a_slow_loris_uploader_without_a_token_stalls_nothing() {
         "the rounds took {a_all:.3} s under attack, {c_all:.3} s in peace"
     );
 }
+
+/// A worker takes leases and keeps them alive with heartbeats, but never
+/// makes progress: once, it held them for the lease lifetime (an hour) at
+/// no cost. Now each lease ends when its progress stalls, goes to another
+/// worker, and counts against its holder.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_held_without_progress_ends_early_and_counts_against_its_holder() {
+    let net = Network::start(&[
+        "--lease-stall-secs",
+        "3",
+        "--heartbeat-secs",
+        "1",
+        "--lease-ttl-secs",
+        "3",
+    ])
+    .unwrap();
+    let api = net.api();
+    let squatter = oblivion_e2e::Api::new(&net.url, Some(oblivion_e2e::OTHER_KEY));
+    let cookie = squatter.cookie().await.unwrap();
+    let mut worker =
+        oblivion_e2e::ScriptedWorker::connect_as(&net.url, "squatter", cookie.as_deref(), None)
+            .await
+            .unwrap();
+    let id = api
+        .submit(&example("iris-mlp.json").unwrap())
+        .await
+        .unwrap();
+    let held = worker.next_lease().await.unwrap();
+    assert_eq!(held.job_id, id);
+    // Heartbeats every half second, progress stuck at one half.
+    let started = std::time::Instant::now();
+    let record = loop {
+        worker.heartbeat(&[held.lease_id]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let view = api.worker(worker.id).await.unwrap();
+        if view.disputed > 0 {
+            break view;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the stalled lease was never ended: {view:?}"
+        );
+    };
+    eprintln!(
+        "ended after {:.1} s: {:?}",
+        started.elapsed().as_secs_f64(),
+        record
+    );
+    // Both its leases stalled: twice on its record, so it is quarantined,
+    // and the job's shards wait for someone else.
+    assert!(record.leases.is_empty(), "{record:?}");
+    assert_eq!(
+        record.state,
+        oblivion_protocol::api::WorkerState::Quarantined
+    );
+    let job = api.job(id).await.unwrap();
+    assert!(
+        job.shards
+            .iter()
+            .all(|s| s.state == oblivion_protocol::api::ShardStatus::Pending),
+        "{:?}",
+        job.shards
+    );
+}

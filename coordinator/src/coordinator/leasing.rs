@@ -173,11 +173,25 @@ impl Coordinator {
         let now = self.clock();
         let ended = self.hub().expire(now);
         if !ended.is_empty() {
+            // Held to its lifetime, or without progress: the holder's fault
+            // (a vanished worker's leases expire instead, at no cost).
+            let overdue: Vec<(u64, u64)> = ended
+                .iter()
+                .filter(|e| e.status == LeaseStatus::Overdue)
+                .map(|e| (e.lease.id, e.lease.worker))
+                .collect();
             self.settle_ended(
                 ended,
-                "no heartbeat before the deadline, or past the lease lifetime",
+                "no heartbeat before the deadline, past the lease lifetime, or no progress",
             )
             .await;
+            for (lease, worker) in overdue {
+                self.count_against(
+                    worker,
+                    &format!("lease {lease} held past its lifetime or without progress"),
+                )
+                .await;
+            }
             self.request_pump();
         }
     }

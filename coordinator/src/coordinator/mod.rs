@@ -131,6 +131,7 @@ impl Coordinator {
             cap: config.lease_cap,
             ttl: config.lease_ttl,
             max_lifetime: config.lease_max_lifetime,
+            stall: config.lease_stall,
         };
         let coordinator = Arc::new(Coordinator {
             datasets: DatasetCache::new(config.dataset_cache_entries),

@@ -62,6 +62,14 @@ impl Coordinator {
     pub async fn fault_lease(&self, lease: u64, worker: u64, reason: &str) {
         let ended = self.hub().reject(lease);
         self.settle_ended(ended.into_iter().collect(), reason).await;
+        self.count_against(worker, reason).await;
+        self.request_pump();
+        tracing::warn!(lease, "lease ended: {reason}");
+    }
+
+    /// Puts a disputed result on `worker`'s record for `reason`, and
+    /// quarantines it if the policy says so.
+    pub(super) async fn count_against(&self, worker: u64, reason: &str) {
         self.hub().record_result(worker, false, 0);
         match self
             .db
@@ -72,10 +80,8 @@ impl Coordinator {
                 self.apply_quarantines(&q.into_iter().collect::<Vec<_>>())
                     .await
             }
-            Err(e) => tracing::error!(lease, "recording a rejection: {e}"),
+            Err(e) => tracing::error!(worker, "recording a fault: {e}"),
         }
-        self.request_pump();
-        tracing::warn!(lease, "lease ended: {reason}");
     }
 
     /// What the update for `lease` must match, if the worker with `token`
@@ -124,6 +130,7 @@ impl Coordinator {
                         expires_at: 0.0,
                         overdue_at: 0.0,
                         progress: 0.0,
+                        progressed_at: 0.0,
                     },
                     arch,
                     fixed_bound,
