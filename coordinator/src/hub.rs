@@ -375,6 +375,9 @@ pub struct UpdateContext {
     pub global: Arc<Params>,
     /// Samples of the shard.
     pub samples: u64,
+    /// Whether it trains a contributor's own data (federated): its update
+    /// carries no figures.
+    pub federated: bool,
 }
 
 /// Order of workers with room for another lease: fewest active leases,
@@ -816,6 +819,7 @@ impl Hub {
             fixed_bound: job.spec.update_norm_bound,
             global: job.global.clone(),
             samples: job.shards[held.shard as usize].samples,
+            federated: job.local.is_some(),
         })
     }
 

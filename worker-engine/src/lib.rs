@@ -301,6 +301,10 @@ impl Engine {
             secure.finish()?;
         }
         let millis = elapsed_millis().saturating_sub(start);
+        // A contributor's update says nothing but the noised change: its
+        // loss, sample count and training time are figures of its data,
+        // and no noise covers them.
+        let federated = matches!(task.data, TrainingData::Local(_));
         let metadata = HashMap::from([
             (
                 update_metadata::SAMPLES.to_string(),
@@ -317,7 +321,7 @@ impl Engine {
         ]);
         Ok(Some(Update {
             norm: delta.l2_norm(),
-            body: delta.to_compressed(Some(metadata)),
+            body: delta.to_compressed((!federated).then_some(metadata)),
             samples: outcome.samples,
             mean_loss: outcome.mean_loss,
         }))
@@ -414,6 +418,11 @@ mod tests {
             quiet.norm <= 0.5 + 1e-3,
             "clipped to the lease's bound: {}",
             quiet.norm
+        );
+        let (_, figures) = Params::from_compressed(&quiet.body).unwrap();
+        assert!(
+            figures.is_empty(),
+            "no loss, sample count or time leaves with it: {figures:?}"
         );
         let (engine, task) = federated(10.0, 2);
         let loud = train(&engine, &task).unwrap().unwrap();

@@ -110,6 +110,7 @@ impl Coordinator {
                     j.spec.update_norm_bound,
                     j.global.clone(),
                     s.samples,
+                    j.local.is_some(),
                 ))
             };
             let mut found = known(&self.hub());
@@ -119,7 +120,7 @@ impl Coordinator {
                 self.refresh_job(job).await?;
                 found = known(&self.hub());
             }
-            if let Some((arch, fixed_bound, global, samples)) = found {
+            if let Some((arch, fixed_bound, global, samples, federated)) = found {
                 return Ok(UpdateContext {
                     lease: Lease {
                         id: lease,
@@ -136,6 +137,7 @@ impl Coordinator {
                     fixed_bound,
                     global,
                     samples,
+                    federated,
                 });
             }
         }
@@ -162,9 +164,10 @@ impl Coordinator {
         // max_update_bytes on this path.
         let (checked, body) = {
             let (arch, fixed, global) = (ctx.arch.clone(), ctx.fixed_bound, ctx.global.clone());
+            let federated = ctx.federated;
             blocking(move || {
                 let bound = arrival_bound(fixed, &global);
-                Ok((check_update(&arch, bound, &body), body))
+                Ok((check_update(&arch, bound, &body, federated), body))
             })
             .await?
         };
@@ -285,8 +288,14 @@ pub struct CheckedUpdate {
 /// Validates an update (a change to the global weights): gzip that
 /// decompresses to no more than the model's size, safetensors that decode,
 /// the model's exact names and shapes, finite values, an L2 norm within the
-/// bound, and metadata in range.
-pub fn check_update(arch: &Architecture, bound: f64, body: &[u8]) -> Result<CheckedUpdate, String> {
+/// bound, and metadata in range. A `federated` update carries no figures
+/// at all (see `oblivion_worker_engine`): it reports loss 0 and time 0.
+pub fn check_update(
+    arch: &Architecture,
+    bound: f64,
+    body: &[u8],
+    federated: bool,
+) -> Result<CheckedUpdate, String> {
     let limit = arch.num_params().saturating_mul(4) + HEADER_ALLOWANCE;
     let (delta, meta) = Params::from_compressed_within(body, limit).map_err(|e| e.to_string())?;
     check_params(arch, &delta).map_err(|e| format!("wrong shape: {e}"))?;
@@ -298,6 +307,13 @@ pub fn check_update(arch: &Architecture, bound: f64, body: &[u8]) -> Result<Chec
         return Err(format!(
             "update norm {norm:.3} exceeds the bound {bound:.3} for this round"
         ));
+    }
+    if federated {
+        return Ok(CheckedUpdate {
+            norm,
+            train_loss: 0.0,
+            train_millis: 0,
+        });
     }
     let train_loss = meta
         .get(update_metadata::TRAIN_LOSS)
