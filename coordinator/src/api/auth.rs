@@ -27,11 +27,17 @@ use crate::error::AppError;
 /// Largest sign-in body, bytes.
 const MAX_SIGN_IN_BYTES: usize = 16 * 1024;
 
+/// Whether users reach this coordinator over HTTPS (its public URL says).
+fn https(c: &Coordinator) -> bool {
+    matches!(c.config.public_origin(), Some(("https", _)))
+}
+
 /// The session cookie's name: `__Host-` prefixed over HTTPS.
 fn cookie_name(c: &Coordinator) -> &'static str {
-    match c.config.public_origin() {
-        Some(("https", _)) => SECURE_SESSION_COOKIE,
-        _ => SESSION_COOKIE,
+    if https(c) {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
     }
 }
 
@@ -170,11 +176,10 @@ pub async fn logout(
     if let Some(token) = session_token(&c, &headers) {
         c.sign_out(&token).await?;
     }
-    let https = matches!(c.config.public_origin(), Some(("https", _)));
     let mut cookie = Cookie::build((cookie_name(&c), ""))
         .http_only(true)
         .same_site(SameSite::Strict)
-        .secure(https)
+        .secure(https(&c))
         .path("/")
         .build();
     cookie.make_removal();

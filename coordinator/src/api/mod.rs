@@ -40,28 +40,9 @@ use axum::http::StatusCode;
 use crate::coordinator::Coordinator;
 use crate::error::AppError;
 
-/// Why a request body could not be read.
-#[derive(Debug)]
-pub enum BodyError {
-    /// Over the limit: 413.
-    TooLarge(AppError),
-    /// Too slow (a gap over `--upload-idle-secs`, or all of it over the
-    /// caller's deadline): 408.
-    TooSlow(AppError),
-    /// Broken off or malformed: 400.
-    Broken(AppError),
-}
-
-impl From<BodyError> for AppError {
-    fn from(e: BodyError) -> AppError {
-        match e {
-            BodyError::TooLarge(e) | BodyError::TooSlow(e) | BodyError::Broken(e) => e,
-        }
-    }
-}
-
 /// Reads a request body of at most `limit` bytes within `deadline`; a
-/// larger one is a 413 that says the limit, a slower one a 408. (Every
+/// larger one is a 413 that says the limit, a slower one a 408, a broken
+/// one a 400. (Every
 /// body also times out after `--upload-idle-secs` without a byte: see
 /// [`router`].)
 pub async fn read_body_within(
@@ -69,12 +50,12 @@ pub async fn read_body_within(
     limit: usize,
     deadline: std::time::Duration,
     what: &str,
-) -> Result<Bytes, BodyError> {
+) -> Result<Bytes, AppError> {
     let too_slow = || {
-        BodyError::TooSlow(AppError::new(
+        AppError::new(
             StatusCode::REQUEST_TIMEOUT,
             format!("{what} was not received in time (it is sent too slowly)"),
-        ))
+        )
     };
     let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await;
     let error = match read {
@@ -86,24 +67,24 @@ pub async fn read_body_within(
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(e) = cause {
         if e.is::<http_body_util::LengthLimitError>() {
-            return Err(BodyError::TooLarge(AppError::new(
+            return Err(AppError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("{what} is larger than the limit of {limit} bytes"),
-            )));
+            ));
         }
         if e.is::<tower_http::timeout::TimeoutError>() {
             return Err(too_slow());
         }
         cause = e.source();
     }
-    Err(BodyError::Broken(AppError::bad_request(format!(
+    Err(AppError::bad_request(format!(
         "{what} could not be read: {error}"
-    ))))
+    )))
 }
 
 /// [`read_body_within`] the default deadline, [`BODY_DEADLINE`].
 pub async fn read_body(body: Body, limit: usize, what: &str) -> Result<Bytes, AppError> {
-    Ok(read_body_within(body, limit, BODY_DEADLINE, what).await?)
+    read_body_within(body, limit, BODY_DEADLINE, what).await
 }
 
 /// Longest a small request body (a spec, a sign-in) may take in all.

@@ -7,7 +7,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use oblivion_protocol::api::WorkerView;
 use oblivion_protocol::wire::{
@@ -17,7 +17,7 @@ use oblivion_protocol::wire::{
 use tokio::sync::mpsc;
 
 use super::client::Client;
-use super::{BodyError, read_body_within};
+use super::read_body_within;
 use crate::coordinator::{Coordinator, Viewer};
 use crate::error::AppError;
 
@@ -58,7 +58,7 @@ pub async fn update(
     // Only the lease's holder may send a body: checked before it takes the
     // lease's one upload slot and before a byte is read, so that nobody
     // else can hold the slot (lease ids are public).
-    let holder = c.lease_holder(&token, lease).await?;
+    let held = c.update_context(&token, lease).await?;
     let _slot = c.upload_slot(lease)?;
     let bytes = match read_body_within(
         body,
@@ -69,16 +69,16 @@ pub async fn update(
     .await
     {
         Ok(bytes) => bytes,
-        Err(BodyError::TooSlow(e)) => {
+        Err(e) if e.status == StatusCode::REQUEST_TIMEOUT => {
             // The holder stalled its own shard: the lease ends, and the
             // stall is on its record.
-            c.fault_lease(lease, holder, "the update upload was too slow")
+            c.fault_lease(lease, held.lease.worker, "the update upload was too slow")
                 .await;
             return Err(e);
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
-    Ok(Json(c.submit_update(&token, lease, bytes.to_vec()).await?))
+    Ok(Json(c.submit_update(held, bytes.to_vec()).await?))
 }
 
 /// `GET /api/workers/connect`: upgrades to the worker protocol (429 when

@@ -50,12 +50,6 @@ impl Coordinator {
         })
     }
 
-    /// The worker holding `lease`, if it is the one with `token`; 401 or
-    /// 409 otherwise.
-    pub async fn lease_holder(self: &Arc<Self>, token: &str, lease: u64) -> Result<u64, AppError> {
-        Ok(self.update_context(token, lease).await?.lease.worker)
-    }
-
     /// Ends `lease`, held by `worker`, for a fault of the worker's
     /// (`reason`): the shard is re-issued, and the fault is a disputed
     /// result on the worker's record.
@@ -87,7 +81,9 @@ impl Coordinator {
     /// What the update for `lease` must match, if the worker with `token`
     /// holds it: from the hub for leases granted here, else from the
     /// database (granted by another instance, or before a reconnection).
-    async fn update_context(
+    /// 401 for an unknown token, 409 for a lease it does not hold: asked
+    /// before an upload takes the lease's slot or a byte of it is read.
+    pub async fn update_context(
         self: &Arc<Self>,
         token: &str,
         lease: u64,
@@ -152,14 +148,14 @@ impl Coordinator {
         })
     }
 
-    /// Checks and records a worker's update for `lease`.
+    /// Checks and records a worker's update for the lease `ctx` (from
+    /// [`Coordinator::update_context`]) says it holds.
     pub async fn submit_update(
         self: &Arc<Self>,
-        token: &str,
-        lease: u64,
+        ctx: UpdateContext,
         body: Vec<u8>,
     ) -> Result<UpdateReceipt, AppError> {
-        let ctx = self.update_context(token, lease).await?;
+        let lease = ctx.lease.id;
         // The body moves to the checking thread and back: no copy of up to
         // max_update_bytes on this path.
         let (checked, body) = {

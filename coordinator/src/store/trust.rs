@@ -274,8 +274,11 @@ impl Db {
         min_agreed: u64,
         since: f64,
     ) -> Result<HashMap<u64, String>, sqlx::Error> {
+        let mut workers = workers.to_vec();
+        workers.sort_unstable();
+        workers.dedup();
         let mut out = HashMap::new();
-        for &worker in workers {
+        for worker in workers {
             let row = sqlx::query(
                 "SELECT w.payout_address AS account, r.agreed AS agreed FROM workers w \
                  JOIN reputations r ON r.identity = w.payout_address \
