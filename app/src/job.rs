@@ -159,8 +159,22 @@ fn PaymentCard(
             )
     };
     let can_fund = move || mine && state == PaymentState::AwaitingDeposit && idle();
-    let settleable = mine && state == PaymentState::Funded && payment.settlement.is_some();
-    let can_settle = move || settleable && idle();
+    // The creator may send the settlement at once; anyone signed in may
+    // once the escrow's grace has passed (the coordinator also does).
+    let issued_at = payment.settlement.as_ref().map(|s| s.issued_at);
+    let signed_in = me.is_some();
+    let open_to_all = move || {
+        let grace = chain
+            .info
+            .with(|c| c.as_ref().map_or(0, |c| c.settle_grace_secs));
+        issued_at.is_some_and(|t| grace > 0 && chain::now_secs() >= t + grace)
+    };
+    let can_settle = move || {
+        state == PaymentState::Funded
+            && issued_at.is_some()
+            && (mine || (signed_in && open_to_all()))
+            && idle()
+    };
     let confirmations = move || {
         chain
             .info
@@ -183,11 +197,11 @@ fn PaymentCard(
             "The job waits for its creator's deposit.".to_string()
         }),
         PaymentState::Funded if settlement.is_some() && mine => Some(
-            "The job is done and the coordinator signed its payouts: settle to pay the contributors (anything not paid out goes back to you).".into(),
+            "The job is done and the coordinator signed its payouts: settle to pay the contributors and release the model (anything not paid out goes back to you). After the settlement grace anyone may send it, and the coordinator does.".into(),
         ),
-        PaymentState::Funded if settlement.is_some() => {
-            Some("The job is done: its creator settles the payouts.".into())
-        }
+        PaymentState::Funded if settlement.is_some() => Some(
+            "The job is done: its creator may settle now, and after the settlement grace anyone may (the coordinator does so itself).".into(),
+        ),
         PaymentState::Funded => Some("Deposited; the payouts are settled once the job is done.".into()),
         PaymentState::Settled => Some("Settled: each contributor claims their reward from the Rewards page.".into()),
         PaymentState::Refunded => Some("The deposit went back to the creator.".into()),
@@ -215,6 +229,9 @@ fn PaymentCard(
                 })}
             </dl>
             {hint.map(|h| view! { <p class="muted small">{h}</p> })}
+            {payment.refusal.clone().map(|r| view! {
+                <p class="error small" data-testid="deposit-refused">{format!("The coordinator refused the deposit: {r}. It can be refunded once the refund opens.")}</p>
+            })}
             {move || (state == PaymentState::AwaitingDeposit && matches!(tx.get(), TxState::Confirmed(_))).then(|| view! {
                 <p class="small" data-testid="deposit-sent">{format!("Deposit sent: the job opens after {} confirmation(s) on chain.", confirmations())}</p>
             })}
@@ -410,12 +427,16 @@ pub fn JobPage() -> impl IntoView {
                     </section>
                     <section class="card">
                         <h2>"Model"</h2>
+                        {if j.payment.as_ref().is_some_and(|p| p.state != PaymentState::Settled) { view! {
+                            <p class="muted small" data-testid="model-withheld">"A paid job's weights are released once its settlement is seen on chain: the contributors are paid first."</p>
+                        }.into_any() } else { view! {
                         <p class="muted small">{if j.history.is_empty() { "Initial weights until the first round ends." } else { "The latest aggregated weights." }}</p>
                         <div class="downloads">
                             <a class="button" data-testid="download-onnx" href=format!("/api/jobs/{id}/model?format=onnx") download="">"ONNX"</a>
                             <a class="button" data-testid="download-safetensors" href=format!("/api/jobs/{id}/model?format=safetensors") download="">"safetensors"</a>
                             <a class="button" data-testid="download-burn" href=format!("/api/jobs/{id}/model?format=burn") download="">"burn"</a>
                         </div>
+                        }.into_any() }}
                     </section>
                 </div>
                 <section class="card">

@@ -664,7 +664,7 @@ pub fn NewJob() -> impl IntoView {
                 <fieldset data-testid="reward">
                     <legend>"Reward"</legend>
                     <TextField form label="Reward (ETH)" name="reward.amount" get=|f| f.reward.clone() set=|f, v| f.reward = v hint="paid to contributors for verified work; empty: an unpaid job" error_field/>
-                    <TextField form label="Settle within (hours)" name="reward.deadline_hours" get=|f| f.deadline_hours.clone() set=|f, v| f.deadline_hours = v hint="after funding; unsettled by then, the deposit can be refunded" error_field/>
+                    <TextField form label="Deadline (hours)" name="reward.deadline_hours" get=|f| f.deadline_hours.clone() set=|f, v| f.deadline_hours = v hint="after funding: the job must finish by then, with time for each round; unfinished, its deposit can be refunded after two settlement graces" error_field/>
                     <p class="muted small">{format!("Deposited into the escrow on {} from your wallet when you submit; the job opens once the deposit has {} confirmation{}.", chain::chain_name(info.chain_id), info.confirmations, if info.confirmations == 1 { "" } else { "s" })}</p>
                 </fieldset>
             })}

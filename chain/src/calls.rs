@@ -22,7 +22,7 @@ alloy::sol! {
     /// contract as built.
     interface IOblivionEscrow {
         function fund(uint256 jobId, address signer, bytes32 specHash, uint64 deadline) external payable returns (bytes32 job);
-        function settle(bytes32 job, bytes32 root, uint256 total, bytes32 modelHash, bytes signature) external;
+        function settle(bytes32 job, bytes32 root, uint256 total, bytes32 modelHash, uint64 issuedAt, bytes signature) external;
         function claim(bytes32 job, uint256 index, address account, uint256 amount, bytes32[] proof) external;
 
         error AlreadyClaimed(uint256 index);
@@ -30,22 +30,25 @@ alloy::sol! {
         error ClaimWindowClosed(uint256 closesAt);
         error ClaimWindowOpen(uint256 closesAt);
         error DeadlineNotInFuture(uint64 deadline);
-        error DeadlineNotPassed(uint64 deadline);
-        error DeadlinePassed(uint64 deadline);
         error InvalidProof();
         error InvalidShortString();
         error InvalidSignature();
+        error IssuedAfterDeadline(uint64 issuedAt, uint64 deadline);
+        error IssuedInFuture(uint64 issuedAt);
         error JobExists(bytes32 job);
         error JobNotFunded(bytes32 job);
         error JobNotSettled(bytes32 job);
         error NativeTransferFailed(address to, uint256 amount);
-        error NotCreator(address caller);
         error ReentrancyGuardReentrantCall();
+        error RefundNotOpen(uint256 opensAt);
+        error RefundOpen(uint256 openedAt);
         error SafeERC20FailedOperation(address token);
+        error SettlementInGrace(uint256 opensAt);
         error StringTooLong(string str);
         error TotalExceedsDeposit(uint256 total, uint256 deposit);
         error ZeroAmount();
         error ZeroClaimWindow();
+        error ZeroSettleGrace();
         error ZeroSigner();
         error ZeroToken();
     }
@@ -201,14 +204,15 @@ pub fn fund(job_id: u64, signer: &str, spec_hash: &str, deadline: u64) -> Result
     Ok(call.abi_encode().into())
 }
 
-/// Calldata of `settle(job, root, total, modelHash, signature)` for the job
-/// with key `job_key`, from the coordinator's signed settlement.
+/// Calldata of `settle(job, root, total, modelHash, issuedAt, signature)`
+/// for the job with key `job_key`, from the coordinator's signed settlement.
 pub fn settle(job_key: &str, settlement: &SettlementView) -> Result<Bytes, CallError> {
     let call = IOblivionEscrow::settleCall {
         job: b256("job_key", job_key)?,
         root: b256("root", &settlement.root)?,
         total: wei("total", &settlement.total)?,
         modelHash: b256("model_hash", &settlement.model_hash)?,
+        issuedAt: settlement.issued_at,
         signature: bytes("signature", &settlement.signature)?,
     };
     if call.signature.len() != 65 {
@@ -300,9 +304,12 @@ fn explain(e: &EscrowError) -> String {
         EscrowError::NativeTransferFailed(E::NativeTransferFailed { to, amount }) => {
             format!("the escrow could not pay {} to {to}", eth(*amount))
         }
-        EscrowError::NotCreator(E::NotCreator { caller }) => {
-            format!("only the account that funded the job may settle it, not {caller}")
-        }
+        EscrowError::SettlementInGrace(E::SettlementInGrace { opensAt }) => format!(
+            "only the job's creator may send this settlement before {opensAt} (Unix time); anyone may after"
+        ),
+        EscrowError::RefundNotOpen(E::RefundNotOpen { opensAt }) => format!(
+            "the refund opens at {opensAt} (Unix time), two settlement grace periods after the deadline"
+        ),
         EscrowError::TotalExceedsDeposit(E::TotalExceedsDeposit { total, deposit }) => format!(
             "the settlement pays {} but only {} was deposited",
             eth(*total),
@@ -322,10 +329,11 @@ fn explain_name(name: &str) -> String {
         "DeadlineNotInFuture" => {
             "the settlement deadline is not in the future: check this computer's clock"
         }
-        "DeadlineNotPassed" => "the settlement deadline has not passed yet",
-        "DeadlinePassed" => {
-            "the settlement deadline has passed: the deposit can only be refunded"
-        }
+        "RefundNotOpen" => "the refund is not open yet",
+        "RefundOpen" => "the refund is open: the job can no longer be settled",
+        "IssuedAfterDeadline" => "the settlement was issued after the job's deadline",
+        "IssuedInFuture" => "the settlement was issued later than the latest block: try again shortly",
+        "SettlementInGrace" => "only the job's creator may send this settlement yet",
         "InvalidProof" => "the payout proof does not match the settled payout tree",
         "InvalidSignature" => "the coordinator's signature does not match this settlement",
         "JobExists" => "this job is funded already",
@@ -334,7 +342,6 @@ fn explain_name(name: &str) -> String {
         }
         "JobNotSettled" => "the job's creator has not settled it yet",
         "NativeTransferFailed" => "the escrow could not pay the recipient",
-        "NotCreator" => "only the account that funded the job may settle it",
         "TotalExceedsDeposit" => "the settlement pays more than was deposited",
         "ZeroAmount" => "the deposit must be more than zero",
         "ZeroSigner" => "no settlement signer was named",
@@ -428,7 +435,7 @@ mod tests {
         );
         assert_eq!(
             IOblivionEscrow::settleCall::SIGNATURE,
-            "settle(bytes32,bytes32,uint256,bytes32,bytes)"
+            "settle(bytes32,bytes32,uint256,bytes32,uint64,bytes)"
         );
     }
 
@@ -463,6 +470,7 @@ mod tests {
             total: "1500000000000000000".into(),
             model_hash: KEY.into(),
             nonce: 0,
+            issued_at: 1_800_000_000,
             signature: format!("0x{}1b", "ab".repeat(64)),
             payouts: vec![PayoutView {
                 index: 0,
@@ -481,6 +489,7 @@ mod tests {
         assert_eq!(call.root, HASH.parse::<B256>().unwrap());
         assert_eq!(call.total, U256::from(1_500_000_000_000_000_000u64));
         assert_eq!(call.modelHash, KEY.parse::<B256>().unwrap());
+        assert_eq!(call.issuedAt, 1_800_000_000);
         assert_eq!(call.signature.len(), 65);
         assert_eq!(call.signature[64], 0x1b);
     }

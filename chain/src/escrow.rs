@@ -28,13 +28,15 @@ pub use OblivionEscrow::{
 };
 
 /// Deploys a new escrow whose claims stay open `claim_window` seconds after
-/// each settlement (nonzero), from `provider`'s default sender, and waits for
-/// it to be mined.
+/// each settlement, and whose settlements only the creator may send during
+/// `settle_grace` seconds after they are issued (both nonzero), from
+/// `provider`'s default sender, and waits for it to be mined.
 pub async fn deploy<P: Provider<N>, N: Network>(
     provider: P,
     claim_window: u64,
+    settle_grace: u64,
 ) -> alloy::contract::Result<OblivionEscrowInstance<P, N>> {
-    OblivionEscrow::deploy(provider, claim_window).await
+    OblivionEscrow::deploy(provider, claim_window, settle_grace).await
 }
 
 /// The escrow deployed at `address`, through `provider`.

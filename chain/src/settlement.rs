@@ -2,9 +2,10 @@
 //! job key it refers to.
 //!
 //! The coordinator's key signs `Settlement(job, root, total, modelHash,
-//! nonce)` under the domain `("OblivionEscrow", "1", chainId, escrow)`; the
-//! job's creator submits it with `settle`. `nonce` is the escrow's
-//! `nonces(job)` (0 for a job never settled).
+//! nonce, issuedAt)` under the domain `("OblivionEscrow", "1", chainId,
+//! escrow)`; the job's creator may submit it with `settle` at once, anyone
+//! once the escrow's `settleGrace` has passed since `issuedAt`. `nonce` is
+//! the escrow's `nonces(job)` (0 for a job never settled).
 
 use alloy::primitives::{Address, B256, U256, keccak256};
 use alloy::signers::SignerSync;
@@ -28,6 +29,9 @@ alloy::sol! {
         bytes32 modelHash;
         /// The escrow's `nonces(job)` when settling.
         uint256 nonce;
+        /// When the coordinator issued it (chain time): at most the job's
+        /// deadline; anyone may submit it `settleGrace` later.
+        uint64 issuedAt;
     }
 }
 
@@ -49,7 +53,7 @@ pub fn domain(chain_id: u64, escrow: Address) -> Eip712Domain {
 }
 
 /// The digest the coordinator signs; equal to the escrow's
-/// `settlementDigest(job, root, total, modelHash, nonce)`.
+/// `settlementDigest(job, root, total, modelHash, nonce, issuedAt)`.
 pub fn digest(settlement: &Settlement, chain_id: u64, escrow: Address) -> B256 {
     settlement.eip712_signing_hash(&domain(chain_id, escrow))
 }
@@ -93,6 +97,7 @@ mod tests {
             total: U256::from(5_000_000_000_000_000_000u128),
             modelHash: keccak256("model: weights v1"),
             nonce: U256::ZERO,
+            issuedAt: 1_700_000_000,
         }
     }
 
@@ -111,21 +116,21 @@ mod tests {
         );
         assert_eq!(
             keccak256(Settlement::eip712_encode_type().as_bytes()),
-            b256!("b7b151136e0bc5045718d4007758b52c0f5b57785a1092ea8096f71756a5a693")
+            b256!("57bba6a9d0cffc337e383cc7f09da2983fd5053a20872fcdf31294f01b72bada")
         );
         let d = digest(&s, CHAIN, ESCROW);
         assert_eq!(
             d,
-            b256!("dc803ce204e911ef72cd8917f5a9b2cf27511e97091bfda1b6be8b13ea14810f")
+            b256!("19fb0968d3e450209606fb5bd74ebf56c53812c8be1f9d29952de741baaa7d80")
         );
         let sig = sign(&key, &s, CHAIN, ESCROW).unwrap();
         assert_eq!(
             sig[..32],
-            b256!("3e066bced143a40736be7a3d8151778dfcea0873d3f0ee2d3d2578eebd123e5a")[..]
+            b256!("11ac2088ace1a38c750a6db095d44e34cc198e06a36f24517d482368edb3283b")[..]
         );
         assert_eq!(
             sig[32..64],
-            b256!("5671cd3ab8d79d92244b23a8ff1a80c2659b481a742c81577b998fcc10b8916a")[..]
+            b256!("3e576b379e9ed170fdc37838ac5fee7f401d1d7c55d6dd9bc90173c72a272e4e")[..]
         );
         assert_eq!(sig[64], 28);
         let recovered = Signature::try_from(&sig[..])
@@ -151,10 +156,15 @@ mod tests {
             nonce: U256::from(1),
             ..s.clone()
         };
+        let reissued = Settlement {
+            issuedAt: s.issuedAt + 1,
+            ..s.clone()
+        };
         for other in [
             digest(&other_job, CHAIN, ESCROW),
             digest(&other_creator, CHAIN, ESCROW),
             digest(&replayed, CHAIN, ESCROW),
+            digest(&reissued, CHAIN, ESCROW),
             digest(&s, 1, ESCROW),
             digest(&s, CHAIN, CREATOR),
         ] {

@@ -18,6 +18,7 @@ use oblivion_chain::{Key, PayoutTree, Settlement, settlement, shares};
 
 const ETHER: u128 = 1_000_000_000_000_000_000;
 const DAY: u64 = 24 * 60 * 60;
+const HOUR: u64 = 60 * 60;
 
 /// The anvil binary of `contracts/node_modules`: the platform package's
 /// executable if there is one, else the npm launcher.
@@ -58,11 +59,12 @@ async fn scenario(binary: &Path) {
     let provider = escrow::connect(anvil.endpoint_url(), &creator);
     let chain_id = provider.get_chain_id().await.unwrap();
 
-    let contract = escrow::deploy(provider.clone(), DAY)
+    let contract = escrow::deploy(provider.clone(), DAY, HOUR)
         .await
         .expect("deploys");
     let at = *contract.address();
     assert_eq!(contract.claimWindow().call().await.unwrap(), DAY);
+    assert_eq!(contract.settleGrace().call().await.unwrap(), HOUR);
 
     let now = provider
         .get_block_by_number(BlockNumberOrTag::Latest)
@@ -121,10 +123,11 @@ async fn scenario(binary: &Path) {
         total,
         modelHash: model,
         nonce,
+        issuedAt: now,
     };
     assert_eq!(
         contract
-            .settlementDigest(job, tree.root(), total, model, nonce)
+            .settlementDigest(job, tree.root(), total, model, nonce, now)
             .call()
             .await
             .unwrap(),
@@ -138,7 +141,7 @@ async fn scenario(binary: &Path) {
     fund(2).send().await.unwrap().get_receipt().await.unwrap();
     let job2 = settlement::job_key(creator.address_bytes(), coordinator.address_bytes(), 2);
     let err = contract
-        .settle(job2, tree.root(), total, model, signature.clone())
+        .settle(job2, tree.root(), total, model, now, signature.clone())
         .send()
         .await
         .expect_err("a signature for another job settles");
@@ -153,14 +156,14 @@ async fn scenario(binary: &Path) {
         .await
         .expect_err("a refund before the deadline");
     assert!(
-        err.as_decoded_error::<OblivionEscrow::DeadlineNotPassed>()
+        err.as_decoded_error::<OblivionEscrow::RefundNotOpen>()
             .is_some(),
         "{err}"
     );
 
     // Settle job 1: the 1 ether above the total goes back to the creator.
     let receipt = contract
-        .settle(job, tree.root(), total, model, signature)
+        .settle(job, tree.root(), total, model, now, signature)
         .send()
         .await
         .unwrap()

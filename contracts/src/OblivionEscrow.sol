@@ -14,18 +14,24 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 ///
 /// A job's creator deposits the payment up front (native currency or an ERC-20) and names the
 /// coordinator key that will sign the job's settlement. When the work is done the coordinator
-/// signs a settlement (a Merkle root of contributor payouts, their total and the hash of the
-/// resulting model) and the creator submits it: the excess of the deposit over the total goes
-/// back to the creator, and each contributor claims their leaf with a Merkle proof during the
-/// claim window. Whatever is not claimed by the end of the window goes back to the creator.
-/// A job that is never settled before its deadline is refunded in full.
+/// signs a settlement (a Merkle root of contributor payouts, their total, the hash of the
+/// resulting model and when it was issued). The creator may submit it at once; once the
+/// settlement grace has passed since it was issued, anyone may (a contributor, the coordinator),
+/// so contributors are paid for finished work whatever the creator does. At settlement the
+/// excess of the deposit over the total goes back to the creator, and each contributor claims
+/// their leaf with a Merkle proof during the claim window. Whatever is not claimed by the end of
+/// the window goes back to the creator.
+///
+/// A job that is not settled by `deadline + 2 * settleGrace` is refunded in full. A settlement
+/// must be issued by the deadline, so a signed one always leaves anyone at least one grace period
+/// to submit it before the refund opens: a creator cannot take the work and then the deposit.
 ///
 /// Life cycle of a job:
 ///   fund / fundToken  -> Funded
-///   Funded  --settle (creator + coordinator signature, by the deadline)--> Settled
-///   Funded  --refund (anyone, after deadline)----------------------------> Refunded
-///   Settled --claim (anyone, for the leaf's account, within window)------> Settled
-///   Settled --sweep (anyone, after window)-------------------------------> Swept
+///   Funded  --settle (coordinator signature; creator at once, anyone after grace)--> Settled
+///   Funded  --refund (anyone, after deadline + 2 grace)-----------------------------> Refunded
+///   Settled --claim (anyone, for the leaf's account, within window)-----------------> Settled
+///   Settled --sweep (anyone, after window)------------------------------------------> Swept
 ///
 /// @dev Every state-changing entry point is `nonReentrant` and follows checks-effects-interactions.
 /// The guard is OpenZeppelin's transient-storage ReentrancyGuard (EIP-1153), far cheaper than a
@@ -71,11 +77,16 @@ contract OblivionEscrow is EIP712, ReentrancyGuardTransient {
 
     /// @notice EIP-712 type hash of the coordinator's settlement statement.
     bytes32 public constant SETTLEMENT_TYPEHASH =
-        keccak256("Settlement(bytes32 job,bytes32 root,uint256 total,bytes32 modelHash,uint256 nonce)");
+        keccak256("Settlement(bytes32 job,bytes32 root,uint256 total,bytes32 modelHash,uint256 nonce,uint64 issuedAt)");
 
     /// @notice Seconds after settlement during which contributors may claim. Fixed per deployment
     /// so that neither the creator nor the coordinator can shorten a window after the fact.
     uint64 public immutable claimWindow;
+
+    /// @notice Seconds after a settlement is issued during which only the creator may submit it;
+    /// after them anyone may. The refund opens `2 * settleGrace` after the deadline, so a
+    /// settlement issued at the deadline still leaves everyone a full grace period to submit it.
+    uint64 public immutable settleGrace;
 
     // ------------------------------------------------------------------------------------------
     // Storage
@@ -122,6 +133,7 @@ contract OblivionEscrow is EIP712, ReentrancyGuardTransient {
     // ------------------------------------------------------------------------------------------
 
     error ZeroClaimWindow();
+    error ZeroSettleGrace();
     error ZeroAmount();
     error ZeroSigner();
     error ZeroToken();
@@ -129,9 +141,11 @@ contract OblivionEscrow is EIP712, ReentrancyGuardTransient {
     error JobExists(bytes32 job);
     error JobNotFunded(bytes32 job);
     error JobNotSettled(bytes32 job);
-    error NotCreator(address caller);
-    error DeadlinePassed(uint64 deadline);
-    error DeadlineNotPassed(uint64 deadline);
+    error SettlementInGrace(uint256 opensAt);
+    error IssuedAfterDeadline(uint64 issuedAt, uint64 deadline);
+    error IssuedInFuture(uint64 issuedAt);
+    error RefundOpen(uint256 openedAt);
+    error RefundNotOpen(uint256 opensAt);
     error TotalExceedsDeposit(uint256 total, uint256 deposit);
     error InvalidSignature();
     error ClaimWindowClosed(uint256 closesAt);
@@ -147,9 +161,14 @@ contract OblivionEscrow is EIP712, ReentrancyGuardTransient {
 
     /// @param claimWindow_ Seconds after settlement during which claims are open. Must be
     /// nonzero: a zero window would let the creator sweep in the very next block.
-    constructor(uint64 claimWindow_) EIP712("OblivionEscrow", "1") {
+    /// @param settleGrace_ Seconds after a settlement is issued during which only the creator may
+    /// submit it. Must be nonzero: with none, a settlement issued at the deadline could meet a
+    /// refund in the same block.
+    constructor(uint64 claimWindow_, uint64 settleGrace_) EIP712("OblivionEscrow", "1") {
         if (claimWindow_ == 0) revert ZeroClaimWindow();
+        if (settleGrace_ == 0) revert ZeroSettleGrace();
         claimWindow = claimWindow_;
+        settleGrace = settleGrace_;
     }
 
     // ------------------------------------------------------------------------------------------
@@ -165,12 +184,23 @@ contract OblivionEscrow is EIP712, ReentrancyGuardTransient {
 
     /// @notice EIP-712 digest the coordinator signs to settle `job`. Exposed so that off-chain
     /// code can check its own encoding against the contract's.
-    function settlementDigest(bytes32 job, bytes32 root, uint256 total, bytes32 modelHash, uint256 nonce)
-        public
-        view
-        returns (bytes32)
-    {
-        return _hashTypedDataV4(keccak256(abi.encode(SETTLEMENT_TYPEHASH, job, root, total, modelHash, nonce)));
+    function settlementDigest(
+        bytes32 job,
+        bytes32 root,
+        uint256 total,
+        bytes32 modelHash,
+        uint256 nonce,
+        uint64 issuedAt
+    ) public view returns (bytes32) {
+        return _hashTypedDataV4(
+            keccak256(abi.encode(SETTLEMENT_TYPEHASH, job, root, total, modelHash, nonce, issuedAt))
+        );
+    }
+
+    /// @notice First timestamp at which `refund(job)` succeeds for a job still funded:
+    /// `deadline + 2 * settleGrace + 1`.
+    function refundOpensAt(bytes32 job) public view returns (uint256) {
+        return uint256(_jobs[job].deadline) + 2 * uint256(settleGrace) + 1;
     }
 
     /// @notice Settlement nonce of `job`: the value the next settlement signature must carry.
@@ -226,7 +256,8 @@ contract OblivionEscrow is EIP712, ReentrancyGuardTransient {
     /// @param jobId The coordinator's id of the job.
     /// @param signer The coordinator key that will sign the settlement.
     /// @param specHash Hash of the job specification, recorded so both sides can point at it.
-    /// @param deadline Last timestamp at which the job can be settled; after it, refund opens.
+    /// @param deadline Last timestamp at which the coordinator may issue the settlement; the
+    /// refund opens `2 * settleGrace` after it.
     /// @return job The job key, `jobKey(msg.sender, signer, jobId)`.
     function fund(uint256 jobId, address signer, bytes32 specHash, uint64 deadline)
         external
@@ -295,32 +326,33 @@ contract OblivionEscrow is EIP712, ReentrancyGuardTransient {
 
     /// @notice Settle `job` with the coordinator's signed payout statement.
     ///
-    /// Only the creator may settle: settlement is the creator accepting the coordinator's result
-    /// (the `modelHash`) and its price (`total`). Requiring both the creator's transaction and the
-    /// coordinator's signature means neither party alone can decide how the deposit is spent.
+    /// The coordinator's signature decides how the deposit is spent; the creator chose the
+    /// coordinator and the deposit's size when funding. The creator may submit the settlement as
+    /// soon as it is issued; anyone may after `settleGrace`, so that the contributors of a
+    /// finished job are paid even when its creator walks away. The settlement must have been
+    /// issued by the deadline, and no settlement is accepted once the refund is open.
     ///
     /// @param root Merkle root of the payout leaves `(uint256 index, address account, uint256 amount)`.
     /// @param total Sum the leaves may pay at most; the deposit's excess over it is returned now.
     /// @param modelHash Hash of the model the job produced.
+    /// @param issuedAt When the coordinator issued the settlement (at most the deadline).
     /// @param signature The signer's 65-byte EIP-712 signature over
-    ///        `Settlement(job, root, total, modelHash, nonces(job))`.
-    function settle(bytes32 job, bytes32 root, uint256 total, bytes32 modelHash, bytes calldata signature)
-        external
-        nonReentrant
-    {
+    ///        `Settlement(job, root, total, modelHash, nonces(job), issuedAt)`.
+    function settle(
+        bytes32 job,
+        bytes32 root,
+        uint256 total,
+        bytes32 modelHash,
+        uint64 issuedAt,
+        bytes calldata signature
+    ) external nonReentrant {
         Job storage j = _jobs[job];
-        if (j.state != State.Funded) revert JobNotFunded(job);
-        if (msg.sender != j.creator) revert NotCreator(msg.sender);
-        if (block.timestamp > j.deadline) revert DeadlinePassed(j.deadline);
+        _checkSettleable(j, job, issuedAt);
         uint256 deposit = j.deposit;
         if (total > deposit) revert TotalExceedsDeposit(total, deposit);
 
         uint256 nonce = j.nonce;
-        bytes32 digest = settlementDigest(job, root, total, modelHash, nonce);
-        // tryRecover applies ECDSA.recover's checks (65-byte signatures, low-s only, so no
-        // malleated copy verifies) but lets every failure surface as one error.
-        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecoverCalldata(digest, signature);
-        if (err != ECDSA.RecoverError.NoError || recovered != j.signer) revert InvalidSignature();
+        _checkSignature(j.signer, settlementDigest(job, root, total, modelHash, nonce, issuedAt), signature);
 
         j.state = State.Settled;
         j.settledAt = uint64(block.timestamp);
@@ -338,6 +370,27 @@ contract OblivionEscrow is EIP712, ReentrancyGuardTransient {
             emit Returned(job, creator, excess);
             _pay(j.token, creator, excess);
         }
+    }
+
+    /// @dev Whether `msg.sender` may settle `job` now with a settlement issued at `issuedAt`.
+    function _checkSettleable(Job storage j, bytes32 job, uint64 issuedAt) private view {
+        if (j.state != State.Funded) revert JobNotFunded(job);
+        uint256 refundAt = refundOpensAt(job);
+        if (block.timestamp >= refundAt) revert RefundOpen(refundAt);
+        if (issuedAt > j.deadline) revert IssuedAfterDeadline(issuedAt, j.deadline);
+        if (issuedAt > block.timestamp) revert IssuedInFuture(issuedAt);
+        if (msg.sender != j.creator) {
+            uint256 opensAt = uint256(issuedAt) + settleGrace;
+            if (block.timestamp < opensAt) revert SettlementInGrace(opensAt);
+        }
+    }
+
+    /// @dev Reverts unless `signature` is `signer`'s over `digest`. tryRecover applies
+    /// ECDSA.recover's checks (65-byte signatures, low-s only, so no malleated copy verifies) but
+    /// lets every failure surface as one error.
+    function _checkSignature(address signer, bytes32 digest, bytes calldata signature) private pure {
+        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecoverCalldata(digest, signature);
+        if (err != ECDSA.RecoverError.NoError || recovered != signer) revert InvalidSignature();
     }
 
     // ------------------------------------------------------------------------------------------
@@ -378,13 +431,14 @@ contract OblivionEscrow is EIP712, ReentrancyGuardTransient {
     // Returns to the creator
     // ------------------------------------------------------------------------------------------
 
-    /// @notice Return the whole deposit of a job that was not settled by its deadline. Anyone may
-    /// call (so a creator's funds are never stuck behind its own availability); the funds always
-    /// go to the creator.
+    /// @notice Return the whole deposit of a job that was not settled by `refundOpensAt(job)`.
+    /// Anyone may call (so a creator's funds are never stuck behind its own availability); the
+    /// funds always go to the creator.
     function refund(bytes32 job) external nonReentrant {
         Job storage j = _jobs[job];
         if (j.state != State.Funded) revert JobNotFunded(job);
-        if (block.timestamp <= j.deadline) revert DeadlineNotPassed(j.deadline);
+        uint256 opensAt = refundOpensAt(job);
+        if (block.timestamp < opensAt) revert RefundNotOpen(opensAt);
 
         j.state = State.Refunded;
         uint256 amount = j.deposit;

@@ -23,12 +23,12 @@ contract GasTest is EscrowTest {
         bytes32 job = fundNative(1, total + 1 ether);
         vm.deal(creator, 1 ether); // a creator's wallet holds some balance (it pays for gas)
         bytes32 root = Merkle.root(t);
-        bytes memory sig = sign(SIGNER_KEY, escrow, job, root, total, 0);
+        bytes memory sig = sign(SIGNER_KEY, escrow, job, root, total, 0, START);
 
         vm.cool(address(escrow));
         vm.prank(creator);
         uint256 g = gasleft();
-        escrow.settle(job, root, total, MODEL, sig);
+        escrow.settle(job, root, total, MODEL, START, sig);
         g -= gasleft();
         console.log(string.concat("settle, returning excess, leaves=", vm.toString(n)), g);
 

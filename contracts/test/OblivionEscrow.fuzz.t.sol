@@ -79,10 +79,10 @@ contract OblivionEscrowFuzzTest is EscrowTest {
         vm.assume(key != SIGNER_KEY);
         bytes32 job = fundNative(1, 1 ether);
         total = bound(total, 0, 1 ether);
-        bytes memory sig = sign(key, escrow, job, root, total, 0);
+        bytes memory sig = sign(key, escrow, job, root, total, 0, START);
         vm.prank(creator);
         vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
-        escrow.settle(job, root, total, MODEL, sig);
+        escrow.settle(job, root, total, MODEL, START, sig);
     }
 
     /// @dev Distinct (creator, signer, job id) triples give distinct keys, and a settlement signed
@@ -99,12 +99,12 @@ contract OblivionEscrowFuzzTest is EscrowTest {
         bytes32 a = fundNative(creator, idA, 1 ether, START + 1 days);
         bytes32 b = fundNative(creator, idB, 1 ether, START + 1 days);
         bytes32 root = keccak256(abi.encode(idA, idB));
-        bytes memory sigA = sign(SIGNER_KEY, escrow, a, root, 1 ether, 0);
+        bytes memory sigA = sign(SIGNER_KEY, escrow, a, root, 1 ether, 0, START);
         vm.prank(creator);
         vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
-        escrow.settle(b, root, 1 ether, MODEL, sigA);
+        escrow.settle(b, root, 1 ether, MODEL, START, sigA);
         vm.prank(creator);
-        escrow.settle(a, root, 1 ether, MODEL, sigA);
+        escrow.settle(a, root, 1 ether, MODEL, START, sigA);
         assertTrue(stateOf(b) == OblivionEscrow.State.Funded, "other job untouched");
     }
 
@@ -128,9 +128,110 @@ contract OblivionEscrowFuzzTest is EscrowTest {
         (,,,,, uint256 deposit,,,,,,) = escrow.jobs(job);
         assertEq(deposit, expected, "deposit");
         assertEq(fee.balanceOf(address(escrow)), deposit, "held == deposit");
-        vm.warp(START + 1 days + 1);
+        vm.warp(escrow.refundOpensAt(job));
         escrow.refund(job);
         assertEq(fee.balanceOf(address(escrow)), 0, "refund drains exactly the deposit");
+    }
+
+    /// @dev The guarantee the grace gives contributors: whatever the grace, the deadline, when the
+    /// settlement was issued (at most the deadline) and when it is first seen (any time before the
+    /// refund opens), the creator can submit it at once, and a stranger at
+    /// `max(now, issuedAt + grace)`, which always comes before the refund opens. Until then the
+    /// refund stays shut.
+    function testFuzz_IssuedSettlement_AlwaysSubmittableBeforeRefund(
+        uint256 grace,
+        uint256 deadlineDelta,
+        uint256 issuedAt,
+        uint256 seenAt,
+        address caller
+    ) public {
+        grace = bound(grace, 1, 3650 days);
+        OblivionEscrow e = new OblivionEscrow(WINDOW, uint64(grace));
+        uint64 deadline = uint64(bound(deadlineDelta, 1, 3650 days)) + START;
+        uint64 issued = uint64(bound(issuedAt, 0, deadline));
+        vm.deal(creator, 2 ether);
+        vm.startPrank(creator);
+        bytes32 a = e.fund{value: 1 ether}(1, signer, SPEC, deadline);
+        bytes32 b = e.fund{value: 1 ether}(2, signer, SPEC, deadline);
+        vm.stopPrank();
+        uint256 refundAt = e.refundOpensAt(a);
+        assertEq(refundAt, uint256(deadline) + 2 * grace + 1, "refundOpensAt");
+        // Seen some time after it was issued (and after funding), but before the refund opens.
+        uint256 seen = bound(seenAt, issued > START ? issued : START, refundAt - 1);
+        bytes memory sigA = sign(SIGNER_KEY, e, a, keccak256("root"), 1 ether, 0, issued);
+        bytes memory sigB = sign(SIGNER_KEY, e, b, keccak256("root"), 1 ether, 0, issued);
+
+        // The creator can submit it at once.
+        vm.warp(seen);
+        vm.prank(creator);
+        e.settle(a, keccak256("root"), 1 ether, MODEL, issued, sigA);
+
+        // Anyone else once the grace since issue is over, which is still before the refund opens.
+        uint256 open = seen > uint256(issued) + grace ? seen : uint256(issued) + grace;
+        assertLt(open, refundAt, "a stranger's turn comes before the refund");
+        vm.warp(open);
+        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.RefundNotOpen.selector, refundAt));
+        e.refund(b);
+        if (caller == creator) caller = stranger;
+        vm.prank(caller);
+        e.settle(b, keccak256("root"), 1 ether, MODEL, issued, sigB);
+        assertTrue(e.nonces(a) == 1 && e.nonces(b) == 1, "both settled");
+    }
+
+    /// @dev The grace rule for any caller at any time: the creator may settle from issue until the
+    /// refund opens; anyone else from `issuedAt + GRACE` until the refund opens, and before that
+    /// gets `SettlementInGrace(issuedAt + GRACE)`. At and after `refundOpensAt` nobody may.
+    function testFuzz_Settle_GraceRule(address caller, uint256 issuedAt, uint256 time) public {
+        if (caller == address(vm)) caller = stranger; // the cheatcode address cannot be pranked
+        uint64 deadline = START + 1 days;
+        bytes32 job = fundNative(creator, 1, 1 ether, deadline);
+        uint64 issued = uint64(bound(issuedAt, 0, deadline));
+        uint256 refundAt = escrow.refundOpensAt(job);
+        time = bound(time, issued > START ? issued : START, refundAt + 1 days);
+        bytes memory sig = sign(SIGNER_KEY, escrow, job, keccak256("root"), 1 ether, 0, issued);
+
+        vm.warp(time);
+        uint256 opensAt = uint256(issued) + GRACE;
+        if (time >= refundAt) {
+            vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.RefundOpen.selector, refundAt));
+        } else if (caller != creator && time < opensAt) {
+            vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.SettlementInGrace.selector, opensAt));
+        }
+        vm.prank(caller);
+        escrow.settle(job, keccak256("root"), 1 ether, MODEL, issued, sig);
+        bool settled = time < refundAt && (caller == creator || time >= opensAt);
+        assertEq(stateOf(job) == OblivionEscrow.State.Settled, settled, "settled exactly when allowed");
+    }
+
+    /// @dev Whatever the grace and time: refund succeeds exactly from `deadline + 2 * grace + 1`,
+    /// and a settlement issued at the deadline is accepted exactly before that.
+    function testFuzz_RefundOpensExactlyAt(uint256 grace, uint256 deadlineDelta, uint256 time) public {
+        grace = bound(grace, 1, 3650 days);
+        OblivionEscrow e = new OblivionEscrow(WINDOW, uint64(grace));
+        uint64 deadline = uint64(bound(deadlineDelta, 1, 3650 days)) + START;
+        vm.deal(creator, 2 ether);
+        vm.startPrank(creator);
+        bytes32 a = e.fund{value: 1 ether}(1, signer, SPEC, deadline);
+        bytes32 b = e.fund{value: 1 ether}(2, signer, SPEC, deadline);
+        vm.stopPrank();
+        uint256 refundAt = uint256(deadline) + 2 * grace + 1;
+        assertEq(e.refundOpensAt(a), refundAt, "refundOpensAt");
+        time = bound(time, START, refundAt + 3650 days);
+        bytes memory sig = sign(SIGNER_KEY, e, b, keccak256("root"), 1 ether, 0, deadline);
+        vm.warp(time);
+        if (time < refundAt) {
+            vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.RefundNotOpen.selector, refundAt));
+            e.refund(a);
+            if (time >= deadline) {
+                vm.prank(creator);
+                e.settle(b, keccak256("root"), 1 ether, MODEL, deadline, sig);
+            }
+        } else {
+            e.refund(a);
+            vm.prank(creator);
+            vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.RefundOpen.selector, refundAt));
+            e.settle(b, keccak256("root"), 1 ether, MODEL, deadline, sig);
+        }
     }
 }
 

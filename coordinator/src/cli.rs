@@ -53,6 +53,11 @@ enum Command {
         /// Seconds after a settlement during which contributors claim.
         #[arg(long, default_value_t = 30 * 24 * 3600)]
         claim_window_secs: u64,
+        /// Seconds after a settlement is issued during which only the job's
+        /// creator may send it; anyone may after. The refund opens two of
+        /// these after a job's deadline.
+        #[arg(long, default_value_t = 24 * 3600)]
+        settle_grace_secs: u64,
     },
 }
 
@@ -157,6 +162,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             rpc_url,
             key,
             claim_window_secs,
+            settle_grace_secs,
         } => {
             let key = Key::parse(&key).map_err(|e| format!("--key (OBLIVION_KEY): {e}"))?;
             let url = rpc_url
@@ -165,6 +171,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             let escrow = oblivion_chain::escrow::deploy(
                 oblivion_chain::escrow::connect(url, &key),
                 claim_window_secs,
+                settle_grace_secs,
             )
             .await
             .map_err(|e| format!("deploying the escrow on {rpc_url}: {e}"))?;

@@ -111,6 +111,11 @@ pub struct ChainSettings {
     pub confirmations: u64,
     /// How often the chain is read.
     pub poll: Duration,
+    /// Time a paid job's deadline must allow per round.
+    pub round_time: Duration,
+    /// Time kept free before a paid job's deadline: no lease is granted in
+    /// it, beyond the lease lifetime.
+    pub deadline_margin: Duration,
 }
 
 impl Default for ChainSettings {
@@ -122,6 +127,8 @@ impl Default for ChainSettings {
             signer_key: None,
             confirmations: 2,
             poll: Duration::from_secs(2),
+            round_time: Duration::from_secs(300),
+            deadline_margin: Duration::from_secs(1800),
         }
     }
 }
@@ -143,6 +150,27 @@ pub struct ChainConfig {
     pub confirmations: u64,
     /// How often the chain is read.
     pub poll: Duration,
+    /// Time a paid job's deadline must allow per round.
+    pub round_time: Duration,
+    /// Time kept free before a paid job's deadline: no lease is granted in
+    /// it, beyond the lease lifetime.
+    pub deadline_margin: Duration,
+}
+
+impl ChainConfig {
+    /// The least time from a deposit to its job's deadline: `round_time`
+    /// per round, then a lease's lifetime and the margin, in which no lease
+    /// is granted (a settlement must be issued by the deadline).
+    pub fn time_needed(&self, rounds: u32, lease_lifetime: Duration) -> Duration {
+        self.round_time * rounds + lease_lifetime + self.deadline_margin
+    }
+
+    /// The last moment (Unix seconds) a lease of a job whose deadline is
+    /// `deadline` may be granted: its work must be in, aggregated and
+    /// settled before the deadline.
+    pub fn leases_until(&self, deadline: i64, lease_lifetime: Duration) -> f64 {
+        deadline as f64 - (lease_lifetime + self.deadline_margin).as_secs_f64()
+    }
 }
 
 /// Limits on what one job may cost, checked when it is created.
@@ -370,6 +398,12 @@ pub struct ConfigLayer {
     /// Seconds between reads of the chain [default: 2].
     #[arg(long, env = "OBLIVION_CHAIN_POLL_SECS")]
     pub chain_poll_secs: Option<u64>,
+    /// Seconds a paid job's deadline must allow per round; a deposit whose deadline allows less is refused [default: 300].
+    #[arg(long, env = "OBLIVION_DEADLINE_ROUND_SECS")]
+    pub deadline_round_secs: Option<u64>,
+    /// Seconds before a paid job's deadline, beyond a lease's lifetime, in which no lease is granted [default: 1800].
+    #[arg(long, env = "OBLIVION_DEADLINE_MARGIN_SECS")]
+    pub deadline_margin_secs: Option<u64>,
 }
 
 impl Config {
@@ -463,6 +497,12 @@ impl Config {
         c.signer_key = l.signer_key.or(c.signer_key.take());
         c.confirmations = l.confirmations.unwrap_or(c.confirmations);
         c.poll = l.chain_poll_secs.map_or(c.poll, Duration::from_secs);
+        c.round_time = l
+            .deadline_round_secs
+            .map_or(c.round_time, Duration::from_secs);
+        c.deadline_margin = l
+            .deadline_margin_secs
+            .map_or(c.deadline_margin, Duration::from_secs);
         self
     }
 
@@ -503,6 +543,8 @@ impl Config {
                     signer_key: signer_key.clone(),
                     confirmations: c.confirmations,
                     poll: c.poll,
+                    round_time: c.round_time,
+                    deadline_margin: c.deadline_margin,
                 }))
             }
             _ => Err(

@@ -189,6 +189,9 @@ pub struct LiveJob {
     /// A private job is leased only to workers signed in as one of these
     /// accounts (see [`JobSpec::restricted_to`]). `None`: to anyone.
     pub trainers: Option<Vec<String>>,
+    /// A paid job is leased only until then (Unix seconds): later work
+    /// could not be settled before its deadline. `None`: no end.
+    pub leases_until: Option<f64>,
 }
 
 impl LiveJob {
@@ -220,6 +223,7 @@ impl LiveJob {
             base_shards,
             local: None,
             trainers: None,
+            leases_until: None,
         };
         job.set_replicas(replicas);
         job
@@ -638,15 +642,16 @@ impl Hub {
         ended
     }
 
-    /// Proposes leases for pending shards, without changing anything:
-    /// shards of all jobs interleaved (oldest job first within each turn);
+    /// Proposes leases for pending shards at `now`, without changing
+    /// anything: shards of all jobs still open to leases interleaved (oldest job first within each turn);
     /// each to the eligible worker with the fewest active leases (then the
     /// best benchmark, then the lowest id), never past the per-worker cap,
     /// and to a worker whose update for that shard was rejected only when
     /// no one else can take it.
-    pub fn plan(&self) -> Vec<Grant> {
+    pub fn plan(&self, now: f64) -> Vec<Grant> {
         let mut queue: Vec<(usize, u64, u32)> = Vec::new();
-        for job in self.jobs.values().filter(|j| !j.round_complete()) {
+        let open = |j: &&LiveJob| !j.round_complete() && j.leases_until.is_none_or(|t| now < t);
+        for job in self.jobs.values().filter(open) {
             let mut turn = 0;
             for (i, shard) in job.shards.iter().enumerate() {
                 if shard.state == ShardState::Pending {
@@ -1153,7 +1158,7 @@ mod tests {
 
         /// Plans and grants everything, as the database would accept it.
         fn dispatch(&mut self, now: f64) -> Vec<Lease> {
-            let plan = self.hub.plan();
+            let plan = self.hub.plan(now);
             plan.into_iter()
                 .filter_map(|g| {
                     self.next_lease += 1;
@@ -1240,13 +1245,27 @@ mod tests {
     }
 
     #[test]
+    fn a_paid_job_is_not_leased_near_its_deadline() {
+        let mut n = Net::new();
+        n.add_worker(1.0);
+        n.add_job(1, 4);
+        n.hub.jobs.get_mut(&1).unwrap().leases_until = Some(100.0);
+        assert_eq!(n.dispatch(99.0).len(), 2, "before the cut-off, leased");
+        n.add_worker(1.0);
+        assert!(
+            n.dispatch(100.0).is_empty(),
+            "from the cut-off on, no lease whatever the room"
+        );
+    }
+
+    #[test]
     fn a_plan_changes_nothing_until_granted_and_stale_grants_are_refused() {
         let mut n = Net::new();
         let a = n.add_worker(1.0);
         n.add_job(1, 1);
-        let plan = n.hub.plan();
+        let plan = n.hub.plan(0.0);
         assert_eq!(plan.len(), 1);
-        assert_eq!(n.hub.plan(), plan, "planning is pure");
+        assert_eq!(n.hub.plan(0.0), plan, "planning is pure");
         assert_eq!(n.hub.jobs[&1].shards[0].state, ShardState::Pending);
         assert!(n.hub.grant(plan[0], 7, 0.0).is_some());
         assert!(
@@ -1255,7 +1274,7 @@ mod tests {
         );
         n.hub.remove_worker(a);
         let b = n.add_worker(1.0);
-        let again = n.hub.plan();
+        let again = n.hub.plan(0.0);
         n.hub.remove_worker(b);
         assert!(n.hub.grant(again[0], 9, 0.0).is_none(), "worker gone");
         n.hub.remove_job(1);
@@ -1599,7 +1618,7 @@ mod tests {
         let views = n.hub.shard_views(1, ShardDetail::Owner);
         assert_eq!(views[first as usize].state, ShardStatus::Done);
         assert_eq!(views[2].worker_id, Some(77));
-        assert!(n.hub.plan().is_empty(), "nothing left to plan here");
+        assert!(n.hub.plan(0.0).is_empty(), "nothing left to plan here");
         // The other instance's lease ends: the shard is free again.
         n.hub.sync_shards(1, 1, &[(first, 55)], &[]);
         assert_eq!(n.dispatch(1.0).len(), 1);

@@ -163,7 +163,9 @@ async fn a_paid_job_is_funded_settled_and_claimed_in_the_browser() {
     let anvil = Anvil::start_with(&["--block-time", "1"]).unwrap();
     let url: alloy::transports::http::reqwest::Url = anvil.url.parse().unwrap();
     let provider = escrow::connect(url, &Key::parse(DEPLOYER).unwrap());
-    let contract = escrow::deploy(provider.clone(), 86_400).await.unwrap();
+    let contract = escrow::deploy(provider.clone(), 86_400, 3_600)
+        .await
+        .unwrap();
     let address = format!("{:#x}", contract.address());
     let net = Network::start(&[
         "--web-dir",

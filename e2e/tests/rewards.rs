@@ -4,7 +4,9 @@
 //! coordinator signs the settlement, the creator's key sends it, and each
 //! worker claims exactly its share; balances are checked on chain. Forged
 //! proofs, second claims, a settlement signed for another job and a refund
-//! before the deadline all revert.
+//! before the deadline all revert. A creator who walks away after the work
+//! cannot take the model, nor the deposit back: the settlement is sent
+//! without them once its grace has passed, and the workers claim.
 
 use std::time::{Duration, Instant};
 
@@ -68,12 +70,24 @@ async fn fund(
     job: &JobView,
     signer: Address,
 ) {
-    let payment = job.payment.as_ref().unwrap();
-    let deadline = std::time::SystemTime::now()
+    fund_until(contract, job, signer, unix_now() + 24 * 3600).await
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-        + 24 * 3600;
+}
+
+/// Funds `job` with a deposit whose deadline is `deadline`.
+async fn fund_until(
+    contract: &OblivionEscrow::OblivionEscrowInstance<&DynProvider>,
+    job: &JobView,
+    signer: Address,
+    deadline: u64,
+) {
+    let payment = job.payment.as_ref().unwrap();
     let receipt = contract
         .fund(
             U256::from(job.id),
@@ -91,11 +105,13 @@ async fn fund(
     assert!(receipt.status());
 }
 
-/// Deploys the escrow on the node at `url` (from anvil's account #8).
-async fn deploy_escrow(url: &alloy::transports::http::reqwest::Url) -> Address {
+/// Deploys the escrow on the node at `url` (from anvil's account #8), with
+/// a settlement grace of `grace` seconds.
+async fn deploy_escrow(url: &alloy::transports::http::reqwest::Url, grace: u64) -> Address {
     *escrow::deploy(
         escrow::connect(url.clone(), &Key::parse(DEPLOYER).unwrap()),
         86_400,
+        grace,
     )
     .await
     .unwrap()
@@ -132,7 +148,7 @@ fn paid_network(rpc: &str, escrow: Address, confirmations: u64, extra: &[&str]) 
 async fn a_paid_job_is_funded_trained_settled_and_claimed_on_chain() {
     let anvil = Anvil::start().unwrap();
     let url: alloy::transports::http::reqwest::Url = anvil.url.parse().unwrap();
-    let escrow_address = deploy_escrow(&url).await;
+    let escrow_address = deploy_escrow(&url, 86_400).await;
     let signer = Key::parse(SIGNER).unwrap();
     let mut net = paid_network(&anvil.url, escrow_address, 2, &[]);
     let api = net.api();
@@ -193,6 +209,7 @@ async fn a_paid_job_is_funded_trained_settled_and_claimed_on_chain() {
             s.root.parse().unwrap(),
             s.total.parse().unwrap(),
             s.model_hash.parse().unwrap(),
+            s.issued_at,
             signature.clone(),
         )
         .send()
@@ -222,7 +239,6 @@ async fn a_paid_job_is_funded_trained_settled_and_claimed_on_chain() {
         assert_eq!(r.account, key_w.address().to_lowercase());
         let provider = escrow::connect(url.clone(), &key_w);
         let mine_contract = escrow::at(escrow_address, &provider);
-        let before = provider.get_balance(key_w.address_bytes()).await.unwrap();
         let proof: Vec<B256> = r.proof.iter().map(|h| h.parse().unwrap()).collect();
         let amount: U256 = r.amount.parse().unwrap();
         // A forged proof (a larger amount) reverts.
@@ -242,26 +258,8 @@ async fn a_paid_job_is_funded_trained_settled_and_claimed_on_chain() {
                 .is_some(),
             "{err}"
         );
-        let receipt = mine_contract
-            .claim(
-                key,
-                U256::from(r.index),
-                key_w.address_bytes(),
-                amount,
-                proof.clone(),
-            )
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        assert!(receipt.status());
-        eprintln!("gas used by a claim: {}", receipt.gas_used);
-        let gas = U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price);
-        let after = provider.get_balance(key_w.address_bytes()).await.unwrap();
         assert_eq!(
-            after + gas - before,
+            claim(&url, escrow_address, worker, key, r).await,
             amount,
             "{worker} got exactly its share"
         );
@@ -307,6 +305,7 @@ async fn a_paid_job_is_funded_trained_settled_and_claimed_on_chain() {
             s.root.parse().unwrap(),
             s.total.parse().unwrap(),
             s.model_hash.parse().unwrap(),
+            s.issued_at,
             signature,
         )
         .send()
@@ -323,7 +322,7 @@ async fn a_paid_job_is_funded_trained_settled_and_claimed_on_chain() {
         .await
         .expect_err("a refund before the deadline pays");
     assert!(
-        err.as_decoded_error::<OblivionEscrow::DeadlineNotPassed>()
+        err.as_decoded_error::<OblivionEscrow::RefundNotOpen>()
             .is_some(),
         "{err}"
     );
@@ -353,7 +352,7 @@ async fn node_outages_and_shallow_reorgs_are_survived() {
     let url: alloy::transports::http::reqwest::Url = anvil.url.parse().unwrap();
     let upstream: std::net::SocketAddr = anvil.url.trim_start_matches("http://").parse().unwrap();
     let proxy = oblivion_e2e::proxy::Proxy::start(upstream).await.unwrap();
-    let escrow_address = deploy_escrow(&url).await;
+    let escrow_address = deploy_escrow(&url, 86_400).await;
     let signer = Key::parse(SIGNER).unwrap();
     let net = paid_network(&proxy.url, escrow_address, 3, &[]);
     let api = net.api();
@@ -414,7 +413,7 @@ async fn node_outages_and_shallow_reorgs_are_survived() {
 async fn a_job_never_funded_is_cancelled() {
     let anvil = Anvil::start().unwrap();
     let url: alloy::transports::http::reqwest::Url = anvil.url.parse().unwrap();
-    let escrow_address = deploy_escrow(&url).await;
+    let escrow_address = deploy_escrow(&url, 86_400).await;
     let extra = ["--funding-timeout-secs", "2", "--gc-interval-secs", "1"];
     let net = paid_network(&anvil.url, escrow_address, 2, &extra);
     let api = net.api();
@@ -430,5 +429,199 @@ async fn a_job_never_funded_is_cancelled() {
             .as_deref()
             .is_some_and(|e| e.contains("not funded")),
         "{job:?}"
+    );
+}
+
+/// Claims reward `r` of job `key` from `worker`'s wallet; returns what its
+/// balance gained, gas put back.
+async fn claim(
+    url: &alloy::transports::http::reqwest::Url,
+    escrow_address: Address,
+    worker: &str,
+    key: B256,
+    r: &RewardView,
+) -> U256 {
+    let key_w = Key::parse(worker).unwrap();
+    let provider = escrow::connect(url.clone(), &key_w);
+    let before = provider.get_balance(key_w.address_bytes()).await.unwrap();
+    let receipt = escrow::at(escrow_address, &provider)
+        .claim(
+            key,
+            U256::from(r.index),
+            key_w.address_bytes(),
+            r.amount.parse().unwrap(),
+            r.proof.iter().map(|h| h.parse().unwrap()).collect(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status());
+    eprintln!("gas used by a claim: {}", receipt.gas_used);
+    let gas = U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price);
+    provider.get_balance(key_w.address_bytes()).await.unwrap() + gas - before
+}
+
+/// Moves the chain's clock `secs` forward and mines a block there.
+async fn warp(provider: &DynProvider, secs: u64) {
+    let _: serde_json::Value = provider
+        .raw_request("evm_increaseTime".into(), (secs,))
+        .await
+        .unwrap();
+    mine(provider, 1).await;
+}
+
+/// The attack on payment: a creator funds a job, lets the network train
+/// it, takes the model and refunds, so the workers are never paid. Here the
+/// model is not released before settlement, the refund does not open while
+/// a signed settlement can still be sent, the coordinator sends it itself
+/// once the creator's grace has passed, and the workers claim their shares.
+/// A deposit whose deadline leaves too little time for the job is refused
+/// (naming the deadline), and so is a spec that asks for too short a one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_creator_who_walks_away_cannot_take_the_model_or_the_deposit() {
+    const GRACE: u64 = 3_600;
+    let anvil = Anvil::start().unwrap();
+    let url: alloy::transports::http::reqwest::Url = anvil.url.parse().unwrap();
+    let escrow_address = deploy_escrow(&url, GRACE).await;
+    let signer = Key::parse(SIGNER).unwrap();
+    let mut net = paid_network(&anvil.url, escrow_address, 1, &[]);
+    let api = net.api();
+    let creator = escrow::connect(url.clone(), &Key::parse(CREATOR_KEY).unwrap());
+    let contract = escrow::at(escrow_address, &creator);
+
+    // 3 rounds need 3 × 300 s, a lease's hour and 1800 s to settle: 2 h.
+    let mut short = paid_spec(21);
+    short["reward"]["deadline_hours"] = json!(1);
+    let (status, body) = api.post("/api/jobs", short.to_string()).await.unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["field"], "reward.deadline_hours", "{body}");
+
+    // A deposit whose deadline is an hour away is refused, naming it.
+    let refused = api.submit(&paid_spec(22)).await.unwrap();
+    let refused_job = api.job(refused).await.unwrap();
+    fund_until(
+        &contract,
+        &refused_job,
+        signer.address_bytes(),
+        unix_now() + 3600,
+    )
+    .await;
+    let seen = wait_job(&api, &creator, refused, "the refusal", |j| {
+        j.payment.as_ref().is_some_and(|p| p.refusal.is_some())
+    })
+    .await;
+    assert_eq!(seen.status, JobStatus::Funding);
+    let why = seen.payment.unwrap().refusal.unwrap();
+    assert!(why.starts_with("deadline:"), "{why}");
+
+    // A job funded for a day trains to the end; its settlement is signed.
+    let id = api.submit(&paid_spec(23)).await.unwrap();
+    net.add_paid_worker("paid-a", Some(WORKER_A)).unwrap();
+    net.add_paid_worker("paid-b", Some(WORKER_B)).unwrap();
+    let job = api.job(id).await.unwrap();
+    fund(&contract, &job, signer.address_bytes()).await;
+    let job = wait_job(&api, &creator, id, "the settlement", |j| {
+        j.payment.as_ref().is_some_and(|p| p.settlement.is_some())
+    })
+    .await;
+    assert_eq!(job.status, JobStatus::Completed);
+    let payment = job.payment.unwrap();
+    let key: B256 = payment.job_key.parse().unwrap();
+    let s = payment.settlement.unwrap();
+    assert_eq!(s.total, ether(1).to_string());
+
+    // The creator cannot download the model, in any format.
+    for format in ["safetensors", "onnx", "burn"] {
+        let (status, body) = api
+            .get(&format!("/api/jobs/{id}/model?format={format}"))
+            .await
+            .unwrap();
+        assert_eq!(status, 403, "{format}: {body}");
+        assert!(body.to_string().contains("settlement"), "{body}");
+    }
+    // Nor refund: not before the deadline, not just after it.
+    let refund_refused = |err: alloy::contract::Error| {
+        assert!(
+            err.as_decoded_error::<OblivionEscrow::RefundNotOpen>()
+                .is_some()
+                || err
+                    .as_decoded_error::<OblivionEscrow::JobNotFunded>()
+                    .is_some(),
+            "{err}"
+        );
+    };
+    refund_refused(contract.refund(key).send().await.expect_err("refunded"));
+    // A worker cannot send the settlement during the creator's grace.
+    let worker = escrow::connect(url.clone(), &Key::parse(WORKER_A).unwrap());
+    let err = escrow::at(escrow_address, &worker)
+        .settle(
+            key,
+            s.root.parse().unwrap(),
+            s.total.parse().unwrap(),
+            s.model_hash.parse().unwrap(),
+            s.issued_at,
+            s.signature.parse().unwrap(),
+        )
+        .send()
+        .await
+        .expect_err("a worker settled during the creator's grace");
+    assert!(
+        err.as_decoded_error::<OblivionEscrow::SettlementInGrace>()
+            .is_some(),
+        "{err}"
+    );
+
+    // The creator walks away. Past the deadline the refund is still shut,
+    // and the coordinator sends the settlement itself.
+    let deadline = payment.deadline.unwrap() as u64;
+    let chain_now = creator
+        .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+        .await
+        .unwrap()
+        .unwrap()
+        .header
+        .timestamp;
+    warp(&creator, deadline + 1 - chain_now).await;
+    refund_refused(contract.refund(key).send().await.expect_err("refunded"));
+    wait_job(
+        &api,
+        &creator,
+        id,
+        "the settlement sent by the coordinator",
+        |j| {
+            j.payment
+                .as_ref()
+                .is_some_and(|p| p.state == PaymentState::Settled)
+        },
+    )
+    .await;
+
+    // Each worker claims its share.
+    for worker in [WORKER_A, WORKER_B] {
+        let (status, body) = net.api_as(worker).get("/api/rewards").await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let rewards: Vec<RewardView> = serde_json::from_value(body).unwrap();
+        let r = rewards.iter().find(|r| r.job_id == id).unwrap();
+        assert_eq!(
+            claim(&url, escrow_address, worker, key, r).await,
+            r.amount.parse::<U256>().unwrap()
+        );
+    }
+
+    // Now the model is the creator's; the deposit is spent, for good.
+    let model = api
+        .get_bytes(&format!("/api/jobs/{id}/model"))
+        .await
+        .unwrap();
+    assert!(!model.is_empty());
+    warp(&creator, 2 * GRACE + 1).await;
+    let err = contract.refund(key).send().await.expect_err("refunded");
+    assert!(
+        err.as_decoded_error::<OblivionEscrow::JobNotFunded>()
+            .is_some(),
+        "{err}"
     );
 }

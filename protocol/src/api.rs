@@ -411,6 +411,10 @@ pub struct ChainInfo {
     pub signer: String,
     /// Blocks on top of a deposit before the job opens.
     pub confirmations: u64,
+    /// The escrow's settlement grace: seconds after a settlement is issued
+    /// during which only the job's creator may send it (0 while unknown).
+    #[serde(default)]
+    pub settle_grace_secs: u64,
 }
 
 /// Where a paid job's escrow stands.
@@ -473,6 +477,10 @@ pub struct PaymentView {
     /// What the coordinator signed, once the job is done.
     #[serde(default)]
     pub settlement: Option<SettlementView>,
+    /// Why the coordinator refused a deposit it saw for this job (its
+    /// deadline too near, too small, another spec), naming the field.
+    #[serde(default)]
+    pub refusal: Option<String>,
 }
 
 /// The coordinator's signed settlement of a job: what the creator's wallet
@@ -487,6 +495,10 @@ pub struct SettlementView {
     pub model_hash: String,
     /// The escrow's settlement nonce it was signed for.
     pub nonce: u64,
+    /// When it was issued (chain time, Unix seconds): the creator may send
+    /// it at once, anyone once the escrow's settlement grace has passed.
+    #[serde(default)]
+    pub issued_at: u64,
     /// The signer's EIP-712 signature, 65 bytes.
     pub signature: String,
     /// Every leaf of the payout tree.

@@ -388,12 +388,16 @@ fn dev(args: &[String]) -> Result<()> {
     let rpc = format!("http://{DEV_CHAIN}");
     // The escrow: deployed once; the same deployer's first contract has the
     // same address on every fresh chain, and a kept chain already has it.
-    let escrow_file = data.join("escrow-address");
+    // The file is named for the escrow's interface: a kept chain with an
+    // older escrow gets the current one deployed beside it.
+    let escrow_file = data.join("escrow-settle-grace-address");
     let escrow = match std::fs::read_to_string(&escrow_file) {
         Ok(a) if !a.trim().is_empty() => a.trim().to_string(),
         _ => {
             let out = Command::new(bin.join("oblivion-coordinator"))
                 .args(["deploy-escrow", "--rpc-url", &rpc, "--key", DEV_KEYS[8]])
+                // Short enough to watch a contributor-side settlement happen.
+                .args(["--settle-grace-secs", "300"])
                 .output()
                 .context("cannot run deploy-escrow")?;
             if !out.status.success() {

@@ -13,12 +13,13 @@ contract OblivionEscrowInvariantTest is InvariantBase {
 
     function setUp() public {
         vm.warp(1_700_000_000);
-        escrow = new OblivionEscrow(1 days);
-        OblivionEscrow other = new OblivionEscrow(1 days);
+        // A grace of 6 hours against time steps of up to 12 hours: runs cross every boundary.
+        escrow = new OblivionEscrow(1 days, 6 hours);
+        OblivionEscrow other = new OblivionEscrow(1 days, 6 hours);
         token = new MockERC20("Fee Token", "FEE", 100);
         handler = new EscrowHandler(escrow, other, token);
 
-        bytes4[] memory selectors = new bytes4[](11);
+        bytes4[] memory selectors = new bytes4[](13);
         selectors[0] = EscrowHandler.fundNative.selector;
         selectors[1] = EscrowHandler.fundToken.selector;
         selectors[2] = EscrowHandler.fundDuplicate.selector;
@@ -30,6 +31,8 @@ contract OblivionEscrowInvariantTest is InvariantBase {
         selectors[8] = EscrowHandler.refund.selector;
         selectors[9] = EscrowHandler.sweep.selector;
         selectors[10] = EscrowHandler.warp.selector;
+        selectors[11] = EscrowHandler.issue.selector;
+        selectors[12] = EscrowHandler.submit.selector;
         targetContract(address(handler));
         targetSelector(FuzzSelector(address(handler), selectors));
     }
@@ -65,6 +68,7 @@ contract OblivionEscrowInvariantTest is InvariantBase {
             assertEq(deposit, j.deposit, "deposit");
             assertEq(claimed, j.claimed, "claimed");
             assertTrue(state == j.state, "state");
+            assertEq(escrow.refundOpensAt(job), handler.refundAt(job), "refundOpensAt == deadline + 2 grace + 1");
         }
     }
 
@@ -83,9 +87,31 @@ contract OblivionEscrowInvariantTest is InvariantBase {
         }
     }
 
-    /// @notice Only the creator ever settles.
-    function invariant_OnlyCreatorSettles() public view {
-        assertEq(handler.ghostStrangerSettles(), 0, "a non-creator settled");
+    /// @notice Within the grace after a settlement's issue, only the creator settles.
+    function invariant_NoStrangerSettlesWithinGrace() public view {
+        assertEq(handler.ghostStrangerSettles(), 0, "a non-creator settled within the grace");
+    }
+
+    /// @notice Every settle and refund attempt had exactly the outcome the rules give (creator at
+    /// once, anyone after the grace, nobody once the refund is open; refund from
+    /// `deadline + 2 grace + 1`), with the exact error when refused.
+    function invariant_SettleAndRefundFollowTheRules() public view {
+        assertEq(handler.ghostWrongSettleOutcomes(), 0, "a settle had the wrong outcome");
+        assertEq(handler.ghostWrongRefundOutcomes(), 0, "a refund had the wrong outcome");
+        assertEq(handler.ghostKeeperFailures(), 0, "contributors could not submit an issued settlement");
+    }
+
+    /// @notice A job whose coordinator issued a settlement by the deadline is never refunded:
+    /// whatever its creator does, its contributors can submit the settlement first.
+    function invariant_IssuedSettlementNeverRefunded() public view {
+        uint256 n = handler.jobCount();
+        for (uint256 i = 0; i < n; i++) {
+            bytes32 job = handler.jobKeys(i);
+            if (handler.wasIssued(job)) {
+                (,,,,,,,,,,, OblivionEscrow.State state) = escrow.jobs(job);
+                assertTrue(state != OblivionEscrow.State.Refunded, "an issued settlement's job was refunded");
+            }
+        }
     }
 
     /// @notice A signature made for one job, chain, deployment or nonce never settles another.
@@ -104,6 +130,9 @@ contract OblivionEscrowInvariantTest is InvariantBase {
     function afterInvariant() public view {
         console.log("jobs funded", handler.okFunds());
         console.log("settled", handler.okSettles());
+        console.log("settlements issued", handler.okIssued());
+        console.log("settled by non-creators", handler.okStrangerSettles());
+        console.log("settled by contributors at their moment", handler.okKeeperSettles());
         console.log("claims paid", handler.okClaims());
         console.log("refunded", handler.okRefunds());
         console.log("swept", handler.okSweeps());

@@ -9,6 +9,8 @@ import {OblivionEscrow} from "../../src/OblivionEscrow.sol";
 /// @notice Shared fixture: an escrow, a token, a creator, a coordinator key and helpers.
 abstract contract EscrowTest is Base {
     uint64 internal constant WINDOW = 7 days;
+    /// @dev Settlement grace: how long after a settlement is issued only the creator may submit it.
+    uint64 internal constant GRACE = 1 days;
     uint64 internal constant START = 1_700_000_000;
 
     OblivionEscrow internal escrow;
@@ -24,7 +26,7 @@ abstract contract EscrowTest is Base {
 
     function setUp() public virtual {
         vm.warp(START);
-        escrow = new OblivionEscrow(WINDOW);
+        escrow = new OblivionEscrow(WINDOW, GRACE);
         token = new MockERC20("Test Token", "TT", 0);
         signer = vm.addr(SIGNER_KEY);
         creator = makeAddr("creator");
@@ -43,18 +45,32 @@ abstract contract EscrowTest is Base {
         return fundNative(creator, jobId, amount, START + 1 days);
     }
 
-    function sign(uint256 key, OblivionEscrow on, bytes32 job, bytes32 root, uint256 total, uint256 nonce)
-        internal
-        view
-        returns (bytes memory)
-    {
-        return signDigest(key, on.settlementDigest(job, root, total, MODEL, nonce));
+    function sign(
+        uint256 key,
+        OblivionEscrow on,
+        bytes32 job,
+        bytes32 root,
+        uint256 total,
+        uint256 nonce,
+        uint64 issuedAt
+    ) internal view returns (bytes memory) {
+        return signDigest(key, on.settlementDigest(job, root, total, MODEL, nonce, issuedAt));
     }
 
+    /// @dev `who` submits a settlement the coordinator issues now.
     function settleAs(address who, bytes32 job, bytes32 root, uint256 total) internal {
-        bytes memory sig = sign(SIGNER_KEY, escrow, job, root, total, escrow.nonces(job));
+        settleAs(who, job, root, total, uint64(block.timestamp));
+    }
+
+    /// @dev `who` submits a settlement the coordinator issued at `issuedAt`.
+    function settleAs(address who, bytes32 job, bytes32 root, uint256 total, uint64 issuedAt) internal {
+        bytes memory sig = sign(SIGNER_KEY, escrow, job, root, total, escrow.nonces(job), issuedAt);
         vm.prank(who);
-        escrow.settle(job, root, total, MODEL, sig);
+        escrow.settle(job, root, total, MODEL, issuedAt, sig);
+    }
+
+    function deadlineOf(bytes32 job) internal view returns (uint64 d) {
+        (,,, d,,,,,,,,) = escrow.jobs(job);
     }
 
     /// @dev Payouts to `n` distinct accounts with the given amounts.

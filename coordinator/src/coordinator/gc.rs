@@ -3,7 +3,9 @@
 //! updates and older round weights of finished jobs (completed, failed or
 //! cancelled), keeping each job's current model and the weights of its
 //! last `keep_rounds` rounds. Paid jobs never funded within
-//! `funding_timeout` are cancelled first (so theirs go too), and uploaded
+//! `funding_timeout` are cancelled first (so theirs go too), paid jobs
+//! unfinished at their deposit's deadline fail (no settlement can be
+//! issued after it), and uploaded
 //! datasets no unfinished job names are deleted `unused_upload_ttl` after
 //! their upload: neither may fill the disk for ever.
 //!
@@ -72,6 +74,18 @@ impl Coordinator {
                 .is_ok()
             {
                 tracing::info!(job, "{why}: cancelled");
+            }
+        }
+        for job in self
+            .db
+            .jobs_past_deadline(now, BATCH)
+            .await
+            .map_err(AppError::db)?
+        {
+            let why = "its deposit's deadline passed before it finished, so it can no longer be \
+                       settled; the deposit goes back to its creator";
+            if self.finish(job, JobStatus::Failed, Some(why)).await.is_ok() {
+                tracing::info!(job, "{why}: failed");
             }
         }
         for (sha, owner) in self

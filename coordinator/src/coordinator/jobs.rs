@@ -8,7 +8,7 @@ use oblivion_ml::data::{FeatureScaling, encode_shard};
 use oblivion_ml::export;
 use oblivion_ml::model::Architecture;
 use oblivion_ml::weights::{check_params, initial_params};
-use oblivion_protocol::api::{JobStatus, JobView, RoundMetrics, UploadedDataset};
+use oblivion_protocol::api::{JobStatus, JobView, PaymentState, RoundMetrics, UploadedDataset};
 use oblivion_protocol::auth::normalize_address;
 use oblivion_protocol::{DatasetSpec, JobSpec};
 
@@ -81,6 +81,21 @@ impl Coordinator {
                  leave reward out",
             )
             .with_field("reward"));
+        }
+        if let (Some(reward), Some(link)) = (&spec.reward, &self.chain) {
+            let needed = link
+                .config
+                .time_needed(spec.rounds, self.config.lease_max_lifetime);
+            let hours = needed.as_secs().div_ceil(3600);
+            if u64::from(reward.deadline_hours) < hours {
+                return Err(AppError::unprocessable(format!(
+                    "reward.deadline_hours: {} rounds need at least {hours} hours before the                      deadline ({} s a round, then a lease's lifetime and {} s to settle)",
+                    spec.rounds,
+                    link.config.round_time.as_secs(),
+                    link.config.deadline_margin.as_secs(),
+                ))
+                .with_field("reward.deadline_hours"));
+            }
         }
         self.check_dataset_owner(&spec.dataset, creator).await?;
         let dataset = self
@@ -299,7 +314,7 @@ impl Coordinator {
         Ok(())
     }
 
-    async fn job_row(&self, id: u64) -> Result<JobRow, AppError> {
+    pub(super) async fn job_row(&self, id: u64) -> Result<JobRow, AppError> {
         self.db
             .job(id)
             .await
@@ -438,6 +453,23 @@ impl Coordinator {
         format: ModelFormat,
     ) -> Result<(Vec<u8>, String), AppError> {
         let row = self.readable_job(viewer, id).await?;
+        if row.spec.reward.is_some() {
+            let settled = self
+                .db
+                .payment(id)
+                .await
+                .map_err(AppError::db)?
+                .is_some_and(|p| p.state == PaymentState::Settled);
+            if !settled {
+                return Err(AppError::new(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "job {id} is paid: its model is released once its settlement is seen \
+                         on chain, so that its contributors are paid first"
+                    ),
+                ));
+            }
+        }
         let arch = Self::arch_of(&row)?;
         let params = self.weights(&row.global_sha).await?;
         let normalization: Option<FeatureScaling> = row
@@ -477,7 +509,25 @@ impl Coordinator {
     ) -> Result<(Vec<u8>, bool), AppError> {
         let missing = || AppError::not_found(format!("no artifact {sha}"));
         let readers = self.db.artifact_readers(sha).await.map_err(AppError::db)?;
-        if !readers.public {
+        if readers.withheld {
+            let leased = match worker {
+                Some(token) => self
+                    .db
+                    .lease_needs(&token_hash(token), sha)
+                    .await
+                    .map_err(AppError::db)?,
+                None => false,
+            };
+            if !leased {
+                return Err(AppError::new(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "artifact {sha} is weights of a paid job, released once its \
+                         settlement is seen on chain"
+                    ),
+                ));
+            }
+        } else if !readers.public {
             if readers.owners.is_empty() {
                 // Named by nothing any more: as good as gone.
                 return Err(missing());

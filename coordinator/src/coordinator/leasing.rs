@@ -249,7 +249,7 @@ impl Coordinator {
     /// the leases the database accepts, then sends them. A lease reaches a
     /// worker only once its row is committed.
     async fn pump(&self) {
-        let plan = self.hub().plan();
+        let plan = self.hub().plan(now());
         if plan.is_empty() {
             return;
         }

@@ -339,6 +339,16 @@ impl Coordinator {
             .map(|(i, (data_sha, samples))| Shard::pending(i as u32, data_sha, samples))
             .collect();
         let trainers = row.spec.restricted_to(row.creator.as_deref());
+        let leases_until = match &self.chain {
+            Some(link) if row.spec.reward.is_some() => self
+                .db
+                .payment(row.id)
+                .await
+                .map_err(AppError::db)?
+                .and_then(|p| p.deadline)
+                .map(|d| link.config.leases_until(d, self.config.lease_max_lifetime)),
+            _ => None,
+        };
         let mut live = LiveJob {
             id: row.id,
             spec: row.spec,
@@ -351,6 +361,7 @@ impl Coordinator {
             shards,
             local,
             trainers,
+            leases_until,
         };
         live.set_replicas(&row.round_replicas);
         for (slot, shard) in live.shards.iter_mut().enumerate() {

@@ -1,8 +1,12 @@
 //! Paid jobs on chain: a paid job waits in `funding` until the escrow's
-//! `Funded` event for it is confirmed; once it completes, the coordinator
-//! splits the deposit by the payout rule, builds the payout tree and signs
-//! the settlement the creator's wallet sends; settlements, claims and
-//! refunds seen on chain update what the API shows.
+//! `Funded` event for it is confirmed, with a deadline that leaves time for
+//! its rounds; once it completes, the coordinator splits the deposit by the
+//! payout rule, builds the payout tree and signs the settlement. The
+//! creator's wallet may send it at once; once the escrow's grace has
+//! passed, the coordinator sends it itself (anyone may), so contributors
+//! are paid whatever the creator does. Settlements, claims and refunds seen
+//! on chain update what the API shows; a paid job's weights are released
+//! only once its settlement is seen.
 //!
 //! The chain is read by polling (`eth_getLogs` over confirmed blocks), from
 //! a cursor kept in the database: a node that goes away only delays the
@@ -12,7 +16,8 @@
 //! what it had opened stays open (the deposit may come back; the job's
 //! creator is the one who can tell).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::{Address, B256, U256, keccak256};
@@ -33,6 +38,8 @@ use crate::store::{Deposit, now};
 const MAX_LOG_RANGE: u64 = 2_000;
 /// Blocks read again after a reorganisation deeper than the confirmations.
 const REORG_REWIND: u64 = 64;
+/// Seconds between two attempts to send the same settlement.
+const RESEND_SECS: f64 = 60.0;
 
 /// The coordinator's link to the chain its paid jobs settle on.
 pub struct ChainLink {
@@ -42,6 +49,10 @@ pub struct ChainLink {
     pub key: Key,
     /// The escrow contract.
     pub escrow: Address,
+    /// The escrow's `settleGrace`, once read.
+    grace: OnceLock<u64>,
+    /// When the coordinator last tried to send each job's settlement.
+    sent: Mutex<HashMap<u64, f64>>,
     provider: DynProvider,
 }
 
@@ -70,6 +81,8 @@ impl ChainLink {
             config,
             key,
             escrow,
+            grace: OnceLock::new(),
+            sent: Mutex::new(HashMap::new()),
             provider,
         })
     }
@@ -81,7 +94,20 @@ impl ChainLink {
             escrow: format!("{:#x}", self.escrow),
             signer: self.key.address().to_lowercase(),
             confirmations: self.config.confirmations,
+            settle_grace_secs: self.grace.get().copied().unwrap_or(0),
         }
+    }
+
+    /// The latest block's timestamp: the escrow's clock.
+    async fn chain_time(&self) -> Result<u64, String> {
+        Ok(self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .map_err(chain_err)?
+            .ok_or_else(|| chain_err("no latest block"))?
+            .header
+            .timestamp)
     }
 
     /// The escrow key of job `id` owned by `owner` (lower-case hex).
@@ -113,7 +139,23 @@ impl Coordinator {
         loop {
             if !checked_chain {
                 match link.provider.get_chain_id().await {
-                    Ok(id) if id == link.config.chain_id => checked_chain = true,
+                    Ok(id) if id == link.config.chain_id => {
+                        match escrow::at(link.escrow, &link.provider)
+                            .settleGrace()
+                            .call()
+                            .await
+                        {
+                            Ok(grace) => {
+                                let _ = link.grace.set(grace);
+                                checked_chain = true;
+                            }
+                            Err(e) => tracing::warn!(
+                                "reading the escrow's settlement grace at {:#x}: {}",
+                                link.escrow,
+                                chain_err(e)
+                            ),
+                        }
+                    }
                     Ok(id) => {
                         tracing::error!(
                             "the node at {} serves chain {id}, not chain_id {}; paid jobs stay closed",
@@ -130,6 +172,9 @@ impl Coordinator {
                     tracing::warn!("{e}");
                 }
                 if let Err(e) = self.sign_settlements(&link).await {
+                    tracing::warn!("{e}");
+                }
+                if let Err(e) = self.send_settlements(&link).await {
                     tracing::warn!("{e}");
                 }
             }
@@ -264,15 +309,17 @@ impl Coordinator {
         } else if e.amount < asked {
             Some(format!("it is {} wei, the job asks {asked}", e.amount))
         } else if (e.deadline as f64) <= now() {
-            Some("its deadline has passed".into())
+            Some("deadline: it has passed".into())
         } else {
-            None
+            self.deadline_too_near(link, job, e.deadline).await?
         };
         if let Some(why) = refusal {
             tracing::warn!(
                 job,
-                "deposit refused: {why}; the creator may refund it after its deadline"
+                "deposit refused: {why}; the creator may refund it once the refund opens"
             );
+            self.db.refuse_deposit(job, &why).await.map_err(chain_err)?;
+            self.jobs_changed();
             return Ok(());
         }
         let deposit = Deposit {
@@ -292,10 +339,53 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Signs the settlement of every completed paid job that has none.
+    /// Why a deposit with `deadline` leaves job `job` too little time (its
+    /// rounds, a lease's lifetime and the margin), if it does.
+    async fn deadline_too_near(
+        &self,
+        link: &ChainLink,
+        job: u64,
+        deadline: u64,
+    ) -> Result<Option<String>, String> {
+        let row = self.job_row(job).await.map_err(|e| chain_err(e.message))?;
+        let needed = link
+            .config
+            .time_needed(row.spec.rounds, self.config.lease_max_lifetime);
+        let left = (deadline as f64 - now()).max(0.0);
+        Ok((left < needed.as_secs_f64()).then(|| {
+            format!(
+                "deadline: it leaves {left:.0} s, and the job's {} rounds need {} s",
+                row.spec.rounds,
+                needed.as_secs()
+            )
+        }))
+    }
+
+    /// Signs the settlement of every completed paid job that has none,
+    /// issued at the chain's time, which must not be past the deadline.
     async fn sign_settlements(&self, link: &ChainLink) -> Result<(), String> {
-        for job in self.db.unsettled_jobs().await.map_err(chain_err)? {
-            let view = self.settlement_for(link, job).await?;
+        let jobs = self.db.unsettled_jobs().await.map_err(chain_err)?;
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let issued_at = link.chain_time().await?;
+        for job in jobs {
+            let deadline = self
+                .db
+                .payment(job)
+                .await
+                .map_err(chain_err)?
+                .and_then(|p| p.deadline)
+                .unwrap_or(0);
+            if issued_at > deadline.max(0) as u64 {
+                tracing::error!(
+                    job,
+                    deadline,
+                    "the job completed after its deadline: no settlement can be issued"
+                );
+                continue;
+            }
+            let view = self.settlement_for(link, job, issued_at).await?;
             self.db
                 .store_settlement(job, &view, now())
                 .await
@@ -313,7 +403,12 @@ impl Coordinator {
 
     /// The payout rule over the job's paid work, its tree and the signed
     /// statement.
-    async fn settlement_for(&self, link: &ChainLink, job: u64) -> Result<SettlementView, String> {
+    async fn settlement_for(
+        &self,
+        link: &ChainLink,
+        job: u64,
+        issued_at: u64,
+    ) -> Result<SettlementView, String> {
         let payment = self
             .db
             .payment(job)
@@ -343,12 +438,7 @@ impl Coordinator {
         let (root, total) = tree
             .as_ref()
             .map_or((B256::ZERO, U256::ZERO), |t| (t.root(), t.total()));
-        let row = self
-            .db
-            .job(job)
-            .await
-            .map_err(chain_err)?
-            .ok_or_else(|| chain_err(format!("no job {job}")))?;
+        let row = self.job_row(job).await.map_err(|e| chain_err(e.message))?;
         let model = self
             .artifacts
             .get(&row.global_sha)
@@ -367,6 +457,7 @@ impl Coordinator {
             total,
             modelHash: model_hash,
             nonce,
+            issuedAt: issued_at,
         };
         let signature = settlement::sign(&link.key, &statement, link.config.chain_id, link.escrow)
             .map_err(chain_err)?;
@@ -375,6 +466,7 @@ impl Coordinator {
             total: total.to_string(),
             model_hash: hex32(model_hash),
             nonce: u64::try_from(nonce).unwrap_or(u64::MAX),
+            issued_at,
             signature: format!("0x{}", hex::encode(signature)),
             payouts: tree
                 .map(|t| {
@@ -389,6 +481,56 @@ impl Coordinator {
                 })
                 .unwrap_or_default(),
         })
+    }
+
+    /// Sends, from the signer's account, every signed settlement whose
+    /// grace has passed on chain and that the chain does not show yet: the
+    /// contributors of a finished job are paid whatever its creator does.
+    /// A send that fails (no gas, a node away, settled meanwhile) is tried
+    /// again a minute later.
+    async fn send_settlements(&self, link: &ChainLink) -> Result<(), String> {
+        let Some(&grace) = link.grace.get() else {
+            return Ok(());
+        };
+        let unsent = self.db.unsent_settlements().await.map_err(chain_err)?;
+        if unsent.is_empty() {
+            return Ok(());
+        }
+        let chain_now = link.chain_time().await?;
+        let escrow = escrow::at(link.escrow, &link.provider);
+        for (job, key, s) in unsent {
+            if chain_now < s.issued_at.saturating_add(grace) {
+                continue;
+            }
+            {
+                let mut sent = link.sent.lock().unwrap_or_else(|e| e.into_inner());
+                if sent.get(&job).is_some_and(|t| now() - t < RESEND_SECS) {
+                    continue;
+                }
+                sent.insert(job, now());
+            }
+            let call = (|| {
+                Ok::<_, String>(escrow.settle(
+                    key.parse().map_err(chain_err)?,
+                    s.root.parse().map_err(chain_err)?,
+                    s.total.parse().map_err(chain_err)?,
+                    s.model_hash.parse().map_err(chain_err)?,
+                    s.issued_at,
+                    s.signature.parse().map_err(chain_err)?,
+                ))
+            })()?;
+            match call.send().await {
+                Ok(pending) => match pending.get_receipt().await {
+                    Ok(r) if r.status() => {
+                        tracing::info!(job, "settlement sent after the creator's grace")
+                    }
+                    Ok(_) => tracing::warn!(job, "sending the settlement reverted"),
+                    Err(e) => tracing::warn!(job, "sending the settlement: {}", chain_err(e)),
+                },
+                Err(e) => tracing::warn!(job, "sending the settlement: {}", chain_err(e)),
+            }
+        }
+        Ok(())
     }
 
     /// `GET /api/rewards`: every payout leaf of `account`, with its proof.
@@ -448,6 +590,8 @@ mod tests {
             signer_key: "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6".into(),
             confirmations: 1,
             poll: std::time::Duration::from_secs(1),
+            round_time: std::time::Duration::from_secs(300),
+            deadline_margin: std::time::Duration::from_secs(1800),
         })
         .unwrap();
         // Nothing listens there: the request must fail connecting, not for

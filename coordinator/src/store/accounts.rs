@@ -12,6 +12,11 @@ pub struct Readers {
     pub public: bool,
     /// Owners of the private jobs and uploaders that name it.
     pub owners: Vec<String>,
+    /// It is weights (a round's model or an update) of a paid job not yet
+    /// settled on chain: only a worker whose lease needs it may read it,
+    /// whatever the job's visibility, so that nobody, its creator least,
+    /// takes the model before the contributors are paid.
+    pub withheld: bool,
 }
 
 impl Db {
@@ -180,15 +185,27 @@ impl Db {
     /// Who may read artifact `sha`: from the jobs whose weights, data or
     /// updates it is, and the uploads that are it.
     pub async fn artifact_readers(&self, sha: &str) -> Result<Readers, sqlx::Error> {
+        // `unpaid`: 1 for the weights of a paid job whose payment is not
+        // settled (BIGINT, so that both dialects agree on the type).
         let rows = sqlx::query(
-            "SELECT visibility, creator FROM jobs WHERE global_sha = $1 OR validation_sha = $1 \
-             UNION SELECT j.visibility, j.creator FROM rounds r JOIN jobs j ON j.id = r.job_id \
-                WHERE r.global_sha = $1 \
-             UNION SELECT j.visibility, j.creator FROM job_shards s JOIN jobs j ON j.id = s.job_id \
-                WHERE s.data_sha = $1 \
-             UNION SELECT j.visibility, j.creator FROM updates u JOIN jobs j ON j.id = u.job_id \
-                WHERE u.update_sha = $1 \
-             UNION SELECT 'private', owner FROM uploads WHERE sha256 = $1",
+            "SELECT j.visibility, j.creator, \
+                CAST(CASE WHEN j.global_sha = $1 AND p.state IS NOT NULL \
+                AND p.state <> 'settled' THEN 1 ELSE 0 END AS BIGINT) AS unpaid \
+                FROM jobs j LEFT JOIN payments p ON p.job_id = j.id \
+                WHERE j.global_sha = $1 OR j.validation_sha = $1 \
+             UNION SELECT j.visibility, j.creator, \
+                CAST(CASE WHEN p.state IS NOT NULL AND p.state <> 'settled' \
+                THEN 1 ELSE 0 END AS BIGINT) \
+                FROM rounds r JOIN jobs j ON j.id = r.job_id \
+                LEFT JOIN payments p ON p.job_id = j.id WHERE r.global_sha = $1 \
+             UNION SELECT j.visibility, j.creator, CAST(0 AS BIGINT) FROM job_shards s \
+                JOIN jobs j ON j.id = s.job_id WHERE s.data_sha = $1 \
+             UNION SELECT j.visibility, j.creator, \
+                CAST(CASE WHEN p.state IS NOT NULL AND p.state <> 'settled' \
+                THEN 1 ELSE 0 END AS BIGINT) \
+                FROM updates u JOIN jobs j ON j.id = u.job_id \
+                LEFT JOIN payments p ON p.job_id = j.id WHERE u.update_sha = $1 \
+             UNION SELECT 'private', owner, CAST(0 AS BIGINT) FROM uploads WHERE sha256 = $1",
         )
         .bind(sha)
         .fetch_all(&self.pool)
@@ -197,6 +214,7 @@ impl Db {
         for r in rows {
             let visibility: String = r.try_get("visibility")?;
             let owner: Option<String> = r.try_get("creator")?;
+            readers.withheld |= r.try_get::<i64, _>("unpaid")? != 0;
             if visibility == "public" {
                 readers.public = true;
             } else if let Some(owner) = owner {

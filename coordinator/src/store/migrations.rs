@@ -69,6 +69,11 @@ const SQLITE: Embedded = &[
         "established accounts",
         include_str!("../../migrations/sqlite/0009_established.sql"),
     ),
+    (
+        10,
+        "settlement grace",
+        include_str!("../../migrations/sqlite/0010_settlement_grace.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -116,6 +121,11 @@ const POSTGRES: Embedded = &[
         9,
         "established accounts",
         include_str!("../../migrations/postgres/0009_established.sql"),
+    ),
+    (
+        10,
+        "settlement grace",
+        include_str!("../../migrations/postgres/0010_settlement_grace.sql"),
     ),
 ];
 

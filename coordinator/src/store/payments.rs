@@ -70,6 +70,7 @@ fn payment_from_row(r: &AnyRow) -> Result<PaymentRow, sqlx::Error> {
             deposit: r.try_get("deposit")?,
             deadline: r.try_get("deadline")?,
             settlement: None,
+            refusal: r.try_get("refusal")?,
         },
     })
 }
@@ -131,6 +132,59 @@ impl Db {
         Ok(true)
     }
 
+    /// Records why a deposit seen for `job` was refused (the first reason
+    /// stays: the escrow key admits one deposit).
+    pub async fn refuse_deposit(&self, job: u64, why: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE payments SET refusal = $2 WHERE job_id = $1 AND refusal IS NULL \
+             AND state = 'awaiting_deposit'",
+        )
+        .bind(job as i64)
+        .bind(why)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Paid jobs whose settlement is signed but not yet seen on chain, with
+    /// its escrow key, issue time and settlement: what the coordinator
+    /// sends itself once the grace has passed.
+    pub async fn unsent_settlements(
+        &self,
+    ) -> Result<Vec<(u64, String, SettlementView)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT p.job_id, p.job_key FROM payments p JOIN settlements s ON s.job_id = p.job_id \
+             WHERE p.state = 'funded' ORDER BY p.job_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let job = r.try_get::<i64, _>("job_id")? as u64;
+            if let Some(s) = self.settlement(job).await? {
+                out.push((job, r.try_get("job_key")?, s));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Funded paid jobs still unfinished whose deadline is before `now`:
+    /// they can no longer be settled, so they fail.
+    pub async fn jobs_past_deadline(&self, now: f64, limit: u32) -> Result<Vec<u64>, sqlx::Error> {
+        sqlx::query(
+            "SELECT p.job_id FROM payments p JOIN jobs j ON j.id = p.job_id \
+             WHERE p.state = 'funded' AND p.deadline < $1 \
+             AND j.status IN ('pending', 'running') ORDER BY p.job_id LIMIT $2",
+        )
+        .bind(now as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get::<i64, _>("job_id")? as u64))
+        .collect()
+    }
+
     /// Completed paid jobs that have no settlement yet.
     pub async fn unsettled_jobs(&self) -> Result<Vec<u64>, sqlx::Error> {
         sqlx::query(
@@ -179,8 +233,9 @@ impl Db {
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.write().await?;
         let inserted = sqlx::query(
-            "INSERT INTO settlements (job_id, root, total, model_hash, nonce, signature, signed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            "INSERT INTO settlements \
+             (job_id, root, total, model_hash, nonce, signature, signed_at, issued_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
         )
         .bind(job as i64)
         .bind(&s.root)
@@ -189,6 +244,7 @@ impl Db {
         .bind(s.nonce as i64)
         .bind(&s.signature)
         .bind(signed_at)
+        .bind(s.issued_at as i64)
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -238,6 +294,7 @@ impl Db {
             total: r.try_get("total")?,
             model_hash: r.try_get("model_hash")?,
             nonce: r.try_get::<i64, _>("nonce")? as u64,
+            issued_at: r.try_get::<i64, _>("issued_at")? as u64,
             signature: r.try_get("signature")?,
             payouts,
         }))
