@@ -126,11 +126,10 @@ impl Form {
                 AggregationRule::Krum { byzantine, .. } => byzantine.to_string(),
                 _ => "1".into(),
             },
-            replicas: if spec.replication.fraction > 0.0 {
-                spec.replication.fraction.to_string()
-            } else {
-                String::new()
-            },
+            replicas: spec
+                .replication
+                .as_ref()
+                .map_or(String::new(), |r| r.fraction.to_string()),
             epsilon: spec
                 .privacy
                 .as_ref()
@@ -653,7 +652,7 @@ pub fn NewJob() -> impl IntoView {
                 <Show when=is(|f| &f.aggregation, "krum")>
                     <TextField form label="Assumed malicious updates" name="aggregation.rule.byzantine" get=|f| f.byzantine.clone() set=|f, v| f.byzantine = v error_field/>
                 </Show>
-                <TextField form label="Replicated shards" name="replication.fraction" get=|f| f.replicas.clone() set=|f, v| f.replicas = v hint="optional, 0 to 1: the share of shards a second worker trains too, to check the first" error_field/>
+                <TextField form label="Replicated shards" name="replication.fraction" get=|f| f.replicas.clone() set=|f, v| f.replicas = v hint="optional, 0 to 1: the share of shards a second worker trains too, to check the first; a paid job checks every shard unless set" error_field/>
                 <TextField form label="Privacy budget (ε)" name="privacy.target_epsilon" get=|f| f.epsilon.clone() set=|f, v| f.epsilon = v hint="optional: differential privacy at δ = 1e-5; smaller is more private and noisier" error_field/>
                 <Show when=move || form.with(|f| !f.epsilon.trim().is_empty())>
                     <TextField form label="Clip updates to" name="privacy.clip_norm" get=|f| f.clip_norm.clone() set=|f, v| f.clip_norm = v hint="the L2 bound every update is clipped to" error_field/>

@@ -681,6 +681,21 @@ impl ScriptedWorker {
         }
     }
 
+    /// Fetches artifact `sha` as this worker (its token shows which of
+    /// its leases needs it); fails on a non-2xx status.
+    pub async fn fetch(&self, api: &Api, sha: &str) -> Result<Vec<u8>> {
+        let r = api
+            .http
+            .get(format!("{}/api/artifacts/{sha}", api.url))
+            .header(oblivion_protocol::wire::WORKER_TOKEN_HEADER, &self.token)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("GET artifact {sha}: {}", r.status());
+        }
+        Ok(r.bytes().await?.to_vec())
+    }
+
     /// Posts an update body for `lease`.
     pub async fn post_update(&self, api: &Api, lease: u64, body: Vec<u8>) -> Result<Reply> {
         reply(
@@ -693,6 +708,50 @@ impl ScriptedWorker {
         )
         .await
     }
+}
+
+/// `p` with each value `v` at flat index `i` (from 1) replaced by `f(i, v)`.
+pub fn map_params(
+    p: &oblivion_ml::params::Params,
+    f: impl Fn(usize, f32) -> f32,
+) -> oblivion_ml::params::Params {
+    let mut index = 0;
+    oblivion_ml::params::Params {
+        tensors: p
+            .tensors
+            .iter()
+            .map(|t| {
+                let values = t
+                    .values
+                    .iter()
+                    .map(|v| {
+                        index += 1;
+                        f(index, *v)
+                    })
+                    .collect();
+                oblivion_ml::params::NamedTensor {
+                    name: t.name.clone(),
+                    shape: t.shape.clone(),
+                    values,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// A standard normal value for `index` (Box-Muller over a hash).
+pub fn gaussian(index: usize) -> f32 {
+    let hash = |x: u64| {
+        let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let (u, v) = (
+        hash(2 * index as u64).max(1e-12),
+        hash(2 * index as u64 + 1),
+    );
+    ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
 }
 
 /// A small update for `task` that screening takes as honest work: a

@@ -6,7 +6,9 @@
 //! proofs, second claims, a settlement signed for another job and a refund
 //! before the deadline all revert. A creator who walks away after the work
 //! cannot take the model, nor the deposit back: the settlement is sent
-//! without them once its grace has passed, and the workers claim.
+//! without them once its grace has passed, and the workers claim. A free
+//! rider that posts the previous round's change instead of training is
+//! paid nothing: a paid job has every shard trained twice by default.
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +17,8 @@ use alloy::providers::{DynProvider, Provider};
 use oblivion_chain::Key;
 use oblivion_chain::escrow::{self, OblivionEscrow};
 use oblivion_e2e::anvil::Anvil;
-use oblivion_e2e::{Api, CREATOR_KEY, Network, example};
+use oblivion_e2e::{Api, CREATOR_KEY, Network, ScriptedWorker, example, gaussian, map_params};
+use oblivion_ml::params::Params;
 use oblivion_protocol::api::{JobStatus, JobView, PaymentState, RewardView};
 use serde_json::json;
 
@@ -624,4 +627,124 @@ async fn a_creator_who_walks_away_cannot_take_the_model_or_the_deposit() {
             .is_some(),
         "{err}"
     );
+}
+
+/// The free rider of the review: it trains nothing, and for each lease
+/// posts the change between the last two global models it has seen,
+/// scaled, with fresh noise (before it has seen two, noise alone). Returns
+/// how many it posted.
+async fn free_ride(
+    worker: ScriptedWorker,
+    api: Api,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> u32 {
+    let mut worker = worker;
+    let mut globals: Vec<(String, Params)> = Vec::new();
+    let mut posted = 0u32;
+    loop {
+        let task = tokio::select! {
+            _ = &mut stop => break,
+            task = worker.next_lease() => task,
+        };
+        let Ok(task) = task else { continue };
+        let Ok(bytes) = worker.fetch(&api, &task.weights).await else {
+            continue;
+        };
+        let (global, _) = Params::from_safetensors(&bytes).unwrap();
+        if globals.last().is_none_or(|(sha, _)| *sha != task.weights) {
+            globals.push((task.weights.clone(), global));
+        }
+        let change = match globals.len() {
+            n if n >= 2 => globals[n - 1].1.minus(&globals[n - 2].1),
+            _ => globals[0].1.zeros_like(),
+        };
+        let values = change.tensors.iter().map(|t| t.values.len()).sum::<usize>();
+        let rms = (change.l2_norm() / (values as f64).sqrt()).max(1e-4) as f32;
+        // Fresh noise each post: another stretch of the noise sequence.
+        let offset = (posted as usize + 1) * 1_000_003;
+        let fake = map_params(&change, |i, v| 1.1 * v + 0.05 * rms * gaussian(offset + i));
+        let meta = Some([("train_loss".to_string(), "0.3".to_string())].into());
+        if worker
+            .post_update(&api, task.lease_id, fake.to_compressed(meta))
+            .await
+            .is_ok_and(|(status, _)| status == 200)
+        {
+            posted += 1;
+        }
+    }
+    posted
+}
+
+/// The attack on credit: on a paid job with default settings, a signed-in
+/// worker that posts the previous round's global change, scaled, with
+/// fresh noise, instead of training, is credited nothing; the honest
+/// workers share the whole deposit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_free_rider_posting_the_previous_change_is_paid_nothing() {
+    const RIDER_KEY: &str = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318";
+    let anvil = Anvil::start().unwrap();
+    let url: alloy::transports::http::reqwest::Url = anvil.url.parse().unwrap();
+    let escrow_address = deploy_escrow(&url, 86_400).await;
+    let signer = Key::parse(SIGNER).unwrap();
+    // Accounts are established after ten agreed results, however new.
+    let mut net = paid_network(&anvil.url, escrow_address, 1, &["--established-secs", "0"]);
+    let api = net.api();
+    net.add_paid_worker("paid-a", Some(WORKER_A)).unwrap();
+    net.add_paid_worker("paid-b", Some(WORKER_B)).unwrap();
+    let rider_api = Api::new(&api.url, Some(RIDER_KEY));
+    let cookie = rider_api.cookie().await.unwrap();
+    let rider_account = rider_api.account().unwrap();
+    // It claims to be the fastest, to be given work first.
+    let rider = ScriptedWorker::connect_claiming(
+        &api.url,
+        "rider",
+        cookie.as_deref(),
+        Some(&rider_account),
+        1e9,
+    )
+    .await
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let riding = tokio::spawn(free_ride(rider, rider_api, stopped));
+
+    // The example as shipped, paid, with nothing said about verification.
+    let mut spec = paid_spec(31);
+    spec["rounds"] = json!(6);
+    assert!(spec.get("replication").is_none());
+    let id = api.submit(&spec).await.unwrap();
+    let creator = escrow::connect(url.clone(), &Key::parse(CREATOR_KEY).unwrap());
+    let contract = escrow::at(escrow_address, &creator);
+    let job = api.job(id).await.unwrap();
+    fund(&contract, &job, signer.address_bytes()).await;
+    let job = wait_job(&api, &creator, id, "the settlement", |j| {
+        j.payment.as_ref().is_some_and(|p| p.settlement.is_some())
+    })
+    .await;
+    let _ = stop.send(());
+    let posted = riding.await.unwrap();
+    assert_eq!(job.status, JobStatus::Completed, "{job:?}");
+    assert!(posted >= 3, "the rider posted only {posted} updates");
+
+    let settlement = job.payment.unwrap().settlement.unwrap();
+    let seconds: f64 = job.history.iter().map(|r| r.seconds).sum();
+    eprintln!(
+        "free rider: {posted} updates posted, payouts {:?}, {} rounds in {seconds:.1} s",
+        settlement.payouts, job.rounds
+    );
+    assert!(
+        settlement
+            .payouts
+            .iter()
+            .all(|p| !p.account.eq_ignore_ascii_case(&rider_account)),
+        "the free rider is paid: {:?}",
+        settlement.payouts
+    );
+    let paid: U256 = settlement
+        .payouts
+        .iter()
+        .map(|p| p.amount.parse::<U256>().unwrap())
+        .sum();
+    assert_eq!(paid, ether(1), "the honest workers share the deposit");
+    let accuracy = job.history.last().map_or(0.0, |r| r.accuracy);
+    assert!(accuracy > 0.8, "{:?}", job.history);
 }

@@ -10,11 +10,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use oblivion_e2e::{Api, Network, ScriptedWorker, example, shaped_update, uniform_update};
+use oblivion_e2e::{
+    Api, Network, ScriptedWorker, example, gaussian, map_params as map, shaped_update,
+    uniform_update,
+};
 use oblivion_ml::ComputeDevice;
 use oblivion_ml::data::decode_shard;
 use oblivion_ml::model::Architecture;
-use oblivion_ml::params::{NamedTensor, Params};
+use oblivion_ml::params::Params;
 use oblivion_ml::train::{LocalTraining, train};
 use oblivion_protocol::LocalWork;
 use oblivion_protocol::api::{JobView, WorkerState};
@@ -115,46 +118,6 @@ async fn trained_delta(api: &Api, task: &LeaseTask, work: LocalWork) -> Params {
     })
     .await
     .unwrap()
-}
-
-fn map(p: &Params, f: impl Fn(usize, f32) -> f32) -> Params {
-    let mut index = 0;
-    Params {
-        tensors: p
-            .tensors
-            .iter()
-            .map(|t| {
-                let values = t
-                    .values
-                    .iter()
-                    .map(|v| {
-                        index += 1;
-                        f(index, *v)
-                    })
-                    .collect();
-                NamedTensor {
-                    name: t.name.clone(),
-                    shape: t.shape.clone(),
-                    values,
-                }
-            })
-            .collect(),
-    }
-}
-
-/// A standard normal value for `index` (Box-Muller over a hash).
-fn gaussian(index: usize) -> f32 {
-    let hash = |x: u64| {
-        let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    };
-    let (u, v) = (
-        hash(2 * index as u64).max(1e-12),
-        hash(2 * index as u64 + 1),
-    );
-    ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
 }
 
 async fn poisoned_body(api: &Api, task: &LeaseTask, poison: Poison) -> Vec<u8> {

@@ -9,6 +9,12 @@ use crate::SpecError;
 use crate::aggregation::{AggregationSpec, ReplicationSpec};
 use crate::privacy::PrivacySpec;
 
+/// Share of a paid job's shards trained twice when its spec says nothing:
+/// all of them. Paid work is verified by default; a creator may ask for
+/// less (`replication.fraction`) and accept that unchecked shards are paid
+/// on trust.
+pub const PAID_REPLICATION: f64 = 1.0;
+
 /// Largest number of rounds a job may ask for.
 pub const MAX_ROUNDS: u32 = 1_000;
 /// Largest number of shards a round may be split into.
@@ -84,9 +90,11 @@ pub struct JobSpec {
     /// robust to a minority of poisoned updates.
     #[serde(default, skip_serializing_if = "AggregationSpec::is_default")]
     pub aggregation: AggregationSpec,
-    /// Verification by replicas: none by default.
-    #[serde(default, skip_serializing_if = "ReplicationSpec::is_default")]
-    pub replication: ReplicationSpec,
+    /// Verification by replicas, as asked; what applies is
+    /// [`JobSpec::replication`] (a paid job replicates every shard unless
+    /// its spec says otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationSpec>,
     /// Client-level differential privacy: clipped updates, a noised
     /// aggregate and an accountant. `None`: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -363,6 +371,22 @@ fn check_dataset(dataset: &DatasetSpec, field: &str, model: &ModelSpec) -> Resul
 }
 
 impl JobSpec {
+    /// The verification by replicas that applies: the spec's, else for a
+    /// paid job that trains the job's shards [`PAID_REPLICATION`] (every
+    /// shard trained by two workers, as a quorum of two: a worker that
+    /// posts anything but the training of its shard is outvoted and paid
+    /// nothing), else none.
+    pub fn replication(&self) -> ReplicationSpec {
+        self.replication.clone().unwrap_or_else(|| ReplicationSpec {
+            fraction: if self.reward.is_some() && !self.dataset.is_federated() {
+                PAID_REPLICATION
+            } else {
+                0.0
+            },
+            ..ReplicationSpec::default()
+        })
+    }
+
     /// The accounts whose workers may train this job, when it is
     /// restricted: a private job's owner and its named trainers
     /// (lower-case `0x` hex). `None`: any worker may.
@@ -456,7 +480,7 @@ impl JobSpec {
                      updates, and the noise and clip norm are set here",
                 ));
             }
-            if self.replication.fraction > 0.0 {
+            if self.replication().fraction > 0.0 {
                 return Err(SpecError::new(
                     "replication.fraction",
                     "replicas cannot check federated work: each contributor trains data \
@@ -552,7 +576,9 @@ impl JobSpec {
             }
         }
         self.aggregation.validate(self.shards_per_round)?;
-        self.replication.validate()?;
+        if let Some(replication) = &self.replication {
+            replication.validate()?;
+        }
         if let Some(privacy) = &self.privacy {
             privacy.validate()?;
         }

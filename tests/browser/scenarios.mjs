@@ -207,6 +207,8 @@ async function paid() {
   await creator.getByTestId('example').selectOption('iris-mlp');
   await creator.getByTestId('field-rounds').fill('3');
   await creator.getByTestId('field-reward.amount').fill('0.5');
+  // One tab trains it all: no second worker to check its shards.
+  await creator.getByTestId('field-replication.fraction').fill('0');
   await creator.getByTestId('submit').click();
   // The form funds the job from the wallet, then opens its page.
   await creator.waitForURL(/\/jobs\/\d+$/, { timeout: 60000 });

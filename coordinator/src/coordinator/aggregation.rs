@@ -108,28 +108,34 @@ pub fn aggregate_round(
             ShardOutcome::Single => standing.push((members[0], Vec::new())),
             ShardOutcome::Agreed { agreeing, odd } => {
                 let stand: Vec<usize> = agreeing.iter().map(|&k| members[k]).collect();
-                // Agreement refutes only when two distinct established
-                // accounts agree: free accounts would frame anyone.
+                // Agreement refutes (on the record, towards quarantine)
+                // only when two distinct established accounts agree: free
+                // accounts would frame anyone. Otherwise the majority still
+                // stands, and the odd one out is unpaid but not on record:
+                // a free rider outvoted by new honest accounts earns
+                // nothing, and costs them nothing. (Two sybils that outvote
+                // an honest worker gain no more than holding both slots of
+                // a shard would give them.)
                 let mut accounts: Vec<&str> = stand
                     .iter()
                     .filter_map(|&i| updates[i].refuter.as_deref())
                     .collect();
                 accounts.sort_unstable();
                 accounts.dedup();
-                if !odd.is_empty() && accounts.len() < 2 {
-                    for &i in members {
-                        verdicts[i] = Some(Verdict::Unresolved(format!(
-                            "the results for shard {base} disagree, and those that agree are \
-                             not two established accounts"
-                        )));
-                    }
-                    continue;
-                }
+                let established = accounts.len() >= 2;
                 for k in odd {
-                    verdicts[members[k]] = Some(Verdict::Refuted(format!(
-                        "disagrees with {} other results for shard {base}",
-                        stand.len()
-                    )));
+                    verdicts[members[k]] = Some(if established {
+                        Verdict::Refuted(format!(
+                            "disagrees with {} other results for shard {base}",
+                            stand.len()
+                        ))
+                    } else {
+                        Verdict::Unresolved(format!(
+                            "disagrees with {} other results for shard {base}, which are not \
+                             two established accounts",
+                            stand.len()
+                        ))
+                    });
                 }
                 standing.push((stand[0], stand[1..].to_vec()));
             }
@@ -358,7 +364,7 @@ impl Coordinator {
         };
         let rules = RoundRules {
             aggregation: row.spec.aggregation.clone(),
-            tolerance: row.spec.replication.tolerance,
+            tolerance: row.spec.replication().tolerance,
             privacy,
         };
         let outcome = {
@@ -435,7 +441,7 @@ impl Coordinator {
         let next_replicas = if finished {
             Vec::new()
         } else {
-            crate::replication::pick_secretly(shards.len(), row.spec.replication.fraction)
+            crate::replication::pick_secretly(shards.len(), row.spec.replication().fraction)
         };
         let (next_round, status) = if finished {
             (round, JobStatus::Completed)
@@ -716,10 +722,10 @@ mod tests {
             let (_, _, verdicts) = aggregated(
                 aggregate_round(&arch, &global, round, &rules(), &data, no_noise).unwrap(),
             );
+            // The honest third is unpaid for this shard, but not refuted:
+            // nothing goes on its record.
             assert!(
-                verdicts[2..]
-                    .iter()
-                    .all(|v| matches!(v, Verdict::Unresolved(_))),
+                matches!(verdicts[2], Verdict::Unresolved(_)),
                 "{verdicts:?}"
             );
             assert!(verdicts[..2].iter().all(Verdict::is_verified));

@@ -66,7 +66,7 @@ pub const AGGREGATION_COPIES: u64 = 4;
 /// at worst), [`AGGREGATION_COPIES`] times, at four bytes a parameter.
 pub fn aggregation_bytes(spec: &JobSpec, params: u64) -> u64 {
     let shards = u64::from(spec.shards_per_round);
-    let replicas = (shards as f64 * spec.replication.fraction).ceil() as u64;
+    let replicas = (shards as f64 * spec.replication().fraction).ceil() as u64;
     (shards + 2 * replicas)
         .saturating_mul(params)
         .saturating_mul(4 * AGGREGATION_COPIES)
@@ -152,7 +152,10 @@ mod tests {
         assert!(check(&budgets, &example, &arch(&example), 10).is_ok());
         // Replicas and their third opinions count.
         let mut replicated = spec(&[128], 8, 1);
-        replicated.replication.fraction = 0.5;
+        replicated.replication = Some(oblivion_protocol::aggregation::ReplicationSpec {
+            fraction: 0.5,
+            ..Default::default()
+        });
         assert_eq!(
             aggregation_bytes(&replicated, 1),
             (8 + 2 * 4) * 4 * AGGREGATION_COPIES

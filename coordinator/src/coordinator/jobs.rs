@@ -228,7 +228,7 @@ impl Coordinator {
             created_at: now() as i64,
             round_replicas: crate::replication::pick_secretly(
                 shards.len(),
-                spec.replication.fraction,
+                spec.replication().fraction,
             ),
             creator: Some(creator.to_string()),
         };
