@@ -7,6 +7,7 @@ use wasm_bindgen::prelude::*;
 use web_sys::{MessageEvent, Worker, WorkerOptions, WorkerType};
 
 use crate::account::use_account;
+use crate::privacy::PrivacyCard;
 use crate::shell::{load_setting, save_setting};
 
 /// The browser worker's entry point in `dist/` (built by Trunk).
@@ -80,6 +81,8 @@ pub fn Contribute() -> impl IntoView {
     // (within the browser) at each start, never uploaded.
     let local_files: StoredValue<Option<js_sys::Array>, LocalStorage> =
         StoredValue::new_local(None);
+    // The contributor's privacy limits and ledger, kept in this browser.
+    let privacy = RwSignal::new(crate::privacy::load());
 
     let launch = move || {
         let options = WorkerOptions::new();
@@ -108,6 +111,7 @@ pub fn Contribute() -> impl IntoView {
                 BackendChoice::Auto
             },
             cpu_reason: cpu_reason.get_value(),
+            privacy: privacy.get_untracked(),
         };
         let handle = w.clone();
         let files = local_files.get_value();
@@ -124,7 +128,7 @@ pub fn Contribute() -> impl IntoView {
             {
                 let _ = handle.post_message(files);
             }
-            on_report(report, &handle, &start, state, cpu_reason, restart);
+            on_report(report, &handle, &start, state, privacy, cpu_reason, restart);
         });
         w.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         on_message.forget();
@@ -314,6 +318,7 @@ pub fn Contribute() -> impl IntoView {
                 Err(e) => view! { <p class="warn" data-testid="local-error">{e}</p> }.into_any(),
             })}
         </section>
+        <PrivacyCard privacy/>
         <section class="card">
             <h2>"Activity"</h2>
             <ul class="log" data-testid="log">
@@ -329,6 +334,7 @@ fn on_report(
     worker: &Worker,
     start: &TabStart,
     state: RwSignal<TabState>,
+    privacy: RwSignal<oblivion_protocol::tab::ContributorPrivacy>,
     cpu_reason: StoredValue<Option<String>>,
     restart: RwSignal<u32>,
 ) {
@@ -447,6 +453,10 @@ fn on_report(
                 (None, e) => Some(Err(e.unwrap_or_else(|| "unreadable".into()))),
             };
         }),
+        TabReport::Spent { ledger } => crate::privacy::spent(privacy, ledger),
+        TabReport::Declined { job_id, reason } => {
+            state.update(|s| s.note(format!("job {job_id} declined: {reason}")))
+        }
         TabReport::BenchResult { .. } => {}
     }
 }

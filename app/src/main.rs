@@ -23,6 +23,8 @@ mod network;
 #[cfg(target_arch = "wasm32")]
 mod new_job;
 #[cfg(target_arch = "wasm32")]
+mod privacy;
+#[cfg(target_arch = "wasm32")]
 mod rewards;
 #[cfg(target_arch = "wasm32")]
 mod shell;

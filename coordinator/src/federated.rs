@@ -48,6 +48,7 @@ pub fn local_task(
         scaling: normalization.cloned(),
         clip_norm: privacy.clip_norm,
         noise_std: noise_multiplier * privacy.clip_norm,
+        rounds: spec.rounds,
     }))
 }
 

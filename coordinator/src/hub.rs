@@ -16,7 +16,7 @@
 //! workers by token.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,6 +66,9 @@ pub struct Worker {
     pub credits: VecDeque<(f64, u64)>,
     /// Why it is quarantined (it then takes no leases), if it is.
     pub quarantine: Option<String>,
+    /// Federated jobs it will not train (its contributor's privacy limits
+    /// refuse them): offered none of their work on this connection.
+    pub declined: HashSet<u64>,
 }
 
 /// Seconds over which a worker's throughput is measured.
@@ -89,6 +92,7 @@ impl Worker {
             max_leases,
             credits: VecDeque::new(),
             quarantine: None,
+            declined: HashSet::new(),
         }
     }
 
@@ -239,6 +243,9 @@ impl LiveJob {
     /// Whether `worker` may be leased this job's work: the right account
     /// for a private job, and fitting local data for a federated one.
     fn admits(&self, worker: &Worker) -> bool {
+        if worker.declined.contains(&self.id) {
+            return false;
+        }
         let account_ok = self.trainers.as_ref().is_none_or(|accounts| {
             worker
                 .view
@@ -591,11 +598,15 @@ impl Hub {
     }
 
     /// A worker gives a lease back.
-    pub fn return_lease(&mut self, worker: u64, lease: u64) -> Option<Ended> {
-        match self.leases.get(&lease) {
-            Some(l) if l.worker == worker => self.end(lease, LeaseStatus::Returned),
-            _ => None,
+    pub fn return_lease(&mut self, worker: u64, lease: u64, decline_job: bool) -> Option<Ended> {
+        let job = match self.leases.get(&lease) {
+            Some(l) if l.worker == worker => l.job,
+            _ => return None,
+        };
+        if decline_job && let Some(w) = self.workers.get_mut(&worker) {
+            w.declined.insert(job);
         }
+        self.end(lease, LeaseStatus::Returned)
     }
 
     /// Ends every lease whose heartbeat deadline or lifetime passed, or
@@ -1197,6 +1208,7 @@ mod tests {
                 max_leases: u32::MAX,
                 credits: VecDeque::new(),
                 quarantine: None,
+                declined: HashSet::new(),
             });
             id
         }
@@ -1330,6 +1342,7 @@ mod tests {
             scaling: None,
             clip_norm: 1.0,
             noise_std: 0.1,
+            rounds: 2,
         };
         let job = n.hub.jobs.remove(&1).unwrap().federated(local.clone());
         n.hub.jobs.insert(1, job);
@@ -1346,6 +1359,39 @@ mod tests {
         let again = n.dispatch(0.0);
         assert_eq!(holders(&again), vec![late]);
         assert!(none != late && n.dispatch(0.0).is_empty());
+    }
+
+    #[test]
+    fn a_contributor_that_declines_a_job_is_offered_none_of_it() {
+        let mut n = Net::new();
+        let alice = n.add_worker(1.0);
+        n.hub.workers.get_mut(&alice).unwrap().view.local_data =
+            Some(oblivion_protocol::wire::LocalDataOffer {
+                shape: vec![4],
+                classes: 3,
+                samples: 64,
+                columns: None,
+            });
+        n.add_job(1, 1);
+        let local = LocalTask {
+            scaling: None,
+            clip_norm: 1.0,
+            noise_std: 1e-9,
+            rounds: 20,
+        };
+        let job = n.hub.jobs.remove(&1).unwrap().federated(local);
+        n.hub.jobs.insert(1, job);
+        let first = n.dispatch(0.0);
+        assert_eq!(holders(&first), vec![alice]);
+        // Returned without declining: offered again at once.
+        n.hub.return_lease(alice, first[0].id, false).unwrap();
+        let again = n.dispatch(0.0);
+        assert_eq!(holders(&again), vec![alice]);
+        // Declined (its limits refuse the job): never offered again.
+        n.hub.return_lease(alice, again[0].id, true).unwrap();
+        assert!(n.dispatch(0.0).is_empty());
+        n.add_job(2, 1);
+        assert_eq!(holders(&n.dispatch(0.0)), vec![alice], "other jobs still");
     }
 
     #[test]

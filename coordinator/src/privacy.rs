@@ -4,7 +4,12 @@
 //!
 //! Each shard is one client, and every round trains every shard: the
 //! sampling rate is 1, and the guarantee covers a whole shard's data.
-//! (Federated mode, where contributors come and go, samples fewer.)
+//!
+//! In federated mode each contributor noises its own update, which the
+//! coordinator sees alone: one record moves it by up to twice the clip
+//! norm, so the figure here is the one each contributor's worker computes
+//! for itself (`oblivion_privacy::contributor`), and only a display: the
+//! worker decides.
 
 use oblivion_privacy::{RdpAccountant, noise_multiplier_for};
 use oblivion_protocol::JobSpec;
@@ -12,6 +17,16 @@ use oblivion_protocol::privacy::MAX_NOISE_MULTIPLIER;
 
 /// The share of clients (shards) that take part in a round.
 pub const SAMPLING_RATE: f64 = 1.0;
+
+/// The sensitivity of one release over the clip norm: 1 for the noised
+/// sum of a round's updates, 2 for a contributor's own noised update.
+fn sensitivity(spec: &JobSpec) -> f64 {
+    if spec.dataset.is_federated() {
+        2.0
+    } else {
+        1.0
+    }
+}
 
 /// The noise multiplier `spec`'s rounds use: as given, or the least that
 /// keeps all its rounds within its target ε. `Ok(None)` without privacy;
@@ -25,7 +40,8 @@ pub fn noise_multiplier(spec: &JobSpec) -> Result<Option<f64>, (String, String)>
         (None, Some(target)) => {
             let field = || "privacy.target_epsilon".to_string();
             let z = noise_multiplier_for(target, SAMPLING_RATE, u64::from(spec.rounds), p.delta)
-                .map_err(|e| (field(), e.to_string()))?;
+                .map_err(|e| (field(), e.to_string()))?
+                * sensitivity(spec);
             if z > MAX_NOISE_MULTIPLIER {
                 return Err((
                     field(),
@@ -52,7 +68,7 @@ pub fn epsilon_after(spec: &JobSpec, rounds: u32) -> Option<f64> {
     let z = noise_multiplier(spec).ok()??;
     let mut accountant = RdpAccountant::new();
     accountant
-        .compose_poisson_gaussian(SAMPLING_RATE, z, u64::from(rounds))
+        .compose_poisson_gaussian(SAMPLING_RATE, z / sensitivity(spec), u64::from(rounds))
         .ok()?;
     accountant.epsilon(p.delta).ok().map(|e| e.epsilon)
 }
@@ -98,5 +114,23 @@ mod tests {
         let s = spec(serde_json::json!({"clip_norm": 1.0, "target_epsilon": 1e-9}));
         let (field, message) = noise_multiplier(&s).unwrap_err();
         assert_eq!(field, "privacy.target_epsilon", "{message}");
+    }
+
+    #[test]
+    fn a_federated_job_is_priced_as_its_contributors_price_it() {
+        let mut s = spec(serde_json::json!({"clip_norm": 1.0, "noise_multiplier": 8.0}));
+        s.dataset = serde_json::from_value(
+            serde_json::json!({"federated": {"validation": {"builtin": "iris"}}}),
+        )
+        .unwrap();
+        let shown = epsilon_after(&s, 3).unwrap();
+        let worker = oblivion_privacy::contributor::job_epsilon(8.0, 3, 1e-5).unwrap();
+        assert!((shown - worker).abs() < 1e-9, "{shown} against {worker}");
+        s.privacy =
+            serde_json::from_value(serde_json::json!({"clip_norm": 1.0, "target_epsilon": 5.0}))
+                .unwrap();
+        let z = noise_multiplier(&s).unwrap().unwrap();
+        let spent = oblivion_privacy::contributor::job_epsilon(z, 10, 1e-5).unwrap();
+        assert!(spent <= 5.0 && spent > 4.99, "{spent}");
     }
 }

@@ -246,19 +246,39 @@ impl Network {
     /// Starts a native worker process signed in as `key`'s account (its
     /// rewards go there).
     pub fn add_paid_worker(&mut self, name: &str, key: Option<&str>) -> Result<()> {
-        self.spawn_worker(name, key, &[])
+        self.spawn_worker(name, key, &[], &[])
     }
 
     /// Starts a native worker process holding local data for federated
-    /// jobs (`--local-data` for each file).
+    /// jobs (`--local-data` for each file), with the default privacy
+    /// limits.
     pub fn add_worker_with_data(&mut self, name: &str, files: &[&Path]) -> Result<()> {
-        self.spawn_worker(name, None, files)
+        self.spawn_worker(name, None, files, &[])
     }
 
-    fn spawn_worker(&mut self, name: &str, key: Option<&str>, files: &[&Path]) -> Result<()> {
+    /// [`Network::add_worker_with_data`], with more flags (privacy limits).
+    pub fn add_contributor(&mut self, name: &str, files: &[&Path], flags: &[&str]) -> Result<()> {
+        self.spawn_worker(name, None, files, flags)
+    }
+
+    /// Worker `name`'s data directory (its privacy settings and ledger).
+    pub fn worker_dir(&self, name: &str) -> PathBuf {
+        self.data.0.join("workers").join(name)
+    }
+
+    fn spawn_worker(
+        &mut self,
+        name: &str,
+        key: Option<&str>,
+        files: &[&Path],
+        flags: &[&str],
+    ) -> Result<()> {
         let mut command = Command::new(bin("oblivion-worker")?);
         command
             .args(["--coordinator", &self.url, "--name", name])
+            .arg("--data-dir")
+            .arg(self.worker_dir(name))
+            .args(flags)
             .env("RUST_LOG", "oblivion_worker=warn")
             .env_remove("OBLIVION_KEY");
         if let Some(key) = key {
@@ -662,6 +682,7 @@ impl ScriptedWorker {
         let msg = WorkerMessage::ReturnLease {
             lease_id: lease,
             reason: "returned".into(),
+            decline_job: false,
         };
         self.socket
             .send(tokio_tungstenite::tungstenite::Message::Text(

@@ -2,7 +2,9 @@
 //! iris that nobody else has (neither holds every class), the job's
 //! creator holds only the validation data, and the model learns from
 //! both. A worker without data, or with data of another shape or other
-//! columns, is given none of the job's work.
+//! columns, is given none of the job's work. A job that asks for almost no
+//! noise, to read records back out of the round's change, gets nothing
+//! from a contributor with the default limits.
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,6 +14,20 @@ use oblivion_protocol::api::JobView;
 
 const TIMEOUT: Duration = Duration::from_secs(600);
 const ROUNDS: u32 = 40;
+
+/// Contributors that accept the weak privacy of these jobs (noise 0.3 ×
+/// the clip norm, batches of 8): what the tests below look at is training
+/// on data that stays home. The defaults have a test of their own.
+const WEAK_PRIVACY: &[&str] = &[
+    "--max-job-epsilon",
+    "1e9",
+    "--privacy-budget",
+    "1e9",
+    "--min-noise-multiplier",
+    "0.1",
+    "--min-batch-size",
+    "8",
+];
 
 /// Uploads the creator's validation file; returns its sha256.
 async fn upload(api: &Api, path: &Path) -> serde_json::Value {
@@ -56,11 +72,14 @@ async fn two_contributors_train_a_job_on_data_only_they_hold() {
     let (_, rows) = text.split_once('\n').unwrap();
     std::fs::write(&renamed, format!("w,x,y,z,label\n{rows}")).unwrap();
     let mut net = Network::start(&[]).unwrap();
-    net.add_worker_with_data("alice", &[&alice]).unwrap();
-    net.add_worker_with_data("bob", &[&bob]).unwrap();
+    net.add_contributor("alice", &[&alice], WEAK_PRIVACY)
+        .unwrap();
+    net.add_contributor("bob", &[&bob], WEAK_PRIVACY).unwrap();
     net.add_worker("no-data").unwrap();
-    net.add_worker_with_data("wine-holder", &[&wine]).unwrap();
-    net.add_worker_with_data("renamed", &[&renamed]).unwrap();
+    net.add_contributor("wine-holder", &[&wine], WEAK_PRIVACY)
+        .unwrap();
+    net.add_contributor("renamed", &[&renamed], WEAK_PRIVACY)
+        .unwrap();
     let api = net.api();
     let sha = upload(&api, &validation).await;
     let mut spec = federated_spec(&sha, ROUNDS);
@@ -148,8 +167,9 @@ async fn a_federated_job_survives_a_coordinator_restart() {
     let dir = ScratchDir::new("federated-restart").unwrap();
     let [validation, alice, bob] = split_iris_federated(&dir.0).unwrap();
     let mut net = Network::start(&[]).unwrap();
-    net.add_worker_with_data("alice", &[&alice]).unwrap();
-    net.add_worker_with_data("bob", &[&bob]).unwrap();
+    net.add_contributor("alice", &[&alice], WEAK_PRIVACY)
+        .unwrap();
+    net.add_contributor("bob", &[&bob], WEAK_PRIVACY).unwrap();
     let api = net.api();
     let sha = upload(&api, &validation).await;
     let rounds = 60;
@@ -179,4 +199,61 @@ async fn a_federated_job_survives_a_coordinator_restart() {
         "restarted at round {before}; final accuracy {:.3}",
         final_accuracy(&job)
     );
+}
+
+/// The reconstruction attack: a federated job asks for almost no noise, a
+/// huge clip norm, batches of one and one step of SGD, so that each
+/// round's change is one record's gradient and a first-layer weight over
+/// its bias gives the record back exactly. A contributor with the default
+/// limits declines the job: nothing of its data leaves, and its ledger
+/// shows nothing spent on it. The same contributor trains a job that asks
+/// for enough noise, and its ledger prices that job at sensitivity 2C.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_asking_for_almost_no_noise_gets_nothing_from_a_default_contributor() {
+    let dir = ScratchDir::new("reconstruction").unwrap();
+    let [validation, alice, _] = split_iris_federated(&dir.0).unwrap();
+    let mut net = Network::start(&[]).unwrap();
+    net.add_worker_with_data("alice", &[&alice]).unwrap();
+    let api = net.api();
+    let sha = upload(&api, &validation).await;
+
+    let mut attack = federated_spec(&sha, 20);
+    attack["shards_per_round"] = 1.into();
+    attack["local_steps"] = 1.into();
+    attack.as_object_mut().unwrap().remove("local_epochs");
+    attack["batch_size"] = 1.into();
+    attack["optimizer"] = serde_json::json!({"kind": "sgd", "learning_rate": 1.0});
+    attack["privacy"] = serde_json::json!({"clip_norm": 1e6, "noise_multiplier": 1e-9});
+    let attack = api.submit(&attack).await.unwrap();
+
+    // A job within the defaults: σ = 8, batches of 16, 3 rounds.
+    let mut fair = federated_spec(&sha, 3);
+    fair["shards_per_round"] = 1.into();
+    fair["batch_size"] = 16.into();
+    fair["privacy"] = serde_json::json!({"clip_norm": 1.0, "noise_multiplier": 8.0});
+    let fair = api.submit(&fair).await.unwrap();
+    let done = api.wait_finished(fair, TIMEOUT, |_| {}).await.unwrap();
+    assert_eq!(done.status.as_str(), "completed", "{done:?}");
+
+    // By now alice was offered the attack's lease, and declined the job.
+    let job = api.job(attack).await.unwrap();
+    assert!(
+        job.history.is_empty() && job.round == 1,
+        "a round of the attack was trained on alice's data: {:?}",
+        job.history
+    );
+    assert!(job.contributors.is_empty(), "{:?}", job.contributors);
+    let file = net.worker_dir("alice").join("privacy.json");
+    let privacy: oblivion_protocol::tab::ContributorPrivacy =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let spends = &privacy.ledger.spends;
+    assert!(spends.iter().all(|s| s.job != attack), "{spends:?}");
+    let on_fair: Vec<_> = spends.iter().filter(|s| s.job == fair).collect();
+    assert_eq!(on_fair.len(), 1, "{spends:?}");
+    assert_eq!((on_fair[0].rounds, on_fair[0].noise_multiplier), (3, 8.0));
+    let spent = privacy.ledger.total_epsilon(1e-5).unwrap();
+    let priced = oblivion_privacy::contributor::job_epsilon(8.0, 3, 1e-5).unwrap();
+    assert!((spent - priced).abs() < 1e-9, "{spent} against {priced}");
+    assert!(spent <= privacy.limits.job_epsilon, "{spent}");
+    println!("alice spent ε = {spent:.2} (δ 1e-5) on the fair job, nothing on the attack");
 }

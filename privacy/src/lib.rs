@@ -15,6 +15,7 @@
 
 #![warn(missing_docs)]
 
+pub mod contributor;
 mod error;
 mod rdp;
 mod special;

@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use oblivion_privacy::contributor::{ContributorLimits, Ledger};
+
 use crate::ModelSpec;
 use crate::wire::{DeviceInfo, LocalDataOffer};
 
@@ -36,6 +38,20 @@ pub struct TabStart {
     /// Why the page forces the CPU (a GPU crash before), shown in reports.
     #[serde(default)]
     pub cpu_reason: Option<String>,
+    /// The contributor's limits on its local data and what it has spent
+    /// (kept in the tab's storage; the worker enforces and updates them).
+    #[serde(default)]
+    pub privacy: ContributorPrivacy,
+}
+
+/// A contributor's privacy settings and ledger, as kept together.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContributorPrivacy {
+    /// The least privacy it accepts.
+    pub limits: ContributorLimits,
+    /// What its data has spent.
+    pub ledger: Ledger,
 }
 
 /// A training-speed measurement (the in-browser benchmark).
@@ -180,6 +196,20 @@ pub enum TabReport {
     Panic {
         /// The panic message.
         message: String,
+    },
+    /// A federated job was declined: the contributor's privacy limits
+    /// refuse it.
+    Declined {
+        /// The job.
+        job_id: u64,
+        /// Which limit, in words.
+        reason: String,
+    },
+    /// An update of the contributor's own data is about to leave: what its
+    /// data has spent now, for the page to keep before the update is sent.
+    Spent {
+        /// The whole ledger.
+        ledger: Ledger,
     },
     /// The local files were read (or could not be): what the coordinator
     /// will be told of them.

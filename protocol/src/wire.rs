@@ -102,6 +102,10 @@ pub enum WorkerMessage {
         lease_id: u64,
         /// Why, for the operator.
         reason: String,
+        /// The worker will not train this job at all (its contributor's
+        /// privacy limits refuse it): offer it no more of its work.
+        #[serde(default)]
+        decline_job: bool,
     },
     /// The worker takes no new leases (it finishes those it holds).
     Drain,
@@ -168,6 +172,10 @@ pub struct LocalTask {
     /// ...then gets Gaussian noise of this standard deviation in every
     /// coordinate.
     pub noise_std: f64,
+    /// The job's rounds: how many updates it may ask of this data (the
+    /// contributor's worker prices the whole job before the first).
+    #[serde(default)]
+    pub rounds: u32,
 }
 
 /// The data a lease trains on.
@@ -264,13 +272,17 @@ mod tests {
         let msg = WorkerMessage::ReturnLease {
             lease_id: 7,
             reason: "shutting down".into(),
+            decline_job: false,
         };
         let text = serde_json::to_string(&msg).unwrap();
         assert_eq!(
             text,
-            r#"{"type":"return_lease","lease_id":7,"reason":"shutting down"}"#
+            r#"{"type":"return_lease","lease_id":7,"reason":"shutting down","decline_job":false}"#
         );
         assert_eq!(serde_json::from_str::<WorkerMessage>(&text).unwrap(), msg);
+        // Older workers say nothing of declining.
+        let old = r#"{"type":"return_lease","lease_id":7,"reason":"shutting down"}"#;
+        assert_eq!(serde_json::from_str::<WorkerMessage>(old).unwrap(), msg);
     }
 }
 

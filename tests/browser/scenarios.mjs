@@ -273,6 +273,12 @@ async function federated() {
   const tabs = {};
   for (const name of ['alice', 'bob']) {
     const tab = await recordedTab(browser, name, sent);
+    // This job spends up to ε = 360 of each contributor's data: over the
+    // default limit of 10 a job, which these contributors raise.
+    for (const [field, value] of [['privacy-job-epsilon', '400'], ['privacy-total-epsilon', '1000']]) {
+      await tab.getByTestId(field).fill(value);
+      await tab.getByTestId(field).blur();
+    }
     await tab.getByTestId('local-data').setInputFiles(files[name]);
     await tab.getByTestId('toggle').click();
     await until(`${name}'s tab to read its file`, async () => (await tab.getByTestId('local-summary').count()) > 0, 60000);
@@ -293,9 +299,9 @@ async function federated() {
   await creator.getByTestId('field-name').fill('iris-federated');
   await creator.getByTestId('field-rounds').fill('40');
   await creator.getByTestId('field-target_accuracy').fill('0.9');
-  await creator.getByTestId('field-privacy.target_epsilon').fill('200');
+  await creator.getByTestId('field-privacy.target_epsilon').fill('360');
   const spec = JSON.parse(await creator.getByTestId('spec-json').textContent());
-  check(spec.dataset.federated?.validation?.csv && spec.privacy?.target_epsilon === 200,
+  check(spec.dataset.federated?.validation?.csv && spec.privacy?.target_epsilon === 360,
     `the form builds a federated spec: ${JSON.stringify(spec)}`);
   await creator.getByTestId('submit').click();
   await creator.waitForURL(/\/jobs\/\d+$/, { timeout: 30000 });
@@ -304,6 +310,18 @@ async function federated() {
   check(job.status === 'completed', `job ${id} ended ${job.status}: ${job.error}`);
   const accuracy = job.history[job.history.length - 1].accuracy;
   check(accuracy >= 0.9, `the federated job reached ${accuracy}`);
+
+  // Each tab kept what its data spent on the job, in its storage, and
+  // shows it; it priced the job as the coordinator does (2C).
+  for (const name of ['alice', 'bob']) {
+    const kept = JSON.parse(await tabs[name].evaluate(() => localStorage.getItem('oblivion.privacy')));
+    const mine = kept.ledger.spends.filter((s) => s.job === id);
+    check(mine.length === 1 && mine[0].rounds >= 1, `${name} kept its spend on job ${id}: ${JSON.stringify(kept.ledger)}`);
+    check(kept.limits.job_epsilon === 400, `${name} kept its limit: ${JSON.stringify(kept.limits)}`);
+    await until(`${name}'s tab to show what it spent`, async () =>
+      /job \d+: \d+ updates? · ε = \d/.test(await text(tabs[name], 'privacy-spends'))
+      && (await text(tabs[name], 'privacy-spent')) !== 'ε = 0.00', 15000);
+  }
 
   // The job page says how many contributed, and the ε spent.
   await until('the job page to show the contributors', async () =>

@@ -7,15 +7,19 @@
 //! calls [`Engine::train`] and posts the bytes [`Update::body`] holds.
 //!
 //! For federated jobs the host hands over its own data once
-//! ([`Engine::set_local_data`]): a lease on it trains that data, then clips
-//! the update and adds the job's noise before the update exists, so the
-//! host never holds an unprotected one to send.
+//! ([`Engine::set_local_data`]) and the contributor's privacy limits and
+//! ledger ([`Engine::set_privacy`]): a lease on that data is priced first
+//! (floors, ε of the job at sensitivity 2C, the total), trains only if the
+//! contributor's limits admit it, then clips the update and adds the job's
+//! noise before the update exists, and records the spend in the ledger, so
+//! the host never holds an unprotected update, nor one unaccounted for. The
+//! host keeps the ledger ([`Engine::privacy`]) before it posts the update.
 
 mod benchmark;
 mod cache;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use oblivion_ml::data::{Dataset, LocalData, decode_shard};
 use oblivion_ml::dp::{SecureGaussian, privatize};
@@ -23,7 +27,9 @@ use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
 use oblivion_ml::train::{LocalTrainer, LocalTraining};
 use oblivion_ml::{ComputeDevice, MlError};
+use oblivion_privacy::contributor::Ask;
 use oblivion_protocol::LocalWork;
+use oblivion_protocol::tab::ContributorPrivacy;
 use oblivion_protocol::wire::{
     LeaseTask, LocalDataOffer, LocalTask, TrainingData, update_metadata,
 };
@@ -44,6 +50,9 @@ pub enum EngineError {
     /// A federated lease, and no local data fits it.
     #[error("local data: {0}")]
     Local(String),
+    /// A federated lease beyond the contributor's privacy limits.
+    #[error("privacy: {0}")]
+    Privacy(String),
     /// Training or decoding failed.
     #[error(transparent)]
     Ml(#[from] MlError),
@@ -69,6 +78,9 @@ pub struct Update {
     pub mean_loss: f64,
     /// L2 norm of the update.
     pub norm: f64,
+    /// It was trained on the contributor's own data, and the ledger now
+    /// counts it: the host keeps [`Engine::privacy`] before posting it.
+    pub spent: bool,
 }
 
 /// On a GPU, steps between waits for the device (a browser's event loop
@@ -86,6 +98,9 @@ pub struct Engine {
     weights: Lru<Arc<Params>>,
     data: Lru<Arc<Dataset>>,
     local: Option<LocalData>,
+    /// The network its ledger names, and the contributor's privacy. Behind
+    /// a lock so that training (`&self`) records its spend itself.
+    privacy: Mutex<(String, ContributorPrivacy)>,
 }
 
 impl Engine {
@@ -96,7 +111,60 @@ impl Engine {
             weights: Lru::new(4),
             data: Lru::new(16),
             local: None,
+            privacy: Mutex::new((String::new(), ContributorPrivacy::default())),
         }
+    }
+
+    /// Sets the contributor's privacy limits and ledger, for the jobs of
+    /// `network` (the coordinator, as the ledger names it). Until then the
+    /// default limits apply, to an empty ledger.
+    pub fn set_privacy(&mut self, network: String, privacy: ContributorPrivacy) {
+        self.privacy = Mutex::new((network, privacy));
+    }
+
+    /// The contributor's limits and ledger as they stand.
+    pub fn privacy(&self) -> ContributorPrivacy {
+        self.privacy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+    }
+
+    /// What a lease on the local data asks of it, for the ledger.
+    fn ask(&self, task: &LeaseTask, local: &LocalTask, network: &str) -> Ask {
+        let held = self.local.as_ref().map_or(0, |l| l.data.len()) as u64;
+        let records = match task.work {
+            LocalWork::Epochs(_) => held,
+            LocalWork::Steps(s) => {
+                held.min(u64::from(s).saturating_mul(u64::from(task.batch_size)))
+            }
+        };
+        Ask {
+            network: network.to_string(),
+            job: task.job_id,
+            noise_multiplier: local.noise_std / local.clip_norm,
+            rounds: local.rounds,
+            batch_size: task.batch_size,
+            records,
+        }
+    }
+
+    /// Whether the contributor's limits admit `task`: always for a shard
+    /// of the coordinator's; for its own data, the floors and ε limits of
+    /// [`oblivion_privacy::contributor`]. Checked again by training; a host
+    /// asks first to return a lease before fetching anything for it.
+    pub fn admit(&self, task: &LeaseTask) -> Result<(), EngineError> {
+        let TrainingData::Local(local) = &task.data else {
+            return Ok(());
+        };
+        let guard = self.privacy.lock().unwrap_or_else(|p| p.into_inner());
+        let (network, privacy) = &*guard;
+        privacy
+            .ledger
+            .admit(&privacy.limits, &self.ask(task, local, network))
+            .map(|_| ())
+            .map_err(EngineError::Privacy)
     }
 
     /// Sets (or clears) the data this worker trains federated jobs on.
@@ -261,6 +329,7 @@ impl Engine {
             .get(&task.weights)
             .ok_or_else(|| EngineError::Missing(task.weights.clone()))?;
         let data = self.data_for(task)?;
+        self.admit(task)?;
         let arch = Architecture::new(task.model.clone(), task.input_shape.clone(), task.classes)?;
         let config = LocalTraining {
             optimizer: task.optimizer.clone(),
@@ -299,6 +368,16 @@ impl Engine {
             });
             // Never send an update without its noise.
             secure.finish()?;
+            // Nor without counting it: priced again under the lock, as the
+            // ledger may have moved while this trained.
+            let mut guard = self.privacy.lock().unwrap_or_else(|p| p.into_inner());
+            let (network, privacy) = &mut *guard;
+            let ask = self.ask(task, local, network);
+            privacy
+                .ledger
+                .admit(&privacy.limits, &ask)
+                .map_err(EngineError::Privacy)?;
+            privacy.ledger.spend(&ask);
         }
         let millis = elapsed_millis().saturating_sub(start);
         // A contributor's update says nothing but the noised change: its
@@ -324,6 +403,7 @@ impl Engine {
             body: delta.to_compressed((!federated).then_some(metadata)),
             samples: outcome.samples,
             mean_loss: outcome.mean_loss,
+            spent: federated,
         }))
     }
 }
@@ -332,6 +412,7 @@ impl Engine {
 mod tests {
     use super::*;
     use oblivion_ml::weights::initial_params;
+    use oblivion_privacy::contributor::{ContributorLimits, Ledger};
     use oblivion_protocol::OptimizerSpec;
     use oblivion_protocol::spec::ModelSpec;
 
@@ -386,9 +467,26 @@ mod tests {
                 }),
                 clip_norm: 0.5,
                 noise_std,
+                rounds: 3,
             })),
             expires_in_secs: 60,
         };
+        // Limits loose enough for what these tests look at; the defaults
+        // have a test of their own.
+        engine.set_privacy(
+            "test".into(),
+            ContributorPrivacy {
+                limits: ContributorLimits {
+                    job_epsilon: f64::MAX,
+                    total_epsilon: f64::MAX,
+                    min_noise_multiplier: 1e-9,
+                    min_batch_size: 1,
+                    min_records: 1,
+                    ..ContributorLimits::default()
+                },
+                ledger: Ledger::default(),
+            },
+        );
         (engine, task)
     }
 
@@ -451,5 +549,37 @@ mod tests {
         engine.set_local_data(None);
         let err = train(&engine, &task).unwrap_err().to_string();
         assert!(err.contains("holds none"), "{err}");
+    }
+
+    #[test]
+    fn the_default_limits_refuse_the_reconstruction_attack_and_count_what_they_admit() {
+        // The attack: almost no noise, a huge clip, batch 1, one step.
+        let (mut engine, mut task) = federated(1e-12, 2);
+        engine.set_privacy("http://c".into(), ContributorPrivacy::default());
+        task.batch_size = 1;
+        task.work = LocalWork::Steps(1);
+        if let TrainingData::Local(local) = &mut task.data {
+            local.clip_norm = 1e6;
+        }
+        let err = engine.admit(&task).unwrap_err().to_string();
+        assert!(err.contains("min_noise_multiplier"), "{err}");
+        let err = train(&engine, &task).unwrap_err().to_string();
+        assert!(
+            err.starts_with("privacy:"),
+            "refused by training too: {err}"
+        );
+        assert_eq!(engine.privacy().ledger, Ledger::default(), "nothing spent");
+
+        // A job within the defaults: σ = 8, batch 16 over 40 records.
+        let (mut engine, mut task) = federated(4.0, 2);
+        engine.set_privacy("http://c".into(), ContributorPrivacy::default());
+        task.batch_size = 16;
+        let update = train(&engine, &task).unwrap().unwrap();
+        assert!(update.spent);
+        let ledger = engine.privacy().ledger;
+        assert_eq!(ledger.spends.len(), 1, "{ledger:?}");
+        assert_eq!((ledger.spends[0].job, ledger.spends[0].rounds), (1, 1));
+        assert_eq!(ledger.spends[0].noise_multiplier, 8.0);
+        assert_eq!(ledger.spends[0].network, "http://c");
     }
 }

@@ -1,6 +1,7 @@
 //! `oblivion-worker`: the worker engine as a native process, for operators
 //! with dedicated machines and for load tests.
 
+mod privacy_file;
 mod session;
 
 use std::time::Duration;
@@ -38,6 +39,58 @@ struct Args {
     /// leave.
     #[arg(long = "local-data", value_name = "FILE")]
     local_data: Vec<std::path::PathBuf>,
+    /// Where the worker keeps its privacy settings and ledger
+    /// [default: $XDG_DATA_HOME/oblivion-worker, else ~/.local/share/oblivion-worker].
+    #[arg(long, env = "OBLIVION_WORKER_DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    limits: PrivacyFlags,
+}
+
+/// The least privacy this contributor accepts for its local data; each
+/// flag given is stored with the ledger and stays for later runs.
+#[derive(Debug, clap::Args)]
+struct PrivacyFlags {
+    /// The most ε one federated job may spend of the local data, all its
+    /// rounds together [default: 10].
+    #[arg(long)]
+    max_job_epsilon: Option<f64>,
+    /// The most ε all federated jobs together may spend of it [default: 30].
+    #[arg(long)]
+    privacy_budget: Option<f64>,
+    /// δ of both [default: 1e-5].
+    #[arg(long)]
+    privacy_delta: Option<f64>,
+    /// Least noise multiplier (noise over clip norm) a job may ask [default: 0.5].
+    #[arg(long)]
+    min_noise_multiplier: Option<f64>,
+    /// Least mini-batch a job may ask [default: 16].
+    #[arg(long)]
+    min_batch_size: Option<u32>,
+    /// Least records one update may train on [default: 32].
+    #[arg(long)]
+    min_records: Option<u64>,
+}
+
+impl PrivacyFlags {
+    fn apply(&self, limits: &mut oblivion_privacy::contributor::ContributorLimits) {
+        let l = limits;
+        l.job_epsilon = self.max_job_epsilon.unwrap_or(l.job_epsilon);
+        l.total_epsilon = self.privacy_budget.unwrap_or(l.total_epsilon);
+        l.delta = self.privacy_delta.unwrap_or(l.delta);
+        l.min_noise_multiplier = self.min_noise_multiplier.unwrap_or(l.min_noise_multiplier);
+        l.min_batch_size = self.min_batch_size.unwrap_or(l.min_batch_size);
+        l.min_records = self.min_records.unwrap_or(l.min_records);
+    }
+}
+
+/// The data directory: the flag, else the platform's place for user data.
+fn data_dir(flag: Option<std::path::PathBuf>) -> std::path::PathBuf {
+    use std::path::PathBuf;
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    flag.or_else(|| var("XDG_DATA_HOME").map(|d| PathBuf::from(d).join("oblivion-worker")))
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".local/share/oblivion-worker")))
+        .unwrap_or_else(|| PathBuf::from(".oblivion-worker"))
 }
 
 fn cpu_name() -> String {
@@ -145,6 +198,28 @@ async fn run(args: Args) -> Result<(), String> {
         );
         Some(data)
     };
+    let data_dir = data_dir(args.data_dir.clone());
+    let mut privacy = privacy_file::load(&data_dir)?;
+    args.limits.apply(&mut privacy.limits);
+    privacy
+        .limits
+        .validate()
+        .map_err(|e| format!("privacy limits: {e}"))?;
+    privacy_file::save(&data_dir, &privacy)?;
+    if local_data.is_some() {
+        let l = &privacy.limits;
+        tracing::info!(
+            job_epsilon = l.job_epsilon,
+            total_epsilon = l.total_epsilon,
+            delta = l.delta,
+            spent = privacy
+                .ledger
+                .total_epsilon(l.delta)
+                .unwrap_or(f64::INFINITY),
+            "privacy of the local data, kept in {}",
+            privacy_file::path(&data_dir).display()
+        );
+    }
     let (device, info) = pick_device(&args.backend)?;
     let started = std::time::Instant::now();
     let score = tokio::task::spawn_blocking(move || {
@@ -169,6 +244,8 @@ async fn run(args: Args) -> Result<(), String> {
         benchmark: score,
         key,
         local_data,
+        data_dir,
+        privacy,
     };
     let mut session = session::Worker::new(settings);
     let mut backoff = Duration::from_millis(250);

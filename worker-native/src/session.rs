@@ -41,6 +41,10 @@ pub struct Settings {
     pub key: Option<oblivion_chain::Key>,
     /// Data of its own for federated jobs (read once; never sent).
     pub local_data: Option<oblivion_ml::data::LocalData>,
+    /// Where its privacy settings and ledger are kept.
+    pub data_dir: std::path::PathBuf,
+    /// Those settings and ledger, as loaded.
+    pub privacy: oblivion_protocol::tab::ContributorPrivacy,
 }
 
 /// How a session ended.
@@ -83,6 +87,11 @@ impl Worker {
         let cookies = Arc::new(reqwest::cookie::Jar::default());
         let mut engine = Engine::new(settings.device);
         engine.set_local_data(settings.local_data.take());
+        // The ledger names the network by its coordinators: instances
+        // sharing one database are one network, in whatever order given.
+        let mut network = settings.coordinators.clone();
+        network.sort();
+        engine.set_privacy(network.join(","), std::mem::take(&mut settings.privacy));
         Worker {
             engine: Arc::new(Mutex::new(engine)),
             settings: Arc::new(settings),
@@ -223,6 +232,7 @@ impl Worker {
                                     let _ = sink.send(text(&WorkerMessage::ReturnLease {
                                         lease_id: task.lease_id,
                                         reason: "worker is stopping".into(),
+                                        decline_job: false,
                                     })).await;
                                 }
                             }
@@ -270,6 +280,7 @@ impl Worker {
                             let _ = sink.send(text(&WorkerMessage::ReturnLease {
                                 lease_id: id,
                                 reason: "worker is stopping".into(),
+                                decline_job: false,
                             })).await;
                         }
                         task_tx = None;
@@ -280,6 +291,7 @@ impl Worker {
                             let _ = sink.send(text(&WorkerMessage::ReturnLease {
                                 lease_id: id,
                                 reason: "worker stopped".into(),
+                                decline_job: false,
                             })).await;
                         }
                         trainer.abort();
@@ -322,17 +334,47 @@ async fn train_loop(
         match work(&task, &state, &engine, &http, &settings, &token).await {
             Ok(Some(credited)) => tracing::info!(lease, credited, "update accepted"),
             Ok(None) => tracing::info!(lease, "lease abandoned"),
-            Err(e) => {
-                tracing::warn!(lease, "lease failed: {e}");
+            Err(failure) => {
+                let declined = matches!(failure, Failure::Declined(_));
+                let reason = failure.to_string();
+                if declined {
+                    tracing::warn!(lease, job = task.job_id, "job declined: {reason}");
+                } else {
+                    tracing::warn!(lease, "lease failed: {reason}");
+                }
                 if lock(&held).contains_key(&lease) {
                     let _ = out.send(WorkerMessage::ReturnLease {
                         lease_id: lease,
-                        reason: e,
+                        reason,
+                        decline_job: declined,
                     });
                 }
             }
         }
         lock(&held).remove(&lease);
+    }
+}
+
+/// Why a lease was not done.
+#[derive(Debug)]
+enum Failure {
+    /// The contributor's privacy limits refuse the job's leases.
+    Declined(String),
+    /// Anything else.
+    Failed(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Declined(why) | Failure::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(why: String) -> Failure {
+        Failure::Failed(why)
     }
 }
 
@@ -345,7 +387,12 @@ async fn work(
     http: &reqwest::Client,
     settings: &Settings,
     token: &str,
-) -> Result<Option<u64>, String> {
+) -> Result<Option<u64>, Failure> {
+    // Priced before anything is fetched: a lease beyond the contributor's
+    // limits goes back at once, with why, and its job is declined.
+    lock(engine)
+        .admit(task)
+        .map_err(|e| Failure::Declined(e.to_string()))?;
     let missing = lock(engine).missing(task);
     for (kind, sha) in missing {
         let url = format!("{}/api/artifacts/{sha}", settings.base);
@@ -357,7 +404,7 @@ async fn work(
             .await
             .map_err(|e| format!("fetching {sha}: {e}"))?;
         if !response.status().is_success() {
-            return Err(format!("fetching {sha}: {}", response.status()));
+            return Err(format!("fetching {sha}: {}", response.status()).into());
         }
         let bytes = response
             .bytes()
@@ -390,6 +437,15 @@ async fn work(
     let Some(update) = update else {
         return Ok(None);
     };
+    if update.spent {
+        // The ledger is on disk before the update leaves.
+        let privacy = lock(engine).privacy();
+        let dir = settings.data_dir.clone();
+        tokio::task::spawn_blocking(move || crate::privacy_file::save(&dir, &privacy))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("keeping the privacy ledger: {e}"))?;
+    }
     let url = format!("{}/api/leases/{}/update", settings.base, task.lease_id);
     let response = http
         .post(&url)
@@ -414,6 +470,6 @@ async fn work(
             .await
             .map(|e| e.error)
             .unwrap_or_default();
-        Err(format!("update refused ({status}): {message}"))
+        Err(format!("update refused ({status}): {message}").into())
     }
 }

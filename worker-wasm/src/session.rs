@@ -12,7 +12,7 @@ use oblivion_protocol::wire::{
     ClientKind, CoordinatorMessage, DeviceInfo, LeaseProgress, LeaseTask, PROTOCOL_VERSION,
     WorkerMessage,
 };
-use oblivion_worker_engine::{Engine, SpeedTest, benchmark, training_speed};
+use oblivion_worker_engine::{Engine, EngineError, SpeedTest, benchmark, training_speed};
 use web_sys::WebSocket;
 
 use crate::gpu;
@@ -103,6 +103,11 @@ pub async fn run(start: TabStart) {
     });
     let mut engine = Engine::new(device);
     engine.set_local_data(crate::take_local_data());
+    // The ledger names the network by the coordinator's origin.
+    engine.set_privacy(
+        start.coordinator.trim_end_matches('/').to_string(),
+        start.privacy.clone(),
+    );
     let mut session = Session {
         engine,
         preferred: device,
@@ -227,6 +232,12 @@ impl Lease<'_> {
         queue: &mut VecDeque<LeaseTask>,
     ) -> Result<(), String> {
         let lease_id = task.lease_id;
+        // Priced before anything is fetched: a job beyond the
+        // contributor's limits is declined at once.
+        if let Err(e) = session.engine.admit(&task) {
+            self.decline(task.job_id, lease_id, &e);
+            return Ok(());
+        }
         for (kind, sha) in session.engine.missing(&task) {
             let url = format!("{}/api/artifacts/{sha}", self.base);
             let bytes = match net::fetch_bytes(&url, self.token).await {
@@ -346,6 +357,10 @@ impl Lease<'_> {
                         Some(Interrupted::Stopped) | None => Ok(()),
                     };
                 }
+                Err(e @ EngineError::Privacy(_)) => {
+                    self.decline(task.job_id, lease_id, &e);
+                    return Ok(());
+                }
                 Err(e) if device != ComputeDevice::Cpu => {
                     report(&TabReport::Fallback {
                         reason: format!("WebGPU failed on a shard ({e}); training on the CPU"),
@@ -363,6 +378,12 @@ impl Lease<'_> {
                     return Ok(());
                 }
             };
+            if update.spent {
+                // The page keeps the ledger; it hears of the spend first.
+                report(&TabReport::Spent {
+                    ledger: session.engine.privacy().ledger,
+                });
+            }
             let seconds = (precise_ms() - started).max(1.0) / 1000.0;
             let url = format!("{}/api/leases/{lease_id}/update", self.base);
             session.shards_done += 1;
@@ -397,7 +418,25 @@ impl Lease<'_> {
             &WorkerMessage::ReturnLease {
                 lease_id,
                 reason: reason.chars().take(200).collect(),
+                decline_job: false,
             },
         );
+    }
+
+    /// Returns the lease and declines its job: the contributor's privacy
+    /// limits refuse it.
+    fn decline(&self, job_id: u64, lease_id: u64, why: &EngineError) {
+        send(
+            self.ws,
+            &WorkerMessage::ReturnLease {
+                lease_id,
+                reason: why.to_string().chars().take(200).collect(),
+                decline_job: true,
+            },
+        );
+        report(&TabReport::Declined {
+            job_id,
+            reason: why.to_string(),
+        });
     }
 }

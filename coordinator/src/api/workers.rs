@@ -222,8 +222,8 @@ async fn session(c: Arc<Coordinator>, mut socket: WebSocket, account: Option<Str
                     }
                     match parse(&msg) {
                         Some(Ok(WorkerMessage::Heartbeat { leases })) => c.heartbeat(id, &leases),
-                        Some(Ok(WorkerMessage::ReturnLease { lease_id, reason })) => {
-                            c.return_lease(id, lease_id, &reason).await
+                        Some(Ok(WorkerMessage::ReturnLease { lease_id, reason, decline_job })) => {
+                            c.return_lease(id, lease_id, &reason, decline_job).await
                         }
                         Some(Ok(WorkerMessage::Drain)) => c.drain(id),
                         Some(Ok(WorkerMessage::Hello { .. })) => {

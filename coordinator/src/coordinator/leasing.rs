@@ -111,8 +111,8 @@ impl Coordinator {
     }
 
     /// A worker gives a lease back.
-    pub async fn return_lease(&self, id: u64, lease: u64, reason: &str) {
-        let ended = self.hub().return_lease(id, lease);
+    pub async fn return_lease(&self, id: u64, lease: u64, reason: &str, decline_job: bool) {
+        let ended = self.hub().return_lease(id, lease, decline_job);
         // The worker's words, stored with every return: bounded.
         let reason: String = reason.chars().take(MAX_RETURN_REASON_CHARS).collect();
         self.settle_ended(ended.into_iter().collect(), &reason)
