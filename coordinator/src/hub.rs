@@ -69,6 +69,11 @@ pub struct Worker {
     /// Federated jobs it will not train (its contributor's privacy limits
     /// refuse them): offered none of their work on this connection.
     pub declined: HashSet<u64>,
+    /// Its speed as the coordinator measured it: samples a second from
+    /// grant to accepted update, smoothed over its leases. `None` until one
+    /// is in, and again after a result of it is disputed (measured afresh).
+    /// What a worker says of its own speed decides nothing.
+    pub measured: Option<f64>,
 }
 
 /// Seconds over which a worker's throughput is measured.
@@ -93,6 +98,7 @@ impl Worker {
             credits: VecDeque::new(),
             quarantine: None,
             declined: HashSet::new(),
+            measured: None,
         }
     }
 
@@ -336,6 +342,8 @@ pub struct Lease {
     pub progress: f32,
     /// When its progress last grew (or it was granted), in the hub's clock.
     pub progressed_at: f64,
+    /// When it was granted, in the hub's clock.
+    pub granted_at: f64,
 }
 
 /// A lease [`Hub::plan`] proposes: shard `shard` of `job`'s round `round`
@@ -392,8 +400,14 @@ pub struct UpdateContext {
 }
 
 /// Order of workers with room for another lease: fewest active leases,
-/// then the best benchmark, then the lowest id.
+/// then the best measured speed (a worker not measured yet first, so that
+/// a newcomer is tried at once), then the lowest id (the longest
+/// connected). Never the speed a worker claims: a liar would be served
+/// first for ever.
 type RoomKey = (u32, Reverse<u64>, u64);
+
+/// Weight of a lease's speed in a worker's measured speed.
+const SPEED_SMOOTHING: f64 = 0.5;
 
 /// The live state.
 #[derive(Debug)]
@@ -409,13 +423,14 @@ pub struct Hub {
     with_room: BTreeSet<RoomKey>,
 }
 
-/// A total order on benchmark scores (finite and non-negative by
-/// construction, whose bit patterns then sort like the numbers).
-fn benchmark_key(benchmark: f64) -> u64 {
-    if benchmark.is_finite() && benchmark > 0.0 {
-        benchmark.to_bits()
-    } else {
-        0
+/// A total order on measured speeds (finite and non-negative by
+/// construction, whose bit patterns then sort like the numbers); not
+/// measured yet sorts above all.
+fn speed_key(speed: Option<f64>) -> u64 {
+    match speed {
+        None => u64::MAX,
+        Some(s) if s.is_finite() && s > 0.0 => s.to_bits(),
+        Some(_) => 0,
     }
 }
 
@@ -444,7 +459,7 @@ impl Hub {
         let w = self.workers.get(&worker)?;
         let active = self.active_count(worker);
         (!w.draining && w.quarantine.is_none() && active < self.policy.cap.min(w.max_leases))
-            .then(|| (active, Reverse(benchmark_key(w.view.benchmark)), w.view.id))
+            .then(|| (active, Reverse(speed_key(w.measured)), w.view.id))
     }
 
     /// Runs `change` on the worker's leases or flags, keeping the dispatch
@@ -761,6 +776,7 @@ impl Hub {
             overdue_at: now + self.policy.max_lifetime.as_secs_f64(),
             progress: 0.0,
             progressed_at: now,
+            granted_at: now,
         };
         self.reindexed(grant.worker, |hub| {
             hub.leases.insert(id, lease.clone());
@@ -865,6 +881,15 @@ impl Hub {
         };
         let samples = shard.samples;
         let round_done = job.round_complete();
+        let speed = samples as f64 / (now - lease.granted_at).max(1e-3);
+        self.reindexed(lease.worker, |hub| {
+            if let Some(w) = hub.workers.get_mut(&lease.worker) {
+                w.measured = Some(match w.measured {
+                    Some(m) => SPEED_SMOOTHING * speed + (1.0 - SPEED_SMOOTHING) * m,
+                    None => speed,
+                });
+            }
+        });
         if let Some(w) = self.workers.get_mut(&lease.worker) {
             w.view.active_leases = w.view.active_leases.saturating_sub(1);
             w.view.accepted += 1;
@@ -885,14 +910,19 @@ impl Hub {
     /// Records a judged result of a connected worker: agreed ones credit
     /// their samples.
     pub fn record_result(&mut self, worker: u64, agreed: bool, samples: u64) {
-        if let Some(w) = self.workers.get_mut(&worker) {
-            if agreed {
-                w.view.agreed += 1;
-                w.view.samples += samples;
-            } else {
-                w.view.disputed += 1;
+        self.reindexed(worker, |hub| {
+            if let Some(w) = hub.workers.get_mut(&worker) {
+                if agreed {
+                    w.view.agreed += 1;
+                    w.view.samples += samples;
+                } else {
+                    w.view.disputed += 1;
+                    // Fast at posting what is not work is not fast: its
+                    // speed is measured afresh.
+                    w.measured = None;
+                }
             }
-        }
+        });
     }
 
     /// Marks a shard done whose update the database accepted after the
@@ -1209,6 +1239,7 @@ mod tests {
                 credits: VecDeque::new(),
                 quarantine: None,
                 declined: HashSet::new(),
+                measured: None,
             });
             id
         }
@@ -1241,19 +1272,28 @@ mod tests {
     }
 
     #[test]
-    fn fewest_leases_first_and_cap_respected() {
+    fn fewest_leases_first_then_measured_speed_and_cap_respected() {
         let mut n = Net::new();
-        let slow = n.add_worker(10.0);
-        let fast = n.add_worker(100.0);
-        n.add_job(1, 5);
+        let honest = n.add_worker(10.0);
+        // Claims to be the fastest: it decides nothing.
+        let liar = n.add_worker(1e9);
+        n.add_job(1, 6);
         let issued = n.dispatch(0.0);
-        // Alternates between workers (fast first on ties), stops at the cap.
-        assert_eq!(holders(&issued), vec![fast, slow, fast, slow]);
+        // Alternates between workers (the longest connected first on ties),
+        // stops at the cap.
+        assert_eq!(holders(&issued), vec![honest, liar, honest, liar]);
         assert_eq!(n.hub.jobs[&1].status, JobStatus::Running);
         assert!(n.dispatch(0.0).is_empty(), "both workers are at the cap");
-        let (lease, done) = n.hub.complete(issued[0].id, 0.0).unwrap();
-        assert_eq!((lease.worker, done), (fast, false));
-        assert_eq!(holders(&n.dispatch(0.0)), vec![fast]);
+        // The liar's shard of 10 samples takes it 5 s, the honest one's 1 s.
+        let (lease, done) = n.hub.complete(issued[1].id, 5.0).unwrap();
+        assert_eq!((lease.worker, done), (liar, false));
+        n.hub.complete(issued[0].id, 1.0).unwrap();
+        // Both have room for one: the faster as measured goes first.
+        assert_eq!(holders(&n.dispatch(5.0)), vec![honest, liar]);
+        // A disputed result forgets the speed: fast at posting what is
+        // not work is not fast.
+        n.hub.record_result(honest, false, 0);
+        assert_eq!(n.hub.workers[&honest].measured, None);
     }
 
     #[test]
@@ -1729,11 +1769,8 @@ mod tests {
             *per_worker.entry(l.worker).or_default() += 1;
         }
         assert_eq!(per_worker.len(), 512, "one lease each before any second");
-        // The best benchmarks go first: 429 workers score 4 or more.
-        assert!(
-            issued
-                .iter()
-                .all(|l| n.hub.workers[&l.worker].view.benchmark >= 3.0)
-        );
+        // Nobody measured yet: the longest connected go first, whatever
+        // they claim.
+        assert!(issued.iter().all(|l| l.worker <= 512));
     }
 }

@@ -182,3 +182,43 @@ async fn a_lease_held_without_progress_ends_early_and_counts_against_its_holder(
         job.shards
     );
 }
+
+/// Rows in the coordinator's `workers` table.
+async fn worker_rows(database_url: &str) -> i64 {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(database_url).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM workers")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+/// Each worker connection wrote a `workers` row, kept for ever: a client
+/// that connects and leaves in a loop grew the database without limit.
+/// Now a connection that never held a lease leaves no row behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_that_never_work_do_not_grow_the_database() {
+    let net = Network::start(&[]).unwrap();
+    let before = worker_rows(net.database_url()).await;
+    for i in 0..100 {
+        let worker = oblivion_e2e::ScriptedWorker::connect(&net.url, &format!("idle{i}"))
+            .await
+            .unwrap();
+        drop(worker);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = worker_rows(net.database_url()).await;
+        if rows == before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} rows left by 100 idle connections",
+            rows - before
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -694,7 +694,7 @@ async fn a_free_rider_posting_the_previous_change_is_paid_nothing() {
     let rider_api = Api::new(&api.url, Some(RIDER_KEY));
     let cookie = rider_api.cookie().await.unwrap();
     let rider_account = rider_api.account().unwrap();
-    // It claims to be the fastest, to be given work first.
+    // It claims to be the fastest (which decides nothing).
     let rider = ScriptedWorker::connect_claiming(
         &api.url,
         "rider",

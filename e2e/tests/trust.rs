@@ -1,8 +1,9 @@
 //! Trust under attack: workers that lie. One worker in five posts poisoned
 //! updates (NaN, noise just under the round's norm bound, an honest update
 //! scaled by 100, the same sign-flipped, all zeros, and a targeted push
-//! that screening lets through), claiming to be the fastest so that it is
-//! given work first. The MNIST MLP example, as shipped (4 shards a round),
+//! that screening lets through). It claims to be the fastest, which
+//! decides nothing: it is given work first as a newcomer, then as it is
+//! measured (it posts at once). The MNIST MLP example, as shipped (4 shards a round),
 //! still ends within a point of a clean run; every poisoner that screening
 //! catches is quarantined, stays so when it reconnects, and is credited
 //! nothing.

@@ -101,6 +101,9 @@ impl Coordinator {
             tracing::info!(worker = id, leases = ended.len(), "worker disconnected");
         }
         self.settle_ended(ended, "worker disconnected").await;
+        if let Err(e) = self.db.forget_idle_worker(id).await {
+            tracing::warn!(worker = id, "forgetting an idle worker: {e}");
+        }
         self.request_pump();
     }
 

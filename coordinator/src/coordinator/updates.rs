@@ -128,6 +128,7 @@ impl Coordinator {
                         overdue_at: 0.0,
                         progress: 0.0,
                         progressed_at: 0.0,
+                        granted_at: 0.0,
                     },
                     arch,
                     fixed_bound,

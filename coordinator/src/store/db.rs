@@ -1315,6 +1315,21 @@ impl Db {
         Ok(row.try_get::<i64, _>("used")? == 1)
     }
 
+    /// Deletes the row of a worker that never held a lease, once it is
+    /// gone: a connection that never worked leaves nothing behind, however
+    /// often it comes.
+    pub async fn forget_idle_worker(&self, id: u64) -> Result<bool, sqlx::Error> {
+        Ok(sqlx::query(
+            "DELETE FROM workers WHERE id = $1 \
+             AND NOT EXISTS (SELECT 1 FROM leases WHERE worker_id = $1)",
+        )
+        .bind(id as i64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
     /// Records a newly connected worker; returns its id (never reused).
     pub async fn insert_worker(
         &self,
