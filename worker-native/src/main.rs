@@ -47,8 +47,9 @@ struct Args {
     limits: PrivacyFlags,
 }
 
-/// The least privacy this contributor accepts for its local data; each
-/// flag given is stored with the ledger and stays for later runs.
+/// The least privacy this contributor accepts for its local data; with
+/// `--local-data`, each flag given is stored with the ledger and stays for
+/// later runs.
 #[derive(Debug, clap::Args)]
 struct PrivacyFlags {
     /// The most ε one federated job may spend of the local data, all its
@@ -199,14 +200,24 @@ async fn run(args: Args) -> Result<(), String> {
         Some(data)
     };
     let data_dir = data_dir(args.data_dir.clone());
-    let mut privacy = privacy_file::load(&data_dir)?;
+    // Only local data can be spent: a worker without any neither reads nor
+    // holds the privacy file.
+    let data_lock = local_data
+        .is_some()
+        .then(|| privacy_file::lock(&data_dir))
+        .transpose()?;
+    let mut privacy = if data_lock.is_some() {
+        privacy_file::load(&data_dir)?
+    } else {
+        Default::default()
+    };
     args.limits.apply(&mut privacy.limits);
     privacy
         .limits
         .validate()
         .map_err(|e| format!("privacy limits: {e}"))?;
-    privacy_file::save(&data_dir, &privacy)?;
-    if local_data.is_some() {
+    if data_lock.is_some() {
+        privacy_file::save(&data_dir, &privacy)?;
         let l = &privacy.limits;
         tracing::info!(
             job_epsilon = l.job_epsilon,
@@ -246,6 +257,7 @@ async fn run(args: Args) -> Result<(), String> {
         local_data,
         data_dir,
         privacy,
+        _data_lock: data_lock.map(std::sync::Arc::new),
     };
     let mut session = session::Worker::new(settings);
     let mut backoff = Duration::from_millis(250);

@@ -45,6 +45,8 @@ pub struct Settings {
     pub data_dir: std::path::PathBuf,
     /// Those settings and ledger, as loaded.
     pub privacy: oblivion_protocol::tab::ContributorPrivacy,
+    /// Holds the data directory while the worker runs (with local data).
+    pub _data_lock: Option<std::sync::Arc<std::fs::File>>,
 }
 
 /// How a session ended.
