@@ -453,10 +453,12 @@ fn dev(args: &[String]) -> Result<()> {
          {c} job download 1 --format onnx --coordinator {url}\n  \
          a paid job: add \"reward\": {{\"amount\": \"1000000000000000000\", \
          \"deadline_hours\": 24}} to a spec, submit it from the web app's form \
-         (it funds it), settle it from its page, claim on Rewards\n  \
+         (it funds it), settle it from its page (or let the escrow's 5-minute grace \
+         pass: the coordinator then sends it), claim on Rewards\n  \
          a federated job: pick a CSV under \"Your data\" on two Contribute tabs (or run \
-         {w} --coordinator {url} --local-data FILE), then choose \
-         \"Contributors (federated)\" in the form, with a privacy budget\n\
+         {w} --coordinator {url} --local-data FILE --data-dir DIR), then choose \
+         \"Contributors (federated)\" in the form, with a privacy budget within the \
+         contributors' limits (by default ε 10 a job, set on the Contribute page)\n\
          Ctrl-C stops everything.\n",
         c = coordinator.display(),
         w = bin.join("oblivion-worker").display()
