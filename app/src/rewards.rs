@@ -20,7 +20,7 @@ const FOLLOW_TRIES: u32 = 30;
 /// Where one reward stands.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Standing {
-    /// The job's creator has not settled it yet.
+    /// Its settlement is not on chain yet.
     Waiting,
     /// Settled, not yet paid.
     Claimable,
@@ -49,7 +49,9 @@ impl Standing {
 
     fn label(self) -> &'static str {
         match self {
-            Standing::Waiting => "waiting for the creator to settle",
+            Standing::Waiting => {
+                "waiting for the settlement (its creator's, or anyone's after the grace)"
+            }
             Standing::Claimable => "claimable",
             Standing::Claimed => "claimed",
         }
@@ -142,7 +144,7 @@ pub fn RewardsPage() -> impl IntoView {
         <section class="card hero">
             <div>
                 <h1>"Rewards"</h1>
-                <p class="muted">"What your account earned by contributing to paid jobs. Once a job's creator settles it, claim your share from the escrow: it is paid to your account, and your wallet pays the gas."</p>
+                <p class="muted">"What your account earned by contributing to paid jobs. Once a job is settled (by its creator, or after the escrow's grace by anyone: the coordinator does, and so may you from the job's page), claim your share from the escrow: it is paid to your account, and your wallet pays the gas."</p>
             </div>
         </section>
         {move || error.get().map(|e| view! { <div class="notice error">{e}</div> })}
