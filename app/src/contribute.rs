@@ -37,6 +37,8 @@ struct TabState {
     local_files: Option<String>,
     /// What the worker made of them: a summary, or why they are unusable.
     local_data: Option<Result<String, String>>,
+    /// Each model's timing on both devices, and the choice, in words.
+    choices: Vec<String>,
 }
 
 impl TabState {
@@ -105,10 +107,10 @@ pub fn Contribute() -> impl IntoView {
             payout_address: account
                 .session
                 .with_untracked(|s| s.as_ref().map(|s| s.address.clone())),
-            backend: if backend_choice.get_untracked() == "cpu" {
-                BackendChoice::Cpu
-            } else {
-                BackendChoice::Auto
+            backend: match backend_choice.get_untracked().as_str() {
+                "cpu" => BackendChoice::Cpu,
+                "webgpu" => BackendChoice::Gpu,
+                _ => BackendChoice::Auto,
             },
             cpu_reason: cpu_reason.get_value(),
             privacy: privacy.get_untracked(),
@@ -262,11 +264,15 @@ pub fn Contribute() -> impl IntoView {
                 <p class="muted small">"Benchmark: " {move || format!("{:.0} samples/s", state.with(|s| s.benchmark))}</p>
                 <label class="field">
                     <span>"Backend"</span>
-                    <select on:change=on_backend prop:value=move || backend_choice.get()>
-                        <option value="auto">"WebGPU if available"</option>
+                    <select data-testid="backend-choice" on:change=on_backend prop:value=move || backend_choice.get()>
+                        <option value="auto">"The faster, as measured"</option>
                         <option value="cpu">"CPU only"</option>
+                        <option value="webgpu">"WebGPU, even a software one"</option>
                     </select>
                 </label>
+                <ul class="log small" data-testid="device-choices">
+                    {move || state.with(|s| s.choices.iter().map(|c| view! { <li>{c.clone()}</li> }).collect::<Vec<_>>())}
+                </ul>
             </section>
             <section class="card">
                 <h2>"Current shard"</h2>
@@ -352,6 +358,17 @@ fn on_report(
             s.device_detail = device.detail;
             s.cpu_reason = cpu_reason;
             s.benchmark = benchmark;
+        }),
+        TabReport::DeviceChoice {
+            model,
+            cpu,
+            gpu,
+            chosen,
+        } => state.update(|s| {
+            let chosen = if chosen == "webgpu" { "WebGPU" } else { "CPU" };
+            s.choices.push(format!(
+                "{model}: CPU {cpu:.0}, WebGPU {gpu:.0} samples/s: on the {chosen}"
+            ));
         }),
         TabReport::Connected { worker_id } => state.update(|s| {
             s.status = "waiting for work".into();

@@ -119,6 +119,13 @@ async fn two_tabs_webgpu_and_cpu_train_a_job_created_in_the_form() {
         result["cpuReason"].as_str().unwrap().contains("no WebGPU"),
         "the CPU tab says why: {result}"
     );
+    assert!(
+        result["softwareReason"]
+            .as_str()
+            .unwrap()
+            .contains("software"),
+        "a tab whose only adapter is a software one starts on the CPU, and says why: {result}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

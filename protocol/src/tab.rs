@@ -17,10 +17,13 @@ use crate::wire::{DeviceInfo, LocalDataOffer};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackendChoice {
-    /// WebGPU when the browser offers a working adapter, else the CPU.
+    /// The faster device for each model, as measured: WebGPU or the CPU.
+    /// A software (fallback) adapter starts on the CPU.
     Auto,
     /// The CPU (WebAssembly) only.
     Cpu,
+    /// WebGPU whenever the browser offers an adapter, a software one too.
+    Gpu,
 }
 
 /// How a tab connects.
@@ -114,6 +117,17 @@ pub enum TabReport {
         cpu_reason: Option<String>,
         /// Reference benchmark, samples/s.
         benchmark: f64,
+    },
+    /// The devices were timed on a model, and the faster one chosen for it.
+    DeviceChoice {
+        /// The model, in words.
+        model: String,
+        /// Samples a second on the CPU.
+        cpu: f64,
+        /// Samples a second on WebGPU.
+        gpu: f64,
+        /// `cpu` or `webgpu`.
+        chosen: String,
     },
     /// Connected to the coordinator.
     Connected {

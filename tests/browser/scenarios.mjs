@@ -26,9 +26,19 @@ async function twoTabs() {
   const gpuBrowser = await launch({ webgpu: true });
   const cpuBrowser = await launch({ webgpu: false });
   browsers.push(gpuBrowser, cpuBrowser);
+  // Left to choose, a tab whose only WebGPU adapter is SwiftShader's
+  // software one trains on the CPU, and says why.
   const gpuTab = await startTab(gpuBrowser, base, 'gpu tab');
+  await until('the software-adapter tab to report its device', async () => (await text(gpuTab, 'backend')) !== '—', 180000);
+  check((await text(gpuTab, 'backend')) === 'CPU', `a tab with a software adapter starts on ${await text(gpuTab, 'backend')}`);
+  const softwareReason = await text(gpuTab, 'cpu-reason');
+  check(/software/.test(softwareReason), `the tab says why: ${softwareReason}`);
+  // Asked for WebGPU, it trains there anyway.
+  await gpuTab.getByTestId('toggle').click();
+  await gpuTab.getByTestId('backend-choice').selectOption('webgpu');
+  await gpuTab.getByTestId('toggle').click();
   const cpuTab = await startTab(cpuBrowser, base, 'cpu tab');
-  await until('the WebGPU tab to report its device', async () => (await text(gpuTab, 'backend')) !== '—', 180000);
+  await until('the WebGPU tab to report its device', async () => (await text(gpuTab, 'backend')) === 'WebGPU', 180000);
   await until('the CPU tab to report its device', async () => (await text(cpuTab, 'backend')) !== '—', 60000);
   const gpuBackend = await text(gpuTab, 'backend');
   const cpuBackend = await text(cpuTab, 'backend');
@@ -79,7 +89,7 @@ async function twoTabs() {
     downloads[format] = { file: download.suggestedFilename(), bytes: bytes.length };
   }
   const contributors = await creator.getByTestId('contributors').locator('tbody tr').count();
-  return { job: id, rounds: job.history.length, accuracy: last, gpuAccepted, cpuAccepted, gpuDevice, cpuReason, contributors, downloads };
+  return { job: id, rounds: job.history.length, accuracy: last, gpuAccepted, cpuAccepted, gpuDevice, cpuReason, softwareReason, contributors, downloads };
 }
 
 /// A tab closed while training: its shard goes to another tab and the job

@@ -1,7 +1,7 @@
 //! A contributing session: pick the device, connect (and reconnect), train
 //! leases one at a time, post updates, report everything to the page.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use futures_channel::mpsc::{TryRecvError, UnboundedReceiver};
 use futures_util::StreamExt;
@@ -32,6 +32,11 @@ struct Session {
     engine: Engine,
     /// The device shards train on unless one does not fit it.
     preferred: ComputeDevice,
+    /// Time both devices on each new model and train on the faster (the
+    /// page left the choice to the tab, and WebGPU started).
+    measure: bool,
+    /// The faster device for each model timed so far.
+    faster: HashMap<String, ComputeDevice>,
     adapter: Option<AdapterInfo>,
     shards_done: u64,
     accepted: u64,
@@ -51,8 +56,12 @@ fn backend_name(device: ComputeDevice) -> &'static str {
 /// Runs until the page says Stop.
 pub async fn run(start: TabStart) {
     let forced = start.cpu_reason.clone();
-    let want_gpu = start.backend == BackendChoice::Auto && forced.is_none();
-    let (mut device, adapter, mut cpu_reason) = gpu::choose(want_gpu).await;
+    let choice = if forced.is_some() {
+        BackendChoice::Cpu
+    } else {
+        start.backend
+    };
+    let (mut device, adapter, mut cpu_reason) = gpu::choose(choice).await;
     if forced.is_some() {
         cpu_reason = forced;
     }
@@ -111,6 +120,8 @@ pub async fn run(start: TabStart) {
     let mut session = Session {
         engine,
         preferred: device,
+        measure: choice == BackendChoice::Auto && device == ComputeDevice::Wgpu,
+        faster: HashMap::new(),
         adapter,
         shards_done: 0,
         accepted: 0,
@@ -208,6 +219,44 @@ async fn connection(
     }
 }
 
+/// The faster device for `task`'s model: timed on both the first time the
+/// model comes, then remembered. A device that fails the timing loses.
+async fn faster_for(task: &LeaseTask, session: &mut Session) -> ComputeDevice {
+    let key = format!(
+        "{:?} on {:?} at batch {}",
+        task.model, task.input_shape, task.batch_size
+    );
+    if let Some(&device) = session.faster.get(&key) {
+        return device;
+    }
+    let test = SpeedTest {
+        model: task.model.clone(),
+        input_shape: task.input_shape.clone(),
+        batch: task.batch_size.max(1) as usize,
+        warmup: 2,
+        steps: 4,
+    };
+    let cpu = training_speed(&test, ComputeDevice::Cpu, &precise_ms)
+        .await
+        .unwrap_or(0.0);
+    let gpu = training_speed(&test, ComputeDevice::Wgpu, &precise_ms)
+        .await
+        .unwrap_or(0.0);
+    let device = if gpu > cpu {
+        ComputeDevice::Wgpu
+    } else {
+        ComputeDevice::Cpu
+    };
+    report(&TabReport::DeviceChoice {
+        model: key.clone(),
+        cpu,
+        gpu,
+        chosen: backend_name(device).into(),
+    });
+    session.faster.insert(key, device);
+    device
+}
+
 /// One lease being worked on, and where to report it.
 struct Lease<'a> {
     ws: &'a WebSocket,
@@ -253,6 +302,9 @@ impl Lease<'_> {
             }
         }
         let mut device = session.preferred;
+        if session.measure && device == ComputeDevice::Wgpu {
+            device = faster_for(&task, session).await;
+        }
         if let (ComputeDevice::Wgpu, Some(adapter)) = (device, &session.adapter) {
             let arch =
                 Architecture::new(task.model.clone(), task.input_shape.clone(), task.classes);
