@@ -255,3 +255,68 @@ async fn two_tabs_train_a_federated_job_on_files_that_never_leave_them() {
     }
     assert!(job.history.last().unwrap().epsilon.is_some());
 }
+
+/// The worker's wasm as a browser asks for it: brotli-compressed from the
+/// copy `cargo xtask web` wrote, typed for streaming compilation, under a
+/// content-hashed name and kept for good; the page and the worker's loader
+/// are checked on every use.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_app_s_files_are_served_compressed_and_cached_by_name() {
+    let dist = dist();
+    let net = Network::start(&["--web-dir", dist.to_str().unwrap()]).unwrap();
+    let wasm = std::fs::read_dir(&dist)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.starts_with("oblivion-worker-wasm-") && n.ends_with("_bg.wasm"))
+        .expect("a content-hashed worker wasm");
+    let http = reqwest::Client::builder()
+        .no_gzip()
+        .no_brotli()
+        .build()
+        .unwrap();
+    let get = |path: String, encoding: &'static str| {
+        let http = http.clone();
+        let url = format!("{}/{path}", net.url);
+        async move {
+            http.get(url)
+                .header("accept-encoding", encoding)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = get(wasm.clone(), "gzip, deflate, br").await;
+    assert_eq!(r.status(), 200);
+    let headers = r.headers().clone();
+    assert_eq!(headers["content-encoding"], "br");
+    assert_eq!(headers["content-type"], "application/wasm");
+    assert!(
+        headers["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    let body = r.bytes().await.unwrap();
+    let on_disk = std::fs::read(dist.join(&wasm)).unwrap();
+    assert_eq!(
+        body.len(),
+        std::fs::read(dist.join(format!("{wasm}.br")))
+            .unwrap()
+            .len()
+    );
+    println!(
+        "worker wasm: {} bytes, {} on the wire (brotli)",
+        on_disk.len(),
+        body.len()
+    );
+    let r = get(wasm.clone(), "gzip").await;
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    let r = get(wasm, "identity").await;
+    assert!(r.headers().get("content-encoding").is_none());
+    assert_eq!(r.bytes().await.unwrap().len(), on_disk.len());
+    for path in ["", "oblivion-worker-wasm_loader.js", "jobs/3"] {
+        let r = get(path.to_string(), "br").await;
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["cache-control"], "no-cache", "{path}");
+    }
+}

@@ -12,7 +12,10 @@
 //! - `cargo xtask load-bench`: the coordinator under 10,000 simulated
 //!   workers (lease grants per second, grant latency, updates per second).
 //! - `cargo xtask web`: builds the web app and the browser worker into
-//!   `dist/` (Trunk).
+//!   `dist/` (Trunk), gives the worker's files content-hashed names, and
+//!   writes a brotli and a gzip copy of every file.
+
+mod dist;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode};
@@ -260,7 +263,15 @@ fn web() -> Result<()> {
     cargo_tool("trunk", "trunk", TRUNK, &["--locked"])?;
     run(Command::new("trunk")
         .args(["build", "--release"])
-        .current_dir(root()))
+        .current_dir(root()))?;
+    let dir = root().join("dist");
+    dist::hash_worker(&dir)?;
+    let started = Instant::now();
+    for (name, bytes, br, gz) in dist::precompress(&dir)? {
+        println!("dist/{name}: {bytes} bytes, {br} brotli, {gz} gzip");
+    }
+    println!("precompressed in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 fn bench(args: &[String]) -> Result<()> {

@@ -23,6 +23,7 @@ mod client;
 mod events;
 mod jobs;
 mod payments;
+mod web;
 mod workers;
 
 use std::sync::Arc;
@@ -120,7 +121,18 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
     let app = match web {
         Some(dir) => {
             let index = dir.join("index.html");
-            api.fallback_service(ServeDir::new(dir).fallback(ServeFile::new(index)))
+            // Each file is served as its precompressed copy when the
+            // browser takes one (`cargo xtask web` writes them), with the
+            // cache policy its name allows.
+            let files = ServeDir::new(dir)
+                .precompressed_br()
+                .precompressed_gzip()
+                .fallback(ServeFile::new(index));
+            api.fallback_service(
+                Router::new()
+                    .fallback_service(files)
+                    .layer(axum::middleware::from_fn(web::cache_policy)),
+            )
         }
         None => api.fallback(jobs::no_route),
     };

@@ -1,0 +1,172 @@
+//! What `dist/` needs after Trunk: content-hashed names for the browser
+//! worker's files too, and a brotli and a gzip copy of every file, so that
+//! the coordinator serves each compressed without compressing it per
+//! request, and a browser caches each hashed file for good.
+//!
+//! Trunk hashes the app's files but not a worker's (the app names the
+//! worker's loader by a fixed path), so the loader keeps its name (58
+//! bytes, never cached) and imports the hashed glue, which names the
+//! hashed wasm.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+
+/// The worker's files as Trunk writes them.
+const WORKER: &str = "oblivion-worker-wasm";
+
+/// Brotli quality and window: quality 9 is within a few per cent of 11 in
+/// size on our wasm, at a fraction of the time (see the README's numbers).
+const BROTLI_QUALITY: u32 = 9;
+const BROTLI_WINDOW: u32 = 22;
+
+/// 16 hex digits of the content's sha256, as Trunk's own names carry.
+fn short_hash(bytes: &[u8]) -> String {
+    hex::encode(&Sha256::digest(bytes)[..8])
+}
+
+/// Replaces the one occurrence of `from` in `text` by `to`; anything else
+/// means Trunk's output changed shape, and is an error rather than a
+/// silently stale reference.
+fn replace_once(text: &str, from: &str, to: &str, file: &str) -> Result<String> {
+    match text.matches(from).count() {
+        1 => Ok(text.replacen(from, to, 1)),
+        n => bail!("{file}: expected one reference to {from}, found {n}"),
+    }
+}
+
+/// Renames the worker's wasm and glue to content-hashed names and points
+/// the loader at them.
+pub fn hash_worker(dir: &Path) -> Result<()> {
+    let wasm_name = format!("{WORKER}_bg.wasm");
+    let glue_name = format!("{WORKER}.js");
+    let loader_name = format!("{WORKER}_loader.js");
+    let wasm = std::fs::read(dir.join(&wasm_name)).with_context(|| wasm_name.clone())?;
+    let hashed_wasm = format!("{WORKER}-{}_bg.wasm", short_hash(&wasm));
+    let glue = std::fs::read_to_string(dir.join(&glue_name)).with_context(|| glue_name.clone())?;
+    let glue = replace_once(
+        &glue,
+        &format!("'{wasm_name}'"),
+        &format!("'{hashed_wasm}'"),
+        &glue_name,
+    )?;
+    let hashed_glue = format!("{WORKER}-{}.js", short_hash(glue.as_bytes()));
+    let loader =
+        std::fs::read_to_string(dir.join(&loader_name)).with_context(|| loader_name.clone())?;
+    let loader = replace_once(
+        &loader,
+        &format!("./{glue_name}"),
+        &format!("./{hashed_glue}"),
+        &loader_name,
+    )?;
+    std::fs::rename(dir.join(&wasm_name), dir.join(&hashed_wasm))?;
+    std::fs::write(dir.join(&hashed_glue), glue)?;
+    std::fs::remove_file(dir.join(&glue_name))?;
+    std::fs::write(dir.join(&loader_name), loader)?;
+    Ok(())
+}
+
+/// Writes `<file>.br` and `<file>.gz` beside every file of `dir` (none of
+/// the compressed ones themselves). Returns (file, bytes, brotli bytes,
+/// gzip bytes) for each.
+pub fn precompress(dir: &Path) -> Result<Vec<(String, usize, usize, usize)>> {
+    use std::io::Write;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if !path.is_file() || name.ends_with(".br") || name.ends_with(".gz") {
+            continue;
+        }
+        let bytes = std::fs::read(&path)?;
+        // The two encodings at once: one core each.
+        let (br, gz) = std::thread::scope(|s| {
+            let br = s.spawn(|| -> std::io::Result<Vec<u8>> {
+                let mut br = Vec::new();
+                {
+                    let mut w = brotli::CompressorWriter::new(
+                        &mut br,
+                        1 << 16,
+                        BROTLI_QUALITY,
+                        BROTLI_WINDOW,
+                    );
+                    w.write_all(&bytes)?;
+                }
+                Ok(br)
+            });
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            let gz = gz.write_all(&bytes).and_then(|()| gz.finish());
+            (br.join(), gz)
+        });
+        let br = br.map_err(|_| anyhow::anyhow!("brotli panicked on {name}"))??;
+        let gz = gz?;
+        std::fs::write(dir.join(format!("{name}.br")), &br)?;
+        std::fs::write(dir.join(format!("{name}.gz")), &gz)?;
+        out.push((name, bytes.len(), br.len(), gz.len()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worker_gets_hashed_names_and_compressed_copies() {
+        let dir = std::env::temp_dir().join(format!("oblivion-dist-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("oblivion-worker-wasm_bg.wasm"),
+            b"\0asm wasm bytes",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("oblivion-worker-wasm.js"),
+            "x = new URL('oblivion-worker-wasm_bg.wasm', import.meta.url);",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("oblivion-worker-wasm_loader.js"),
+            "import init from './oblivion-worker-wasm.js';await init();",
+        )
+        .unwrap();
+        hash_worker(&dir).unwrap();
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        let wasm = names.iter().find(|n| n.ends_with("_bg.wasm")).unwrap();
+        let glue = names
+            .iter()
+            .find(|n| n.ends_with(".js") && !n.contains("loader"))
+            .unwrap();
+        assert_eq!(
+            wasm.len(),
+            "oblivion-worker-wasm-_bg.wasm".len() + 16,
+            "{wasm}"
+        );
+        let glue_text = std::fs::read_to_string(dir.join(glue)).unwrap();
+        assert!(glue_text.contains(wasm.as_str()), "{glue_text}");
+        let loader = std::fs::read_to_string(dir.join("oblivion-worker-wasm_loader.js")).unwrap();
+        assert!(loader.contains(glue.as_str()), "{loader}");
+        // A second run finds nothing to rename: Trunk's output is gone.
+        assert!(hash_worker(&dir).is_err());
+
+        let sizes = precompress(&dir).unwrap();
+        assert_eq!(sizes.len(), 3);
+        for (name, ..) in &sizes {
+            let br = std::fs::read(dir.join(format!("{name}.br"))).unwrap();
+            let mut plain = Vec::new();
+            brotli::BrotliDecompress(&mut br.as_slice(), &mut plain).unwrap();
+            assert_eq!(plain, std::fs::read(dir.join(name)).unwrap());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
