@@ -320,3 +320,37 @@ async fn the_app_s_files_are_served_compressed_and_cached_by_name() {
         assert_eq!(r.headers()["cache-control"], "no-cache", "{path}");
     }
 }
+
+/// A contributor opening the Contribute page while a job runs: how long
+/// until its tab has trained its first shard, and how many bytes it fetched
+/// to get there, cold (a fresh browser) and warm (its cache holding the
+/// app's and worker's files). Measured on loopback and printed; a
+/// benchmark more than a test, it fails only when a tab never gets there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tab_opened_on_a_running_job_trains_its_first_shard() {
+    let anvil = Anvil::start().unwrap();
+    let net = Network::start(&["--web-dir", dist().to_str().unwrap()]).unwrap();
+    let job = oblivion_e2e::example("mnist-mlp.json").unwrap();
+    net.api().submit(&job).await.unwrap();
+    let ((_net, result), _anvil) = tokio::task::spawn_blocking(move || {
+        let outcome = run_scenario("first-shard", net, &anvil, &[], |_| {});
+        (outcome, anvil)
+    })
+    .await
+    .unwrap();
+    for run in ["cold", "warm"] {
+        let r = &result[run];
+        println!(
+            "{run}: first shard trained {:.1} s after opening the page; {:.2} MB fetched, \
+             {:.2} MB of them the app's and worker's files",
+            r["ms"].as_f64().unwrap() / 1000.0,
+            r["bytes"].as_f64().unwrap() / 1e6,
+            r["code"].as_f64().unwrap() / 1e6
+        );
+    }
+    let (cold, warm) = (&result["cold"], &result["warm"]);
+    assert!(
+        warm["code"].as_f64().unwrap() < cold["code"].as_f64().unwrap() / 10.0,
+        "a warm tab fetches the files again: {result}"
+    );
+}

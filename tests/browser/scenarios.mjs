@@ -370,8 +370,41 @@ async function federated() {
   return { job: id, rounds: job.history.length, accuracy, epsilon: spent, tabs: report };
 }
 
+/// A tab opened on a running job: the time from opening Contribute to its
+/// first shard trained, and the bytes it fetched (the app's and worker's
+/// files apart from the job's data); first cold (a fresh browser), then
+/// warm (a second tab of the same browser, whose cache holds the files).
+async function firstShard() {
+  const browser = await launch();
+  browsers.push(browser);
+  const context = await browser.newContext();
+  const measure = async (label) => {
+    const sizes = [];
+    const onFinished = (r) => sizes.push(r.sizes()
+      .then((s) => ({ url: r.url(), bytes: s.responseBodySize + s.responseHeadersSize }))
+      .catch(() => ({ url: r.url(), bytes: 0 })));
+    context.on('requestfinished', onFinished);
+    const page = await context.newPage();
+    page.on('pageerror', (e) => console.log(`[${label}] page error: ${e.message}`));
+    const started = Date.now();
+    await page.goto(base + '/');
+    await page.getByTestId('toggle').click();
+    await until(`the ${label} tab's first shard`, async () => (await number(page, 'shards-done')) >= 1, 180000, 50);
+    const ms = Date.now() - started;
+    context.off('requestfinished', onFinished);
+    const done = await Promise.all(sizes);
+    const bytes = done.reduce((n, s) => n + s.bytes, 0);
+    const code = done.filter((s) => !new URL(s.url).pathname.startsWith('/api/')).reduce((n, s) => n + s.bytes, 0);
+    await page.getByTestId('toggle').click();
+    return { ms, bytes, code };
+  };
+  const cold = await measure('cold');
+  const warm = await measure('warm');
+  return { cold, warm };
+}
+
 const scenarios = {
-  'two-tabs': twoTabs, 'tab-closed': tabClosed, 'invalid-spec': invalidSpec, reconnect, paid, federated,
+  'two-tabs': twoTabs, 'first-shard': firstShard, 'tab-closed': tabClosed, 'invalid-spec': invalidSpec, reconnect, paid, federated,
 };
 try {
   const run = scenarios[scenario];
