@@ -329,9 +329,18 @@ async fn the_app_s_files_are_served_compressed_and_cached_by_name() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tab_opened_on_a_running_job_trains_its_first_shard() {
     let anvil = Anvil::start().unwrap();
-    let net = Network::start(&["--web-dir", dist().to_str().unwrap()]).unwrap();
-    let job = oblivion_e2e::example("mnist-mlp.json").unwrap();
-    net.api().submit(&job).await.unwrap();
+    let mut net = Network::start(&["--web-dir", dist().to_str().unwrap()]).unwrap();
+    // The example runs, on native workers, when the tab opens.
+    net.add_worker("native-1").unwrap();
+    net.add_worker("native-2").unwrap();
+    let mut job = oblivion_e2e::example("mnist-mlp.json").unwrap();
+    job["rounds"] = 20.into();
+    let id = net.api().submit(&job).await.unwrap();
+    let started = std::time::Instant::now();
+    while net.api().job(id).await.unwrap().history.is_empty() {
+        assert!(started.elapsed().as_secs() < 120, "the example never ran");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     let ((_net, result), _anvil) = tokio::task::spawn_blocking(move || {
         let outcome = run_scenario("first-shard", net, &anvil, &[], |_| {});
         (outcome, anvil)
