@@ -5,7 +5,6 @@
 
 use leptos::prelude::*;
 use oblivion_privacy::contributor::{Ask, ContributorLimits, Ledger, job_epsilon};
-use oblivion_protocol::JobSpec;
 use oblivion_protocol::api::JobView;
 use oblivion_protocol::tab::ContributorPrivacy;
 
@@ -36,25 +35,14 @@ pub fn network() -> String {
         .unwrap_or_default()
 }
 
-/// σ (noise over clip norm) each contributor adds in `spec`'s rounds. A
-/// target ε is met as the coordinator meets it: at sensitivity 2C.
-fn noise_multiplier(spec: &JobSpec) -> Option<f64> {
-    let p = spec.privacy.as_ref()?;
-    match (p.noise_multiplier, p.target_epsilon) {
-        (Some(z), _) => Some(z),
-        (None, Some(target)) => {
-            oblivion_privacy::noise_multiplier_for(target, 1.0, u64::from(spec.rounds), p.delta)
-                .ok()
-                .map(|z| 2.0 * z)
-        }
-        (None, None) => None,
-    }
-}
-
 /// What `job` would cost this contributor over all its rounds, or which of
 /// its limits refuses it. The worker decides, knowing its records too.
 fn price(job: &JobView, privacy: &ContributorPrivacy) -> (Option<f64>, Result<(), String>) {
-    let Some(sigma) = noise_multiplier(&job.spec) else {
+    // σ as the coordinator resolves it (a target ε met at sensitivity 2C).
+    let Some(sigma) = oblivion_protocol::job_privacy::noise_multiplier(&job.spec)
+        .ok()
+        .flatten()
+    else {
         return (None, Err("the job adds no noise".into()));
     };
     let limits = &privacy.limits;

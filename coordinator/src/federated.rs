@@ -41,7 +41,7 @@ pub fn local_task(
         .privacy
         .as_ref()
         .ok_or("a federated job without privacy settings")?;
-    let noise_multiplier = crate::privacy::noise_multiplier(spec)
+    let noise_multiplier = oblivion_protocol::job_privacy::noise_multiplier(spec)
         .map_err(|(field, message)| format!("{field}: {message}"))?
         .ok_or("a federated job without noise")?;
     Ok(Some(LocalTask {

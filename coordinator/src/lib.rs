@@ -18,7 +18,6 @@ pub mod error;
 pub mod federated;
 pub mod hub;
 pub mod limits;
-pub mod privacy;
 pub mod replication;
 pub mod reputation;
 pub mod siwe;

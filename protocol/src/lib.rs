@@ -7,6 +7,7 @@ pub mod aggregation;
 pub mod api;
 pub mod auth;
 mod error;
+pub mod job_privacy;
 pub mod privacy;
 pub mod spec;
 pub mod tab;

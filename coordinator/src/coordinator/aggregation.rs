@@ -345,7 +345,7 @@ impl Coordinator {
         let validation = self.validation_set(&row).await?;
         let privacy = match (
             &row.spec.privacy,
-            crate::privacy::noise_multiplier(&row.spec),
+            oblivion_protocol::job_privacy::noise_multiplier(&row.spec),
         ) {
             // Federated updates arrive clipped and noised by their
             // contributors (see `crate::federated`).
@@ -550,7 +550,7 @@ fn round_metrics(
         aggregate_seconds,
         disputed: count(VerdictKind::Disputed),
         no_work: count(VerdictKind::NoWork) + count(VerdictKind::Unresolved),
-        epsilon: crate::privacy::epsilon_after(&row.spec, row.round),
+        epsilon: oblivion_protocol::job_privacy::epsilon_after(&row.spec, row.round),
     }
 }
 

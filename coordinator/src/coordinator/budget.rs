@@ -16,7 +16,7 @@ pub fn check(
     arch: &Architecture,
     validation_samples: u64,
 ) -> Result<(), AppError> {
-    if let Err((field, message)) = crate::privacy::noise_multiplier(spec) {
+    if let Err((field, message)) = oblivion_protocol::job_privacy::noise_multiplier(spec) {
         return Err(AppError::unprocessable(format!("{field}: {message}")).with_field(&field));
     }
     let shard_rounds = u64::from(spec.shards_per_round) * u64::from(spec.rounds);

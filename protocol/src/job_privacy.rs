@@ -1,6 +1,6 @@
 //! A job's differential privacy, resolved: the noise its rounds add and
-//! the ε they have spent. Pure, so that every instance and every re-run
-//! agrees.
+//! the ε they have spent. Pure, so that every coordinator instance, every
+//! re-run and the web app agree.
 //!
 //! Each shard is one client, and every round trains every shard: the
 //! sampling rate is 1, and the guarantee covers a whole shard's data.
@@ -12,8 +12,9 @@
 //! worker decides.
 
 use oblivion_privacy::{RdpAccountant, noise_multiplier_for};
-use oblivion_protocol::JobSpec;
-use oblivion_protocol::privacy::MAX_NOISE_MULTIPLIER;
+
+use crate::JobSpec;
+use crate::privacy::MAX_NOISE_MULTIPLIER;
 
 /// The share of clients (shards) that take part in a round.
 pub const SAMPLING_RATE: f64 = 1.0;
