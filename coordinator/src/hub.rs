@@ -156,6 +156,22 @@ pub struct Shard {
     pub attempts: u32,
     /// Workers whose update for it was rejected this round: asked last.
     pub refused_by: Vec<u64>,
+    /// A second lease on the same work while it is leased (see
+    /// [`Backup`]).
+    pub backup: Option<Backup>,
+}
+
+/// A backup lease: the same slot, granted to an idle worker while its
+/// lease is still out and nothing of the round is left pending, so that
+/// the round need not wait for a straggler. The first valid update wins
+/// and the other lease is revoked; if either lease ends without an update,
+/// the other carries on alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backup {
+    /// The backup lease.
+    pub lease: u64,
+    /// Its holder.
+    pub worker: u64,
 }
 
 impl Shard {
@@ -168,6 +184,7 @@ impl Shard {
             state: ShardState::Pending,
             attempts: 0,
             refused_by: Vec::new(),
+            backup: None,
         }
     }
 }
@@ -280,11 +297,14 @@ impl LiveJob {
         self.shards
             .iter()
             .filter(|s| which(s.base))
-            .filter_map(|s| match s.state {
-                ShardState::Leased { worker, .. }
-                | ShardState::Done { worker }
-                | ShardState::Remote { worker } => Some(worker),
-                ShardState::Pending => None,
+            .flat_map(|s| {
+                let holder = match s.state {
+                    ShardState::Leased { worker, .. }
+                    | ShardState::Done { worker }
+                    | ShardState::Remote { worker } => Some(worker),
+                    ShardState::Pending => None,
+                };
+                holder.into_iter().chain(s.backup.map(|b| b.worker))
             })
             .collect()
     }
@@ -360,6 +380,19 @@ pub struct Grant {
     pub base: u32,
     /// Proposed holder.
     pub worker: u64,
+    /// A backup lease on a slot that is leased already (see [`Backup`]).
+    pub backup: bool,
+}
+
+/// What an accepted update did (see [`Hub::complete`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completed {
+    /// The lease it completed.
+    pub lease: Lease,
+    /// Whether its round is now complete.
+    pub round_done: bool,
+    /// The other lease on the same slot, which lost the race: revoked.
+    pub superseded: Option<Ended>,
 }
 
 /// A lease that ended without an update.
@@ -551,19 +584,31 @@ impl Hub {
     }
 
     /// Ends a lease without an update; its shard goes back to pending.
+    /// A backup lease ending leaves the slot to its lease; a lease ending
+    /// leaves it to its backup, if it has one.
     fn end(&mut self, id: u64, status: LeaseStatus) -> Option<Ended> {
         let lease = self.take_lease(id)?;
         if let Some(shard) = self
             .jobs
             .get_mut(&lease.job)
             .and_then(|j| j.shards.get_mut(lease.shard as usize))
-            && shard.state
+        {
+            if shard.backup.is_some_and(|b| b.lease == id) {
+                shard.backup = None;
+            } else if shard.state
                 == (ShardState::Leased {
                     lease: id,
                     worker: lease.worker,
                 })
-        {
-            shard.state = ShardState::Pending;
+            {
+                shard.state = match shard.backup.take() {
+                    Some(b) => ShardState::Leased {
+                        lease: b.lease,
+                        worker: b.worker,
+                    },
+                    None => ShardState::Pending,
+                };
+            }
         }
         if let Some(w) = self.workers.get_mut(&lease.worker) {
             w.view.active_leases = w.view.active_leases.saturating_sub(1);
@@ -654,9 +699,12 @@ impl Hub {
         let ids: Vec<u64> = self.jobs.get(&job).map_or_else(Vec::new, |j| {
             j.shards
                 .iter()
-                .filter_map(|s| match s.state {
-                    ShardState::Leased { lease, .. } => Some(lease),
-                    _ => None,
+                .flat_map(|s| {
+                    let lease = match s.state {
+                        ShardState::Leased { lease, .. } => Some(lease),
+                        _ => None,
+                    };
+                    lease.into_iter().chain(s.backup.map(|b| b.lease))
                 })
                 .collect()
         });
@@ -686,7 +734,7 @@ impl Hub {
                 }
             }
         }
-        if queue.is_empty() || self.with_room.is_empty() {
+        if self.with_room.is_empty() {
             return Vec::new();
         }
         queue.sort_unstable();
@@ -751,7 +799,75 @@ impl Hub {
                 shard: shard_index,
                 base: slot.base,
                 worker,
+                backup: false,
             });
+        }
+        let backups = self.plan_backups(now, &order);
+        grants.extend(backups);
+        grants
+    }
+
+    /// Backup leases (see [`Backup`]) for the rounds with nothing left
+    /// pending, to the workers still idle in `order` (no lease held or
+    /// planned), the fastest as measured first, for the oldest leases
+    /// first. Never to a worker holding any slot of the same shard, or
+    /// whose update for the slot was rejected; never for a federated slot,
+    /// which trains a contributor's own data that no one else can stand in
+    /// for.
+    fn plan_backups(&self, now: f64, order: &BTreeSet<RoomKey>) -> Vec<Grant> {
+        let mut idle: Vec<u64> = order.iter().filter(|k| k.0 == 0).map(|k| k.2).collect();
+        if idle.is_empty() {
+            return Vec::new();
+        }
+        let mut slots: Vec<(f64, u64, u32)> = Vec::new();
+        for job in self.jobs.values() {
+            let open = !job.round_complete() && job.leases_until.is_none_or(|t| now < t);
+            if !open || job.local.is_some() {
+                continue;
+            }
+            if job.shards.iter().any(|s| s.state == ShardState::Pending) {
+                continue;
+            }
+            for (i, shard) in job.shards.iter().enumerate() {
+                if let (ShardState::Leased { lease, .. }, None) = (shard.state, shard.backup)
+                    && let Some(l) = self.leases.get(&lease)
+                {
+                    slots.push((l.granted_at, job.id, i as u32));
+                }
+            }
+        }
+        slots.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+        let mut grants: Vec<Grant> = Vec::new();
+        for (_, job_id, slot_index) in slots {
+            let job = &self.jobs[&job_id];
+            let slot = &job.shards[slot_index as usize];
+            let mut busy = job.holders(|base| base == slot.base);
+            busy.extend(
+                grants
+                    .iter()
+                    .filter(|g| g.job == job_id && g.base == slot.base)
+                    .map(|g| g.worker),
+            );
+            let eligible = |worker: &u64| {
+                !busy.contains(worker)
+                    && !slot.refused_by.contains(worker)
+                    && (job.trainers.is_none()
+                        || self.workers.get(worker).is_some_and(|w| job.admits(w)))
+            };
+            let Some(at) = idle.iter().position(eligible) else {
+                continue;
+            };
+            grants.push(Grant {
+                job: job_id,
+                round: job.round,
+                shard: slot_index,
+                base: slot.base,
+                worker: idle.remove(at),
+                backup: true,
+            });
+            if idle.is_empty() {
+                break;
+            }
         }
         grants
     }
@@ -762,7 +878,13 @@ impl Hub {
     pub fn grant(&mut self, grant: Grant, id: u64, now: f64) -> Option<Lease> {
         let job = self.jobs.get(&grant.job)?;
         let shard = job.shards.get(grant.shard as usize)?;
-        if job.round != grant.round || shard.state != ShardState::Pending {
+        let open = if grant.backup {
+            matches!(shard.state, ShardState::Leased { worker, .. } if worker != grant.worker)
+                && shard.backup.is_none()
+        } else {
+            shard.state == ShardState::Pending
+        };
+        if job.round != grant.round || !open {
             return None;
         }
         self.room_key(grant.worker)?;
@@ -788,10 +910,17 @@ impl Hub {
         if let Some(job) = self.jobs.get_mut(&grant.job) {
             job.status = JobStatus::Running;
             let shard = &mut job.shards[grant.shard as usize];
-            shard.state = ShardState::Leased {
-                lease: id,
-                worker: grant.worker,
-            };
+            if grant.backup {
+                shard.backup = Some(Backup {
+                    lease: id,
+                    worker: grant.worker,
+                });
+            } else {
+                shard.state = ShardState::Leased {
+                    lease: id,
+                    worker: grant.worker,
+                };
+            }
             shard.attempts += 1;
         }
         if let Some(w) = self.workers.get_mut(&grant.worker) {
@@ -870,17 +999,23 @@ impl Hub {
         Some(ended)
     }
 
-    /// An update for `lease` was accepted and recorded. Returns the lease
-    /// and whether its round is now complete.
-    pub fn complete(&mut self, lease: u64, now: f64) -> Option<(Lease, bool)> {
+    /// An update for `lease` was accepted and recorded: its slot is done,
+    /// and the other lease on the slot, if any, lost (see [`Backup`]).
+    pub fn complete(&mut self, lease: u64, now: f64) -> Option<Completed> {
         let lease = self.take_lease(lease)?;
         let job = self.jobs.get_mut(&lease.job)?;
         let shard = &mut job.shards[lease.shard as usize];
+        let other = match shard.state {
+            ShardState::Leased { lease: l, .. } if l != lease.id => Some(l),
+            _ => shard.backup.map(|b| b.lease).filter(|&l| l != lease.id),
+        };
         shard.state = ShardState::Done {
             worker: lease.worker,
         };
+        shard.backup = None;
         let samples = shard.samples;
         let round_done = job.round_complete();
+        let superseded = other.and_then(|l| self.supersede(l, samples, now));
         let speed = samples as f64 / (now - lease.granted_at).max(1e-3);
         self.reindexed(lease.worker, |hub| {
             if let Some(w) = hub.workers.get_mut(&lease.worker) {
@@ -904,7 +1039,27 @@ impl Hub {
                 w.credits.pop_front();
             }
         }
-        Some((lease, round_done))
+        Some(Completed {
+            lease,
+            round_done,
+            superseded,
+        })
+    }
+
+    /// Revokes a lease whose slot another worker's update completed. Its
+    /// holder had not finished `samples` in the time it held the lease, so
+    /// its measured speed is at most that: a straggler that always loses
+    /// the race is not taken for a newcomer, served first for ever.
+    fn supersede(&mut self, lease: u64, samples: u64, now: f64) -> Option<Ended> {
+        let ended = self.end(lease, LeaseStatus::Revoked)?;
+        let bound = samples as f64 / (now - ended.lease.granted_at).max(1e-3);
+        let worker = ended.lease.worker;
+        self.reindexed(worker, |hub| {
+            if let Some(w) = hub.workers.get_mut(&worker) {
+                w.measured = Some(w.measured.map_or(bound, |m| m.min(bound)));
+            }
+        });
+        Some(ended)
     }
 
     /// Records a judged result of a connected worker: agreed ones credit
@@ -927,16 +1082,22 @@ impl Hub {
 
     /// Marks a shard done whose update the database accepted after the
     /// hub had ended its lease (it expired while the update was checked).
-    /// The database refuses any other lease on a shard with an update, so
-    /// the shard can only be pending here.
-    pub fn shard_done(&mut self, job: u64, round: u32, shard: u32, worker: u64) {
-        if let Some(j) = self.jobs.get_mut(&job)
-            && j.round == round
-            && let Some(s) = j.shards.get_mut(shard as usize)
-            && matches!(s.state, ShardState::Pending | ShardState::Remote { .. })
-        {
-            s.state = ShardState::Done { worker };
+    /// The database refuses any other lease on a shard with an update, and
+    /// revoked any other lease on the slot with it: a lease the hub still
+    /// has there (its backup, which took over) is revoked and returned.
+    pub fn shard_done(&mut self, job: u64, round: u32, shard: u32, worker: u64) -> Option<Ended> {
+        let j = self.jobs.get_mut(&job).filter(|j| j.round == round)?;
+        let s = j.shards.get_mut(shard as usize)?;
+        if matches!(s.state, ShardState::Done { .. }) {
+            return None;
         }
+        let other = match s.state {
+            ShardState::Leased { lease, .. } => Some(lease),
+            _ => s.backup.map(|b| b.lease),
+        };
+        s.state = ShardState::Done { worker };
+        s.backup = None;
+        other.and_then(|l| self.end(l, LeaseStatus::Revoked))
     }
 
     /// Brings a job's round in line with the database, which other
@@ -960,6 +1121,7 @@ impl Hub {
                     if let ShardState::Leased { lease, .. } = s.state {
                         stale_leases.push(lease);
                     }
+                    stale_leases.extend(s.backup.take().map(|b| b.lease));
                     s.state = ShardState::Done { worker };
                 } else if let Some(&(_, worker)) = remote.iter().find(|(r, _)| *r == i) {
                     if s.state == ShardState::Pending {
@@ -993,6 +1155,7 @@ impl Hub {
                 s.state = ShardState::Pending;
                 s.attempts = 0;
                 s.refused_by.clear();
+                s.backup = None;
             }
             j.set_replicas(replicas);
         }
@@ -1285,7 +1448,11 @@ mod tests {
         assert_eq!(n.hub.jobs[&1].status, JobStatus::Running);
         assert!(n.dispatch(0.0).is_empty(), "both workers are at the cap");
         // The liar's shard of 10 samples takes it 5 s, the honest one's 1 s.
-        let (lease, done) = n.hub.complete(issued[1].id, 5.0).unwrap();
+        let Completed {
+            lease,
+            round_done: done,
+            ..
+        } = n.hub.complete(issued[1].id, 5.0).unwrap();
         assert_eq!((lease.worker, done), (liar, false));
         n.hub.complete(issued[0].id, 1.0).unwrap();
         // Both have room for one: the faster as measured goes first.
@@ -1708,7 +1875,7 @@ mod tests {
         // The other instance's lease ends: the shard is free again.
         n.hub.sync_shards(1, 1, &[(first, 55)], &[]);
         assert_eq!(n.dispatch(1.0).len(), 1);
-        assert!(!n.hub.complete(mine[1].id, 1.0).unwrap().1);
+        assert!(!n.hub.complete(mine[1].id, 1.0).unwrap().round_done);
         assert_eq!(
             n.hub.jobs[&1].shards[second as usize].state,
             ShardState::Done { worker: a }
@@ -1726,13 +1893,102 @@ mod tests {
     }
 
     #[test]
+    fn the_last_slots_of_a_round_get_backups_and_the_first_update_wins() {
+        let mut n = Net::new();
+        let (a, b, c) = (n.add_worker(1.0), n.add_worker(1.0), n.add_worker(1.0));
+        n.add_job(1, 3);
+        let issued = n.dispatch(0.0);
+        assert_eq!(holders(&issued), vec![a, b, c]);
+        assert!(n.dispatch(1.0).is_empty(), "no one is idle: no backup");
+        // b finishes; nothing is pending, so idle b backs up the oldest
+        // lease still out (a's, the lowest slot of those granted first).
+        n.hub.complete(issued[1].id, 2.0).unwrap();
+        let backup = n.dispatch(2.0);
+        assert_eq!(holders(&backup), vec![b]);
+        assert_eq!(backup[0].shard, 0);
+        let slot = &n.hub.jobs[&1].shards[0];
+        assert_eq!(
+            slot.state,
+            ShardState::Leased {
+                lease: issued[0].id,
+                worker: a
+            }
+        );
+        assert_eq!(
+            slot.backup,
+            Some(Backup {
+                lease: backup[0].id,
+                worker: b
+            })
+        );
+        // One backup a slot: b is busy now and nobody else is idle.
+        assert!(n.dispatch(2.5).is_empty());
+        // The backup's update comes first: a's lease is revoked, and a,
+        // which had not finished 10 samples in 3 s, is measured at most
+        // that fast (never again a newcomer served first).
+        let done = n.hub.complete(backup[0].id, 3.0).unwrap();
+        assert!(!done.round_done);
+        let lost = done.superseded.unwrap();
+        assert_eq!(
+            (lost.lease.id, lost.status),
+            (issued[0].id, LeaseStatus::Revoked)
+        );
+        assert_eq!(
+            n.hub.jobs[&1].shards[0].state,
+            ShardState::Done { worker: b }
+        );
+        assert_eq!(n.hub.workers[&a].measured, Some(10.0 / 3.0));
+        assert!(
+            n.hub.update_context("token1", issued[0].id).is_err(),
+            "a may not post now"
+        );
+        // Both idle now: the faster as measured (b) backs up c's slot.
+        let backup = n.dispatch(3.0);
+        assert_eq!(holders(&backup), vec![b]);
+        // c goes away: its slot carries on with its backup alone, and idle
+        // a backs that up in turn.
+        n.hub.remove_worker(c);
+        assert_eq!(
+            n.hub.jobs[&1].shards[2].state,
+            ShardState::Leased {
+                lease: backup[0].id,
+                worker: b
+            }
+        );
+        let again = n.dispatch(3.5);
+        assert_eq!(holders(&again), vec![a]);
+        let done = n.hub.complete(backup[0].id, 4.0).unwrap();
+        assert!(done.round_done);
+        assert_eq!(done.superseded.unwrap().lease.id, again[0].id);
+        assert!(n.hub.leases.is_empty());
+    }
+
+    #[test]
+    fn federated_slots_get_no_backups() {
+        let mut n = Net::new();
+        n.add_worker(1.0);
+        n.add_worker(1.0);
+        n.add_job(1, 1);
+        assert_eq!(n.dispatch(0.0).len(), 1);
+        assert_eq!(n.hub.plan(1.0).len(), 1, "a backup, were it a shard");
+        // A contributor's own data: no one else can stand in for it.
+        n.hub.jobs.get_mut(&1).unwrap().local = Some(LocalTask {
+            scaling: None,
+            clip_norm: 1.0,
+            noise_std: 1.0,
+            rounds: 2,
+        });
+        assert!(n.hub.plan(1.0).is_empty());
+    }
+
+    #[test]
     fn round_completes_when_every_shard_is_in() {
         let mut n = Net::new();
         n.add_worker(1.0);
         n.add_job(1, 2);
         let issued = n.dispatch(0.0);
-        assert!(!n.hub.complete(issued[0].id, 0.0).unwrap().1);
-        assert!(n.hub.complete(issued[1].id, 0.0).unwrap().1);
+        assert!(!n.hub.complete(issued[0].id, 0.0).unwrap().round_done);
+        assert!(n.hub.complete(issued[1].id, 0.0).unwrap().round_done);
         assert!(n.hub.jobs[&1].round_complete());
         assert!(n.dispatch(0.0).is_empty());
         n.hub

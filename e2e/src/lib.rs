@@ -243,6 +243,12 @@ impl Network {
         self.add_paid_worker(name, None)
     }
 
+    /// Starts a native worker process with more flags (`--max-cpu 10`:
+    /// one ten times slower than the rest).
+    pub fn add_worker_with_flags(&mut self, name: &str, flags: &[&str]) -> Result<()> {
+        self.spawn_worker(name, None, &[], flags)
+    }
+
     /// Starts a native worker process signed in as `key`'s account (its
     /// rewards go there).
     pub fn add_paid_worker(&mut self, name: &str, key: Option<&str>) -> Result<()> {
@@ -510,6 +516,17 @@ impl Api {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Submits the example spec `name` and waits until it ends, which must
+    /// be completed; its id and its view.
+    pub async fn train_example(&self, name: &str, timeout: Duration) -> Result<(u64, JobView)> {
+        let id = self.submit(&example(name)?).await?;
+        let job = self.wait_finished(id, timeout, |_| {}).await?;
+        if job.status.as_str() != "completed" {
+            bail!("job {id} ended {}: {job:?}", job.status.as_str());
+        }
+        Ok((id, job))
     }
 }
 

@@ -69,6 +69,7 @@ on_both!(
     a_cancel_racing_the_last_update_counts_the_shard_at_most_once,
     the_same_update_twice_counts_once,
     a_shard_has_at_most_one_active_lease,
+    a_slot_has_one_backup_lease_and_the_first_update_wins,
     exactly_one_claimant_aggregates_and_a_round_is_recorded_once,
     finished_jobs_stay_finished_even_against_raw_sql,
     only_verified_work_is_credited_and_a_quarantine_outlives_the_connection,
@@ -129,12 +130,25 @@ async fn paid_worker(db: &Db, payout: Option<&str>) -> u64 {
 
 /// Grants shard `shard` of `round` to `worker`; the lease id, if granted.
 async fn lease(db: &Db, job: u64, round: u32, shard: u32, worker: u64) -> Option<u64> {
+    grant(db, job, round, shard, worker, false).await
+}
+
+/// Grants a lease, or a backup lease, on a slot; the lease id, if granted.
+async fn grant(
+    db: &Db,
+    job: u64,
+    round: u32,
+    shard: u32,
+    worker: u64,
+    backup: bool,
+) -> Option<u64> {
     let g = Grant {
         job,
         round,
         shard,
         base: shard,
         worker,
+        backup,
     };
     db.grant_leases(&[g], "test")
         .await
@@ -292,6 +306,43 @@ async fn a_shard_has_at_most_one_active_lease(url: &str) {
     );
     // Leases of another round, or of a finished job, are not granted.
     assert_eq!(lease(&db, j, 2, 0, a).await, None);
+}
+
+async fn a_slot_has_one_backup_lease_and_the_first_update_wins(url: &str) {
+    let db = Db::connect(url, 4).await.unwrap();
+    let j = job(&db, 2, 1).await;
+    let (a, b, c) = (worker(&db).await, worker(&db).await, worker(&db).await);
+    let held = lease(&db, j, 1, 0, a).await.unwrap();
+    let backup = grant(&db, j, 1, 0, b, true).await.unwrap();
+    assert_eq!(
+        grant(&db, j, 1, 0, c, true).await,
+        None,
+        "one backup a slot"
+    );
+    // The backup's update comes first: it counts, and the lease it backed
+    // up ends with it, in the same transaction.
+    assert_eq!(
+        db.accept_update(j, 1, &update(0, b, backup)).await.unwrap(),
+        Ok(false)
+    );
+    assert_eq!(
+        db.accept_update(j, 1, &update(0, a, held)).await.unwrap(),
+        Err(UpdateRefusal::LeaseNotActive),
+        "the slower update is refused"
+    );
+    assert_eq!(
+        db.end_leases(&[(held, LeaseStatus::Revoked)], "test")
+            .await
+            .unwrap(),
+        0,
+        "already revoked with the winning update"
+    );
+    let updates = db.round_updates(j, 1).await.unwrap();
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].worker_id, b);
+    // A slot with an update gets no lease of either kind.
+    assert_eq!(grant(&db, j, 1, 0, c, true).await, None);
+    assert_eq!(lease(&db, j, 1, 0, c).await, None);
 }
 
 async fn exactly_one_claimant_aggregates_and_a_round_is_recorded_once(url: &str) {

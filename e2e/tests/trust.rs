@@ -190,13 +190,7 @@ async fn honest_workers(api: &Api) -> Vec<oblivion_protocol::api::WorkerView> {
 }
 
 async fn run_job(api: &Api) -> (u64, JobView) {
-    let id = api
-        .submit(&example("mnist-mlp.json").unwrap())
-        .await
-        .unwrap();
-    let job = api.wait_finished(id, TIMEOUT, |_| {}).await.unwrap();
-    assert_eq!(job.status.as_str(), "completed", "{job:?}");
-    (id, job)
+    api.train_example("mnist-mlp.json", TIMEOUT).await.unwrap()
 }
 
 fn final_accuracy(job: &JobView) -> f64 {

@@ -43,6 +43,12 @@ struct Args {
     /// [default: $XDG_DATA_HOME/oblivion-worker, else ~/.local/share/oblivion-worker].
     #[arg(long, env = "OBLIVION_WORKER_DIR")]
     data_dir: Option<std::path::PathBuf>,
+    /// The share of its time the worker trains, in percent: below 100 it
+    /// rests after each training step, 100/PERCENT - 1 times as long as
+    /// the step took, for a machine that is used for other things too.
+    #[arg(long, value_name = "PERCENT", default_value_t = 100,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    max_cpu: u8,
     #[command(flatten)]
     limits: PrivacyFlags,
 }
@@ -258,6 +264,7 @@ async fn run(args: Args) -> Result<(), String> {
         data_dir,
         privacy,
         _data_lock: data_lock.map(std::sync::Arc::new),
+        duty: f64::from(args.max_cpu) / 100.0,
     };
     let mut session = session::Worker::new(settings);
     let mut backoff = Duration::from_millis(250);

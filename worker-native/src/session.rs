@@ -47,6 +47,9 @@ pub struct Settings {
     pub privacy: oblivion_protocol::tab::ContributorPrivacy,
     /// Holds the data directory while the worker runs (with local data).
     pub _data_lock: Option<std::sync::Arc<std::fs::File>>,
+    /// The share of its time it trains, in (0, 1]: it rests between steps
+    /// for the rest.
+    pub duty: f64,
 }
 
 /// How a session ended.
@@ -420,13 +423,19 @@ async fn work(
     }
     let update = {
         let (engine, task, state) = (engine.clone(), task.clone(), state.clone());
+        let rest_per_busy = 1.0 / settings.duty.clamp(0.01, 1.0) - 1.0;
         tokio::task::spawn_blocking(move || {
             let start = Instant::now();
             let clock = move || start.elapsed().as_millis() as u64;
+            let mut step_started = Instant::now();
             lock(&engine).train(
                 &task,
                 &mut |p| {
                     state.progress.store(p.to_bits(), Ordering::Relaxed);
+                    if rest_per_busy > 0.0 {
+                        std::thread::sleep(step_started.elapsed().mul_f64(rest_per_busy));
+                        step_started = Instant::now();
+                    }
                     !state.cancel.load(Ordering::SeqCst)
                 },
                 &clock,

@@ -230,15 +230,23 @@ impl Coordinator {
                 };
             }
         };
-        {
+        let superseded = {
             let now = self.clock();
             let mut hub = self.hub();
-            if hub.complete(lease, now).is_none() {
+            match hub.complete(lease, now) {
+                Some(done) => done.superseded,
                 // The hub ended the lease meanwhile (expiry), but the
                 // database took the update first: the shard is done.
-                hub.shard_done(l.job, l.round, l.shard, l.worker);
+                None => hub.shard_done(l.job, l.round, l.shard, l.worker),
             }
-        }
+        };
+        // The database revoked the other lease on the slot with the
+        // update; its holder is told to stop.
+        self.settle_ended(
+            superseded.into_iter().collect(),
+            "another worker's update for the shard came first",
+        )
+        .await;
         if round_complete {
             tokio::spawn(self.clone().aggregate(l.job, l.round));
         }

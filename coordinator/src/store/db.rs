@@ -709,7 +709,8 @@ impl Db {
     }
 
     /// Records planned leases, each only if its job is still unfinished in
-    /// that round and its shard has neither an update nor an active lease;
+    /// that round and its slot has neither an update nor an active lease
+    /// of the same kind (a slot may have one lease and one backup lease);
     /// a job's first lease moves it to running. One transaction.
     pub async fn grant_leases(
         &self,
@@ -744,8 +745,9 @@ impl Db {
         let issued_at = now();
         for g in grants {
             let row = sqlx::query(&format!(
-                "INSERT INTO leases (job_id, round, shard, worker_id, status, issued_at, instance, base) \
-                 SELECT $1, $2, $3, $4, 'active', $5, $6, $7 \
+                "INSERT INTO leases (job_id, round, shard, worker_id, status, issued_at, instance, base, \
+                 backup) \
+                 SELECT $1, $2, $3, $4, 'active', $5, $6, $7, $8 \
                  WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND round = $2 \
                                AND status IN {TRAINING}) \
                  AND NOT EXISTS (SELECT 1 FROM updates WHERE job_id = $1 AND round = $2 \
@@ -759,6 +761,7 @@ impl Db {
             .bind(issued_at)
             .bind(instance)
             .bind(i64::from(g.base))
+            .bind(i64::from(g.backup))
             .fetch_optional(&mut *tx)
             .await?;
             let Some(row) = row else { continue };
@@ -1002,6 +1005,20 @@ impl Db {
         if inserted != 1 {
             return Ok(Err(UpdateRefusal::Duplicate));
         }
+        // The first valid update for a slot wins: a backup lease on it (or
+        // the lease it backed up) ends here, with the update.
+        sqlx::query(
+            "UPDATE leases SET status = 'revoked', ended_at = $5, \
+             reason = 'another worker''s update for the shard came first' \
+             WHERE job_id = $1 AND round = $2 AND shard = $3 AND id <> $4 AND status = 'active'",
+        )
+        .bind(job as i64)
+        .bind(i64::from(round))
+        .bind(i64::from(u.shard))
+        .bind(u.lease_id as i64)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
         // Its samples are credited once its round verifies it.
         sqlx::query("UPDATE workers SET accepted = accepted + 1 WHERE id = $1")
             .bind(u.worker_id as i64)

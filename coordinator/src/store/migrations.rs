@@ -74,6 +74,11 @@ const SQLITE: Embedded = &[
         "settlement grace",
         include_str!("../../migrations/sqlite/0010_settlement_grace.sql"),
     ),
+    (
+        11,
+        "backup leases",
+        include_str!("../../migrations/sqlite/0011_backup_leases.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -126,6 +131,11 @@ const POSTGRES: Embedded = &[
         10,
         "settlement grace",
         include_str!("../../migrations/postgres/0010_settlement_grace.sql"),
+    ),
+    (
+        11,
+        "backup leases",
+        include_str!("../../migrations/postgres/0011_backup_leases.sql"),
     ),
 ];
 
