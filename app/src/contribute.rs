@@ -1,4 +1,10 @@
-//! Contribute: this tab trains shards for the network in a Web Worker.
+//! Contribute: this tab trains shards for the network in a pool of Web
+//! Workers, one per core unless the contributor sets fewer. Each pool
+//! worker is a worker of the network of its own (its connection, its
+//! lease, its engine): the simplest way to use every core, as wasm threads
+//! would need cross-origin isolation and a nightly toolchain. The first
+//! holds what there is one of: the WebGPU device and the contributor's
+//! local data with its privacy ledger; the others train on the CPU.
 
 use leptos::prelude::*;
 use oblivion_protocol::tab::{BackendChoice, TabCommand, TabReport, TabStart};
@@ -14,16 +20,23 @@ use crate::shell::{load_setting, save_setting};
 const WORKER_URL: &str = "/oblivion-worker-wasm_loader.js";
 const NAME_KEY: &str = "oblivion.name";
 const BACKEND_KEY: &str = "oblivion.backend";
+const POOL_KEY: &str = "oblivion.pool";
+/// Most pool workers a tab starts, however many cores the browser reports:
+/// each holds its own engine and model (tens of MB).
+const MAX_POOL: u32 = 16;
 
-/// Everything the page shows about its worker.
+/// The cores the browser reports (at least 1, at most [`MAX_POOL`]).
+fn cores() -> u32 {
+    web_sys::window()
+        .map(|w| w.navigator().hardware_concurrency() as u32)
+        .unwrap_or(1)
+        .clamp(1, MAX_POOL)
+}
+
+/// One pool worker, as the page shows it.
 #[derive(Clone, Default)]
-struct TabState {
+struct PoolWorker {
     status: String,
-    backend: String,
-    device_name: String,
-    device_detail: String,
-    cpu_reason: Option<String>,
-    benchmark: f64,
     lease: Option<(u64, u64, u32, u32)>,
     progress: f32,
     samples_per_second: f64,
@@ -31,6 +44,21 @@ struct TabState {
     accepted: u64,
     rejected: u64,
     credit: u64,
+}
+
+/// Everything the page shows about its workers.
+#[derive(Clone, Default)]
+struct TabState {
+    /// The tab's status while no pool runs.
+    status: String,
+    /// The first pool worker's device.
+    backend: String,
+    device_name: String,
+    device_detail: String,
+    cpu_reason: Option<String>,
+    benchmark: f64,
+    /// The pool, the first worker first.
+    pool: Vec<PoolWorker>,
     notice: Option<String>,
     log: Vec<String>,
     /// The local files picked for federated jobs, by name.
@@ -45,6 +73,22 @@ impl TabState {
     fn note(&mut self, line: String) {
         self.log.insert(0, line);
         self.log.truncate(8);
+    }
+
+    /// The tab's status: training while any pool worker trains, else the
+    /// first one's.
+    fn status(&self) -> String {
+        if self.pool.iter().any(|w| w.status == "training") {
+            return "training".into();
+        }
+        self.pool
+            .first()
+            .map_or_else(|| self.status.clone(), |w| w.status.clone())
+    }
+
+    /// A figure summed over the pool.
+    fn total<T: std::iter::Sum<T>>(&self, figure: impl Fn(&PoolWorker) -> T) -> T {
+        self.pool.iter().map(figure).sum()
     }
 }
 
@@ -74,7 +118,13 @@ pub fn Contribute() -> impl IntoView {
     });
     let display_name = name.clone();
     let backend_choice = RwSignal::new(load_setting(BACKEND_KEY).unwrap_or_else(|| "auto".into()));
-    let worker: StoredValue<Option<Worker>, LocalStorage> = StoredValue::new_local(None);
+    let pool_size = RwSignal::new(
+        load_setting(POOL_KEY)
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or_else(cores)
+            .clamp(1, MAX_POOL),
+    );
+    let workers: StoredValue<Vec<Worker>, LocalStorage> = StoredValue::new_local(Vec::new());
     // Set after a crash on the GPU: the next worker starts on the CPU.
     let cpu_reason: StoredValue<Option<String>> = StoredValue::new(None);
     // Bumped when the worker must be replaced (it panicked).
@@ -87,55 +137,93 @@ pub fn Contribute() -> impl IntoView {
     let privacy = RwSignal::new(crate::privacy::load());
 
     let launch = move || {
-        let options = WorkerOptions::new();
-        options.set_type(WorkerType::Module);
-        let w = match Worker::new_with_options(WORKER_URL, &options) {
-            Ok(w) => w,
-            Err(_) => {
-                state.update(|s| s.status = "this browser cannot start a Web Worker".into());
-                running.set(false);
-                return;
-            }
-        };
-        let start = TabStart {
-            coordinator: web_sys::window()
-                .and_then(|w| w.location().origin().ok())
-                .unwrap_or_default(),
-            name: name.clone(),
-            // The signed-in account, proven by the session the worker's
-            // connection carries (its cookie).
-            payout_address: account
-                .session
-                .with_untracked(|s| s.as_ref().map(|s| s.address.clone())),
-            backend: match backend_choice.get_untracked().as_str() {
-                "cpu" => BackendChoice::Cpu,
-                "webgpu" => BackendChoice::Gpu,
-                _ => BackendChoice::Auto,
-            },
-            cpu_reason: cpu_reason.get_value(),
-            privacy: privacy.get_untracked(),
-        };
-        let handle = w.clone();
-        let files = local_files.get_value();
-        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
-            let Some(report) = e
-                .data()
-                .as_string()
-                .and_then(|t| serde_json::from_str::<TabReport>(&t).ok())
-            else {
-                return;
+        let size = pool_size.get_untracked() as usize;
+        let mut pool = Vec::with_capacity(size);
+        for index in 0..size {
+            let options = WorkerOptions::new();
+            options.set_type(WorkerType::Module);
+            let Ok(w) = Worker::new_with_options(WORKER_URL, &options) else {
+                break;
             };
-            if matches!(report, TabReport::Ready)
-                && let Some(files) = &files
-            {
-                let _ = handle.post_message(files);
-            }
-            on_report(report, &handle, &start, state, privacy, cpu_reason, restart);
+            let lead = index == 0;
+            let start = TabStart {
+                coordinator: web_sys::window()
+                    .and_then(|w| w.location().origin().ok())
+                    .unwrap_or_default(),
+                name: if lead {
+                    name.clone()
+                } else {
+                    format!("{name}-{}", index + 1)
+                },
+                // The signed-in account, proven by the session the worker's
+                // connection carries (its cookie).
+                payout_address: account
+                    .session
+                    .with_untracked(|s| s.as_ref().map(|s| s.address.clone())),
+                backend: match backend_choice.get_untracked().as_str() {
+                    _ if !lead => BackendChoice::Cpu,
+                    "cpu" => BackendChoice::Cpu,
+                    "webgpu" => BackendChoice::Gpu,
+                    _ => BackendChoice::Auto,
+                },
+                cpu_reason: cpu_reason.get_value(),
+                // Only the first holds the local data, so only it spends.
+                privacy: if lead {
+                    privacy.get_untracked()
+                } else {
+                    Default::default()
+                },
+            };
+            let handle = w.clone();
+            let files = local_files.get_value().filter(|_| lead);
+            let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+                let Some(report) = e
+                    .data()
+                    .as_string()
+                    .and_then(|t| serde_json::from_str::<TabReport>(&t).ok())
+                else {
+                    return;
+                };
+                if matches!(report, TabReport::Ready)
+                    && let Some(files) = &files
+                {
+                    let _ = handle.post_message(files);
+                }
+                let pool = Pool {
+                    state,
+                    privacy,
+                    cpu_reason,
+                    restart,
+                };
+                pool.on_report(index, report, &handle, &start);
+            });
+            w.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+            on_message.forget();
+            pool.push(w);
+        }
+        if pool.is_empty() {
+            state.update(|s| s.status = "this browser cannot start a Web Worker".into());
+            running.set(false);
+            return;
+        }
+        state.update(|s| {
+            s.pool = vec![
+                PoolWorker {
+                    status: "loading the worker".into(),
+                    ..PoolWorker::default()
+                };
+                pool.len()
+            ];
         });
-        w.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        on_message.forget();
-        state.update(|s| s.status = "loading the worker".into());
-        worker.set_value(Some(w));
+        workers.set_value(pool);
+    };
+    // Ends every pool worker.
+    let stop_all = move || {
+        for w in workers.get_value() {
+            post(&w, &TabCommand::Stop);
+            w.terminate();
+        }
+        workers.set_value(Vec::new());
     };
 
     // Replaces a running worker: after a crash, or when the local files
@@ -144,10 +232,7 @@ pub fn Contribute() -> impl IntoView {
         let launch = launch.clone();
         move || {
             if running.get_untracked() {
-                if let Some(w) = worker.get_value() {
-                    post(&w, &TabCommand::Stop);
-                    w.terminate();
-                }
+                stop_all();
                 launch();
             }
         }
@@ -201,27 +286,25 @@ pub fn Contribute() -> impl IntoView {
             });
         }
     };
-    let forget_local = move |_| {
-        local_files.set_value(None);
-        state.update(|s| {
-            s.local_files = None;
-            s.local_data = None;
-        });
-        relaunch();
+    let forget_local = {
+        let relaunch = relaunch.clone();
+        move |_| {
+            local_files.set_value(None);
+            state.update(|s| {
+                s.local_files = None;
+                s.local_data = None;
+            });
+            relaunch();
+        }
     };
 
     let toggle = move |_| {
         if running.get_untracked() {
             running.set(false);
-            if let Some(w) = worker.get_value() {
-                post(&w, &TabCommand::Stop);
-                w.terminate();
-            }
-            worker.set_value(None);
+            stop_all();
             state.update(|s| {
                 s.status = "stopped".into();
-                s.lease = None;
-                s.progress = 0.0;
+                s.pool.clear();
             });
         } else {
             running.set(true);
@@ -234,6 +317,17 @@ pub fn Contribute() -> impl IntoView {
         save_setting(BACKEND_KEY, &value);
         backend_choice.set(value);
     };
+    let on_pool_size = {
+        let relaunch = relaunch.clone();
+        move |ev| {
+            let Ok(size) = event_target_value(&ev).parse::<u32>() else {
+                return;
+            };
+            save_setting(POOL_KEY, &size.to_string());
+            pool_size.set(size.clamp(1, MAX_POOL));
+            relaunch();
+        }
+    };
 
     view! {
         <section class="card hero">
@@ -245,7 +339,7 @@ pub fn Contribute() -> impl IntoView {
                 <button class="primary big" data-testid="toggle" on:click=toggle>
                     {move || if running.get() { "Stop" } else { "Start" }}
                 </button>
-                <span class="pill" data-testid="status">{move || state.with(|s| s.status.clone())}</span>
+                <span class="pill" data-testid="status">{move || state.with(TabState::status)}</span>
             </div>
         </section>
         {move || state.with(|s| s.notice.clone()).map(|n| view! { <div class="notice" data-testid="notice">{n}</div> })}
@@ -270,26 +364,45 @@ pub fn Contribute() -> impl IntoView {
                         <option value="webgpu">"WebGPU, even a software one"</option>
                     </select>
                 </label>
+                <label class="field">
+                    <span>"Workers"</span>
+                    <select data-testid="pool-size" on:change=on_pool_size prop:value=move || pool_size.get().to_string()>
+                        {(1..=cores().max(pool_size.get_untracked())).map(|n| view! {
+                            <option value=n.to_string()>{format!("{n} of {} cores", cores())}</option>
+                        }).collect::<Vec<_>>()}
+                    </select>
+                </label>
                 <ul class="log small" data-testid="device-choices">
                     {move || state.with(|s| s.choices.iter().map(|c| view! { <li>{c.clone()}</li> }).collect::<Vec<_>>())}
                 </ul>
             </section>
             <section class="card">
-                <h2>"Current shard"</h2>
-                <p data-testid="lease">{move || match state.with(|s| s.lease) {
-                    Some((_, job, round, shard)) => format!("job {job} · round {round} · shard {shard}"),
-                    None => "none".into(),
-                }}</p>
-                <div class="progress"><div class="bar" style:width=move || format!("{:.1}%", state.with(|s| s.progress) * 100.0)></div></div>
-                <p class="big-number" data-testid="speed">{move || format!("{:.0}", state.with(|s| s.samples_per_second))}<span class="unit">" samples/s"</span></p>
+                <h2>"Current shards"</h2>
+                <ul class="pool" data-testid="pool">
+                    {move || state.with(|s| s.pool.iter().enumerate().map(|(i, w)| {
+                        let lease = match w.lease {
+                            Some((_, job, round, shard)) => format!("job {job} · round {round} · shard {shard}"),
+                            None => "none".into(),
+                        };
+                        let width = format!("{:.1}%", w.progress * 100.0);
+                        view! {
+                            <li data-testid=format!("pool-worker-{}", i + 1)>
+                                <span class="muted small">{format!("Worker {} · {} · {} accepted", i + 1, w.status, w.accepted)}</span>
+                                <p data-testid="lease">{lease}</p>
+                                <div class="progress"><div class="bar" style:width=width></div></div>
+                            </li>
+                        }
+                    }).collect::<Vec<_>>())}
+                </ul>
+                <p class="big-number" data-testid="speed">{move || format!("{:.0}", state.with(|s| s.total(|w| w.samples_per_second)))}<span class="unit">" samples/s"</span></p>
             </section>
             <section class="card">
                 <h2>"Your contribution"</h2>
                 <dl class="stats">
-                    <div><dt>"Shards done"</dt><dd data-testid="shards-done">{move || state.with(|s| s.shards_done)}</dd></div>
-                    <div><dt>"Accepted"</dt><dd data-testid="accepted">{move || state.with(|s| s.accepted)}</dd></div>
-                    <div><dt>"Rejected"</dt><dd data-testid="rejected">{move || state.with(|s| s.rejected)}</dd></div>
-                    <div><dt>"Credit"</dt><dd data-testid="credit">{move || state.with(|s| s.credit)}<span class="unit">" samples"</span></dd></div>
+                    <div><dt>"Shards done"</dt><dd data-testid="shards-done">{move || state.with(|s| s.total(|w| w.shards_done))}</dd></div>
+                    <div><dt>"Accepted"</dt><dd data-testid="accepted">{move || state.with(|s| s.total(|w| w.accepted))}</dd></div>
+                    <div><dt>"Rejected"</dt><dd data-testid="rejected">{move || state.with(|s| s.total(|w| w.rejected))}</dd></div>
+                    <div><dt>"Credit"</dt><dd data-testid="credit">{move || state.with(|s| s.total(|w| w.credit))}<span class="unit">" samples"</span></dd></div>
                 </dl>
             </section>
             <section class="card">
@@ -334,146 +447,177 @@ pub fn Contribute() -> impl IntoView {
     }
 }
 
-/// Updates the page from one worker report; restarts a crashed worker.
-fn on_report(
-    report: TabReport,
-    worker: &Worker,
-    start: &TabStart,
+/// What a pool worker's reports update.
+#[derive(Clone, Copy)]
+struct Pool {
     state: RwSignal<TabState>,
     privacy: RwSignal<oblivion_protocol::tab::ContributorPrivacy>,
     cpu_reason: StoredValue<Option<String>>,
     restart: RwSignal<u32>,
-) {
-    match report {
-        TabReport::Ready => post(worker, &TabCommand::Start(start.clone())),
-        TabReport::Device {
-            device,
-            cpu_reason,
-            benchmark,
-            ..
-        } => state.update(|s| {
-            s.status = "connecting".into();
-            s.backend = device.backend;
-            s.device_name = device.name;
-            s.device_detail = device.detail;
-            s.cpu_reason = cpu_reason;
-            s.benchmark = benchmark;
-        }),
-        TabReport::DeviceChoice {
-            model,
-            cpu,
-            gpu,
-            chosen,
-        } => state.update(|s| {
-            let chosen = if chosen == "webgpu" { "WebGPU" } else { "CPU" };
-            s.choices.push(format!(
-                "{model}: CPU {cpu:.0}, WebGPU {gpu:.0} samples/s: on the {chosen}"
-            ));
-        }),
-        TabReport::Connected { worker_id } => state.update(|s| {
-            s.status = "waiting for work".into();
-            s.note(format!("connected as worker {worker_id}"));
-        }),
-        TabReport::Disconnected {
-            reason,
-            retry_in_ms,
-        } => state.update(|s| {
-            s.status = format!("reconnecting in {} s", retry_in_ms / 1000);
-            s.lease = None;
-            s.note(format!("disconnected: {reason}"));
-        }),
-        TabReport::Lease {
-            lease_id,
-            job_id,
-            round,
-            shard,
-            backend,
-        } => state.update(|s| {
-            s.status = "training".into();
-            s.lease = Some((lease_id, job_id, round, shard));
-            s.progress = 0.0;
-            s.backend = backend;
-        }),
-        TabReport::Progress {
-            progress,
-            samples_per_second,
-            ..
-        } => state.update(|s| {
-            s.progress = progress;
-            s.samples_per_second = samples_per_second;
-        }),
-        TabReport::Done {
-            lease_id,
-            accepted,
-            error,
-            shards_done,
-            accepted_total,
-            rejected_total,
-            credit,
-            samples_per_second,
-        } => state.update(|s| {
-            s.status = "waiting for work".into();
-            s.progress = 1.0;
-            s.lease = None;
-            s.shards_done = shards_done;
-            s.accepted = accepted_total;
-            s.rejected = rejected_total;
-            s.credit = credit;
-            s.samples_per_second = samples_per_second;
-            s.note(match (accepted, error) {
-                (true, _) => format!("lease {lease_id}: update accepted"),
-                (false, e) => format!("lease {lease_id}: {}", e.unwrap_or_default()),
-            });
-        }),
-        TabReport::Revoked { lease_id, reason } => state.update(|s| {
-            s.lease = None;
-            s.note(format!("lease {lease_id} revoked: {reason}"));
-        }),
-        TabReport::Fallback { reason, shard_only } => state.update(|s| {
-            if !shard_only {
-                s.backend = "cpu".into();
-                s.cpu_reason = Some(reason.clone());
+}
+
+impl Pool {
+    /// Runs `change` on pool worker `index`, if the pool still has it.
+    fn update(&self, index: usize, change: impl FnOnce(&mut PoolWorker, &mut Vec<String>)) {
+        self.state.update(|s| {
+            let mut notes = Vec::new();
+            if let Some(w) = s.pool.get_mut(index) {
+                change(w, &mut notes);
             }
-            s.notice = Some(reason.clone());
-            s.note(reason);
-        }),
-        TabReport::Warning { message } => state.update(|s| s.note(message)),
-        TabReport::Stopped { reason } => state.update(|s| {
-            s.status = reason.clone();
-            s.lease = None;
-            s.note(reason);
-        }),
-        TabReport::Panic { message } => {
-            // The module is unusable after a panic: start a new worker, on
-            // the CPU if the GPU was in use.
-            let on_gpu = state.with_untracked(|s| s.backend == "webgpu");
-            if on_gpu {
-                cpu_reason.set_value(Some(format!("WebGPU crashed ({message})")));
+            for note in notes {
+                s.note(if s.pool.len() > 1 {
+                    format!("worker {}: {note}", index + 1)
+                } else {
+                    note
+                });
             }
-            state.update(|s| {
-                s.notice = Some(format!(
-                    "The worker crashed: {message}. Restarting{}.",
-                    if on_gpu { " on the CPU" } else { "" }
+        });
+    }
+
+    /// Updates the page from pool worker `index`'s report; restarts the
+    /// pool when one crashed.
+    fn on_report(&self, index: usize, report: TabReport, worker: &Worker, start: &TabStart) {
+        let lead = index == 0;
+        let state = self.state;
+        match report {
+            TabReport::Ready => post(worker, &TabCommand::Start(start.clone())),
+            TabReport::Device {
+                device,
+                cpu_reason,
+                benchmark,
+                ..
+            } => {
+                self.update(index, |w, _| w.status = "connecting".into());
+                if lead {
+                    state.update(|s| {
+                        s.backend = device.backend;
+                        s.device_name = device.name;
+                        s.device_detail = device.detail;
+                        s.cpu_reason = cpu_reason;
+                        s.benchmark = benchmark;
+                    });
+                }
+            }
+            TabReport::DeviceChoice {
+                model,
+                cpu,
+                gpu,
+                chosen,
+            } => state.update(|s| {
+                let chosen = if chosen == "webgpu" { "WebGPU" } else { "CPU" };
+                s.choices.push(format!(
+                    "{model}: CPU {cpu:.0}, WebGPU {gpu:.0} samples/s: on the {chosen}"
                 ));
-                s.lease = None;
-            });
-            if restart.get_untracked() < 5 {
-                restart.update(|n| *n += 1);
+            }),
+            TabReport::Connected { worker_id } => self.update(index, |w, notes| {
+                w.status = "waiting for work".into();
+                notes.push(format!("connected as worker {worker_id}"));
+            }),
+            TabReport::Disconnected {
+                reason,
+                retry_in_ms,
+            } => self.update(index, |w, notes| {
+                w.status = format!("reconnecting in {} s", retry_in_ms / 1000);
+                w.lease = None;
+                notes.push(format!("disconnected: {reason}"));
+            }),
+            TabReport::Lease {
+                lease_id,
+                job_id,
+                round,
+                shard,
+                backend,
+            } => {
+                self.update(index, |w, _| {
+                    w.status = "training".into();
+                    w.lease = Some((lease_id, job_id, round, shard));
+                    w.progress = 0.0;
+                });
+                if lead {
+                    state.update(|s| s.backend = backend);
+                }
             }
+            TabReport::Progress {
+                progress,
+                samples_per_second,
+                ..
+            } => self.update(index, |w, _| {
+                w.progress = progress;
+                w.samples_per_second = samples_per_second;
+            }),
+            TabReport::Done {
+                lease_id,
+                accepted,
+                error,
+                shards_done,
+                accepted_total,
+                rejected_total,
+                credit,
+                samples_per_second,
+            } => self.update(index, |w, notes| {
+                w.status = "waiting for work".into();
+                w.progress = 1.0;
+                w.lease = None;
+                w.shards_done = shards_done;
+                w.accepted = accepted_total;
+                w.rejected = rejected_total;
+                w.credit = credit;
+                w.samples_per_second = samples_per_second;
+                notes.push(match (accepted, error) {
+                    (true, _) => format!("lease {lease_id}: update accepted"),
+                    (false, e) => format!("lease {lease_id}: {}", e.unwrap_or_default()),
+                });
+            }),
+            TabReport::Revoked { lease_id, reason } => self.update(index, |w, notes| {
+                w.lease = None;
+                notes.push(format!("lease {lease_id} revoked: {reason}"));
+            }),
+            TabReport::Fallback { reason, shard_only } => state.update(|s| {
+                if lead && !shard_only {
+                    s.backend = "cpu".into();
+                    s.cpu_reason = Some(reason.clone());
+                }
+                s.notice = Some(reason.clone());
+                s.note(reason);
+            }),
+            TabReport::Warning { message } => self.update(index, |_, notes| notes.push(message)),
+            TabReport::Stopped { reason } => self.update(index, |w, notes| {
+                w.status = reason.clone();
+                w.lease = None;
+                notes.push(reason);
+            }),
+            TabReport::Panic { message } => {
+                // The module is unusable after a panic: start the pool
+                // anew, on the CPU if the GPU was in use.
+                let on_gpu = lead && state.with_untracked(|s| s.backend == "webgpu");
+                if on_gpu {
+                    self.cpu_reason
+                        .set_value(Some(format!("WebGPU crashed ({message})")));
+                }
+                state.update(|s| {
+                    s.notice = Some(format!(
+                        "The worker crashed: {message}. Restarting{}.",
+                        if on_gpu { " on the CPU" } else { "" }
+                    ));
+                });
+                if self.restart.get_untracked() < 5 {
+                    self.restart.update(|n| *n += 1);
+                }
+            }
+            TabReport::LocalData { offer, error } => state.update(|s| {
+                s.local_data = match (offer, error) {
+                    (Some(o), _) => Some(Ok(format!(
+                        "{} samples of shape {:?}, {} classes: offered to federated jobs",
+                        o.samples, o.shape, o.classes
+                    ))),
+                    (None, e) => Some(Err(e.unwrap_or_else(|| "unreadable".into()))),
+                };
+            }),
+            TabReport::Spent { ledger } => crate::privacy::spent(self.privacy, ledger),
+            TabReport::Declined { job_id, reason } => self.update(index, |_, notes| {
+                notes.push(format!("job {job_id} declined: {reason}"))
+            }),
+            TabReport::BenchResult { .. } => {}
         }
-        TabReport::LocalData { offer, error } => state.update(|s| {
-            s.local_data = match (offer, error) {
-                (Some(o), _) => Some(Ok(format!(
-                    "{} samples of shape {:?}, {} classes: offered to federated jobs",
-                    o.samples, o.shape, o.classes
-                ))),
-                (None, e) => Some(Err(e.unwrap_or_else(|| "unreadable".into()))),
-            };
-        }),
-        TabReport::Spent { ledger } => crate::privacy::spent(privacy, ledger),
-        TabReport::Declined { job_id, reason } => {
-            state.update(|s| s.note(format!("job {job_id} declined: {reason}")))
-        }
-        TabReport::BenchResult { .. } => {}
     }
 }

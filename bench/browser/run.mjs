@@ -5,6 +5,7 @@
 //                                   [--models mlp,cnn] [--json FILE]
 //                                   [--timeout SECONDS] [--isolated]
 //                                   [--warmup N] [--steps N] [--ours-worker PATH]
+//                                   [--pool N] [--backends cpu,wasm,webgpu]
 //
 // Serves the repository root over HTTP (so /node_modules/..., /bench/browser/...
 // and /dist/... are reachable), opens bench/browser/bench.html and runs every
@@ -15,6 +16,11 @@
 // over the browser worker built into dist/ (`cargo xtask web`).
 // --isolated serves COOP/COEP headers (cross-origin isolation); --warmup and
 // --steps override the per-row step counts (see stepCounts) for every row.
+// --pool N adds rows for a pool of N workers training at once, as the
+// Contribute page runs one per core: ours on the CPU, and tfjs wasm alike;
+// a pool's figure is all its workers' timed samples over the span of their
+// timed steps (see runPool in bench.html). --backends keeps only the rows
+// of those backends (ours has cpu and webgpu).
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -28,7 +34,8 @@ const DEFAULT_OURS_WORKER = '/bench/browser/ours-worker.js';
 function usage(message) {
   if (message) console.error(message);
   console.error('usage: node bench/browser/run.mjs [--repeats N] [--quick] [--only tfjs|ours]'
-    + ' [--models mlp,cnn] [--json FILE] [--timeout SECONDS] [--isolated] [--warmup N] [--steps N] [--ours-worker PATH]');
+    + ' [--models mlp,cnn] [--json FILE] [--timeout SECONDS] [--isolated] [--warmup N] [--steps N] [--ours-worker PATH]'
+    + ' [--pool N] [--backends cpu,wasm,webgpu]');
   process.exit(2);
 }
 
@@ -36,6 +43,7 @@ function parseArgs(argv) {
   const opts = {
     repeats: 3, quick: false, only: null, models: ['mlp', 'cnn'], json: null,
     timeoutS: null, isolated: false, warmup: null, steps: null, oursWorker: DEFAULT_OURS_WORKER,
+    pool: 0, backends: ['cpu', 'wasm', 'webgpu'],
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -46,6 +54,12 @@ function parseArgs(argv) {
     if (a === '--repeats') {
       opts.repeats = Number(value());
       if (!Number.isInteger(opts.repeats) || opts.repeats < 1) usage('--repeats must be >= 1');
+    } else if (a === '--pool') {
+      opts.pool = Number(value());
+      if (!Number.isInteger(opts.pool) || opts.pool < 2) usage('--pool must be >= 2');
+    } else if (a === '--backends') {
+      opts.backends = value().split(',').filter(Boolean);
+      for (const b of opts.backends) if (!['cpu', 'wasm', 'webgpu'].includes(b)) usage(`unknown backend ${b}`);
     } else if (a === '--quick') opts.quick = true;
     else if (a === '--only') {
       opts.only = value();
@@ -167,18 +181,25 @@ const configs = [];
 for (const model of opts.models) {
   if (opts.only !== 'ours') {
     for (const backend of ['cpu', 'wasm', 'webgpu']) {
-      configs.push({ model, framework: 'tfjs', backend, worker: TFJS_WORKER, module: false });
+      configs.push({ model, framework: 'tfjs', backend, worker: TFJS_WORKER, module: false, pool: 1 });
+    }
+    if (opts.pool) {
+      configs.push({ model, framework: 'tfjs', backend: 'wasm', worker: TFJS_WORKER, module: false, pool: opts.pool });
     }
   }
   if (opts.only !== 'tfjs' && oursBuilt) {
     for (const backend of ['cpu', 'webgpu']) {
-      configs.push({ model, framework: 'ours', backend, worker: OURS_WORKER, module: true });
+      configs.push({ model, framework: 'ours', backend, worker: OURS_WORKER, module: true, pool: 1 });
+    }
+    if (opts.pool) {
+      configs.push({ model, framework: 'ours', backend: 'cpu', worker: OURS_WORKER, module: true, pool: opts.pool });
     }
   }
 }
 if (opts.only !== 'tfjs' && !oursBuilt) {
   notes.push(`ours rows skipped: ${OURS_WORKER} not found (build the browser side first)`);
 }
+configs.splice(0, configs.length, ...configs.filter((c) => opts.backends.includes(c.backend)));
 if (configs.length === 0) {
   for (const n of notes) console.log(`Note: ${n}`);
   console.error('nothing to run');
@@ -210,12 +231,13 @@ try {
     const config = { model: c.model, backend: c.backend, batch: 64, warmup, steps, timeout_ms };
     const row = { ...c, config, runs: [], actual_backend: null, median: null, error: null };
     for (let r = 0; r < opts.repeats && !row.error; r++) {
-      const label = `${c.model} ${c.framework} ${c.backend} run ${r + 1}/${opts.repeats}`;
+      const label = `${c.model} ${c.framework} ${c.backend}${c.pool > 1 ? ` pool ${c.pool}` : ''}`
+        + ` run ${r + 1}/${opts.repeats}`;
       const t0 = Date.now();
       try {
         const reply = await page.evaluate(
-          ([url, cfg, isModule]) => window.runBench(url, cfg, isModule),
-          [c.worker, config, c.module]);
+          ([url, cfg, isModule, n]) => window.runPool(url, cfg, isModule, n),
+          [c.worker, config, c.module, c.pool]);
         if (!reply || reply.ok !== true) {
           throw new Error(reply && reply.error ? reply.error : `bad reply ${JSON.stringify(reply)}`);
         }
@@ -237,8 +259,8 @@ try {
   server.close();
 }
 
-const find = (model, framework, backend) =>
-  results.find((r) => r.model === model && r.framework === framework && r.backend === backend);
+const find = (model, framework, backend, pool = 1) => results.find((r) => r.model === model
+  && r.framework === framework && r.backend === backend && r.pool === pool);
 const ratio = (a, b) => (a && b && a.median && b.median ? a.median / b.median : null);
 
 console.log(`| model | framework, backend | samples/s (median of ${opts.repeats}) | vs tfjs wasm |`);
@@ -246,8 +268,9 @@ console.log('| --- | --- | ---: | ---: |');
 for (const r of results) {
   const value = r.error ? `failed: ${r.error.replace(/\|/g, '\\|')}` : fmt(r.median);
   const actual = r.actual_backend && r.actual_backend !== r.backend ? ` (ran on ${r.actual_backend})` : '';
+  const pooled = r.pool > 1 ? `, pool of ${r.pool}` : '';
   const base = find(r.model, 'tfjs', 'wasm');
-  console.log(`| ${r.model} | ${r.framework} ${r.backend}${actual} | ${value} | ${fmtRatio(ratio(r, base))} |`);
+  console.log(`| ${r.model} | ${r.framework} ${r.backend}${pooled}${actual} | ${value} | ${fmtRatio(ratio(r, base))} |`);
 }
 console.log('');
 
@@ -259,6 +282,17 @@ for (const model of opts.models) {
   if (find(model, 'ours', 'cpu') || find(model, 'ours', 'webgpu')) {
     console.log(`${model}: ours cpu / tfjs wasm = ${fmtRatio(cpu)};`
       + ` ours webgpu / tfjs webgpu = ${fmtRatio(gpu)}`);
+  }
+  if (opts.pool) {
+    const ours = find(model, 'ours', 'cpu', opts.pool);
+    const pool = ratio(ours, find(model, 'tfjs', 'wasm'));
+    const alike = ratio(ours, find(model, 'tfjs', 'wasm', opts.pool));
+    const scaling = ratio(ours, find(model, 'ours', 'cpu'));
+    Object.assign(ratios[model], {
+      ours_pool_over_tfjs_wasm: pool, ours_pool_over_tfjs_wasm_pool: alike, ours_pool_over_ours_cpu: scaling,
+    });
+    console.log(`${model}: ours cpu pool of ${opts.pool} / tfjs wasm = ${fmtRatio(pool)};`
+      + ` / tfjs wasm pool of ${opts.pool} = ${fmtRatio(alike)}; / ours cpu = ${fmtRatio(scaling)}`);
   }
 }
 if (find('cnn', 'tfjs', 'wasm')) {
@@ -276,7 +310,7 @@ if (opts.json) {
     options: opts,
     notes,
     results: results.map((r) => ({
-      model: r.model, framework: r.framework, backend: r.backend,
+      model: r.model, framework: r.framework, backend: r.backend, pool: r.pool,
       actual_backend: r.actual_backend, worker: r.worker, module: r.module,
       batch: r.config.batch, warmup: r.config.warmup, steps: r.config.steps,
       runs: r.runs, median_samples_per_second: r.median, error: r.error,

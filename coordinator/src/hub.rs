@@ -4,7 +4,8 @@
 //!
 //! Pure and synchronous: no I/O, time passed in (seconds on a monotonic
 //! clock), so every rule (fairness, the per-worker cap, expiry, the lease
-//! lifetime, re-issue, who may post which update) is tested
+//! lifetime, re-issue, backups for a round's last slots, who may post
+//! which update) is tested
 //! deterministically. It is derived state: the database decides, and a hub
 //! can be rebuilt from it at any time. The [`crate::coordinator`] plans with
 //! [`Hub::plan`], records the plan in the database, and applies only what

@@ -2,8 +2,9 @@
 //! contribute (WebGPU through SwiftShader, and the CPU fallback), a job is
 //! created through the form and watched to completion, a tab closed
 //! mid-shard costs only its lease, a tab reconnects after a coordinator
-//! restart, the form shows the server's errors, and two tabs train a
-//! federated job on files that never leave them.
+//! restart, the form shows the server's errors, two tabs train a
+//! federated job on files that never leave them, and a tab trains with a
+//! pool of workers, one per core.
 //! Each scenario's claims are re-checked here through the API.
 
 use std::io::{BufRead, BufReader, Write};
@@ -362,4 +363,25 @@ async fn a_tab_opened_on_a_running_job_trains_its_first_shard() {
         warm["code"].as_f64().unwrap() < cold["code"].as_f64().unwrap() / 10.0,
         "a warm tab fetches the files again: {result}"
     );
+}
+
+/// A tab trains with a pool of workers, one per core the browser reports:
+/// each pool worker is a worker of the network with leases of its own, and
+/// the page sums their figures.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tab_trains_with_a_worker_per_core() {
+    let (net, result) = scenario("pool");
+    let job = job(&net, result["job"].as_u64().unwrap()).await;
+    assert_eq!(job.status.as_str(), "completed", "{job:?}");
+    let size = result["size"].as_u64().unwrap();
+    let name = result["name"].as_str().unwrap();
+    let mine: Vec<_> = job
+        .contributors
+        .iter()
+        .filter(|c| c.client == ClientKind::Browser && c.name.starts_with(name))
+        .collect();
+    assert_eq!(mine.len() as u64, size, "one worker a pool slot: {mine:?}");
+    assert!(mine.iter().all(|c| c.updates >= 1), "{mine:?}");
+    let total: u64 = mine.iter().map(|c| c.updates).sum();
+    assert_eq!(total, result["accepted"].as_u64().unwrap(), "{result}");
 }

@@ -65,9 +65,14 @@ export async function injectWallet(context, rpc, account) {
 }
 
 /// A page in a fresh context that logs its errors with a label; with
-/// `account`, the context has a wallet for it (see `injectWallet`).
-export async function openPage(browser, url, label, viewport, account) {
+/// `account`, the context has a wallet for it (see `injectWallet`). Its
+/// Contribute page starts `pool` workers (one unless asked: the scenarios
+/// count one worker a tab).
+export async function openPage(browser, url, label, viewport, account, pool = 1) {
   const context = await browser.newContext({ viewport: viewport ?? { width: 1280, height: 900 }, acceptDownloads: true });
+  await context.addInitScript((n) => {
+    if (!localStorage.getItem('oblivion.pool')) localStorage.setItem('oblivion.pool', String(n));
+  }, pool);
   if (account) await injectWallet(context, process.env.ANVIL_URL, account);
   const page = await context.newPage();
   page.on('pageerror', (e) => console.log(`[${label}] page error: ${e.message}`));
@@ -99,9 +104,9 @@ export async function postFrom(page, path, body) {
   }, { path, body });
 }
 
-/// Opens the Contribute page and presses Start.
-export async function startTab(browser, base, label) {
-  const page = await openPage(browser, base + '/', label);
+/// Opens the Contribute page and presses Start, with `pool` workers.
+export async function startTab(browser, base, label, pool = 1) {
+  const page = await openPage(browser, base + '/', label, undefined, undefined, pool);
   await page.getByTestId('toggle').click();
   return page;
 }

@@ -403,7 +403,40 @@ async function firstShard() {
   return { cold, warm };
 }
 
+/// A tab with a pool of workers, one per core as the browser reports
+/// them: each pool worker takes leases of its own, and the page sums them.
+async function pool() {
+  const browser = await launch();
+  browsers.push(browser);
+  const probe = await openPage(browser, base + '/', 'probe');
+  const cores = await probe.evaluate(() => navigator.hardwareConcurrency);
+  await probe.context().close();
+  const size = Math.max(2, Math.min(cores, 4));
+  const tab = await startTab(browser, base, 'pool tab', size);
+  const options = await tab.getByTestId('pool-size').locator('option').count();
+  check(options >= Math.min(cores, 16), `the page offers 1 to ${cores} workers (${options} options)`);
+  await until('every pool worker to connect', async () => {
+    const lines = await tab.getByTestId('pool').locator('li').allTextContents();
+    return lines.length === size && lines.every((l) => /waiting for work|training/.test(l));
+  }, 180000);
+  const spec = JSON.parse(readFileSync('examples/jobs/mnist-mlp.json', 'utf8'));
+  const creator = await signedInPage(browser, base, '/jobs', 'creator', CREATOR);
+  const { body: { id } } = await postFrom(creator, '/api/jobs', JSON.stringify(spec));
+  const job = await jobFinished(id, 600000, 500);
+  check(job.status === 'completed', `job ${id} ended ${job.status}: ${job.error}`);
+  const perWorker = [];
+  for (let i = 1; i <= size; i++) {
+    const line = await text(tab, `pool-worker-${i}`);
+    perWorker.push(Number((line.match(/(\d+) accepted/) ?? [])[1] ?? 0));
+  }
+  check(perWorker.every((n) => n >= 1), `every pool worker had updates accepted: ${perWorker}`);
+  const accepted = await number(tab, 'accepted');
+  check(accepted === perWorker.reduce((a, b) => a + b, 0), `the page sums its workers: ${accepted} of ${perWorker}`);
+  return { job: id, cores, size, perWorker, accepted, name: await tab.evaluate(() => localStorage.getItem('oblivion.name')) };
+}
+
 const scenarios = {
+  pool,
   'two-tabs': twoTabs, 'first-shard': firstShard, 'tab-closed': tabClosed, 'invalid-spec': invalidSpec, reconnect, paid, federated,
 };
 try {
