@@ -220,6 +220,13 @@ pub struct LiveJob {
     /// A paid job is leased only until then (Unix seconds): later work
     /// could not be settled before its deadline. `None`: no end.
     pub leases_until: Option<f64>,
+    /// When this instance granted the round's first lease, in the hub's
+    /// clock: a quorum's wait counts from there.
+    pub round_opened: Option<f64>,
+    /// The round closed on its quorum (see
+    /// [`QuorumSpec`](oblivion_protocol::aggregation::QuorumSpec)): it takes no
+    /// more work, and is aggregated with the updates it has.
+    pub closed: bool,
 }
 
 impl LiveJob {
@@ -252,6 +259,8 @@ impl LiveJob {
             local: None,
             trainers: None,
             leases_until: None,
+            round_opened: None,
+            closed: false,
         };
         job.set_replicas(replicas);
         job
@@ -334,11 +343,36 @@ impl LiveJob {
         self.shards.len() > self.base_shards
     }
 
-    /// Whether every shard of the round is in (it is then aggregated).
+    /// Whether every shard of the round is in, or the round closed on its
+    /// quorum (it is then aggregated).
     pub fn round_complete(&self) -> bool {
+        self.closed
+            || self
+                .shards
+                .iter()
+                .all(|s| matches!(s.state, ShardState::Done { .. }))
+    }
+
+    /// This instance's leases on the round's slots, backups too.
+    fn leases(&self) -> Vec<u64> {
         self.shards
             .iter()
-            .all(|s| matches!(s.state, ShardState::Done { .. }))
+            .flat_map(|s| {
+                let lease = match s.state {
+                    ShardState::Leased { lease, .. } => Some(lease),
+                    _ => None,
+                };
+                lease.into_iter().chain(s.backup.map(|b| b.lease))
+            })
+            .collect()
+    }
+
+    /// Slots of the round with an update in.
+    pub fn slots_done(&self) -> usize {
+        self.shards
+            .iter()
+            .filter(|s| matches!(s.state, ShardState::Done { .. }))
+            .count()
     }
 }
 
@@ -697,18 +731,7 @@ impl Hub {
 
     /// Ends every lease of a job (it was cancelled or failed) and forgets it.
     pub fn remove_job(&mut self, job: u64) -> Vec<Ended> {
-        let ids: Vec<u64> = self.jobs.get(&job).map_or_else(Vec::new, |j| {
-            j.shards
-                .iter()
-                .flat_map(|s| {
-                    let lease = match s.state {
-                        ShardState::Leased { lease, .. } => Some(lease),
-                        _ => None,
-                    };
-                    lease.into_iter().chain(s.backup.map(|b| b.lease))
-                })
-                .collect()
-        });
+        let ids = self.jobs.get(&job).map_or_else(Vec::new, LiveJob::leases);
         let ended = ids
             .iter()
             .filter_map(|id| self.end(*id, LeaseStatus::Revoked))
@@ -910,6 +933,7 @@ impl Hub {
         });
         if let Some(job) = self.jobs.get_mut(&grant.job) {
             job.status = JobStatus::Running;
+            job.round_opened.get_or_insert(now);
             let shard = &mut job.shards[grant.shard as usize];
             if grant.backup {
                 shard.backup = Some(Backup {
@@ -1151,6 +1175,8 @@ impl Hub {
             j.round = round;
             j.global_sha = global_sha;
             j.global = global;
+            j.round_opened = None;
+            j.closed = false;
             j.shards.truncate(j.base_shards);
             for s in &mut j.shards {
                 s.state = ShardState::Pending;
@@ -1170,6 +1196,38 @@ impl Hub {
         {
             j.set_replicas(replicas);
         }
+    }
+
+    /// The rounds due to close on their quorum at `now`: their job's
+    /// quorum has waited its time since the round's first lease, and
+    /// enough of the round's slots are in (but not all). With the updates
+    /// each needs.
+    pub fn quorum_due(&self, now: f64) -> Vec<(u64, u32, usize)> {
+        self.jobs
+            .values()
+            .filter_map(|j| {
+                let quorum = j.spec.quorum.as_ref()?;
+                let waited = j
+                    .round_opened
+                    .is_some_and(|t| now - t >= quorum.after_secs as f64);
+                let needed = quorum.needed(j.shards.len());
+                (waited && !j.round_complete() && j.slots_done() >= needed)
+                    .then_some((j.id, j.round, needed))
+            })
+            .collect()
+    }
+
+    /// Closes `job`'s `round` on its quorum (the database did): the leases
+    /// still out end, revoked, and the round is complete.
+    pub fn close_round(&mut self, job: u64, round: u32) -> Vec<Ended> {
+        let Some(j) = self.jobs.get_mut(&job).filter(|j| j.round == round) else {
+            return Vec::new();
+        };
+        j.closed = true;
+        j.leases()
+            .into_iter()
+            .filter_map(|l| self.end(l, LeaseStatus::Revoked))
+            .collect()
     }
 
     /// Connected workers with their state, leases and measured throughput.
@@ -1962,6 +2020,46 @@ mod tests {
         assert!(done.round_done);
         assert_eq!(done.superseded.unwrap().lease.id, again[0].id);
         assert!(n.hub.leases.is_empty());
+    }
+
+    #[test]
+    fn a_round_closes_on_its_quorum_once_it_has_waited_and_enough_is_in() {
+        let mut n = Net::new();
+        let (a, b, c, d) = (
+            n.add_worker(1.0),
+            n.add_worker(1.0),
+            n.add_worker(1.0),
+            n.add_worker(1.0),
+        );
+        n.add_job(1, 4);
+        n.hub.jobs.get_mut(&1).unwrap().spec.quorum =
+            Some(oblivion_protocol::aggregation::QuorumSpec {
+                share: 0.75,
+                after_secs: 10,
+            });
+        let issued = n.dispatch(2.0);
+        assert_eq!(holders(&issued), vec![a, b, c, d]);
+        n.hub.complete(issued[0].id, 3.0).unwrap();
+        n.hub.complete(issued[1].id, 4.0).unwrap();
+        assert!(n.hub.quorum_due(20.0).is_empty(), "two of four: short of 3");
+        n.hub.complete(issued[2].id, 5.0).unwrap();
+        assert_eq!(n.dispatch(5.0).len(), 1, "a backup of d's slot");
+        assert!(n.hub.quorum_due(11.9).is_empty(), "not yet waited 10 s");
+        assert_eq!(n.hub.quorum_due(12.0), vec![(1, 1, 3)]);
+        // Closed: d's lease (and the backup an idle worker took) end, and
+        // the round is complete with three updates of four.
+        let ended = n.hub.close_round(1, 1);
+        assert_eq!(ended.len(), 2, "{ended:?}");
+        assert!(ended.iter().all(|e| e.status == LeaseStatus::Revoked));
+        assert!(ended.iter().any(|e| e.lease.worker == d));
+        assert!(n.hub.jobs[&1].round_complete());
+        assert!(n.hub.quorum_due(30.0).is_empty());
+        assert!(n.dispatch(30.0).is_empty(), "a closed round takes no work");
+        n.hub
+            .next_round(1, 2, "g2".into(), Arc::new(Params::default()), &[]);
+        assert!(!n.hub.jobs[&1].round_complete());
+        assert_eq!(n.dispatch(31.0).len(), 4);
+        assert!(n.hub.quorum_due(40.0).is_empty(), "nothing in yet");
     }
 
     #[test]

@@ -614,6 +614,27 @@ impl ScriptedWorker {
         payout_address: Option<&str>,
         benchmark: f64,
     ) -> Result<ScriptedWorker> {
+        Self::connect_with(url, name, cookie, payout_address, benchmark, None).await
+    }
+
+    /// Connects anonymously offering local data of this shape for
+    /// federated jobs (it holds none: it only says so).
+    pub async fn connect_offering(
+        url: &str,
+        name: &str,
+        offer: oblivion_protocol::wire::LocalDataOffer,
+    ) -> Result<ScriptedWorker> {
+        Self::connect_with(url, name, None, None, 1.0, Some(offer)).await
+    }
+
+    async fn connect_with(
+        url: &str,
+        name: &str,
+        cookie: Option<&str>,
+        payout_address: Option<&str>,
+        benchmark: f64,
+        local_data: Option<oblivion_protocol::wire::LocalDataOffer>,
+    ) -> Result<ScriptedWorker> {
         use futures_util::{SinkExt, StreamExt};
         use oblivion_protocol::wire::{ClientKind, CoordinatorMessage, DeviceInfo, WorkerMessage};
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -635,7 +656,7 @@ impl ScriptedWorker {
             benchmark,
             payout_address: payout_address.map(str::to_string),
             max_leases: None,
-            local_data: None,
+            local_data,
         };
         socket
             .send(tokio_tungstenite::tungstenite::Message::Text(

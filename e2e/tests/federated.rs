@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use oblivion_e2e::{Api, Network, ScratchDir, root, split_iris_federated};
+use oblivion_e2e::{Api, Network, ScratchDir, ScriptedWorker, root, split_iris_federated};
 use oblivion_protocol::api::JobView;
 
 const TIMEOUT: Duration = Duration::from_secs(600);
@@ -54,6 +54,19 @@ fn federated_spec(sha: &serde_json::Value, rounds: u32) -> serde_json::Value {
         "seed": 3,
         "privacy": {"clip_norm": 1.0, "noise_multiplier": 0.3}
     })
+}
+
+/// Iris split three ways in a scratch directory `label`: the creator's
+/// validation file, and a network where alice and bob contribute their
+/// parts (with [`WEAK_PRIVACY`]).
+fn alice_and_bob(label: &str) -> (ScratchDir, std::path::PathBuf, Network) {
+    let dir = ScratchDir::new(label).unwrap();
+    let [validation, alice, bob] = split_iris_federated(&dir.0).unwrap();
+    let mut net = Network::start(&[]).unwrap();
+    net.add_contributor("alice", &[&alice], WEAK_PRIVACY)
+        .unwrap();
+    net.add_contributor("bob", &[&bob], WEAK_PRIVACY).unwrap();
+    (dir, validation, net)
 }
 
 fn final_accuracy(job: &JobView) -> f64 {
@@ -164,12 +177,7 @@ async fn two_contributors_train_a_job_on_data_only_they_hold() {
 /// their data again) finish it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_federated_job_survives_a_coordinator_restart() {
-    let dir = ScratchDir::new("federated-restart").unwrap();
-    let [validation, alice, bob] = split_iris_federated(&dir.0).unwrap();
-    let mut net = Network::start(&[]).unwrap();
-    net.add_contributor("alice", &[&alice], WEAK_PRIVACY)
-        .unwrap();
-    net.add_contributor("bob", &[&bob], WEAK_PRIVACY).unwrap();
+    let (_dir, validation, mut net) = alice_and_bob("federated-restart");
     let api = net.api();
     let sha = upload(&api, &validation).await;
     let rounds = 60;
@@ -256,4 +264,68 @@ async fn a_job_asking_for_almost_no_noise_gets_nothing_from_a_default_contributo
     assert!((spent - priced).abs() < 1e-9, "{spent} against {priced}");
     assert!(spent <= privacy.limits.job_epsilon, "{spent}");
     println!("alice spent ε = {spent:.2} (δ 1e-5) on the fair job, nothing on the attack");
+}
+
+/// A contributor that takes its slot and never finishes (a phone put
+/// away): no one else holds its data, so no backup can stand in for it. A
+/// quorum closes each round without it once two of three are in and the
+/// round has waited two seconds; its lease is revoked, unpaid.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quorum_closes_rounds_that_a_stalled_contributor_holds() {
+    use oblivion_protocol::wire::{CoordinatorMessage, LocalDataOffer};
+    let (_dir, validation, net) = alice_and_bob("quorum");
+    let api = net.api();
+    let offer = LocalDataOffer {
+        shape: vec![4],
+        classes: 3,
+        samples: 40,
+        columns: None,
+    };
+    let mut stalled = ScriptedWorker::connect_offering(&api.url, "stalled", offer)
+        .await
+        .unwrap();
+    // It holds what it is given, heartbeats and all, and posts nothing.
+    let holder = tokio::spawn(async move {
+        let (mut held, mut revoked) = (Vec::new(), Vec::new());
+        loop {
+            match tokio::time::timeout(Duration::from_millis(500), stalled.next_message()).await {
+                Ok(Ok(CoordinatorMessage::Lease(task))) => held.push(task.lease_id),
+                Ok(Ok(CoordinatorMessage::Revoke { lease_id, reason })) => {
+                    held.retain(|&l| l != lease_id);
+                    revoked.push(reason);
+                }
+                Ok(Ok(_)) | Err(_) => {}
+                Ok(Err(_)) => return revoked,
+            }
+            if stalled.heartbeat(&held).await.is_err() {
+                return revoked;
+            }
+        }
+    });
+    let sha = upload(&api, &validation).await;
+    let mut spec = federated_spec(&sha, 3);
+    spec["shards_per_round"] = 3.into();
+    spec["quorum"] = serde_json::json!({"share": 0.66, "after_secs": 2});
+    let started = std::time::Instant::now();
+    let id = api.submit(&spec).await.unwrap();
+    let job = api.wait_finished(id, TIMEOUT, |_| {}).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(job.status.as_str(), "completed", "{job:?}");
+    println!(
+        "3 rounds in {took:.1?} with a contributor that never finished; accuracy {:.3}",
+        final_accuracy(&job)
+    );
+    assert_eq!(job.history.len(), 3);
+    for round in &job.history {
+        assert_eq!(round.updates, 2, "alice's and bob's: {round:?}");
+    }
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    let names: Vec<&str> = job.contributors.iter().map(|c| c.name.as_str()).collect();
+    assert!(!names.contains(&"stalled"), "{names:?}");
+    drop(net);
+    let revoked = holder.await.unwrap();
+    assert!(
+        revoked.iter().any(|r| r.contains("quorum")),
+        "its leases were revoked on the quorum: {revoked:?}"
+    );
 }

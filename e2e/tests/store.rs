@@ -70,6 +70,7 @@ on_both!(
     the_same_update_twice_counts_once,
     a_shard_has_at_most_one_active_lease,
     a_slot_has_one_backup_lease_and_the_first_update_wins,
+    a_round_closed_on_its_quorum_takes_no_more_work,
     exactly_one_claimant_aggregates_and_a_round_is_recorded_once,
     finished_jobs_stay_finished_even_against_raw_sql,
     only_verified_work_is_credited_and_a_quarantine_outlives_the_connection,
@@ -345,6 +346,46 @@ async fn a_slot_has_one_backup_lease_and_the_first_update_wins(url: &str) {
     assert_eq!(lease(&db, j, 1, 0, c).await, None);
 }
 
+async fn a_round_closed_on_its_quorum_takes_no_more_work(url: &str) {
+    let db = Db::connect(url, 4).await.unwrap();
+    let j = job(&db, 4, 2).await;
+    let mut leases = Vec::new();
+    for shard in 0..4 {
+        let w = worker(&db).await;
+        leases.push((w, lease(&db, j, 1, shard, w).await.unwrap()));
+    }
+    for (shard, &(w, l)) in leases.iter().enumerate().take(2) {
+        db.accept_update(j, 1, &update(shard as u32, w, l))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert!(
+        !db.close_round_on_quorum(j, 1, 3).await.unwrap(),
+        "two of three"
+    );
+    let (w, l) = leases[2];
+    db.accept_update(j, 1, &update(2, w, l))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(db.close_round_on_quorum(j, 1, 3).await.unwrap());
+    assert!(!db.close_round_on_quorum(j, 1, 3).await.unwrap(), "once");
+    assert_eq!(db.round_slots(j).await.unwrap(), 3);
+    // The straggler's lease was revoked with it: its update is refused,
+    // and its shard is not leased again this round.
+    let (w, l) = leases[3];
+    assert!(
+        db.accept_update(j, 1, &update(3, w, l))
+            .await
+            .unwrap()
+            .is_err()
+    );
+    assert_eq!(lease(&db, j, 1, 3, worker(&db).await).await, None);
+    assert_eq!(db.round_updates(j, 1).await.unwrap().len(), 3);
+    assert!(db.claim_aggregation(j, 1, "a", 0.0).await.unwrap());
+}
+
 async fn exactly_one_claimant_aggregates_and_a_round_is_recorded_once(url: &str) {
     let db = Db::connect(url, 4).await.unwrap();
     let (j, w) = (job(&db, 1, 2).await, worker(&db).await);
@@ -447,6 +488,12 @@ async fn a_data_directory_from_before_migrations_upgrades_in_place() {
              VALUES (1, 't', $1, 'running', 2, 'g', '[4]', 3, 'v', 100, 20, 0, 0)",
         )
         .bind(serde_json::to_string(&spec(1, 3)).unwrap())
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO job_shards (job_id, shard, data_sha, samples) VALUES (1, 0, 'd0', 10)",
+        )
         .execute(&pool)
         .await
         .unwrap();

@@ -291,9 +291,77 @@ impl ReplicationSpec {
     }
 }
 
+/// Most a quorum may make a round wait, seconds (a day).
+pub const MAX_QUORUM_SECS: u64 = 86_400;
+
+/// A round that may close before every slot is in: once `after_secs` have
+/// passed since it opened, and at least `share` of its slots have an
+/// update, it closes with those; the leases still out are revoked, unpaid.
+/// For slots no one else can stand in for (a federated contributor's own
+/// data), where backup leases cannot help.
+///
+/// The noised combination of a private job divides by the round's slot
+/// count whoever took part, and its noise is added to the sum: a round
+/// closed on a quorum has the noise, and costs the ε, of a full one, with
+/// a step shortened in proportion. A contributor's ledger counts what its
+/// update spent when it left, taken or not.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuorumSpec {
+    /// The least share of a round's slots that closes it, in (0, 1].
+    pub share: f64,
+    /// Seconds from the round's start before a quorum may close it, 1 to
+    /// [`MAX_QUORUM_SECS`].
+    pub after_secs: u64,
+}
+
+impl QuorumSpec {
+    /// Updates of a round of `slots` slots that close it.
+    pub fn needed(&self, slots: usize) -> usize {
+        ((self.share * slots as f64).ceil() as usize).clamp(1, slots.max(1))
+    }
+
+    /// Checks every rule; the error names the field.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if !(self.share.is_finite() && self.share > 0.0 && self.share <= 1.0) {
+            return Err(SpecError::new("quorum.share", "must be in (0, 1]"));
+        }
+        if !(1..=MAX_QUORUM_SECS).contains(&self.after_secs) {
+            return Err(SpecError::new(
+                "quorum.after_secs",
+                format!("must be between 1 and {MAX_QUORUM_SECS}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quorum_needs_at_least_one_update_and_at_most_every_slot() {
+        let q = |share| QuorumSpec {
+            share,
+            after_secs: 10,
+        };
+        assert_eq!(q(0.75).needed(4), 3);
+        assert_eq!(q(0.7).needed(4), 3);
+        assert_eq!(q(0.01).needed(4), 1);
+        assert_eq!(q(1.0).needed(3), 3);
+        assert!(q(0.0).validate().is_err());
+        assert!(q(1.5).validate().is_err());
+        assert!(q(f64::NAN).validate().is_err());
+        assert!(
+            QuorumSpec {
+                share: 0.5,
+                after_secs: 0
+            }
+            .validate()
+            .is_err()
+        );
+    }
 
     fn parse(v: serde_json::Value) -> AggregationSpec {
         serde_json::from_value(v).unwrap()

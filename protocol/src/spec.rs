@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::SpecError;
-use crate::aggregation::{AggregationSpec, ReplicationSpec};
+use crate::aggregation::{AggregationSpec, QuorumSpec, ReplicationSpec};
 use crate::privacy::PrivacySpec;
 
 /// Share of a paid job's shards trained twice when its spec says nothing:
@@ -95,6 +95,10 @@ pub struct JobSpec {
     /// its spec says otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<ReplicationSpec>,
+    /// A round may close on a quorum of its slots by a deadline (see
+    /// [`QuorumSpec`]). `None`: a round waits for every slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<QuorumSpec>,
     /// Client-level differential privacy: clipped updates, a noised
     /// aggregate and an accountant. `None`: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -579,6 +583,17 @@ impl JobSpec {
         if let Some(replication) = &self.replication {
             replication.validate()?;
         }
+        if let Some(quorum) = &self.quorum {
+            quorum.validate()?;
+            if self.replication().fraction > 0.0 {
+                return Err(SpecError::new(
+                    "quorum",
+                    "a round closed on a quorum would leave replicas unjudged: set \
+                     replication.fraction to 0 (a paid job replicates every shard unless \
+                     told otherwise)",
+                ));
+            }
+        }
         if let Some(privacy) = &self.privacy {
             privacy.validate()?;
         }
@@ -639,6 +654,20 @@ mod tests {
                 hidden: vec![]
             }
         );
+    }
+
+    #[test]
+    fn a_quorum_is_checked_and_refused_beside_replicas() {
+        let mut v = base();
+        v["quorum"] = serde_json::json!({"share": 0.75, "after_secs": 30});
+        assert!(JobSpec::from_json(&v.to_string()).unwrap().quorum.is_some());
+        v["quorum"] = serde_json::json!({"share": 0, "after_secs": 30});
+        assert_eq!(field_of(v.clone()), "quorum.share");
+        v["quorum"] = serde_json::json!({"share": 0.5, "after_secs": 0});
+        assert_eq!(field_of(v.clone()), "quorum.after_secs");
+        v["quorum"] = serde_json::json!({"share": 0.5, "after_secs": 30});
+        v["replication"] = serde_json::json!({"fraction": 0.5});
+        assert_eq!(field_of(v.clone()), "quorum");
     }
 
     #[test]

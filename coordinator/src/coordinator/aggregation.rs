@@ -220,6 +220,20 @@ pub fn one_update_per_shard(updates: &[UpdateRow], shards: usize) -> Result<(), 
     Ok(())
 }
 
+/// Checks that a round closed on its quorum has some updates, at most one
+/// for each of its `slots` slots, in slot order.
+pub fn distinct_slots(updates: &[UpdateRow], slots: usize) -> Result<(), String> {
+    let ordered = updates.windows(2).all(|w| w[0].shard < w[1].shard);
+    if updates.is_empty() || !ordered || updates.iter().any(|u| u.shard as usize >= slots) {
+        let got: Vec<u32> = updates.iter().map(|u| u.shard).collect();
+        return Err(format!(
+            "the round closed on its quorum with updates for slots {got:?}, not distinct \
+             slots of {slots}"
+        ));
+    }
+    Ok(())
+}
+
 /// First wait before a round whose aggregation met a transient fault is
 /// tried again; each further wait doubles.
 pub const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
@@ -291,7 +305,16 @@ impl Coordinator {
             .await
             .map_err(AppError::db)?;
         let slots = shards.len() + row.round_replicas.len();
-        if let Err(e) = one_update_per_shard(&updates, slots) {
+        // A round closed on its quorum is combined from the updates it has.
+        let closed_early = row.spec.quorum.is_some()
+            && updates.len() < slots
+            && updates.len() as u32 >= self.db.round_slots(job).await.map_err(AppError::db)?;
+        let checked = if closed_early {
+            distinct_slots(&updates, slots)
+        } else {
+            one_update_per_shard(&updates, slots)
+        };
+        if let Err(e) = checked {
             tracing::error!(job, round, "not aggregating: {e}");
             self.db
                 .release_aggregation(job, &self.instance)

@@ -218,6 +218,7 @@ impl Coordinator {
         if self.db.backend() == Backend::Postgres {
             self.exchange_workers().await;
         }
+        self.close_rounds_on_quorum().await;
         let complete: Vec<(u64, u32)> = self
             .hub()
             .jobs
@@ -231,6 +232,31 @@ impl Coordinator {
             }
         }
         self.request_pump();
+    }
+
+    /// Closes the rounds whose quorum is in and has waited its time (see
+    /// [`oblivion_protocol::aggregation::QuorumSpec`]): in the database
+    /// first, then here; their leases still out are revoked, and they are
+    /// aggregated with the updates they have.
+    async fn close_rounds_on_quorum(self: &Arc<Self>) {
+        let due = self.hub().quorum_due(self.clock());
+        for (job, round, needed) in due {
+            match self
+                .db
+                .close_round_on_quorum(job, round, needed as u32)
+                .await
+            {
+                Ok(true) => {
+                    tracing::info!(job, round, "round closed on its quorum");
+                    let ended = self.hub().close_round(job, round);
+                    self.settle_ended(ended, "the round closed on its quorum")
+                        .await;
+                    self.jobs_changed();
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(job, round, "closing a round on its quorum: {e}"),
+            }
+        }
     }
 
     /// Asks for a dispatch pass soon. Passes run one at a time on their own

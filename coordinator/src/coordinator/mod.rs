@@ -362,6 +362,8 @@ impl Coordinator {
             local,
             trainers,
             leases_until,
+            round_opened: None,
+            closed: false,
         };
         live.set_replicas(&row.round_replicas);
         for (slot, shard) in live.shards.iter_mut().enumerate() {
@@ -369,6 +371,10 @@ impl Coordinator {
                 shard.state = ShardState::Done { worker };
             }
         }
+        // A round closed on its quorum counts only the updates it has.
+        let slots = self.db.round_slots(row.id).await.map_err(AppError::db)? as usize;
+        live.closed =
+            live.spec.quorum.is_some() && done.len() >= slots && slots < live.shards.len();
         let complete = live.round_complete();
         self.hub().jobs.insert(row.id, live);
         if complete {

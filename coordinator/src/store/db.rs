@@ -708,6 +708,86 @@ impl Db {
         Ok(done)
     }
 
+    /// Closes `job`'s `round` on its quorum when at least `needed` of its
+    /// slots have an update: the round then counts exactly those (its
+    /// `round_slots`, so it is complete and takes no more leases or
+    /// updates), and the leases still out are revoked. One transaction;
+    /// whether it closed the round.
+    pub async fn close_round_on_quorum(
+        &self,
+        job: u64,
+        round: u32,
+        needed: u32,
+    ) -> Result<bool, sqlx::Error> {
+        retrying!(self.close_round_on_quorum_once(job, round, needed))
+    }
+
+    async fn close_round_on_quorum_once(
+        &self,
+        job: u64,
+        round: u32,
+        needed: u32,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.write().await?;
+        // The job row first, locked on PostgreSQL: an update being accepted
+        // (which holds it shared) commits before the count below is read.
+        let lock = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        };
+        let running = sqlx::query(&format!(
+            "SELECT 1 AS ok FROM jobs WHERE id = $1 AND round = $2 AND status = 'running'{lock}"
+        ))
+        .bind(job as i64)
+        .bind(i64::from(round))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if running.is_none() {
+            return Ok(false);
+        }
+        let closed = sqlx::query(
+            "UPDATE jobs SET round_slots = \
+             (SELECT COUNT(*) FROM updates WHERE job_id = $1 AND round = $2) \
+             WHERE id = $1 AND round = $2 AND status = 'running' \
+             AND (SELECT COUNT(*) FROM updates WHERE job_id = $1 AND round = $2) \
+             BETWEEN $3 AND round_slots - 1",
+        )
+        .bind(job as i64)
+        .bind(i64::from(round))
+        .bind(i64::from(needed))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !closed {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE leases SET status = 'revoked', reason = 'the round closed on its quorum', \
+             ended_at = $3 WHERE job_id = $1 AND round = $2 AND status = 'active'",
+        )
+        .bind(job as i64)
+        .bind(i64::from(round))
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        self.notify(&mut tx, job).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// How many slots the job's current round counts: its shards and
+    /// replicas, or the updates it closed on (a quorum).
+    pub async fn round_slots(&self, job: u64) -> Result<u32, sqlx::Error> {
+        let row = sqlx::query("SELECT round_slots FROM jobs WHERE id = $1")
+            .bind(job as i64)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row
+            .try_get::<i64, _>("round_slots")?
+            .clamp(0, i64::from(u32::MAX)) as u32)
+    }
+
     /// Records planned leases, each only if its job is still unfinished in
     /// that round and its slot has neither an update nor an active lease
     /// of the same kind (a slot may have one lease and one backup lease);
@@ -749,7 +829,8 @@ impl Db {
                  backup) \
                  SELECT $1, $2, $3, $4, 'active', $5, $6, $7, $8 \
                  WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND round = $2 \
-                               AND status IN {TRAINING}) \
+                               AND status IN {TRAINING} AND round_slots > \
+                               (SELECT COUNT(*) FROM updates WHERE job_id = $1 AND round = $2)) \
                  AND NOT EXISTS (SELECT 1 FROM updates WHERE job_id = $1 AND round = $2 \
                                  AND shard = $3) \
                  ON CONFLICT DO NOTHING RETURNING id"
@@ -952,8 +1033,10 @@ impl Db {
         let mut tx = self.write().await?;
         // The job row first (locked on PostgreSQL, so that a cancel waits
         // for this commit, and in the same order as a cancel takes them).
+        // A round closed on its quorum takes no more updates.
         let current = sqlx::query(&format!(
-            "SELECT 1 AS ok FROM jobs WHERE id = $1 AND round = $2 AND status = 'running'{}",
+            "SELECT 1 AS ok FROM jobs WHERE id = $1 AND round = $2 AND status = 'running' \
+             AND round_slots > (SELECT COUNT(*) FROM updates WHERE job_id = $1 AND round = $2){}",
             self.share_lock()
         ))
         .bind(job as i64)
