@@ -158,12 +158,17 @@ fn debian_package(marker: &str, package: &str) -> Result<()> {
     run(&mut sudo(&["apt-get", "install", "-y", "-qq", package]))
 }
 
-/// playwright-core from npm, pinned by package-lock.json.
+/// The browser tests' and the web build's npm packages (playwright-core, tfjs,
+/// binaryen), pinned by package-lock.json.
 fn node_modules() -> Result<()> {
-    if !root()
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
+    let has = |package: &str| {
+        root()
+            .join("node_modules")
+            .join(package)
+            .join("package.json")
+            .exists()
+    };
+    if !has("playwright-core") || !has("binaryen") {
         run(Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(root()))?;
@@ -261,10 +266,14 @@ fn web() -> Result<()> {
     // Without --locked: its lock names a crate version the registry lacks.
     cargo_tool("wasm-bindgen", "wasm-bindgen-cli", WASM_BINDGEN, &[])?;
     cargo_tool("trunk", "trunk", TRUNK, &["--locked"])?;
+    node_modules()?;
     run(Command::new("trunk")
         .args(["build", "--release"])
         .current_dir(root()))?;
     let dir = root().join("dist");
+    let started = Instant::now();
+    dist::strip_wasm(&dir, &root().join("node_modules/.bin/wasm-opt"))?;
+    println!("stripped in {:.1} s", started.elapsed().as_secs_f64());
     dist::hash_worker(&dir)?;
     let started = Instant::now();
     for (name, bytes, br, gz) in dist::precompress(&dir)? {
