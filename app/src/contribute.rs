@@ -333,7 +333,7 @@ pub fn Contribute() -> impl IntoView {
         <section class="card hero">
             <div>
                 <h1>"Contribute"</h1>
-                <p class="muted">"This tab trains shards of the network's jobs on your GPU (WebGPU) or CPU, in a background worker. Closing the tab costs only the shard in hand."</p>
+                <p class="muted">"This tab trains shards of the network's jobs on your GPU (WebGPU) and CPU cores, in background workers. Closing the tab costs only the shards in hand."</p>
             </div>
             <div class="hero-actions">
                 <button class="primary big" data-testid="toggle" on:click=toggle>

@@ -8,7 +8,7 @@ const [base, job] = process.argv.slice(2);
 const out = 'docs/screenshots';
 mkdirSync(out, { recursive: true });
 const browser = await launch();
-const tab = await openPage(browser, base + '/', 'contribute');
+const tab = await openPage(browser, base + '/', 'contribute', undefined, undefined, 2);
 await tab.getByTestId('toggle').click();
 await until('the tab to train', async () => (await text(tab, 'accepted')) !== '0', 120000);
 

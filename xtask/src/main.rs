@@ -272,7 +272,7 @@ fn web() -> Result<()> {
         .current_dir(root()))?;
     let dir = root().join("dist");
     let started = Instant::now();
-    dist::strip_wasm(&dir, &root().join("node_modules/.bin/wasm-opt"))?;
+    dist::strip_worker(&dir, &root().join("node_modules/.bin/wasm-opt"))?;
     println!("stripped in {:.1} s", started.elapsed().as_secs_f64());
     dist::hash_worker(&dir)?;
     let started = Instant::now();
