@@ -176,6 +176,18 @@ pub struct Backup {
 }
 
 impl Shard {
+    /// Marks the slot done by `worker`'s update under lease `lease`;
+    /// returns the other lease it had (see [`Backup`]), which lost.
+    fn finish(&mut self, worker: u64, lease: u64) -> Option<u64> {
+        let other = match self.state {
+            ShardState::Leased { lease: l, .. } if l != lease => Some(l),
+            _ => self.backup.map(|b| b.lease).filter(|&l| l != lease),
+        };
+        self.state = ShardState::Done { worker };
+        self.backup = None;
+        other
+    }
+
     /// A slot training shard `base` that no one has leased yet this round.
     pub fn pending(base: u32, data_sha: String, samples: u64) -> Shard {
         Shard {
@@ -365,6 +377,12 @@ impl LiveJob {
                 lease.into_iter().chain(s.backup.map(|b| b.lease))
             })
             .collect()
+    }
+
+    /// Whether the round takes leases at `now` (Unix seconds): not
+    /// complete, and not past a paid job's last lease time.
+    fn open_at(&self, now: f64) -> bool {
+        !self.round_complete() && self.leases_until.is_none_or(|t| now < t)
     }
 
     /// Slots of the round with an update in.
@@ -748,7 +766,7 @@ impl Hub {
     /// no one else can take it.
     pub fn plan(&self, now: f64) -> Vec<Grant> {
         let mut queue: Vec<(usize, u64, u32)> = Vec::new();
-        let open = |j: &&LiveJob| !j.round_complete() && j.leases_until.is_none_or(|t| now < t);
+        let open = |j: &&LiveJob| j.open_at(now);
         for job in self.jobs.values().filter(open) {
             let mut turn = 0;
             for (i, shard) in job.shards.iter().enumerate() {
@@ -845,8 +863,7 @@ impl Hub {
         }
         let mut slots: Vec<(f64, u64, u32)> = Vec::new();
         for job in self.jobs.values() {
-            let open = !job.round_complete() && job.leases_until.is_none_or(|t| now < t);
-            if !open || job.local.is_some() {
+            if !job.open_at(now) || job.local.is_some() {
                 continue;
             }
             if job.shards.iter().any(|s| s.state == ShardState::Pending) {
@@ -1030,14 +1047,7 @@ impl Hub {
         let lease = self.take_lease(lease)?;
         let job = self.jobs.get_mut(&lease.job)?;
         let shard = &mut job.shards[lease.shard as usize];
-        let other = match shard.state {
-            ShardState::Leased { lease: l, .. } if l != lease.id => Some(l),
-            _ => shard.backup.map(|b| b.lease).filter(|&l| l != lease.id),
-        };
-        shard.state = ShardState::Done {
-            worker: lease.worker,
-        };
-        shard.backup = None;
+        let other = shard.finish(lease.worker, lease.id);
         let samples = shard.samples;
         let round_done = job.round_complete();
         let superseded = other.and_then(|l| self.supersede(l, samples, now));
@@ -1110,18 +1120,16 @@ impl Hub {
     /// The database refuses any other lease on a shard with an update, and
     /// revoked any other lease on the slot with it: a lease the hub still
     /// has there (its backup, which took over) is revoked and returned.
-    pub fn shard_done(&mut self, job: u64, round: u32, shard: u32, worker: u64) -> Option<Ended> {
-        let j = self.jobs.get_mut(&job).filter(|j| j.round == round)?;
-        let s = j.shards.get_mut(shard as usize)?;
+    pub fn shard_done(&mut self, lease: &Lease) -> Option<Ended> {
+        let j = self
+            .jobs
+            .get_mut(&lease.job)
+            .filter(|j| j.round == lease.round)?;
+        let s = j.shards.get_mut(lease.shard as usize)?;
         if matches!(s.state, ShardState::Done { .. }) {
             return None;
         }
-        let other = match s.state {
-            ShardState::Leased { lease, .. } => Some(lease),
-            _ => s.backup.map(|b| b.lease),
-        };
-        s.state = ShardState::Done { worker };
-        s.backup = None;
+        let other = s.finish(lease.worker, lease.id);
         other.and_then(|l| self.end(l, LeaseStatus::Revoked))
     }
 

@@ -237,7 +237,7 @@ impl Coordinator {
                 Some(done) => done.superseded,
                 // The hub ended the lease meanwhile (expiry), but the
                 // database took the update first: the shard is done.
-                None => hub.shard_done(l.job, l.round, l.shard, l.worker),
+                None => hub.shard_done(l),
             }
         };
         // The database revoked the other lease on the slot with the

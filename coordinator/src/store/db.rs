@@ -316,6 +316,16 @@ impl Db {
         }
     }
 
+    /// Row-lock clause for a row a transaction is about to change, taken
+    /// before it reads what the change depends on (nothing on SQLite,
+    /// whose write transactions hold the whole database).
+    fn update_lock(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+
     /// Tells every instance listening (PostgreSQL's NOTIFY, delivered when
     /// the transaction commits) that `job` changed; nothing on SQLite,
     /// which one instance uses alone.
@@ -731,12 +741,9 @@ impl Db {
         let mut tx = self.write().await?;
         // The job row first, locked on PostgreSQL: an update being accepted
         // (which holds it shared) commits before the count below is read.
-        let lock = match self.backend {
-            Backend::Sqlite => "",
-            Backend::Postgres => " FOR UPDATE",
-        };
         let running = sqlx::query(&format!(
-            "SELECT 1 AS ok FROM jobs WHERE id = $1 AND round = $2 AND status = 'running'{lock}"
+            "SELECT 1 AS ok FROM jobs WHERE id = $1 AND round = $2 AND status = 'running'{}",
+            self.update_lock()
         ))
         .bind(job as i64)
         .bind(i64::from(round))
