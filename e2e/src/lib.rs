@@ -455,10 +455,17 @@ impl Api {
         reply(self.http.get(format!("{}{path}", self.url)).send().await?).await
     }
 
-    /// GETs raw bytes; fails on a non-2xx status.
+    /// GETs raw bytes; fails on a non-2xx status. A GET is retried once
+    /// when the connection fails under it: a pooled connection the server
+    /// has just closed fails the request that reused it.
     pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
         self.session().await?;
-        let r = self.http.get(format!("{}{path}", self.url)).send().await?;
+        let url = format!("{}{path}", self.url);
+        let r = match self.http.get(&url).send().await {
+            Ok(r) => r,
+            Err(e) if e.is_request() || e.is_connect() => self.http.get(&url).send().await?,
+            Err(e) => return Err(e.into()),
+        };
         if !r.status().is_success() {
             bail!("GET {path}: {}", r.status());
         }
