@@ -4,10 +4,13 @@
 //! lease, its engine): the simplest way to use every core, as wasm threads
 //! would need cross-origin isolation and a nightly toolchain. The first
 //! holds what there is one of: the WebGPU device and the contributor's
-//! local data with its privacy ledger; the others train on the CPU.
+//! local data with its privacy ledger; the others train on the CPU, with
+//! the worker's CPU build, as does the first when there is no GPU to use.
 
 use leptos::prelude::*;
-use oblivion_protocol::tab::{BackendChoice, TabCommand, TabReport, TabStart};
+use oblivion_protocol::tab::{
+    AdapterInfo, BackendChoice, TabCommand, TabReport, TabStart, WorkerBuild,
+};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{MessageEvent, Worker, WorkerOptions, WorkerType};
@@ -16,8 +19,10 @@ use crate::account::use_account;
 use crate::privacy::PrivacyCard;
 use crate::shell::{load_setting, save_setting};
 
-/// The browser worker's entry point in `dist/` (built by Trunk).
-const WORKER_URL: &str = "/oblivion-worker-wasm_loader.js";
+/// The browser worker's entry points in `dist/` (built by Trunk): the
+/// build with WebGPU, and the one for the CPU alone.
+const WEBGPU_WORKER_URL: &str = "/oblivion-worker-wasm_loader.js";
+const CPU_WORKER_URL: &str = "/oblivion-worker-cpu_loader.js";
 const NAME_KEY: &str = "oblivion.name";
 const BACKEND_KEY: &str = "oblivion.backend";
 const POOL_KEY: &str = "oblivion.pool";
@@ -136,13 +141,30 @@ pub fn Contribute() -> impl IntoView {
     // The contributor's privacy limits and ledger, kept in this browser.
     let privacy = RwSignal::new(crate::privacy::load());
 
-    let launch = move || {
+    // The page's WebGPU adapter (or why none), asked for once.
+    let adapter: StoredValue<Option<Result<AdapterInfo, String>>> = StoredValue::new(None);
+    // Bumped by each start and stop: a start still waiting for the adapter
+    // when the pool was stopped or started anew does nothing.
+    let generation = StoredValue::new(0u32);
+
+    let spawn_pool = move |adapter: Result<AdapterInfo, String>| {
         let size = pool_size.get_untracked() as usize;
+        let choice = match backend_choice.get_untracked().as_str() {
+            "cpu" => BackendChoice::Cpu,
+            "webgpu" => BackendChoice::Gpu,
+            _ => BackendChoice::Auto,
+        };
         let mut pool = Vec::with_capacity(size);
         for index in 0..size {
+            let crashed = cpu_reason.get_value();
+            let (url, backend, reason) =
+                match WorkerBuild::choose(choice, index, crashed.as_deref(), &adapter) {
+                    WorkerBuild::WebGpu => (WEBGPU_WORKER_URL, choice, None),
+                    WorkerBuild::Cpu(reason) => (CPU_WORKER_URL, BackendChoice::Cpu, Some(reason)),
+                };
             let options = WorkerOptions::new();
             options.set_type(WorkerType::Module);
-            let Ok(w) = Worker::new_with_options(WORKER_URL, &options) else {
+            let Ok(w) = Worker::new_with_options(url, &options) else {
                 break;
             };
             let lead = index == 0;
@@ -160,13 +182,9 @@ pub fn Contribute() -> impl IntoView {
                 payout_address: account
                     .session
                     .with_untracked(|s| s.as_ref().map(|s| s.address.clone())),
-                backend: match backend_choice.get_untracked().as_str() {
-                    _ if !lead => BackendChoice::Cpu,
-                    "cpu" => BackendChoice::Cpu,
-                    "webgpu" => BackendChoice::Gpu,
-                    _ => BackendChoice::Auto,
-                },
-                cpu_reason: cpu_reason.get_value(),
+                backend,
+                cpu_reason: reason,
+                adapter: adapter.clone().ok(),
                 // Only the first holds the local data, so only it spends.
                 privacy: if lead {
                     privacy.get_untracked()
@@ -217,8 +235,27 @@ pub fn Contribute() -> impl IntoView {
         });
         workers.set_value(pool);
     };
+    let launch = move || {
+        generation.update_value(|g| *g += 1);
+        let started = generation.get_value();
+        let spawn_pool = spawn_pool.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let offered = match adapter.get_value() {
+                Some(known) => known,
+                None => {
+                    let probed = crate::adapter::probe().await;
+                    adapter.set_value(Some(probed.clone()));
+                    probed
+                }
+            };
+            if generation.get_value() == started && running.get_untracked() {
+                spawn_pool(offered);
+            }
+        });
+    };
     // Ends every pool worker.
     let stop_all = move || {
+        generation.update_value(|g| *g += 1);
         for w in workers.get_value() {
             post(&w, &TabCommand::Stop);
             w.terminate();

@@ -6,6 +6,7 @@
 //                                   [--timeout SECONDS] [--isolated]
 //                                   [--warmup N] [--steps N] [--ours-worker PATH]
 //                                   [--pool N] [--backends cpu,wasm,webgpu]
+//                                   [--ours-dist DIR]
 //
 // Serves the repository root over HTTP (so /node_modules/..., /bench/browser/...
 // and /dist/... are reachable), opens bench/browser/bench.html and runs every
@@ -20,7 +21,9 @@
 // Contribute page runs one per core: ours on the CPU, and tfjs wasm alike;
 // a pool's figure is all its workers' timed samples over the span of their
 // timed steps (see runPool in bench.html). --backends keeps only the rows
-// of those backends (ours has cpu and webgpu).
+// of those backends (ours has cpu and webgpu). --ours-dist takes our worker
+// from another build than /dist (a path from the repository root), such as
+// the kernel comparison's (see README.md beside this file).
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -35,7 +38,7 @@ function usage(message) {
   if (message) console.error(message);
   console.error('usage: node bench/browser/run.mjs [--repeats N] [--quick] [--only tfjs|ours]'
     + ' [--models mlp,cnn] [--json FILE] [--timeout SECONDS] [--isolated] [--warmup N] [--steps N] [--ours-worker PATH]'
-    + ' [--pool N] [--backends cpu,wasm,webgpu]');
+    + ' [--pool N] [--backends cpu,wasm,webgpu] [--ours-dist DIR]');
   process.exit(2);
 }
 
@@ -43,7 +46,7 @@ function parseArgs(argv) {
   const opts = {
     repeats: 3, quick: false, only: null, models: ['mlp', 'cnn'], json: null,
     timeoutS: null, isolated: false, warmup: null, steps: null, oursWorker: DEFAULT_OURS_WORKER,
-    pool: 0, backends: ['cpu', 'wasm', 'webgpu'],
+    pool: 0, backends: ['cpu', 'wasm', 'webgpu'], oursDist: '/dist',
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -75,6 +78,10 @@ function parseArgs(argv) {
     else if (a === '--ours-worker') {
       opts.oursWorker = value();
       if (!opts.oursWorker.startsWith('/')) usage('--ours-worker takes a path from the repository root, like /dist/bench-worker.js');
+    }
+    else if (a === '--ours-dist') {
+      opts.oursDist = value().replace(/\/+$/, '');
+      if (!opts.oursDist.startsWith('/')) usage('--ours-dist takes a path from the repository root, like /dist-bench/ndarray');
     }
     else if (a === '--warmup' || a === '--steps') {
       const n = Number(value());
@@ -172,9 +179,10 @@ function fmtRatio(x) {
 }
 
 const opts = parseArgs(process.argv.slice(2));
-const OURS_WORKER = opts.oursWorker;
-const oursBuilt = fs.existsSync(path.join(ROOT, OURS_WORKER))
-  && fs.existsSync(path.join(ROOT, 'dist/oblivion-worker-wasm_loader.js'));
+// The worker script learns which build to load from its URL's query.
+const OURS_WORKER = `${opts.oursWorker}?dist=${encodeURIComponent(opts.oursDist)}`;
+const oursBuilt = fs.existsSync(path.join(ROOT, opts.oursWorker))
+  && fs.existsSync(path.join(ROOT, opts.oursDist, 'oblivion-worker-wasm_loader.js'));
 const notes = [];
 
 const configs = [];
@@ -197,7 +205,7 @@ for (const model of opts.models) {
   }
 }
 if (opts.only !== 'tfjs' && !oursBuilt) {
-  notes.push(`ours rows skipped: ${OURS_WORKER} not found (build the browser side first)`);
+  notes.push(`ours rows skipped: ${opts.oursWorker} or ${opts.oursDist}/ not found (build the browser side first)`);
 }
 configs.splice(0, configs.length, ...configs.filter((c) => opts.backends.includes(c.backend)));
 if (configs.length === 0) {

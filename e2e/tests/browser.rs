@@ -326,7 +326,8 @@ async fn the_app_s_files_are_served_compressed_and_cached_by_name() {
 /// until its tab has trained its first shard, and how many bytes it fetched
 /// to get there, cold (a fresh browser) and warm (its cache holding the
 /// app's and worker's files). Measured on loopback and printed; a
-/// benchmark more than a test, it fails only when a tab never gets there.
+/// benchmark more than a test, it fails only when a tab never gets there,
+/// or when a tab without WebGPU downloads the worker's WebGPU build.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tab_opened_on_a_running_job_trains_its_first_shard() {
     let anvil = Anvil::start().unwrap();
@@ -359,6 +360,23 @@ async fn a_tab_opened_on_a_running_job_trains_its_first_shard() {
         );
     }
     let (cold, warm) = (&result["cold"], &result["warm"]);
+    // A tab without WebGPU never downloads wgpu: only the CPU build.
+    let modules = cold["wasm"].as_array().unwrap();
+    println!("cold: wasm fetched {modules:?}");
+    assert!(
+        modules.iter().any(|m| {
+            let path = m["path"].as_str().unwrap();
+            path.starts_with("/oblivion-worker-cpu-") && path.ends_with("_bg.wasm")
+        }),
+        "the tab fetched the worker's CPU build: {modules:?}"
+    );
+    assert!(
+        !modules.iter().any(|m| m["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("/oblivion-worker-wasm-")),
+        "a tab without WebGPU fetched the WebGPU build: {modules:?}"
+    );
     assert!(
         warm["code"].as_f64().unwrap() < cold["code"].as_f64().unwrap() / 10.0,
         "a warm tab fetches the files again: {result}"

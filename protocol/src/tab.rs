@@ -38,9 +38,13 @@ pub struct TabStart {
     pub payout_address: Option<String>,
     /// Backend preference.
     pub backend: BackendChoice,
-    /// Why the page forces the CPU (a GPU crash before), shown in reports.
+    /// Why the page forces the CPU (see [`WorkerBuild::choose`]), shown
+    /// in reports.
     #[serde(default)]
     pub cpu_reason: Option<String>,
+    /// The WebGPU adapter the page was offered, if any.
+    #[serde(default)]
+    pub adapter: Option<AdapterInfo>,
     /// The contributor's limits on its local data and what it has spent
     /// (kept in the tab's storage; the worker enforces and updates them).
     #[serde(default)]
@@ -99,6 +103,56 @@ pub struct AdapterInfo {
     pub max_storage_binding: f64,
     /// `maxComputeWorkgroupStorageSize`, bytes.
     pub max_workgroup_storage: f64,
+}
+
+impl AdapterInfo {
+    /// Whether it renders in software: the browser says so, or it is
+    /// SwiftShader (which Chromium does not always flag). On one, our MLP
+    /// trains over 100 times slower than on the CPU.
+    pub fn software(&self) -> bool {
+        self.fallback || self.name.to_lowercase().contains("swiftshader")
+    }
+}
+
+/// The two builds of the browser worker: one with WebGPU (wgpu and burn's
+/// GPU kernels) and one for the CPU alone, a fraction of its size, which a
+/// tab that will not train on a GPU loads instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkerBuild {
+    /// May train on WebGPU; times both devices on each model when left to
+    /// choose.
+    WebGpu,
+    /// The CPU build, and why (shown on the page).
+    Cpu(String),
+}
+
+impl WorkerBuild {
+    /// Which build pool worker `index` loads. `crashed`: why the GPU is
+    /// not to be used again (it crashed the worker before); `adapter`: the
+    /// page's request for a WebGPU adapter, or why there is none.
+    pub fn choose(
+        choice: BackendChoice,
+        index: usize,
+        crashed: Option<&str>,
+        adapter: &Result<AdapterInfo, String>,
+    ) -> Self {
+        if let Some(reason) = crashed {
+            return WorkerBuild::Cpu(reason.to_string());
+        }
+        if index > 0 {
+            // One GPU device per tab: the first pool worker holds it.
+            return WorkerBuild::Cpu("the first pool worker holds the GPU".into());
+        }
+        match (choice, adapter) {
+            (BackendChoice::Cpu, _) => WorkerBuild::Cpu("the CPU was chosen".into()),
+            (_, Err(reason)) => WorkerBuild::Cpu(reason.clone()),
+            (BackendChoice::Auto, Ok(a)) if a.software() => WorkerBuild::Cpu(format!(
+                "the only WebGPU adapter is a software one ({}), slower than this CPU",
+                a.name
+            )),
+            _ => WorkerBuild::WebGpu,
+        }
+    }
 }
 
 /// Worker to page.
@@ -242,4 +296,54 @@ pub enum TabReport {
         /// Backend used.
         backend: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adapter(name: &str, fallback: bool) -> Result<AdapterInfo, String> {
+        Ok(AdapterInfo {
+            name: name.into(),
+            fallback,
+            ..AdapterInfo::default()
+        })
+    }
+
+    #[test]
+    fn only_a_first_pool_worker_offered_a_hardware_adapter_loads_webgpu() {
+        let gpu = adapter("nvidia ampere", false);
+        let auto = BackendChoice::Auto;
+        assert_eq!(
+            WorkerBuild::choose(auto, 0, None, &gpu),
+            WorkerBuild::WebGpu
+        );
+        assert_eq!(
+            WorkerBuild::choose(BackendChoice::Gpu, 0, None, &gpu),
+            WorkerBuild::WebGpu
+        );
+        let cpu = |choice, index, crashed, adapter: &Result<AdapterInfo, String>| {
+            match WorkerBuild::choose(choice, index, crashed, adapter) {
+                WorkerBuild::Cpu(reason) => reason,
+                WorkerBuild::WebGpu => panic!("{choice:?} {index} {crashed:?} {adapter:?}"),
+            }
+        };
+        assert!(cpu(auto, 1, None, &gpu).contains("first pool worker"));
+        assert_eq!(cpu(BackendChoice::Cpu, 0, None, &gpu), "the CPU was chosen");
+        assert!(cpu(auto, 0, Some("WebGPU crashed"), &gpu).contains("crashed"));
+        let none = Err("this browser has no WebGPU".to_string());
+        assert_eq!(
+            cpu(BackendChoice::Gpu, 0, None, &none),
+            "this browser has no WebGPU"
+        );
+        // A software adapter: the CPU unless WebGPU is asked for by name,
+        // whether the browser flags it or it is SwiftShader unflagged.
+        let soft = adapter("Google SwiftShader", false);
+        assert!(cpu(auto, 0, None, &soft).contains("software one (Google SwiftShader)"));
+        assert!(cpu(auto, 0, None, &adapter("llvmpipe", true)).contains("software"));
+        assert_eq!(
+            WorkerBuild::choose(BackendChoice::Gpu, 0, None, &soft),
+            WorkerBuild::WebGpu
+        );
+    }
 }

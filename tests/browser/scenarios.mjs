@@ -380,6 +380,7 @@ async function federated() {
 /// first shard trained, and the bytes it fetched (the app's and worker's
 /// files apart from the job's data); first cold (a fresh browser), then
 /// warm (a second tab of the same browser, whose cache holds the files).
+/// The browser has no WebGPU: its tab loads the worker's CPU build.
 async function firstShard() {
   const browser = await launch();
   browsers.push(browser);
@@ -401,8 +402,11 @@ async function firstShard() {
     const done = await Promise.all(sizes);
     const bytes = done.reduce((n, s) => n + s.bytes, 0);
     const code = done.filter((s) => !new URL(s.url).pathname.startsWith('/api/')).reduce((n, s) => n + s.bytes, 0);
+    // Which wasm modules it fetched, with their bytes on the wire.
+    const wasm = done.filter((s) => s.url.endsWith('.wasm') && s.bytes > 0)
+      .map((s) => ({ path: new URL(s.url).pathname, bytes: s.bytes }));
     await page.getByTestId('toggle').click();
-    return { ms, bytes, code };
+    return { ms, bytes, code, wasm };
   };
   const cold = await measure('cold');
   const warm = await measure('warm');

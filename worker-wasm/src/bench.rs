@@ -1,7 +1,7 @@
 //! The in-browser training benchmark (`TabCommand::Bench`).
 
 use oblivion_ml::ComputeDevice;
-use oblivion_protocol::tab::{BackendChoice, TabBench, TabReport};
+use oblivion_protocol::tab::{TabBench, TabReport};
 use oblivion_worker_engine::{SpeedTest, training_speed};
 
 use crate::gpu;
@@ -20,10 +20,7 @@ pub async fn run(test: TabBench) -> TabReport {
 async fn measure(test: &TabBench) -> Result<f64, String> {
     let device = match test.backend.as_str() {
         "cpu" => ComputeDevice::Cpu,
-        "webgpu" => match gpu::choose(BackendChoice::Gpu).await {
-            (ComputeDevice::Wgpu, _, _) => ComputeDevice::Wgpu,
-            (_, _, reason) => return Err(reason.unwrap_or_else(|| "no WebGPU".into())),
-        },
+        "webgpu" => gpu::webgpu().await?,
         other => return Err(format!("unknown backend {other:?}; use cpu or webgpu")),
     };
     let speed = SpeedTest {

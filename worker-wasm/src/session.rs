@@ -47,9 +47,10 @@ struct Session {
 }
 
 fn backend_name(device: ComputeDevice) -> &'static str {
-    match device {
-        ComputeDevice::Cpu => "cpu",
-        _ => "webgpu",
+    if device == ComputeDevice::Cpu {
+        "cpu"
+    } else {
+        "webgpu"
     }
 }
 
@@ -61,15 +62,18 @@ pub async fn run(start: TabStart) {
     } else {
         start.backend
     };
-    let (mut device, adapter, mut cpu_reason) = gpu::choose(choice).await;
+    let (mut device, adapter, mut cpu_reason) = gpu::choose(choice, start.adapter.clone()).await;
     if forced.is_some() {
         cpu_reason = forced;
     }
-    let mut score = match device {
-        ComputeDevice::Cpu => benchmark(ComputeDevice::Cpu, 20, &precise_ms),
-        _ => training_speed(&SpeedTest::reference(4), device, &precise_ms).await,
+    let mut score = if device == ComputeDevice::Cpu {
+        benchmark(ComputeDevice::Cpu, 20, &precise_ms)
+    } else {
+        training_speed(&SpeedTest::reference(4), device, &precise_ms).await
     };
-    if let (ComputeDevice::Wgpu, Err(e)) = (device, &score) {
+    if device != ComputeDevice::Cpu
+        && let Err(e) = &score
+    {
         cpu_reason = Some(format!("WebGPU failed its first steps: {e}"));
         device = ComputeDevice::Cpu;
         score = benchmark(ComputeDevice::Cpu, 20, &precise_ms);
@@ -85,8 +89,8 @@ pub async fn run(start: TabStart) {
     };
     let info = DeviceInfo {
         backend: backend_name(device).into(),
-        name: match (&adapter, device) {
-            (Some(a), ComputeDevice::Wgpu) => a.name.clone(),
+        name: match &adapter {
+            Some(a) if device != ComputeDevice::Cpu => a.name.clone(),
             _ => "browser CPU (WebAssembly)".into(),
         },
         detail: match (&adapter, &cpu_reason) {
@@ -120,7 +124,7 @@ pub async fn run(start: TabStart) {
     let mut session = Session {
         engine,
         preferred: device,
-        measure: choice == BackendChoice::Auto && device == ComputeDevice::Wgpu,
+        measure: choice == BackendChoice::Auto && device != ComputeDevice::Cpu,
         faster: HashMap::new(),
         adapter,
         shards_done: 0,
@@ -239,11 +243,11 @@ async fn faster_for(task: &LeaseTask, session: &mut Session) -> ComputeDevice {
     let cpu = training_speed(&test, ComputeDevice::Cpu, &precise_ms)
         .await
         .unwrap_or(0.0);
-    let gpu = training_speed(&test, ComputeDevice::Wgpu, &precise_ms)
+    let gpu = training_speed(&test, session.preferred, &precise_ms)
         .await
         .unwrap_or(0.0);
     let device = if gpu > cpu {
-        ComputeDevice::Wgpu
+        session.preferred
     } else {
         ComputeDevice::Cpu
     };
@@ -302,10 +306,12 @@ impl Lease<'_> {
             }
         }
         let mut device = session.preferred;
-        if session.measure && device == ComputeDevice::Wgpu {
+        if session.measure && device != ComputeDevice::Cpu {
             device = faster_for(&task, session).await;
         }
-        if let (ComputeDevice::Wgpu, Some(adapter)) = (device, &session.adapter) {
+        if device != ComputeDevice::Cpu
+            && let Some(adapter) = &session.adapter
+        {
             let arch =
                 Architecture::new(task.model.clone(), task.input_shape.clone(), task.classes);
             if let Ok(arch) = arch

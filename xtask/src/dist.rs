@@ -14,8 +14,9 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-/// The worker's files as Trunk writes them.
-const WORKER: &str = "oblivion-worker-wasm";
+/// The browser worker's two builds (with WebGPU, and for the CPU alone),
+/// named as Trunk writes their files.
+pub const WORKERS: [&str; 2] = ["oblivion-worker-wasm", "oblivion-worker-cpu"];
 
 /// Brotli quality and window: quality 9 is within a few per cent of 11 in
 /// size on our wasm, at a fraction of the time (see the README's numbers).
@@ -37,14 +38,14 @@ fn replace_once(text: &str, from: &str, to: &str, file: &str) -> Result<String> 
     }
 }
 
-/// Renames the worker's wasm and glue to content-hashed names and points
-/// the loader at them.
-pub fn hash_worker(dir: &Path) -> Result<()> {
-    let wasm_name = format!("{WORKER}_bg.wasm");
-    let glue_name = format!("{WORKER}.js");
-    let loader_name = format!("{WORKER}_loader.js");
+/// Renames the wasm and glue of `worker` (one of [`WORKERS`]) to
+/// content-hashed names and points its loader at them.
+pub fn hash_worker(dir: &Path, worker: &str) -> Result<()> {
+    let wasm_name = format!("{worker}_bg.wasm");
+    let glue_name = format!("{worker}.js");
+    let loader_name = format!("{worker}_loader.js");
     let wasm = std::fs::read(dir.join(&wasm_name)).with_context(|| wasm_name.clone())?;
-    let hashed_wasm = format!("{WORKER}-{}_bg.wasm", short_hash(&wasm));
+    let hashed_wasm = format!("{worker}-{}_bg.wasm", short_hash(&wasm));
     let glue = std::fs::read_to_string(dir.join(&glue_name)).with_context(|| glue_name.clone())?;
     let glue = replace_once(
         &glue,
@@ -52,7 +53,7 @@ pub fn hash_worker(dir: &Path) -> Result<()> {
         &format!("'{hashed_wasm}'"),
         &glue_name,
     )?;
-    let hashed_glue = format!("{WORKER}-{}.js", short_hash(glue.as_bytes()));
+    let hashed_glue = format!("{worker}-{}.js", short_hash(glue.as_bytes()));
     let loader =
         std::fs::read_to_string(dir.join(&loader_name)).with_context(|| loader_name.clone())?;
     let loader = replace_once(
@@ -79,7 +80,7 @@ const WASM_FEATURES: &[&str] = &[
     "--enable-multivalue",
 ];
 
-/// Strips the worker's wasm in `dir` of its debug names and producer
+/// Strips the wasm of `worker` in `dir` of its debug names and producer
 /// data, in place, with binaryen's `wasm-opt` at `tool`: 36.9 to 29.9 MB,
 /// 3.96 to 3.03 MB brotli, in about 20 s. Before [`hash_worker`], so that
 /// its name is the stripped content's. The app's wasm is left as Trunk
@@ -89,8 +90,8 @@ const WASM_FEATURES: &[&str] = &[
 /// the browser, and the CNN no faster, for 4 minutes of build. binaryen comes from
 /// npm: Debian's (version 108) rewrites wasm-bindgen's `externref` table as
 /// a table of functions, and the module then fails to start.
-pub fn strip_worker(dir: &Path, tool: &Path) -> Result<()> {
-    let path = dir.join(format!("{WORKER}_bg.wasm"));
+pub fn strip_worker(dir: &Path, worker: &str, tool: &Path) -> Result<()> {
+    let path = dir.join(format!("{worker}_bg.wasm"));
     let status = std::process::Command::new(tool)
         .args(WASM_FEATURES)
         .args(["--strip-debug", "--strip-producers"])
@@ -175,7 +176,7 @@ mod tests {
             "import init from './oblivion-worker-wasm.js';await init();",
         )
         .unwrap();
-        hash_worker(&dir).unwrap();
+        hash_worker(&dir, WORKERS[0]).unwrap();
         let names: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -195,7 +196,7 @@ mod tests {
         let loader = std::fs::read_to_string(dir.join("oblivion-worker-wasm_loader.js")).unwrap();
         assert!(loader.contains(glue.as_str()), "{loader}");
         // A second run finds nothing to rename: Trunk's output is gone.
-        assert!(hash_worker(&dir).is_err());
+        assert!(hash_worker(&dir, WORKERS[0]).is_err());
 
         let sizes = precompress(&dir).unwrap();
         assert_eq!(sizes.len(), 3);
