@@ -1,7 +1,8 @@
 // The benchmark protocol ({model, backend, batch, warmup, steps} in, one
 // {ok, samples_per_second, ...} out) over the browser worker's own `bench`
 // command: the same wasm module the Contribute page runs, built into dist/
-// (or the build that the query's `dist` names, such as /dist-bench/ndarray).
+// (or the build that the query's `dist` and `module` name, such as the CPU
+// build in /dist-bench/ndarray).
 const MODELS = {
   mlp: { model: { kind: 'mlp', hidden: [128] }, input_shape: [784] },
   cnn: { model: { kind: 'cnn', channels: [8, 16], kernel_size: 5, hidden: [] }, input_shape: [1, 28, 28] },
@@ -39,5 +40,7 @@ self.addEventListener('message', (e) => {
   }
 });
 
-const dist = new URL(import.meta.url).searchParams.get('dist') ?? '/dist';
-await import(`${dist}/oblivion-worker-wasm_loader.js`);
+const query = new URL(import.meta.url).searchParams;
+const dist = query.get('dist') ?? '/dist';
+const module = query.get('module') ?? 'oblivion-worker-wasm';
+await import(`${dist}/${module}_loader.js`);

@@ -179,10 +179,12 @@ function fmtRatio(x) {
 }
 
 const opts = parseArgs(process.argv.slice(2));
-// The worker script learns which build to load from its URL's query.
-const OURS_WORKER = `${opts.oursWorker}?dist=${encodeURIComponent(opts.oursDist)}`;
-const oursBuilt = fs.existsSync(path.join(ROOT, opts.oursWorker))
-  && fs.existsSync(path.join(ROOT, opts.oursDist, 'oblivion-worker-wasm_loader.js'));
+// The worker script learns which build to load from its URL's query: the
+// one with WebGPU where the directory has it, else the CPU build.
+const oursModule = ['oblivion-worker-wasm', 'oblivion-worker-cpu']
+  .find((m) => fs.existsSync(path.join(ROOT, opts.oursDist, `${m}_loader.js`)));
+const OURS_WORKER = `${opts.oursWorker}?dist=${encodeURIComponent(opts.oursDist)}&module=${oursModule}`;
+const oursBuilt = fs.existsSync(path.join(ROOT, opts.oursWorker)) && oursModule !== undefined;
 const notes = [];
 
 const configs = [];

@@ -2,13 +2,17 @@
 
 use burn::tensor::Device;
 
+use oblivion_protocol::ModelSpec;
+
 use crate::MlError;
+use crate::model::Architecture;
 
 /// Where tensors live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ComputeDevice {
-    /// The CPU backend (burn-flex): always available, natively and in wasm.
+    /// The CPU: always available, natively and in wasm. Its kernels are
+    /// chosen per model (see [`ComputeDevice::device_for`]).
     Cpu,
     /// burn's wgpu backend (Vulkan, Metal, DX12 or WebGPU).
     #[cfg(feature = "wgpu")]
@@ -16,19 +20,49 @@ pub enum ComputeDevice {
 }
 
 impl ComputeDevice {
-    /// The burn device (without autodiff).
+    /// The burn device (without autodiff), with the CPU kernels that suit
+    /// every model (burn-flex).
     pub fn device(self) -> Result<Device, MlError> {
         match self {
             // flex, not ndarray: its im2col + gemm convolutions train the
             // MNIST CNN 14x faster (3,008 vs 212 samples/s, one core, release).
-            #[cfg(not(feature = "ndarray"))]
             ComputeDevice::Cpu => Ok(Device::flex()),
-            #[cfg(feature = "ndarray")]
-            ComputeDevice::Cpu => Ok(Device::ndarray()),
             #[cfg(feature = "wgpu")]
             ComputeDevice::Wgpu => wgpu_device(),
         }
     }
+
+    /// The burn device to train or evaluate `arch` on: on the CPU, the
+    /// faster kernels for that model.
+    pub fn device_for(self, arch: &Architecture) -> Result<Device, MlError> {
+        match self {
+            ComputeDevice::Cpu => Ok(cpu_kernels(&arch.model)),
+            #[cfg(feature = "wgpu")]
+            ComputeDevice::Wgpu => wgpu_device(),
+        }
+    }
+}
+
+/// In wasm, burn-ndarray for models of dense layers alone and burn-flex
+/// for convolutions, as measured in the browser (bench/browser/README.md):
+/// with simd128, ndarray trains the MNIST MLP 1.48x faster than flex, and
+/// flex the CNN 12.5x faster than ndarray. Natively, flex throughout.
+///
+/// burn 0.22 deprecates ndarray in favour of flex; while flex's dense
+/// layers trail, the speed is worth the one deprecated call, which goes
+/// when they catch up (the benchmark's `kernels-flex` build tells).
+#[cfg(all(target_family = "wasm", not(feature = "kernels-flex")))]
+#[allow(deprecated)]
+fn cpu_kernels(model: &ModelSpec) -> Device {
+    match model {
+        ModelSpec::Mlp { .. } => Device::ndarray(),
+        ModelSpec::Cnn { .. } => Device::flex(),
+    }
+}
+
+#[cfg(any(not(target_family = "wasm"), feature = "kernels-flex"))]
+fn cpu_kernels(_: &ModelSpec) -> Device {
+    Device::flex()
 }
 
 #[cfg(all(feature = "wgpu", not(target_family = "wasm")))]

@@ -127,7 +127,7 @@ impl<'a> LocalTrainer<'a> {
         config: &LocalTraining,
         device: ComputeDevice,
     ) -> Result<LocalTrainer<'a>, MlError> {
-        Self::with_device(arch, start, data, config, device.device()?)
+        Self::with_device(arch, start, data, config, device.device_for(arch)?)
     }
 
     /// Like [`LocalTrainer::new`], on an explicit burn device.
@@ -290,7 +290,7 @@ pub fn predict(
     data: &Dataset,
     device: ComputeDevice,
 ) -> Result<Vec<f32>, MlError> {
-    let device = device.device()?;
+    let device = device.device_for(arch)?;
     let network = network_with(arch, params, &device)?;
     let mut out = Vec::with_capacity(data.len() * arch.classes);
     let all: Vec<usize> = (0..data.len()).collect();
