@@ -189,8 +189,17 @@ async fn honest_workers(api: &Api) -> Vec<oblivion_protocol::api::WorkerView> {
         .collect()
 }
 
+/// The MNIST MLP example with a slot a round for every honest worker and
+/// one more: leases go to the fastest workers first, and a liar measured
+/// slow would otherwise be left only backups, which it loses, and never
+/// be caught at all.
 async fn run_job(api: &Api) -> (u64, JobView) {
-    api.train_example("mnist-mlp.json", TIMEOUT).await.unwrap()
+    let mut spec = oblivion_e2e::example("mnist-mlp.json").unwrap();
+    spec["shards_per_round"] = (HONEST_WORKERS + 1).into();
+    let id = api.submit(&spec).await.unwrap();
+    let job = api.wait_finished(id, TIMEOUT, |_| {}).await.unwrap();
+    assert_eq!(job.status.as_str(), "completed", "job {id}: {job:?}");
+    (id, job)
 }
 
 fn final_accuracy(job: &JobView) -> f64 {
