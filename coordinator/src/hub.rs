@@ -239,6 +239,11 @@ pub struct LiveJob {
     /// [`QuorumSpec`](oblivion_protocol::aggregation::QuorumSpec)): it takes no
     /// more work, and is aggregated with the updates it has.
     pub closed: bool,
+    /// The workers granted a backup lease this round: one each, so that a
+    /// fast worker cannot race the honest holders for slot after slot of
+    /// a round (a liar posting worthless updates at once would otherwise
+    /// hold most of it before its results are judged).
+    pub backed_up_by: Vec<u64>,
 }
 
 impl LiveJob {
@@ -273,6 +278,7 @@ impl LiveJob {
             leases_until: None,
             round_opened: None,
             closed: false,
+            backed_up_by: Vec::new(),
         };
         job.set_replicas(replicas);
         job
@@ -852,8 +858,9 @@ impl Hub {
     /// Backup leases (see [`Backup`]) for the rounds with nothing left
     /// pending, to the workers still idle in `order` (no lease held or
     /// planned), the fastest as measured first, for the oldest leases
-    /// first. Never to a worker holding any slot of the same shard, or
-    /// whose update for the slot was rejected; never for a federated slot,
+    /// first. Never to a worker holding any slot of the same shard, whose
+    /// update for the slot was rejected, or that had a backup lease of the
+    /// round already (see [`LiveJob::backed_up_by`]); never for a federated slot,
     /// which trains a contributor's own data that no one else can stand in
     /// for.
     fn plan_backups(&self, now: f64, order: &BTreeSet<RoomKey>) -> Vec<Grant> {
@@ -892,6 +899,7 @@ impl Hub {
             let eligible = |worker: &u64| {
                 !busy.contains(worker)
                     && !slot.refused_by.contains(worker)
+                    && !job.backed_up_by.contains(worker)
                     && (job.trainers.is_none()
                         || self.workers.get(worker).is_some_and(|w| job.admits(w)))
             };
@@ -922,6 +930,7 @@ impl Hub {
         let open = if grant.backup {
             matches!(shard.state, ShardState::Leased { worker, .. } if worker != grant.worker)
                 && shard.backup.is_none()
+                && !job.backed_up_by.contains(&grant.worker)
         } else {
             shard.state == ShardState::Pending
         };
@@ -957,6 +966,7 @@ impl Hub {
                     lease: id,
                     worker: grant.worker,
                 });
+                job.backed_up_by.push(grant.worker);
             } else {
                 shard.state = ShardState::Leased {
                     lease: id,
@@ -1185,6 +1195,7 @@ impl Hub {
             j.global = global;
             j.round_opened = None;
             j.closed = false;
+            j.backed_up_by.clear();
             j.shards.truncate(j.base_shards);
             for s in &mut j.shards {
                 s.state = ShardState::Pending;
@@ -2009,25 +2020,74 @@ mod tests {
             n.hub.update_context("token1", issued[0].id).is_err(),
             "a may not post now"
         );
-        // Both idle now: the faster as measured (b) backs up c's slot.
+        // Both idle now, but b had its backup of the round: a backs up
+        // c's slot.
         let backup = n.dispatch(3.0);
-        assert_eq!(holders(&backup), vec![b]);
-        // c goes away: its slot carries on with its backup alone, and idle
-        // a backs that up in turn.
+        assert_eq!(holders(&backup), vec![a]);
+        // c goes away: its slot carries on with its backup alone, and no
+        // one backs that up in turn (a holds it, b had its backup).
         n.hub.remove_worker(c);
         assert_eq!(
             n.hub.jobs[&1].shards[2].state,
             ShardState::Leased {
                 lease: backup[0].id,
-                worker: b
+                worker: a
             }
         );
-        let again = n.dispatch(3.5);
-        assert_eq!(holders(&again), vec![a]);
+        assert!(n.dispatch(3.5).is_empty());
         let done = n.hub.complete(backup[0].id, 4.0).unwrap();
         assert!(done.round_done);
-        assert_eq!(done.superseded.unwrap().lease.id, again[0].id);
+        assert!(done.superseded.is_none());
         assert!(n.hub.leases.is_empty());
+        // A new round: backups again, one each.
+        n.hub
+            .next_round(1, 2, "g2".into(), Arc::new(Params::default()), &[]);
+        assert!(n.hub.jobs[&1].backed_up_by.is_empty());
+    }
+
+    #[test]
+    fn a_fast_liar_takes_one_backup_a_round_not_the_round() {
+        // The liar posts at once; three honest workers take a while. It
+        // finishes its slot before anyone, and would otherwise back up
+        // every slot still out, one after another, winning each.
+        let mut n = Net::new();
+        let liar = n.add_worker(1000.0);
+        let honest = [n.add_worker(1.0), n.add_worker(1.0), n.add_worker(1.0)];
+        n.add_job(1, 4);
+        let issued = n.dispatch(0.0);
+        assert_eq!(issued.len(), 4);
+        let mut won = 0;
+        let mut t = 0.0;
+        for _ in 0..4 {
+            t += 0.1;
+            let Some(l) = n
+                .hub
+                .leases
+                .values()
+                .find(|l| l.worker == liar)
+                .map(|l| l.id)
+            else {
+                break;
+            };
+            let done = n.hub.complete(l, t).unwrap();
+            won += usize::from(done.superseded.is_some());
+            n.dispatch(t);
+        }
+        let slots = &n.hub.jobs[&1].shards;
+        let by_liar = slots
+            .iter()
+            .filter(|s| s.state == ShardState::Done { worker: liar })
+            .count();
+        assert_eq!(won, 1, "one honest holder beaten, not three");
+        assert!(by_liar <= 2, "its own slot and one backup: {by_liar}");
+        let liars_backups = n.hub.jobs[&1].backed_up_by.iter().filter(|&&w| w == liar);
+        assert_eq!(liars_backups.count(), 1);
+        // The honest holders' slots are theirs to finish.
+        let still_theirs = slots
+            .iter()
+            .filter(|s| matches!(s.state, ShardState::Leased { worker, .. } if honest.contains(&worker)))
+            .count();
+        assert_eq!(by_liar + still_theirs, 4);
     }
 
     #[test]

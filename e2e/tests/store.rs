@@ -344,6 +344,16 @@ async fn a_slot_has_one_backup_lease_and_the_first_update_wins(url: &str) {
     // A slot with an update gets no lease of either kind.
     assert_eq!(grant(&db, j, 1, 0, c, true).await, None);
     assert_eq!(lease(&db, j, 1, 0, c).await, None);
+    // One backup a worker a round, even once the first has ended: b, which
+    // won slot 0 as a backup, may not back up slot 1 as well; c may.
+    lease(&db, j, 1, 1, a).await.unwrap();
+    assert_eq!(
+        grant(&db, j, 1, 1, b, true).await,
+        None,
+        "b had its backup of round 1"
+    );
+    assert_eq!(db.round_backup_workers(j, 1).await.unwrap(), vec![b]);
+    assert!(grant(&db, j, 1, 1, c, true).await.is_some());
 }
 
 async fn a_round_closed_on_its_quorum_takes_no_more_work(url: &str) {

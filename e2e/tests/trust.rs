@@ -268,6 +268,18 @@ async fn one_poisoner_in_five_changes_nothing_and_is_quarantined() {
             (accuracy - clean_accuracy).abs() <= 0.01,
             "{poison:?}: {accuracy} against a clean {clean_accuracy}"
         );
+        // However fast it posts, a liar holds its own slot and one backup
+        // of a round, no more: the honest holders keep the rest.
+        assert!(
+            job.history
+                .iter()
+                .all(|r| r.updates as usize + 1 >= HONEST_WORKERS),
+            "{poison:?} took a round: {:?}",
+            job.history
+                .iter()
+                .map(|r| (r.updates, r.disputed, r.no_work))
+                .collect::<Vec<_>>()
+        );
 
         if !poison.caught() {
             continue;

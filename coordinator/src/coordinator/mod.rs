@@ -364,6 +364,11 @@ impl Coordinator {
             leases_until,
             round_opened: None,
             closed: false,
+            backed_up_by: self
+                .db
+                .round_backup_workers(row.id, row.round)
+                .await
+                .map_err(AppError::db)?,
         };
         live.set_replicas(&row.round_replicas);
         for (slot, shard) in live.shards.iter_mut().enumerate() {

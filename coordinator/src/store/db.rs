@@ -797,7 +797,10 @@ impl Db {
 
     /// Records planned leases, each only if its job is still unfinished in
     /// that round and its slot has neither an update nor an active lease
-    /// of the same kind (a slot may have one lease and one backup lease);
+    /// of the same kind (a slot may have one lease and one backup lease),
+    /// and a backup only to a worker that had none in that round (a
+    /// worker is connected to one instance, whose hub plans its leases one
+    /// batch at a time, so two instances never race to grant it two);
     /// a job's first lease moves it to running. One transaction.
     pub async fn grant_leases(
         &self,
@@ -840,6 +843,8 @@ impl Db {
                                (SELECT COUNT(*) FROM updates WHERE job_id = $1 AND round = $2)) \
                  AND NOT EXISTS (SELECT 1 FROM updates WHERE job_id = $1 AND round = $2 \
                                  AND shard = $3) \
+                 AND ($8 = 0 OR NOT EXISTS (SELECT 1 FROM leases WHERE job_id = $1 \
+                                            AND round = $2 AND worker_id = $4 AND backup = 1)) \
                  ON CONFLICT DO NOTHING RETURNING id"
             ))
             .bind(g.job as i64)
@@ -1126,6 +1131,26 @@ impl Db {
         self.notify(&mut tx, job).await?;
         tx.commit().await?;
         Ok(Ok(complete == 1))
+    }
+
+    /// The workers that had a backup lease in `job`'s `round`, ended or
+    /// not (one each a round: see `grant_leases`).
+    pub async fn round_backup_workers(
+        &self,
+        job: u64,
+        round: u32,
+    ) -> Result<Vec<u64>, sqlx::Error> {
+        sqlx::query(
+            "SELECT DISTINCT worker_id FROM leases \
+             WHERE job_id = $1 AND round = $2 AND backup = 1 ORDER BY worker_id",
+        )
+        .bind(job as i64)
+        .bind(i64::from(round))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get::<i64, _>("worker_id")? as u64))
+        .collect()
     }
 
     /// Accepted updates of one round, by shard.
