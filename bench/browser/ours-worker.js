@@ -30,6 +30,8 @@ self.postMessage = (message) => {
     post(report.samples_per_second != null
       ? { ok: true, samples_per_second: report.samples_per_second, backend: report.backend, steps: request.steps, batch: request.batch }
       : { ok: false, error: report.error });
+  } else if (report.type === 'panic') {
+    post({ ok: false, error: `panic: ${report.message}` });
   }
 };
 

@@ -95,6 +95,12 @@ pub async fn init_webgpu() -> Result<(), MlError> {
     if BROWSER_GPU.with(|d| d.borrow().is_some()) {
         return Ok(());
     }
+    // The autotune cache lives in the origin's private file system, which a
+    // browser opens only asynchronously: it must be open before the first
+    // kernel is tuned, or the results stay in memory. Another tab holding it
+    // leaves this one with a cache in memory (a warning, not a failure).
+    #[cfg(feature = "autotune")]
+    cubecl_environment::environment::open().await;
     let device = Device::wgpu_options()
         .init_async()
         .await
