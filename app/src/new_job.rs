@@ -74,6 +74,10 @@ struct Form {
     byzantine: String,
     /// The share of shards trained twice; empty: none.
     replicas: String,
+    /// The share of a round's slots that closes it; empty: no quorum.
+    quorum_share: String,
+    /// Seconds a round waits before a quorum may close it.
+    quorum_after: String,
     /// The ε the job may spend; empty: no differential privacy.
     epsilon: String,
     /// The bound updates are clipped to under differential privacy.
@@ -130,6 +134,14 @@ impl Form {
                 .replication
                 .as_ref()
                 .map_or(String::new(), |r| r.fraction.to_string()),
+            quorum_share: spec
+                .quorum
+                .as_ref()
+                .map_or(String::new(), |q| q.share.to_string()),
+            quorum_after: spec
+                .quorum
+                .as_ref()
+                .map_or("60".into(), |q| q.after_secs.to_string()),
             epsilon: spec
                 .privacy
                 .as_ref()
@@ -262,6 +274,10 @@ impl Form {
         }
         if !self.replicas.trim().is_empty() {
             spec["replication"] = json!({"fraction": num(&self.replicas)});
+        }
+        if !self.quorum_share.trim().is_empty() {
+            spec["quorum"] =
+                json!({"share": num(&self.quorum_share), "after_secs": num(&self.quorum_after)});
         }
         if !self.epsilon.trim().is_empty() {
             spec["privacy"] =
@@ -653,6 +669,10 @@ pub fn NewJob() -> impl IntoView {
                     <TextField form label="Assumed malicious updates" name="aggregation.rule.byzantine" get=|f| f.byzantine.clone() set=|f, v| f.byzantine = v error_field/>
                 </Show>
                 <TextField form label="Replicated shards" name="replication.fraction" get=|f| f.replicas.clone() set=|f, v| f.replicas = v hint="optional, 0 to 1: the share of shards a second worker trains too, to check the first; a paid job checks every shard unless set" error_field/>
+                <TextField form label="Close rounds on a quorum" name="quorum.share" get=|f| f.quorum_share.clone() set=|f, v| f.quorum_share = v hint="optional, 0 to 1: once a round has waited, it closes with this share of its shards in, without the stragglers (a federated job's contributors may never finish)" error_field/>
+                <Show when=move || form.with(|f| !f.quorum_share.trim().is_empty())>
+                    <TextField form label="Wait before a quorum (seconds)" name="quorum.after_secs" get=|f| f.quorum_after.clone() set=|f, v| f.quorum_after = v hint="from the round's first lease" error_field/>
+                </Show>
                 <TextField form label="Privacy budget (ε)" name="privacy.target_epsilon" get=|f| f.epsilon.clone() set=|f, v| f.epsilon = v hint="optional: differential privacy at δ = 1e-5; smaller is more private and noisier" error_field/>
                 <Show when=move || form.with(|f| !f.epsilon.trim().is_empty())>
                     <TextField form label="Clip updates to" name="privacy.clip_norm" get=|f| f.clip_norm.clone() set=|f, v| f.clip_norm = v hint="the L2 bound every update is clipped to" error_field/>

@@ -255,6 +255,8 @@ async fn two_tabs_train_a_federated_job_on_files_that_never_leave_them() {
         assert_eq!(c.updates, job.history.len() as u64, "{c:?}");
     }
     assert!(job.history.last().unwrap().epsilon.is_some());
+    let quorum = job.spec.quorum.expect("the form's quorum");
+    assert_eq!((quorum.share, quorum.after_secs), (0.5, 600));
 }
 
 /// The worker's wasm as a browser asks for it: brotli-compressed from the

@@ -316,8 +316,13 @@ async function federated() {
   await creator.getByTestId('field-rounds').fill('40');
   await creator.getByTestId('field-target_accuracy').fill('0.9');
   await creator.getByTestId('field-privacy.target_epsilon').fill('360');
+  // A quorum that never comes due here (both tabs finish every round well
+  // within ten minutes): the form carries it into the spec.
+  await creator.getByTestId('field-quorum.share').fill('0.5');
+  await creator.getByTestId('field-quorum.after_secs').fill('600');
   const spec = JSON.parse(await creator.getByTestId('spec-json').textContent());
-  check(spec.dataset.federated?.validation?.csv && spec.privacy?.target_epsilon === 360,
+  check(spec.dataset.federated?.validation?.csv && spec.privacy?.target_epsilon === 360
+    && spec.quorum?.share === 0.5 && spec.quorum?.after_secs === 600,
     `the form builds a federated spec: ${JSON.stringify(spec)}`);
   await creator.getByTestId('submit').click();
   await creator.waitForURL(/\/jobs\/\d+$/, { timeout: 30000 });
