@@ -9,19 +9,17 @@
 //! # }
 //! ```
 
+// The scheduling core, under the names the service has always used.
+pub use oblivion_scheduler::{federated, hub, replication, reputation, round, states};
+
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod coordinator;
 mod datasets;
 pub mod error;
-pub mod federated;
-pub mod hub;
 pub mod limits;
-pub mod replication;
-pub mod reputation;
 pub mod siwe;
-pub mod states;
 pub mod store;
 
 pub use config::Config;

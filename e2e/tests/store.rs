@@ -8,10 +8,11 @@ use oblivion_coordinator::hub::Grant;
 use oblivion_coordinator::reputation::ReputationPolicy;
 use oblivion_coordinator::states::LeaseStatus;
 use oblivion_coordinator::store::{
-    Db, JobRefusal, JobRow, RoundRow, UpdateRefusal, UpdateRow, UpdateVerdict, VerdictKind, now,
+    Db, JobRefusal, JobRow, RoundRow, UpdateRefusal, UpdateRow, UpdateVerdict, now,
 };
 use oblivion_e2e::ScratchDir;
 use oblivion_e2e::postgres::Postgres;
+use oblivion_ml::screening::Verdict;
 use oblivion_protocol::api::{JobStatus, RoundMetrics, WorkerView};
 use oblivion_protocol::wire::{ClientKind, DeviceInfo};
 
@@ -73,6 +74,7 @@ on_both!(
     a_round_closed_on_its_quorum_takes_no_more_work,
     exactly_one_claimant_aggregates_and_a_round_is_recorded_once,
     finished_jobs_stay_finished_even_against_raw_sql,
+    the_schema_allows_exactly_the_status_moves_of_may_become,
     only_verified_work_is_credited_and_a_quarantine_outlives_the_connection,
 );
 
@@ -86,7 +88,13 @@ fn spec(shards: u32, rounds: u32) -> oblivion_protocol::JobSpec {
 }
 
 async fn job(db: &Db, shards: u32, rounds: u32) -> u64 {
-    let row = JobRow {
+    let row = job_row(shards, rounds);
+    let shard_rows: Vec<(String, u64)> = (0..shards).map(|i| (format!("d{i}"), 10)).collect();
+    db.insert_job(&row, &shard_rows).await.unwrap()
+}
+
+fn job_row(shards: u32, rounds: u32) -> JobRow {
+    JobRow {
         id: 0,
         spec: spec(shards, rounds),
         status: JobStatus::Pending,
@@ -103,9 +111,7 @@ async fn job(db: &Db, shards: u32, rounds: u32) -> u64 {
         created_at: now() as i64,
         creator: Some("127.0.0.1".into()),
         round_replicas: Vec::new(),
-    };
-    let shard_rows: Vec<(String, u64)> = (0..shards).map(|i| (format!("d{i}"), 10)).collect();
-    db.insert_job(&row, &shard_rows).await.unwrap()
+    }
 }
 
 async fn worker(db: &Db) -> u64 {
@@ -475,6 +481,59 @@ async fn finished_jobs_stay_finished_even_against_raw_sql(url: &str) {
     assert_eq!(path(&db, j).await, [JobStatus::Pending, JobStatus::Failed]);
 }
 
+/// Every (from, to) pair of job statuses, tried with a raw statement that
+/// bypasses every guard of the store: the schema allows exactly what
+/// `JobStatus::may_become` does.
+async fn the_schema_allows_exactly_the_status_moves_of_may_become(url: &str) {
+    let db = Db::connect(url, 4).await.unwrap();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    let set = |j: u64, to: JobStatus| {
+        sqlx::query("UPDATE jobs SET status = $1 WHERE id = $2")
+            .bind(to.as_str())
+            .bind(j as i64)
+            .execute(&pool)
+    };
+    for from in JobStatus::ALL {
+        for to in JobStatus::ALL.into_iter().filter(|&to| to != from) {
+            // A job at `from`, by an allowed path: a paid job starts in
+            // funding, any other in pending; a finished one trained first.
+            let j = if from == JobStatus::Funding {
+                funding_job(&db).await
+            } else {
+                job(&db, 1, 1).await
+            };
+            if from.is_finished() {
+                set(j, JobStatus::Running).await.unwrap();
+            }
+            if from != JobStatus::Funding && from != JobStatus::Pending {
+                set(j, from).await.unwrap();
+            }
+            check_move(set(j, to).await.is_ok(), from, to);
+        }
+    }
+    pool.close().await;
+}
+
+fn check_move(allowed: bool, from: JobStatus, to: JobStatus) {
+    assert_eq!(
+        allowed,
+        from.may_become(to),
+        "{} -> {}: the schema {} it",
+        from.as_str(),
+        to.as_str(),
+        if allowed { "allows" } else { "refuses" }
+    );
+}
+
+/// A paid job's row as it is created, waiting for its deposit.
+async fn funding_job(db: &Db) -> u64 {
+    let row = JobRow {
+        status: JobStatus::Funding,
+        ..job_row(1, 1)
+    };
+    db.insert_job(&row, &[("d0".into(), 10)]).await.unwrap()
+}
+
 /// The schema of the builds before versioned migrations, as they created it.
 const SCHEMA_BEFORE_MIGRATIONS: &str =
     include_str!("../../coordinator/migrations/sqlite/0001_initial.sql");
@@ -589,12 +648,11 @@ async fn only_verified_work_is_credited_and_a_quarantine_outlives_the_connection
     );
     let h = paid_worker(&db, Some(honest)).await;
     let b = paid_worker(&db, Some(liar)).await;
-    let verdict = |shard, worker, kind, reason: Option<&str>| UpdateVerdict {
+    let verdict = |shard, worker, verdict| UpdateVerdict {
         shard,
         worker_id: worker,
         samples: 10,
-        kind,
-        reason: reason.map(str::to_string),
+        verdict,
     };
     for round in 1..=2 {
         for (shard, w) in [(0, h), (1, b)] {
@@ -609,8 +667,8 @@ async fn only_verified_work_is_credited_and_a_quarantine_outlives_the_connection
             j,
             round,
             &[
-                verdict(0, h, VerdictKind::Verified, None),
-                verdict(1, b, VerdictKind::Disputed, Some("points away")),
+                verdict(0, h, Verdict::Verified),
+                verdict(1, b, Verdict::Disputed("points away".into())),
             ],
         )
         .await;

@@ -59,6 +59,28 @@ impl Verdict {
     pub fn is_verified(&self) -> bool {
         matches!(self, Verdict::Verified)
     }
+
+    /// The verdict's name as stored with its update: an unresolved one is
+    /// stored as `no_work` (it counts for no one and against no one).
+    pub fn stored_name(&self) -> &'static str {
+        match self {
+            Verdict::Verified => "verified",
+            Verdict::NoWork(_) | Verdict::Unresolved(_) => "no_work",
+            Verdict::Disputed(_) => "disputed",
+            Verdict::Refuted(_) => "refuted",
+        }
+    }
+
+    /// Why, unless verified.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Verdict::Verified => None,
+            Verdict::NoWork(r)
+            | Verdict::Disputed(r)
+            | Verdict::Refuted(r)
+            | Verdict::Unresolved(r) => Some(r),
+        }
+    }
 }
 
 /// The screened round.

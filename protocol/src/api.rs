@@ -56,6 +56,30 @@ impl JobStatus {
             JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
         )
     }
+
+    /// Every status, in the order a job may pass through them.
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Funding,
+        JobStatus::Pending,
+        JobStatus::Running,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    /// Whether a job may move from this status to another: forward only,
+    /// never out of a finished one, and a paid job trains only once
+    /// funded. The databases' `jobs_status_forward` triggers hold the same
+    /// rule (a test drives every pair through both).
+    pub fn may_become(self, to: JobStatus) -> bool {
+        use JobStatus::*;
+        matches!(
+            (self, to),
+            (Funding, Pending | Failed | Cancelled)
+                | (Pending, Running | Completed | Failed | Cancelled)
+                | (Running, Completed | Failed | Cancelled)
+        )
+    }
 }
 
 /// `POST /api/jobs` answer.

@@ -76,7 +76,8 @@ impl Coordinator {
         let now = self.clock();
         {
             let mut hub = self.hub();
-            hub.add_worker(Worker::new(view, token.clone(), tx, max_leases, now));
+            hub.add_worker(Worker::new(view, token.clone(), max_leases, now));
+            self.links().insert(id, tx);
             if let Some(reason) = &quarantine {
                 hub.quarantine(&identity, reason);
             }
@@ -96,7 +97,11 @@ impl Coordinator {
 
     /// Forgets a disconnected worker; its leases go back to pending.
     pub async fn disconnect_worker(&self, id: u64) {
-        let (worker, ended) = self.hub().remove_worker(id);
+        let (worker, ended) = {
+            let mut hub = self.hub();
+            self.links().remove(&id);
+            hub.remove_worker(id)
+        };
         if worker.is_some() {
             tracing::info!(worker = id, leases = ended.len(), "worker disconnected");
         }
@@ -152,7 +157,10 @@ impl Coordinator {
         if let Err(err) = self.db.end_leases(&records, reason).await {
             tracing::error!("recording {} ended lease(s): {err}", records.len());
         }
-        let hub = self.hub();
+        // Under the hub's lock: a Revoke then never overtakes the Lease it
+        // ends, which the pump sends under the same lock.
+        let _hub = self.hub();
+        let links = self.links();
         for e in &ended {
             tracing::info!(
                 lease = e.lease.id,
@@ -161,8 +169,8 @@ impl Coordinator {
                 status = e.status.as_str(),
                 "lease ended"
             );
-            if let Some(w) = hub.workers.get(&e.lease.worker) {
-                let _ = w.tx.send(CoordinatorMessage::Revoke {
+            if let Some(link) = links.get(&e.lease.worker) {
+                let _ = link.send(CoordinatorMessage::Revoke {
                     lease_id: e.lease.id,
                     reason: format!("{}: {reason}", e.status.as_str()),
                 });
@@ -293,15 +301,16 @@ impl Coordinator {
         let mut started = false;
         {
             let mut hub = self.hub();
+            let links = self.links();
             let now = self.clock();
             for g in granted {
                 started |= g.started_job;
                 match hub.grant(g.grant, g.id, now) {
                     Some(lease) => {
-                        if let (Some(task), Some(w)) =
-                            (hub.task(&lease), hub.workers.get(&lease.worker))
+                        if let (Some(task), Some(link)) =
+                            (hub.task(&lease), links.get(&lease.worker))
                         {
-                            let _ = w.tx.send(CoordinatorMessage::Lease(task));
+                            let _ = link.send(CoordinatorMessage::Lease(task));
                         }
                     }
                     None => orphans.push((g.id, LeaseStatus::Revoked)),

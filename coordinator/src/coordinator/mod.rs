@@ -30,6 +30,8 @@ use oblivion_ml::data::Dataset;
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
 use oblivion_protocol::api::{NetworkSnapshot, WorkerView};
+use oblivion_protocol::wire::CoordinatorMessage;
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::Config;
 use crate::datasets::DatasetCache;
@@ -51,6 +53,10 @@ pub struct Coordinator {
     db: Db,
     artifacts: Artifacts,
     hub: Mutex<Hub>,
+    /// Each connected worker's outgoing queue, by worker id: the hub owns
+    /// no connections. Locked only while the hub is (hub first), so that a
+    /// worker's messages leave in the order the hub decided them.
+    links: Mutex<HashMap<u64, UnboundedSender<CoordinatorMessage>>>,
     validation: Mutex<HashMap<u64, Arc<Dataset>>>,
     datasets: DatasetCache,
     /// Bumped whenever stored job state changes (see [`NetworkSnapshot`]).
@@ -170,6 +176,7 @@ impl Coordinator {
             db,
             artifacts,
             hub: Mutex::new(Hub::new(policy)),
+            links: Mutex::new(HashMap::new()),
             validation: Mutex::new(HashMap::new()),
             jobs_version: AtomicU64::new(0),
             instance: hex::encode(rand::random::<[u8; 8]>()),
@@ -287,6 +294,11 @@ impl Coordinator {
 
     fn hub(&self) -> MutexGuard<'_, Hub> {
         lock(&self.hub)
+    }
+
+    /// The workers' outgoing queues; take the hub's lock first.
+    fn links(&self) -> MutexGuard<'_, HashMap<u64, UnboundedSender<CoordinatorMessage>>> {
+        lock(&self.links)
     }
 
     async fn weights(&self, sha: &str) -> Result<Params, AppError> {

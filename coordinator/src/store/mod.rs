@@ -13,4 +13,4 @@ pub use db::{
     Backend, Db, Granted, JOBS_CHANNEL, JobRefusal, JobRow, RoundRow, UpdateRefusal, UpdateRow, now,
 };
 pub use payments::{AccountPayout, Deposit, NewPayment, PaymentRow};
-pub use trust::{Quarantined, Reputation, UpdateVerdict, VerdictKind};
+pub use trust::{Quarantined, Reputation, UpdateVerdict};

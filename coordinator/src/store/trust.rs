@@ -7,6 +7,8 @@ use std::collections::HashMap;
 
 use sqlx::{Any, Row, Transaction};
 
+use oblivion_ml::screening::Verdict;
+
 use super::db::Db;
 use crate::reputation::ReputationPolicy;
 
@@ -20,36 +22,6 @@ const RELEASE_QUARANTINE: &str = "UPDATE reputations SET agreed = 0, disputed = 
      last_dispute = NULL, quarantined_at = NULL, reason = NULL, since = NULL \
      WHERE identity = $1 AND quarantined_at IS NOT NULL AND quarantined_at <= $2";
 
-/// How one update was judged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VerdictKind {
-    /// Combined and credited.
-    Verified,
-    /// Did no work: neither combined nor credited.
-    NoWork,
-    /// Disagreed with its round: neither combined nor credited, and held
-    /// against its worker.
-    Disputed,
-    /// Contradicted by other workers' agreeing results for its shard.
-    Refuted,
-    /// Its shard's results disagree, and those that agree are not proof
-    /// (not two established accounts): neither combined nor credited, and
-    /// on nobody's record. Stored as `no_work`.
-    Unresolved,
-}
-
-impl VerdictKind {
-    /// The name stored in `updates.verdict`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VerdictKind::Verified => "verified",
-            VerdictKind::NoWork | VerdictKind::Unresolved => "no_work",
-            VerdictKind::Disputed => "disputed",
-            VerdictKind::Refuted => "refuted",
-        }
-    }
-}
-
 /// The verdict on one shard's update of a round.
 #[derive(Clone, Debug, PartialEq)]
 pub struct UpdateVerdict {
@@ -59,10 +31,8 @@ pub struct UpdateVerdict {
     pub worker_id: u64,
     /// Samples credited if verified.
     pub samples: u64,
-    /// The verdict.
-    pub kind: VerdictKind,
-    /// Why, unless verified.
-    pub reason: Option<String>,
+    /// The verdict, with why unless verified.
+    pub verdict: Verdict,
 }
 
 /// A worker identity newly put in quarantine, and why.
@@ -115,11 +85,11 @@ impl Db {
             .bind(job as i64)
             .bind(i64::from(round))
             .bind(i64::from(v.shard))
-            .bind(v.kind.as_str())
-            .bind(v.reason.as_deref())
+            .bind(v.verdict.stored_name())
+            .bind(v.verdict.reason())
             .execute(&mut **tx)
             .await?;
-            if v.kind == VerdictKind::Verified {
+            if v.verdict.is_verified() {
                 sqlx::query("UPDATE workers SET samples = samples + $2 WHERE id = $1")
                     .bind(v.worker_id as i64)
                     .bind(v.samples as i64)
@@ -127,15 +97,15 @@ impl Db {
                     .await?;
             }
             let reason = v
-                .reason
-                .as_ref()
+                .verdict
+                .reason()
                 .map(|r| format!("job {job} round {round} shard {}: {r}", v.shard));
-            if v.kind == VerdictKind::Unresolved {
+            if matches!(v.verdict, Verdict::Unresolved(_)) {
                 continue;
             }
-            let result = match (&v.kind, reason.as_deref()) {
-                (VerdictKind::Verified, _) | (_, None) => Outcome::Agreed,
-                (VerdictKind::Refuted, Some(r)) => Outcome::Refuted(r),
+            let result = match (&v.verdict, reason.as_deref()) {
+                (Verdict::Verified, _) | (_, None) => Outcome::Agreed,
+                (Verdict::Refuted(_), Some(r)) => Outcome::Refuted(r),
                 (_, Some(r)) => Outcome::Disputed(r),
             };
             if let Some(q) = self

@@ -7,7 +7,7 @@
 //! lifetime, re-issue, backups for a round's last slots, who may post
 //! which update) is tested
 //! deterministically. It is derived state: the database decides, and a hub
-//! can be rebuilt from it at any time. The [`crate::coordinator`] plans with
+//! can be rebuilt from it at any time. The coordinator service plans with
 //! [`Hub::plan`], records the plan in the database, and applies only what
 //! the database accepted with [`Hub::grant`].
 //!
@@ -27,10 +27,7 @@ use oblivion_protocol::JobSpec;
 use oblivion_protocol::api::{
     JobStatus, LiveJobView, ShardStatus, ShardView, WorkerLease, WorkerState, WorkerView,
 };
-use oblivion_protocol::wire::{
-    CoordinatorMessage, LeaseProgress, LeaseTask, LocalDataOffer, LocalTask, TrainingData,
-};
-use tokio::sync::mpsc::UnboundedSender;
+use oblivion_protocol::wire::{LeaseProgress, LeaseTask, LocalDataOffer, LocalTask, TrainingData};
 
 use crate::states::LeaseStatus;
 
@@ -55,8 +52,6 @@ pub struct Worker {
     pub view: WorkerView,
     /// Secret it must quote when posting updates.
     pub token: String,
-    /// Its connection's outgoing queue.
-    pub tx: UnboundedSender<CoordinatorMessage>,
     /// Takes no new leases.
     pub draining: bool,
     /// When it connected, in the hub's clock (seconds).
@@ -82,17 +77,10 @@ pub const RATE_WINDOW: f64 = 60.0;
 
 impl Worker {
     /// A newly connected worker.
-    pub fn new(
-        view: WorkerView,
-        token: String,
-        tx: UnboundedSender<CoordinatorMessage>,
-        max_leases: u32,
-        now: f64,
-    ) -> Worker {
+    pub fn new(view: WorkerView, token: String, max_leases: u32, now: f64) -> Worker {
         Worker {
             view,
             token,
-            tx,
             draining: false,
             connected_at: now,
             max_leases,
@@ -1416,7 +1404,6 @@ mod tests {
     use super::*;
     use oblivion_protocol::api::WorkerView;
     use oblivion_protocol::wire::{ClientKind, DeviceInfo, LeaseProgress};
-    use tokio::sync::mpsc;
 
     struct Net {
         hub: Hub,
@@ -1457,7 +1444,6 @@ mod tests {
         fn add_worker_as(&mut self, benchmark: f64, account: Option<String>) -> u64 {
             self.next_worker += 1;
             let id = self.next_worker;
-            let (tx, _rx) = mpsc::unbounded_channel();
             let mut view = WorkerView::connected(
                 format!("w{id}"),
                 ClientKind::Native,
@@ -1473,7 +1459,6 @@ mod tests {
             self.hub.add_worker(Worker {
                 view,
                 token: format!("token{id}"),
-                tx,
                 draining: false,
                 connected_at: 0.0,
                 max_leases: u32::MAX,
