@@ -67,10 +67,12 @@ impl JobStatus {
         JobStatus::Cancelled,
     ];
 
-    /// Whether a job may move from this status to another: forward only,
-    /// never out of a finished one, and a paid job trains only once
-    /// funded. The databases' `jobs_status_forward` triggers hold the same
-    /// rule (a test drives every pair through both).
+    /// Whether a job may move from this status to a different one:
+    /// forward only, never out of a finished one, and a paid job trains
+    /// only once funded. The databases' `jobs_status_forward` triggers hold
+    /// the same rule (a test drives every pair of different statuses
+    /// through both; writing a status over itself changes nothing, and
+    /// both allow it).
     pub fn may_become(self, to: JobStatus) -> bool {
         use JobStatus::*;
         matches!(

@@ -91,6 +91,13 @@ impl Worker {
         }
     }
 
+    /// Who the worker is for its record and for the one-backup rule: its
+    /// payout account when signed in, else this connection
+    /// ([`crate::reputation::identity`]).
+    pub fn identity(&self) -> String {
+        crate::reputation::identity(self.view.payout_address.as_deref(), self.view.id)
+    }
+
     /// Samples credited per second over the window (or since connecting).
     fn samples_per_second(&self, now: f64) -> f64 {
         let since = (now - RATE_WINDOW).max(self.connected_at);
@@ -227,11 +234,14 @@ pub struct LiveJob {
     /// [`QuorumSpec`](oblivion_protocol::aggregation::QuorumSpec)): it takes no
     /// more work, and is aggregated with the updates it has.
     pub closed: bool,
-    /// The workers granted a backup lease this round: one each, so that a
-    /// fast worker cannot race the honest holders for slot after slot of
-    /// a round (a liar posting worthless updates at once would otherwise
-    /// hold most of it before its results are judged).
-    pub backed_up_by: Vec<u64>,
+    /// The identities ([`Worker::identity`]) holding a backup lease this
+    /// round, or whose backup won its slot: one each, so that a fast
+    /// worker cannot race the honest holders for slot after slot of a
+    /// round (a liar posting worthless updates at once would otherwise
+    /// hold most of it before its results are judged). A backup that lost
+    /// counts no more (it took nothing). Keyed on the identity, not the
+    /// connection: an account connected several times has one.
+    pub backed_up_by: Vec<String>,
 }
 
 impl LiveJob {
@@ -642,6 +652,7 @@ impl Hub {
         {
             if shard.backup.is_some_and(|b| b.lease == id) {
                 shard.backup = None;
+                self.forget_backup(lease.job, lease.worker);
             } else if shard.state
                 == (ShardState::Leased {
                     lease: id,
@@ -664,6 +675,20 @@ impl Hub {
             }
         }
         Some(Ended { lease, status })
+    }
+
+    /// A backup lease of `worker` on `job` ended without winning its slot:
+    /// its identity may take another this round. Only a won backup, or one
+    /// still out, counts against it (see [`LiveJob::backed_up_by`]).
+    fn forget_backup(&mut self, job: u64, worker: u64) {
+        let Some(identity) = self.workers.get(&worker).map(Worker::identity) else {
+            return;
+        };
+        if let Some(j) = self.jobs.get_mut(&job)
+            && let Some(at) = j.backed_up_by.iter().position(|i| *i == identity)
+        {
+            j.backed_up_by.swap_remove(at);
+        }
     }
 
     /// Removes a worker that disconnected; its leases are re-issued.
@@ -846,13 +871,20 @@ impl Hub {
     /// Backup leases (see [`Backup`]) for the rounds with nothing left
     /// pending, to the workers still idle in `order` (no lease held or
     /// planned), the fastest as measured first, for the oldest leases
-    /// first. Never to a worker holding any slot of the same shard, whose
-    /// update for the slot was rejected, or that had a backup lease of the
+    /// first. Only to a worker whose speed was measured on this connection
+    /// (a new connection gets none, so reconnecting buys no backup); never
+    /// to a worker holding any slot of the same shard, whose update for
+    /// the slot was rejected, or whose identity had a backup lease of the
     /// round already (see [`LiveJob::backed_up_by`]); never for a federated slot,
     /// which trains a contributor's own data that no one else can stand in
     /// for.
     fn plan_backups(&self, now: f64, order: &BTreeSet<RoomKey>) -> Vec<Grant> {
-        let mut idle: Vec<u64> = order.iter().filter(|k| k.0 == 0).map(|k| k.2).collect();
+        let mut idle: Vec<u64> = order
+            .iter()
+            .filter(|k| k.0 == 0)
+            .map(|k| k.2)
+            .filter(|w| self.workers.get(w).is_some_and(|w| w.measured.is_some()))
+            .collect();
         if idle.is_empty() {
             return Vec::new();
         }
@@ -874,6 +906,8 @@ impl Hub {
         }
         slots.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
         let mut grants: Vec<Grant> = Vec::new();
+        // Identities planned a backup in this batch, by job.
+        let mut planned: Vec<(u64, String)> = Vec::new();
         for (_, job_id, slot_index) in slots {
             let job = &self.jobs[&job_id];
             let slot = &job.shards[slot_index as usize];
@@ -885,15 +919,22 @@ impl Hub {
                     .map(|g| g.worker),
             );
             let eligible = |worker: &u64| {
+                let Some(w) = self.workers.get(worker) else {
+                    return false;
+                };
+                let identity = w.identity();
                 !busy.contains(worker)
                     && !slot.refused_by.contains(worker)
-                    && !job.backed_up_by.contains(worker)
-                    && (job.trainers.is_none()
-                        || self.workers.get(worker).is_some_and(|w| job.admits(w)))
+                    && !job.backed_up_by.contains(&identity)
+                    && !planned.contains(&(job_id, identity))
+                    && (job.trainers.is_none() || job.admits(w))
             };
             let Some(at) = idle.iter().position(eligible) else {
                 continue;
             };
+            if let Some(w) = self.workers.get(&idle[at]) {
+                planned.push((job_id, w.identity()));
+            }
             grants.push(Grant {
                 job: job_id,
                 round: job.round,
@@ -915,10 +956,11 @@ impl Hub {
     pub fn grant(&mut self, grant: Grant, id: u64, now: f64) -> Option<Lease> {
         let job = self.jobs.get(&grant.job)?;
         let shard = job.shards.get(grant.shard as usize)?;
+        let identity = self.workers.get(&grant.worker)?.identity();
         let open = if grant.backup {
             matches!(shard.state, ShardState::Leased { worker, .. } if worker != grant.worker)
                 && shard.backup.is_none()
-                && !job.backed_up_by.contains(&grant.worker)
+                && !job.backed_up_by.contains(&identity)
         } else {
             shard.state == ShardState::Pending
         };
@@ -954,7 +996,7 @@ impl Hub {
                     lease: id,
                     worker: grant.worker,
                 });
-                job.backed_up_by.push(grant.worker);
+                job.backed_up_by.push(identity);
             } else {
                 shard.state = ShardState::Leased {
                     lease: id,
@@ -1045,10 +1087,18 @@ impl Hub {
         let lease = self.take_lease(lease)?;
         let job = self.jobs.get_mut(&lease.job)?;
         let shard = &mut job.shards[lease.shard as usize];
+        // The slot's lease won: the backup on it lost.
+        let lost_backup = shard
+            .backup
+            .filter(|b| b.lease != lease.id)
+            .map(|b| b.worker);
         let other = shard.finish(lease.worker, lease.id);
         let samples = shard.samples;
         let round_done = job.round_complete();
         let superseded = other.and_then(|l| self.supersede(l, samples, now));
+        if let Some(worker) = lost_backup {
+            self.forget_backup(lease.job, worker);
+        }
         let speed = samples as f64 / (now - lease.granted_at).max(1e-3);
         self.reindexed(lease.worker, |hub| {
             if let Some(w) = hub.workers.get_mut(&lease.worker) {
@@ -2065,7 +2115,11 @@ mod tests {
             .count();
         assert_eq!(won, 1, "one honest holder beaten, not three");
         assert!(by_liar <= 2, "its own slot and one backup: {by_liar}");
-        let liars_backups = n.hub.jobs[&1].backed_up_by.iter().filter(|&&w| w == liar);
+        let liar_id = n.hub.workers[&liar].identity();
+        let liars_backups = n.hub.jobs[&1]
+            .backed_up_by
+            .iter()
+            .filter(|&w| *w == liar_id);
         assert_eq!(liars_backups.count(), 1);
         // The honest holders' slots are theirs to finish.
         let still_theirs = slots
@@ -2073,6 +2127,56 @@ mod tests {
             .filter(|s| matches!(s.state, ShardState::Leased { worker, .. } if honest.contains(&worker)))
             .count();
         assert_eq!(by_liar + still_theirs, 4);
+    }
+
+    #[test]
+    fn reconnecting_buys_no_second_backup() {
+        // A liar, signed in, posts at once and wins a backup; then it
+        // comes back as a new connection, anonymous or as its account.
+        let mut n = Net::new();
+        let liar = n.add_worker_as(1000.0, Some("0xliar".into()));
+        let honest = [n.add_worker(1.0), n.add_worker(1.0), n.add_worker(1.0)];
+        n.add_job(1, 4);
+        let issued = n.dispatch(0.0);
+        let own = issued.iter().find(|l| l.worker == liar).unwrap().id;
+        n.hub.complete(own, 0.1).unwrap();
+        let backup = n.dispatch(0.1);
+        assert_eq!(holders(&backup), vec![liar], "measured now, and idle");
+        assert!(
+            n.hub
+                .complete(backup[0].id, 0.2)
+                .unwrap()
+                .superseded
+                .is_some()
+        );
+        n.hub.remove_worker(liar);
+        // Anonymous: a new connection, never measured, gets no backup
+        // (it would be served first, as a newcomer). The honest worker it
+        // beat, idle and measured, may back up another slot.
+        let anonymous = n.add_worker(1000.0);
+        let planned = n.dispatch(0.3);
+        assert!(
+            planned.iter().all(|l| honest.contains(&l.worker)),
+            "{planned:?}"
+        );
+        n.hub.remove_worker(anonymous);
+        // As its account, however fast it was measured: it had its backup.
+        let again = n.add_worker_as(1000.0, Some("0xliar".into()));
+        n.hub.reindexed(again, |hub| {
+            if let Some(w) = hub.workers.get_mut(&again) {
+                w.measured = Some(1e6);
+            }
+        });
+        let planned = n.dispatch(0.4);
+        assert!(planned.iter().all(|l| l.worker != again), "{planned:?}");
+        assert_eq!(
+            n.hub.jobs[&1]
+                .backed_up_by
+                .iter()
+                .filter(|i| *i == "0xliar")
+                .count(),
+            1
+        );
     }
 
     #[test]
@@ -2118,10 +2222,17 @@ mod tests {
     #[test]
     fn federated_slots_get_no_backups() {
         let mut n = Net::new();
-        n.add_worker(1.0);
-        n.add_worker(1.0);
+        let workers = [n.add_worker(1.0), n.add_worker(1.0)];
         n.add_job(1, 1);
         assert_eq!(n.dispatch(0.0).len(), 1);
+        // The idle one has been measured (only such a worker backs up).
+        for w in workers {
+            n.hub.reindexed(w, |hub| {
+                if let Some(w) = hub.workers.get_mut(&w) {
+                    w.measured = Some(1.0);
+                }
+            });
+        }
         assert_eq!(n.hub.plan(1.0).len(), 1, "a backup, were it a shard");
         // A contributor's own data: no one else can stand in for it.
         n.hub.jobs.get_mut(&1).unwrap().local = Some(LocalTask {

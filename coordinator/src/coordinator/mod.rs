@@ -378,7 +378,7 @@ impl Coordinator {
             closed: false,
             backed_up_by: self
                 .db
-                .round_backup_workers(row.id, row.round)
+                .round_backup_identities(row.id, row.round)
                 .await
                 .map_err(AppError::db)?,
         };

@@ -20,7 +20,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
 use super::migrations;
-use super::trust::{Quarantined, UpdateVerdict};
+use super::trust::{IDENTITY, Quarantined, UpdateVerdict};
 use crate::hub::Grant;
 use crate::reputation::ReputationPolicy;
 use crate::states::LeaseStatus;
@@ -798,9 +798,10 @@ impl Db {
     /// Records planned leases, each only if its job is still unfinished in
     /// that round and its slot has neither an update nor an active lease
     /// of the same kind (a slot may have one lease and one backup lease),
-    /// and a backup only to a worker that had none in that round (a
-    /// worker is connected to one instance, whose hub plans its leases one
-    /// batch at a time, so two instances never race to grant it two);
+    /// and a backup only to a worker whose identity (its account, else
+    /// its connection) holds none in that round and won none (one hub plans a
+    /// connection's leases, one batch at a time; two connections of one
+    /// account on two instances could race to one backup each, at most);
     /// a job's first lease moves it to running. One transaction.
     pub async fn grant_leases(
         &self,
@@ -843,8 +844,13 @@ impl Db {
                                (SELECT COUNT(*) FROM updates WHERE job_id = $1 AND round = $2)) \
                  AND NOT EXISTS (SELECT 1 FROM updates WHERE job_id = $1 AND round = $2 \
                                  AND shard = $3) \
-                 AND ($8 = 0 OR NOT EXISTS (SELECT 1 FROM leases WHERE job_id = $1 \
-                                            AND round = $2 AND worker_id = $4 AND backup = 1)) \
+                 AND ($8 = 0 OR NOT EXISTS (SELECT 1 FROM leases l JOIN workers w \
+                                            ON w.id = l.worker_id \
+                                            WHERE l.job_id = $1 AND l.round = $2 \
+                                            AND l.backup = 1 \
+                                            AND l.status IN ('active', 'completed') \
+                                            AND {IDENTITY} = \
+                                            (SELECT {IDENTITY} FROM workers w WHERE w.id = $4))) \
                  ON CONFLICT DO NOTHING RETURNING id"
             ))
             .bind(g.job as i64)
@@ -1133,23 +1139,26 @@ impl Db {
         Ok(Ok(complete == 1))
     }
 
-    /// The workers that had a backup lease in `job`'s `round`, ended or
-    /// not (one each a round: see `grant_leases`).
-    pub async fn round_backup_workers(
+    /// The identities (their accounts, else their connections) holding a
+    /// backup lease in `job`'s `round`, or whose backup won its slot (one
+    /// each a round: see `grant_leases`).
+    pub async fn round_backup_identities(
         &self,
         job: u64,
         round: u32,
-    ) -> Result<Vec<u64>, sqlx::Error> {
-        sqlx::query(
-            "SELECT DISTINCT worker_id FROM leases \
-             WHERE job_id = $1 AND round = $2 AND backup = 1 ORDER BY worker_id",
-        )
+    ) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query(&format!(
+            "SELECT DISTINCT {IDENTITY} AS identity FROM leases l JOIN workers w \
+             ON w.id = l.worker_id \
+             WHERE l.job_id = $1 AND l.round = $2 AND l.backup = 1 \
+             AND l.status IN ('active', 'completed') ORDER BY identity"
+        ))
         .bind(job as i64)
         .bind(i64::from(round))
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|r| Ok(r.try_get::<i64, _>("worker_id")? as u64))
+        .map(|r| r.try_get::<String, _>("identity"))
         .collect()
     }
 
