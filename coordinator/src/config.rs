@@ -673,7 +673,7 @@ impl Config {
             return Err("chain_poll_secs must be at least 1".into());
         }
         if let Some(url) = &self.database_url {
-            crate::store::Backend::of(url)?;
+            oblivion_store::Backend::of(url)?;
         }
         Ok(())
     }

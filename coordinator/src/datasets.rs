@@ -14,7 +14,7 @@ use oblivion_protocol::api::UploadedDataset;
 
 use crate::coordinator::blocking;
 use crate::error::AppError;
-use crate::store::Artifacts;
+use oblivion_store::Artifacts;
 
 const MNIST_IMAGES: &[u8] = include_bytes!("../../datasets/mnist/train-images-idx3-ubyte.gz");
 const MNIST_LABELS: &[u8] = include_bytes!("../../datasets/mnist/train-labels-idx1-ubyte.gz");

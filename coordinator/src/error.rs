@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use oblivion_protocol::SpecError;
 use oblivion_protocol::api::ApiError;
+use oblivion_store::{ErrorKind, StoreError};
 
 /// An HTTP error answer.
 #[derive(Debug)]
@@ -61,23 +62,33 @@ impl AppError {
         AppError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
 
-    /// 500 from an I/O failure of the artifact store: transient (a disk
-    /// or an object store that is away comes back).
+    /// An I/O failure of the artifact store: transient (a disk or an
+    /// object store that is away comes back), as [`AppError::db`] answers.
     pub fn io(e: std::io::Error) -> AppError {
-        tracing::error!("storage: {e}");
-        AppError {
-            transient: true,
-            ..AppError::internal(format!("storage error: {e}"))
-        }
+        AppError::db(StoreError::from(e))
     }
 
-    /// 500 from the database; transient when it was unreachable, busy or
-    /// timed out, or a transaction lost a serialization race.
-    pub fn db(e: sqlx::Error) -> AppError {
-        tracing::error!("database: {e}");
-        AppError {
-            transient: transient_db(&e),
-            ..AppError::internal(format!("database error: {e}"))
+    /// A failure of the store, answered by its kind alone: its text (a
+    /// query, a path, a server's words) is logged, never sent. Transient:
+    /// 503 with `Retry-After`, and background work tries it again; a
+    /// conflict with what is stored: 409; anything else: 500.
+    pub fn db(e: StoreError) -> AppError {
+        tracing::error!("store: {e}");
+        match e.kind() {
+            ErrorKind::Transient => AppError {
+                retry_after: Some(1),
+                transient: true,
+                ..AppError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the coordinator's storage is busy or unreachable; try again shortly",
+                )
+            },
+            ErrorKind::Conflict => {
+                AppError::conflict("the change conflicts with what is stored now; reload and retry")
+            }
+            ErrorKind::Corrupt | ErrorKind::Other => {
+                AppError::internal("internal error in the coordinator's storage (logged)")
+            }
         }
     }
 
@@ -88,22 +99,9 @@ impl AppError {
     }
 }
 
-/// Whether a database error may pass if the same work is tried again.
-fn transient_db(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        // PostgreSQL: serialization failure, deadlock, too many
-        // connections, shutting down; SQLite: busy, locked.
-        sqlx::Error::Database(d) => matches!(
-            d.code().as_deref(),
-            Some("40001" | "40P01" | "53300" | "57P01" | "57P02" | "57P03" | "5" | "6")
-        ),
-        _ => false,
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> AppError {
+        AppError::db(e)
     }
 }
 
@@ -139,5 +137,35 @@ impl IntoResponse for AppError {
                 .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_failure_tells_the_client_its_kind_and_nothing_of_its_text() {
+        let secret = "connection to 10.0.0.7:5432 refused; SELECT token_hash FROM workers";
+        let away = AppError::db(StoreError::new(ErrorKind::Transient, secret));
+        assert_eq!(away.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(away.retry_after, Some(1));
+        assert!(away.transient);
+        let io = std::io::Error::other("/var/lib/oblivion/artifacts/ab: disk full");
+        let disk = AppError::io(io);
+        assert_eq!(disk.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!disk.message.contains("/var/lib"), "{}", disk.message);
+        let conflict = AppError::db(StoreError::new(ErrorKind::Conflict, secret));
+        assert_eq!(conflict.status, StatusCode::CONFLICT);
+        assert!(!conflict.transient);
+        let corrupt = AppError::db(StoreError::new(ErrorKind::Corrupt, secret));
+        assert_eq!(corrupt.status, StatusCode::INTERNAL_SERVER_ERROR);
+        for e in [away, conflict, corrupt] {
+            assert!(
+                !e.message.contains("10.0.0.7") && !e.message.contains("SELECT"),
+                "{}",
+                e.message
+            );
+        }
     }
 }

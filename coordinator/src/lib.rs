@@ -20,7 +20,6 @@ mod datasets;
 pub mod error;
 pub mod limits;
 pub mod siwe;
-pub mod store;
 
 pub use config::Config;
 pub use coordinator::Coordinator;

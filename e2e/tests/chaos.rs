@@ -9,10 +9,10 @@
 
 use std::time::{Duration, Instant};
 
-use oblivion_coordinator::store::Db;
 use oblivion_e2e::cluster::Cluster;
 use oblivion_e2e::{Database, Network, Storage, example};
 use oblivion_protocol::api::{JobStatus, JobView};
+use oblivion_store::Db;
 use sqlx::Row;
 
 /// Fast failure detection, so that the test spends its time training.

@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use oblivion_coordinator::store::Db;
 use oblivion_e2e::{Database, Network, ScriptedWorker, example, honest_update};
 use oblivion_protocol::api::JobStatus;
+use oblivion_store::Db;
 
 oblivion_e2e::on_both_databases!(
     the_same_update_posted_twice_at_once_counts_once,

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use oblivion_coordinator::store::Artifacts;
 use oblivion_e2e::s3::S3Server;
 use oblivion_e2e::{Database, Network, ScratchDir, Storage, example, root};
 use oblivion_protocol::api::JobStatus;
+use oblivion_store::Artifacts;
 
 async fn round_trip(store: &Artifacts) {
     let sha = store.put(b"weights".to_vec()).await.unwrap();

@@ -4,17 +4,17 @@
 //! once, and a round is recorded at most once. Each case runs on SQLite and
 //! on a throwaway PostgreSQL cluster.
 
-use oblivion_coordinator::hub::Grant;
 use oblivion_coordinator::reputation::ReputationPolicy;
-use oblivion_coordinator::states::LeaseStatus;
-use oblivion_coordinator::store::{
-    Db, JobRefusal, JobRow, RoundRow, UpdateRefusal, UpdateRow, UpdateVerdict, now,
-};
 use oblivion_e2e::ScratchDir;
 use oblivion_e2e::postgres::Postgres;
 use oblivion_ml::screening::Verdict;
 use oblivion_protocol::api::{JobStatus, RoundMetrics, WorkerView};
+use oblivion_protocol::states::LeaseStatus;
 use oblivion_protocol::wire::{ClientKind, DeviceInfo};
+use oblivion_store::{
+    Db, JobRefusal, JobRow, Judge, NewLease, Record, RoundRow, UpdateRefusal, UpdateRow,
+    UpdateVerdict, now,
+};
 
 /// A fresh, empty database; dropping it removes it.
 struct Fresh {
@@ -140,6 +140,21 @@ async fn lease(db: &Db, job: u64, round: u32, shard: u32, worker: u64) -> Option
     grant(db, job, round, shard, worker, false).await
 }
 
+/// The default reputation policy's rule, as the coordinator applies it.
+fn default_rule(r: &Record<'_>) -> Option<String> {
+    ReputationPolicy::default().quarantine_reason(r.agreed, r.disputed, r.refuted, r.last_dispute)
+}
+
+/// Judges records by the default policy, now.
+fn judge() -> Judge<'static> {
+    let now = now();
+    Judge {
+        rule: &default_rule,
+        now,
+        released_before: now - ReputationPolicy::default().quarantine_for.as_secs_f64(),
+    }
+}
+
 /// Grants a lease, or a backup lease, on a slot; the lease id, if granted.
 async fn grant(
     db: &Db,
@@ -149,7 +164,7 @@ async fn grant(
     worker: u64,
     backup: bool,
 ) -> Option<u64> {
-    let g = Grant {
+    let g = NewLease {
         job,
         round,
         shard,
@@ -570,7 +585,7 @@ async fn funding_job(db: &Db) -> u64 {
 
 /// The schema of the builds before versioned migrations, as they created it.
 const SCHEMA_BEFORE_MIGRATIONS: &str =
-    include_str!("../../coordinator/migrations/sqlite/0001_initial.sql");
+    include_str!("../../store/migrations/sqlite/0001_initial.sql");
 
 #[tokio::test]
 async fn a_data_directory_from_before_migrations_upgrades_in_place() {
@@ -635,17 +650,10 @@ async fn recorded(
     next: u32,
     status: JobStatus,
 ) -> bool {
-    db.finish_round(
-        job,
-        instance,
-        &round_row(round),
-        next,
-        status,
-        &ReputationPolicy::default(),
-    )
-    .await
-    .unwrap()
-    .is_some()
+    db.finish_round(job, instance, &round_row(round), next, status, &judge())
+        .await
+        .unwrap()
+        .is_some()
 }
 
 /// Records `round` of `job` with `verdicts`; the quarantines it causes.
@@ -654,23 +662,16 @@ async fn judged_round(
     job: u64,
     round: u32,
     verdicts: &[UpdateVerdict],
-) -> Vec<oblivion_coordinator::store::Quarantined> {
+) -> Vec<oblivion_store::Quarantined> {
     assert!(db.claim_aggregation(job, round, "a", 0.0).await.unwrap());
     let row = RoundRow {
         verdicts: verdicts.to_vec(),
         ..round_row(round)
     };
-    db.finish_round(
-        job,
-        "a",
-        &row,
-        round + 1,
-        JobStatus::Running,
-        &ReputationPolicy::default(),
-    )
-    .await
-    .unwrap()
-    .expect("the round is recorded")
+    db.finish_round(job, "a", &row, round + 1, JobStatus::Running, &judge())
+        .await
+        .unwrap()
+        .expect("the round is recorded")
 }
 
 async fn only_verified_work_is_credited_and_a_quarantine_outlives_the_connection(url: &str) {
@@ -755,15 +756,14 @@ async fn only_verified_work_is_credited_and_a_quarantine_outlives_the_connection
     // Updates rejected on arrival count too, for anonymous workers by
     // their connection.
     let anonymous = worker(&db).await;
-    let policy = ReputationPolicy::default();
     assert!(
-        db.record_rejection(anonymous, "NaN", &policy, now())
+        db.record_rejection(anonymous, "NaN", &judge())
             .await
             .unwrap()
             .is_none()
     );
     let q = db
-        .record_rejection(anonymous, "NaN", &policy, now())
+        .record_rejection(anonymous, "NaN", &judge())
         .await
         .unwrap()
         .unwrap();

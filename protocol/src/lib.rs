@@ -10,6 +10,7 @@ mod error;
 pub mod job_privacy;
 pub mod privacy;
 pub mod spec;
+pub mod states;
 pub mod tab;
 pub mod wire;
 

@@ -9,4 +9,5 @@ pub mod hub;
 pub mod replication;
 pub mod reputation;
 pub mod round;
-pub mod states;
+/// The states of leases, which the store records.
+pub use oblivion_protocol::states;

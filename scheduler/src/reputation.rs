@@ -69,6 +69,29 @@ impl ReputationPolicy {
             && score(agreed, disputed) < self.min_score
     }
 
+    /// Why a record of `agreed`, `disputed` and `refuted` results (the
+    /// last dispute's reason being `last`) is quarantined, or `None`.
+    pub fn quarantine_reason(
+        &self,
+        agreed: u64,
+        disputed: u64,
+        refuted: u64,
+        last: &str,
+    ) -> Option<String> {
+        if self.refuted_too_often(refuted) {
+            Some(format!(
+                "{refuted} results refuted by replicas; last: {last}"
+            ))
+        } else if self.quarantines(agreed, disputed) {
+            Some(format!(
+                "{disputed} of {} results disputed; last: {last}",
+                agreed + disputed
+            ))
+        } else {
+            None
+        }
+    }
+
     /// Whether an account with this many agreed results is established:
     /// its result, with another established account's, may refute a third.
     pub fn may_refute(&self, agreed: u64) -> bool {

@@ -203,7 +203,7 @@ fn test() -> Result<()> {
     postgres()?;
     node_modules()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
-    scheduler_has_no_io()?;
+    layers_hold()?;
     // The escrow's unit, fuzz and invariant tests (solc-js; no network).
     forge(&["test"])?;
     // The browser build is also the proof that the ML core and the worker
@@ -238,41 +238,49 @@ fn linting(cmd: &mut Command) -> &mut Command {
     )
 }
 
-/// The crates the scheduling core must never depend on: it owns no
-/// runtime, database or HTTP server (scheduler/README.md).
-const NOT_IN_SCHEDULER: [&str; 3] = ["tokio", "sqlx", "axum"];
+/// The layers, as crates that must never depend on others, however
+/// indirectly: the scheduling core owns no runtime, database or HTTP
+/// server (scheduler/README.md), and the store knows nothing of
+/// scheduling or HTTP (store/README.md).
+const LAYERS: [(&str, &[&str]); 2] = [
+    ("oblivion-scheduler", &["tokio", "sqlx", "axum"]),
+    ("oblivion-store", &["oblivion-scheduler", "axum"]),
+];
 
-/// Fails if `oblivion-scheduler` depends on any of [`NOT_IN_SCHEDULER`],
-/// however indirectly, as `cargo tree` shows it.
-fn scheduler_has_no_io() -> Result<()> {
-    let out = cargo()
-        .args([
-            "tree",
-            "-p",
-            "oblivion-scheduler",
-            "-e",
-            "normal,build",
-            "--prefix",
-            "none",
-        ])
-        .output()
-        .context("cannot run cargo tree")?;
-    if !out.status.success() {
-        bail!(
-            "cargo tree failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+/// Fails if a crate of [`LAYERS`] depends on one it must not, as `cargo
+/// tree` shows it.
+fn layers_hold() -> Result<()> {
+    for (krate, forbidden) in LAYERS {
+        let out = cargo()
+            .args([
+                "tree",
+                "-p",
+                krate,
+                "-e",
+                "normal,build",
+                "--prefix",
+                "none",
+            ])
+            .output()
+            .context("cannot run cargo tree")?;
+        if !out.status.success() {
+            bail!(
+                "cargo tree failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let tree = String::from_utf8_lossy(&out.stdout);
+        let mut found: Vec<&str> = tree
+            .lines()
+            .filter_map(|l| l.split(' ').next())
+            .filter(|name| forbidden.contains(name))
+            .collect();
+        found.dedup();
+        if !found.is_empty() {
+            bail!("{krate} depends on {found:?}; it must build without them");
+        }
+        eprintln!("{krate}: no {forbidden:?} in its tree");
     }
-    let tree = String::from_utf8_lossy(&out.stdout);
-    let found: Vec<&str> = tree
-        .lines()
-        .filter_map(|l| l.split(' ').next())
-        .filter(|name| NOT_IN_SCHEDULER.contains(name))
-        .collect();
-    if !found.is_empty() {
-        bail!("oblivion-scheduler depends on {found:?}; it must build without them");
-    }
-    eprintln!("oblivion-scheduler: no {NOT_IN_SCHEDULER:?} in its tree");
     Ok(())
 }
 

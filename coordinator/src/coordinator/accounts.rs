@@ -11,7 +11,7 @@ use super::Coordinator;
 use super::leasing::token_hash;
 use crate::error::AppError;
 use crate::siwe::{self, Expected, rfc3339};
-use crate::store::{JobRow, now};
+use oblivion_store::{JobRow, now};
 
 /// The line a wallet shows when asked to sign in.
 const STATEMENT: &str = "Sign in to Oblivion with this account.";

@@ -19,7 +19,7 @@ use crate::round::{
     RoundBlob, RoundOutcome, RoundRules, aggregate_round, distinct_slots, one_update_per_shard,
     round_privacy,
 };
-use crate::store::{JobRow, RoundRow, UpdateRow, UpdateVerdict, now};
+use oblivion_store::{JobRow, RoundRow, UpdateRow, UpdateVerdict, now};
 
 /// First wait before a round whose aggregation met a transient fault is
 /// tried again; each further wait doubles.
@@ -231,6 +231,7 @@ impl Coordinator {
         } else {
             (round + 1, JobStatus::Running)
         };
+        let rule = self.quarantine_rule();
         let recorded = self
             .db
             .finish_round(
@@ -244,7 +245,7 @@ impl Coordinator {
                 },
                 next_round,
                 status,
-                &self.config.reputation,
+                &self.judge(&rule),
             )
             .await
             .map_err(AppError::db)?;

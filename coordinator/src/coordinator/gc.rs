@@ -56,7 +56,7 @@ impl Coordinator {
         let keep = self.config.keep_rounds;
         let before = SystemTime::now() - self.config.gc_grace;
         let mut done = Collected::default();
-        let now = crate::store::now();
+        let now = oblivion_store::now();
         for job in self
             .db
             .unfunded_jobs(now - self.config.funding_timeout.as_secs_f64(), BATCH)

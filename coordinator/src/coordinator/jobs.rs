@@ -18,7 +18,7 @@ use super::{Coordinator, blocking, budget, lock, ml_internal};
 use crate::datasets;
 use crate::error::AppError;
 use crate::hub::{LiveJob, ShardDetail};
-use crate::store::{JobRefusal, JobRow, NewPayment, now};
+use oblivion_store::{JobRefusal, JobRow, NewPayment, now};
 
 /// Model download formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -569,7 +569,7 @@ impl Coordinator {
         let uploaded =
             datasets::upload(bytes, &self.artifacts, self.config.max_dataset_bytes).await?;
         self.db
-            .add_upload(&uploaded.sha256, owner, crate::store::now())
+            .add_upload(&uploaded.sha256, owner, oblivion_store::now())
             .await
             .map_err(AppError::db)?;
         Ok(uploaded)

@@ -9,9 +9,9 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::{Coordinator, lock};
 use crate::error::AppError;
-use crate::hub::{Ended, Worker};
+use crate::hub::{Ended, Grant, Worker};
 use crate::states::LeaseStatus;
-use crate::store::{Backend, Quarantined, now};
+use oblivion_store::{Backend, Judge, NewLease, Quarantined, Record, now};
 
 /// How a worker's or a session's token is stored (so that any instance
 /// can check it, and a database dump does not hand it out).
@@ -24,7 +24,42 @@ pub(super) fn token_hash(token: &str) -> String {
 /// in characters (the rest is dropped).
 pub const MAX_RETURN_REASON_CHARS: usize = 256;
 
+/// The lease the store records for a planned grant.
+fn new_lease(g: &Grant) -> NewLease {
+    NewLease {
+        job: g.job,
+        round: g.round,
+        shard: g.shard,
+        base: g.base,
+        worker: g.worker,
+        backup: g.backup,
+    }
+}
+
 impl Coordinator {
+    /// Why a worker's record is quarantined, under this coordinator's
+    /// reputation policy (the store applies it as results come in).
+    pub(super) fn quarantine_rule(&self) -> impl Fn(&Record<'_>) -> Option<String> + Sync + '_ {
+        |r| {
+            let policy = &self.config.reputation;
+            policy.quarantine_reason(r.agreed, r.disputed, r.refuted, r.last_dispute)
+        }
+    }
+
+    /// The store's judge of records under `rule` (see
+    /// [`Coordinator::quarantine_rule`]), now.
+    pub(super) fn judge<'a>(
+        &self,
+        rule: &'a (dyn Fn(&Record<'_>) -> Option<String> + Sync),
+    ) -> Judge<'a> {
+        let now = now();
+        Judge {
+            rule,
+            now,
+            released_before: now - self.config.reputation.quarantine_for.as_secs_f64(),
+        }
+    }
+
     /// Workers connected now, to this instance and (as they last
     /// published them) to the others sharing its database.
     pub fn workers(&self) -> Vec<WorkerView> {
@@ -59,7 +94,7 @@ impl Coordinator {
         // worker's account.
         let identity = crate::reputation::identity(payout.as_deref(), id);
         let released_before =
-            crate::store::now() - self.config.reputation.quarantine_for.as_secs_f64();
+            oblivion_store::now() - self.config.reputation.quarantine_for.as_secs_f64();
         self.db
             .release_quarantine(&identity, released_before)
             .await
@@ -290,7 +325,8 @@ impl Coordinator {
         if plan.is_empty() {
             return;
         }
-        let granted = match self.db.grant_leases(&plan, &self.instance).await {
+        let leases: Vec<NewLease> = plan.iter().map(new_lease).collect();
+        let granted = match self.db.grant_leases(&leases, &self.instance).await {
             Ok(g) => g,
             Err(e) => {
                 tracing::error!("recording {} lease(s): {e}", plan.len());
@@ -305,7 +341,7 @@ impl Coordinator {
             let now = self.clock();
             for g in granted {
                 started |= g.started_job;
-                match hub.grant(g.grant, g.id, now) {
+                match hub.grant(plan[g.index], g.id, now) {
                     Some(lease) => {
                         if let (Some(task), Some(link)) =
                             (hub.task(&lease), links.get(&lease.worker))

@@ -38,7 +38,7 @@ use crate::datasets::DatasetCache;
 use crate::error::AppError;
 use crate::hub::{Hub, LeasePolicy, LiveJob, Shard, ShardState};
 use crate::limits::{ConnectionLimit, RateLimit};
-use crate::store::{Artifacts, Backend, Db, JobRow};
+use oblivion_store::{Artifacts, Backend, Db, JobRow};
 
 pub use accounts::Viewer;
 pub use gc::{Collected, DEFAULT_GRACE as GC_GRACE};
@@ -224,7 +224,11 @@ impl Coordinator {
                 if n % 120 == 0 {
                     reaper.uploads_rate.forget_idle();
                     reaper.sign_ins_rate.forget_idle();
-                    if let Err(e) = reaper.db.forget_expired_sign_ins(crate::store::now()).await {
+                    if let Err(e) = reaper
+                        .db
+                        .forget_expired_sign_ins(oblivion_store::now())
+                        .await
+                    {
                         tracing::warn!("forgetting expired sessions: {e}");
                     }
                 }

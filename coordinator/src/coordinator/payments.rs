@@ -32,7 +32,7 @@ use oblivion_protocol::api::{ChainInfo, PaymentState, PayoutView, RewardView, Se
 use super::Coordinator;
 use crate::config::ChainConfig;
 use crate::error::AppError;
-use crate::store::{Deposit, now};
+use oblivion_store::{Deposit, now};
 
 /// Most blocks read in one `eth_getLogs` (public nodes cap the range).
 const MAX_LOG_RANGE: u64 = 2_000;

@@ -16,7 +16,7 @@ use sqlx::postgres::PgListener;
 
 use super::{Coordinator, lock};
 use crate::error::AppError;
-use crate::store::{JOBS_CHANNEL, now};
+use oblivion_store::{JOBS_CHANNEL, now};
 
 /// A dirty-set entry meaning "reload every unfinished job" (after missed
 /// notifications).

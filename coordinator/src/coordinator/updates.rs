@@ -13,7 +13,7 @@ use super::leasing::token_hash;
 use super::{Coordinator, blocking, lock};
 use crate::error::AppError;
 use crate::hub::{Lease, Refusal, UpdateContext};
-use crate::store::{UpdateRefusal, UpdateRow, now};
+use oblivion_store::{UpdateRefusal, UpdateRow, now};
 
 /// Largest training loss an update may report (cross-entropy of a sane
 /// model is far below; the bound keeps nonsense out of the database).
@@ -65,9 +65,10 @@ impl Coordinator {
     /// quarantines it if the policy says so.
     pub(super) async fn count_against(&self, worker: u64, reason: &str) {
         self.hub().record_result(worker, false, 0);
+        let rule = self.quarantine_rule();
         match self
             .db
-            .record_rejection(worker, reason, &self.config.reputation, now())
+            .record_rejection(worker, reason, &self.judge(&rule))
             .await
         {
             Ok(q) => {

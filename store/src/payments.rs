@@ -6,7 +6,8 @@ use oblivion_protocol::api::{PaymentState, PaymentView, PayoutView, SettlementVi
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::db::Db;
+use crate::db::{Db, transaction};
+use crate::error::StoreError;
 
 /// A paid job's payment row, before its id exists.
 pub struct NewPayment<'a> {
@@ -57,7 +58,7 @@ pub struct AccountPayout {
     pub claimed: bool,
 }
 
-fn payment_from_row(r: &AnyRow) -> Result<PaymentRow, sqlx::Error> {
+fn payment_from_row(r: &AnyRow) -> Result<PaymentRow, StoreError> {
     let state: String = r.try_get("state")?;
     Ok(PaymentRow {
         job_id: r.try_get::<i64, _>("job_id")? as u64,
@@ -66,7 +67,7 @@ fn payment_from_row(r: &AnyRow) -> Result<PaymentRow, sqlx::Error> {
             spec_hash: r.try_get("spec_hash")?,
             amount: r.try_get("amount")?,
             state: PaymentState::parse(&state)
-                .ok_or_else(|| sqlx::Error::Decode(format!("bad payment state {state}").into()))?,
+                .ok_or_else(|| StoreError::corrupt(format!("bad payment state {state}")))?,
             deposit: r.try_get("deposit")?,
             deadline: r.try_get("deadline")?,
             settlement: None,
@@ -77,7 +78,7 @@ fn payment_from_row(r: &AnyRow) -> Result<PaymentRow, sqlx::Error> {
 
 impl Db {
     /// A paid job's payment, with its settlement once signed.
-    pub async fn payment(&self, job: u64) -> Result<Option<PaymentView>, sqlx::Error> {
+    pub async fn payment(&self, job: u64) -> Result<Option<PaymentView>, StoreError> {
         let Some(row) = sqlx::query("SELECT * FROM payments WHERE job_id = $1")
             .bind(job as i64)
             .fetch_optional(&self.pool)
@@ -91,7 +92,7 @@ impl Db {
     }
 
     /// The payment whose escrow key is `key`.
-    pub async fn payment_by_key(&self, key: &str) -> Result<Option<PaymentRow>, sqlx::Error> {
+    pub async fn payment_by_key(&self, key: &str) -> Result<Option<PaymentRow>, StoreError> {
         sqlx::query("SELECT * FROM payments WHERE job_key = $1")
             .bind(key)
             .fetch_optional(&self.pool)
@@ -104,37 +105,39 @@ impl Db {
     /// Records a confirmed deposit and opens the job (funding → pending),
     /// in one guarded transaction: true when it did, false when the job was
     /// no longer waiting (opened already, or cancelled).
-    pub async fn fund_job(&self, job: u64, deposit: &Deposit) -> Result<bool, sqlx::Error> {
-        let mut tx = self.write().await?;
-        let opened =
-            sqlx::query("UPDATE jobs SET status = 'pending' WHERE id = $1 AND status = 'funding'")
-                .bind(job as i64)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
+    pub async fn fund_job(&self, job: u64, deposit: &Deposit) -> Result<bool, StoreError> {
+        transaction!(self, |tx| {
+            let opened = sqlx::query(
+                "UPDATE jobs SET status = 'pending' WHERE id = $1 AND status = 'funding'",
+            )
+            .bind(job as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
                 == 1;
-        if !opened {
-            return Ok(false);
-        }
-        sqlx::query(
-            "UPDATE payments SET state = 'funded', deposit = $2, deadline = $3, \
-             funded_block = $4, funded_tx = $5 WHERE job_id = $1 AND state = 'awaiting_deposit'",
-        )
-        .bind(job as i64)
-        .bind(&deposit.amount)
-        .bind(deposit.deadline)
-        .bind(deposit.block as i64)
-        .bind(&deposit.tx)
-        .execute(&mut *tx)
-        .await?;
-        self.notify(&mut tx, job).await?;
-        tx.commit().await?;
-        Ok(true)
+            if !opened {
+                return Ok(false);
+            }
+            sqlx::query(
+                "UPDATE payments SET state = 'funded', deposit = $2, deadline = $3, \
+                 funded_block = $4, funded_tx = $5 WHERE job_id = $1 AND state = 'awaiting_deposit'",
+            )
+            .bind(job as i64)
+            .bind(&deposit.amount)
+            .bind(deposit.deadline)
+            .bind(deposit.block as i64)
+            .bind(&deposit.tx)
+            .execute(&mut *tx)
+            .await?;
+            self.notify(&mut tx, job).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
     }
 
     /// Records why a deposit seen for `job` was refused (the first reason
     /// stays: the escrow key admits one deposit).
-    pub async fn refuse_deposit(&self, job: u64, why: &str) -> Result<(), sqlx::Error> {
+    pub async fn refuse_deposit(&self, job: u64, why: &str) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE payments SET refusal = $2 WHERE job_id = $1 AND refusal IS NULL \
              AND state = 'awaiting_deposit'",
@@ -151,7 +154,7 @@ impl Db {
     /// sends itself once the grace has passed.
     pub async fn unsent_settlements(
         &self,
-    ) -> Result<Vec<(u64, String, SettlementView)>, sqlx::Error> {
+    ) -> Result<Vec<(u64, String, SettlementView)>, StoreError> {
         let rows = sqlx::query(
             "SELECT p.job_id, p.job_key FROM payments p JOIN settlements s ON s.job_id = p.job_id \
              WHERE p.state = 'funded' ORDER BY p.job_id",
@@ -170,7 +173,7 @@ impl Db {
 
     /// Funded paid jobs still unfinished whose deadline is before `now`:
     /// they can no longer be settled, so they fail.
-    pub async fn jobs_past_deadline(&self, now: f64, limit: u32) -> Result<Vec<u64>, sqlx::Error> {
+    pub async fn jobs_past_deadline(&self, now: f64, limit: u32) -> Result<Vec<u64>, StoreError> {
         sqlx::query(
             "SELECT p.job_id FROM payments p JOIN jobs j ON j.id = p.job_id \
              WHERE p.state = 'funded' AND p.deadline < $1 \
@@ -186,7 +189,7 @@ impl Db {
     }
 
     /// Completed paid jobs that have no settlement yet.
-    pub async fn unsettled_jobs(&self) -> Result<Vec<u64>, sqlx::Error> {
+    pub async fn unsettled_jobs(&self) -> Result<Vec<u64>, StoreError> {
         sqlx::query(
             "SELECT p.job_id FROM payments p JOIN jobs j ON j.id = p.job_id \
              WHERE j.status = 'completed' AND p.state = 'funded' \
@@ -203,7 +206,7 @@ impl Db {
     /// Credited samples of `job`'s verified updates, per proven payout
     /// address (anonymous workers' work is unpaid; work that did nothing
     /// or was disputed is unpaid).
-    pub async fn paid_work(&self, job: u64) -> Result<Vec<(String, u64)>, sqlx::Error> {
+    pub async fn paid_work(&self, job: u64) -> Result<Vec<(String, u64)>, StoreError> {
         sqlx::query(
             "SELECT w.payout_address AS account, CAST(SUM(u.samples) AS BIGINT) AS samples \
              FROM updates u JOIN workers w ON w.id = u.worker_id \
@@ -230,44 +233,46 @@ impl Db {
         job: u64,
         s: &SettlementView,
         signed_at: f64,
-    ) -> Result<(), sqlx::Error> {
-        let mut tx = self.write().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO settlements \
-             (job_id, root, total, model_hash, nonce, signature, signed_at, issued_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-        )
-        .bind(job as i64)
-        .bind(&s.root)
-        .bind(&s.total)
-        .bind(&s.model_hash)
-        .bind(s.nonce as i64)
-        .bind(&s.signature)
-        .bind(signed_at)
-        .bind(s.issued_at as i64)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if inserted {
-            for p in &s.payouts {
-                sqlx::query(
-                    "INSERT INTO payouts (job_id, idx, account, amount) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(job as i64)
-                .bind(p.index as i64)
-                .bind(&p.account)
-                .bind(&p.amount)
-                .execute(&mut *tx)
-                .await?;
+    ) -> Result<(), StoreError> {
+        transaction!(self, |tx| {
+            let inserted = sqlx::query(
+                "INSERT INTO settlements \
+                 (job_id, root, total, model_hash, nonce, signature, signed_at, issued_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            )
+            .bind(job as i64)
+            .bind(&s.root)
+            .bind(&s.total)
+            .bind(&s.model_hash)
+            .bind(s.nonce as i64)
+            .bind(&s.signature)
+            .bind(signed_at)
+            .bind(s.issued_at as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if inserted {
+                for p in &s.payouts {
+                    sqlx::query(
+                        "INSERT INTO payouts (job_id, idx, account, amount) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(job as i64)
+                    .bind(p.index as i64)
+                    .bind(&p.account)
+                    .bind(&p.amount)
+                    .execute(&mut *tx)
+                    .await?;
+                }
             }
-        }
-        self.notify(&mut tx, job).await?;
-        tx.commit().await
+            self.notify(&mut tx, job).await?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// What was signed for `job`, with its leaves.
-    pub async fn settlement(&self, job: u64) -> Result<Option<SettlementView>, sqlx::Error> {
+    pub async fn settlement(&self, job: u64) -> Result<Option<SettlementView>, StoreError> {
         let Some(r) = sqlx::query("SELECT * FROM settlements WHERE job_id = $1")
             .bind(job as i64)
             .fetch_optional(&self.pool)
@@ -288,7 +293,7 @@ impl Db {
                         amount: p.try_get("amount")?,
                     })
                 })
-                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+                .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(Some(SettlementView {
             root: r.try_get("root")?,
             total: r.try_get("total")?,
@@ -307,7 +312,7 @@ impl Db {
         key: &str,
         from: PaymentState,
         to: PaymentState,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<bool, StoreError> {
         Ok(
             sqlx::query("UPDATE payments SET state = $3 WHERE job_key = $1 AND state = $2")
                 .bind(key)
@@ -321,7 +326,7 @@ impl Db {
     }
 
     /// Marks a leaf claimed, as the chain showed.
-    pub async fn mark_claimed(&self, key: &str, index: u64) -> Result<(), sqlx::Error> {
+    pub async fn mark_claimed(&self, key: &str, index: u64) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE payouts SET claimed = 1 WHERE idx = $2 \
              AND job_id = (SELECT job_id FROM payments WHERE job_key = $1)",
@@ -334,7 +339,7 @@ impl Db {
     }
 
     /// Every payout leaf of `account` (lower-case hex), newest job first.
-    pub async fn payouts_of(&self, account: &str) -> Result<Vec<AccountPayout>, sqlx::Error> {
+    pub async fn payouts_of(&self, account: &str) -> Result<Vec<AccountPayout>, StoreError> {
         sqlx::query(
             "SELECT o.job_id, j.name, p.job_key, o.idx, o.account, o.amount, o.claimed, p.state \
              FROM payouts o JOIN payments p ON p.job_id = o.job_id JOIN jobs j ON j.id = o.job_id \
@@ -363,7 +368,7 @@ impl Db {
     }
 
     /// The last block read on `chain` and its hash.
-    pub async fn chain_cursor(&self, chain: u64) -> Result<Option<(u64, String)>, sqlx::Error> {
+    pub async fn chain_cursor(&self, chain: u64) -> Result<Option<(u64, String)>, StoreError> {
         sqlx::query("SELECT block, block_hash FROM chain_cursor WHERE chain_id = $1")
             .bind(chain as i64)
             .fetch_optional(&self.pool)
@@ -383,7 +388,7 @@ impl Db {
         chain: u64,
         block: u64,
         hash: &str,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO chain_cursor (chain_id, block, block_hash) VALUES ($1, $2, $3) \
              ON CONFLICT (chain_id) DO UPDATE SET block = excluded.block, \

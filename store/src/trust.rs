@@ -9,12 +9,12 @@ use sqlx::{Any, Row, Transaction};
 
 use oblivion_ml::screening::Verdict;
 
-use super::db::Db;
-use crate::reputation::ReputationPolicy;
+use crate::db::{Db, transaction};
+use crate::error::StoreError;
 
 /// A worker's identity as SQL over `workers w`: its payout account, else
-/// its connection (as [`crate::reputation::identity`] spells it).
-pub(super) const IDENTITY: &str = "COALESCE(w.payout_address, 'worker:' || CAST(w.id AS TEXT))";
+/// its connection (as the scheduling core's `reputation::identity` spells it).
+pub(crate) const IDENTITY: &str = "COALESCE(w.payout_address, 'worker:' || CAST(w.id AS TEXT))";
 
 /// Ends a quarantine (`$1` the identity) that began before `$2`: the
 /// record starts afresh.
@@ -38,10 +38,36 @@ pub struct UpdateVerdict {
 /// A worker identity newly put in quarantine, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Quarantined {
-    /// The identity ([`crate::reputation::identity`]).
+    /// The identity (an account, else `worker:<id>`).
     pub identity: String,
     /// Why, for the API and the Network page.
     pub reason: String,
+}
+
+/// An identity's record, as a quarantine rule reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// Results that agreed with their round.
+    pub agreed: u64,
+    /// Results disputed or rejected.
+    pub disputed: u64,
+    /// Results refuted by replicas.
+    pub refuted: u64,
+    /// Why the last disputed one was.
+    pub last_dispute: &'a str,
+}
+
+/// How records are judged as results come in. The rule is the scheduling
+/// core's reputation policy; the store keeps the records and applies it in
+/// the transaction that adds a result.
+#[derive(Clone, Copy)]
+pub struct Judge<'a> {
+    /// Why a record is quarantined, or `None` while it is not.
+    pub rule: &'a (dyn Fn(&Record<'_>) -> Option<String> + Sync),
+    /// Now (Unix seconds).
+    pub now: f64,
+    /// A quarantine begun before this has ended: its record starts afresh.
+    pub released_before: f64,
 }
 
 /// One result for a worker's record.
@@ -67,15 +93,14 @@ impl Db {
     /// Writes `verdicts` of `job`'s `round`, credits the verified work and
     /// updates the reputations within `tx`; returns the identities this
     /// quarantines.
-    pub(super) async fn record_verdicts(
+    pub(crate) async fn record_verdicts(
         &self,
         tx: &mut Transaction<'static, Any>,
         job: u64,
         round: u32,
         verdicts: &[UpdateVerdict],
-        policy: &ReputationPolicy,
-        now: f64,
-    ) -> Result<Vec<Quarantined>, sqlx::Error> {
+        judge: &Judge<'_>,
+    ) -> Result<Vec<Quarantined>, StoreError> {
         let mut quarantined = Vec::new();
         for v in verdicts {
             sqlx::query(
@@ -108,10 +133,7 @@ impl Db {
                 (Verdict::Refuted(_), Some(r)) => Outcome::Refuted(r),
                 (_, Some(r)) => Outcome::Disputed(r),
             };
-            if let Some(q) = self
-                .add_result(tx, v.worker_id, result, policy, now)
-                .await?
-            {
+            if let Some(q) = self.add_result(tx, v.worker_id, result, judge).await? {
                 quarantined.push(q);
             }
         }
@@ -124,15 +146,15 @@ impl Db {
         &self,
         worker_id: u64,
         reason: &str,
-        policy: &ReputationPolicy,
-        now: f64,
-    ) -> Result<Option<Quarantined>, sqlx::Error> {
-        let mut tx = self.write().await?;
-        let q = self
-            .add_result(&mut tx, worker_id, Outcome::Disputed(reason), policy, now)
-            .await?;
-        tx.commit().await?;
-        Ok(q)
+        judge: &Judge<'_>,
+    ) -> Result<Option<Quarantined>, StoreError> {
+        transaction!(self, |tx| {
+            let q = self
+                .add_result(&mut tx, worker_id, Outcome::Disputed(reason), judge)
+                .await?;
+            tx.commit().await?;
+            Ok(q)
+        })
     }
 
     /// Adds one result to the worker's record, and quarantines it when
@@ -142,9 +164,8 @@ impl Db {
         tx: &mut Transaction<'static, Any>,
         worker_id: u64,
         result: Outcome<'_>,
-        policy: &ReputationPolicy,
-        now: f64,
-    ) -> Result<Option<Quarantined>, sqlx::Error> {
+        judge: &Judge<'_>,
+    ) -> Result<Option<Quarantined>, StoreError> {
         let Some(identity) = sqlx::query(&format!(
             "SELECT {IDENTITY} AS identity FROM workers w WHERE w.id = $1"
         ))
@@ -158,7 +179,7 @@ impl Db {
         };
         sqlx::query(RELEASE_QUARANTINE)
             .bind(&identity)
-            .bind(now - policy.quarantine_for.as_secs_f64())
+            .bind(judge.released_before)
             .execute(&mut **tx)
             .await?;
         let (agreed, disputed, refuted, why): (i64, i64, i64, Option<&str>) = match result {
@@ -179,7 +200,7 @@ impl Db {
         .bind(disputed)
         .bind(refuted)
         .bind(why)
-        .bind(now)
+        .bind(judge.now)
         .execute(&mut **tx)
         .await?;
         let row = sqlx::query(
@@ -197,14 +218,13 @@ impl Db {
         let refuted = row.try_get::<i64, _>("refuted")? as u64;
         let last: Option<String> = row.try_get("last_dispute")?;
         let last = last.unwrap_or_default();
-        let reason = if policy.refuted_too_often(refuted) {
-            format!("{refuted} results refuted by replicas; last: {last}")
-        } else if policy.quarantines(agreed, disputed) {
-            format!(
-                "{disputed} of {} results disputed; last: {last}",
-                agreed + disputed
-            )
-        } else {
+        let record = Record {
+            agreed,
+            disputed,
+            refuted,
+            last_dispute: &last,
+        };
+        let Some(reason) = (judge.rule)(&record) else {
             return Ok(None);
         };
         sqlx::query(
@@ -212,7 +232,7 @@ impl Db {
              WHERE identity = $1 AND quarantined_at IS NULL",
         )
         .bind(&identity)
-        .bind(now)
+        .bind(judge.now)
         .bind(&reason)
         .execute(&mut **tx)
         .await?;
@@ -225,7 +245,7 @@ impl Db {
         &self,
         identity: &str,
         released_before: f64,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), StoreError> {
         sqlx::query(RELEASE_QUARANTINE)
             .bind(identity)
             .bind(released_before)
@@ -243,7 +263,7 @@ impl Db {
         workers: &[u64],
         min_agreed: u64,
         since: f64,
-    ) -> Result<HashMap<u64, String>, sqlx::Error> {
+    ) -> Result<HashMap<u64, String>, StoreError> {
         let mut workers = workers.to_vec();
         workers.sort_unstable();
         workers.dedup();
@@ -269,7 +289,7 @@ impl Db {
     }
 
     /// The record of `identity`, if it has one.
-    pub async fn reputation(&self, identity: &str) -> Result<Option<Reputation>, sqlx::Error> {
+    pub async fn reputation(&self, identity: &str) -> Result<Option<Reputation>, StoreError> {
         sqlx::query(
             "SELECT agreed, disputed, reason, quarantined_at FROM reputations WHERE identity = $1",
         )
@@ -290,11 +310,11 @@ impl Db {
 
     /// Why the worker's identity is quarantined, if it is (checked in the
     /// transaction that accepts an update, so every instance refuses one).
-    pub(super) async fn quarantine_of(
+    pub(crate) async fn quarantine_of(
         &self,
         tx: &mut Transaction<'static, Any>,
         worker_id: u64,
-    ) -> Result<Option<String>, sqlx::Error> {
+    ) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query(&format!(
             "SELECT r.reason AS reason FROM workers w JOIN reputations r ON r.identity = {IDENTITY} \
              WHERE w.id = $1 AND r.quarantined_at IS NOT NULL"

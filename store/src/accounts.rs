@@ -3,7 +3,8 @@
 
 use sqlx::Row;
 
-use super::db::{Db, UNFINISHED};
+use crate::db::{Db, UNFINISHED};
+use crate::error::StoreError;
 
 /// Who may read an artifact, from every job and upload that names it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,7 +22,7 @@ pub struct Readers {
 
 impl Db {
     /// Records a sign-in nonce valid until `expires_at`.
-    pub async fn add_nonce(&self, nonce: &str, expires_at: f64) -> Result<(), sqlx::Error> {
+    pub async fn add_nonce(&self, nonce: &str, expires_at: f64) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO auth_nonces (nonce, expires_at) VALUES ($1, $2)")
             .bind(nonce)
             .bind(expires_at)
@@ -33,7 +34,7 @@ impl Db {
     /// Uses up `nonce`: true when it was issued, unexpired and unused. One
     /// `DELETE`, so of two concurrent sign-ins with one nonce exactly one
     /// wins, on any instance.
-    pub async fn take_nonce(&self, nonce: &str, now: f64) -> Result<bool, sqlx::Error> {
+    pub async fn take_nonce(&self, nonce: &str, now: f64) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM auth_nonces WHERE nonce = $1 AND expires_at > $2")
             .bind(nonce)
             .bind(now)
@@ -49,7 +50,7 @@ impl Db {
         address: &str,
         now: f64,
         expires_at: f64,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO sessions (token_hash, address, created_at, expires_at) \
              VALUES ($1, $2, $3, $4)",
@@ -68,7 +69,7 @@ impl Db {
         &self,
         token_hash: &str,
         now: f64,
-    ) -> Result<Option<(String, f64)>, sqlx::Error> {
+    ) -> Result<Option<(String, f64)>, StoreError> {
         sqlx::query(
             "SELECT address, expires_at FROM sessions WHERE token_hash = $1 AND expires_at > $2",
         )
@@ -81,7 +82,7 @@ impl Db {
     }
 
     /// Ends a session.
-    pub async fn end_session(&self, token_hash: &str) -> Result<(), sqlx::Error> {
+    pub async fn end_session(&self, token_hash: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
             .bind(token_hash)
             .execute(&self.pool)
@@ -90,7 +91,7 @@ impl Db {
     }
 
     /// Forgets expired nonces and sessions; returns how many.
-    pub async fn forget_expired_sign_ins(&self, now: f64) -> Result<u64, sqlx::Error> {
+    pub async fn forget_expired_sign_ins(&self, now: f64) -> Result<u64, StoreError> {
         let nonces = sqlx::query("DELETE FROM auth_nonces WHERE expires_at <= $1")
             .bind(now)
             .execute(&self.pool)
@@ -103,7 +104,7 @@ impl Db {
     }
 
     /// Records that `owner` uploaded the dataset file `sha`.
-    pub async fn add_upload(&self, sha: &str, owner: &str, now: f64) -> Result<(), sqlx::Error> {
+    pub async fn add_upload(&self, sha: &str, owner: &str, now: f64) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO uploads (sha256, owner, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT DO NOTHING",
@@ -122,7 +123,7 @@ impl Db {
         &self,
         before: f64,
         limit: u32,
-    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+    ) -> Result<Vec<(String, String)>, StoreError> {
         sqlx::query(&format!(
             "SELECT u.sha256 AS sha, u.owner AS owner FROM uploads u WHERE u.created_at < $1 \
              AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.status IN {UNFINISHED} \
@@ -140,7 +141,7 @@ impl Db {
 
     /// Forgets an upload of `sha` by `owner`; returns whether anyone else
     /// still holds an upload of the same file.
-    pub async fn forget_upload(&self, sha: &str, owner: &str) -> Result<bool, sqlx::Error> {
+    pub async fn forget_upload(&self, sha: &str, owner: &str) -> Result<bool, StoreError> {
         sqlx::query("DELETE FROM uploads WHERE sha256 = $1 AND owner = $2")
             .bind(sha)
             .bind(owner)
@@ -157,7 +158,7 @@ impl Db {
 
     /// Paid jobs still waiting for a deposit that were created before
     /// `before` (Unix seconds), at most `limit`.
-    pub async fn unfunded_jobs(&self, before: f64, limit: u32) -> Result<Vec<u64>, sqlx::Error> {
+    pub async fn unfunded_jobs(&self, before: f64, limit: u32) -> Result<Vec<u64>, StoreError> {
         sqlx::query(
             "SELECT id FROM jobs WHERE status = 'funding' AND created_at < $1 ORDER BY id LIMIT $2",
         )
@@ -171,7 +172,7 @@ impl Db {
     }
 
     /// Whether `owner` uploaded the dataset file `sha`.
-    pub async fn uploaded_by(&self, sha: &str, owner: &str) -> Result<bool, sqlx::Error> {
+    pub async fn uploaded_by(&self, sha: &str, owner: &str) -> Result<bool, StoreError> {
         Ok(
             sqlx::query("SELECT 1 AS one FROM uploads WHERE sha256 = $1 AND owner = $2")
                 .bind(sha)
@@ -184,7 +185,7 @@ impl Db {
 
     /// Who may read artifact `sha`: from the jobs whose weights, data or
     /// updates it is, and the uploads that are it.
-    pub async fn artifact_readers(&self, sha: &str) -> Result<Readers, sqlx::Error> {
+    pub async fn artifact_readers(&self, sha: &str) -> Result<Readers, StoreError> {
         // `unpaid`: 1 for the weights of a paid job whose payment is not
         // settled (BIGINT, so that both dialects agree on the type).
         let rows = sqlx::query(
@@ -227,7 +228,7 @@ impl Db {
     /// Whether the worker whose token hashes to `token_hash` holds an
     /// active lease that needs artifact `sha` (its shard's data or its
     /// job's current weights).
-    pub async fn lease_needs(&self, token_hash: &str, sha: &str) -> Result<bool, sqlx::Error> {
+    pub async fn lease_needs(&self, token_hash: &str, sha: &str) -> Result<bool, StoreError> {
         Ok(sqlx::query(
             "SELECT 1 AS one FROM leases l JOIN workers w ON w.id = l.worker_id \
              JOIN job_shards s ON s.job_id = l.job_id AND s.shard = COALESCE(l.base, l.shard) \

@@ -1,0 +1,130 @@
+//! What the collector may delete: the blobs of aggregated rounds and of
+//! finished jobs, and whether anything still names a blob.
+
+use sqlx::Row;
+
+use crate::db::{Db, UNFINISHED, now};
+use crate::error::StoreError;
+
+impl Db {
+    /// Updates of aggregated rounds whose blobs are still to collect:
+    /// (job, round, shard, sha), at most `limit`.
+    pub async fn collectable_updates(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(u64, u32, u32, String)>, StoreError> {
+        sqlx::query(
+            "SELECT u.job_id, u.round, u.shard, u.update_sha FROM updates u \
+             WHERE u.collected = 0 AND EXISTS \
+             (SELECT 1 FROM rounds r WHERE r.job_id = u.job_id AND r.round = u.round) \
+             ORDER BY u.job_id, u.round, u.shard LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<i64, _>("job_id")? as u64,
+                r.try_get::<i64, _>("round")? as u32,
+                r.try_get::<i64, _>("shard")? as u32,
+                r.try_get("update_sha")?,
+            ))
+        })
+        .collect()
+    }
+
+    /// Marks an update's blob collected.
+    pub async fn update_collected(
+        &self,
+        job: u64,
+        round: u32,
+        shard: u32,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE updates SET collected = 1 WHERE job_id = $1 AND round = $2 AND shard = $3",
+        )
+        .bind(job as i64)
+        .bind(i64::from(round))
+        .bind(i64::from(shard))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Finished jobs whose artifacts are still to collect, with the blobs
+    /// they no longer need: data shards, the validation split, every
+    /// update, and the weights of all but their last `keep_rounds` rounds
+    /// (their current model stays).
+    pub async fn collectable_jobs(
+        &self,
+        keep_rounds: u32,
+        limit: u32,
+    ) -> Result<Vec<(u64, Vec<String>)>, StoreError> {
+        let ids: Vec<(i64, String)> = sqlx::query(&format!(
+            "SELECT id, validation_sha FROM jobs WHERE status NOT IN {UNFINISHED} \
+             AND collected_at IS NULL ORDER BY id LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("validation_sha")?)))
+        .collect::<Result<_, StoreError>>()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, validation) in ids {
+            let mut shas = vec![validation];
+            for r in sqlx::query(
+                "SELECT data_sha AS sha FROM job_shards WHERE job_id = $1 \
+                 UNION SELECT update_sha AS sha FROM updates WHERE job_id = $1 \
+                 UNION SELECT global_sha AS sha FROM rounds WHERE job_id = $1 AND round <= \
+                 (SELECT COALESCE(MAX(round), 0) FROM rounds WHERE job_id = $1) - $2",
+            )
+            .bind(id)
+            .bind(i64::from(keep_rounds))
+            .fetch_all(&self.pool)
+            .await?
+            {
+                shas.push(r.try_get("sha")?);
+            }
+            out.push((id as u64, shas));
+        }
+        Ok(out)
+    }
+
+    /// Marks a finished job's artifacts collected.
+    pub async fn job_collected(&self, job: u64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET collected_at = $2 WHERE id = $1")
+            .bind(job as i64)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether anything still needs the blob `sha`: an unfinished job's
+    /// shards, validation split or round weights, any job's current
+    /// model, the kept round weights of a finished job, or an update of a
+    /// round not yet aggregated.
+    pub async fn is_referenced(&self, sha: &str, keep_rounds: u32) -> Result<bool, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT CAST(CASE WHEN \
+             EXISTS (SELECT 1 FROM job_shards s JOIN jobs j ON j.id = s.job_id \
+                     WHERE s.data_sha = $1 AND j.status IN {UNFINISHED}) \
+             OR EXISTS (SELECT 1 FROM jobs WHERE global_sha = $1) \
+             OR EXISTS (SELECT 1 FROM jobs WHERE validation_sha = $1 AND status IN {UNFINISHED}) \
+             OR EXISTS (SELECT 1 FROM rounds r JOIN jobs j ON j.id = r.job_id \
+                        WHERE r.global_sha = $1 AND (j.status IN {UNFINISHED} OR r.round > \
+                        (SELECT MAX(round) FROM rounds WHERE job_id = j.id) - $2)) \
+             OR EXISTS (SELECT 1 FROM updates u WHERE u.update_sha = $1 AND u.collected = 0 \
+                        AND NOT EXISTS (SELECT 1 FROM rounds r \
+                                        WHERE r.job_id = u.job_id AND r.round = u.round)) \
+             THEN 1 ELSE 0 END AS BIGINT) AS used"
+        ))
+        .bind(sha)
+        .bind(i64::from(keep_rounds))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>("used")? == 1)
+    }
+}

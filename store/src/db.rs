@@ -1,0 +1,184 @@
+//! The database: the one source of truth for jobs, rounds, shards, leases,
+//! updates and workers' counters. SQLite (embedded, the default) or
+//! PostgreSQL, through sqlx's `Any` driver so that both run the same
+//! queries (`$N` placeholders, `RETURNING`, `ON CONFLICT DO NOTHING` are
+//! common to both).
+//!
+//! Every state change is one transaction ([`transaction!`]) whose
+//! `UPDATE … WHERE status = …` guards are checked by rows affected; the
+//! schema adds what the code must not be trusted with alone (one active
+//! lease per shard, one update per shard and round, job statuses that only
+//! move forward, a log of every status change). Schema changes are
+//! versioned migrations. The methods live beside what they store: jobs,
+//! rounds, leases, updates, workers, collection, trust, accounts, payments.
+
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, AnyPool, Executor, Transaction};
+
+use crate::backend::Backend;
+use crate::error::{ErrorKind, StoreError};
+use crate::migrations;
+
+/// Seconds since the Unix epoch, with fractions (for records; expiry runs
+/// on a monotonic clock).
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// Handle on the database.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub(crate) pool: AnyPool,
+    pub(crate) backend: Backend,
+}
+
+/// How many times a transaction is tried again after a transient failure.
+pub(crate) const RETRIES: u32 = 4;
+
+/// The wait before try `n` (1, 2, …) again: 10, 20, 40, 80 ms.
+pub(crate) fn backoff(n: u32) -> Duration {
+    Duration::from_millis(5 << n.min(8))
+}
+
+/// One attempt of a [`transaction!`], typed: its `?`s convert to
+/// [`StoreError`].
+pub(crate) fn attempt<T, F: Future<Output = Result<T, StoreError>>>(f: F) -> F {
+    f
+}
+
+/// Runs `$body` in a write transaction `$tx` (the body commits it, or
+/// returns early to roll it back), and runs it again from the start
+/// whenever it fails transiently ([`StoreError::is_transient`]): up to
+/// [`RETRIES`] more times, backing off. The one way the store changes
+/// state in a transaction. (A macro: a helper taking an async closure over
+/// the transaction would tie its future to the borrow, and lose `Send`.)
+macro_rules! transaction {
+    ($db:expr, |$tx:ident| $body:block) => {{
+        let mut tries = 0u32;
+        loop {
+            let attempt = $crate::db::attempt(async {
+                #[allow(unused_mut)]
+                let mut $tx = $db.write().await?;
+                $body
+            })
+            .await;
+            match attempt {
+                Err(e) if e.is_transient() && tries < $crate::db::RETRIES => {
+                    tries += 1;
+                    ::tokio::time::sleep($crate::db::backoff(tries)).await;
+                }
+                result => break result,
+            }
+        }
+    }};
+}
+pub(crate) use transaction;
+
+/// The PostgreSQL channel on which changed jobs are announced (payload:
+/// the job id).
+pub const JOBS_CHANNEL: &str = "oblivion_jobs";
+
+/// Statuses of a job that has not finished (it may be cancelled or failed
+/// from them, and nothing of it is collected).
+pub(crate) const UNFINISHED: &str = "('funding', 'pending', 'running')";
+/// Statuses of a job being trained (a paid job waiting for its deposit is
+/// not).
+pub(crate) const TRAINING: &str = "('pending', 'running')";
+
+impl Db {
+    /// Connects to `url` (creating an SQLite file if missing) and brings
+    /// the schema up to date.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Db, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of(url).map_err(|e| StoreError::new(ErrorKind::Other, e))?;
+        let mut options = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30));
+        let url = match backend {
+            Backend::Sqlite => {
+                options = options.after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // WAL: readers never wait for the writer. NORMAL:
+                        // a commit is in the log before it returns, so a
+                        // killed process loses nothing committed; only a
+                        // power cut may lose the last commits (SQLite's
+                        // advice for WAL; fsync per commit would cap the
+                        // coordinator at a few hundred changes a second).
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 10000;",
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                });
+                if url.contains('?') {
+                    url.to_string()
+                } else {
+                    format!("{url}?mode=rwc")
+                }
+            }
+            Backend::Postgres => url.to_string(),
+        };
+        let pool = options.connect(&url).await?;
+        migrations::run(&pool, backend).await?;
+        Ok(Db { pool, backend })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// `FOR SHARE` where the database has row locks: taken on a job's row
+    /// by changes that depend on its status, so that a concurrent cancel
+    /// (which updates the row) waits for them, and they for it.
+    pub(crate) fn share_lock(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR SHARE",
+        }
+    }
+
+    /// Row-lock clause for a row a transaction is about to change, taken
+    /// before it reads what the change depends on (nothing on SQLite,
+    /// whose write transactions hold the whole database).
+    pub(crate) fn update_lock(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// Tells every instance listening (PostgreSQL's NOTIFY, delivered when
+    /// the transaction commits) that `job` changed; nothing on SQLite,
+    /// which one instance uses alone.
+    pub(crate) async fn notify(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        job: u64,
+    ) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(JOBS_CHANNEL)
+                .bind(job.to_string())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A transaction that will write. SQLite takes its write lock at once,
+    /// so that two writers never deadlock upgrading from read to write.
+    pub(crate) async fn write(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+}

@@ -1,0 +1,295 @@
+//! Jobs in the database: their rows, their shards and every status they
+//! have had.
+
+use oblivion_protocol::JobSpec;
+use oblivion_protocol::api::JobStatus;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::db::{Db, TRAINING, UNFINISHED, now, transaction};
+use crate::error::StoreError;
+
+/// A job as stored.
+#[derive(Clone, Debug)]
+pub struct JobRow {
+    /// Id.
+    pub id: u64,
+    /// The validated spec.
+    pub spec: JobSpec,
+    /// Life-cycle state.
+    pub status: JobStatus,
+    /// Round in progress (or last, once finished).
+    pub round: u32,
+    /// Current global weights.
+    pub global_sha: String,
+    /// Shape of one sample.
+    pub input_shape: Vec<usize>,
+    /// Number of classes.
+    pub classes: usize,
+    /// Tabular normalisation, JSON.
+    pub normalization: Option<String>,
+    /// Validation shard.
+    pub validation_sha: String,
+    /// Training samples.
+    pub train_samples: u64,
+    /// Validation samples.
+    pub validation_samples: u64,
+    /// When the current round started.
+    pub round_started_at: f64,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Creation time (Unix seconds).
+    pub created_at: i64,
+    /// Its owner: the account that created it (lower-case `0x` hex). Jobs
+    /// from before accounts hold the client's IP address here: no owner.
+    pub creator: Option<String>,
+    /// The current round's replica slots: the shard each slot beyond the
+    /// shards trains again (slot `shards + k` copies `round_replicas[k]`).
+    pub round_replicas: Vec<u32>,
+}
+
+/// Why a guarded change of a job did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobRefusal {
+    /// No such job.
+    Missing,
+    /// The job is in this state, which does not allow it.
+    State(JobStatus),
+}
+
+fn status_of(text: &str) -> Result<JobStatus, StoreError> {
+    JobStatus::parse(text).ok_or_else(|| StoreError::corrupt(format!("bad status {text}")))
+}
+
+fn job_from_row(row: &AnyRow) -> Result<JobRow, StoreError> {
+    let spec: String = row.try_get("spec")?;
+    let status: String = row.try_get("status")?;
+    let shape: String = row.try_get("input_shape")?;
+    Ok(JobRow {
+        id: row.try_get::<i64, _>("id")? as u64,
+        spec: serde_json::from_str(&spec)?,
+        status: status_of(&status)?,
+        round: row.try_get::<i64, _>("round")? as u32,
+        global_sha: row.try_get("global_sha")?,
+        input_shape: serde_json::from_str(&shape)?,
+        classes: row.try_get::<i64, _>("classes")? as usize,
+        normalization: row.try_get("normalization")?,
+        validation_sha: row.try_get("validation_sha")?,
+        train_samples: row.try_get::<i64, _>("train_samples")? as u64,
+        validation_samples: row.try_get::<i64, _>("validation_samples")? as u64,
+        round_started_at: row.try_get("round_started_at")?,
+        error: row.try_get("error")?,
+        created_at: row.try_get("created_at")?,
+        creator: row.try_get("creator")?,
+        round_replicas: {
+            let text: String = row.try_get("round_replicas")?;
+            serde_json::from_str(&text)?
+        },
+    })
+}
+
+impl Db {
+    /// Stores a new job and its shards; returns its id.
+    pub async fn insert_job(
+        &self,
+        job: &JobRow,
+        shards: &[(String, u64)],
+    ) -> Result<u64, StoreError> {
+        self.insert_paid_job(job, shards, None).await
+    }
+
+    /// Stores a new job, its shards and, for a paid job, its payment row
+    /// (whose escrow key depends on the id), in one transaction.
+    pub async fn insert_paid_job(
+        &self,
+        job: &JobRow,
+        shards: &[(String, u64)],
+        payment: Option<&super::NewPayment<'_>>,
+    ) -> Result<u64, StoreError> {
+        transaction!(self, |tx| {
+            let id: i64 = sqlx::query(
+                "INSERT INTO jobs (name, spec, status, round, global_sha, input_shape, classes, \
+                 normalization, validation_sha, train_samples, validation_samples, round_started_at, \
+                 error, created_at, creator, visibility, round_slots, round_replicas) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                 $17, $18) RETURNING id",
+            )
+            .bind(&job.spec.name)
+            .bind(serde_json::to_string(&job.spec)?)
+            .bind(job.status.as_str())
+            .bind(i64::from(job.round))
+            .bind(&job.global_sha)
+            .bind(serde_json::to_string(&job.input_shape)?)
+            .bind(job.classes as i64)
+            .bind(&job.normalization)
+            .bind(&job.validation_sha)
+            .bind(job.train_samples as i64)
+            .bind(job.validation_samples as i64)
+            .bind(job.round_started_at)
+            .bind(&job.error)
+            .bind(job.created_at)
+            .bind(&job.creator)
+            .bind(job.spec.visibility.as_str())
+            .bind((shards.len() + job.round_replicas.len()) as i64)
+            .bind(serde_json::to_string(&job.round_replicas)?)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("id")?;
+            for (i, (sha, samples)) in shards.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO job_shards (job_id, shard, data_sha, samples) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(id)
+                .bind(i as i64)
+                .bind(sha)
+                .bind(*samples as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
+            if let Some(p) = payment {
+                sqlx::query(
+                    "INSERT INTO payments (job_id, job_key, spec_hash, amount, state) \
+                     VALUES ($1, $2, $3, $4, 'awaiting_deposit')",
+                )
+                .bind(id)
+                .bind((p.job_key)(id as u64))
+                .bind(p.spec_hash)
+                .bind(p.amount)
+                .execute(&mut *tx)
+                .await?;
+            }
+            self.notify(&mut tx, id as u64).await?;
+            tx.commit().await?;
+            Ok(id as u64)
+        })
+    }
+
+    /// One job.
+    pub async fn job(&self, id: u64) -> Result<Option<JobRow>, StoreError> {
+        sqlx::query("SELECT * FROM jobs WHERE id = $1")
+            .bind(id as i64)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(job_from_row)
+            .transpose()
+    }
+
+    /// All jobs, newest first.
+    pub async fn jobs(&self) -> Result<Vec<JobRow>, StoreError> {
+        sqlx::query("SELECT * FROM jobs ORDER BY id DESC")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(job_from_row)
+            .collect()
+    }
+
+    /// Jobs still to train (pending or running), oldest first.
+    pub async fn unfinished_jobs(&self) -> Result<Vec<JobRow>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT * FROM jobs WHERE status IN {TRAINING} ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(job_from_row)
+        .collect()
+    }
+
+    /// Jobs submitted by `creator` that have not finished.
+    pub async fn jobs_in_flight(&self, creator: &str) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query(&format!(
+            "SELECT COUNT(*) AS n FROM jobs WHERE creator = $1 AND status IN {UNFINISHED}"
+        ))
+        .bind(creator)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?;
+        Ok(n as u64)
+    }
+
+    /// Ends a job that has not finished: `Cancelled` (revoking its active
+    /// leases) or `Failed` (with `error`), in one transaction. Refused when
+    /// the job already finished, whatever raced with it.
+    pub async fn finish_job(
+        &self,
+        id: u64,
+        status: JobStatus,
+        error: Option<&str>,
+    ) -> Result<Result<(), JobRefusal>, StoreError> {
+        transaction!(self, |tx| {
+            let changed = sqlx::query(&format!(
+                "UPDATE jobs SET status = $2, error = COALESCE($3, error), \
+                 aggregation_claim = NULL, aggregation_claimed_at = NULL \
+                 WHERE id = $1 AND status IN {UNFINISHED}"
+            ))
+            .bind(id as i64)
+            .bind(status.as_str())
+            .bind(error)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed == 0 {
+                let current = sqlx::query("SELECT status FROM jobs WHERE id = $1")
+                    .bind(id as i64)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                return Ok(Err(match current {
+                    Some(row) => {
+                        JobRefusal::State(status_of(&row.try_get::<String, _>("status")?)?)
+                    }
+                    None => JobRefusal::Missing,
+                }));
+            }
+            sqlx::query(
+                "UPDATE leases SET status = 'revoked', reason = $2, ended_at = $3 \
+                 WHERE job_id = $1 AND status = 'active'",
+            )
+            .bind(id as i64)
+            .bind(format!("job {}", status.as_str()))
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+            self.notify(&mut tx, id).await?;
+            tx.commit().await?;
+            Ok(Ok(()))
+        })
+    }
+
+    /// Every status a job has had, oldest first (`None` before creation).
+    pub async fn transitions(
+        &self,
+        job: u64,
+    ) -> Result<Vec<(Option<JobStatus>, JobStatus)>, StoreError> {
+        sqlx::query(
+            "SELECT from_status, to_status FROM job_transitions WHERE job_id = $1 ORDER BY id",
+        )
+        .bind(job as i64)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            let from: Option<String> = r.try_get("from_status")?;
+            let to: String = r.try_get("to_status")?;
+            Ok((from.as_deref().map(status_of).transpose()?, status_of(&to)?))
+        })
+        .collect()
+    }
+
+    /// A job's data shards: (sha256, samples) by index.
+    pub async fn job_shards(&self, job: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        sqlx::query("SELECT data_sha, samples FROM job_shards WHERE job_id = $1 ORDER BY shard")
+            .bind(job as i64)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("data_sha")?,
+                    r.try_get::<i64, _>("samples")? as u64,
+                ))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,33 @@
+//! Durable state: the database (jobs, rounds, leases, updates, workers,
+//! trust, accounts, payments) and the artifact store, with one error type
+//! that says whether trying again may help. It knows nothing of
+//! scheduling or HTTP: the service above it plans and decides, and the
+//! store records what was decided, each change in one guarded,
+//! retried transaction.
+
+mod accounts;
+mod artifacts;
+mod backend;
+mod collection;
+mod db;
+mod error;
+mod jobs;
+mod leases;
+mod migrations;
+mod payments;
+mod rounds;
+mod trust;
+mod updates;
+mod workers;
+
+pub use accounts::Readers;
+pub use artifacts::Artifacts;
+pub use backend::Backend;
+pub use db::{Db, JOBS_CHANNEL, now};
+pub use error::{ErrorKind, StoreError};
+pub use jobs::{JobRefusal, JobRow};
+pub use leases::{Granted, NewLease};
+pub use payments::{AccountPayout, Deposit, NewPayment, PaymentRow};
+pub use rounds::RoundRow;
+pub use trust::{Judge, Quarantined, Record, Reputation, UpdateVerdict};
+pub use updates::{UpdateRefusal, UpdateRow};
