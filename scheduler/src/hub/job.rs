@@ -1,0 +1,291 @@
+//! A running job as the hub sees it: its slots this round, their
+//! leases and backups, and who may train it.
+
+use super::*;
+
+/// State of one shard in the current round.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ShardState {
+    /// Waiting for a worker.
+    Pending,
+    /// Leased.
+    Leased {
+        /// The lease.
+        lease: u64,
+        /// Its holder.
+        worker: u64,
+    },
+    /// Its update is in.
+    Done {
+        /// Who did it.
+        worker: u64,
+    },
+    /// Leased by another coordinator instance (sharing the database) to
+    /// one of its workers.
+    Remote {
+        /// The holder.
+        worker: u64,
+    },
+}
+
+/// One slot of work in a running job's round: one of its shards, or a
+/// replica of one (the same shard trained again by another worker).
+#[derive(Clone, Debug)]
+pub struct Shard {
+    /// The shard it trains (its own index, unless it is a replica).
+    pub base: u32,
+    /// Data shard blob.
+    pub data_sha: String,
+    /// Samples in it (what a worker is credited for).
+    pub samples: u64,
+    /// Where it is.
+    pub state: ShardState,
+    /// Times leased this round.
+    pub attempts: u32,
+    /// Workers whose update for it was rejected this round: asked last.
+    pub refused_by: Vec<u64>,
+    /// A second lease on the same work while it is leased (see
+    /// [`Backup`]).
+    pub backup: Option<Backup>,
+}
+
+/// A backup lease: the same slot, granted to an idle worker while its
+/// lease is still out and nothing of the round is left pending, so that
+/// the round need not wait for a straggler. The first valid update wins
+/// and the other lease is revoked; if either lease ends without an update,
+/// the other carries on alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backup {
+    /// The backup lease.
+    pub lease: u64,
+    /// Its holder.
+    pub worker: u64,
+}
+
+impl Shard {
+    /// Marks the slot done by `worker`'s update under lease `lease`;
+    /// returns the other lease it had (see [`Backup`]), which lost.
+    pub(super) fn finish(&mut self, worker: u64, lease: u64) -> Option<u64> {
+        let other = match self.state {
+            ShardState::Leased { lease: l, .. } if l != lease => Some(l),
+            _ => self.backup.map(|b| b.lease).filter(|&l| l != lease),
+        };
+        self.state = ShardState::Done { worker };
+        self.backup = None;
+        other
+    }
+
+    /// A slot training shard `base` that no one has leased yet this round.
+    pub fn pending(base: u32, data_sha: String, samples: u64) -> Shard {
+        Shard {
+            base,
+            data_sha,
+            samples,
+            state: ShardState::Pending,
+            attempts: 0,
+            refused_by: Vec::new(),
+            backup: None,
+        }
+    }
+}
+
+/// A job being trained.
+#[derive(Debug)]
+pub struct LiveJob {
+    /// Id.
+    pub id: u64,
+    /// Its spec.
+    pub spec: JobSpec,
+    /// Its network.
+    pub arch: Arc<Architecture>,
+    /// `Pending` until the first lease, then `Running`.
+    pub status: JobStatus,
+    /// Current round, from 1.
+    pub round: u32,
+    /// Global weights of this round.
+    pub global_sha: String,
+    /// The same, decoded.
+    pub global: Arc<Params>,
+    /// This round's slots: its shards, in order, then their replicas.
+    pub shards: Vec<Shard>,
+    /// How many of the slots are the job's own shards.
+    pub base_shards: usize,
+    /// Federated mode: each slot trains a contributor's own data, this
+    /// way. `None`: slots train the job's shards.
+    pub local: Option<LocalTask>,
+    /// A private job is leased only to workers signed in as one of these
+    /// accounts (see [`JobSpec::restricted_to`]). `None`: to anyone.
+    pub trainers: Option<Vec<String>>,
+    /// A paid job is leased only until then (Unix seconds): later work
+    /// could not be settled before its deadline. `None`: no end.
+    pub leases_until: Option<f64>,
+    /// When this instance granted the round's first lease, in the hub's
+    /// clock: a quorum's wait counts from there.
+    pub round_opened: Option<f64>,
+    /// The round closed on its quorum (see
+    /// [`QuorumSpec`](oblivion_protocol::aggregation::QuorumSpec)): it takes no
+    /// more work, and is aggregated with the updates it has.
+    pub closed: bool,
+    /// The identities ([`Worker::identity`]) holding a backup lease this
+    /// round, or whose backup won its slot: one each, so that a fast
+    /// worker cannot race the honest holders for slot after slot of a
+    /// round (a liar posting worthless updates at once would otherwise
+    /// hold most of it before its results are judged). A backup that lost
+    /// counts no more (it took nothing). Keyed on the identity, not the
+    /// connection: an account connected several times has one.
+    pub backed_up_by: Vec<String>,
+}
+
+impl LiveJob {
+    /// A new job, pending, at round 1 with every shard pending, and a
+    /// replica of each shard in `replicas`.
+    pub fn new(
+        id: u64,
+        spec: JobSpec,
+        arch: Arc<Architecture>,
+        global_sha: String,
+        global: Arc<Params>,
+        shards: Vec<(String, u64)>,
+        replicas: &[u32],
+    ) -> LiveJob {
+        let base_shards = shards.len();
+        let mut job = LiveJob {
+            id,
+            spec,
+            arch,
+            status: JobStatus::Pending,
+            round: 1,
+            global_sha,
+            global,
+            shards: shards
+                .into_iter()
+                .enumerate()
+                .map(|(i, (data_sha, samples))| Shard::pending(i as u32, data_sha, samples))
+                .collect(),
+            base_shards,
+            local: None,
+            trainers: None,
+            leases_until: None,
+            round_opened: None,
+            closed: false,
+            backed_up_by: Vec::new(),
+        };
+        job.set_replicas(replicas);
+        job
+    }
+
+    /// The same job, leased only to workers paid to one of `accounts`
+    /// when it is `Some`.
+    pub fn trained_by(mut self, accounts: Option<Vec<String>>) -> LiveJob {
+        self.trainers = accounts;
+        self
+    }
+
+    /// Whether `worker` may be leased this job's work: the right account
+    /// for a private job, and fitting local data for a federated one.
+    pub(super) fn admits(&self, worker: &Worker) -> bool {
+        if worker.declined.contains(&self.id) {
+            return false;
+        }
+        let account_ok = self.trainers.as_ref().is_none_or(|accounts| {
+            worker
+                .view
+                .payout_address
+                .as_ref()
+                .is_some_and(|a| accounts.binary_search(a).is_ok())
+        });
+        let data_ok =
+            self.local.as_ref().is_none_or(|local| {
+                worker.view.local_data.as_ref().is_some_and(|d| {
+                    d.fits(&self.arch.input_shape, self.arch.classes, local.columns())
+                })
+            });
+        account_ok && data_ok
+    }
+
+    /// The same job in federated mode: its slots train contributors' data.
+    pub fn federated(mut self, local: LocalTask) -> LiveJob {
+        self.local = Some(local);
+        self
+    }
+
+    /// The workers holding, or done with, a slot this round that trains a
+    /// shard `which` picks.
+    pub(super) fn holders(&self, which: impl Fn(u32) -> bool) -> Vec<u64> {
+        self.shards
+            .iter()
+            .filter(|s| which(s.base))
+            .flat_map(|s| {
+                let holder = match s.state {
+                    ShardState::Leased { worker, .. }
+                    | ShardState::Done { worker }
+                    | ShardState::Remote { worker } => Some(worker),
+                    ShardState::Pending => None,
+                };
+                holder.into_iter().chain(s.backup.map(|b| b.worker))
+            })
+            .collect()
+    }
+
+    /// Makes the slots beyond the shards replicas of `replicas`, all
+    /// pending (a new round's, or a round given a third opinion: slots
+    /// already there keep their state).
+    pub fn set_replicas(&mut self, replicas: &[u32]) {
+        for (k, &base) in replicas.iter().enumerate() {
+            let slot = self.base_shards + k;
+            let Some(original) = self.shards.get(base as usize) else {
+                continue;
+            };
+            let copy = Shard::pending(base, original.data_sha.clone(), original.samples);
+            match self.shards.get(slot) {
+                Some(existing) if existing.base == base => {}
+                Some(_) => self.shards[slot] = copy,
+                None => self.shards.push(copy),
+            }
+        }
+        self.shards.truncate(self.base_shards + replicas.len());
+    }
+
+    /// Whether this round has replica slots.
+    pub(super) fn has_replicas(&self) -> bool {
+        self.shards.len() > self.base_shards
+    }
+
+    /// Whether every shard of the round is in, or the round closed on its
+    /// quorum (it is then aggregated).
+    pub fn round_complete(&self) -> bool {
+        self.closed
+            || self
+                .shards
+                .iter()
+                .all(|s| matches!(s.state, ShardState::Done { .. }))
+    }
+
+    /// This instance's leases on the round's slots, backups too.
+    pub(super) fn leases(&self) -> Vec<u64> {
+        self.shards
+            .iter()
+            .flat_map(|s| {
+                let lease = match s.state {
+                    ShardState::Leased { lease, .. } => Some(lease),
+                    _ => None,
+                };
+                lease.into_iter().chain(s.backup.map(|b| b.lease))
+            })
+            .collect()
+    }
+
+    /// Whether the round takes leases at `now` (Unix seconds): not
+    /// complete, and not past a paid job's last lease time.
+    pub(super) fn open_at(&self, now: f64) -> bool {
+        !self.round_complete() && self.leases_until.is_none_or(|t| now < t)
+    }
+
+    /// Slots of the round with an update in.
+    pub fn slots_done(&self) -> usize {
+        self.shards
+            .iter()
+            .filter(|s| matches!(s.state, ShardState::Done { .. }))
+            .count()
+    }
+}
