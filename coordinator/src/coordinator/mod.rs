@@ -36,7 +36,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::config::Config;
 use crate::datasets::DatasetCache;
 use crate::error::AppError;
-use crate::hub::{Hub, LeasePolicy, LiveJob, Shard, ShardState};
+use crate::hub::{Admission, Hub, LeasePolicy, LiveJob, RoundProgress, Shard, ShardState};
 use crate::limits::{ConnectionLimit, RateLimit};
 use oblivion_store::{Artifacts, Backend, Db, JobRow};
 
@@ -376,15 +376,18 @@ impl Coordinator {
             base_shards: shards.len(),
             shards,
             local,
-            trainers,
-            leases_until,
-            round_opened: None,
-            closed: false,
-            backed_up_by: self
-                .db
-                .round_backup_identities(row.id, row.round)
-                .await
-                .map_err(AppError::db)?,
+            admission: Admission {
+                trainers,
+                until: leases_until,
+            },
+            progress: RoundProgress {
+                backed_up_by: self
+                    .db
+                    .round_backup_identities(row.id, row.round)
+                    .await
+                    .map_err(AppError::db)?,
+                ..RoundProgress::default()
+            },
         };
         live.set_replicas(&row.round_replicas);
         for (slot, shard) in live.shards.iter_mut().enumerate() {
@@ -394,7 +397,7 @@ impl Coordinator {
         }
         // A round closed on its quorum counts only the updates it has.
         let slots = self.db.round_slots(row.id).await.map_err(AppError::db)? as usize;
-        live.closed =
+        live.progress.closed =
             live.spec.quorum.is_some() && done.len() >= slots && slots < live.shards.len();
         let complete = live.round_complete();
         self.hub().jobs.insert(row.id, live);

@@ -57,7 +57,7 @@ impl Hub {
             } else {
                 Vec::new()
             };
-            let restricted = job.local.is_some() || job.trainers.is_some();
+            let restricted = job.local.is_some() || job.admission.trainers.is_some();
             let fits = |worker: u64| {
                 !restricted || self.workers.get(&worker).is_some_and(|w| job.admits(w))
             };
@@ -152,9 +152,9 @@ impl Hub {
                 let identity = w.identity();
                 !busy.contains(worker)
                     && !slot.refused_by.contains(worker)
-                    && !job.backed_up_by.contains(&identity)
+                    && !job.progress.backed_up_by.contains(&identity)
                     && !planned.contains(&(job_id, identity))
-                    && (job.trainers.is_none() || job.admits(w))
+                    && (job.admission.trainers.is_none() || job.admits(w))
             };
             let Some(at) = idle.iter().position(eligible) else {
                 continue;
@@ -187,7 +187,7 @@ impl Hub {
         let open = if grant.backup {
             matches!(shard.state, ShardState::Leased { worker, .. } if worker != grant.worker)
                 && shard.backup.is_none()
-                && !job.backed_up_by.contains(&identity)
+                && !job.progress.backed_up_by.contains(&identity)
         } else {
             shard.state == ShardState::Pending
         };
@@ -216,14 +216,14 @@ impl Hub {
         });
         if let Some(job) = self.jobs.get_mut(&grant.job) {
             job.status = JobStatus::Running;
-            job.round_opened.get_or_insert(now);
+            job.progress.opened.get_or_insert(now);
             let shard = &mut job.shards[grant.shard as usize];
             if grant.backup {
                 shard.backup = Some(Backup {
                     lease: id,
                     worker: grant.worker,
                 });
-                job.backed_up_by.push(identity);
+                job.progress.backed_up_by.push(identity);
             } else {
                 shard.state = ShardState::Leased {
                     lease: id,

@@ -113,15 +113,30 @@ pub struct LiveJob {
     /// Federated mode: each slot trains a contributor's own data, this
     /// way. `None`: slots train the job's shards.
     pub local: Option<LocalTask>,
+    /// Who may be leased it, and until when.
+    pub admission: Admission,
+    /// How its current round stands, beyond its slots.
+    pub progress: RoundProgress,
+}
+
+/// Who may be leased a job, and until when.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Admission {
     /// A private job is leased only to workers signed in as one of these
     /// accounts (see [`JobSpec::restricted_to`]). `None`: to anyone.
     pub trainers: Option<Vec<String>>,
     /// A paid job is leased only until then (Unix seconds): later work
     /// could not be settled before its deadline. `None`: no end.
-    pub leases_until: Option<f64>,
+    pub until: Option<f64>,
+}
+
+/// How a job's current round stands, beyond its slots; reset with each
+/// new round.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RoundProgress {
     /// When this instance granted the round's first lease, in the hub's
     /// clock: a quorum's wait counts from there.
-    pub round_opened: Option<f64>,
+    pub opened: Option<f64>,
     /// The round closed on its quorum (see
     /// [`QuorumSpec`](oblivion_protocol::aggregation::QuorumSpec)): it takes no
     /// more work, and is aggregated with the updates it has.
@@ -164,11 +179,8 @@ impl LiveJob {
                 .collect(),
             base_shards,
             local: None,
-            trainers: None,
-            leases_until: None,
-            round_opened: None,
-            closed: false,
-            backed_up_by: Vec::new(),
+            admission: Admission::default(),
+            progress: RoundProgress::default(),
         };
         job.set_replicas(replicas);
         job
@@ -177,7 +189,7 @@ impl LiveJob {
     /// The same job, leased only to workers paid to one of `accounts`
     /// when it is `Some`.
     pub fn trained_by(mut self, accounts: Option<Vec<String>>) -> LiveJob {
-        self.trainers = accounts;
+        self.admission.trainers = accounts;
         self
     }
 
@@ -187,7 +199,7 @@ impl LiveJob {
         if worker.declined.contains(&self.id) {
             return false;
         }
-        let account_ok = self.trainers.as_ref().is_none_or(|accounts| {
+        let account_ok = self.admission.trainers.as_ref().is_none_or(|accounts| {
             worker
                 .view
                 .payout_address
@@ -254,7 +266,7 @@ impl LiveJob {
     /// Whether every shard of the round is in, or the round closed on its
     /// quorum (it is then aggregated).
     pub fn round_complete(&self) -> bool {
-        self.closed
+        self.progress.closed
             || self
                 .shards
                 .iter()
@@ -278,7 +290,7 @@ impl LiveJob {
     /// Whether the round takes leases at `now` (Unix seconds): not
     /// complete, and not past a paid job's last lease time.
     pub(super) fn open_at(&self, now: f64) -> bool {
-        !self.round_complete() && self.leases_until.is_none_or(|t| now < t)
+        !self.round_complete() && self.admission.until.is_none_or(|t| now < t)
     }
 
     /// Slots of the round with an update in.

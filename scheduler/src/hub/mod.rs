@@ -41,7 +41,7 @@ use oblivion_protocol::wire::{LeaseProgress, LeaseTask, LocalDataOffer, LocalTas
 
 use crate::states::LeaseStatus;
 
-pub use job::{Backup, LiveJob, Shard, ShardState};
+pub use job::{Admission, Backup, LiveJob, RoundProgress, Shard, ShardState};
 pub use lease::{Completed, Ended, Grant, Lease, Refusal, UpdateContext};
 pub use views::ShardDetail;
 pub use worker::{LeasePolicy, RATE_WINDOW, Worker};
@@ -242,9 +242,9 @@ impl Hub {
             return;
         };
         if let Some(j) = self.jobs.get_mut(&job)
-            && let Some(at) = j.backed_up_by.iter().position(|i| *i == identity)
+            && let Some(at) = j.progress.backed_up_by.iter().position(|i| *i == identity)
         {
-            j.backed_up_by.swap_remove(at);
+            j.progress.backed_up_by.swap_remove(at);
         }
     }
 

@@ -54,9 +54,7 @@ impl Hub {
             j.round = round;
             j.global_sha = global_sha;
             j.global = global;
-            j.round_opened = None;
-            j.closed = false;
-            j.backed_up_by.clear();
+            j.progress = RoundProgress::default();
             j.shards.truncate(j.base_shards);
             for s in &mut j.shards {
                 s.state = ShardState::Pending;
@@ -88,7 +86,8 @@ impl Hub {
             .filter_map(|j| {
                 let quorum = j.spec.quorum.as_ref()?;
                 let waited = j
-                    .round_opened
+                    .progress
+                    .opened
                     .is_some_and(|t| now - t >= quorum.after_secs as f64);
                 let needed = quorum.needed(j.shards.len());
                 (waited && !j.round_complete() && j.slots_done() >= needed)
@@ -103,7 +102,7 @@ impl Hub {
         let Some(j) = self.jobs.get_mut(&job).filter(|j| j.round == round) else {
             return Vec::new();
         };
-        j.closed = true;
+        j.progress.closed = true;
         j.leases()
             .into_iter()
             .filter_map(|l| self.end(l, LeaseStatus::Revoked))

@@ -128,7 +128,7 @@ fn a_paid_job_is_not_leased_near_its_deadline() {
     let mut n = Net::new();
     n.add_worker(1.0);
     n.add_job(1, 4);
-    n.hub.jobs.get_mut(&1).unwrap().leases_until = Some(100.0);
+    n.hub.jobs.get_mut(&1).unwrap().admission.until = Some(100.0);
     assert_eq!(n.dispatch(99.0).len(), 2, "before the cut-off, leased");
     n.add_worker(1.0);
     assert!(
@@ -624,7 +624,7 @@ fn the_last_slots_of_a_round_get_backups_and_the_first_update_wins() {
     // A new round: backups again, one each.
     n.hub
         .next_round(1, 2, "g2".into(), Arc::new(Params::default()), &[]);
-    assert!(n.hub.jobs[&1].backed_up_by.is_empty());
+    assert!(n.hub.jobs[&1].progress.backed_up_by.is_empty());
 }
 
 #[test]
@@ -664,6 +664,7 @@ fn a_fast_liar_takes_one_backup_a_round_not_the_round() {
     assert!(by_liar <= 2, "its own slot and one backup: {by_liar}");
     let liar_id = n.hub.workers[&liar].identity();
     let liars_backups = n.hub.jobs[&1]
+        .progress
         .backed_up_by
         .iter()
         .filter(|&w| *w == liar_id);
@@ -720,6 +721,7 @@ fn reconnecting_buys_no_second_backup() {
     assert!(planned.iter().all(|l| l.worker != again), "{planned:?}");
     assert_eq!(
         n.hub.jobs[&1]
+            .progress
             .backed_up_by
             .iter()
             .filter(|i| *i == "0xliar")
