@@ -12,7 +12,7 @@ use oblivion_protocol::api::{JobStatus, RoundMetrics, WorkerView};
 use oblivion_protocol::states::LeaseStatus;
 use oblivion_protocol::wire::{ClientKind, DeviceInfo};
 use oblivion_store::{
-    Db, JobRefusal, JobRow, Judge, NewLease, Record, RoundRow, UpdateRefusal, UpdateRow,
+    Db, JobData, JobRefusal, JobRow, Judge, NewLease, Record, RoundRow, UpdateRefusal, UpdateRow,
     UpdateVerdict, now,
 };
 
@@ -100,12 +100,14 @@ fn job_row(shards: u32, rounds: u32) -> JobRow {
         status: JobStatus::Pending,
         round: 1,
         global_sha: "g1".into(),
-        input_shape: vec![4],
-        classes: 3,
-        normalization: None,
-        validation_sha: "v".into(),
-        train_samples: 100,
-        validation_samples: 20,
+        data: JobData {
+            input_shape: vec![4],
+            classes: 3,
+            normalization: None,
+            validation_sha: "v".into(),
+            train_samples: 100,
+            validation_samples: 20,
+        },
         round_started_at: now(),
         error: None,
         created_at: now() as i64,

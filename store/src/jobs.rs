@@ -22,18 +22,8 @@ pub struct JobRow {
     pub round: u32,
     /// Current global weights.
     pub global_sha: String,
-    /// Shape of one sample.
-    pub input_shape: Vec<usize>,
-    /// Number of classes.
-    pub classes: usize,
-    /// Tabular normalisation, JSON.
-    pub normalization: Option<String>,
-    /// Validation shard.
-    pub validation_sha: String,
-    /// Training samples.
-    pub train_samples: u64,
-    /// Validation samples.
-    pub validation_samples: u64,
+    /// What its dataset came to.
+    pub data: JobData,
     /// When the current round started.
     pub round_started_at: f64,
     /// Why it failed.
@@ -46,6 +36,24 @@ pub struct JobRow {
     /// The current round's replica slots: the shard each slot beyond the
     /// shards trains again (slot `shards + k` copies `round_replicas[k]`).
     pub round_replicas: Vec<u32>,
+}
+
+/// What a job's dataset came to when the job was created: the shape its
+/// model takes, and its validation split.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobData {
+    /// Shape of one sample.
+    pub input_shape: Vec<usize>,
+    /// Number of classes.
+    pub classes: usize,
+    /// Tabular normalisation, JSON.
+    pub normalization: Option<String>,
+    /// Validation shard.
+    pub validation_sha: String,
+    /// Training samples.
+    pub train_samples: u64,
+    /// Validation samples.
+    pub validation_samples: u64,
 }
 
 /// Why a guarded change of a job did not happen.
@@ -71,12 +79,14 @@ fn job_from_row(row: &AnyRow) -> Result<JobRow, StoreError> {
         status: status_of(&status)?,
         round: row.try_get::<i64, _>("round")? as u32,
         global_sha: row.try_get("global_sha")?,
-        input_shape: serde_json::from_str(&shape)?,
-        classes: row.try_get::<i64, _>("classes")? as usize,
-        normalization: row.try_get("normalization")?,
-        validation_sha: row.try_get("validation_sha")?,
-        train_samples: row.try_get::<i64, _>("train_samples")? as u64,
-        validation_samples: row.try_get::<i64, _>("validation_samples")? as u64,
+        data: JobData {
+            input_shape: serde_json::from_str(&shape)?,
+            classes: row.try_get::<i64, _>("classes")? as usize,
+            normalization: row.try_get("normalization")?,
+            validation_sha: row.try_get("validation_sha")?,
+            train_samples: row.try_get::<i64, _>("train_samples")? as u64,
+            validation_samples: row.try_get::<i64, _>("validation_samples")? as u64,
+        },
         round_started_at: row.try_get("round_started_at")?,
         error: row.try_get("error")?,
         created_at: row.try_get("created_at")?,
@@ -119,12 +129,12 @@ impl Db {
             .bind(job.status.as_str())
             .bind(i64::from(job.round))
             .bind(&job.global_sha)
-            .bind(serde_json::to_string(&job.input_shape)?)
-            .bind(job.classes as i64)
-            .bind(&job.normalization)
-            .bind(&job.validation_sha)
-            .bind(job.train_samples as i64)
-            .bind(job.validation_samples as i64)
+            .bind(serde_json::to_string(&job.data.input_shape)?)
+            .bind(job.data.classes as i64)
+            .bind(&job.data.normalization)
+            .bind(&job.data.validation_sha)
+            .bind(job.data.train_samples as i64)
+            .bind(job.data.validation_samples as i64)
             .bind(job.round_started_at)
             .bind(&job.error)
             .bind(job.created_at)

@@ -25,7 +25,7 @@ pub use artifacts::Artifacts;
 pub use backend::Backend;
 pub use db::{Db, JOBS_CHANNEL, now};
 pub use error::{ErrorKind, StoreError};
-pub use jobs::{JobRefusal, JobRow};
+pub use jobs::{JobData, JobRefusal, JobRow};
 pub use leases::{Granted, NewLease};
 pub use payments::{AccountPayout, Deposit, NewPayment, PaymentRow};
 pub use rounds::RoundRow;

@@ -295,7 +295,7 @@ impl Coordinator {
         }
         let bytes = self
             .artifacts
-            .get(&row.validation_sha)
+            .get(&row.data.validation_sha)
             .await
             .map_err(AppError::io)?
             .ok_or_else(|| AppError::internal("validation data is missing from storage"))?;

@@ -18,7 +18,7 @@ use super::{Coordinator, blocking, budget, lock, ml_internal};
 use crate::datasets;
 use crate::error::AppError;
 use crate::hub::{LiveJob, ShardDetail};
-use oblivion_store::{JobRefusal, JobRow, NewPayment, now};
+use oblivion_store::{JobData, JobRefusal, JobRow, NewPayment, now};
 
 /// Model download formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,12 +217,14 @@ impl Coordinator {
             },
             round: 1,
             global_sha: global_sha.clone(),
-            input_shape: arch.input_shape.clone(),
-            classes: arch.classes,
-            normalization,
-            validation_sha,
-            train_samples: train_len as u64,
-            validation_samples: val.len() as u64,
+            data: JobData {
+                input_shape: arch.input_shape.clone(),
+                classes: arch.classes,
+                normalization,
+                validation_sha,
+                train_samples: train_len as u64,
+                validation_samples: val.len() as u64,
+            },
             round_started_at: now(),
             error: None,
             created_at: now() as i64,
@@ -370,8 +372,8 @@ impl Coordinator {
             contributors: Vec::new(),
             error: row.error,
             spec: row.spec,
-            train_samples: row.train_samples,
-            validation_samples: row.validation_samples,
+            train_samples: row.data.train_samples,
+            validation_samples: row.data.validation_samples,
             created_at: row.created_at,
             owner: row.creator.as_deref().and_then(normalize_address),
             payment: None,
@@ -473,6 +475,7 @@ impl Coordinator {
         let arch = Self::arch_of(&row)?;
         let params = self.weights(&row.global_sha).await?;
         let normalization: Option<FeatureScaling> = row
+            .data
             .normalization
             .as_deref()
             .map(serde_json::from_str)

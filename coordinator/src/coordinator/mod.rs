@@ -321,14 +321,19 @@ impl Coordinator {
     }
 
     fn arch_of(row: &JobRow) -> Result<Architecture, AppError> {
-        Architecture::new(row.spec.model.clone(), row.input_shape.clone(), row.classes)
-            .map_err(|e| AppError::internal(e.to_string()))
+        Architecture::new(
+            row.spec.model.clone(),
+            row.data.input_shape.clone(),
+            row.data.classes,
+        )
+        .map_err(|e| AppError::internal(e.to_string()))
     }
 
     /// Puts a stored, unfinished job into the hub, as the database has it.
     async fn resume(self: &Arc<Self>, row: JobRow) -> Result<(), AppError> {
         let arch = Arc::new(Self::arch_of(&row)?);
         let normalization: Option<oblivion_ml::data::FeatureScaling> = row
+            .data
             .normalization
             .as_deref()
             .map(serde_json::from_str)
