@@ -18,6 +18,7 @@ use axum::http::StatusCode;
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
 
+use crate::config::Config;
 use crate::error::AppError;
 
 /// The address a request's limits are counted under. `peer` is the
@@ -137,6 +138,49 @@ impl Drop for ConnectionPermit {
             if *n == 0 {
                 held.1.remove(&self.client);
             }
+        }
+    }
+}
+
+/// The per-client limits a coordinator enforces, each named by its
+/// setting in the answer that refuses.
+pub struct ClientLimits {
+    /// Worker connections held, per client address.
+    pub worker_connections: Arc<ConnectionLimit>,
+    /// Event streams held, per client address.
+    pub event_streams: Arc<ConnectionLimit>,
+    /// Uploads per client address.
+    pub uploads: RateLimit,
+    /// Sign-in nonces asked for, per client address.
+    pub sign_ins: RateLimit,
+}
+
+impl ClientLimits {
+    /// The limits `config` sets.
+    pub fn new(config: &Config) -> ClientLimits {
+        ClientLimits {
+            worker_connections: ConnectionLimit::new(
+                "worker connections",
+                "max_workers_per_client",
+                config.max_workers_per_client,
+                config.max_workers,
+            ),
+            event_streams: ConnectionLimit::new(
+                "event streams",
+                "max_event_streams_per_client",
+                config.max_event_streams_per_client,
+                config.max_event_streams,
+            ),
+            uploads: RateLimit::new(
+                "uploads",
+                "max_uploads_per_minute",
+                config.max_uploads_per_minute,
+            ),
+            sign_ins: RateLimit::new(
+                "sign-in attempts",
+                "max_sign_ins_per_minute",
+                config.max_sign_ins_per_minute,
+            ),
         }
     }
 }

@@ -113,7 +113,7 @@ pub async fn nonce(
     Client(client): Client,
     headers: HeaderMap,
 ) -> Result<Json<SignInChallenge>, AppError> {
-    c.sign_ins_rate.check(client)?;
+    c.limits.sign_ins.check(client)?;
     let origin = c.origin(host(&headers))?;
     Ok(Json(c.sign_in_challenge(origin).await?))
 }

@@ -24,7 +24,7 @@ pub async fn stream(
     State(c): State<Arc<Coordinator>>,
     Client(client): Client,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
-    let permit = c.event_streams.acquire(client)?;
+    let permit = c.limits.event_streams.acquire(client)?;
     let rx = c.subscribe_snapshots();
     let events = stream::unfold((rx, permit), |(mut rx, permit)| async move {
         rx.changed().await.ok()?;

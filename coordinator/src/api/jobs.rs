@@ -24,7 +24,7 @@ pub async fn create(
     body: Body,
 ) -> Result<(StatusCode, Json<Created>), AppError> {
     let owner = viewer.account()?;
-    c.uploads_rate.check(client)?;
+    c.limits.uploads.check(client)?;
     let bytes = read_body(body, MAX_SPEC_BYTES, "the job spec").await?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| AppError::bad_request("the job spec is not UTF-8 text"))?;
@@ -105,7 +105,7 @@ pub async fn upload_dataset(
     body: Body,
 ) -> Result<(StatusCode, Json<UploadedDataset>), AppError> {
     let owner = viewer.account()?;
-    c.uploads_rate.check(client)?;
+    c.limits.uploads.check(client)?;
     let bytes = read_body_within(
         body,
         c.config.max_upload_bytes,

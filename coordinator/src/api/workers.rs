@@ -94,7 +94,7 @@ pub async fn connect(
     // A page elsewhere must not open a worker in a visitor's name (with
     // their cookie) and have it quarantined; native workers send no Origin.
     super::auth::same_origin(&c, &headers)?;
-    let permit = c.worker_connections.acquire(client)?;
+    let permit = c.limits.worker_connections.acquire(client)?;
     Ok(ws
         .max_message_size(MAX_CONTROL_MESSAGE)
         // Control messages are small; the default 128 KiB buffers would

@@ -35,7 +35,7 @@ impl Coordinator {
     /// [`RETRY_MAX`], for as long as it takes. Only a deterministic failure
     /// fails the job.
     pub(super) async fn aggregate(self: Arc<Self>, job: u64, round: u32) {
-        if !lock(&self.aggregating).insert(job) {
+        if !lock(&self.in_flight.aggregating).insert(job) {
             return;
         }
         let mut wait = RETRY_FIRST;
@@ -58,7 +58,7 @@ impl Coordinator {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(RETRY_MAX);
         };
-        lock(&self.aggregating).remove(&job);
+        lock(&self.in_flight.aggregating).remove(&job);
         if let Some(e) = failure {
             self.fail(job, &format!("aggregation failed: {}", e.message))
                 .await;
@@ -276,7 +276,7 @@ impl Coordinator {
         let mut hub = self.hub();
         if finished {
             hub.remove_job(job);
-            lock(&self.validation).remove(&job);
+            lock(&self.data.validation).remove(&job);
         } else {
             hub.next_round(
                 job,
@@ -290,7 +290,7 @@ impl Coordinator {
     }
 
     pub(super) async fn validation_set(&self, row: &JobRow) -> Result<Arc<Dataset>, AppError> {
-        if let Some(v) = lock(&self.validation).get(&row.id) {
+        if let Some(v) = lock(&self.data.validation).get(&row.id) {
             return Ok(v.clone());
         }
         let bytes = self
@@ -300,7 +300,7 @@ impl Coordinator {
             .map_err(AppError::io)?
             .ok_or_else(|| AppError::internal("validation data is missing from storage"))?;
         let data = Arc::new(blocking(move || decode_shard(&bytes).map_err(ml_internal)).await?);
-        lock(&self.validation).insert(row.id, data.clone());
+        lock(&self.data.validation).insert(row.id, data.clone());
         Ok(data)
     }
 }

@@ -99,6 +99,7 @@ impl Coordinator {
         }
         self.check_dataset_owner(&spec.dataset, creator).await?;
         let dataset = self
+            .data
             .datasets
             .load(
                 spec.dataset.held_by_coordinator(),
@@ -255,7 +256,7 @@ impl Coordinator {
             tracing::info!(job = id, "paid job created; waiting for its deposit");
             return Ok(id);
         }
-        lock(&self.validation).insert(id, Arc::new(val));
+        lock(&self.data.validation).insert(id, Arc::new(val));
         let trainers = spec.restricted_to(Some(creator));
         let live = LiveJob::new(
             id,
@@ -415,7 +416,7 @@ impl Coordinator {
                 }
             })?;
         let ended = self.hub().remove_job(id);
-        lock(&self.validation).remove(&id);
+        lock(&self.data.validation).remove(&id);
         self.jobs_changed();
         // The database revoked them with the status change; this tells the
         // holders (and is a no-op on the rows).

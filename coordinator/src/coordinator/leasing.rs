@@ -64,7 +64,7 @@ impl Coordinator {
     /// published them) to the others sharing its database.
     pub fn workers(&self) -> Vec<WorkerView> {
         let mut workers = self.hub().worker_views(self.clock());
-        workers.extend(lock(&self.remote_workers).iter().cloned());
+        workers.extend(lock(&self.peers.workers).iter().cloned());
         workers.sort_by_key(|w| w.id);
         workers
     }
@@ -270,7 +270,7 @@ impl Coordinator {
             .map(|j| (j.id, j.round))
             .collect();
         for (job, round) in complete {
-            if !lock(&self.aggregating).contains(&job) {
+            if !lock(&self.in_flight.aggregating).contains(&job) {
                 tokio::spawn(self.clone().aggregate(job, round));
             }
         }
@@ -306,13 +306,13 @@ impl Coordinator {
     /// task, so that requests made while one runs are served together by
     /// the next (one transaction for all the leases they grant).
     pub(super) fn request_pump(&self) {
-        self.pump_signal.notify_one();
+        self.in_flight.pump.notify_one();
     }
 
     /// Runs dispatch passes as they are requested, forever.
     pub(super) async fn pump_loop(self: Arc<Self>) {
         loop {
-            self.pump_signal.notified().await;
+            self.in_flight.pump.notified().await;
             self.pump().await;
         }
     }

@@ -21,7 +21,7 @@ mod payments;
 mod sync;
 mod updates;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -29,7 +29,7 @@ use std::time::Instant;
 use oblivion_ml::data::Dataset;
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
-use oblivion_protocol::api::{NetworkSnapshot, WorkerView};
+use oblivion_protocol::api::NetworkSnapshot;
 use oblivion_protocol::wire::CoordinatorMessage;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -37,7 +37,7 @@ use crate::config::Config;
 use crate::datasets::DatasetCache;
 use crate::error::AppError;
 use crate::hub::{Admission, Hub, LeasePolicy, LiveJob, RoundProgress, Shard, ShardState};
-use crate::limits::{ConnectionLimit, RateLimit};
+use crate::limits::ClientLimits;
 use oblivion_store::{Artifacts, Backend, Db, JobRow};
 
 pub use accounts::Viewer;
@@ -46,50 +46,67 @@ pub use jobs::ModelFormat;
 pub use payments::{ChainLink, spec_hash};
 pub use updates::{ARRIVAL_FACTOR, UploadSlot, arrival_bound};
 
-/// The running coordinator.
+/// The running coordinator: its settings and storage, and the state this
+/// instance derives from them, grouped by what uses it.
 pub struct Coordinator {
     /// Settings.
     pub config: Config,
     db: Db,
     artifacts: Artifacts,
+    /// The hub, the workers' queues and the hub's clock.
+    dispatch: Dispatch,
+    /// Datasets kept decoded.
+    data: DataCaches,
+    /// What pages are told of the network.
+    snapshots: Snapshots,
+    /// This process's name in the database (aggregation claims, leases).
+    instance: String,
+    /// What this instance is doing now.
+    in_flight: InFlight,
+    /// The per-client limits.
+    pub limits: ClientLimits,
+    /// What this instance knows of the others sharing its database.
+    peers: sync::Peers,
+    /// The chain paid jobs settle on, if any.
+    pub chain: Option<Arc<payments::ChainLink>>,
+}
+
+/// The hub and what is kept beside it.
+struct Dispatch {
     hub: Mutex<Hub>,
     /// Each connected worker's outgoing queue, by worker id: the hub owns
     /// no connections. Locked only while the hub is (hub first), so that a
     /// worker's messages leave in the order the hub decided them.
     links: Mutex<HashMap<u64, UnboundedSender<CoordinatorMessage>>>,
-    validation: Mutex<HashMap<u64, Arc<Dataset>>>,
-    datasets: DatasetCache,
-    /// Bumped whenever stored job state changes (see [`NetworkSnapshot`]).
-    jobs_version: AtomicU64,
-    /// This process's name in the database (aggregation claims, leases).
-    instance: String,
     /// Origin of the monotonic clock the hub's deadlines use.
     started: Instant,
+}
+
+/// Datasets kept decoded: each running job's validation split, and the
+/// named datasets jobs are cut from.
+struct DataCaches {
+    validation: Mutex<HashMap<u64, Arc<Dataset>>>,
+    datasets: DatasetCache,
+}
+
+/// What pages are told of the network.
+struct Snapshots {
+    /// Bumped whenever stored job state changes (see [`NetworkSnapshot`]).
+    jobs_version: AtomicU64,
+    /// The latest network snapshot as JSON, shared by every event stream.
+    latest: tokio::sync::watch::Sender<Arc<str>>,
+}
+
+/// What this instance is doing now.
+#[derive(Default)]
+struct InFlight {
     /// Wakes the dispatch task (one planner at a time, so that two plans
     /// never race for a shard; the database would refuse the loser anyway).
-    pump_signal: tokio::sync::Notify,
+    pump: tokio::sync::Notify,
     /// Leases whose update is being uploaded now.
     uploads: Mutex<HashSet<u64>>,
     /// Jobs this instance is aggregating now.
     aggregating: Mutex<HashSet<u64>>,
-    /// The latest network snapshot as JSON, shared by every event stream.
-    snapshots: tokio::sync::watch::Sender<Arc<str>>,
-    /// Worker connections held, per client address.
-    pub worker_connections: Arc<ConnectionLimit>,
-    /// Event streams held, per client address.
-    pub event_streams: Arc<ConnectionLimit>,
-    /// Uploads per client address.
-    pub uploads_rate: RateLimit,
-    /// Sign-in nonces asked for, per client address.
-    pub sign_ins_rate: RateLimit,
-    /// Jobs other instances changed, to reload from the database.
-    dirty: Mutex<BTreeSet<u64>>,
-    /// Wakes the task that reloads them.
-    dirty_signal: tokio::sync::Notify,
-    /// Workers connected to the other instances, as they last published.
-    remote_workers: Mutex<Vec<WorkerView>>,
-    /// The chain paid jobs settle on, if any.
-    pub chain: Option<Arc<payments::ChainLink>>,
 }
 
 /// How often the snapshot is taken: changes reach pages within this.
@@ -140,33 +157,16 @@ impl Coordinator {
             stall: config.lease_stall,
         };
         let coordinator = Arc::new(Coordinator {
-            datasets: DatasetCache::new(config.dataset_cache_entries),
-            snapshots: tokio::sync::watch::Sender::new(Arc::from("")),
-            worker_connections: ConnectionLimit::new(
-                "worker connections",
-                "max_workers_per_client",
-                config.max_workers_per_client,
-                config.max_workers,
-            ),
-            event_streams: ConnectionLimit::new(
-                "event streams",
-                "max_event_streams_per_client",
-                config.max_event_streams_per_client,
-                config.max_event_streams,
-            ),
-            uploads_rate: RateLimit::new(
-                "uploads",
-                "max_uploads_per_minute",
-                config.max_uploads_per_minute,
-            ),
-            sign_ins_rate: RateLimit::new(
-                "sign-in attempts",
-                "max_sign_ins_per_minute",
-                config.max_sign_ins_per_minute,
-            ),
-            dirty: Mutex::new(BTreeSet::new()),
-            dirty_signal: tokio::sync::Notify::new(),
-            remote_workers: Mutex::new(Vec::new()),
+            data: DataCaches {
+                validation: Mutex::new(HashMap::new()),
+                datasets: DatasetCache::new(config.dataset_cache_entries),
+            },
+            snapshots: Snapshots {
+                jobs_version: AtomicU64::new(0),
+                latest: tokio::sync::watch::Sender::new(Arc::from("")),
+            },
+            limits: ClientLimits::new(&config),
+            peers: sync::Peers::default(),
             chain: config
                 .chain()
                 .and_then(|c| c.map(payments::ChainLink::new).transpose())
@@ -175,15 +175,13 @@ impl Coordinator {
             config,
             db,
             artifacts,
-            hub: Mutex::new(Hub::new(policy)),
-            links: Mutex::new(HashMap::new()),
-            validation: Mutex::new(HashMap::new()),
-            jobs_version: AtomicU64::new(0),
+            dispatch: Dispatch {
+                hub: Mutex::new(Hub::new(policy)),
+                links: Mutex::new(HashMap::new()),
+                started: Instant::now(),
+            },
             instance: hex::encode(rand::random::<[u8; 8]>()),
-            started: Instant::now(),
-            pump_signal: tokio::sync::Notify::new(),
-            uploads: Mutex::new(HashSet::new()),
-            aggregating: Mutex::new(HashSet::new()),
+            in_flight: InFlight::default(),
         });
         coordinator
             .db
@@ -222,8 +220,8 @@ impl Coordinator {
                     reaper.resync_all();
                 }
                 if n % 120 == 0 {
-                    reaper.uploads_rate.forget_idle();
-                    reaper.sign_ins_rate.forget_idle();
+                    reaper.limits.uploads.forget_idle();
+                    reaper.limits.sign_ins.forget_idle();
                     if let Err(e) = reaper
                         .db
                         .forget_expired_sign_ins(oblivion_store::now())
@@ -249,13 +247,13 @@ impl Coordinator {
     /// Takes the snapshot once for every event stream, when anyone listens,
     /// and wakes them only if it changed.
     fn publish_snapshot(&self) {
-        if self.snapshots.receiver_count() == 0 {
+        if self.snapshots.latest.receiver_count() == 0 {
             return;
         }
         let Ok(json) = serde_json::to_string(&self.snapshot()) else {
             return;
         };
-        self.snapshots.send_if_modified(|last| {
+        self.snapshots.latest.send_if_modified(|last| {
             if **last == *json {
                 return false;
             }
@@ -266,7 +264,7 @@ impl Coordinator {
 
     /// The shared snapshot stream: the current one first, then each change.
     pub fn subscribe_snapshots(&self) -> tokio::sync::watch::Receiver<Arc<str>> {
-        let mut rx = self.snapshots.subscribe();
+        let mut rx = self.snapshots.latest.subscribe();
         // Up to date now, rather than as of the last tick anyone listened.
         self.publish_snapshot();
         rx.mark_changed();
@@ -275,34 +273,34 @@ impl Coordinator {
 
     /// Seconds on this process's monotonic clock (for deadlines).
     fn clock(&self) -> f64 {
-        self.started.elapsed().as_secs_f64()
+        self.dispatch.started.elapsed().as_secs_f64()
     }
 
     fn jobs_changed(&self) {
-        self.jobs_version.fetch_add(1, Ordering::Relaxed);
+        self.snapshots.jobs_version.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The live state of the network, as `GET /api/events` pushes it.
     pub fn snapshot(&self) -> NetworkSnapshot {
         let hub = self.hub();
         let mut workers = hub.worker_views(self.clock());
-        workers.extend(lock(&self.remote_workers).iter().cloned());
+        workers.extend(lock(&self.peers.workers).iter().cloned());
         workers.sort_by_key(|w| w.id);
         NetworkSnapshot {
             samples_per_second: workers.iter().map(|w| w.samples_per_second).sum::<f64>() + 0.0,
             workers,
             jobs: hub.live_jobs(),
-            jobs_version: self.jobs_version.load(Ordering::Relaxed),
+            jobs_version: self.snapshots.jobs_version.load(Ordering::Relaxed),
         }
     }
 
     fn hub(&self) -> MutexGuard<'_, Hub> {
-        lock(&self.hub)
+        lock(&self.dispatch.hub)
     }
 
     /// The workers' outgoing queues; take the hub's lock first.
     fn links(&self) -> MutexGuard<'_, HashMap<u64, UnboundedSender<CoordinatorMessage>>> {
-        lock(&self.links)
+        lock(&self.dispatch.links)
     }
 
     async fn weights(&self, sha: &str) -> Result<Params, AppError> {

@@ -8,7 +8,7 @@
 //! instance shows the whole network.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oblivion_protocol::api::WorkerView;
@@ -17,6 +17,17 @@ use sqlx::postgres::PgListener;
 use super::{Coordinator, lock};
 use crate::error::AppError;
 use oblivion_store::{JOBS_CHANNEL, now};
+
+/// What this instance knows of the others sharing its database.
+#[derive(Default)]
+pub(super) struct Peers {
+    /// Jobs other instances changed, to reload from the database.
+    pub(super) dirty: Mutex<BTreeSet<u64>>,
+    /// Wakes the task that reloads them.
+    pub(super) dirty_signal: tokio::sync::Notify,
+    /// Workers connected to the other instances, as they last published.
+    pub(super) workers: Mutex<Vec<WorkerView>>,
+}
 
 /// A dirty-set entry meaning "reload every unfinished job" (after missed
 /// notifications).
@@ -28,8 +39,8 @@ const COALESCE: Duration = Duration::from_millis(20);
 impl Coordinator {
     /// Marks `job` to be reloaded from the database.
     pub(super) fn mark_dirty(&self, job: u64) {
-        lock(&self.dirty).insert(job);
-        self.dirty_signal.notify_one();
+        lock(&self.peers.dirty).insert(job);
+        self.peers.dirty_signal.notify_one();
     }
 
     /// Marks every job to be reloaded (a safety net, now and then: the
@@ -72,9 +83,9 @@ impl Coordinator {
     /// Applies marked changes, forever.
     pub(super) async fn apply_changes(self: Arc<Self>) {
         loop {
-            self.dirty_signal.notified().await;
+            self.peers.dirty_signal.notified().await;
             tokio::time::sleep(COALESCE).await;
-            let jobs: BTreeSet<u64> = std::mem::take(&mut *lock(&self.dirty));
+            let jobs: BTreeSet<u64> = std::mem::take(&mut *lock(&self.peers.dirty));
             if jobs.contains(&RESCAN) {
                 if let Err(e) = self.rescan().await {
                     tracing::error!("reloading jobs: {}", e.message);
@@ -114,7 +125,7 @@ impl Coordinator {
         if row.status.is_finished() {
             let ended = self.hub().remove_job(id);
             if !ended.is_empty() {
-                lock(&self.validation).remove(&id);
+                lock(&self.data.validation).remove(&id);
                 self.settle_ended(ended, &format!("job {}", row.status.as_str()))
                     .await;
                 self.jobs_changed();
@@ -161,7 +172,7 @@ impl Coordinator {
             hub.sync_shards(id, row.round, &done, &remote);
             hub.jobs.get(&id).is_some_and(|j| j.round_complete())
         };
-        if complete && !lock(&self.aggregating).contains(&id) {
+        if complete && !lock(&self.in_flight.aggregating).contains(&id) {
             tokio::spawn(self.clone().aggregate(id, row.round));
         }
         Ok(())
@@ -190,7 +201,7 @@ impl Coordinator {
                     .filter_map(|json| serde_json::from_str::<Vec<WorkerView>>(json).ok())
                     .flatten()
                     .collect();
-                *lock(&self.remote_workers) = others;
+                *lock(&self.peers.workers) = others;
             }
             Err(e) => tracing::error!("reading the other instances' workers: {e}"),
         }

@@ -31,7 +31,7 @@ pub struct UploadSlot<'a> {
 
 impl Drop for UploadSlot<'_> {
     fn drop(&mut self) {
-        lock(&self.coordinator.uploads).remove(&self.lease);
+        lock(&self.coordinator.in_flight.uploads).remove(&self.lease);
     }
 }
 
@@ -39,7 +39,7 @@ impl Coordinator {
     /// Reserves the upload of `lease`'s update, refusing a second one while
     /// the first is in flight.
     pub fn upload_slot(&self, lease: u64) -> Result<UploadSlot<'_>, AppError> {
-        if !lock(&self.uploads).insert(lease) {
+        if !lock(&self.in_flight.uploads).insert(lease) {
             return Err(AppError::conflict(format!(
                 "an update for lease {lease} is already being uploaded"
             )));
