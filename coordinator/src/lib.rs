@@ -10,16 +10,16 @@
 //! ```
 
 // The scheduling core, under the names the service has always used.
-pub use oblivion_scheduler::{federated, hub, replication, reputation, round, states};
+use oblivion_scheduler::{federated, hub, replication, reputation, round, states};
 
-pub mod api;
+mod api;
 pub mod cli;
-pub mod config;
-pub mod coordinator;
+mod config;
+mod coordinator;
 mod datasets;
-pub mod error;
-pub mod limits;
-pub mod siwe;
+mod error;
+mod limits;
+mod siwe;
 
 pub use config::Config;
 pub use coordinator::Coordinator;

@@ -4,13 +4,13 @@
 //! once, and a round is recorded at most once. Each case runs on SQLite and
 //! on a throwaway PostgreSQL cluster.
 
-use oblivion_coordinator::reputation::ReputationPolicy;
 use oblivion_e2e::ScratchDir;
 use oblivion_e2e::postgres::Postgres;
 use oblivion_ml::screening::Verdict;
 use oblivion_protocol::api::{JobStatus, RoundMetrics, WorkerView};
 use oblivion_protocol::states::LeaseStatus;
 use oblivion_protocol::wire::{ClientKind, DeviceInfo};
+use oblivion_scheduler::reputation::ReputationPolicy;
 use oblivion_store::{
     Db, JobData, JobRefusal, JobRow, Judge, NewLease, Record, RoundRow, UpdateRefusal, UpdateRow,
     UpdateVerdict, now,

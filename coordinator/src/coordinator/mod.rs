@@ -41,10 +41,9 @@ use crate::limits::ClientLimits;
 use oblivion_store::{Artifacts, Backend, Db, JobRow};
 
 pub use accounts::Viewer;
-pub use gc::{Collected, DEFAULT_GRACE as GC_GRACE};
+pub use gc::DEFAULT_GRACE as GC_GRACE;
 pub use jobs::ModelFormat;
-pub use payments::{ChainLink, spec_hash};
-pub use updates::{ARRIVAL_FACTOR, UploadSlot, arrival_bound};
+pub use payments::spec_hash;
 
 /// The running coordinator: its settings and storage, and the state this
 /// instance derives from them, grouped by what uses it.
