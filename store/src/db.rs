@@ -52,27 +52,37 @@ pub(crate) fn attempt<T, F: Future<Output = Result<T, StoreError>>>(f: F) -> F {
 }
 
 /// Runs `$body` in a write transaction `$tx` (the body commits it, or
-/// returns early to roll it back), and runs it again from the start
-/// whenever it fails transiently ([`StoreError::is_transient`]): up to
-/// [`RETRIES`] more times, backing off. The one way the store changes
-/// state in a transaction. (A macro: a helper taking an async closure over
-/// the transaction would tie its future to the borrow, and lose `Send`.)
+/// returns early to roll it back), and runs it again from the start on a
+/// transient failure that certainly undid it: one before it began (no
+/// connection, a busy pool), or a race it lost (a deadlock, a
+/// serialization failure, a busy or locked SQLite), up to [`RETRIES`] more
+/// times, backing off. A connection lost midway is returned as transient
+/// but not run again here: its commit may have happened unanswered, and
+/// the caller's retry meets the guards instead. The one way the store
+/// changes state in a transaction. (A macro: a helper taking an async
+/// closure over the transaction would tie its future to the borrow, and
+/// lose `Send`.)
 macro_rules! transaction {
     ($db:expr, |$tx:ident| $body:block) => {{
         let mut tries = 0u32;
         loop {
-            let attempt = $crate::db::attempt(async {
-                #[allow(unused_mut)]
-                let mut $tx = $db.write().await?;
-                $body
-            })
-            .await;
-            match attempt {
-                Err(e) if e.is_transient() && tries < $crate::db::RETRIES => {
+            let result = match $db.write().await {
+                Err(e) => Err((e, true)),
+                Ok(began) => {
+                    #[allow(unused_mut)]
+                    let mut $tx = began;
+                    $crate::db::attempt(async { $body }).await.map_err(|e| {
+                        let undone = e.is_lost_race();
+                        (e, undone)
+                    })
+                }
+            };
+            match result {
+                Err((e, true)) if e.is_transient() && tries < $crate::db::RETRIES => {
                     tries += 1;
                     ::tokio::time::sleep($crate::db::backoff(tries)).await;
                 }
-                result => break result,
+                result => break result.map_err(|(e, _)| e),
             }
         }
     }};

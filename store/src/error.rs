@@ -27,6 +27,8 @@ pub enum ErrorKind {
 #[derive(Debug)]
 pub struct StoreError {
     kind: ErrorKind,
+    /// A race the transaction lost, which the database undid whole.
+    lost_race: bool,
     source: Box<dyn std::error::Error + Send + Sync>,
 }
 
@@ -38,6 +40,7 @@ impl StoreError {
     ) -> Self {
         StoreError {
             kind,
+            lost_race: false,
             source: source.into(),
         }
     }
@@ -56,6 +59,13 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         self.kind == ErrorKind::Transient
     }
+
+    /// Whether a transaction lost a race (a deadlock, a serialization
+    /// failure, a busy or locked SQLite): the database undid it whole, so
+    /// running it again cannot apply anything twice.
+    pub fn is_lost_race(&self) -> bool {
+        self.lost_race
+    }
 }
 
 impl fmt::Display for StoreError {
@@ -70,18 +80,20 @@ impl std::error::Error for StoreError {
     }
 }
 
-/// PostgreSQL's codes for a failure worth trying again: serialization
-/// failure, deadlock, too many connections, the server shutting down or
-/// starting, and the connection exceptions (class 08).
-const PG_TRANSIENT: &[&str] = &[
-    "40001", "40P01", "53300", "57P01", "57P02", "57P03", "08000", "08001", "08003", "08004",
-    "08006",
+/// Races a transaction can lose, which the database undoes whole:
+/// PostgreSQL's serialization failure and deadlock; SQLite's busy and
+/// locked, with their extended codes (busy recovery, busy snapshot, busy
+/// timeout; locked shared cache, locked virtual table).
+const LOST_RACE: &[&str] = &[
+    "40001", "40P01", "5", "6", "261", "262", "517", "773", "518",
 ];
 
-/// SQLite's: busy and locked, with their extended codes (busy recovery,
-/// busy snapshot, busy timeout; locked shared cache, locked virtual
-/// table).
-const SQLITE_TRANSIENT: &[&str] = &["5", "6", "261", "262", "517", "773", "518"];
+/// PostgreSQL's other codes for a failure worth trying again: too many
+/// connections, the server shutting down or starting, and the connection
+/// exceptions (class 08).
+const PG_TRANSIENT: &[&str] = &[
+    "53300", "57P01", "57P02", "57P03", "08000", "08001", "08003", "08004", "08006",
+];
 
 /// Raised by a trigger: PostgreSQL's `RAISE EXCEPTION` and SQLite's
 /// `RAISE(ABORT, …)` (a constraint by a trigger), and SQLite's plain
@@ -100,7 +112,7 @@ fn kind_of(e: &sqlx::Error) -> ErrorKind {
         E::Database(d) => {
             let code = d.code();
             let code = code.as_deref().unwrap_or_default();
-            if PG_TRANSIENT.contains(&code) || SQLITE_TRANSIENT.contains(&code) {
+            if LOST_RACE.contains(&code) || PG_TRANSIENT.contains(&code) {
                 ErrorKind::Transient
             } else if RAISED.contains(&code) || !matches!(d.kind(), sqlx::error::ErrorKind::Other) {
                 ErrorKind::Conflict
@@ -117,7 +129,14 @@ fn kind_of(e: &sqlx::Error) -> ErrorKind {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        StoreError::new(kind_of(&e), e)
+        let lost_race = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|code| LOST_RACE.contains(&&*code));
+        StoreError {
+            lost_race,
+            ..StoreError::new(kind_of(&e), e)
+        }
     }
 }
 
