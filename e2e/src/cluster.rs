@@ -33,7 +33,7 @@ pub struct Cluster {
     workers: Vec<WorkerProcess>,
     /// The shared database.
     pub database_url: String,
-    _postgres: Option<Postgres>,
+    postgres: Option<Postgres>,
     /// The shared object store, when there is one.
     pub s3: Option<S3Server>,
 }
@@ -57,7 +57,7 @@ impl Cluster {
             env: backing.env,
             workers: Vec::new(),
             database_url: backing.database_url,
-            _postgres: backing.postgres,
+            postgres: backing.postgres,
             s3: backing.s3,
         };
         for i in 0..instances {
@@ -85,6 +85,11 @@ impl Cluster {
     /// An API client for instance `i`, signed in as the job creator.
     pub fn api(&self, i: usize) -> Api {
         Api::new(&self.url(i), Some(crate::CREATOR_KEY))
+    }
+
+    /// The PostgreSQL server the instances share, when they share one.
+    pub fn postgres(&self) -> Option<&Postgres> {
+        self.postgres.as_ref()
     }
 
     /// Number of instances.

@@ -5,7 +5,9 @@
 //! instance. The job must finish within 1 point of a clean run's accuracy;
 //! every aggregated round must have used exactly one accepted update per
 //! shard, no accepted update may be lost, and no job's status may ever
-//! have gone backwards (all checked in the database).
+//! have gone backwards (all checked in the database). On PostgreSQL, the
+//! database server itself is also stopped at once (as in a crash) and
+//! started again once, mid-job.
 
 use std::time::{Duration, Instant};
 
@@ -85,8 +87,20 @@ async fn observe(cluster: &Cluster, id: u64) -> Option<JobView> {
     None
 }
 
+/// The round at whose start a PostgreSQL server is restarted (of the
+/// example's 15).
+const DATABASE_RESTART_ROUND: u32 = 5;
+
+/// What chaos was done.
+struct Done {
+    /// Coordinator instances killed.
+    kills: u32,
+    /// Database server restarts.
+    database_restarts: u32,
+}
+
 /// Trains the example under chaos; returns its final view.
-async fn train_under_chaos(cluster: &mut Cluster, workers: usize) -> (u64, JobView, u32) {
+async fn train_under_chaos(cluster: &mut Cluster, workers: usize) -> (u64, JobView, Done) {
     let mut dice = Dice::new();
     let instances = cluster.instances();
     for w in 0..workers {
@@ -100,6 +114,7 @@ async fn train_under_chaos(cluster: &mut Cluster, workers: usize) -> (u64, JobVi
     let started = Instant::now();
     let mut next_kill = Instant::now() + Duration::from_millis(2000 + dice.below(4000));
     let mut kills = 0;
+    let mut database_restarts = 0;
     let mut round_seen = 0;
     loop {
         assert!(
@@ -108,7 +123,11 @@ async fn train_under_chaos(cluster: &mut Cluster, workers: usize) -> (u64, JobVi
         );
         if let Some(job) = observe(cluster, id).await {
             if job.status.is_finished() {
-                return (id, job, kills);
+                let done = Done {
+                    kills,
+                    database_restarts,
+                };
+                return (id, job, done);
             }
             if job.round > round_seen {
                 // A new round: kill half the workers and start them again.
@@ -118,6 +137,14 @@ async fn train_under_chaos(cluster: &mut Cluster, workers: usize) -> (u64, JobVi
                     let v = victims.remove(dice.below(victims.len() as u64) as usize);
                     cluster.kill_worker(v).unwrap();
                     cluster.start_worker(v).unwrap();
+                }
+                if job.round == DATABASE_RESTART_ROUND
+                    && let Some(postgres) = cluster.postgres()
+                {
+                    postgres.stop().unwrap();
+                    tokio::time::sleep(Duration::from_millis(1000 + dice.below(2000))).await;
+                    postgres.restart().unwrap();
+                    database_restarts += 1;
                 }
             }
         }
@@ -195,15 +222,22 @@ async fn check_the_record(database_url: &str, id: u64, shards: u32) {
 
 async fn chaos(instances: usize, database: Database, storage: Storage, clean: f64) {
     let mut cluster = Cluster::start(instances, database, storage, FLAGS).unwrap();
-    let (id, job, kills) = train_under_chaos(&mut cluster, 6).await;
+    let (id, job, done) = train_under_chaos(&mut cluster, 6).await;
+    let Done {
+        kills,
+        database_restarts,
+    } = done;
     assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
     let accuracy = job.history.last().unwrap().accuracy;
     eprintln!(
         "chaos on {instances} instance(s), {database:?}, {storage:?}: {} rounds, accuracy {accuracy:.4} \
-         (clean {clean:.4}), {kills} coordinator kills",
+         (clean {clean:.4}), {kills} coordinator kills, {database_restarts} database restarts",
         job.history.len()
     );
     assert!(kills >= 2, "the coordinator was killed {kills} times");
+    if database == Database::Postgres {
+        assert_eq!(database_restarts, 1, "the database restarted mid-job");
+    }
     assert!(
         (accuracy - clean).abs() <= 0.01,
         "accuracy {accuracy} vs clean {clean}"
