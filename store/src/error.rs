@@ -100,9 +100,17 @@ const PG_TRANSIENT: &[&str] = &[
 /// constraint failure. The schema's triggers guard status moves.
 const RAISED: &[&str] = &["P0001", "1811", "19"];
 
-fn kind_of(e: &sqlx::Error) -> ErrorKind {
+/// What to do about `e`, and whether it is a race its transaction lost.
+fn classify(e: &sqlx::Error) -> (ErrorKind, bool) {
     use sqlx::Error as E;
-    match e {
+    if let E::Database(d) = e {
+        let code = d.code();
+        let code = code.as_deref().unwrap_or_default();
+        if LOST_RACE.contains(&code) {
+            return (ErrorKind::Transient, true);
+        }
+    }
+    let kind = match e {
         E::Io(_)
         | E::Tls(_)
         | E::Protocol(_)
@@ -112,7 +120,7 @@ fn kind_of(e: &sqlx::Error) -> ErrorKind {
         E::Database(d) => {
             let code = d.code();
             let code = code.as_deref().unwrap_or_default();
-            if LOST_RACE.contains(&code) || PG_TRANSIENT.contains(&code) {
+            if PG_TRANSIENT.contains(&code) {
                 ErrorKind::Transient
             } else if RAISED.contains(&code) || !matches!(d.kind(), sqlx::error::ErrorKind::Other) {
                 ErrorKind::Conflict
@@ -124,18 +132,16 @@ fn kind_of(e: &sqlx::Error) -> ErrorKind {
             ErrorKind::Corrupt
         }
         _ => ErrorKind::Other,
-    }
+    };
+    (kind, false)
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        let lost_race = e
-            .as_database_error()
-            .and_then(|d| d.code())
-            .is_some_and(|code| LOST_RACE.contains(&&*code));
+        let (kind, lost_race) = classify(&e);
         StoreError {
             lost_race,
-            ..StoreError::new(kind_of(&e), e)
+            ..StoreError::new(kind, e)
         }
     }
 }
