@@ -5,12 +5,12 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use oblivion_protocol::api::{Created, JobView, WorkerView};
 
 use oblivion_chain::{Key, sign_in_over_http};
 
-use crate::config::{Config, ConfigLayer};
+use crate::config::{self, Config};
 
 /// Oblivion coordinator.
 #[derive(Debug, Parser)]
@@ -24,11 +24,12 @@ pub struct Cli {
 enum Command {
     /// Runs the coordinator.
     Serve {
-        /// TOML file with any of the settings below.
+        /// TOML file with any of the settings below, by key: under the
+        /// environment and flags, over the defaults.
         #[arg(long, env = "OBLIVION_CONFIG")]
         config: Option<PathBuf>,
         #[command(flatten)]
-        layer: Box<ConfigLayer>,
+        settings: Box<Config>,
     },
     /// Submits, inspects, downloads or cancels jobs.
     Job {
@@ -128,11 +129,50 @@ enum JobCommand {
     },
 }
 
+impl Cli {
+    /// The command line, as [`Parser::parse`] reads it, with `serve`'s
+    /// settings also read from their `OBLIVION_*` variables and from its
+    /// `--config` file (see [`config`]). Exits on a bad command line or
+    /// file, with clap's one-line error.
+    pub fn parse_layered() -> Cli {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        Cli::try_parse_layered(&args).unwrap_or_else(|e| e.exit())
+    }
+
+    fn try_parse_layered(args: &[std::ffi::OsString]) -> Result<Cli, clap::Error> {
+        let cmd = Cli::command().mut_subcommand("serve", config::with_env);
+        let matches = cmd.clone().try_get_matches_from(args)?;
+        let file = matches
+            .subcommand_matches("serve")
+            .and_then(|serve| serve.get_one::<PathBuf>("config"));
+        let matches = match file {
+            None => matches,
+            Some(path) => {
+                let mut failure = None;
+                let cmd = cmd.mut_subcommand("serve", |serve| {
+                    config::with_file(serve.clone(), path).unwrap_or_else(|e| {
+                        failure = Some(e);
+                        serve
+                    })
+                });
+                if let Some(e) = failure {
+                    return Err(clap::Error::raw(
+                        clap::error::ErrorKind::InvalidValue,
+                        e + "\n",
+                    ));
+                }
+                cmd.try_get_matches_from(args)?
+            }
+        };
+        Cli::from_arg_matches(&matches)
+    }
+}
+
 /// Runs the CLI; errors come back as one readable line.
 pub async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::Serve { config, layer } => {
-            let config = Config::load(config.as_deref(), &layer)?;
+        Command::Serve { settings, .. } => {
+            let config = settings.finish()?;
             crate::serve(config).await.map_err(|e| format!("{e:#}"))
         }
         Command::Workers { target } => {

@@ -32,7 +32,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     // The port it got (when asked for port 0) is the one sign-in trusts.
     config.listen = addr;
-    if config.public_url.is_none() && !addr.ip().is_loopback() {
+    if config.sign_in.public_url.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(
             "serving on {addr} over plain HTTP without --public-url: sign-in accepts only \
              http://{addr} and loopback, and session cookies travel unencrypted"

@@ -162,24 +162,24 @@ impl ClientLimits {
             worker_connections: ConnectionLimit::new(
                 "worker connections",
                 "max_workers_per_client",
-                config.max_workers_per_client,
-                config.max_workers,
+                config.quotas.max_workers_per_client,
+                config.quotas.max_workers,
             ),
             event_streams: ConnectionLimit::new(
                 "event streams",
                 "max_event_streams_per_client",
-                config.max_event_streams_per_client,
-                config.max_event_streams,
+                config.quotas.max_event_streams_per_client,
+                config.quotas.max_event_streams,
             ),
             uploads: RateLimit::new(
                 "uploads",
                 "max_uploads_per_minute",
-                config.max_uploads_per_minute,
+                config.quotas.max_uploads_per_minute,
             ),
             sign_ins: RateLimit::new(
                 "sign-in attempts",
                 "max_sign_ins_per_minute",
-                config.max_sign_ins_per_minute,
+                config.quotas.max_sign_ins_per_minute,
             ),
         }
     }

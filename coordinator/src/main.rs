@@ -1,4 +1,3 @@
-use clap::Parser;
 use oblivion_coordinator::cli::{Cli, run};
 
 #[tokio::main]
@@ -10,7 +9,7 @@ async fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Err(e) = run(Cli::parse()).await {
+    if let Err(e) = run(Cli::parse_layered()).await {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

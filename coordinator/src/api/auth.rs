@@ -140,7 +140,7 @@ pub async fn login(
         .secure(scheme == "https")
         .path("/")
         .max_age(cookie::time::Duration::seconds(
-            c.config.session_ttl.as_secs() as i64,
+            c.config.sign_in.session_ttl.as_secs() as i64,
         ))
         .build();
     set_cookie(Json(view).into_response(), &cookie)

@@ -38,7 +38,7 @@ impl FromRequestParts<Arc<Coordinator>> for Client {
         Ok(Client(client_key(
             peer.ip(),
             forwarded.as_deref(),
-            &c.config.trusted_proxies,
+            &c.config.quotas.trusted_proxies,
         )))
     }
 }

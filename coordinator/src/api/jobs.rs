@@ -108,8 +108,8 @@ pub async fn upload_dataset(
     c.limits.uploads.check(client)?;
     let bytes = read_body_within(
         body,
-        c.config.max_upload_bytes,
-        c.config.upload_deadline,
+        c.config.uploads.max_upload_bytes,
+        c.config.uploads.upload_deadline,
         "the upload",
     )
     .await?;

@@ -97,7 +97,7 @@ pub const MAX_SPEC_BYTES: usize = 256 * 1024;
 /// The application's routes.
 pub fn router(coordinator: Arc<Coordinator>) -> Router {
     let web = coordinator.config.web_dir.clone();
-    let idle = coordinator.config.upload_idle;
+    let idle = coordinator.config.uploads.upload_idle;
     let api = Router::new()
         .route("/api/health", get(|| async { "ok" }))
         .route("/api/auth/nonce", post(auth::nonce))

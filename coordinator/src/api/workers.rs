@@ -62,8 +62,8 @@ pub async fn update(
     let _slot = c.upload_slot(lease)?;
     let bytes = match read_body_within(
         body,
-        c.config.max_update_bytes,
-        c.config.upload_deadline,
+        c.config.uploads.max_update_bytes,
+        c.config.uploads.upload_deadline,
         "the update",
     )
     .await
@@ -204,8 +204,8 @@ async fn session(c: Arc<Coordinator>, mut socket: WebSocket, account: Option<Str
     let welcome = CoordinatorMessage::Welcome {
         worker_id: id,
         token,
-        heartbeat_secs: c.config.heartbeat.as_secs(),
-        lease_cap: c.config.lease_cap.min(max_leases),
+        heartbeat_secs: c.config.leases.heartbeat.as_secs(),
+        lease_cap: c.config.leases.lease_cap.min(max_leases),
     };
     if send(&mut socket, &welcome).await {
         c.worker_ready().await;

@@ -82,10 +82,13 @@ impl Coordinator {
             .map(char::from)
             .collect();
         let issued = OffsetDateTime::now_utc();
-        let ttl = time::Duration::try_from(self.config.sign_in_ttl)
+        let ttl = time::Duration::try_from(self.config.sign_in.sign_in_ttl)
             .map_err(|e| AppError::internal(e.to_string()))?;
         self.db
-            .add_nonce(&nonce, now() + self.config.sign_in_ttl.as_secs_f64())
+            .add_nonce(
+                &nonce,
+                now() + self.config.sign_in.sign_in_ttl.as_secs_f64(),
+            )
             .await
             .map_err(AppError::db)?;
         Ok(SignInChallenge {
@@ -110,7 +113,7 @@ impl Coordinator {
             domain: authority,
             chain_id: self.sign_in_chain(),
             now: OffsetDateTime::now_utc(),
-            max_validity: time::Duration::try_from(self.config.sign_in_ttl)
+            max_validity: time::Duration::try_from(self.config.sign_in.sign_in_ttl)
                 .map_err(|e| AppError::internal(e.to_string()))?
                 + time::Duration::minutes(1),
         };
@@ -131,7 +134,7 @@ impl Coordinator {
             .take(43)
             .map(char::from)
             .collect();
-        let expires_at = t + self.config.session_ttl.as_secs_f64();
+        let expires_at = t + self.config.sign_in.session_ttl.as_secs_f64();
         self.db
             .add_session(&token_hash(&token), &verified.address, t, expires_at)
             .await

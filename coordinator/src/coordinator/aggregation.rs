@@ -67,7 +67,7 @@ impl Coordinator {
     }
 
     async fn try_aggregate(&self, job: u64, round: u32) -> Result<(), AppError> {
-        let stale_before = now() - self.config.aggregation_timeout.as_secs_f64();
+        let stale_before = now() - self.config.leases.aggregation_timeout.as_secs_f64();
         let claimed = self
             .db
             .claim_aggregation(job, round, &self.instance, stale_before)
@@ -128,8 +128,8 @@ impl Coordinator {
             self.db
                 .refuters(
                     &workers,
-                    self.config.reputation.established_after,
-                    now() - self.config.reputation.established_age.as_secs_f64(),
+                    self.config.reputation().established_after,
+                    now() - self.config.reputation().established_age.as_secs_f64(),
                 )
                 .await
                 .map_err(AppError::db)?

@@ -36,10 +36,10 @@ pub struct Collected {
 impl Coordinator {
     /// Runs passes forever, one every `gc_interval` (none if it is zero).
     pub(super) async fn collect_garbage_forever(&self) {
-        if self.config.gc_interval.is_zero() {
+        if self.config.collection.gc_interval.is_zero() {
             return;
         }
-        let mut tick = tokio::time::interval(self.config.gc_interval);
+        let mut tick = tokio::time::interval(self.config.collection.gc_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
@@ -53,19 +53,22 @@ impl Coordinator {
 
     /// One pass.
     pub async fn collect_garbage(&self) -> Result<Collected, AppError> {
-        let keep = self.config.keep_rounds;
-        let before = SystemTime::now() - self.config.gc_grace;
+        let keep = self.config.collection.keep_rounds;
+        let before = SystemTime::now() - self.config.collection.gc_grace;
         let mut done = Collected::default();
         let now = oblivion_store::now();
         for job in self
             .db
-            .unfunded_jobs(now - self.config.funding_timeout.as_secs_f64(), BATCH)
+            .unfunded_jobs(
+                now - self.config.collection.funding_timeout.as_secs_f64(),
+                BATCH,
+            )
             .await
             .map_err(AppError::db)?
         {
             let why = format!(
                 "not funded within {} s of its creation",
-                self.config.funding_timeout.as_secs()
+                self.config.collection.funding_timeout.as_secs()
             );
             // Funded meanwhile, or cancelled: the guarded transition says no.
             if self
@@ -90,7 +93,10 @@ impl Coordinator {
         }
         for (sha, owner) in self
             .db
-            .unused_uploads(now - self.config.unused_upload_ttl.as_secs_f64(), BATCH)
+            .unused_uploads(
+                now - self.config.collection.unused_upload_ttl.as_secs_f64(),
+                BATCH,
+            )
             .await
             .map_err(AppError::db)?
         {

@@ -66,7 +66,7 @@ impl Coordinator {
             .jobs_in_flight(creator)
             .await
             .map_err(AppError::db)?;
-        if in_flight >= u64::from(self.config.max_jobs_in_flight) {
+        if in_flight >= u64::from(self.config.quotas.max_jobs_in_flight) {
             return Err(AppError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(
@@ -85,7 +85,7 @@ impl Coordinator {
         if let (Some(reward), Some(link)) = (&spec.reward, &self.chain) {
             let needed = link
                 .config
-                .time_needed(spec.rounds, self.config.lease_max_lifetime);
+                .time_needed(spec.rounds, self.config.leases.lease_max_lifetime);
             let hours = needed.as_secs().div_ceil(3600);
             if u64::from(reward.deadline_hours) < hours {
                 return Err(AppError::unprocessable(format!(
@@ -104,7 +104,7 @@ impl Coordinator {
             .load(
                 spec.dataset.held_by_coordinator(),
                 &self.artifacts,
-                self.config.max_dataset_bytes,
+                self.config.uploads.max_dataset_bytes,
             )
             .await?;
         let federated = spec.dataset.is_federated();
@@ -177,7 +177,7 @@ impl Coordinator {
             n.columns = datasets::columns(
                 spec.dataset.held_by_coordinator(),
                 &self.artifacts,
-                self.config.max_dataset_bytes,
+                self.config.uploads.max_dataset_bytes,
             )
             .await?;
         }
@@ -570,8 +570,12 @@ impl Coordinator {
         owner: &str,
         bytes: Vec<u8>,
     ) -> Result<UploadedDataset, AppError> {
-        let uploaded =
-            datasets::upload(bytes, &self.artifacts, self.config.max_dataset_bytes).await?;
+        let uploaded = datasets::upload(
+            bytes,
+            &self.artifacts,
+            self.config.uploads.max_dataset_bytes,
+        )
+        .await?;
         self.db
             .add_upload(&uploaded.sha256, owner, oblivion_store::now())
             .await

@@ -41,7 +41,7 @@ impl Coordinator {
     /// reputation policy (the store applies it as results come in).
     pub(super) fn quarantine_rule(&self) -> impl Fn(&Record<'_>) -> Option<String> + Sync + '_ {
         |r| {
-            let policy = &self.config.reputation;
+            let policy = self.config.reputation();
             policy.quarantine_reason(r.agreed, r.disputed, r.refuted, r.last_dispute)
         }
     }
@@ -56,7 +56,7 @@ impl Coordinator {
         Judge {
             rule,
             now,
-            released_before: now - self.config.reputation.quarantine_for.as_secs_f64(),
+            released_before: now - self.config.reputation().quarantine_for.as_secs_f64(),
         }
     }
 
@@ -94,7 +94,7 @@ impl Coordinator {
         // worker's account.
         let identity = crate::reputation::identity(payout.as_deref(), id);
         let released_before =
-            oblivion_store::now() - self.config.reputation.quarantine_for.as_secs_f64();
+            oblivion_store::now() - self.config.reputation().quarantine_for.as_secs_f64();
         self.db
             .release_quarantine(&identity, released_before)
             .await
@@ -250,7 +250,7 @@ impl Coordinator {
         if let Err(e) = self.db.instance_seen(&self.instance).await {
             tracing::error!("recording this instance as alive: {e}");
         }
-        let stale_before = now() - self.config.instance_timeout.as_secs_f64();
+        let stale_before = now() - self.config.leases.instance_timeout.as_secs_f64();
         match self.db.reap_instances(stale_before).await {
             Ok(jobs) if !jobs.is_empty() => {
                 tracing::warn!(?jobs, "ended the leases and claims of a stopped instance");

@@ -135,7 +135,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Coordinator {
     /// Opens storage, resumes unfinished jobs and starts the lease reaper.
     pub async fn start(config: Config) -> anyhow::Result<Arc<Coordinator>> {
-        tokio::fs::create_dir_all(&config.data_dir).await?;
+        tokio::fs::create_dir_all(&config.storage.data_dir).await?;
         let db = Db::connect(&config.database_url(), 8)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
@@ -150,15 +150,15 @@ impl Coordinator {
             db.release_all_aggregations().await?;
         }
         let policy = LeasePolicy {
-            cap: config.lease_cap,
-            ttl: config.lease_ttl,
-            max_lifetime: config.lease_max_lifetime,
-            stall: config.lease_stall,
+            cap: config.leases.lease_cap,
+            ttl: config.leases.lease_ttl,
+            max_lifetime: config.leases.lease_max_lifetime,
+            stall: config.leases.lease_stall,
         };
         let coordinator = Arc::new(Coordinator {
             data: DataCaches {
                 validation: Mutex::new(HashMap::new()),
-                datasets: DatasetCache::new(config.dataset_cache_entries),
+                datasets: DatasetCache::new(config.uploads.dataset_cache_entries),
             },
             snapshots: Snapshots {
                 jobs_version: AtomicU64::new(0),
@@ -364,7 +364,10 @@ impl Coordinator {
                 .await
                 .map_err(AppError::db)?
                 .and_then(|p| p.deadline)
-                .map(|d| link.config.leases_until(d, self.config.lease_max_lifetime)),
+                .map(|d| {
+                    link.config
+                        .leases_until(d, self.config.leases.lease_max_lifetime)
+                }),
             _ => None,
         };
         let mut live = LiveJob {

@@ -350,7 +350,7 @@ impl Coordinator {
         let row = self.job_row(job).await.map_err(|e| chain_err(e.message))?;
         let needed = link
             .config
-            .time_needed(row.spec.rounds, self.config.lease_max_lifetime);
+            .time_needed(row.spec.rounds, self.config.leases.lease_max_lifetime);
         let left = (deadline as f64 - now()).max(0.0);
         Ok((left < needed.as_secs_f64()).then(|| {
             format!(

@@ -189,7 +189,7 @@ impl Coordinator {
             }
             Err(e) => tracing::error!("encoding this instance's workers: {e}"),
         }
-        let stale_before = now() - self.config.instance_timeout.as_secs_f64();
+        let stale_before = now() - self.config.leases.instance_timeout.as_secs_f64();
         match self
             .db
             .other_instances_workers(&self.instance, stale_before)
