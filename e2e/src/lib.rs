@@ -643,16 +643,14 @@ impl ScriptedWorker {
         local_data: Option<oblivion_protocol::wire::LocalDataOffer>,
     ) -> Result<ScriptedWorker> {
         use futures_util::{SinkExt, StreamExt};
-        use oblivion_protocol::wire::{ClientKind, CoordinatorMessage, DeviceInfo, WorkerMessage};
+        use oblivion_protocol::wire::{ClientKind, CoordinatorMessage, DeviceInfo, Endpoint};
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let ws = format!("{}/api/workers/connect", url.replacen("http", "ws", 1));
-        let mut request = ws.into_client_request()?;
+        let mut request = Endpoint::new(url).connect_url().into_client_request()?;
         if let Some(cookie) = cookie {
             request.headers_mut().insert("cookie", cookie.parse()?);
         }
         let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
-        let hello = WorkerMessage::Hello {
-            protocol: oblivion_protocol::wire::PROTOCOL_VERSION,
+        let hello = oblivion_worker_engine::session::Profile {
             name: name.into(),
             client: ClientKind::Native,
             device: DeviceInfo {
@@ -664,7 +662,8 @@ impl ScriptedWorker {
             payout_address: payout_address.map(str::to_string),
             max_leases: None,
             local_data,
-        };
+        }
+        .hello();
         socket
             .send(tokio_tungstenite::tungstenite::Message::Text(
                 serde_json::to_string(&hello)?.into(),
@@ -752,7 +751,7 @@ impl ScriptedWorker {
     pub async fn fetch(&self, api: &Api, sha: &str) -> Result<Vec<u8>> {
         let r = api
             .http
-            .get(format!("{}/api/artifacts/{sha}", api.url))
+            .get(oblivion_protocol::wire::Endpoint::new(&api.url).artifact_url(sha))
             .header(oblivion_protocol::wire::WORKER_TOKEN_HEADER, &self.token)
             .send()
             .await?;
@@ -766,7 +765,7 @@ impl ScriptedWorker {
     pub async fn post_update(&self, api: &Api, lease: u64, body: Vec<u8>) -> Result<Reply> {
         reply(
             api.http
-                .post(format!("{}/api/leases/{lease}/update", api.url))
+                .post(oblivion_protocol::wire::Endpoint::new(&api.url).update_url(lease))
                 .header(oblivion_protocol::wire::WORKER_TOKEN_HEADER, &self.token)
                 .body(body)
                 .send()

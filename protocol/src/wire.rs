@@ -17,6 +17,46 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// Header carrying the secret a worker received in [`CoordinatorMessage::Welcome`].
 pub const WORKER_TOKEN_HEADER: &str = "x-oblivion-worker-token";
 
+/// One coordinator as a worker reaches it: the URLs of the worker
+/// protocol, built here alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    base: String,
+}
+
+impl Endpoint {
+    /// The coordinator at `base` (`http://host:port` or `https://…`, a
+    /// trailing `/` or not).
+    pub fn new(base: &str) -> Endpoint {
+        Endpoint {
+            base: base.trim().trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// Its base URL, without a trailing `/`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The worker socket: `ws://…` (or `wss://`) `/api/workers/connect`.
+    pub fn connect_url(&self) -> String {
+        format!(
+            "{}/api/workers/connect",
+            self.base.replacen("http", "ws", 1)
+        )
+    }
+
+    /// Where the artifact with this sha256 is fetched.
+    pub fn artifact_url(&self, sha256: &str) -> String {
+        format!("{}/api/artifacts/{sha256}", self.base)
+    }
+
+    /// Where a lease's update is posted.
+    pub fn update_url(&self, lease_id: u64) -> String {
+        format!("{}/api/leases/{lease_id}/update", self.base)
+    }
+}
+
 /// Largest accepted update upload, in bytes (compressed).
 pub const MAX_UPDATE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -266,6 +306,23 @@ pub enum CoordinatorMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endpoint_builds_the_worker_urls() {
+        let e = Endpoint::new("https://oblivion.example:8443/");
+        assert_eq!(
+            e.connect_url(),
+            "wss://oblivion.example:8443/api/workers/connect"
+        );
+        assert_eq!(
+            e.update_url(7),
+            "https://oblivion.example:8443/api/leases/7/update"
+        );
+        assert_eq!(
+            Endpoint::new("http://127.0.0.1:8080").artifact_url("ab"),
+            "http://127.0.0.1:8080/api/artifacts/ab"
+        );
+    }
 
     #[test]
     fn messages_round_trip_with_a_type_tag() {

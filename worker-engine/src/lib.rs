@@ -17,6 +17,7 @@
 
 mod benchmark;
 mod cache;
+pub mod session;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

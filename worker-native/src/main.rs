@@ -4,14 +4,12 @@
 mod privacy_file;
 mod session;
 
-use std::time::Duration;
-
 use clap::Parser;
 use oblivion_ml::ComputeDevice;
 use oblivion_protocol::wire::DeviceInfo;
 use oblivion_worker_engine::benchmark;
 
-use session::{Outcome, Settings};
+use session::Settings;
 
 /// Trains shards for an Oblivion coordinator.
 #[derive(Debug, Parser)]
@@ -175,7 +173,6 @@ async fn run(args: Args) -> Result<(), String> {
             "--coordinator must be http:// or https:// URLs, not {bad:?}"
         ));
     }
-    let base = coordinators[0].clone();
     let key = args
         .key
         .as_deref()
@@ -251,7 +248,6 @@ async fn run(args: Args) -> Result<(), String> {
         "device ready"
     );
     let settings = Settings {
-        base,
         coordinators,
         name: args
             .name
@@ -263,34 +259,8 @@ async fn run(args: Args) -> Result<(), String> {
         local_data,
         data_dir,
         privacy,
-        _data_lock: data_lock.map(std::sync::Arc::new),
+        _data_lock: data_lock,
         duty: f64::from(args.max_cpu) / 100.0,
     };
-    let mut session = session::Worker::new(settings);
-    let mut backoff = Duration::from_millis(250);
-    loop {
-        match session.run().await {
-            Outcome::Stopped => return Ok(()),
-            Outcome::Refused(message) => {
-                return Err(format!("the coordinator refused this worker: {message}"));
-            }
-            Outcome::Lost(reason) => {
-                let jitter = Duration::from_millis(rand::random::<u64>() % 250);
-                tracing::warn!(
-                    "connection lost ({reason}); retrying in {:?}",
-                    backoff + jitter
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff + jitter) => {}
-                    _ = tokio::signal::ctrl_c() => return Ok(()),
-                }
-                if session.connected_once() {
-                    backoff = Duration::from_millis(250);
-                } else {
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-                session.next_coordinator();
-            }
-        }
-    }
+    session::run(settings).await
 }

@@ -1,33 +1,39 @@
-//! One connection to the coordinator: hello, leases, heartbeats, training,
-//! uploads; and a clean stop on Ctrl-C (first: finish the shard in hand and
-//! return the queued ones; second: return everything now).
+//! The native driver of the worker's [session](oblivion_worker_engine::session):
+//! a WebSocket per connection, reqwest for artifacts and updates, a
+//! blocking thread for training, tokio's clock, and Ctrl-C (first: finish
+//! the shard in hand and return the queued ones; second: return
+//! everything now). What to do when is the session's; this file only
+//! does it.
 
-use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use oblivion_ml::ComputeDevice;
 use oblivion_protocol::api::ApiError;
 use oblivion_protocol::wire::{
-    ClientKind, CoordinatorMessage, DeviceInfo, LeaseProgress, LeaseTask, PROTOCOL_VERSION,
-    UpdateReceipt, WORKER_TOKEN_HEADER, WorkerMessage,
+    ClientKind, DeviceInfo, Endpoint, LeaseTask, UpdateReceipt, WORKER_TOKEN_HEADER,
 };
 use oblivion_worker_engine::Engine;
+use oblivion_worker_engine::session::{
+    Action, Ended, Event, Notice, OnRefusal, Profile, Session, WorkResult,
+};
 use reqwest::cookie::CookieStore;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::header;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// What the worker is and where it connects.
-#[derive(Clone)]
 pub struct Settings {
-    /// Coordinator base URL (http or https) it connects to now.
-    pub base: String,
     /// Every coordinator it may connect to, tried in turn when one is lost
-    /// (instances sharing one database), `base` among them.
+    /// (instances sharing one database).
     pub coordinators: Vec<String>,
     /// Display name.
     pub name: String,
@@ -46,389 +52,314 @@ pub struct Settings {
     /// Those settings and ledger, as loaded.
     pub privacy: oblivion_protocol::tab::ContributorPrivacy,
     /// Holds the data directory while the worker runs (with local data).
-    pub _data_lock: Option<std::sync::Arc<std::fs::File>>,
+    pub _data_lock: Option<std::fs::File>,
     /// The share of its time it trains, in (0, 1]: it rests between steps
     /// for the rest.
     pub duty: f64,
 }
 
-/// How a session ended.
-pub enum Outcome {
-    /// Stopped on request.
-    Stopped,
-    /// The coordinator refused the worker (do not retry).
-    Refused(String),
-    /// The connection failed or dropped (retry).
-    Lost(String),
-}
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Opening = Pin<Box<dyn Future<Output = Result<Socket, String>> + Send>>;
 
-/// A lease being worked on.
+/// The lease being worked on, as its training thread sees it.
 #[derive(Default)]
 struct Held {
     progress: AtomicU32,
     cancel: AtomicBool,
-    started: AtomicBool,
 }
-
-type HeldMap = Arc<Mutex<BTreeMap<u64, Arc<Held>>>>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The worker across reconnections (its caches survive them).
-pub struct Worker {
-    settings: Arc<Settings>,
-    engine: Arc<Mutex<Engine>>,
+/// What the work on a lease needs, shared with its task.
+struct Context {
+    engine: Mutex<Engine>,
     http: reqwest::Client,
-    /// Session cookies (signing in sets one; the worker connection sends it).
     cookies: Arc<reqwest::cookie::Jar>,
-    connected: bool,
+    key: Option<oblivion_chain::Key>,
+    data_dir: std::path::PathBuf,
+    duty: f64,
 }
 
-impl Worker {
-    /// A worker that has not connected yet.
-    pub fn new(mut settings: Settings) -> Worker {
-        let cookies = Arc::new(reqwest::cookie::Jar::default());
-        let mut engine = Engine::new(settings.device);
-        engine.set_local_data(settings.local_data.take());
-        // The ledger names the network by its coordinators: instances
-        // sharing one database are one network, in whatever order given.
-        let mut network = settings.coordinators.clone();
-        network.sort();
-        engine.set_privacy(network.join(","), std::mem::take(&mut settings.privacy));
-        Worker {
-            engine: Arc::new(Mutex::new(engine)),
-            settings: Arc::new(settings),
-            http: reqwest::Client::builder()
-                .cookie_provider(cookies.clone())
-                .build()
-                .unwrap_or_default(),
-            cookies,
-            connected: false,
-        }
-    }
+/// Works for the coordinators until stopped; an error if one refused it.
+pub async fn run(mut settings: Settings) -> Result<(), String> {
+    let mut engine = Engine::new(settings.device);
+    engine.set_local_data(settings.local_data.take());
+    // The ledger names the network by its coordinators: instances sharing
+    // one database are one network, in whatever order given.
+    let mut network = settings.coordinators.clone();
+    network.sort();
+    engine.set_privacy(network.join(","), std::mem::take(&mut settings.privacy));
+    let profile = Profile {
+        name: settings.name.clone(),
+        client: ClientKind::Native,
+        device: settings.info.clone(),
+        benchmark: settings.benchmark,
+        payout_address: settings.key.as_ref().map(|k| k.address()),
+        max_leases: None,
+        local_data: engine.local_offer(),
+    };
+    let cookies = Arc::new(reqwest::cookie::Jar::default());
+    let context = Arc::new(Context {
+        engine: Mutex::new(engine),
+        http: reqwest::Client::builder()
+            .cookie_provider(cookies.clone())
+            .build()
+            .unwrap_or_default(),
+        cookies,
+        key: settings.key.clone(),
+        data_dir: settings.data_dir.clone(),
+        duty: settings.duty,
+    });
+    let endpoints = settings
+        .coordinators
+        .iter()
+        .map(|c| Endpoint::new(c))
+        .collect();
+    let mut session = Session::new(profile, endpoints, OnRefusal::End, rand::random());
+    let started = Instant::now();
+    let now = || started.elapsed().as_secs_f64() * 1000.0;
 
-    /// Moves on to the next coordinator of the list (after a lost one).
-    pub fn next_coordinator(&mut self) {
-        let list = &self.settings.coordinators;
-        if list.len() < 2 {
-            return;
-        }
-        let at = list
-            .iter()
-            .position(|c| *c == self.settings.base)
-            .unwrap_or(0);
-        let mut settings = (*self.settings).clone();
-        settings.base = list[(at + 1) % list.len()].clone();
-        self.settings = Arc::new(settings);
-    }
-
-    /// Whether the last session got as far as a Welcome.
-    pub fn connected_once(&self) -> bool {
-        self.connected
-    }
-
-    /// Connects and works until the connection ends or the user stops it.
-    pub async fn run(&mut self) -> Outcome {
-        self.connected = false;
-        let ws_url = format!(
-            "{}/api/workers/connect",
-            self.settings.base.replacen("http", "ws", 1)
-        );
-        let mut request = match ws_url.as_str().into_client_request() {
-            Ok(r) => r,
-            Err(e) => return Outcome::Refused(format!("bad coordinator URL {ws_url}: {e}")),
-        };
-        if let Some(key) = &self.settings.key {
-            // Signed in afresh on every connection: sessions expire.
-            if let Err(e) =
-                oblivion_chain::sign_in_over_http(&self.http, &self.settings.base, key).await
-            {
-                return Outcome::Lost(e);
-            }
-            let cookie = self
-                .settings
-                .base
-                .parse()
-                .ok()
-                .and_then(|url| self.cookies.cookies(&url));
-            if let Some(cookie) = cookie {
-                request.headers_mut().insert(header::COOKIE, cookie);
+    let mut sink: Option<SplitSink<Socket, Message>> = None;
+    let mut stream: Option<SplitStream<Socket>> = None;
+    let mut opening: Option<Opening> = None;
+    let mut held: Option<(u64, Arc<Held>)> = None;
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, WorkResult)>();
+    // Ctrl-C, each press once: a listener made afresh in each turn of the
+    // loop could miss a press between two turns.
+    let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if stop_tx.send(()).is_err() {
+                return;
             }
         }
-        let (socket, _) = match tokio_tungstenite::connect_async(request).await {
-            Ok(s) => s,
-            Err(e) => return Outcome::Lost(format!("cannot connect to {ws_url}: {e}")),
-        };
-        let (mut sink, mut stream) = socket.split();
-        let s = &self.settings;
-        let hello = WorkerMessage::Hello {
-            protocol: PROTOCOL_VERSION,
-            name: s.name.clone(),
-            client: ClientKind::Native,
-            device: s.info.clone(),
-            benchmark: s.benchmark,
-            payout_address: s.key.as_ref().map(|k| k.address()),
-            max_leases: None,
-            local_data: lock(&self.engine).local_offer(),
-        };
-        if sink.send(text(&hello)).await.is_err() {
-            return Outcome::Lost("connection closed during hello".into());
-        }
-        let welcome = tokio::time::timeout(Duration::from_secs(10), stream.next()).await;
-        let (worker_id, token, heartbeat_secs) = match welcome {
-            Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str(&t) {
-                Ok(CoordinatorMessage::Welcome {
-                    worker_id,
-                    token,
-                    heartbeat_secs,
-                    ..
-                }) => (worker_id, token, heartbeat_secs),
-                Ok(CoordinatorMessage::Error { message }) => return Outcome::Refused(message),
-                _ => return Outcome::Lost("expected a welcome".into()),
-            },
-            _ => return Outcome::Lost("no welcome from the coordinator".into()),
-        };
-        self.connected = true;
-        tracing::info!(worker_id, "connected to {}", s.base);
+    });
 
-        let held: HeldMap = Arc::default();
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<WorkerMessage>();
-        let (task_tx, task_rx) = mpsc::unbounded_channel::<LeaseTask>();
-        let mut task_tx = Some(task_tx);
-        let mut trainer = tokio::spawn(train_loop(
-            task_rx,
-            held.clone(),
-            out_tx.clone(),
-            self.engine.clone(),
-            self.http.clone(),
-            self.settings.clone(),
-            token,
-        ));
-        let mut heartbeat =
-            tokio::time::interval(Duration::from_secs(heartbeat_secs.clamp(1, 3600)));
-        let mut stops = 0;
-        let cancel_all = |held: &HeldMap| {
-            for h in lock(held).values() {
-                h.cancel.store(true, Ordering::SeqCst);
-            }
-        };
-        loop {
-            tokio::select! {
-                incoming = stream.next() => {
-                    let msg = match incoming {
-                        Some(Ok(Message::Text(t))) => serde_json::from_str::<CoordinatorMessage>(&t),
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                            cancel_all(&held);
-                            trainer.abort();
-                            return Outcome::Lost("the coordinator closed the connection".into());
-                        }
-                        Some(Ok(_)) => continue,
+    loop {
+        while let Some(action) = session.poll_action() {
+            match action {
+                Action::Connect(endpoint) => {
+                    opening = Some(Box::pin(open(context.clone(), endpoint)));
+                }
+                Action::Send(message) => {
+                    let sent = match sink.as_mut() {
+                        Some(s) => s.send(text(&message)).await.is_ok(),
+                        None => true,
                     };
-                    match msg {
-                        Ok(CoordinatorMessage::Lease(task)) => {
-                            tracing::info!(lease = task.lease_id, job = task.job_id, round = task.round, shard = task.shard, "lease received");
-                            lock(&held).insert(task.lease_id, Arc::default());
-                            match &task_tx {
-                                Some(tx) => { let _ = tx.send(task); }
-                                None => {
-                                    lock(&held).remove(&task.lease_id);
-                                    let _ = sink.send(text(&WorkerMessage::ReturnLease {
-                                        lease_id: task.lease_id,
-                                        reason: "worker is stopping".into(),
-                                        decline_job: false,
-                                    })).await;
-                                }
-                            }
-                        }
-                        Ok(CoordinatorMessage::Revoke { lease_id, reason }) => {
-                            tracing::info!(lease = lease_id, "lease revoked: {reason}");
-                            if let Some(h) = lock(&held).remove(&lease_id) {
-                                h.cancel.store(true, Ordering::SeqCst);
-                            }
-                        }
-                        Ok(CoordinatorMessage::Error { message }) => tracing::warn!("coordinator: {message}"),
-                        Ok(CoordinatorMessage::Welcome { .. }) => {}
-                        Err(e) => tracing::warn!("unreadable message from the coordinator: {e}"),
+                    if !sent {
+                        (sink, stream) = (None, None);
+                        session.handle(now(), Event::Closed("send failed".into()));
                     }
                 }
-                Some(msg) = out_rx.recv() => {
-                    if sink.send(text(&msg)).await.is_err() {
-                        cancel_all(&held);
-                        trainer.abort();
-                        return Outcome::Lost("send failed".into());
+                Action::Work {
+                    task,
+                    endpoint,
+                    token,
+                } => {
+                    let state = Arc::new(Held::default());
+                    held = Some((task.lease_id, state.clone()));
+                    let (context, done) = (context.clone(), done_tx.clone());
+                    tokio::spawn(async move {
+                        let lease = task.lease_id;
+                        let result = work(&task, &state, &context, &endpoint, &token).await;
+                        let _ = done.send((lease, result));
+                    });
+                }
+                Action::Cancel(lease_id) => {
+                    if let Some((_, state)) = held.as_ref().filter(|(id, _)| *id == lease_id) {
+                        state.cancel.store(true, Ordering::SeqCst);
                     }
                 }
-                _ = heartbeat.tick() => {
-                    let leases = lock(&held)
-                        .iter()
-                        .map(|(id, h)| LeaseProgress {
-                            lease_id: *id,
-                            progress: f32::from_bits(h.progress.load(Ordering::Relaxed)),
-                        })
-                        .collect();
-                    let _ = sink.send(text(&WorkerMessage::Heartbeat { leases })).await;
-                }
-                _ = tokio::signal::ctrl_c() => {
-                    stops += 1;
-                    if stops == 1 {
-                        tracing::info!("stopping: finishing the current shard (Ctrl-C again to return it now)");
-                        let _ = sink.send(text(&WorkerMessage::Drain)).await;
-                        let queued: Vec<u64> = lock(&held)
-                            .iter()
-                            .filter(|(_, h)| !h.started.load(Ordering::SeqCst))
-                            .map(|(id, _)| *id)
-                            .collect();
-                        for id in queued {
-                            lock(&held).remove(&id);
-                            let _ = sink.send(text(&WorkerMessage::ReturnLease {
-                                lease_id: id,
-                                reason: "worker is stopping".into(),
-                                decline_job: false,
-                            })).await;
-                        }
-                        task_tx = None;
-                    } else {
-                        let ids: Vec<u64> = lock(&held).keys().copied().collect();
-                        cancel_all(&held);
-                        for id in ids {
-                            let _ = sink.send(text(&WorkerMessage::ReturnLease {
-                                lease_id: id,
-                                reason: "worker stopped".into(),
-                                decline_job: false,
-                            })).await;
-                        }
-                        trainer.abort();
-                        let _ = sink.send(Message::Close(None)).await;
-                        return Outcome::Stopped;
+                Action::Close => {
+                    opening = None;
+                    if let Some(mut s) = sink.take() {
+                        let _ = s.send(Message::Close(None)).await;
                     }
+                    stream = None;
                 }
-                _ = &mut trainer, if task_tx.is_none() => {
-                    while let Ok(msg) = out_rx.try_recv() {
-                        let _ = sink.send(text(&msg)).await;
-                    }
-                    let _ = sink.send(Message::Close(None)).await;
+                Action::Notice(notice) => log(&notice),
+                Action::Ended(Ended::Stopped) => {
                     tracing::info!("stopped cleanly");
-                    return Outcome::Stopped;
+                    return Ok(());
+                }
+                Action::Ended(Ended::Refused(message)) => {
+                    return Err(format!("the coordinator refused this worker: {message}"));
                 }
             }
         }
+        let due = session.poll_timeout();
+        tokio::select! {
+            opened = async { opening.as_mut().expect("guarded").await }, if opening.is_some() => {
+                opening = None;
+                match opened {
+                    Ok(socket) => {
+                        let (s, r) = socket.split();
+                        (sink, stream) = (Some(s), Some(r));
+                        session.handle(now(), Event::Opened);
+                    }
+                    Err(e) => session.handle(now(), Event::Closed(e)),
+                }
+            }
+            incoming = async { stream.as_mut().expect("guarded").next().await }, if stream.is_some() => {
+                match incoming {
+                    Some(Ok(Message::Text(t))) => session.handle(now(), Event::Message(t.to_string())),
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                        (sink, stream) = (None, None);
+                        session.handle(now(), Event::Closed("the coordinator closed the connection".into()));
+                    }
+                    Some(Ok(_)) => {}
+                }
+            }
+            Some((lease_id, result)) = done_rx.recv() => {
+                if held.as_ref().is_some_and(|(id, _)| *id == lease_id) {
+                    held = None;
+                }
+                session.handle(now(), Event::Finished { lease_id, result });
+            }
+            () = sleep_until(started, due), if due.is_some() => {
+                if let Some((id, state)) = &held {
+                    session.progress(*id, f32::from_bits(state.progress.load(Ordering::Relaxed)));
+                }
+                session.handle_timeout(now());
+            }
+            Some(()) = stop_rx.recv() => {
+                if session.working().is_some() {
+                    tracing::info!("stopping: finishing the current shard (Ctrl-C again to return it now)");
+                }
+                session.handle(now(), Event::Stop { now: false });
+            }
+        }
     }
+}
+
+/// Sleeps until `due` ms after `started`.
+async fn sleep_until(started: Instant, due: Option<f64>) {
+    let at = started + Duration::from_secs_f64(due.unwrap_or(0.0).max(0.0) / 1000.0);
+    tokio::time::sleep_until(at.into()).await;
+}
+
+fn log(notice: &Notice) {
+    match notice {
+        Notice::Connected {
+            worker_id,
+            endpoint,
+        } => tracing::info!(worker_id, "connected to {}", endpoint.base()),
+        Notice::Leased(task) => tracing::info!(
+            lease = task.lease_id,
+            job = task.job_id,
+            round = task.round,
+            shard = task.shard,
+            "lease received"
+        ),
+        Notice::Revoked { lease_id, reason } => {
+            tracing::info!(lease = lease_id, "lease revoked: {reason}")
+        }
+        Notice::Finished { lease_id, result } => match result {
+            WorkResult::Accepted { credited } => {
+                tracing::info!(lease = lease_id, credited, "update accepted")
+            }
+            WorkResult::Refused(why) | WorkResult::Failed(why) => {
+                tracing::warn!(lease = lease_id, "lease failed: {why}")
+            }
+            WorkResult::Declined(why) => tracing::warn!(lease = lease_id, "job declined: {why}"),
+            WorkResult::Cancelled => tracing::info!(lease = lease_id, "lease abandoned"),
+        },
+        Notice::Disconnected {
+            reason,
+            retry_in_ms,
+        } => tracing::warn!("connection lost ({reason}); retrying in {retry_in_ms:.0} ms"),
+        Notice::Warning(message) => tracing::warn!("coordinator: {message}"),
+    }
+}
+
+/// Opens the worker socket to `endpoint`, signed in afresh first when the
+/// worker has an account (sessions expire).
+async fn open(context: Arc<Context>, endpoint: Endpoint) -> Result<Socket, String> {
+    let url = endpoint.connect_url();
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| format!("bad coordinator URL {url}: {e}"))?;
+    if let Some(key) = &context.key {
+        oblivion_chain::sign_in_over_http(&context.http, endpoint.base(), key).await?;
+        let cookie = endpoint
+            .base()
+            .parse()
+            .ok()
+            .and_then(|base| context.cookies.cookies(&base));
+        if let Some(cookie) = cookie {
+            request.headers_mut().insert(header::COOKIE, cookie);
+        }
+    }
+    let (socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+    Ok(socket)
 }
 
 fn text<T: serde::Serialize>(msg: &T) -> Message {
     Message::Text(serde_json::to_string(msg).unwrap_or_default().into())
 }
 
-async fn train_loop(
-    mut tasks: mpsc::UnboundedReceiver<LeaseTask>,
-    held: HeldMap,
-    out: mpsc::UnboundedSender<WorkerMessage>,
-    engine: Arc<Mutex<Engine>>,
-    http: reqwest::Client,
-    settings: Arc<Settings>,
-    token: String,
-) {
-    while let Some(task) = tasks.recv().await {
-        let Some(state) = lock(&held).get(&task.lease_id).cloned() else {
-            continue;
-        };
-        state.started.store(true, Ordering::SeqCst);
-        let lease = task.lease_id;
-        match work(&task, &state, &engine, &http, &settings, &token).await {
-            Ok(Some(credited)) => tracing::info!(lease, credited, "update accepted"),
-            Ok(None) => tracing::info!(lease, "lease abandoned"),
-            Err(failure) => {
-                let declined = matches!(failure, Failure::Declined(_));
-                let reason = failure.to_string();
-                if declined {
-                    tracing::warn!(lease, job = task.job_id, "job declined: {reason}");
-                } else {
-                    tracing::warn!(lease, "lease failed: {reason}");
-                }
-                if lock(&held).contains_key(&lease) {
-                    let _ = out.send(WorkerMessage::ReturnLease {
-                        lease_id: lease,
-                        reason,
-                        decline_job: declined,
-                    });
-                }
-            }
-        }
-        lock(&held).remove(&lease);
-    }
-}
-
-/// Why a lease was not done.
-#[derive(Debug)]
-enum Failure {
-    /// The contributor's privacy limits refuse the job's leases.
-    Declined(String),
-    /// Anything else.
-    Failed(String),
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Declined(why) | Failure::Failed(why) => f.write_str(why),
-        }
-    }
-}
-
-impl From<String> for Failure {
-    fn from(why: String) -> Failure {
-        Failure::Failed(why)
-    }
-}
-
-/// Fetches what the lease needs, trains, uploads; returns the samples
-/// credited, or `None` when the lease was cancelled.
+/// Fetches what the lease needs, trains, uploads.
 async fn work(
     task: &LeaseTask,
     state: &Arc<Held>,
-    engine: &Arc<Mutex<Engine>>,
-    http: &reqwest::Client,
-    settings: &Settings,
+    context: &Arc<Context>,
+    endpoint: &Endpoint,
     token: &str,
-) -> Result<Option<u64>, Failure> {
+) -> WorkResult {
     // Priced before anything is fetched: a lease beyond the contributor's
     // limits goes back at once, with why, and its job is declined.
-    lock(engine)
-        .admit(task)
-        .map_err(|e| Failure::Declined(e.to_string()))?;
-    let missing = lock(engine).missing(task);
+    if let Err(e) = lock(&context.engine).admit(task) {
+        return WorkResult::Declined(e.to_string());
+    }
+    match fetch_train_upload(task, state, context, endpoint, token).await {
+        Ok(result) => result,
+        Err(why) => WorkResult::Failed(why),
+    }
+}
+
+async fn fetch_train_upload(
+    task: &LeaseTask,
+    state: &Arc<Held>,
+    context: &Arc<Context>,
+    endpoint: &Endpoint,
+    token: &str,
+) -> Result<WorkResult, String> {
+    let missing = lock(&context.engine).missing(task);
     for (kind, sha) in missing {
-        let url = format!("{}/api/artifacts/{sha}", settings.base);
         // The token shows the lease: a private job's data needs it.
-        let response = http
-            .get(&url)
+        let response = context
+            .http
+            .get(endpoint.artifact_url(&sha))
             .header(WORKER_TOKEN_HEADER, token)
             .send()
             .await
             .map_err(|e| format!("fetching {sha}: {e}"))?;
         if !response.status().is_success() {
-            return Err(format!("fetching {sha}: {}", response.status()).into());
+            return Err(format!("fetching {sha}: {}", response.status()));
         }
         let bytes = response
             .bytes()
             .await
             .map_err(|e| format!("fetching {sha}: {e}"))?;
-        let engine = engine.clone();
-        tokio::task::spawn_blocking(move || lock(&engine).insert(kind, &sha, &bytes))
+        let context = context.clone();
+        tokio::task::spawn_blocking(move || lock(&context.engine).insert(kind, &sha, &bytes))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
     }
     let update = {
-        let (engine, task, state) = (engine.clone(), task.clone(), state.clone());
-        let rest_per_busy = 1.0 / settings.duty.clamp(0.01, 1.0) - 1.0;
+        let (context, task, state) = (context.clone(), task.clone(), state.clone());
+        let rest_per_busy = 1.0 / context.duty.clamp(0.01, 1.0) - 1.0;
         tokio::task::spawn_blocking(move || {
             let start = Instant::now();
             let clock = move || start.elapsed().as_millis() as u64;
             let mut step_started = Instant::now();
-            lock(&engine).train(
+            lock(&context.engine).train(
                 &task,
                 &mut |p| {
                     state.progress.store(p.to_bits(), Ordering::Relaxed);
@@ -443,23 +374,27 @@ async fn work(
         })
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?
     };
-    let Some(update) = update else {
-        return Ok(None);
+    let update = match update {
+        Ok(Some(update)) => update,
+        Ok(None) => return Ok(WorkResult::Cancelled),
+        Err(e @ oblivion_worker_engine::EngineError::Privacy(_)) => {
+            return Ok(WorkResult::Declined(e.to_string()));
+        }
+        Err(e) => return Err(e.to_string()),
     };
     if update.spent {
         // The ledger is on disk before the update leaves.
-        let privacy = lock(engine).privacy();
-        let dir = settings.data_dir.clone();
+        let privacy = lock(&context.engine).privacy();
+        let dir = context.data_dir.clone();
         tokio::task::spawn_blocking(move || crate::privacy_file::save(&dir, &privacy))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("keeping the privacy ledger: {e}"))?;
     }
-    let url = format!("{}/api/leases/{}/update", settings.base, task.lease_id);
-    let response = http
-        .post(&url)
+    let response = context
+        .http
+        .post(endpoint.update_url(task.lease_id))
         .header(WORKER_TOKEN_HEADER, token)
         .header("content-type", "application/octet-stream")
         .body(update.body)
@@ -468,19 +403,20 @@ async fn work(
         .map_err(|e| format!("uploading: {e}"))?;
     let status = response.status();
     if status.is_success() {
-        Ok(Some(
-            response
-                .json::<UpdateReceipt>()
-                .await
-                .map(|r| r.credited_samples)
-                .unwrap_or(0),
-        ))
+        let credited = response
+            .json::<UpdateReceipt>()
+            .await
+            .map(|r| r.credited_samples)
+            .unwrap_or(0);
+        Ok(WorkResult::Accepted { credited })
     } else {
         let message = response
             .json::<ApiError>()
             .await
             .map(|e| e.error)
             .unwrap_or_default();
-        Err(format!("update refused ({status}): {message}").into())
+        Ok(WorkResult::Refused(format!(
+            "update refused ({status}): {message}"
+        )))
     }
 }

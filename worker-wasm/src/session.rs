@@ -1,5 +1,8 @@
-//! A contributing session: pick the device, connect (and reconnect), train
-//! leases one at a time, post updates, report everything to the page.
+//! The browser's driver of the worker's
+//! [session](oblivion_worker_engine::session): pick the device, then let
+//! the session say when to connect, what to send and which lease to work
+//! on; train it between turns of the event loop, post its update, and
+//! report everything to the page.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -8,9 +11,9 @@ use futures_util::StreamExt;
 use oblivion_ml::ComputeDevice;
 use oblivion_ml::model::Architecture;
 use oblivion_protocol::tab::{AdapterInfo, BackendChoice, TabReport, TabStart};
-use oblivion_protocol::wire::{
-    ClientKind, CoordinatorMessage, DeviceInfo, LeaseProgress, LeaseTask, PROTOCOL_VERSION,
-    WorkerMessage,
+use oblivion_protocol::wire::{ClientKind, DeviceInfo, Endpoint, LeaseTask};
+use oblivion_worker_engine::session::{
+    Action, Event, Notice, OnRefusal, Profile, Session, WorkResult,
 };
 use oblivion_worker_engine::{Engine, EngineError, SpeedTest, benchmark, training_speed};
 use web_sys::WebSocket;
@@ -20,31 +23,12 @@ use crate::net::{self, now_ms, precise_ms, send, sleep};
 use crate::page::report;
 use crate::stopping;
 
-/// Longest pause between reconnection attempts, ms.
-const MAX_BACKOFF_MS: u32 = 15_000;
+/// Longest wait for the coordinator before looking at Stop again, ms.
+const WAIT_MS: f64 = 250.0;
 /// How often training yields to the event loop (Stop, revocations), ms.
 const YIELD_MS: f64 = 100.0;
 /// How often the page hears about progress, ms.
 const PROGRESS_MS: f64 = 250.0;
-
-/// What outlives a connection.
-struct Session {
-    engine: Engine,
-    /// The device shards train on unless one does not fit it.
-    preferred: ComputeDevice,
-    /// Time both devices on each new model and train on the faster (the
-    /// page left the choice to the tab, and WebGPU started).
-    measure: bool,
-    /// The faster device for each model timed so far.
-    faster: HashMap<String, ComputeDevice>,
-    adapter: Option<AdapterInfo>,
-    shards_done: u64,
-    accepted: u64,
-    rejected: u64,
-    credit: u64,
-    /// Reset the reconnection backoff: a connection succeeded.
-    connected: bool,
-}
 
 fn backend_name(device: ComputeDevice) -> &'static str {
     if device == ComputeDevice::Cpu {
@@ -121,196 +105,256 @@ pub async fn run(start: TabStart) {
         start.coordinator.trim_end_matches('/').to_string(),
         start.privacy.clone(),
     );
-    let mut session = Session {
+    let mut tab = Tab {
         engine,
         preferred: device,
         measure: choice == BackendChoice::Auto && device != ComputeDevice::Cpu,
         faster: HashMap::new(),
         adapter,
-        shards_done: 0,
-        accepted: 0,
-        rejected: 0,
-        credit: 0,
-        connected: false,
     };
-    let mut backoff = 1000;
-    while !stopping() {
-        session.connected = false;
-        let outcome = connection(&start, &info, score, &mut session).await;
-        if stopping() {
-            break;
-        }
-        if session.connected {
-            backoff = 1000;
-        }
-        let reason = match outcome {
-            Ok(()) => "the connection closed".to_string(),
-            Err(e) => e,
-        };
-        report(&TabReport::Disconnected {
-            reason,
-            retry_in_ms: backoff,
-        });
-        sleep(backoff as i32).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF_MS);
-    }
-    report(&TabReport::Stopped {
-        reason: "stopped".into(),
-    });
-}
-
-/// One connection: hello, then leases until it closes or Stop.
-async fn connection(
-    start: &TabStart,
-    info: &DeviceInfo,
-    score: f64,
-    session: &mut Session,
-) -> Result<(), String> {
-    let base = start.coordinator.trim_end_matches('/');
-    let ws_url = format!("{}/api/workers/connect", base.replacen("http", "ws", 1));
-    let (ws, mut inbox) = net::connect(&ws_url).await?;
-    send(
-        &ws,
-        &WorkerMessage::Hello {
-            protocol: PROTOCOL_VERSION,
-            name: start.name.clone(),
-            client: ClientKind::Browser,
-            device: info.clone(),
-            benchmark: score,
-            payout_address: start.payout_address.clone(),
-            // One shard at a time: a second one would wait here while
-            // another worker could be training it.
-            max_leases: Some(1),
-            local_data: session.engine.local_offer(),
-        },
+    let profile = Profile {
+        name: start.name.clone(),
+        client: ClientKind::Browser,
+        device: info,
+        benchmark: score,
+        payout_address: start.payout_address.clone(),
+        // One shard at a time: a second one would wait here while another
+        // worker could be training it.
+        max_leases: Some(1),
+        local_data: tab.engine.local_offer(),
+    };
+    let mut session = Session::new(
+        profile,
+        vec![Endpoint::new(&start.coordinator)],
+        // A tab left open keeps contributing once a refusal passes.
+        OnRefusal::Retry,
+        (js_sys::Math::random() * u64::MAX as f64) as u64,
     );
-    let (token, heartbeat_ms) = match inbox.next().await.map(|t| serde_json::from_str(&t)) {
-        Some(Ok(CoordinatorMessage::Welcome {
-            token,
-            heartbeat_secs,
-            worker_id,
-            ..
-        })) => {
-            report(&TabReport::Connected { worker_id });
-            session.connected = true;
-            (token, heartbeat_secs as f64 * 1000.0)
-        }
-        Some(Ok(CoordinatorMessage::Error { message })) => return Err(message),
-        _ => return Err("no welcome from the coordinator".into()),
-    };
-    let mut queue: VecDeque<LeaseTask> = VecDeque::new();
+    let mut link: Option<Link> = None;
+    let mut later: VecDeque<Action> = VecDeque::new();
     loop {
         if stopping() {
-            return Ok(());
+            session.handle(now_ms(), Event::Stop { now: true });
         }
-        let task = match queue.pop_front() {
-            Some(t) => t,
-            None => match inbox.next().await.map(|t| serde_json::from_str(&t)) {
-                Some(Ok(CoordinatorMessage::Lease(task))) => task,
-                Some(Ok(CoordinatorMessage::Error { message })) => return Err(message),
-                Some(_) => continue,
-                None if stopping() => return Ok(()),
-                None => return Err("the coordinator closed the connection".into()),
-            },
+        while let Some(action) = later.pop_front().or_else(|| session.poll_action()) {
+            match action {
+                Action::Connect(endpoint) => match net::connect(&endpoint.connect_url()).await {
+                    Ok(opened) => {
+                        link = Some(opened);
+                        session.handle(now_ms(), Event::Opened);
+                    }
+                    Err(e) => session.handle(now_ms(), Event::Closed(e)),
+                },
+                Action::Work {
+                    task,
+                    endpoint,
+                    token,
+                } => {
+                    let lease_id = task.lease_id;
+                    let mut turn = Turn {
+                        session: &mut session,
+                        link: &mut link,
+                        later: &mut later,
+                    };
+                    let (result, samples_per_second) =
+                        tab.work(&task, &endpoint, &token, &mut turn).await;
+                    let posted =
+                        matches!(result, WorkResult::Accepted { .. } | WorkResult::Refused(_));
+                    let error = match &result {
+                        WorkResult::Refused(why) => Some(why.clone()),
+                        _ => None,
+                    };
+                    session.handle(now_ms(), Event::Finished { lease_id, result });
+                    if posted {
+                        let tally = session.tally();
+                        report(&TabReport::Done {
+                            lease_id,
+                            accepted: error.is_none(),
+                            error,
+                            shards_done: tally.posted,
+                            accepted_total: tally.accepted,
+                            rejected_total: tally.refused,
+                            credit: tally.credited,
+                            samples_per_second,
+                        });
+                    }
+                }
+                Action::Ended(_) => {
+                    report(&TabReport::Stopped {
+                        reason: "stopped".into(),
+                    });
+                    return;
+                }
+                other => do_now(other, &mut link),
+            }
+        }
+        // Wait for the coordinator or the clock, a quarter second at most,
+        // so that a Stop is seen soon.
+        let wait = session
+            .poll_timeout()
+            .map_or(WAIT_MS, |due| (due - now_ms()).clamp(0.0, WAIT_MS));
+        let message = match link.as_mut() {
+            Some((_, inbox)) => {
+                let next = inbox.next();
+                let timer = sleep(wait as i32);
+                futures_util::pin_mut!(next, timer);
+                match futures_util::future::select(next, timer).await {
+                    futures_util::future::Either::Left((message, _)) => Some(message),
+                    futures_util::future::Either::Right(_) => None,
+                }
+            }
+            None => {
+                sleep(wait as i32).await;
+                None
+            }
         };
-        let lease = Lease {
-            ws: &ws,
-            base,
-            token: &token,
-            heartbeat_ms,
-        };
-        lease.work(task, session, &mut inbox, &mut queue).await?;
+        match message {
+            Some(Some(text)) => session.handle(now_ms(), Event::Message(text)),
+            Some(None) => {
+                link = None;
+                session.handle(
+                    now_ms(),
+                    Event::Closed("the coordinator closed the connection".into()),
+                );
+            }
+            None => session.handle_timeout(now_ms()),
+        }
     }
 }
 
-/// The faster device for `task`'s model: timed on both the first time the
-/// model comes, then remembered. A device that fails the timing loses.
-async fn faster_for(task: &LeaseTask, session: &mut Session) -> ComputeDevice {
-    let key = format!(
-        "{:?} on {:?} at batch {}",
-        task.model, task.input_shape, task.batch_size
-    );
-    if let Some(&device) = session.faster.get(&key) {
-        return device;
+/// The socket to the coordinator, and its incoming messages.
+type Link = (WebSocket, UnboundedReceiver<String>);
+
+/// Does an action that needs no waiting.
+fn do_now(action: Action, link: &mut Option<Link>) {
+    match action {
+        Action::Send(message) => {
+            if let Some((ws, _)) = link.as_ref() {
+                send(ws, &message);
+            }
+        }
+        Action::Close => {
+            if let Some((ws, _)) = link.take() {
+                let _ = ws.close();
+            }
+        }
+        Action::Notice(notice) => tell_page(notice),
+        // The work in hand asks the session whether to go on.
+        Action::Cancel(_) => {}
+        Action::Connect(_) | Action::Work { .. } | Action::Ended(_) => {}
     }
-    let test = SpeedTest {
-        model: task.model.clone(),
-        input_shape: task.input_shape.clone(),
-        batch: task.batch_size.max(1) as usize,
-        warmup: 2,
-        steps: 4,
-    };
-    let cpu = training_speed(&test, ComputeDevice::Cpu, &precise_ms)
-        .await
-        .unwrap_or(0.0);
-    let gpu = training_speed(&test, session.preferred, &precise_ms)
-        .await
-        .unwrap_or(0.0);
-    let device = if gpu > cpu {
-        session.preferred
-    } else {
-        ComputeDevice::Cpu
-    };
-    report(&TabReport::DeviceChoice {
-        model: key.clone(),
-        cpu,
-        gpu,
-        chosen: backend_name(device).into(),
-    });
-    session.faster.insert(key, device);
-    device
 }
 
-/// One lease being worked on, and where to report it.
-struct Lease<'a> {
-    ws: &'a WebSocket,
-    base: &'a str,
-    token: &'a str,
-    heartbeat_ms: f64,
+/// What the page hears of the session.
+fn tell_page(notice: Notice) {
+    match notice {
+        Notice::Connected { worker_id, .. } => report(&TabReport::Connected { worker_id }),
+        Notice::Disconnected {
+            reason,
+            retry_in_ms,
+        } => report(&TabReport::Disconnected {
+            reason,
+            retry_in_ms: retry_in_ms as u32,
+        }),
+        Notice::Revoked { lease_id, reason } => report(&TabReport::Revoked { lease_id, reason }),
+        Notice::Warning(message) => report(&TabReport::Warning { message }),
+        Notice::Leased(_) | Notice::Finished { .. } => {}
+    }
 }
 
-/// How training a lease ended, short of an update.
-enum Interrupted {
-    Revoked(String),
-    Stopped,
-    ConnectionLost,
+/// The session and its connection, lent to the work in hand: between
+/// training steps it takes in the coordinator's messages and the clock,
+/// and does what needs no waiting; the rest waits for the main loop.
+struct Turn<'a> {
+    session: &'a mut Session,
+    link: &'a mut Option<Link>,
+    later: &'a mut VecDeque<Action>,
 }
 
-impl Lease<'_> {
+impl Turn<'_> {
+    /// Takes in what happened since the last step; whether the work on
+    /// `lease_id` goes on.
+    fn step(&mut self, lease_id: u64, progress: f32) -> bool {
+        let now = now_ms();
+        self.session.progress(lease_id, progress);
+        while let Some((_, inbox)) = self.link.as_mut() {
+            match inbox.try_recv() {
+                Ok(text) => self.session.handle(now, Event::Message(text)),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Closed) => {
+                    *self.link = None;
+                    self.session.handle(
+                        now,
+                        Event::Closed("the coordinator closed the connection".into()),
+                    );
+                }
+            }
+        }
+        if stopping() {
+            self.session.handle(now, Event::Stop { now: true });
+        }
+        if self.session.poll_timeout().is_some_and(|due| now >= due) {
+            self.session.handle_timeout(now);
+        }
+        while let Some(action) = self.session.poll_action() {
+            // In order: once one action must wait, all after it do.
+            match action {
+                Action::Send(_) | Action::Close | Action::Notice(_) | Action::Cancel(_)
+                    if self.later.is_empty() =>
+                {
+                    do_now(action, self.link)
+                }
+                other => self.later.push_back(other),
+            }
+        }
+        self.session.should_continue(lease_id)
+    }
+}
+
+/// The tab across connections: its engine and its device choices.
+struct Tab {
+    engine: Engine,
+    /// The device shards train on unless one does not fit it.
+    preferred: ComputeDevice,
+    /// Time both devices on each new model and train on the faster (the
+    /// page left the choice to the tab, and WebGPU started).
+    measure: bool,
+    /// The faster device for each model timed so far.
+    faster: HashMap<String, ComputeDevice>,
+    adapter: Option<AdapterInfo>,
+}
+
+impl Tab {
+    /// Fetches what `task` names, trains it, posts the update: how that
+    /// ended, and the samples per second it trained at.
     async fn work(
-        &self,
-        task: LeaseTask,
-        session: &mut Session,
-        inbox: &mut UnboundedReceiver<String>,
-        queue: &mut VecDeque<LeaseTask>,
-    ) -> Result<(), String> {
+        &mut self,
+        task: &LeaseTask,
+        endpoint: &Endpoint,
+        token: &str,
+        turn: &mut Turn<'_>,
+    ) -> (WorkResult, f64) {
         let lease_id = task.lease_id;
         // Priced before anything is fetched: a job beyond the
         // contributor's limits is declined at once.
-        if let Err(e) = session.engine.admit(&task) {
-            self.decline(task.job_id, lease_id, &e);
-            return Ok(());
+        if let Err(e) = self.engine.admit(task) {
+            return (self.declined(task.job_id, &e), 0.0);
         }
-        for (kind, sha) in session.engine.missing(&task) {
-            let url = format!("{}/api/artifacts/{sha}", self.base);
-            let bytes = match net::fetch_bytes(&url, self.token).await {
+        for (kind, sha) in self.engine.missing(task) {
+            let bytes = match net::fetch_bytes(&endpoint.artifact_url(&sha), token).await {
                 Ok(b) => b,
-                Err(e) => {
-                    self.give_back(lease_id, &e);
-                    return Err(e);
-                }
+                Err(e) => return (WorkResult::Failed(e), 0.0),
             };
-            if let Err(e) = session.engine.insert(kind, &sha, &bytes) {
-                self.give_back(lease_id, &e.to_string());
-                return Ok(());
+            if let Err(e) = self.engine.insert(kind, &sha, &bytes) {
+                return (WorkResult::Failed(e.to_string()), 0.0);
             }
         }
-        let mut device = session.preferred;
-        if session.measure && device != ComputeDevice::Cpu {
-            device = faster_for(&task, session).await;
+        let mut device = self.preferred;
+        if self.measure && device != ComputeDevice::Cpu {
+            device = self.faster_for(task).await;
         }
         if device != ComputeDevice::Cpu
-            && let Some(adapter) = &session.adapter
+            && let Some(adapter) = &self.adapter
         {
             let arch =
                 Architecture::new(task.model.clone(), task.input_shape.clone(), task.classes);
@@ -324,9 +368,9 @@ impl Lease<'_> {
                 device = ComputeDevice::Cpu;
             }
         }
-        let planned = session.engine.planned_samples(&task).unwrap_or(0) as f64;
+        let planned = self.engine.planned_samples(task).unwrap_or(0) as f64;
         loop {
-            session.engine.set_device(device);
+            self.engine.set_device(device);
             report(&TabReport::Lease {
                 lease_id,
                 job_id: task.job_id,
@@ -335,55 +379,16 @@ impl Lease<'_> {
                 backend: backend_name(device).into(),
             });
             let started = precise_ms();
-            let mut interrupted = None;
             let result = {
-                let (mut last_beat, mut last_report, mut last_yield) = (now_ms(), 0.0, now_ms());
+                let (mut last_report, mut last_yield) = (0.0, now_ms());
                 let mut progress = async |p: f32| -> bool {
                     let now = now_ms();
                     if now - last_yield >= YIELD_MS {
                         last_yield = now;
                         sleep(0).await;
                     }
-                    loop {
-                        match inbox.try_recv() {
-                            Ok(text) => match serde_json::from_str(&text) {
-                                Ok(CoordinatorMessage::Lease(t)) => queue.push_back(t),
-                                Ok(CoordinatorMessage::Revoke {
-                                    lease_id: l,
-                                    reason,
-                                }) => {
-                                    if l == lease_id {
-                                        interrupted = Some(Interrupted::Revoked(reason));
-                                    } else {
-                                        queue.retain(|t| t.lease_id != l);
-                                    }
-                                }
-                                _ => {}
-                            },
-                            Err(TryRecvError::Closed) => {
-                                interrupted = Some(Interrupted::ConnectionLost);
-                                break;
-                            }
-                            Err(TryRecvError::Empty) => break,
-                        }
-                    }
-                    if stopping() {
-                        interrupted = Some(Interrupted::Stopped);
-                    }
-                    if interrupted.is_some() {
+                    if !turn.step(lease_id, p) {
                         return false;
-                    }
-                    if now - last_beat >= self.heartbeat_ms / 3.0 {
-                        last_beat = now;
-                        send(
-                            self.ws,
-                            &WorkerMessage::Heartbeat {
-                                leases: vec![LeaseProgress {
-                                    lease_id,
-                                    progress: p,
-                                }],
-                            },
-                        );
                     }
                     if now - last_report >= PROGRESS_MS {
                         last_report = now;
@@ -396,105 +401,96 @@ impl Lease<'_> {
                     }
                     true
                 };
-                session
-                    .engine
-                    .train_async(&task, &mut progress, &|| precise_ms() as u64)
+                self.engine
+                    .train_async(task, &mut progress, &|| precise_ms() as u64)
                     .await
             };
             let update = match result {
                 Ok(Some(update)) => update,
-                Ok(None) => {
-                    return match interrupted {
-                        Some(Interrupted::Revoked(reason)) => {
-                            report(&TabReport::Revoked { lease_id, reason });
-                            Ok(())
-                        }
-                        Some(Interrupted::ConnectionLost) => {
-                            Err("the coordinator closed the connection".into())
-                        }
-                        Some(Interrupted::Stopped) | None => Ok(()),
-                    };
-                }
+                Ok(None) => return (WorkResult::Cancelled, 0.0),
                 Err(e @ EngineError::Privacy(_)) => {
-                    self.decline(task.job_id, lease_id, &e);
-                    return Ok(());
+                    return (self.declined(task.job_id, &e), 0.0);
                 }
                 Err(e) if device != ComputeDevice::Cpu => {
                     report(&TabReport::Fallback {
                         reason: format!("WebGPU failed on a shard ({e}); training on the CPU"),
                         shard_only: false,
                     });
-                    session.preferred = ComputeDevice::Cpu;
+                    self.preferred = ComputeDevice::Cpu;
                     device = ComputeDevice::Cpu;
                     continue;
                 }
                 Err(e) => {
-                    self.give_back(lease_id, &e.to_string());
                     report(&TabReport::Warning {
                         message: format!("lease {lease_id} failed: {e}"),
                     });
-                    return Ok(());
+                    return (WorkResult::Failed(e.to_string()), 0.0);
                 }
             };
             if update.spent {
                 // The page keeps the ledger; it hears of the spend first.
                 report(&TabReport::Spent {
-                    ledger: session.engine.privacy().ledger,
+                    ledger: self.engine.privacy().ledger,
                 });
             }
             let seconds = (precise_ms() - started).max(1.0) / 1000.0;
-            let url = format!("{}/api/leases/{lease_id}/update", self.base);
-            session.shards_done += 1;
-            let (accepted, error) = match net::post_update(&url, self.token, &update.body).await {
-                Ok(receipt) => {
-                    session.accepted += 1;
-                    session.credit += receipt["credited_samples"].as_u64().unwrap_or(0);
-                    (true, None)
-                }
-                Err(e) => {
-                    session.rejected += 1;
-                    (false, Some(e))
-                }
-            };
-            report(&TabReport::Done {
-                lease_id,
-                accepted,
-                error,
-                shards_done: session.shards_done,
-                accepted_total: session.accepted,
-                rejected_total: session.rejected,
-                credit: session.credit,
-                samples_per_second: update.samples as f64 / seconds,
-            });
-            return Ok(());
+            let speed = update.samples as f64 / seconds;
+            let result =
+                match net::post_update(&endpoint.update_url(lease_id), token, &update.body).await {
+                    Ok(receipt) => WorkResult::Accepted {
+                        credited: receipt["credited_samples"].as_u64().unwrap_or(0),
+                    },
+                    Err(e) => WorkResult::Refused(e),
+                };
+            return (result, speed);
         }
     }
 
-    fn give_back(&self, lease_id: u64, reason: &str) {
-        send(
-            self.ws,
-            &WorkerMessage::ReturnLease {
-                lease_id,
-                reason: reason.chars().take(200).collect(),
-                decline_job: false,
-            },
-        );
-    }
-
-    /// Returns the lease and declines its job: the contributor's privacy
-    /// limits refuse it.
-    fn decline(&self, job_id: u64, lease_id: u64, why: &EngineError) {
-        send(
-            self.ws,
-            &WorkerMessage::ReturnLease {
-                lease_id,
-                reason: why.to_string().chars().take(200).collect(),
-                decline_job: true,
-            },
-        );
+    /// The contributor's privacy limits refuse the job: the page hears
+    /// why, and the session returns the lease and declines the job.
+    fn declined(&self, job_id: u64, why: &EngineError) -> WorkResult {
         report(&TabReport::Declined {
             job_id,
             reason: why.to_string(),
         });
+        WorkResult::Declined(why.to_string())
+    }
+
+    /// The faster device for `task`'s model: timed on both the first time the
+    /// model comes, then remembered. A device that fails the timing loses.
+    async fn faster_for(&mut self, task: &LeaseTask) -> ComputeDevice {
+        let key = format!(
+            "{:?} on {:?} at batch {}",
+            task.model, task.input_shape, task.batch_size
+        );
+        if let Some(&device) = self.faster.get(&key) {
+            return device;
+        }
+        let test = SpeedTest {
+            model: task.model.clone(),
+            input_shape: task.input_shape.clone(),
+            batch: task.batch_size.max(1) as usize,
+            warmup: 2,
+            steps: 4,
+        };
+        let cpu = training_speed(&test, ComputeDevice::Cpu, &precise_ms)
+            .await
+            .unwrap_or(0.0);
+        let gpu = training_speed(&test, self.preferred, &precise_ms)
+            .await
+            .unwrap_or(0.0);
+        let device = if gpu > cpu {
+            self.preferred
+        } else {
+            ComputeDevice::Cpu
+        };
+        report(&TabReport::DeviceChoice {
+            model: key.clone(),
+            cpu,
+            gpu,
+            chosen: backend_name(device).into(),
+        });
+        self.faster.insert(key, device);
+        device
     }
 }

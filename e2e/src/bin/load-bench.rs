@@ -29,8 +29,10 @@ use oblivion_e2e::{Database, Storage, example};
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::{NamedTensor, Params};
 use oblivion_protocol::wire::{
-    ClientKind, CoordinatorMessage, DeviceInfo, LeaseTask, PROTOCOL_VERSION, WORKER_TOKEN_HEADER,
-    WorkerMessage,
+    ClientKind, DeviceInfo, Endpoint, LeaseTask, WORKER_TOKEN_HEADER, WorkerMessage,
+};
+use oblivion_worker_engine::session::{
+    Action, Event, Notice, OnRefusal, Profile, Session, WorkResult,
 };
 use tokio_tungstenite::tungstenite::Message;
 
@@ -128,7 +130,12 @@ fn text(msg: &WorkerMessage) -> Message {
     Message::Text(serde_json::to_string(msg).unwrap_or_default().into())
 }
 
-/// One simulated worker, until `stop`.
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One simulated worker, until `stop`: a driver of the workers' own
+/// session, whose work on a lease is posting a distinct zero update at
+/// once.
 async fn worker(
     n: usize,
     url: String,
@@ -137,21 +144,7 @@ async fn worker(
     updates: Arc<Updates>,
     stop: Arc<AtomicBool>,
 ) {
-    let ws = format!("{}/api/workers/connect", url.replacen("http", "ws", 1));
-    let mut socket = loop {
-        if stop.load(Ordering::Relaxed) {
-            return;
-        }
-        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-            .read_buffer_size(8 * 1024)
-            .write_buffer_size(8 * 1024);
-        match tokio_tungstenite::connect_async_with_config(&ws, Some(config), false).await {
-            Ok((s, _)) => break s,
-            Err(_) => tokio::time::sleep(Duration::from_millis(200 + (n % 500) as u64)).await,
-        }
-    };
-    let hello = WorkerMessage::Hello {
-        protocol: PROTOCOL_VERSION,
+    let profile = Profile {
         name: format!("sim{n}"),
         client: ClientKind::Native,
         device: DeviceInfo {
@@ -164,65 +157,133 @@ async fn worker(
         max_leases: Some(1),
         local_data: None,
     };
-    if socket.send(text(&hello)).await.is_err() {
-        return;
-    }
-    let token = match socket.next().await {
-        Some(Ok(Message::Text(t))) => match serde_json::from_str(&t) {
-            Ok(CoordinatorMessage::Welcome { token, .. }) => token,
-            _ => return,
-        },
-        _ => return,
-    };
-    stats.connected.fetch_add(1, Ordering::Relaxed);
+    let mut session = Session::new(
+        profile,
+        vec![Endpoint::new(&url)],
+        OnRefusal::Retry,
+        n as u64,
+    );
+    let started = Instant::now();
+    let now = || started.elapsed().as_secs_f64() * 1000.0;
+    let mut socket: Option<Socket> = None;
     let mut free_since = Instant::now();
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(10));
-    loop {
-        tokio::select! {
-            msg = socket.next() => {
-                let Some(Ok(msg)) = msg else { break };
-                let Ok(text) = msg.to_text() else { continue };
-                let Ok(CoordinatorMessage::Lease(task)) = serde_json::from_str(text) else {
-                    continue;
-                };
-                let waited = free_since.elapsed();
-                stats.grants.fetch_add(1, Ordering::Relaxed);
-                if stats.measuring.load(Ordering::Relaxed) {
-                    stats
-                        .latencies
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(waited.as_micros().min(u128::from(u32::MAX)) as u32);
-                }
-                let Ok(body) = updates.body(&task) else { continue };
-                let posted = http
-                    .post(format!("{url}/api/leases/{}/update", task.lease_id))
-                    .header(WORKER_TOKEN_HEADER, &token)
-                    .body(body)
-                    .send()
+    let mut held = false;
+    'run: while !stop.load(Ordering::Relaxed) {
+        while let Some(action) = session.poll_action() {
+            match action {
+                Action::Connect(endpoint) => {
+                    let config =
+                        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                            .read_buffer_size(8 * 1024)
+                            .write_buffer_size(8 * 1024);
+                    let opened = tokio_tungstenite::connect_async_with_config(
+                        endpoint.connect_url(),
+                        Some(config),
+                        false,
+                    )
                     .await;
-                match posted {
-                    Ok(r) if r.status().is_success() => {
-                        stats.accepted.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {
-                        stats.refused.fetch_add(1, Ordering::Relaxed);
+                    match opened {
+                        Ok((s, _)) => {
+                            socket = Some(s);
+                            session.handle(now(), Event::Opened);
+                        }
+                        Err(e) => session.handle(now(), Event::Closed(e.to_string())),
                     }
                 }
-                free_since = Instant::now();
-            }
-            _ = heartbeat.tick() => {
-                let beat = WorkerMessage::Heartbeat { leases: Vec::new() };
-                if socket.send(text(&beat)).await.is_err() {
-                    break;
+                Action::Send(message) => {
+                    if let Some(s) = socket.as_mut()
+                        && s.send(text(&message)).await.is_err()
+                    {
+                        socket = None;
+                        session.handle(now(), Event::Closed("send failed".into()));
+                    }
                 }
+                Action::Work {
+                    task,
+                    endpoint,
+                    token,
+                } => {
+                    let waited = free_since.elapsed();
+                    stats.grants.fetch_add(1, Ordering::Relaxed);
+                    if stats.measuring.load(Ordering::Relaxed) {
+                        stats
+                            .latencies
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(waited.as_micros().min(u128::from(u32::MAX)) as u32);
+                    }
+                    let result = match updates.body(&task) {
+                        Ok(body) => {
+                            let posted = http
+                                .post(endpoint.update_url(task.lease_id))
+                                .header(WORKER_TOKEN_HEADER, &token)
+                                .body(body)
+                                .send()
+                                .await;
+                            match posted {
+                                Ok(r) if r.status().is_success() => {
+                                    stats.accepted.fetch_add(1, Ordering::Relaxed);
+                                    WorkResult::Accepted { credited: 0 }
+                                }
+                                other => {
+                                    stats.refused.fetch_add(1, Ordering::Relaxed);
+                                    WorkResult::Refused(format!("{:?}", other.map(|r| r.status())))
+                                }
+                            }
+                        }
+                        Err(e) => WorkResult::Failed(e.to_string()),
+                    };
+                    free_since = Instant::now();
+                    session.handle(
+                        now(),
+                        Event::Finished {
+                            lease_id: task.lease_id,
+                            result,
+                        },
+                    );
+                }
+                Action::Notice(Notice::Connected { .. }) => {
+                    held = true;
+                    free_since = Instant::now();
+                    stats.connected.fetch_add(1, Ordering::Relaxed);
+                }
+                Action::Notice(Notice::Disconnected { .. }) if held => {
+                    held = false;
+                    stats.disconnected.fetch_add(1, Ordering::Relaxed);
+                }
+                Action::Close => socket = None,
+                Action::Ended(_) => break 'run,
+                Action::Cancel(_) | Action::Notice(_) => {}
             }
         }
-        if stop.load(Ordering::Relaxed) {
-            break;
+        let due = session.poll_timeout();
+        let sleep = async {
+            match due {
+                Some(due) => {
+                    let at = started + Duration::from_secs_f64(due.max(0.0) / 1000.0);
+                    tokio::time::sleep_until(at.into()).await;
+                }
+                // Nothing due: look at `stop` now and then.
+                None => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        };
+        tokio::select! {
+            msg = async { socket.as_mut().expect("guarded").next().await }, if socket.is_some() => {
+                match msg {
+                    Some(Ok(Message::Text(t))) => session.handle(now(), Event::Message(t.to_string())),
+                    Some(Ok(_)) => {}
+                    _ => {
+                        socket = None;
+                        session.handle(now(), Event::Closed("closed".into()));
+                    }
+                }
+            }
+            () = sleep => session.handle_timeout(now()),
         }
     }
-    stats.disconnected.fetch_add(1, Ordering::Relaxed);
+    if held {
+        stats.disconnected.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
