@@ -201,14 +201,19 @@ pub enum Ended {
 /// Counts over the session, for the page.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
-    /// Leases whose work ended in a posted update.
-    pub posted: u64,
     /// Updates accepted.
     pub accepted: u64,
     /// Updates refused.
     pub refused: u64,
     /// Samples credited.
     pub credited: u64,
+}
+
+impl Tally {
+    /// Leases whose work ended in a posted update.
+    pub fn posted(&self) -> u64 {
+        self.accepted + self.refused
+    }
 }
 
 /// The connection, as far as it got.
@@ -473,12 +478,10 @@ impl Session {
         };
         match &result {
             WorkResult::Accepted { credited } => {
-                self.tally.posted += 1;
                 self.tally.accepted += 1;
                 self.tally.credited += credited;
             }
             WorkResult::Refused(_) => {
-                self.tally.posted += 1;
                 self.tally.refused += 1;
             }
             WorkResult::Failed(_) | WorkResult::Declined(_) | WorkResult::Cancelled => {}
@@ -518,7 +521,13 @@ impl Session {
             return;
         }
         if at_once || self.stopping == Stopping::Draining {
-            if let Some(id) = self.working() {
+            // A revoked lease in hand is no longer this worker's to return.
+            if let Some(id) = self
+                .working
+                .as_ref()
+                .filter(|w| !w.cancelled)
+                .map(|w| w.lease_id)
+            {
                 self.cancel_work();
                 self.give_back(id, "worker stopped", false);
             }

@@ -171,7 +171,7 @@ pub async fn run(start: TabStart) {
                             lease_id,
                             accepted: error.is_none(),
                             error,
-                            shards_done: tally.posted,
+                            shards_done: tally.posted(),
                             accepted_total: tally.accepted,
                             rejected_total: tally.refused,
                             credit: tally.credited,

@@ -184,12 +184,12 @@ fn leases_are_worked_one_at_a_time_in_order_and_kept_alive() {
     assert_eq!(
         s.tally(),
         Tally {
-            posted: 2,
             accepted: 1,
             refused: 1,
             credited: 40
         }
     );
+    assert_eq!(s.tally().posted(), 2);
     assert_eq!(s.working(), None);
 }
 
@@ -467,6 +467,20 @@ fn a_stop_before_a_welcome_ends_at_once_and_garbage_is_only_a_warning() {
     s.handle_timeout(0.0);
     drain(&mut s);
     s.handle(1.0, Event::Stop { now: false });
+    assert_eq!(
+        drain(&mut s),
+        vec![Action::Close, Action::Ended(Ended::Stopped)]
+    );
+}
+
+#[test]
+fn stopping_at_once_returns_no_revoked_lease() {
+    let mut s = welcomed(1, 0.0);
+    s.handle(1.0, lease(1));
+    s.handle(2.0, revoke(1));
+    drain(&mut s);
+    // The revoked lease's work still winds down; it is not returned.
+    s.handle(3.0, Event::Stop { now: true });
     assert_eq!(
         drain(&mut s),
         vec![Action::Close, Action::Ended(Ended::Stopped)]
