@@ -90,8 +90,13 @@ const WASM_FEATURES: &[&str] = &[
 /// the browser, and the CNN no faster, for 4 minutes of build. binaryen comes from
 /// npm: Debian's (version 108) rewrites wasm-bindgen's `externref` table as
 /// a table of functions, and the module then fails to start.
-pub fn strip_worker(dir: &Path, worker: &str, tool: &Path) -> Result<()> {
+pub fn strip_worker(dir: &Path, worker: &str, tool: &Path, cache: &mut Cache) -> Result<()> {
     let path = dir.join(format!("{worker}_bg.wasm"));
+    let key = format!("{}.stripped.wasm", content_hash(&std::fs::read(&path)?));
+    if let Some(stripped) = cache.get(&key) {
+        std::fs::write(&path, stripped)?;
+        return Ok(());
+    }
     let status = std::process::Command::new(tool)
         .args(WASM_FEATURES)
         .args(["--strip-debug", "--strip-producers"])
@@ -103,13 +108,63 @@ pub fn strip_worker(dir: &Path, worker: &str, tool: &Path) -> Result<()> {
     if !status.success() {
         bail!("wasm-opt failed on {}: {status}", path.display());
     }
-    Ok(())
+    cache.put(&key, &std::fs::read(&path)?)
+}
+
+/// The content's whole sha256, in hex.
+fn content_hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// What stripping and compressing made of each content, by its hash, so
+/// that a build whose output did not change does not spend a minute
+/// doing it again (CI keeps the cache in its target directory). Entries
+/// not used by a build are dropped at its end ([`Cache::prune`]).
+pub struct Cache {
+    dir: std::path::PathBuf,
+    used: std::collections::HashSet<String>,
+}
+
+impl Cache {
+    pub fn open(dir: std::path::PathBuf) -> Result<Cache> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(Cache {
+            dir,
+            used: Default::default(),
+        })
+    }
+
+    fn get(&mut self, key: &str) -> Option<Vec<u8>> {
+        let bytes = std::fs::read(self.dir.join(key)).ok()?;
+        self.used.insert(key.to_string());
+        Some(bytes)
+    }
+
+    fn put(&mut self, key: &str, bytes: &[u8]) -> Result<()> {
+        // Whole or not at all: a build stopped midway leaves no half entry.
+        let partial = self.dir.join(format!("{key}.partial"));
+        std::fs::write(&partial, bytes)?;
+        std::fs::rename(&partial, self.dir.join(key))?;
+        self.used.insert(key.to_string());
+        Ok(())
+    }
+
+    /// Removes the entries this build did not use.
+    pub fn prune(&self) -> Result<()> {
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if !self.used.contains(&*entry.file_name().to_string_lossy()) {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Writes `<file>.br` and `<file>.gz` beside every file of `dir` (none of
 /// the compressed ones themselves). Returns (file, bytes, brotli bytes,
 /// gzip bytes) for each.
-pub fn precompress(dir: &Path) -> Result<Vec<(String, usize, usize, usize)>> {
+pub fn precompress(dir: &Path, cache: &mut Cache) -> Result<Vec<(String, usize, usize, usize)>> {
     use std::io::Write;
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -123,6 +178,14 @@ pub fn precompress(dir: &Path) -> Result<Vec<(String, usize, usize, usize)>> {
             continue;
         }
         let bytes = std::fs::read(&path)?;
+        let hash = content_hash(&bytes);
+        let (br_key, gz_key) = (format!("{hash}.br"), format!("{hash}.gz"));
+        if let (Some(br), Some(gz)) = (cache.get(&br_key), cache.get(&gz_key)) {
+            std::fs::write(dir.join(format!("{name}.br")), &br)?;
+            std::fs::write(dir.join(format!("{name}.gz")), &gz)?;
+            out.push((name, bytes.len(), br.len(), gz.len()));
+            continue;
+        }
         // The two encodings at once: one core each.
         let (br, gz) = std::thread::scope(|s| {
             let br = s.spawn(|| -> std::io::Result<Vec<u8>> {
@@ -146,6 +209,8 @@ pub fn precompress(dir: &Path) -> Result<Vec<(String, usize, usize, usize)>> {
         let gz = gz?;
         std::fs::write(dir.join(format!("{name}.br")), &br)?;
         std::fs::write(dir.join(format!("{name}.gz")), &gz)?;
+        cache.put(&br_key, &br)?;
+        cache.put(&gz_key, &gz)?;
         out.push((name, bytes.len(), br.len(), gz.len()));
     }
     out.sort();
@@ -198,14 +263,28 @@ mod tests {
         // A second run finds nothing to rename: Trunk's output is gone.
         assert!(hash_worker(&dir, WORKERS[0]).is_err());
 
-        let sizes = precompress(&dir).unwrap();
+        let mut cache = Cache::open(dir.join("cache")).unwrap();
+        let sizes = precompress(&dir, &mut cache).unwrap();
         assert_eq!(sizes.len(), 3);
-        for (name, ..) in &sizes {
-            let br = std::fs::read(dir.join(format!("{name}.br"))).unwrap();
-            let mut plain = Vec::new();
-            brotli::BrotliDecompress(&mut br.as_slice(), &mut plain).unwrap();
-            assert_eq!(plain, std::fs::read(dir.join(name)).unwrap());
-        }
+        let check = |sizes: &[(String, usize, usize, usize)]| {
+            for (name, ..) in sizes {
+                let br = std::fs::read(dir.join(format!("{name}.br"))).unwrap();
+                let mut plain = Vec::new();
+                brotli::BrotliDecompress(&mut br.as_slice(), &mut plain).unwrap();
+                assert_eq!(plain, std::fs::read(dir.join(name)).unwrap());
+            }
+        };
+        check(&sizes);
+
+        // A second build: the same contents come from the cache, a changed
+        // one is compressed anew, and what no build used is dropped.
+        let loader = dir.join("oblivion-worker-wasm_loader.js");
+        std::fs::write(&loader, "import init from './other.js';await init();").unwrap();
+        let mut cache = Cache::open(dir.join("cache")).unwrap();
+        assert_eq!(precompress(&dir, &mut cache).unwrap().len(), 3);
+        check(&sizes);
+        cache.prune().unwrap();
+        assert_eq!(std::fs::read_dir(dir.join("cache")).unwrap().count(), 6);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

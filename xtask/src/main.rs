@@ -16,6 +16,8 @@
 //!   writes a brotli and a gzip copy of every file.
 
 mod dist;
+mod source_times;
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode};
@@ -201,6 +203,11 @@ fn forge(args: &[&str]) -> Result<()> {
 }
 
 fn test() -> Result<()> {
+    if std::env::var_os("OBLIVION_CI").is_some() {
+        let (kept, changed) =
+            source_times::restore(&root(), &target_dir().join("source-times.tsv"))?;
+        eprintln!("source times: {kept} files as at the last run, {changed} new or changed");
+    }
     let python = python_env()?;
     chromium()?;
     postgres()?;
@@ -209,24 +216,50 @@ fn test() -> Result<()> {
     layers_hold()?;
     // The escrow's unit, fuzz and invariant tests (solc-js; no network).
     forge(&["test"])?;
-    // The browser build is also the proof that the ML core and the worker
-    // engine compile for wasm32, and their lint there (see `web`).
-    web()?;
     // The native build is the native lint too, as the browser build is
     // for wasm: clippy's driver compiles the workspace's own crates, so no
     // second pass checks every dependency again (`cargo clippy` took 218 s
     // of a fresh CI run). The tests run the same build: with the same
-    // wrapper, nothing is compiled twice.
-    run(linting(cargo().args([
-        "build",
-        "--workspace",
-        "--all-targets",
-    ])))?;
-    run(linting(
-        cargo()
-            .args(["test", "--workspace", "--", "--test-threads", "1"])
-            .env("OBLIVION_PYTHON", &python),
-    ))?;
+    // wrapper, nothing is compiled twice. It needs none of the web tools,
+    // and cargo locks a target directory per profile and target, so it
+    // runs beside their installs and the web build: on a fresh machine
+    // those leave a core idle for long stretches (one large crate
+    // compiling, a tool linking).
+    let native_log = target_dir().join("native-build.log");
+    let native = Background::start(
+        linting(cargo().args(["build", "--workspace", "--all-targets"])),
+        &native_log,
+    )?;
+    // The browser build is also the proof that the ML core and the worker
+    // engine compile for wasm32, and their lint there (see `web`).
+    let web = web();
+    native.finish()?;
+    web?;
+    let jobs = std::env::var("OBLIVION_TEST_JOBS")
+        .ok()
+        .and_then(|j| j.parse().ok())
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(2);
+    let doc_tests = tests::Binary {
+        key: "doc-tests".into(),
+        exe: std::env::var("CARGO")
+            .unwrap_or_else(|_| "cargo".into())
+            .into(),
+        args: ["test", "--workspace", "--doc", "--", "--test-threads", "1"]
+            .map(String::from)
+            .to_vec(),
+        dir: root(),
+        env: LINTING
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .to_vec(),
+    };
+    tests::run_all(
+        linting(cargo().args(["test", "--workspace", "--no-run"])),
+        vec![doc_tests],
+        &[("OBLIVION_PYTHON", &python)],
+        jobs,
+        &target_dir(),
+    )?;
     eprintln!("all checks and tests passed");
     Ok(())
 }
@@ -235,11 +268,17 @@ fn test() -> Result<()> {
 /// clippy's driver and every warning an error, as `cargo clippy -- -D
 /// warnings` does.
 fn linting(cmd: &mut Command) -> &mut Command {
-    cmd.env("RUSTC_WORKSPACE_WRAPPER", "clippy-driver").env(
+    cmd.envs(LINTING)
+}
+
+/// The environment of [`linting`].
+const LINTING: [(&str, &str); 2] = [
+    ("RUSTC_WORKSPACE_WRAPPER", "clippy-driver"),
+    (
         "CLIPPY_ARGS",
         "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
-    )
-}
+    ),
+];
 
 /// The layers, as crates that must never depend on others, however
 /// indirectly: the scheduling core owns no runtime, database or HTTP
@@ -328,9 +367,11 @@ fn web() -> Result<()> {
         .args(["build", "--release"])
         .current_dir(root()))?;
     let dir = root().join("dist");
+    let mut cache = dist::Cache::open(target_dir().join("dist-cache"))?;
     for worker in dist::WORKERS {
         let started = Instant::now();
-        dist::strip_worker(&dir, worker, &root().join("node_modules/.bin/wasm-opt"))?;
+        let wasm_opt = root().join("node_modules/.bin/wasm-opt");
+        dist::strip_worker(&dir, worker, &wasm_opt, &mut cache)?;
         println!(
             "{worker}: stripped in {:.1} s",
             started.elapsed().as_secs_f64()
@@ -338,9 +379,10 @@ fn web() -> Result<()> {
         dist::hash_worker(&dir, worker)?;
     }
     let started = Instant::now();
-    for (name, bytes, br, gz) in dist::precompress(&dir)? {
+    for (name, bytes, br, gz) in dist::precompress(&dir, &mut cache)? {
         println!("dist/{name}: {bytes} bytes, {br} brotli, {gz} gzip");
     }
+    cache.prune()?;
     println!("precompressed in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -372,6 +414,51 @@ fn load_bench(args: &[String]) -> Result<()> {
     postgres()?;
     run(cargo().args(["build", "--workspace", "--bins"]))?;
     run(Command::new(target_dir().join("debug/load-bench")).args(args))
+}
+
+/// A command run beside others, its output to a log that is printed if
+/// it fails.
+struct Background {
+    child: Child,
+    log: PathBuf,
+    started: Instant,
+    what: String,
+}
+
+impl Background {
+    fn start(cmd: &mut Command, log: &Path) -> Result<Background> {
+        let what = format!("{cmd:?}");
+        eprintln!(
+            "+ {what} (beside the next steps; output in {})",
+            log.display()
+        );
+        let file = std::fs::File::create(log)?;
+        let child = cmd
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("cannot run {what}"))?;
+        Ok(Background {
+            child,
+            log: log.to_path_buf(),
+            started: Instant::now(),
+            what,
+        })
+    }
+
+    fn finish(mut self) -> Result<()> {
+        let status = self.child.wait()?;
+        eprintln!(
+            "  ({:.0} s) {}",
+            self.started.elapsed().as_secs_f64(),
+            self.what
+        );
+        if !status.success() {
+            eprintln!("{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+            bail!("{} failed with {status}", self.what);
+        }
+        Ok(())
+    }
 }
 
 struct Children(Vec<Child>);
