@@ -337,16 +337,29 @@ const TRUNK: &str = "0.21.14";
 /// already says so. Without link-time optimisation and with parallel code
 /// generation, whatever the tool's own release profile asks: trunk's asks
 /// for fat LTO and one codegen unit, and installs in 359 s instead of 581
-/// on 2 cores without them (wasm-bindgen-cli: 145 s instead of 198). The tools' own speed costs CI seconds where
-/// their build costs minutes.
-fn cargo_tool(bin: &str, krate: &str, version: &str, extra: &[&str]) -> Result<()> {
+/// on 2 cores without them (wasm-bindgen-cli: 145 s instead of 198). The
+/// tools' own speed costs CI seconds where their build costs minutes.
+/// `opt_level` is the tool's optimisation level (its profile's when
+/// `None`).
+fn cargo_tool(
+    bin: &str,
+    krate: &str,
+    version: &str,
+    extra: &[&str],
+    opt_level: Option<&str>,
+) -> Result<()> {
     let current = Command::new(bin).arg("--version").output();
     if !current.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(version)) {
-        run(cargo()
+        let mut install = cargo();
+        install
             .args(["install", krate, "--version", version])
             .args(extra)
             .env("CARGO_PROFILE_RELEASE_LTO", "off")
-            .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16"))?;
+            .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16");
+        if let Some(level) = opt_level {
+            install.env("CARGO_PROFILE_RELEASE_OPT_LEVEL", level);
+        }
+        run(&mut install)?;
     }
     Ok(())
 }
@@ -356,8 +369,20 @@ fn cargo_tool(bin: &str, krate: &str, version: &str, extra: &[&str]) -> Result<(
 fn web() -> Result<()> {
     wasm_target()?;
     // Without --locked: its lock names a crate version the registry lacks.
-    cargo_tool("wasm-bindgen", "wasm-bindgen-cli", WASM_BINDGEN, &[])?;
-    cargo_tool("trunk", "trunk", TRUNK, &["--locked"])?;
+    // At its own level: at 1 it built in 139 s instead of 145, and ran 8%
+    // slower on the WebGPU worker (7.8 s instead of 7.2).
+    cargo_tool("wasm-bindgen", "wasm-bindgen-cli", WASM_BINDGEN, &[], None)?;
+    // Trunk only runs cargo and wasm-bindgen, hashes and copies files, and
+    // never fetches anything here (`offline`): without its TLS stacks and
+    // update check, at optimisation level 1, it builds in 579 s of CPU
+    // instead of 726.
+    cargo_tool(
+        "trunk",
+        "trunk",
+        TRUNK,
+        &["--locked", "--no-default-features"],
+        Some("1"),
+    )?;
     node_modules()?;
     // Trunk's cargo compiles the workspace's own crates with clippy's
     // driver, as `cargo clippy` does: the release build is also the wasm
