@@ -17,7 +17,7 @@
 
 mod dist;
 mod source_times;
-mod tests;
+mod test_runs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode};
@@ -240,7 +240,7 @@ fn test() -> Result<()> {
         .and_then(|j| j.parse().ok())
         .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
         .unwrap_or(2);
-    let doc_tests = tests::Binary {
+    let doc_tests = test_runs::Binary {
         key: "doc-tests".into(),
         exe: std::env::var("CARGO")
             .unwrap_or_else(|_| "cargo".into())
@@ -253,7 +253,7 @@ fn test() -> Result<()> {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .to_vec(),
     };
-    tests::run_all(
+    test_runs::run_all(
         linting(cargo().args(["test", "--workspace", "--no-run"])),
         vec![doc_tests],
         &[("OBLIVION_PYTHON", &python)],
