@@ -17,7 +17,7 @@ use web_sys::{MessageEvent, Worker, WorkerOptions, WorkerType};
 
 use crate::account::use_account;
 use crate::privacy::PrivacyCard;
-use crate::shell::{load_setting, save_setting};
+use crate::settings::{load_setting, save_setting};
 
 /// The browser worker's entry points in `dist/` (built by Trunk): the
 /// build with WebGPU, and the one for the CPU alone.

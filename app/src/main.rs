@@ -29,6 +29,8 @@ mod privacy;
 #[cfg(target_arch = "wasm32")]
 mod rewards;
 #[cfg(target_arch = "wasm32")]
+mod settings;
+#[cfg(target_arch = "wasm32")]
 mod shell;
 #[cfg(target_arch = "wasm32")]
 mod wallet;

@@ -9,7 +9,7 @@ use oblivion_protocol::api::JobView;
 use oblivion_protocol::tab::ContributorPrivacy;
 
 use crate::live::{use_live, when_changed};
-use crate::shell::{load_setting, save_setting};
+use crate::settings::{load_setting, save_setting};
 
 const PRIVACY_KEY: &str = "oblivion.privacy";
 

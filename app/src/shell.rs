@@ -13,24 +13,9 @@ use crate::live::{provide_live, use_live};
 use crate::network::NetworkPage;
 use crate::new_job::NewJob;
 use crate::rewards::RewardsPage;
+use crate::settings::{load_setting, save_setting};
 
 const THEME_KEY: &str = "oblivion.theme";
-
-fn storage() -> Option<web_sys::Storage> {
-    web_sys::window()?.local_storage().ok()?
-}
-
-/// A remembered setting.
-pub fn load_setting(key: &str) -> Option<String> {
-    storage()?.get_item(key).ok()?
-}
-
-/// Remembers a setting across visits.
-pub fn save_setting(key: &str, value: &str) {
-    if let Some(s) = storage() {
-        let _ = s.set_item(key, value);
-    }
-}
 
 fn apply_theme(theme: &str) {
     if let Some(root) = web_sys::window()

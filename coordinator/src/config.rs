@@ -164,7 +164,7 @@ pub struct Collection {
     #[arg(long = "gc-interval-secs", id = "gc_interval_secs", value_parser = seconds, value_name = "SECS", default_value = "60")]
     pub gc_interval: Duration,
     /// Artifacts younger than this many seconds are never collected.
-    #[arg(long = "gc-grace-secs", id = "gc_grace_secs", value_parser = seconds, value_name = "SECS", default_value = secs(crate::coordinator::GC_GRACE))]
+    #[arg(long = "gc-grace-secs", id = "gc_grace_secs", value_parser = seconds, value_name = "SECS", default_value = secs(oblivion_store::COLLECTION_GRACE))]
     pub gc_grace: Duration,
     /// Round weights kept for a finished job, besides its model.
     #[arg(long, default_value_t = 3)]

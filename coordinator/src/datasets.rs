@@ -12,7 +12,7 @@ use oblivion_ml::data::{
 use oblivion_protocol::DatasetSpec;
 use oblivion_protocol::api::UploadedDataset;
 
-use crate::coordinator::blocking;
+use crate::blocking::blocking;
 use crate::error::AppError;
 use oblivion_store::Artifacts;
 

@@ -13,6 +13,7 @@
 use oblivion_scheduler::{federated, hub, replication, reputation, round, states};
 
 mod api;
+mod blocking;
 pub mod cli;
 mod config;
 mod coordinator;

@@ -32,9 +32,15 @@ async fn slow_loris(url: String, id: u64) -> Option<u16> {
         64 << 20
     );
     write.write_all(head.as_bytes()).await.ok()?;
+    // The first byte 5 s on too: one sent before the answer arrives makes
+    // the server's close a reset, and a reset can discard the answer
+    // before this side reads it (it did, on a loaded machine).
     let trickle = async {
-        while write.write_all(b"x").await.is_ok() {
+        loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
+            if write.write_all(b"x").await.is_err() {
+                break;
+            }
         }
         std::future::pending::<()>().await
     };

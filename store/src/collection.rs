@@ -1,10 +1,17 @@
 //! What the collector may delete: the blobs of aggregated rounds and of
 //! finished jobs, and whether anything still names a blob.
 
+use std::time::Duration;
+
 use sqlx::Row;
 
 use crate::db::{Db, UNFINISHED, now};
 use crate::error::StoreError;
+
+/// The default age below which the collector leaves an artifact alone
+/// (`gc_grace_secs`): a job being created writes its blobs and records its
+/// row within seconds, far inside it.
+pub const COLLECTION_GRACE: Duration = Duration::from_secs(120);
 
 impl Db {
     /// Updates of aggregated rounds whose blobs are still to collect:

@@ -23,6 +23,7 @@ mod workers;
 pub use accounts::Readers;
 pub use artifacts::Artifacts;
 pub use backend::Backend;
+pub use collection::COLLECTION_GRACE;
 pub use db::{Db, JOBS_CHANNEL, now};
 pub use error::{ErrorKind, StoreError};
 pub use jobs::{JobData, JobRefusal, JobRow};

@@ -16,6 +16,7 @@
 //!   writes a brotli and a gzip copy of every file.
 
 mod dist;
+mod file_cycles;
 mod source_times;
 mod test_runs;
 
@@ -214,27 +215,24 @@ fn test() -> Result<()> {
     node_modules()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
     layers_hold()?;
+    files_acyclic()?;
     // The escrow's unit, fuzz and invariant tests (solc-js; no network).
     forge(&["test"])?;
+    // The browser build is also the proof that the ML core and the worker
+    // engine compile for wasm32, and their lint there (see `web`).
+    web()?;
     // The native build is the native lint too, as the browser build is
     // for wasm: clippy's driver compiles the workspace's own crates, so no
     // second pass checks every dependency again (`cargo clippy` took 218 s
     // of a fresh CI run). The tests run the same build: with the same
-    // wrapper, nothing is compiled twice. It needs none of the web tools,
-    // and cargo locks a target directory per profile and target, so it
-    // runs beside their installs and the web build: on a fresh machine
-    // those leave a core idle for long stretches (one large crate
-    // compiling, a tool linking).
-    let native_log = target_dir().join("native-build.log");
-    let native = Background::start(
-        linting(cargo().args(["build", "--workspace", "--all-targets"])),
-        &native_log,
-    )?;
-    // The browser build is also the proof that the ML core and the worker
-    // engine compile for wasm32, and their lint there (see `web`).
-    let web = web();
-    native.finish()?;
-    web?;
+    // wrapper, nothing is compiled twice. Run beside the tool installs and
+    // the web build (cargo locks a target directory per profile and
+    // target), it saved nothing on 2 cores: each keeps both busy.
+    run(linting(cargo().args([
+        "build",
+        "--workspace",
+        "--all-targets",
+    ])))?;
     let jobs = std::env::var("OBLIVION_TEST_JOBS")
         .ok()
         .and_then(|j| j.parse().ok())
@@ -323,6 +321,32 @@ fn layers_hold() -> Result<()> {
         }
         eprintln!("{krate}: no {forbidden:?} in its tree");
     }
+    Ok(())
+}
+
+/// Fails if the files of a crate of the workspace use one another in a
+/// cycle (see `file_cycles`).
+fn files_acyclic() -> Result<()> {
+    let mut found = Vec::new();
+    let mut crates = 0;
+    for entry in std::fs::read_dir(root())? {
+        let dir = entry?.path();
+        if !dir.join("Cargo.toml").exists() || !dir.join("src").is_dir() {
+            continue;
+        }
+        crates += 1;
+        for cycle in file_cycles::in_crate(&dir.join("src"))? {
+            let name = dir.file_name().unwrap_or_default().to_string_lossy();
+            found.push(format!("{name}/src: {}", cycle.join(", ")));
+        }
+    }
+    if !found.is_empty() {
+        bail!(
+            "files that use one another in a cycle:\n  {}",
+            found.join("\n  ")
+        );
+    }
+    eprintln!("{crates} crates: no cycle between the files of any");
     Ok(())
 }
 
@@ -439,51 +463,6 @@ fn load_bench(args: &[String]) -> Result<()> {
     postgres()?;
     run(cargo().args(["build", "--workspace", "--bins"]))?;
     run(Command::new(target_dir().join("debug/load-bench")).args(args))
-}
-
-/// A command run beside others, its output to a log that is printed if
-/// it fails.
-struct Background {
-    child: Child,
-    log: PathBuf,
-    started: Instant,
-    what: String,
-}
-
-impl Background {
-    fn start(cmd: &mut Command, log: &Path) -> Result<Background> {
-        let what = format!("{cmd:?}");
-        eprintln!(
-            "+ {what} (beside the next steps; output in {})",
-            log.display()
-        );
-        let file = std::fs::File::create(log)?;
-        let child = cmd
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .spawn()
-            .with_context(|| format!("cannot run {what}"))?;
-        Ok(Background {
-            child,
-            log: log.to_path_buf(),
-            started: Instant::now(),
-            what,
-        })
-    }
-
-    fn finish(mut self) -> Result<()> {
-        let status = self.child.wait()?;
-        eprintln!(
-            "  ({:.0} s) {}",
-            self.started.elapsed().as_secs_f64(),
-            self.what
-        );
-        if !status.success() {
-            eprintln!("{}", std::fs::read_to_string(&self.log).unwrap_or_default());
-            bail!("{} failed with {status}", self.what);
-        }
-        Ok(())
-    }
 }
 
 struct Children(Vec<Child>);

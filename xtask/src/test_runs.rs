@@ -7,8 +7,9 @@
 //! one at a time (`--test-threads 1`): some set process-wide state, and
 //! the end-to-end ones each start a whole network. The order comes from
 //! the times of the last run, kept in the target directory; a binary never
-//! timed goes first, and the two that keep every core busy on their own
-//! never run beside each other ([`HEAVY`]). A binary that outlives
+//! timed goes first, the two that keep every core busy on their own
+//! never run beside each other ([`HEAVY`]), and those that compare times
+//! run alone ([`ALONE`]). A binary that outlives
 //! [`BINARY_LIMIT`] is killed and counts as failed, so that a hang costs
 //! minutes, not the whole CI run.
 
@@ -168,10 +169,23 @@ fn is_heavy(binary: &Binary) -> bool {
     HEAVY.contains(&binary.key.as_str())
 }
 
-/// The binaries not yet started, in the order to start them.
+/// The binaries that compare times, or race a server's answer, and so run
+/// with nothing beside them: `stragglers` compares rounds with and without
+/// a slow worker (1.36x against a bound of 1.3 once, beside `chaos`), and
+/// `attacks` holds 400 uploads open while rounds run.
+const ALONE: [&str; 2] = ["e2e/test/stragglers", "e2e/test/attacks"];
+
+fn is_alone(binary: &Binary) -> bool {
+    ALONE.contains(&binary.key.as_str())
+}
+
+/// The binaries not yet started, in the order to start them, and what
+/// runs now.
 struct Queue<'a> {
     waiting: std::collections::VecDeque<&'a Binary>,
+    running: usize,
     heavy_running: bool,
+    alone_running: bool,
 }
 
 enum Take<'a> {
@@ -187,19 +201,37 @@ impl<'a> Queue<'a> {
         if self.waiting.is_empty() {
             return Take::Done;
         }
-        let heavy_running = self.heavy_running;
-        let Some(i) = self
-            .waiting
-            .iter()
-            .position(|b| !(heavy_running && is_heavy(b)))
-        else {
+        if self.alone_running {
+            return Take::Wait;
+        }
+        let may_start = |b: &Binary| {
+            if is_alone(b) {
+                self.running == 0
+            } else {
+                !(self.heavy_running && is_heavy(b))
+            }
+        };
+        let Some(i) = self.waiting.iter().position(|b| may_start(b)) else {
             return Take::Wait;
         };
         let Some(binary) = self.waiting.remove(i) else {
             return Take::Wait;
         };
+        self.running += 1;
         self.heavy_running |= is_heavy(binary);
+        self.alone_running |= is_alone(binary);
         Take::Run(binary)
+    }
+
+    /// `binary` has ended.
+    fn ended(&mut self, binary: &Binary) {
+        self.running -= 1;
+        if is_heavy(binary) {
+            self.heavy_running = false;
+        }
+        if is_alone(binary) {
+            self.alone_running = false;
+        }
     }
 }
 
@@ -227,7 +259,9 @@ pub fn run_all(
     let started = Instant::now();
     let queue = Mutex::new(Queue {
         waiting: binaries.iter().collect(),
+        running: 0,
         heavy_running: false,
+        alone_running: false,
     });
     let outcomes = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -245,10 +279,8 @@ pub fn run_all(
                     };
                     let log = logs.join(binary.key.replace('/', "."));
                     let outcome = run_one(binary, env, log);
-                    if is_heavy(binary)
-                        && let Ok(mut q) = queue.lock()
-                    {
-                        q.heavy_running = false;
+                    if let Ok(mut q) = queue.lock() {
+                        q.ended(binary);
                     }
                     eprintln!(
                         "{} {} ({:.1} s)",
@@ -314,14 +346,37 @@ mod tests {
         let order = [binary(HEAVY[0]), binary(HEAVY[1]), binary("light")];
         let mut queue = Queue {
             waiting: order.iter().collect(),
+            running: 0,
             heavy_running: false,
+            alone_running: false,
         };
         assert_eq!(key(queue.take()), HEAVY[0]);
         // The second heavy one waits; the light one goes past it.
         assert_eq!(key(queue.take()), "light");
         assert_eq!(key(queue.take()), "wait");
-        queue.heavy_running = false;
+        queue.ended(&order[0]);
         assert_eq!(key(queue.take()), HEAVY[1]);
+        assert_eq!(key(queue.take()), "done");
+    }
+
+    #[test]
+    fn a_binary_that_times_things_runs_alone() {
+        let order = [binary("light"), binary(ALONE[0]), binary("other")];
+        let mut queue = Queue {
+            waiting: order.iter().collect(),
+            running: 0,
+            heavy_running: false,
+            alone_running: false,
+        };
+        assert_eq!(key(queue.take()), "light");
+        // Not while another runs; the next one goes past it.
+        assert_eq!(key(queue.take()), "other");
+        assert_eq!(key(queue.take()), "wait");
+        queue.ended(&order[0]);
+        assert_eq!(key(queue.take()), "wait");
+        queue.ended(&order[2]);
+        assert_eq!(key(queue.take()), ALONE[0]);
+        queue.ended(&order[1]);
         assert_eq!(key(queue.take()), "done");
     }
 }

@@ -47,7 +47,7 @@ fn layers_apply_in_order_and_are_checked() {
 fn defaults_are_the_domains_own() {
     let c = Config::default();
     assert_eq!(c.reputation(), ReputationPolicy::default());
-    assert_eq!(c.collection.gc_grace, crate::coordinator::GC_GRACE);
+    assert_eq!(c.collection.gc_grace, oblivion_store::COLLECTION_GRACE);
     assert_eq!(
         c.uploads.max_update_bytes,
         oblivion_protocol::wire::MAX_UPDATE_BYTES

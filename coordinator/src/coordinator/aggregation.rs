@@ -13,7 +13,8 @@ use oblivion_ml::screening::Verdict;
 use oblivion_ml::train::Evaluation;
 use oblivion_protocol::api::{JobStatus, RoundMetrics};
 
-use super::{Coordinator, blocking, lock, ml_internal};
+use super::{Coordinator, lock, ml_internal};
+use crate::blocking::blocking;
 use crate::error::AppError;
 use crate::round::{
     RoundBlob, RoundOutcome, RoundRules, aggregate_round, distinct_slots, one_update_per_shard,

@@ -14,7 +14,7 @@
 //! it was not written (or re-written, which refreshes it) during the grace
 //! period, which covers a job being created with that same blob right now.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use oblivion_protocol::api::JobStatus;
 
@@ -171,7 +171,3 @@ impl Coordinator {
         }
     }
 }
-
-/// The default grace period: a job being created writes its blobs and
-/// records its row within seconds, far inside it.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(120);

@@ -14,7 +14,8 @@ use oblivion_protocol::{DatasetSpec, JobSpec};
 
 use super::accounts::Viewer;
 use super::leasing::token_hash;
-use super::{Coordinator, blocking, budget, lock, ml_internal};
+use super::{Coordinator, budget, lock, ml_internal};
+use crate::blocking::blocking;
 use crate::datasets;
 use crate::error::AppError;
 use crate::hub::{LiveJob, ShardDetail};

@@ -33,6 +33,7 @@ use oblivion_protocol::api::NetworkSnapshot;
 use oblivion_protocol::wire::CoordinatorMessage;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::blocking::blocking;
 use crate::config::Config;
 use crate::datasets::DatasetCache;
 use crate::error::AppError;
@@ -41,7 +42,6 @@ use crate::limits::ClientLimits;
 use oblivion_store::{Artifacts, Backend, Db, JobRow};
 
 pub use accounts::Viewer;
-pub use gc::DEFAULT_GRACE as GC_GRACE;
 pub use jobs::ModelFormat;
 pub use payments::spec_hash;
 
@@ -110,16 +110,6 @@ struct InFlight {
 
 /// How often the snapshot is taken: changes reach pages within this.
 pub const SNAPSHOT_TICK: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// Runs CPU-heavy work (decoding, hashing, averaging, evaluation) off the
-/// async runtime.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, AppError> + Send + 'static,
-) -> Result<T, AppError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| AppError::internal(format!("worker thread failed: {e}")))?
-}
 
 fn ml_internal(e: oblivion_ml::MlError) -> AppError {
     AppError::internal(e.to_string())

@@ -10,7 +10,8 @@ use oblivion_ml::weights::check_params;
 use oblivion_protocol::wire::{UpdateReceipt, update_metadata};
 
 use super::leasing::token_hash;
-use super::{Coordinator, blocking, lock};
+use super::{Coordinator, lock};
+use crate::blocking::blocking;
 use crate::error::AppError;
 use crate::hub::{Lease, Refusal, UpdateContext};
 use oblivion_store::{UpdateRefusal, UpdateRow, now};
