@@ -36,8 +36,13 @@ fn root() -> PathBuf {
     manifest.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
+/// The cargo that runs this command.
+fn cargo_program() -> PathBuf {
+    std::env::var_os("CARGO").map_or_else(|| "cargo".into(), PathBuf::from)
+}
+
 fn cargo() -> Command {
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut c = Command::new(cargo_program());
     c.current_dir(root());
     c
 }
@@ -240,9 +245,7 @@ fn test() -> Result<()> {
         .unwrap_or(2);
     let doc_tests = test_runs::Binary {
         key: "doc-tests".into(),
-        exe: std::env::var("CARGO")
-            .unwrap_or_else(|_| "cargo".into())
-            .into(),
+        exe: cargo_program(),
         args: ["test", "--workspace", "--doc", "--", "--test-threads", "1"]
             .map(String::from)
             .to_vec(),

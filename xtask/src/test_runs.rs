@@ -101,8 +101,8 @@ fn load_times(path: &Path) -> HashMap<String, f64> {
         .collect()
 }
 
-fn save_times(path: &Path, outcomes: &[Outcome]) -> Result<()> {
-    let mut times = load_times(path);
+/// Writes `times`, updated with the binaries that passed, to `path`.
+fn save_times(path: &Path, mut times: HashMap<String, f64>, outcomes: &[Outcome]) -> Result<()> {
     for o in outcomes.iter().filter(|o| o.passed) {
         times.insert(o.key.clone(), o.seconds);
     }
@@ -296,7 +296,7 @@ pub fn run_all(
         }
     });
     let outcomes = outcomes.into_inner().unwrap_or_default();
-    save_times(&times_path, &outcomes)?;
+    save_times(&times_path, times, &outcomes)?;
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| !o.passed).collect();
     for o in &failed {
         eprintln!("\n===== {} =====", o.key);
