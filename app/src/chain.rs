@@ -7,6 +7,7 @@
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use oblivion_chain::calls::{self, U256};
+use oblivion_protocol::JobId;
 use oblivion_protocol::api::ChainInfo;
 
 use crate::account::short;
@@ -280,7 +281,7 @@ pub fn now_secs() -> u64 {
 /// settled within `deadline_hours` from now.
 pub fn fund_call(
     chain: &ChainInfo,
-    job_id: u64,
+    job_id: JobId,
     spec_hash: &str,
     deadline_hours: u32,
 ) -> Result<calls::Bytes, String> {

@@ -11,6 +11,7 @@ use leptos::prelude::*;
 use oblivion_protocol::tab::{
     AdapterInfo, BackendChoice, TabCommand, TabReport, TabStart, WorkerBuild,
 };
+use oblivion_protocol::{JobId, LeaseId};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{MessageEvent, Worker, WorkerOptions, WorkerType};
@@ -42,7 +43,7 @@ fn cores() -> u32 {
 #[derive(Clone, Default)]
 struct PoolWorker {
     status: String,
-    lease: Option<(u64, u64, u32, u32)>,
+    lease: Option<(LeaseId, JobId, u32, u32)>,
     progress: f32,
     samples_per_second: f64,
     shards_done: u64,

@@ -5,6 +5,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::use_params_map;
 use oblivion_chain::calls;
+use oblivion_protocol::JobId;
 use oblivion_protocol::api::{JobView, PaymentState, PaymentView, ShardView};
 
 use crate::account::{short, use_account};
@@ -71,7 +72,7 @@ fn payment_label(state: PaymentState) -> &'static str {
 /// Asks for job `id` again until its payment leaves `from` (the coordinator
 /// saw the transaction on chain), for a few minutes at most, or until the
 /// page is gone.
-async fn follow(id: u64, job: RwSignal<Option<JobView>>, from: PaymentState) {
+async fn follow(id: JobId, job: RwSignal<Option<JobView>>, from: PaymentState) {
     for _ in 0..FOLLOW_TRIES {
         sleep(FOLLOW_MS).await;
         let Ok(view) = api::get::<JobView>(&format!("/api/jobs/{id}")).await else {
@@ -87,7 +88,7 @@ async fn follow(id: u64, job: RwSignal<Option<JobView>>, from: PaymentState) {
 /// A paid job's escrow: where it stands, and its owner's Fund and Settle.
 #[component]
 fn PaymentCard(
-    id: u64,
+    id: JobId,
     /// The spec's `reward.deadline_hours`.
     deadline_hours: Option<u32>,
     payment: PaymentView,
@@ -280,7 +281,7 @@ fn PaymentCard(
 #[component]
 pub fn JobPage() -> impl IntoView {
     let params = use_params_map();
-    let id = Memo::new(move |_| params.with(|p| p.get("id").and_then(|v| v.parse::<u64>().ok())));
+    let id = Memo::new(move |_| params.with(|p| p.get("id").and_then(|v| v.parse::<JobId>().ok())));
     let job = RwSignal::new(None::<JobView>);
     let error = RwSignal::new(None::<String>);
     let live = use_live();

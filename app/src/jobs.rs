@@ -2,6 +2,7 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use oblivion_protocol::JobId;
 use oblivion_protocol::api::{JobStatus, JobView, ShardStatus};
 
 use crate::account::use_account;
@@ -88,7 +89,7 @@ pub fn JobList() -> impl IntoView {
         })
     });
     let live = use_live();
-    let workers_on = move |id: u64| {
+    let workers_on = move |id: JobId| {
         live.snapshot.with(|s| {
             s.as_ref().map_or(0, |s| {
                 s.workers

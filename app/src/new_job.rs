@@ -7,6 +7,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::use_navigate;
 use oblivion_chain::calls::{self, U256};
+use oblivion_protocol::JobId;
 use oblivion_protocol::aggregation::AggregationRule;
 use oblivion_protocol::api::{ApiError, ChainInfo, Created, JobView, UploadedDataset};
 use oblivion_protocol::{DatasetSpec, JobSpec, LocalWork, ModelSpec, OptimizerSpec};
@@ -363,8 +364,8 @@ async fn submit_paid(
     me: &str,
     error: RwSignal<Option<ApiError>>,
     tx: RwSignal<TxState>,
-    unfunded: RwSignal<Option<u64>>,
-) -> Option<u64> {
+    unfunded: RwSignal<Option<JobId>>,
+) -> Option<JobId> {
     tx.set(TxState::Wallet);
     let (wallet, from) = match chain::prepare(info, Some(me), wei).await {
         Ok(ready) => ready,
@@ -454,7 +455,7 @@ pub fn NewJob() -> impl IntoView {
     let chain = use_chain();
     let tx = RwSignal::new(TxState::Idle);
     // A paid job created but not funded: its id.
-    let unfunded = RwSignal::new(None::<u64>);
+    let unfunded = RwSignal::new(None::<JobId>);
 
     let upload = move |ev: leptos::ev::Event, target: &'static str| {
         let Some(file) = selected_file(&ev) else {

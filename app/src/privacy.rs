@@ -49,7 +49,7 @@ fn price(job: &JobView, privacy: &ContributorPrivacy) -> (Option<f64>, Result<()
     let epsilon = job_epsilon(sigma, job.spec.rounds, limits.delta).ok();
     let ask = Ask {
         network: network(),
-        job: job.id,
+        job: job.id.0,
         noise_multiplier: sigma,
         rounds: job.spec.rounds,
         batch_size: job.spec.batch_size,

@@ -4,6 +4,7 @@
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use oblivion_chain::calls;
+use oblivion_protocol::JobId;
 use oblivion_protocol::api::RewardView;
 
 use crate::account::{short, use_account};
@@ -29,7 +30,7 @@ enum Standing {
 }
 
 impl Standing {
-    fn of(r: &RewardView, claimed_here: &[(u64, u64)]) -> Standing {
+    fn of(r: &RewardView, claimed_here: &[(JobId, u64)]) -> Standing {
         if r.claimed || claimed_here.contains(&(r.job_id, r.index)) {
             Standing::Claimed
         } else if r.settled {
@@ -69,7 +70,7 @@ async fn load(rewards: RwSignal<Option<Vec<RewardView>>>, error: RwSignal<Option
 }
 
 /// Sum of the amounts (wei strings) of the rewards that are `standing`.
-fn total(list: &[RewardView], claimed_here: &[(u64, u64)], standing: Standing) -> calls::U256 {
+fn total(list: &[RewardView], claimed_here: &[(JobId, u64)], standing: Standing) -> calls::U256 {
     list.iter()
         .filter(|r| Standing::of(r, claimed_here) == standing)
         .filter_map(|r| calls::parse_wei(&r.amount).ok())
@@ -87,7 +88,7 @@ pub fn RewardsPage() -> impl IntoView {
     let tx = RwSignal::new(TxState::Idle);
     // Claims confirmed from this page, (job, leaf), until the coordinator
     // reports them too.
-    let claimed_here = RwSignal::new(Vec::<(u64, u64)>::new());
+    let claimed_here = RwSignal::new(Vec::<(JobId, u64)>::new());
     // Refetch on sign-in and when stored job state changes (a job settled).
     let key = move || {
         (

@@ -7,6 +7,7 @@
 
 use alloy::primitives::{Address, B256};
 use alloy::sol_types::{SolCall, SolError, SolInterface};
+use oblivion_protocol::JobId;
 use oblivion_protocol::api::{RewardView, SettlementView};
 
 pub use alloy::primitives::{Bytes, U256};
@@ -194,9 +195,14 @@ pub fn format_ether(wei: U256) -> String {
 /// Calldata of `fund(jobId, signer, specHash, deadline)`: the deposit for
 /// job `job_id` (sent as the transaction's value), settled by the
 /// coordinator key `signer`, refundable after `deadline` (Unix seconds).
-pub fn fund(job_id: u64, signer: &str, spec_hash: &str, deadline: u64) -> Result<Bytes, CallError> {
+pub fn fund(
+    job_id: JobId,
+    signer: &str,
+    spec_hash: &str,
+    deadline: u64,
+) -> Result<Bytes, CallError> {
     let call = IOblivionEscrow::fundCall {
-        jobId: U256::from(job_id),
+        jobId: U256::from(job_id.0),
         signer: address("signer", signer)?,
         specHash: b256("spec_hash", spec_hash)?,
         deadline,
@@ -441,7 +447,7 @@ mod tests {
 
     #[test]
     fn fund_encodes() {
-        let data = fund(7, SIGNER, HASH, 1_900_000_000).unwrap();
+        let data = fund(JobId(7), SIGNER, HASH, 1_900_000_000).unwrap();
         assert_eq!(data[..4], IOblivionEscrow::fundCall::SELECTOR);
         let call = IOblivionEscrow::fundCall::abi_decode(&data).unwrap();
         assert_eq!(call.jobId, U256::from(7));
@@ -454,13 +460,13 @@ mod tests {
 
     #[test]
     fn fund_rejects_bad_inputs() {
-        let e = fund(1, "0x1234", HASH, 1).unwrap_err();
+        let e = fund(JobId(1), "0x1234", HASH, 1).unwrap_err();
         assert_eq!(e.field, "signer");
         assert!(e.to_string().contains("20 bytes"), "{e}");
-        let e = fund(1, SIGNER, "1111", 1).unwrap_err();
+        let e = fund(JobId(1), SIGNER, "1111", 1).unwrap_err();
         assert_eq!(e.field, "spec_hash");
         assert!(e.to_string().contains("0x hex"), "{e}");
-        let e = fund(1, SIGNER, &HASH.replace('1', "g"), 1).unwrap_err();
+        let e = fund(JobId(1), SIGNER, &HASH.replace('1', "g"), 1).unwrap_err();
         assert_eq!(e.field, "spec_hash");
     }
 
@@ -511,7 +517,7 @@ mod tests {
     #[test]
     fn claim_encodes() {
         let reward = RewardView {
-            job_id: 3,
+            job_id: JobId(3),
             job_name: "iris".into(),
             job_key: KEY.into(),
             index: 2,

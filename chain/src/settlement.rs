@@ -11,6 +11,8 @@ use alloy::primitives::{Address, B256, U256, keccak256};
 use alloy::signers::SignerSync;
 use alloy::sol_types::{Eip712Domain, SolStruct, SolValue};
 
+use oblivion_protocol::JobId;
+
 use crate::key::{Key, KeyError};
 
 alloy::sol! {
@@ -37,8 +39,8 @@ alloy::sol! {
 
 /// The escrow's key of job `job_id` funded by `creator` for the coordinator
 /// key `signer`: `keccak256(abi.encode(creator, signer, jobId))`.
-pub fn job_key(creator: Address, signer: Address, job_id: u64) -> B256 {
-    keccak256((creator, signer, U256::from(job_id)).abi_encode_params())
+pub fn job_key(creator: Address, signer: Address, job_id: JobId) -> B256 {
+    keccak256((creator, signer, U256::from(job_id.0)).abi_encode_params())
 }
 
 /// The EIP-712 domain of the escrow deployed at `escrow` on `chain_id`.
@@ -90,7 +92,7 @@ mod tests {
     }
 
     fn settlement() -> Settlement {
-        let job = job_key(CREATOR, coffee().address_bytes(), 7);
+        let job = job_key(CREATOR, coffee().address_bytes(), JobId(7));
         Settlement {
             job,
             root: keccak256("root"),
@@ -145,11 +147,11 @@ mod tests {
         let s = settlement();
         let d = digest(&s, CHAIN, ESCROW);
         let other_job = Settlement {
-            job: job_key(CREATOR, coffee().address_bytes(), 8),
+            job: job_key(CREATOR, coffee().address_bytes(), JobId(8)),
             ..s.clone()
         };
         let other_creator = Settlement {
-            job: job_key(ESCROW, coffee().address_bytes(), 7),
+            job: job_key(ESCROW, coffee().address_bytes(), JobId(7)),
             ..s.clone()
         };
         let replayed = Settlement {

@@ -15,6 +15,7 @@ use alloy::providers::Provider;
 use alloy::rpc::types::BlockNumberOrTag;
 use oblivion_chain::escrow::{self, OblivionEscrow};
 use oblivion_chain::{Key, PayoutTree, Settlement, settlement, shares};
+use oblivion_protocol::JobId;
 
 const ETHER: u128 = 1_000_000_000_000_000_000;
 const DAY: u64 = 24 * 60 * 60;
@@ -90,7 +91,11 @@ async fn scenario(binary: &Path) {
     };
     let receipt = fund(1).send().await.unwrap().get_receipt().await.unwrap();
     assert!(receipt.status());
-    let job = settlement::job_key(creator.address_bytes(), coordinator.address_bytes(), 1);
+    let job = settlement::job_key(
+        creator.address_bytes(),
+        coordinator.address_bytes(),
+        JobId(1),
+    );
     assert_eq!(
         contract
             .jobKey(
@@ -139,7 +144,11 @@ async fn scenario(binary: &Path) {
     // A second job: job 1's signature cannot settle it, nor can it be
     // refunded before its deadline.
     fund(2).send().await.unwrap().get_receipt().await.unwrap();
-    let job2 = settlement::job_key(creator.address_bytes(), coordinator.address_bytes(), 2);
+    let job2 = settlement::job_key(
+        creator.address_bytes(),
+        coordinator.address_bytes(),
+        JobId(2),
+    );
     let err = contract
         .settle(job2, tree.root(), total, model, now, signature.clone())
         .send()

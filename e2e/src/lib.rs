@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use oblivion_protocol::api::{JobView, WorkerView};
+use oblivion_protocol::{JobId, LeaseId, WorkerId};
 
 pub mod anvil;
 pub mod cluster;
@@ -473,16 +474,16 @@ impl Api {
     }
 
     /// Submits a spec; returns the job id.
-    pub async fn submit(&self, spec: &serde_json::Value) -> Result<u64> {
+    pub async fn submit(&self, spec: &serde_json::Value) -> Result<JobId> {
         let (status, body) = self.post("/api/jobs", spec.to_string()).await?;
         if status != 201 {
             bail!("submit answered {status}: {body}");
         }
-        body["id"].as_u64().context("no id")
+        body["id"].as_u64().map(JobId).context("no id")
     }
 
     /// A job's view.
-    pub async fn job(&self, id: u64) -> Result<JobView> {
+    pub async fn job(&self, id: JobId) -> Result<JobView> {
         let (status, body) = self.get(&format!("/api/jobs/{id}")).await?;
         if status != 200 {
             bail!("job {id}: {status} {body}");
@@ -496,7 +497,7 @@ impl Api {
     }
 
     /// One connected worker.
-    pub async fn worker(&self, id: u64) -> Result<WorkerView> {
+    pub async fn worker(&self, id: WorkerId) -> Result<WorkerView> {
         self.workers()
             .await?
             .into_iter()
@@ -507,7 +508,7 @@ impl Api {
     /// Polls until the job ends or `timeout` passes; `each` sees every poll.
     pub async fn wait_finished(
         &self,
-        id: u64,
+        id: JobId,
         timeout: Duration,
         mut each: impl FnMut(&JobView),
     ) -> Result<JobView> {
@@ -527,7 +528,7 @@ impl Api {
 
     /// Submits the example spec `name` and waits until it ends, which must
     /// be completed; its id and its view.
-    pub async fn train_example(&self, name: &str, timeout: Duration) -> Result<(u64, JobView)> {
+    pub async fn train_example(&self, name: &str, timeout: Duration) -> Result<(JobId, JobView)> {
         let id = self.submit(&example(name)?).await?;
         let job = self.wait_finished(id, timeout, |_| {}).await?;
         if job.status.as_str() != "completed" {
@@ -590,7 +591,7 @@ pub struct ScriptedWorker {
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
     /// Its id.
-    pub id: u64,
+    pub id: WorkerId,
     /// Its token.
     pub token: String,
 }
@@ -699,7 +700,7 @@ impl ScriptedWorker {
     }
 
     /// Sends a heartbeat for `leases` (progress 0.5 each).
-    pub async fn heartbeat(&mut self, leases: &[u64]) -> Result<()> {
+    pub async fn heartbeat(&mut self, leases: &[LeaseId]) -> Result<()> {
         use futures_util::SinkExt;
         use oblivion_protocol::wire::{LeaseProgress, WorkerMessage};
         let msg = WorkerMessage::Heartbeat {
@@ -720,7 +721,7 @@ impl ScriptedWorker {
     }
 
     /// Gives lease `lease` back, as a worker that cannot train it does.
-    pub async fn return_lease(&mut self, lease: u64) -> Result<()> {
+    pub async fn return_lease(&mut self, lease: LeaseId) -> Result<()> {
         use futures_util::SinkExt;
         use oblivion_protocol::wire::WorkerMessage;
         let msg = WorkerMessage::ReturnLease {
@@ -762,7 +763,7 @@ impl ScriptedWorker {
     }
 
     /// Posts an update body for `lease`.
-    pub async fn post_update(&self, api: &Api, lease: u64, body: Vec<u8>) -> Result<Reply> {
+    pub async fn post_update(&self, api: &Api, lease: LeaseId, body: Vec<u8>) -> Result<Reply> {
         reply(
             api.http
                 .post(oblivion_protocol::wire::Endpoint::new(&api.url).update_url(lease))

@@ -4,6 +4,7 @@
 
 use oblivion_chain::{Key, sign_in};
 use oblivion_e2e::{Api, CREATOR_KEY, Database, Network, OTHER_KEY, ScriptedWorker, example, root};
+use oblivion_protocol::JobId;
 use oblivion_protocol::auth::{SignIn, SignInChallenge};
 use serde_json::json;
 
@@ -120,7 +121,7 @@ async fn owners_alone_cancel_and_read_private_jobs(database: Database) {
         .unwrap();
 
     // The owner sees both, with itself as owner; others see the public one.
-    let mine: Vec<u64> = ids(&owner).await;
+    let mine: Vec<JobId> = ids(&owner).await;
     assert!(mine.contains(&private) && mine.contains(&public));
     let job = owner.job(private).await.unwrap();
     assert_eq!(job.owner, owner.account());
@@ -226,13 +227,13 @@ async fn owners_alone_cancel_and_read_private_jobs(database: Database) {
     owner.submit(&spec).await.unwrap();
 }
 
-async fn ids(api: &Api) -> Vec<u64> {
+async fn ids(api: &Api) -> Vec<JobId> {
     let (status, body) = api.get("/api/jobs").await.unwrap();
     assert_eq!(status, 200);
     body.as_array()
         .unwrap()
         .iter()
-        .map(|j| j["id"].as_u64().unwrap())
+        .map(|j| JobId(j["id"].as_u64().unwrap()))
         .collect()
 }
 

@@ -1,6 +1,7 @@
 //! Bad input gets a clear 4xx, and does no harm to running jobs.
 
 use oblivion_e2e::{Database, Network, ScriptedWorker, example, honest_update, uniform_update};
+use oblivion_protocol::LeaseId;
 use serde_json::json;
 
 oblivion_e2e::on_both_databases!(
@@ -124,7 +125,7 @@ async fn bad_updates_are_refused_and_the_job_still_completes(database: Database)
     let mut lease = worker.next_lease().await.unwrap();
 
     let (status, body) = worker
-        .post_update(&api, 9999, uniform_update(&lease, 0.0))
+        .post_update(&api, LeaseId(9999), uniform_update(&lease, 0.0))
         .await
         .unwrap();
     assert_eq!(status, 409, "a lease not held: {body}");

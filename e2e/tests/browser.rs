@@ -7,6 +7,7 @@
 //! pool of workers, one per core.
 //! Each scenario's claims are re-checked here through the API.
 
+use oblivion_protocol::JobId;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
@@ -83,7 +84,7 @@ fn scenario(name: &str) -> (Network, serde_json::Value) {
 }
 
 async fn job(net: &Network, id: u64) -> JobView {
-    net.api().job(id).await.unwrap()
+    net.api().job(JobId(id)).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

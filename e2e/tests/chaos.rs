@@ -9,6 +9,7 @@
 //! database server itself is also stopped at once (as in a crash) and
 //! started again once, mid-job.
 
+use oblivion_protocol::JobId;
 use std::time::{Duration, Instant};
 
 use oblivion_e2e::cluster::Cluster;
@@ -76,7 +77,7 @@ async fn clean_run() -> f64 {
 }
 
 /// The job as any live instance sees it.
-async fn observe(cluster: &Cluster, id: u64) -> Option<JobView> {
+async fn observe(cluster: &Cluster, id: JobId) -> Option<JobView> {
     for i in 0..cluster.instances() {
         if cluster.is_up(i)
             && let Ok(job) = cluster.api(i).job(id).await
@@ -100,7 +101,7 @@ struct Done {
 }
 
 /// Trains the example under chaos; returns its final view.
-async fn train_under_chaos(cluster: &mut Cluster, workers: usize) -> (u64, JobView, Done) {
+async fn train_under_chaos(cluster: &mut Cluster, workers: usize) -> (JobId, JobView, Done) {
     let mut dice = Dice::new();
     let instances = cluster.instances();
     for w in 0..workers {
@@ -162,7 +163,7 @@ async fn train_under_chaos(cluster: &mut Cluster, workers: usize) -> (u64, JobVi
 }
 
 /// What the database says about the job, checked whole.
-async fn check_the_record(database_url: &str, id: u64, shards: u32) {
+async fn check_the_record(database_url: &str, id: JobId, shards: u32) {
     let db = Db::connect(database_url, 2).await.unwrap();
     let rounds = db.rounds(id).await.unwrap();
     assert!(!rounds.is_empty());
@@ -188,7 +189,7 @@ async fn check_the_record(database_url: &str, id: u64, shards: u32) {
         "SELECT COUNT(*) AS n FROM leases l WHERE l.job_id = $1 AND l.status = 'completed' \
          AND NOT EXISTS (SELECT 1 FROM updates u WHERE u.lease_id = l.id)",
     )
-    .bind(id as i64)
+    .bind(id.db())
     .fetch_one(&pool)
     .await
     .unwrap()
@@ -198,7 +199,7 @@ async fn check_the_record(database_url: &str, id: u64, shards: u32) {
         "SELECT COUNT(*) AS n FROM updates u WHERE u.job_id = $1 AND NOT EXISTS \
          (SELECT 1 FROM leases l WHERE l.id = u.lease_id AND l.status = 'completed')",
     )
-    .bind(id as i64)
+    .bind(id.db())
     .fetch_one(&pool)
     .await
     .unwrap()

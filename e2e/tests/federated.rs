@@ -255,8 +255,8 @@ async fn a_job_asking_for_almost_no_noise_gets_nothing_from_a_default_contributo
     let privacy: oblivion_protocol::tab::ContributorPrivacy =
         serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     let spends = &privacy.ledger.spends;
-    assert!(spends.iter().all(|s| s.job != attack), "{spends:?}");
-    let on_fair: Vec<_> = spends.iter().filter(|s| s.job == fair).collect();
+    assert!(spends.iter().all(|s| s.job != attack.0), "{spends:?}");
+    let on_fair: Vec<_> = spends.iter().filter(|s| s.job == fair.0).collect();
     assert_eq!(on_fair.len(), 1, "{spends:?}");
     assert_eq!((on_fair[0].rounds, on_fair[0].noise_multiplier), (3, 8.0));
     let spent = privacy.ledger.total_epsilon(1e-5).unwrap();

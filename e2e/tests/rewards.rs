@@ -10,6 +10,7 @@
 //! rider that posts the previous round's change instead of training is
 //! paid nothing: a paid job has every shard trained twice by default.
 
+use oblivion_protocol::JobId;
 use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, B256, Bytes, U256};
@@ -44,7 +45,7 @@ async fn mine(provider: &DynProvider, blocks: u64) {
 async fn wait_job(
     api: &Api,
     provider: &DynProvider,
-    id: u64,
+    id: JobId,
     what: &str,
     ready: impl Fn(&JobView) -> bool,
 ) -> JobView {
@@ -93,7 +94,7 @@ async fn fund_until(
     let payment = job.payment.as_ref().unwrap();
     let receipt = contract
         .fund(
-            U256::from(job.id),
+            U256::from(job.id.0),
             signer,
             payment.spec_hash.parse().unwrap(),
             deadline,

@@ -10,6 +10,7 @@ use oblivion_ml::screening::Verdict;
 use oblivion_protocol::api::{JobStatus, RoundMetrics, WorkerView};
 use oblivion_protocol::states::LeaseStatus;
 use oblivion_protocol::wire::{ClientKind, DeviceInfo};
+use oblivion_protocol::{JobId, LeaseId, WorkerId};
 use oblivion_scheduler::reputation::ReputationPolicy;
 use oblivion_store::{
     Db, JobData, JobRefusal, JobRow, Judge, NewLease, Record, RoundRow, UpdateRefusal, UpdateRow,
@@ -87,7 +88,7 @@ fn spec(shards: u32, rounds: u32) -> oblivion_protocol::JobSpec {
     .unwrap()
 }
 
-async fn job(db: &Db, shards: u32, rounds: u32) -> u64 {
+async fn job(db: &Db, shards: u32, rounds: u32) -> JobId {
     let row = job_row(shards, rounds);
     let shard_rows: Vec<(String, u64)> = (0..shards).map(|i| (format!("d{i}"), 10)).collect();
     db.insert_job(&row, &shard_rows).await.unwrap()
@@ -95,7 +96,7 @@ async fn job(db: &Db, shards: u32, rounds: u32) -> u64 {
 
 fn job_row(shards: u32, rounds: u32) -> JobRow {
     JobRow {
-        id: 0,
+        id: JobId(0),
         spec: spec(shards, rounds),
         status: JobStatus::Pending,
         round: 1,
@@ -116,12 +117,12 @@ fn job_row(shards: u32, rounds: u32) -> JobRow {
     }
 }
 
-async fn worker(db: &Db) -> u64 {
+async fn worker(db: &Db) -> WorkerId {
     paid_worker(db, None).await
 }
 
 /// A worker paid to `payout` (anonymous when `None`).
-async fn paid_worker(db: &Db, payout: Option<&str>) -> u64 {
+async fn paid_worker(db: &Db, payout: Option<&str>) -> WorkerId {
     let view = WorkerView::connected(
         "w".into(),
         ClientKind::Native,
@@ -138,7 +139,7 @@ async fn paid_worker(db: &Db, payout: Option<&str>) -> u64 {
 }
 
 /// Grants shard `shard` of `round` to `worker`; the lease id, if granted.
-async fn lease(db: &Db, job: u64, round: u32, shard: u32, worker: u64) -> Option<u64> {
+async fn lease(db: &Db, job: JobId, round: u32, shard: u32, worker: WorkerId) -> Option<LeaseId> {
     grant(db, job, round, shard, worker, false).await
 }
 
@@ -160,12 +161,12 @@ fn judge() -> Judge<'static> {
 /// Grants a lease, or a backup lease, on a slot; the lease id, if granted.
 async fn grant(
     db: &Db,
-    job: u64,
+    job: JobId,
     round: u32,
     shard: u32,
-    worker: u64,
+    worker: WorkerId,
     backup: bool,
-) -> Option<u64> {
+) -> Option<LeaseId> {
     let g = NewLease {
         job,
         round,
@@ -181,7 +182,7 @@ async fn grant(
         .map(|g| g.id)
 }
 
-fn update(shard: u32, worker: u64, lease: u64) -> UpdateRow {
+fn update(shard: u32, worker: WorkerId, lease: LeaseId) -> UpdateRow {
     UpdateRow {
         shard,
         worker_id: worker,
@@ -216,12 +217,12 @@ fn round_row(round: u32) -> RoundRow {
     }
 }
 
-async fn status(db: &Db, job: u64) -> JobStatus {
+async fn status(db: &Db, job: JobId) -> JobStatus {
     db.job(job).await.unwrap().unwrap().status
 }
 
 /// The statuses a job went through, from its log.
-async fn path(db: &Db, job: u64) -> Vec<JobStatus> {
+async fn path(db: &Db, job: JobId) -> Vec<JobStatus> {
     db.transitions(job)
         .await
         .unwrap()
@@ -499,7 +500,7 @@ async fn finished_jobs_stay_finished_even_against_raw_sql(url: &str) {
         Err(JobRefusal::State(JobStatus::Failed))
     );
     assert_eq!(
-        db.finish_job(9999, JobStatus::Cancelled, None)
+        db.finish_job(JobId(9999), JobStatus::Cancelled, None)
             .await
             .unwrap(),
         Err(JobRefusal::Missing)
@@ -510,7 +511,7 @@ async fn finished_jobs_stay_finished_even_against_raw_sql(url: &str) {
     for to in ["running", "pending", "completed"] {
         let r = sqlx::query("UPDATE jobs SET status = $1 WHERE id = $2")
             .bind(to)
-            .bind(j as i64)
+            .bind(j.db())
             .execute(&pool)
             .await;
         assert!(r.is_err(), "failed -> {to} must be refused");
@@ -527,10 +528,10 @@ async fn finished_jobs_stay_finished_even_against_raw_sql(url: &str) {
 async fn the_schema_allows_exactly_the_status_moves_of_may_become(url: &str) {
     let db = Db::connect(url, 4).await.unwrap();
     let pool = sqlx::AnyPool::connect(url).await.unwrap();
-    let set = |j: u64, to: JobStatus| {
+    let set = |j: JobId, to: JobStatus| {
         sqlx::query("UPDATE jobs SET status = $1 WHERE id = $2")
             .bind(to.as_str())
-            .bind(j as i64)
+            .bind(j.db())
             .execute(&pool)
     };
     for from in JobStatus::ALL {
@@ -577,7 +578,7 @@ fn check_move(allowed: bool, from: JobStatus, to: JobStatus) {
 }
 
 /// A paid job's row as it is created, waiting for its deposit.
-async fn funding_job(db: &Db) -> u64 {
+async fn funding_job(db: &Db) -> JobId {
     let row = JobRow {
         status: JobStatus::Funding,
         ..job_row(1, 1)
@@ -631,12 +632,15 @@ async fn a_data_directory_from_before_migrations_upgrades_in_place() {
         pool.close().await;
     }
     let db = Db::connect(url, 4).await.unwrap();
-    let row = db.job(1).await.unwrap().unwrap();
+    let row = db.job(JobId(1)).await.unwrap().unwrap();
     assert_eq!((row.status, row.round), (JobStatus::Running, 2));
     assert_eq!(db.unfinished_jobs().await.unwrap().len(), 1);
-    assert_eq!(path(&db, 1).await, [JobStatus::Running]);
+    assert_eq!(path(&db, JobId(1)).await, [JobStatus::Running]);
     let w = worker(&db).await;
-    assert!(lease(&db, 1, 2, 0, w).await.is_some(), "old leases ended");
+    assert!(
+        lease(&db, JobId(1), 2, 0, w).await.is_some(),
+        "old leases ended"
+    );
     // And it opens again without re-running anything.
     drop(db);
     Db::connect(url, 4).await.unwrap();
@@ -646,7 +650,7 @@ async fn a_data_directory_from_before_migrations_upgrades_in_place() {
 /// recorded, moving the job to `next` in `status`.
 async fn recorded(
     db: &Db,
-    job: u64,
+    job: JobId,
     instance: &str,
     round: u32,
     next: u32,
@@ -661,7 +665,7 @@ async fn recorded(
 /// Records `round` of `job` with `verdicts`; the quarantines it causes.
 async fn judged_round(
     db: &Db,
-    job: u64,
+    job: JobId,
     round: u32,
     verdicts: &[UpdateVerdict],
 ) -> Vec<oblivion_store::Quarantined> {
@@ -728,7 +732,7 @@ async fn only_verified_work_is_credited_and_a_quarantine_outlives_the_connection
         db.paid_work(j).await.unwrap(),
         vec![(honest.to_string(), 20)]
     );
-    let credited: Vec<(u64, u64)> = db
+    let credited: Vec<(WorkerId, u64)> = db
         .contributors(j)
         .await
         .unwrap()

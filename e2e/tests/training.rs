@@ -3,6 +3,7 @@
 //! the exported models agree with the project's own predictions; and a
 //! worker killed mid-round costs only its shard.
 
+use oblivion_protocol::JobId;
 use std::time::Duration;
 
 use oblivion_e2e::{Network, ScratchDir, example, root};
@@ -35,7 +36,7 @@ fn network(workers: usize) -> Network {
 }
 
 /// The job's model, downloaded in burn's format and read back.
-async fn downloaded_weights(api: &oblivion_e2e::Api, id: u64, arch: &Architecture) -> Params {
+async fn downloaded_weights(api: &oblivion_e2e::Api, id: JobId, arch: &Architecture) -> Params {
     let burn = api
         .get_bytes(&format!("/api/jobs/{id}/model?format=burn"))
         .await
@@ -44,7 +45,7 @@ async fn downloaded_weights(api: &oblivion_e2e::Api, id: u64, arch: &Architectur
 }
 
 /// Submits an example spec and waits until it completes.
-async fn train_example(api: &oblivion_e2e::Api, name: &str) -> (JobSpec, u64, JobView) {
+async fn train_example(api: &oblivion_e2e::Api, name: &str) -> (JobSpec, JobId, JobView) {
     let spec_json = example(name).unwrap();
     let spec: JobSpec = serde_json::from_value(spec_json.clone()).unwrap();
     let id = api.submit(&spec_json).await.unwrap();
@@ -112,7 +113,7 @@ async fn mnist_cnn_reaches_97_percent_and_exports_agree() {
 /// `tests/python/check_models.py` on `inputs` against `logits`.
 async fn check_exports(
     api: &oblivion_e2e::Api,
-    job: u64,
+    job: JobId,
     inputs: &[f32],
     logits: &[f32],
     shape: &str,

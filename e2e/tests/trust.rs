@@ -8,6 +8,7 @@
 //! catches is quarantined, stays so when it reconnects, and is credited
 //! nothing.
 
+use oblivion_protocol::JobId;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -193,7 +194,7 @@ async fn honest_workers(api: &Api) -> Vec<oblivion_protocol::api::WorkerView> {
 /// one more: leases go to the fastest workers first, and a liar measured
 /// slow would otherwise be left only backups, which it loses, and never
 /// be caught at all.
-async fn run_job(api: &Api) -> (u64, JobView) {
+async fn run_job(api: &Api) -> (JobId, JobView) {
     let mut spec = oblivion_e2e::example("mnist-mlp.json").unwrap();
     spec["shards_per_round"] = (HONEST_WORKERS + 1).into();
     let id = api.submit(&spec).await.unwrap();

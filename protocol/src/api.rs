@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{JobId, LeaseId, WorkerId};
 use crate::spec::JobSpec;
 use crate::wire::{ClientKind, DeviceInfo, LocalDataOffer};
 
@@ -88,7 +89,7 @@ impl JobStatus {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Created {
     /// The new job's id.
-    pub id: u64,
+    pub id: JobId,
 }
 
 /// Metrics of one finished round.
@@ -200,7 +201,7 @@ pub struct ShardView {
     /// Times it was leased (more than one means it was re-issued).
     pub attempts: u32,
     /// The worker holding it, or that did it.
-    pub worker_id: Option<u64>,
+    pub worker_id: Option<WorkerId>,
     /// Fraction trained, as the holder last reported it (1 once done).
     #[serde(default)]
     pub progress: f32,
@@ -210,7 +211,7 @@ pub struct ShardView {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Contributor {
     /// Worker (connection) id.
-    pub worker_id: u64,
+    pub worker_id: WorkerId,
     /// Its display name.
     pub name: String,
     /// Native or browser.
@@ -227,7 +228,7 @@ pub struct Contributor {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobView {
     /// Id.
-    pub id: u64,
+    pub id: JobId,
     /// The spec's name.
     pub name: String,
     /// Life-cycle state.
@@ -270,7 +271,7 @@ pub struct JobView {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkerView {
     /// Id of this connection.
-    pub id: u64,
+    pub id: WorkerId,
     /// Display name.
     pub name: String,
     /// Native or browser.
@@ -333,7 +334,7 @@ impl WorkerView {
         benchmark: f64,
     ) -> WorkerView {
         WorkerView {
-            id: 0,
+            id: WorkerId(0),
             name,
             client,
             device,
@@ -360,9 +361,9 @@ impl WorkerView {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkerLease {
     /// Lease id.
-    pub lease_id: u64,
+    pub lease_id: LeaseId,
     /// Job.
-    pub job_id: u64,
+    pub job_id: JobId,
     /// Round.
     pub round: u32,
     /// Fraction done, as last reported.
@@ -373,7 +374,7 @@ pub struct WorkerLease {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LiveJobView {
     /// Id.
-    pub id: u64,
+    pub id: JobId,
     /// The spec's name.
     pub name: String,
     /// `pending` or `running`.
@@ -547,7 +548,7 @@ pub struct PayoutView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RewardView {
     /// The job.
-    pub job_id: u64,
+    pub job_id: JobId,
     /// Its name.
     pub job_name: String,
     /// Its key in the escrow.

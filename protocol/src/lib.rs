@@ -7,6 +7,7 @@ pub mod aggregation;
 pub mod api;
 pub mod auth;
 mod error;
+pub mod ids;
 pub mod job_privacy;
 pub mod privacy;
 pub mod spec;
@@ -15,4 +16,5 @@ pub mod tab;
 pub mod wire;
 
 pub use error::SpecError;
+pub use ids::{JobId, LeaseId, WorkerId};
 pub use spec::{DatasetSpec, JobSpec, LocalWork, ModelSpec, OptimizerSpec, Visibility};

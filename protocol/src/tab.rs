@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use oblivion_privacy::contributor::{ContributorLimits, Ledger};
 
 use crate::ModelSpec;
+use crate::ids::{JobId, LeaseId, WorkerId};
 use crate::wire::{DeviceInfo, LocalDataOffer};
 
 /// Which backend the tab should train on.
@@ -186,7 +187,7 @@ pub enum TabReport {
     /// Connected to the coordinator.
     Connected {
         /// This connection's worker id.
-        worker_id: u64,
+        worker_id: WorkerId,
     },
     /// Connection lost; retrying after a pause.
     Disconnected {
@@ -198,9 +199,9 @@ pub enum TabReport {
     /// Started a lease.
     Lease {
         /// Lease id.
-        lease_id: u64,
+        lease_id: LeaseId,
         /// Job.
-        job_id: u64,
+        job_id: JobId,
         /// Round.
         round: u32,
         /// Shard.
@@ -211,7 +212,7 @@ pub enum TabReport {
     /// Training progress on the current lease.
     Progress {
         /// Lease id.
-        lease_id: u64,
+        lease_id: LeaseId,
         /// Fraction done.
         progress: f32,
         /// Samples per second so far on this shard.
@@ -220,7 +221,7 @@ pub enum TabReport {
     /// A lease ended.
     Done {
         /// Lease id.
-        lease_id: u64,
+        lease_id: LeaseId,
         /// Whether the coordinator accepted the update.
         accepted: bool,
         /// Why not, when it did not.
@@ -239,7 +240,7 @@ pub enum TabReport {
     /// The coordinator revoked the lease being trained.
     Revoked {
         /// Lease id.
-        lease_id: u64,
+        lease_id: LeaseId,
         /// Why.
         reason: String,
     },
@@ -269,7 +270,7 @@ pub enum TabReport {
     /// refuse it.
     Declined {
         /// The job.
-        job_id: u64,
+        job_id: JobId,
         /// Which limit, in words.
         reason: String,
     },

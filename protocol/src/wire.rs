@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{JobId, LeaseId, WorkerId};
 use crate::spec::{LocalWork, ModelSpec, OptimizerSpec};
 
 /// Version of this protocol; a worker that speaks another is refused.
@@ -52,7 +53,7 @@ impl Endpoint {
     }
 
     /// Where a lease's update is posted.
-    pub fn update_url(&self, lease_id: u64) -> String {
+    pub fn update_url(&self, lease_id: LeaseId) -> String {
         format!("{}/api/leases/{lease_id}/update", self.base)
     }
 }
@@ -97,7 +98,7 @@ pub enum ClientKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LeaseProgress {
     /// The lease.
-    pub lease_id: u64,
+    pub lease_id: LeaseId,
     /// Fraction done, 0 to 1.
     pub progress: f32,
 }
@@ -139,7 +140,7 @@ pub enum WorkerMessage {
     /// The worker gives a lease back unfinished (shutting down, or failed).
     ReturnLease {
         /// The lease.
-        lease_id: u64,
+        lease_id: LeaseId,
         /// Why, for the operator.
         reason: String,
         /// The worker will not train this job at all (its contributor's
@@ -243,9 +244,9 @@ impl TrainingData {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LeaseTask {
     /// The lease; quote it when posting the update.
-    pub lease_id: u64,
+    pub lease_id: LeaseId,
     /// The job.
-    pub job_id: u64,
+    pub job_id: JobId,
     /// The round (from 1).
     pub round: u32,
     /// The shard within the round (from 0).
@@ -279,7 +280,7 @@ pub enum CoordinatorMessage {
     /// Reply to `Hello`.
     Welcome {
         /// The worker's id for this connection.
-        worker_id: u64,
+        worker_id: WorkerId,
         /// Secret to send with updates.
         token: String,
         /// How often to send a heartbeat.
@@ -292,7 +293,7 @@ pub enum CoordinatorMessage {
     /// Stop working on a lease: it expired, or its job was cancelled.
     Revoke {
         /// The lease.
-        lease_id: u64,
+        lease_id: LeaseId,
         /// Why.
         reason: String,
     },
@@ -315,7 +316,7 @@ mod tests {
             "wss://oblivion.example:8443/api/workers/connect"
         );
         assert_eq!(
-            e.update_url(7),
+            e.update_url(LeaseId(7)),
             "https://oblivion.example:8443/api/leases/7/update"
         );
         assert_eq!(
@@ -327,7 +328,7 @@ mod tests {
     #[test]
     fn messages_round_trip_with_a_type_tag() {
         let msg = WorkerMessage::ReturnLease {
-            lease_id: 7,
+            lease_id: LeaseId(7),
             reason: "shutting down".into(),
             decline_job: false,
         };

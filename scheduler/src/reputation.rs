@@ -5,6 +5,8 @@
 //! so its record survives reconnections; an anonymous worker is known by
 //! its connection alone, and is paid nothing anyway.
 
+use oblivion_protocol::WorkerId;
+
 /// When a worker is quarantined.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ReputationPolicy {
@@ -101,7 +103,7 @@ impl ReputationPolicy {
 
 /// The identity a worker's record is kept under: its payout account, or
 /// its connection for an anonymous worker.
-pub fn identity(payout_address: Option<&str>, worker_id: u64) -> String {
+pub fn identity(payout_address: Option<&str>, worker_id: WorkerId) -> String {
     match payout_address {
         Some(a) => a.to_ascii_lowercase(),
         None => format!("worker:{worker_id}"),
@@ -159,7 +161,7 @@ mod tests {
 
     #[test]
     fn identities_follow_the_account() {
-        assert_eq!(identity(Some("0xAbC"), 7), "0xabc");
-        assert_eq!(identity(None, 7), "worker:7");
+        assert_eq!(identity(Some("0xAbC"), WorkerId(7)), "0xabc");
+        assert_eq!(identity(None, WorkerId(7)), "worker:7");
     }
 }

@@ -3,8 +3,9 @@
 
 use sqlx::Row;
 
-use crate::db::{Db, UNFINISHED};
+use crate::db::{Db, UNFINISHED, id};
 use crate::error::StoreError;
+use oblivion_protocol::JobId;
 
 /// Who may read an artifact, from every job and upload that names it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -158,7 +159,7 @@ impl Db {
 
     /// Paid jobs still waiting for a deposit that were created before
     /// `before` (Unix seconds), at most `limit`.
-    pub async fn unfunded_jobs(&self, before: f64, limit: u32) -> Result<Vec<u64>, StoreError> {
+    pub async fn unfunded_jobs(&self, before: f64, limit: u32) -> Result<Vec<JobId>, StoreError> {
         sqlx::query(
             "SELECT id FROM jobs WHERE status = 'funding' AND created_at < $1 ORDER BY id LIMIT $2",
         )
@@ -167,7 +168,7 @@ impl Db {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|r| Ok(r.try_get::<i64, _>("id")? as u64))
+        .map(|r| id::<JobId>(r, "id"))
         .collect()
     }
 

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use sqlx::Row;
 
-use crate::db::{Db, UNFINISHED, now};
+use crate::db::{Db, UNFINISHED, id, now};
 use crate::error::StoreError;
+use oblivion_protocol::JobId;
 
 /// The default age below which the collector leaves an artifact alone
 /// (`gc_grace_secs`): a job being created writes its blobs and records its
@@ -19,7 +20,7 @@ impl Db {
     pub async fn collectable_updates(
         &self,
         limit: u32,
-    ) -> Result<Vec<(u64, u32, u32, String)>, StoreError> {
+    ) -> Result<Vec<(JobId, u32, u32, String)>, StoreError> {
         sqlx::query(
             "SELECT u.job_id, u.round, u.shard, u.update_sha FROM updates u \
              WHERE u.collected = 0 AND EXISTS \
@@ -32,7 +33,7 @@ impl Db {
         .iter()
         .map(|r| {
             Ok((
-                r.try_get::<i64, _>("job_id")? as u64,
+                id::<JobId>(r, "job_id")?,
                 r.try_get::<i64, _>("round")? as u32,
                 r.try_get::<i64, _>("shard")? as u32,
                 r.try_get("update_sha")?,
@@ -44,14 +45,14 @@ impl Db {
     /// Marks an update's blob collected.
     pub async fn update_collected(
         &self,
-        job: u64,
+        job: JobId,
         round: u32,
         shard: u32,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE updates SET collected = 1 WHERE job_id = $1 AND round = $2 AND shard = $3",
         )
-        .bind(job as i64)
+        .bind(job.db())
         .bind(i64::from(round))
         .bind(i64::from(shard))
         .execute(&self.pool)
@@ -67,7 +68,7 @@ impl Db {
         &self,
         keep_rounds: u32,
         limit: u32,
-    ) -> Result<Vec<(u64, Vec<String>)>, StoreError> {
+    ) -> Result<Vec<(JobId, Vec<String>)>, StoreError> {
         let ids: Vec<(i64, String)> = sqlx::query(&format!(
             "SELECT id, validation_sha FROM jobs WHERE status NOT IN {UNFINISHED} \
              AND collected_at IS NULL ORDER BY id LIMIT $1"
@@ -94,15 +95,15 @@ impl Db {
             {
                 shas.push(r.try_get("sha")?);
             }
-            out.push((id as u64, shas));
+            out.push((JobId::try_from(id)?, shas));
         }
         Ok(out)
     }
 
     /// Marks a finished job's artifacts collected.
-    pub async fn job_collected(&self, job: u64) -> Result<(), StoreError> {
+    pub async fn job_collected(&self, job: JobId) -> Result<(), StoreError> {
         sqlx::query("UPDATE jobs SET collected_at = $2 WHERE id = $1")
-            .bind(job as i64)
+            .bind(job.db())
             .bind(now())
             .execute(&self.pool)
             .await?;

@@ -14,8 +14,11 @@
 
 use std::time::Duration;
 
+use oblivion_protocol::JobId;
+use oblivion_protocol::ids::NegativeId;
 use sqlx::any::AnyPoolOptions;
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
 use crate::backend::Backend;
 use crate::error::{ErrorKind, StoreError};
@@ -171,7 +174,7 @@ impl Db {
     pub(crate) async fn notify(
         &self,
         tx: &mut Transaction<'static, Any>,
-        job: u64,
+        job: JobId,
     ) -> Result<(), StoreError> {
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_notify($1, $2)")
@@ -191,4 +194,13 @@ impl Db {
             Backend::Postgres => self.pool.begin().await?,
         })
     }
+}
+
+/// A row's id column as its type: the database stores ids as `i64`, and a
+/// negative one is corrupt.
+pub(crate) fn id<I: TryFrom<i64, Error = NegativeId>>(
+    row: &AnyRow,
+    column: &str,
+) -> Result<I, StoreError> {
+    Ok(I::try_from(row.try_get::<i64, _>(column)?)?)
 }

@@ -68,6 +68,12 @@ impl StoreError {
     }
 }
 
+impl From<oblivion_protocol::ids::NegativeId> for StoreError {
+    fn from(e: oblivion_protocol::ids::NegativeId) -> Self {
+        StoreError::corrupt(e)
+    }
+}
+
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.source.fmt(f)

@@ -6,14 +6,15 @@ use oblivion_protocol::api::JobStatus;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::db::{Db, TRAINING, UNFINISHED, now, transaction};
+use crate::db::{Db, TRAINING, UNFINISHED, id, now, transaction};
 use crate::error::StoreError;
+use oblivion_protocol::JobId;
 
 /// A job as stored.
 #[derive(Clone, Debug)]
 pub struct JobRow {
     /// Id.
-    pub id: u64,
+    pub id: JobId,
     /// The validated spec.
     pub spec: JobSpec,
     /// Life-cycle state.
@@ -74,7 +75,7 @@ fn job_from_row(row: &AnyRow) -> Result<JobRow, StoreError> {
     let status: String = row.try_get("status")?;
     let shape: String = row.try_get("input_shape")?;
     Ok(JobRow {
-        id: row.try_get::<i64, _>("id")? as u64,
+        id: id::<JobId>(row, "id")?,
         spec: serde_json::from_str(&spec)?,
         status: status_of(&status)?,
         round: row.try_get::<i64, _>("round")? as u32,
@@ -104,7 +105,7 @@ impl Db {
         &self,
         job: &JobRow,
         shards: &[(String, u64)],
-    ) -> Result<u64, StoreError> {
+    ) -> Result<JobId, StoreError> {
         self.insert_paid_job(job, shards, None).await
     }
 
@@ -115,7 +116,7 @@ impl Db {
         job: &JobRow,
         shards: &[(String, u64)],
         payment: Option<&super::NewPayment<'_>>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<JobId, StoreError> {
         transaction!(self, |tx| {
             let id: i64 = sqlx::query(
                 "INSERT INTO jobs (name, spec, status, round, global_sha, input_shape, classes, \
@@ -162,22 +163,22 @@ impl Db {
                      VALUES ($1, $2, $3, $4, 'awaiting_deposit')",
                 )
                 .bind(id)
-                .bind((p.job_key)(id as u64))
+                .bind((p.job_key)(JobId::try_from(id)?))
                 .bind(p.spec_hash)
                 .bind(p.amount)
                 .execute(&mut *tx)
                 .await?;
             }
-            self.notify(&mut tx, id as u64).await?;
+            self.notify(&mut tx, JobId::try_from(id)?).await?;
             tx.commit().await?;
-            Ok(id as u64)
+            Ok(JobId::try_from(id)?)
         })
     }
 
     /// One job.
-    pub async fn job(&self, id: u64) -> Result<Option<JobRow>, StoreError> {
+    pub async fn job(&self, id: JobId) -> Result<Option<JobRow>, StoreError> {
         sqlx::query("SELECT * FROM jobs WHERE id = $1")
-            .bind(id as i64)
+            .bind(id.db())
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
@@ -224,7 +225,7 @@ impl Db {
     /// the job already finished, whatever raced with it.
     pub async fn finish_job(
         &self,
-        id: u64,
+        id: JobId,
         status: JobStatus,
         error: Option<&str>,
     ) -> Result<Result<(), JobRefusal>, StoreError> {
@@ -234,7 +235,7 @@ impl Db {
                  aggregation_claim = NULL, aggregation_claimed_at = NULL \
                  WHERE id = $1 AND status IN {UNFINISHED}"
             ))
-            .bind(id as i64)
+            .bind(id.db())
             .bind(status.as_str())
             .bind(error)
             .execute(&mut *tx)
@@ -242,7 +243,7 @@ impl Db {
             .rows_affected();
             if changed == 0 {
                 let current = sqlx::query("SELECT status FROM jobs WHERE id = $1")
-                    .bind(id as i64)
+                    .bind(id.db())
                     .fetch_optional(&mut *tx)
                     .await?;
                 return Ok(Err(match current {
@@ -256,7 +257,7 @@ impl Db {
                 "UPDATE leases SET status = 'revoked', reason = $2, ended_at = $3 \
                  WHERE job_id = $1 AND status = 'active'",
             )
-            .bind(id as i64)
+            .bind(id.db())
             .bind(format!("job {}", status.as_str()))
             .bind(now())
             .execute(&mut *tx)
@@ -270,12 +271,12 @@ impl Db {
     /// Every status a job has had, oldest first (`None` before creation).
     pub async fn transitions(
         &self,
-        job: u64,
+        job: JobId,
     ) -> Result<Vec<(Option<JobStatus>, JobStatus)>, StoreError> {
         sqlx::query(
             "SELECT from_status, to_status FROM job_transitions WHERE job_id = $1 ORDER BY id",
         )
-        .bind(job as i64)
+        .bind(job.db())
         .fetch_all(&self.pool)
         .await?
         .iter()
@@ -288,9 +289,9 @@ impl Db {
     }
 
     /// A job's data shards: (sha256, samples) by index.
-    pub async fn job_shards(&self, job: u64) -> Result<Vec<(String, u64)>, StoreError> {
+    pub async fn job_shards(&self, job: JobId) -> Result<Vec<(String, u64)>, StoreError> {
         sqlx::query("SELECT data_sha, samples FROM job_shards WHERE job_id = $1 ORDER BY shard")
-            .bind(job as i64)
+            .bind(job.db())
             .fetch_all(&self.pool)
             .await?
             .iter()

@@ -6,9 +6,10 @@ use oblivion_protocol::states::LeaseStatus;
 use sqlx::Row;
 
 use crate::backend::Backend;
-use crate::db::{Db, TRAINING, now, transaction};
+use crate::db::{Db, TRAINING, id, now, transaction};
 use crate::error::StoreError;
 use crate::trust::IDENTITY;
+use oblivion_protocol::{JobId, LeaseId, WorkerId};
 
 /// A lease to record, as the scheduler planned it (its `Grant`, field for
 /// field: the store takes its own type so that it never imports the
@@ -16,7 +17,7 @@ use crate::trust::IDENTITY;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NewLease {
     /// Job.
-    pub job: u64,
+    pub job: JobId,
     /// Round.
     pub round: u32,
     /// Slot index (a shard, or a replica).
@@ -24,7 +25,7 @@ pub struct NewLease {
     /// The shard the slot trains.
     pub base: u32,
     /// Its holder.
-    pub worker: u64,
+    pub worker: WorkerId,
     /// A backup lease on a slot that is leased already.
     pub backup: bool,
 }
@@ -35,7 +36,7 @@ pub struct Granted {
     /// Which of the leases asked for (its index).
     pub index: usize,
     /// The lease's id.
-    pub id: u64,
+    pub id: LeaseId,
     /// Whether it moved its job from pending to running.
     pub started_job: bool,
 }
@@ -55,7 +56,7 @@ impl Db {
         instance: &str,
     ) -> Result<Vec<Granted>, StoreError> {
         transaction!(self, |tx| {
-            let mut jobs: Vec<u64> = leases.iter().map(|g| g.job).collect();
+            let mut jobs: Vec<JobId> = leases.iter().map(|g| g.job).collect();
             jobs.sort_unstable();
             jobs.dedup();
             if self.backend == Backend::Postgres {
@@ -64,7 +65,7 @@ impl Db {
                         "SELECT 1 AS ok FROM jobs WHERE id = $1{}",
                         self.share_lock()
                     ))
-                    .bind(job as i64)
+                    .bind(job.db())
                     .fetch_optional(&mut *tx)
                     .await?;
                 }
@@ -90,10 +91,10 @@ impl Db {
                                                 (SELECT {IDENTITY} FROM workers w WHERE w.id = $4))) \
                      ON CONFLICT DO NOTHING RETURNING id"
                 ))
-                .bind(g.job as i64)
+                .bind(g.job.db())
                 .bind(i64::from(g.round))
                 .bind(i64::from(g.shard))
-                .bind(g.worker as i64)
+                .bind(g.worker.db())
                 .bind(issued_at)
                 .bind(instance)
                 .bind(i64::from(g.base))
@@ -105,18 +106,18 @@ impl Db {
                 let started = sqlx::query(
                     "UPDATE jobs SET status = 'running' WHERE id = $1 AND status = 'pending'",
                 )
-                .bind(g.job as i64)
+                .bind(g.job.db())
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
                     == 1;
                 granted.push(Granted {
                     index,
-                    id: id as u64,
+                    id: LeaseId::try_from(id)?,
                     started_job: started,
                 });
             }
-            let mut changed: Vec<u64> = granted.iter().map(|g| leases[g.index].job).collect();
+            let mut changed: Vec<JobId> = granted.iter().map(|g| leases[g.index].job).collect();
             changed.sort_unstable();
             changed.dedup();
             for job in changed {
@@ -131,7 +132,7 @@ impl Db {
     /// ones against their workers. Returns how many it ended.
     pub async fn end_leases(
         &self,
-        ended: &[(u64, LeaseStatus)],
+        ended: &[(LeaseId, LeaseStatus)],
         reason: &str,
     ) -> Result<u64, StoreError> {
         if ended.is_empty() {
@@ -141,12 +142,12 @@ impl Db {
             let mut count = 0;
             let mut changed = Vec::new();
             let at = now();
-            for &(id, status) in ended {
+            for &(lease, status) in ended {
                 let worker = sqlx::query(
                     "UPDATE leases SET status = $2, reason = $3, ended_at = $4 \
                      WHERE id = $1 AND status = 'active' RETURNING worker_id, job_id",
                 )
-                .bind(id as i64)
+                .bind(lease.db())
                 .bind(status.as_str())
                 .bind(reason)
                 .bind(at)
@@ -154,7 +155,7 @@ impl Db {
                 .await?;
                 let Some(worker) = worker else { continue };
                 count += 1;
-                changed.push(worker.try_get::<i64, _>("job_id")? as u64);
+                changed.push(id::<JobId>(&worker, "job_id")?);
                 let counter = match status {
                     LeaseStatus::Rejected => "rejected",
                     s if s.is_lost() => "lost",
@@ -197,7 +198,7 @@ impl Db {
     /// each a round: see `grant_leases`).
     pub async fn round_backup_identities(
         &self,
-        job: u64,
+        job: JobId,
         round: u32,
     ) -> Result<Vec<String>, StoreError> {
         sqlx::query(&format!(
@@ -206,7 +207,7 @@ impl Db {
              WHERE l.job_id = $1 AND l.round = $2 AND l.backup = 1 \
              AND l.status IN ('active', 'completed') ORDER BY identity"
         ))
-        .bind(job as i64)
+        .bind(job.db())
         .bind(i64::from(round))
         .fetch_all(&self.pool)
         .await?
@@ -220,24 +221,24 @@ impl Db {
     /// worker).
     pub async fn held_lease(
         &self,
-        lease: u64,
+        lease: LeaseId,
         token_hash: &str,
-    ) -> Result<Option<(u64, u32, u32, u64)>, StoreError> {
+    ) -> Result<Option<(JobId, u32, u32, WorkerId)>, StoreError> {
         sqlx::query(
             "SELECT l.job_id, l.round, l.shard, l.worker_id FROM leases l \
              JOIN workers w ON w.id = l.worker_id \
              WHERE l.id = $1 AND l.status = 'active' AND w.token_hash = $2",
         )
-        .bind(lease as i64)
+        .bind(lease.db())
         .bind(token_hash)
         .fetch_optional(&self.pool)
         .await?
         .map(|r| {
             Ok((
-                r.try_get::<i64, _>("job_id")? as u64,
+                id::<JobId>(&r, "job_id")?,
                 r.try_get::<i64, _>("round")? as u32,
                 r.try_get::<i64, _>("shard")? as u32,
-                r.try_get::<i64, _>("worker_id")? as u64,
+                id::<WorkerId>(&r, "worker_id")?,
             ))
         })
         .transpose()

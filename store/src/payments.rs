@@ -6,13 +6,14 @@ use oblivion_protocol::api::{PaymentState, PaymentView, PayoutView, SettlementVi
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::db::{Db, transaction};
+use crate::db::{Db, id, transaction};
 use crate::error::StoreError;
+use oblivion_protocol::JobId;
 
 /// A paid job's payment row, before its id exists.
 pub struct NewPayment<'a> {
     /// The escrow key for a job id.
-    pub job_key: &'a (dyn Fn(u64) -> String + Send + Sync),
+    pub job_key: &'a (dyn Fn(JobId) -> String + Send + Sync),
     /// keccak256 of the stored spec, `0x` hex.
     pub spec_hash: &'a str,
     /// The deposit asked for.
@@ -23,7 +24,7 @@ pub struct NewPayment<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PaymentRow {
     /// The job.
-    pub job_id: u64,
+    pub job_id: JobId,
     /// Its view (without the settlement).
     pub view: PaymentView,
 }
@@ -45,7 +46,7 @@ pub struct Deposit {
 #[derive(Clone, Debug)]
 pub struct AccountPayout {
     /// The job.
-    pub job_id: u64,
+    pub job_id: JobId,
     /// The job's name.
     pub job_name: String,
     /// The job's escrow key.
@@ -61,7 +62,7 @@ pub struct AccountPayout {
 fn payment_from_row(r: &AnyRow) -> Result<PaymentRow, StoreError> {
     let state: String = r.try_get("state")?;
     Ok(PaymentRow {
-        job_id: r.try_get::<i64, _>("job_id")? as u64,
+        job_id: id::<JobId>(r, "job_id")?,
         view: PaymentView {
             job_key: r.try_get("job_key")?,
             spec_hash: r.try_get("spec_hash")?,
@@ -78,9 +79,9 @@ fn payment_from_row(r: &AnyRow) -> Result<PaymentRow, StoreError> {
 
 impl Db {
     /// A paid job's payment, with its settlement once signed.
-    pub async fn payment(&self, job: u64) -> Result<Option<PaymentView>, StoreError> {
+    pub async fn payment(&self, job: JobId) -> Result<Option<PaymentView>, StoreError> {
         let Some(row) = sqlx::query("SELECT * FROM payments WHERE job_id = $1")
-            .bind(job as i64)
+            .bind(job.db())
             .fetch_optional(&self.pool)
             .await?
         else {
@@ -105,12 +106,12 @@ impl Db {
     /// Records a confirmed deposit and opens the job (funding → pending),
     /// in one guarded transaction: true when it did, false when the job was
     /// no longer waiting (opened already, or cancelled).
-    pub async fn fund_job(&self, job: u64, deposit: &Deposit) -> Result<bool, StoreError> {
+    pub async fn fund_job(&self, job: JobId, deposit: &Deposit) -> Result<bool, StoreError> {
         transaction!(self, |tx| {
             let opened = sqlx::query(
                 "UPDATE jobs SET status = 'pending' WHERE id = $1 AND status = 'funding'",
             )
-            .bind(job as i64)
+            .bind(job.db())
             .execute(&mut *tx)
             .await?
             .rows_affected()
@@ -122,7 +123,7 @@ impl Db {
                 "UPDATE payments SET state = 'funded', deposit = $2, deadline = $3, \
                  funded_block = $4, funded_tx = $5 WHERE job_id = $1 AND state = 'awaiting_deposit'",
             )
-            .bind(job as i64)
+            .bind(job.db())
             .bind(&deposit.amount)
             .bind(deposit.deadline)
             .bind(deposit.block as i64)
@@ -137,12 +138,12 @@ impl Db {
 
     /// Records why a deposit seen for `job` was refused (the first reason
     /// stays: the escrow key admits one deposit).
-    pub async fn refuse_deposit(&self, job: u64, why: &str) -> Result<(), StoreError> {
+    pub async fn refuse_deposit(&self, job: JobId, why: &str) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE payments SET refusal = $2 WHERE job_id = $1 AND refusal IS NULL \
              AND state = 'awaiting_deposit'",
         )
-        .bind(job as i64)
+        .bind(job.db())
         .bind(why)
         .execute(&self.pool)
         .await?;
@@ -154,7 +155,7 @@ impl Db {
     /// sends itself once the grace has passed.
     pub async fn unsent_settlements(
         &self,
-    ) -> Result<Vec<(u64, String, SettlementView)>, StoreError> {
+    ) -> Result<Vec<(JobId, String, SettlementView)>, StoreError> {
         let rows = sqlx::query(
             "SELECT p.job_id, p.job_key FROM payments p JOIN settlements s ON s.job_id = p.job_id \
              WHERE p.state = 'funded' ORDER BY p.job_id",
@@ -163,7 +164,7 @@ impl Db {
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            let job = r.try_get::<i64, _>("job_id")? as u64;
+            let job = id::<JobId>(&r, "job_id")?;
             if let Some(s) = self.settlement(job).await? {
                 out.push((job, r.try_get("job_key")?, s));
             }
@@ -173,7 +174,7 @@ impl Db {
 
     /// Funded paid jobs still unfinished whose deadline is before `now`:
     /// they can no longer be settled, so they fail.
-    pub async fn jobs_past_deadline(&self, now: f64, limit: u32) -> Result<Vec<u64>, StoreError> {
+    pub async fn jobs_past_deadline(&self, now: f64, limit: u32) -> Result<Vec<JobId>, StoreError> {
         sqlx::query(
             "SELECT p.job_id FROM payments p JOIN jobs j ON j.id = p.job_id \
              WHERE p.state = 'funded' AND p.deadline < $1 \
@@ -184,12 +185,12 @@ impl Db {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|r| Ok(r.try_get::<i64, _>("job_id")? as u64))
+        .map(|r| id::<JobId>(r, "job_id"))
         .collect()
     }
 
     /// Completed paid jobs that have no settlement yet.
-    pub async fn unsettled_jobs(&self) -> Result<Vec<u64>, StoreError> {
+    pub async fn unsettled_jobs(&self) -> Result<Vec<JobId>, StoreError> {
         sqlx::query(
             "SELECT p.job_id FROM payments p JOIN jobs j ON j.id = p.job_id \
              WHERE j.status = 'completed' AND p.state = 'funded' \
@@ -199,21 +200,21 @@ impl Db {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|r| Ok(r.try_get::<i64, _>("job_id")? as u64))
+        .map(|r| id::<JobId>(r, "job_id"))
         .collect()
     }
 
     /// Credited samples of `job`'s verified updates, per proven payout
     /// address (anonymous workers' work is unpaid; work that did nothing
     /// or was disputed is unpaid).
-    pub async fn paid_work(&self, job: u64) -> Result<Vec<(String, u64)>, StoreError> {
+    pub async fn paid_work(&self, job: JobId) -> Result<Vec<(String, u64)>, StoreError> {
         sqlx::query(
             "SELECT w.payout_address AS account, CAST(SUM(u.samples) AS BIGINT) AS samples \
              FROM updates u JOIN workers w ON w.id = u.worker_id \
              WHERE u.job_id = $1 AND u.verdict = 'verified' AND w.payout_address IS NOT NULL \
              GROUP BY w.payout_address ORDER BY w.payout_address",
         )
-        .bind(job as i64)
+        .bind(job.db())
         .fetch_all(&self.pool)
         .await?
         .iter()
@@ -230,7 +231,7 @@ impl Db {
     /// stays (signing is deterministic, so a second signer agrees anyway).
     pub async fn store_settlement(
         &self,
-        job: u64,
+        job: JobId,
         s: &SettlementView,
         signed_at: f64,
     ) -> Result<(), StoreError> {
@@ -240,7 +241,7 @@ impl Db {
                  (job_id, root, total, model_hash, nonce, signature, signed_at, issued_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
             )
-            .bind(job as i64)
+            .bind(job.db())
             .bind(&s.root)
             .bind(&s.total)
             .bind(&s.model_hash)
@@ -257,7 +258,7 @@ impl Db {
                     sqlx::query(
                         "INSERT INTO payouts (job_id, idx, account, amount) VALUES ($1, $2, $3, $4)",
                     )
-                    .bind(job as i64)
+                    .bind(job.db())
                     .bind(p.index as i64)
                     .bind(&p.account)
                     .bind(&p.amount)
@@ -272,9 +273,9 @@ impl Db {
     }
 
     /// What was signed for `job`, with its leaves.
-    pub async fn settlement(&self, job: u64) -> Result<Option<SettlementView>, StoreError> {
+    pub async fn settlement(&self, job: JobId) -> Result<Option<SettlementView>, StoreError> {
         let Some(r) = sqlx::query("SELECT * FROM settlements WHERE job_id = $1")
-            .bind(job as i64)
+            .bind(job.db())
             .fetch_optional(&self.pool)
             .await?
         else {
@@ -282,7 +283,7 @@ impl Db {
         };
         let payouts =
             sqlx::query("SELECT idx, account, amount FROM payouts WHERE job_id = $1 ORDER BY idx")
-                .bind(job as i64)
+                .bind(job.db())
                 .fetch_all(&self.pool)
                 .await?
                 .iter()
@@ -352,7 +353,7 @@ impl Db {
         .map(|r| {
             let state: String = r.try_get("state")?;
             Ok(AccountPayout {
-                job_id: r.try_get::<i64, _>("job_id")? as u64,
+                job_id: id::<JobId>(r, "job_id")?,
                 job_name: r.try_get("name")?,
                 job_key: r.try_get("job_key")?,
                 payout: PayoutView {

@@ -7,9 +7,10 @@ use oblivion_protocol::api::{JobStatus, RoundMetrics};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::db::{Db, now, transaction};
+use crate::db::{Db, id, now, transaction};
 use crate::error::StoreError;
 use crate::trust::{Judge, Quarantined, UpdateVerdict};
+use oblivion_protocol::{JobId, WorkerId};
 
 /// A finished round as stored.
 #[derive(Clone, Debug)]
@@ -46,7 +47,7 @@ impl Db {
     /// died) may be taken over.
     pub async fn claim_aggregation(
         &self,
-        job: u64,
+        job: JobId,
         round: u32,
         instance: &str,
         stale_before: f64,
@@ -57,7 +58,7 @@ impl Db {
                  WHERE id = $1 AND round = $2 AND status = 'running' \
                  AND (aggregation_claim IS NULL OR aggregation_claimed_at < $5)",
             )
-            .bind(job as i64)
+            .bind(job.db())
             .bind(i64::from(round))
             .bind(instance)
             .bind(now())
@@ -72,12 +73,12 @@ impl Db {
     }
 
     /// Gives up a claim (after a failed attempt), so another may take it.
-    pub async fn release_aggregation(&self, job: u64, instance: &str) -> Result<(), StoreError> {
+    pub async fn release_aggregation(&self, job: JobId, instance: &str) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE jobs SET aggregation_claim = NULL, aggregation_claimed_at = NULL \
              WHERE id = $1 AND aggregation_claim = $2",
         )
-        .bind(job as i64)
+        .bind(job.db())
         .bind(instance)
         .execute(&self.pool)
         .await?;
@@ -101,7 +102,7 @@ impl Db {
     /// running job. Returns whether it did.
     pub async fn finish_round(
         &self,
-        id: u64,
+        id: JobId,
         instance: &str,
         round: &RoundRow,
         next_round: u32,
@@ -117,7 +118,7 @@ impl Db {
                  round_replicas = $9 \
                  WHERE id = $1 AND round = $6 AND status = 'running' AND aggregation_claim = $7",
             )
-            .bind(id as i64)
+            .bind(id.db())
             .bind(i64::from(next_round))
             .bind(&round.global_sha)
             .bind(status.as_str())
@@ -137,7 +138,7 @@ impl Db {
                  updates, seconds, train_seconds, aggregate_seconds, disputed, no_work, epsilon) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
-            .bind(id as i64)
+            .bind(id.db())
             .bind(i64::from(m.round))
             .bind(&round.global_sha)
             .bind(m.loss)
@@ -162,9 +163,9 @@ impl Db {
     }
 
     /// Finished rounds of a job, in order.
-    pub async fn rounds(&self, job: u64) -> Result<Vec<RoundMetrics>, StoreError> {
+    pub async fn rounds(&self, job: JobId) -> Result<Vec<RoundMetrics>, StoreError> {
         sqlx::query("SELECT * FROM rounds WHERE job_id = $1 ORDER BY round")
-            .bind(job as i64)
+            .bind(job.db())
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -173,13 +174,13 @@ impl Db {
     }
 
     /// Finished rounds of every job, by job (one query for the job list).
-    pub async fn all_rounds(&self) -> Result<HashMap<u64, Vec<RoundMetrics>>, StoreError> {
-        let mut out: HashMap<u64, Vec<RoundMetrics>> = HashMap::new();
+    pub async fn all_rounds(&self) -> Result<HashMap<JobId, Vec<RoundMetrics>>, StoreError> {
+        let mut out: HashMap<JobId, Vec<RoundMetrics>> = HashMap::new();
         for r in sqlx::query("SELECT * FROM rounds ORDER BY job_id, round")
             .fetch_all(&self.pool)
             .await?
         {
-            let job = r.try_get::<i64, _>("job_id")? as u64;
+            let job = id::<JobId>(&r, "job_id")?;
             out.entry(job).or_default().push(metrics_from_row(&r)?);
         }
         Ok(out)
@@ -191,7 +192,7 @@ impl Db {
     /// when the claim or the round moved on.
     pub async fn add_replica(
         &self,
-        job: u64,
+        job: JobId,
         round: u32,
         instance: &str,
         replicas: &[u32],
@@ -202,7 +203,7 @@ impl Db {
                  round_replicas = $5, aggregation_claim = NULL, aggregation_claimed_at = NULL \
                  WHERE id = $1 AND round = $2 AND status = 'running' AND aggregation_claim = $3",
             )
-            .bind(job as i64)
+            .bind(job.db())
             .bind(i64::from(round))
             .bind(instance)
             .bind(replicas.len() as i64)
@@ -226,7 +227,7 @@ impl Db {
     /// whether it closed the round.
     pub async fn close_round_on_quorum(
         &self,
-        job: u64,
+        job: JobId,
         round: u32,
         needed: u32,
     ) -> Result<bool, StoreError> {
@@ -237,7 +238,7 @@ impl Db {
                 "SELECT 1 AS ok FROM jobs WHERE id = $1 AND round = $2 AND status = 'running'{}",
                 self.update_lock()
             ))
-            .bind(job as i64)
+            .bind(job.db())
             .bind(i64::from(round))
             .fetch_optional(&mut *tx)
             .await?;
@@ -251,7 +252,7 @@ impl Db {
                  AND (SELECT COUNT(*) FROM updates WHERE job_id = $1 AND round = $2) \
                  BETWEEN $3 AND round_slots - 1",
             )
-            .bind(job as i64)
+            .bind(job.db())
             .bind(i64::from(round))
             .bind(i64::from(needed))
             .execute(&mut *tx)
@@ -265,7 +266,7 @@ impl Db {
                 "UPDATE leases SET status = 'revoked', reason = 'the round closed on its quorum', \
                  ended_at = $3 WHERE job_id = $1 AND round = $2 AND status = 'active'",
             )
-            .bind(job as i64)
+            .bind(job.db())
             .bind(i64::from(round))
             .bind(now())
             .execute(&mut *tx)
@@ -278,9 +279,9 @@ impl Db {
 
     /// How many slots the job's current round counts: its shards and
     /// replicas, or the updates it closed on (a quorum).
-    pub async fn round_slots(&self, job: u64) -> Result<u32, StoreError> {
+    pub async fn round_slots(&self, job: JobId) -> Result<u32, StoreError> {
         let row = sqlx::query("SELECT round_slots FROM jobs WHERE id = $1")
-            .bind(job as i64)
+            .bind(job.db())
             .fetch_one(&self.pool)
             .await?;
         Ok(row
@@ -293,12 +294,12 @@ impl Db {
     /// granting instance).
     pub async fn round_state(
         &self,
-        job: u64,
+        job: JobId,
         round: u32,
-    ) -> Result<(Vec<(u32, u64)>, Vec<(u32, u64, String)>), StoreError> {
+    ) -> Result<(Vec<(u32, WorkerId)>, Vec<(u32, WorkerId, String)>), StoreError> {
         let done =
             sqlx::query("SELECT shard, worker_id FROM updates WHERE job_id = $1 AND round = $2")
-                .bind(job as i64)
+                .bind(job.db())
                 .bind(i64::from(round))
                 .fetch_all(&self.pool)
                 .await?
@@ -306,7 +307,7 @@ impl Db {
                 .map(|r| {
                     Ok((
                         r.try_get::<i64, _>("shard")? as u32,
-                        r.try_get::<i64, _>("worker_id")? as u64,
+                        id::<WorkerId>(r, "worker_id")?,
                     ))
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
@@ -314,7 +315,7 @@ impl Db {
             "SELECT shard, worker_id, COALESCE(instance, '') AS instance FROM leases \
              WHERE job_id = $1 AND round = $2 AND status = 'active'",
         )
-        .bind(job as i64)
+        .bind(job.db())
         .bind(i64::from(round))
         .fetch_all(&self.pool)
         .await?
@@ -322,7 +323,7 @@ impl Db {
         .map(|r| {
             Ok((
                 r.try_get::<i64, _>("shard")? as u32,
-                r.try_get::<i64, _>("worker_id")? as u64,
+                id::<WorkerId>(r, "worker_id")?,
                 r.try_get::<String, _>("instance")?,
             ))
         })

@@ -11,6 +11,7 @@ use oblivion_ml::screening::Verdict;
 
 use crate::db::{Db, transaction};
 use crate::error::StoreError;
+use oblivion_protocol::{JobId, WorkerId};
 
 /// A worker's identity as SQL over `workers w`: its payout account, else
 /// its connection (as the scheduling core's `reputation::identity` spells it).
@@ -28,7 +29,7 @@ pub struct UpdateVerdict {
     /// The shard.
     pub shard: u32,
     /// The worker that posted it.
-    pub worker_id: u64,
+    pub worker_id: WorkerId,
     /// Samples credited if verified.
     pub samples: u64,
     /// The verdict, with why unless verified.
@@ -96,7 +97,7 @@ impl Db {
     pub(crate) async fn record_verdicts(
         &self,
         tx: &mut Transaction<'static, Any>,
-        job: u64,
+        job: JobId,
         round: u32,
         verdicts: &[UpdateVerdict],
         judge: &Judge<'_>,
@@ -107,7 +108,7 @@ impl Db {
                 "UPDATE updates SET verdict = $4, verdict_reason = $5 \
                  WHERE job_id = $1 AND round = $2 AND shard = $3",
             )
-            .bind(job as i64)
+            .bind(job.db())
             .bind(i64::from(round))
             .bind(i64::from(v.shard))
             .bind(v.verdict.stored_name())
@@ -116,7 +117,7 @@ impl Db {
             .await?;
             if v.verdict.is_verified() {
                 sqlx::query("UPDATE workers SET samples = samples + $2 WHERE id = $1")
-                    .bind(v.worker_id as i64)
+                    .bind(v.worker_id.db())
                     .bind(v.samples as i64)
                     .execute(&mut **tx)
                     .await?;
@@ -144,7 +145,7 @@ impl Db {
     /// fixed bound) against its worker; returns the quarantine it causes.
     pub async fn record_rejection(
         &self,
-        worker_id: u64,
+        worker_id: WorkerId,
         reason: &str,
         judge: &Judge<'_>,
     ) -> Result<Option<Quarantined>, StoreError> {
@@ -162,14 +163,14 @@ impl Db {
     async fn add_result(
         &self,
         tx: &mut Transaction<'static, Any>,
-        worker_id: u64,
+        worker_id: WorkerId,
         result: Outcome<'_>,
         judge: &Judge<'_>,
     ) -> Result<Option<Quarantined>, StoreError> {
         let Some(identity) = sqlx::query(&format!(
             "SELECT {IDENTITY} AS identity FROM workers w WHERE w.id = $1"
         ))
-        .bind(worker_id as i64)
+        .bind(worker_id.db())
         .fetch_optional(&mut **tx)
         .await?
         .map(|r| r.try_get::<String, _>("identity"))
@@ -260,10 +261,10 @@ impl Db {
     /// (workers of one account count once).
     pub async fn refuters(
         &self,
-        workers: &[u64],
+        workers: &[WorkerId],
         min_agreed: u64,
         since: f64,
-    ) -> Result<HashMap<u64, String>, StoreError> {
+    ) -> Result<HashMap<WorkerId, String>, StoreError> {
         let mut workers = workers.to_vec();
         workers.sort_unstable();
         workers.dedup();
@@ -274,7 +275,7 @@ impl Db {
                  JOIN reputations r ON r.identity = w.payout_address \
                  WHERE w.id = $1 AND r.quarantined_at IS NULL AND r.since <= $2",
             )
-            .bind(worker as i64)
+            .bind(worker.db())
             .bind(since)
             .fetch_optional(&self.pool)
             .await?;
@@ -313,13 +314,13 @@ impl Db {
     pub(crate) async fn quarantine_of(
         &self,
         tx: &mut Transaction<'static, Any>,
-        worker_id: u64,
+        worker_id: WorkerId,
     ) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query(&format!(
             "SELECT r.reason AS reason FROM workers w JOIN reputations r ON r.identity = {IDENTITY} \
              WHERE w.id = $1 AND r.quarantined_at IS NOT NULL"
         ))
-        .bind(worker_id as i64)
+        .bind(worker_id.db())
         .fetch_optional(&mut **tx)
         .await?
         .map(|r| r.try_get::<Option<String>, _>("reason"))

@@ -5,8 +5,9 @@ use oblivion_protocol::api::Contributor;
 use oblivion_protocol::wire::{ClientKind, DeviceInfo};
 use sqlx::Row;
 
-use crate::db::{Db, now, transaction};
+use crate::db::{Db, id, now, transaction};
 use crate::error::StoreError;
+use oblivion_protocol::{JobId, LeaseId, WorkerId};
 
 /// An accepted update as stored.
 #[derive(Clone, Debug)]
@@ -14,9 +15,9 @@ pub struct UpdateRow {
     /// Shard index.
     pub shard: u32,
     /// Worker that made it.
-    pub worker_id: u64,
+    pub worker_id: WorkerId,
     /// Lease it answered.
-    pub lease_id: u64,
+    pub lease_id: LeaseId,
     /// The update blob.
     pub update_sha: String,
     /// Samples credited (the shard's size).
@@ -51,7 +52,7 @@ impl Db {
     /// the round now has an update for every shard.
     pub async fn accept_update(
         &self,
-        job: u64,
+        job: JobId,
         round: u32,
         u: &UpdateRow,
     ) -> Result<Result<bool, UpdateRefusal>, StoreError> {
@@ -64,7 +65,7 @@ impl Db {
                  AND round_slots > (SELECT COUNT(*) FROM updates WHERE job_id = $1 AND round = $2){}",
                 self.share_lock()
             ))
-            .bind(job as i64)
+            .bind(job.db())
             .bind(i64::from(round))
             .fetch_optional(&mut *tx)
             .await?;
@@ -79,10 +80,10 @@ impl Db {
                  WHERE id = $1 AND worker_id = $3 AND job_id = $4 AND round = $5 AND shard = $6 \
                  AND status = 'active'",
             )
-            .bind(u.lease_id as i64)
+            .bind(u.lease_id.db())
             .bind(now())
-            .bind(u.worker_id as i64)
-            .bind(job as i64)
+            .bind(u.worker_id.db())
+            .bind(job.db())
             .bind(i64::from(round))
             .bind(i64::from(u.shard))
             .execute(&mut *tx)
@@ -96,11 +97,11 @@ impl Db {
                  samples, train_loss, norm, train_millis, accepted_at, verdict) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending') ON CONFLICT DO NOTHING",
             )
-            .bind(job as i64)
+            .bind(job.db())
             .bind(i64::from(round))
             .bind(i64::from(u.shard))
-            .bind(u.lease_id as i64)
-            .bind(u.worker_id as i64)
+            .bind(u.lease_id.db())
+            .bind(u.worker_id.db())
             .bind(&u.update_sha)
             .bind(u.samples as i64)
             .bind(u.train_loss)
@@ -120,23 +121,23 @@ impl Db {
                  reason = 'another worker''s update for the shard came first' \
                  WHERE job_id = $1 AND round = $2 AND shard = $3 AND id <> $4 AND status = 'active'",
             )
-            .bind(job as i64)
+            .bind(job.db())
             .bind(i64::from(round))
             .bind(i64::from(u.shard))
-            .bind(u.lease_id as i64)
+            .bind(u.lease_id.db())
             .bind(now())
             .execute(&mut *tx)
             .await?;
             // Its samples are credited once its round verifies it.
             sqlx::query("UPDATE workers SET accepted = accepted + 1 WHERE id = $1")
-                .bind(u.worker_id as i64)
+                .bind(u.worker_id.db())
                 .execute(&mut *tx)
                 .await?;
             let complete: i64 = sqlx::query(
                 "SELECT CAST(CASE WHEN (SELECT COUNT(*) FROM updates WHERE job_id = $1 AND round = $2) \
                  = (SELECT round_slots FROM jobs WHERE id = $1) THEN 1 ELSE 0 END AS BIGINT) AS done",
             )
-            .bind(job as i64)
+            .bind(job.db())
             .bind(i64::from(round))
             .fetch_one(&mut *tx)
             .await?
@@ -148,9 +149,13 @@ impl Db {
     }
 
     /// Accepted updates of one round, by shard.
-    pub async fn round_updates(&self, job: u64, round: u32) -> Result<Vec<UpdateRow>, StoreError> {
+    pub async fn round_updates(
+        &self,
+        job: JobId,
+        round: u32,
+    ) -> Result<Vec<UpdateRow>, StoreError> {
         sqlx::query("SELECT * FROM updates WHERE job_id = $1 AND round = $2 ORDER BY shard")
-            .bind(job as i64)
+            .bind(job.db())
             .bind(i64::from(round))
             .fetch_all(&self.pool)
             .await?
@@ -158,8 +163,8 @@ impl Db {
             .map(|r| {
                 Ok(UpdateRow {
                     shard: r.try_get::<i64, _>("shard")? as u32,
-                    worker_id: r.try_get::<i64, _>("worker_id")? as u64,
-                    lease_id: r.try_get::<i64, _>("lease_id")? as u64,
+                    worker_id: id::<WorkerId>(r, "worker_id")?,
+                    lease_id: id::<LeaseId>(r, "lease_id")?,
                     update_sha: r.try_get("update_sha")?,
                     samples: r.try_get::<i64, _>("samples")? as u64,
                     train_loss: r.try_get("train_loss")?,
@@ -173,7 +178,7 @@ impl Db {
 
     /// Workers whose updates to `job` were accepted, most samples credited
     /// (verified) first.
-    pub async fn contributors(&self, job: u64) -> Result<Vec<Contributor>, StoreError> {
+    pub async fn contributors(&self, job: JobId) -> Result<Vec<Contributor>, StoreError> {
         sqlx::query(
             "SELECT u.worker_id AS id, w.name AS name, w.client AS client, w.device AS device, \
              COUNT(*) AS updates, \
@@ -181,7 +186,7 @@ impl Db {
              FROM updates u JOIN workers w ON w.id = u.worker_id WHERE u.job_id = $1 \
              GROUP BY u.worker_id, w.name, w.client, w.device ORDER BY samples DESC, id",
         )
-        .bind(job as i64)
+        .bind(job.db())
         .fetch_all(&self.pool)
         .await?
         .iter()
@@ -190,7 +195,7 @@ impl Db {
             let device: String = r.try_get("device")?;
             let device: Option<DeviceInfo> = serde_json::from_str(&device).ok();
             Ok(Contributor {
-                worker_id: r.try_get::<i64, _>("id")? as u64,
+                worker_id: id::<WorkerId>(r, "id")?,
                 name: r.try_get("name")?,
                 client: serde_json::from_str(&client).unwrap_or(ClientKind::Native),
                 backend: device.map(|d| d.backend).unwrap_or_default(),

@@ -4,8 +4,9 @@
 use oblivion_protocol::api::WorkerView;
 use sqlx::Row;
 
-use crate::db::{Db, now, transaction};
+use crate::db::{Db, id, now, transaction};
 use crate::error::StoreError;
+use oblivion_protocol::{JobId, WorkerId};
 
 impl Db {
     /// Records a newly connected worker; returns its id (never reused).
@@ -15,7 +16,7 @@ impl Db {
         payout: Option<&str>,
         token_hash: &str,
         instance: &str,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<WorkerId, StoreError> {
         let id: i64 = sqlx::query(
             "INSERT INTO workers (name, client, device, benchmark, payout_address, connected_at, \
              token_hash, instance) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
@@ -31,18 +32,18 @@ impl Db {
         .fetch_one(&self.pool)
         .await?
         .try_get("id")?;
-        Ok(id as u64)
+        Ok(WorkerId::try_from(id)?)
     }
 
     /// Deletes the row of a worker that never held a lease, once it is
     /// gone: a connection that never worked leaves nothing behind, however
     /// often it comes.
-    pub async fn forget_idle_worker(&self, id: u64) -> Result<bool, StoreError> {
+    pub async fn forget_idle_worker(&self, id: WorkerId) -> Result<bool, StoreError> {
         Ok(sqlx::query(
             "DELETE FROM workers WHERE id = $1 \
              AND NOT EXISTS (SELECT 1 FROM leases WHERE worker_id = $1)",
         )
-        .bind(id as i64)
+        .bind(id.db())
         .execute(&self.pool)
         .await?
         .rows_affected()
@@ -72,7 +73,7 @@ impl Db {
     /// Ends the active leases and releases the aggregation claims of
     /// instances not seen since `stale_before` (they died), and forgets
     /// those instances. Returns the jobs whose leases or claims changed.
-    pub async fn reap_instances(&self, stale_before: f64) -> Result<Vec<u64>, StoreError> {
+    pub async fn reap_instances(&self, stale_before: f64) -> Result<Vec<JobId>, StoreError> {
         transaction!(self, |tx| {
             const DEAD: &str = "NOT IN (SELECT id FROM instances WHERE seen_at >= $1)";
             let mut rows = sqlx::query(&format!(
@@ -96,8 +97,8 @@ impl Db {
             );
             let mut jobs = rows
                 .iter()
-                .map(|r| r.try_get::<i64, _>("job_id").map(|id| id as u64))
-                .collect::<Result<Vec<u64>, _>>()?;
+                .map(|r| id::<JobId>(r, "job_id"))
+                .collect::<Result<Vec<JobId>, StoreError>>()?;
             sqlx::query("DELETE FROM instances WHERE seen_at < $1")
                 .bind(stale_before)
                 .execute(&mut *tx)

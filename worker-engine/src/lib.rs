@@ -143,7 +143,7 @@ impl Engine {
         };
         Ask {
             network: network.to_string(),
-            job: task.job_id,
+            job: task.job_id.0,
             noise_multiplier: local.noise_std / local.clip_norm,
             rounds: local.rounds,
             batch_size: task.batch_size,
@@ -445,8 +445,8 @@ mod tests {
             .unwrap();
         engine.set_local_data(Some(local_data()));
         let task = LeaseTask {
-            lease_id: 1,
-            job_id: 1,
+            lease_id: oblivion_protocol::LeaseId(1),
+            job_id: oblivion_protocol::JobId(1),
             round: 1,
             shard: 0,
             model: ModelSpec::Mlp { hidden: vec![] },

@@ -19,6 +19,7 @@ use oblivion_protocol::wire::{
     ClientKind, CoordinatorMessage, DeviceInfo, Endpoint, LeaseProgress, LeaseTask, LocalDataOffer,
     PROTOCOL_VERSION, WorkerMessage,
 };
+use oblivion_protocol::{LeaseId, WorkerId};
 
 /// How long a coordinator has to answer a hello, ms.
 pub const WELCOME_TIMEOUT_MS: f64 = 10_000.0;
@@ -91,7 +92,7 @@ pub enum Event {
     /// The work on a lease ended (see [`Action::Work`]).
     Finished {
         /// The lease.
-        lease_id: u64,
+        lease_id: LeaseId,
         /// How.
         result: WorkResult,
     },
@@ -142,7 +143,7 @@ pub enum Action {
         token: String,
     },
     /// Stop working on this lease as soon as possible.
-    Cancel(u64),
+    Cancel(LeaseId),
     /// Close the socket.
     Close,
     /// Something to show or log.
@@ -157,7 +158,7 @@ pub enum Notice {
     /// Welcomed by a coordinator.
     Connected {
         /// Its id for this worker's connection.
-        worker_id: u64,
+        worker_id: WorkerId,
         /// The coordinator.
         endpoint: Endpoint,
     },
@@ -166,14 +167,14 @@ pub enum Notice {
     /// The coordinator took a lease back.
     Revoked {
         /// The lease.
-        lease_id: u64,
+        lease_id: LeaseId,
         /// Why.
         reason: String,
     },
     /// The work on a lease ended.
     Finished {
         /// The lease.
-        lease_id: u64,
+        lease_id: LeaseId,
         /// How.
         result: WorkResult,
     },
@@ -246,7 +247,7 @@ enum Stopping {
 /// The lease being worked on.
 #[derive(Clone, Debug)]
 struct Working {
-    lease_id: u64,
+    lease_id: LeaseId,
     progress: f32,
     /// The coordinator revoked it (or the session cancelled it): its end
     /// returns nothing.
@@ -331,13 +332,13 @@ impl Session {
     }
 
     /// The lease being worked on, if any.
-    pub fn working(&self) -> Option<u64> {
+    pub fn working(&self) -> Option<LeaseId> {
         self.working.as_ref().map(|w| w.lease_id)
     }
 
     /// Whether the work on `lease_id` should go on (it is the lease in
     /// hand, and was not cancelled).
-    pub fn should_continue(&self, lease_id: u64) -> bool {
+    pub fn should_continue(&self, lease_id: LeaseId) -> bool {
         self.working
             .as_ref()
             .is_some_and(|w| w.lease_id == lease_id && !w.cancelled)
@@ -345,7 +346,7 @@ impl Session {
 
     /// The work on `lease_id` got this far (0 to 1); the next heartbeat
     /// says so.
-    pub fn progress(&mut self, lease_id: u64, progress: f32) {
+    pub fn progress(&mut self, lease_id: LeaseId, progress: f32) {
         if let Some(w) = self.working.as_mut().filter(|w| w.lease_id == lease_id) {
             w.progress = progress;
         }
@@ -472,7 +473,7 @@ impl Session {
         }
     }
 
-    fn finished(&mut self, lease_id: u64, result: WorkResult) {
+    fn finished(&mut self, lease_id: LeaseId, result: WorkResult) {
         let Some(working) = self.working.take_if(|w| w.lease_id == lease_id) else {
             return;
         };
@@ -621,7 +622,7 @@ impl Session {
         working.chain(queued).collect()
     }
 
-    fn give_back(&mut self, lease_id: u64, reason: &str, decline_job: bool) {
+    fn give_back(&mut self, lease_id: LeaseId, reason: &str, decline_job: bool) {
         self.send(WorkerMessage::ReturnLease {
             lease_id,
             reason: reason.chars().take(MAX_REASON_CHARS).collect(),

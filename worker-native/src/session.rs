@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use oblivion_ml::ComputeDevice;
+use oblivion_protocol::LeaseId;
 use oblivion_protocol::api::ApiError;
 use oblivion_protocol::wire::{
     ClientKind, DeviceInfo, Endpoint, LeaseTask, UpdateReceipt, WORKER_TOKEN_HEADER,
@@ -124,8 +125,8 @@ pub async fn run(mut settings: Settings) -> Result<(), String> {
     let mut sink: Option<SplitSink<Socket, Message>> = None;
     let mut stream: Option<SplitStream<Socket>> = None;
     let mut opening: Option<Opening> = None;
-    let mut held: Option<(u64, Arc<Held>)> = None;
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, WorkResult)>();
+    let mut held: Option<(LeaseId, Arc<Held>)> = None;
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(LeaseId, WorkResult)>();
     // Ctrl-C, each press once: a listener made afresh in each turn of the
     // loop could miss a press between two turns.
     let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<()>();
@@ -245,26 +246,26 @@ fn log(notice: &Notice) {
         Notice::Connected {
             worker_id,
             endpoint,
-        } => tracing::info!(worker_id, "connected to {}", endpoint.base()),
+        } => tracing::info!(%worker_id, "connected to {}", endpoint.base()),
         Notice::Leased(task) => tracing::info!(
-            lease = task.lease_id,
-            job = task.job_id,
+            lease = %task.lease_id,
+            job = %task.job_id,
             round = task.round,
             shard = task.shard,
             "lease received"
         ),
         Notice::Revoked { lease_id, reason } => {
-            tracing::info!(lease = lease_id, "lease revoked: {reason}")
+            tracing::info!(lease = %lease_id, "lease revoked: {reason}")
         }
         Notice::Finished { lease_id, result } => match result {
             WorkResult::Accepted { credited } => {
-                tracing::info!(lease = lease_id, credited, "update accepted")
+                tracing::info!(lease = %lease_id, credited, "update accepted")
             }
             WorkResult::Refused(why) | WorkResult::Failed(why) => {
-                tracing::warn!(lease = lease_id, "lease failed: {why}")
+                tracing::warn!(lease = %lease_id, "lease failed: {why}")
             }
-            WorkResult::Declined(why) => tracing::warn!(lease = lease_id, "job declined: {why}"),
-            WorkResult::Cancelled => tracing::info!(lease = lease_id, "lease abandoned"),
+            WorkResult::Declined(why) => tracing::warn!(lease = %lease_id, "job declined: {why}"),
+            WorkResult::Cancelled => tracing::info!(lease = %lease_id, "lease abandoned"),
         },
         Notice::Disconnected {
             reason,

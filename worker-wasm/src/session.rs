@@ -12,6 +12,7 @@ use oblivion_ml::ComputeDevice;
 use oblivion_ml::model::Architecture;
 use oblivion_protocol::tab::{AdapterInfo, BackendChoice, TabReport, TabStart};
 use oblivion_protocol::wire::{ClientKind, DeviceInfo, Endpoint, LeaseTask};
+use oblivion_protocol::{JobId, LeaseId};
 use oblivion_worker_engine::session::{
     Action, Event, Notice, OnRefusal, Profile, Session, WorkResult,
 };
@@ -274,7 +275,7 @@ struct Turn<'a> {
 impl Turn<'_> {
     /// Takes in what happened since the last step; whether the work on
     /// `lease_id` goes on.
-    fn step(&mut self, lease_id: u64, progress: f32) -> bool {
+    fn step(&mut self, lease_id: LeaseId, progress: f32) -> bool {
         let now = now_ms();
         self.session.progress(lease_id, progress);
         while let Some((_, inbox)) = self.link.as_mut() {
@@ -448,7 +449,7 @@ impl Tab {
 
     /// The contributor's privacy limits refuse the job: the page hears
     /// why, and the session returns the lease and declines the job.
-    fn declined(&self, job_id: u64, why: &EngineError) -> WorkResult {
+    fn declined(&self, job_id: JobId, why: &EngineError) -> WorkResult {
         report(&TabReport::Declined {
             job_id,
             reason: why.to_string(),

@@ -1,5 +1,6 @@
 //! Job, dataset, model and artifact handlers.
 
+use oblivion_protocol::JobId;
 use std::sync::Arc;
 
 use axum::Json;
@@ -41,7 +42,7 @@ pub async fn list(
     Ok(Json(c.jobs(&viewer).await?))
 }
 
-fn parse_id(raw: &str) -> Result<u64, AppError> {
+fn parse_id(raw: &str) -> Result<JobId, AppError> {
     raw.parse()
         .map_err(|_| AppError::bad_request(format!("{raw:?} is not a job id")))
 }

@@ -1,5 +1,6 @@
 //! The worker WebSocket, update uploads, and the worker list.
 
+use oblivion_protocol::LeaseId;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,7 +43,7 @@ pub async fn update(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<UpdateReceipt>, AppError> {
-    let lease: u64 = id
+    let lease: LeaseId = id
         .parse()
         .map_err(|_| AppError::bad_request(format!("{id:?} is not a lease id")))?;
     let token = headers

@@ -4,6 +4,7 @@
 //! weights), and recorded with the job's move to its next round in one
 //! guarded transaction.
 
+use oblivion_protocol::{JobId, WorkerId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -35,7 +36,7 @@ impl Coordinator {
     /// delays the round: it is tried again, waiting longer each time up to
     /// [`RETRY_MAX`], for as long as it takes. Only a deterministic failure
     /// fails the job.
-    pub(super) async fn aggregate(self: Arc<Self>, job: u64, round: u32) {
+    pub(super) async fn aggregate(self: Arc<Self>, job: JobId, round: u32) {
         if !lock(&self.in_flight.aggregating).insert(job) {
             return;
         }
@@ -45,13 +46,13 @@ impl Coordinator {
                 break None;
             };
             if let Err(db) = self.db.release_aggregation(job, &self.instance).await {
-                tracing::error!(job, "releasing the aggregation claim: {db}");
+                tracing::error!(%job, "releasing the aggregation claim: {db}");
             }
             if !e.transient {
                 break Some(e);
             }
             tracing::warn!(
-                job,
+                %job,
                 round,
                 "aggregation delayed by a transient fault; again in {wait:?}: {}",
                 e.message
@@ -67,7 +68,7 @@ impl Coordinator {
         self.request_pump();
     }
 
-    async fn try_aggregate(&self, job: u64, round: u32) -> Result<(), AppError> {
+    async fn try_aggregate(&self, job: JobId, round: u32) -> Result<(), AppError> {
         let stale_before = now() - self.config.leases.aggregation_timeout.as_secs_f64();
         let claimed = self
             .db
@@ -104,7 +105,7 @@ impl Coordinator {
             one_update_per_shard(&got, slots)
         };
         if let Err(e) = checked {
-            tracing::error!(job, round, "not aggregating: {e}");
+            tracing::error!(%job, round, "not aggregating: {e}");
             self.db
                 .release_aggregation(job, &self.instance)
                 .await
@@ -125,7 +126,7 @@ impl Coordinator {
         let refuters = if row.round_replicas.is_empty() {
             HashMap::new()
         } else {
-            let workers: Vec<u64> = order.iter().map(|u| u.worker_id).collect();
+            let workers: Vec<WorkerId> = order.iter().map(|u| u.worker_id).collect();
             self.db
                 .refuters(
                     &workers,
@@ -187,7 +188,7 @@ impl Coordinator {
                     .map_err(AppError::db)?;
                 if added {
                     tracing::info!(
-                        job,
+                        %job,
                         round,
                         ?bases,
                         "replicas disagree: a third opinion asked"
@@ -253,7 +254,7 @@ impl Coordinator {
         let Some(quarantined) = recorded else {
             // Cancelled meanwhile (or the claim was taken over): nothing
             // of this aggregation is kept.
-            tracing::info!(job, round, "aggregation discarded: the job moved on");
+            tracing::info!(%job, round, "aggregation discarded: the job moved on");
             return Ok(());
         };
         {
@@ -267,7 +268,7 @@ impl Coordinator {
         }
         self.apply_quarantines(&quarantined).await;
         tracing::info!(
-            job,
+            %job,
             round,
             loss = eval.loss,
             accuracy = eval.accuracy,
@@ -343,7 +344,7 @@ fn round_metrics(
 
 /// The longest any one worker spent training in a round, by its reports.
 fn busiest_worker_seconds(updates: &[UpdateRow]) -> f64 {
-    let mut per_worker: HashMap<u64, u64> = HashMap::new();
+    let mut per_worker: HashMap<WorkerId, u64> = HashMap::new();
     for u in updates {
         *per_worker.entry(u.worker_id).or_default() += u.train_millis;
     }

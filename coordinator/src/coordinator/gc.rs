@@ -76,7 +76,7 @@ impl Coordinator {
                 .await
                 .is_ok()
             {
-                tracing::info!(job, "{why}: cancelled");
+                tracing::info!(%job, "{why}: cancelled");
             }
         }
         for job in self
@@ -88,7 +88,7 @@ impl Coordinator {
             let why = "its deposit's deadline passed before it finished, so it can no longer be \
                        settled; the deposit goes back to its creator";
             if self.finish(job, JobStatus::Failed, Some(why)).await.is_ok() {
-                tracing::info!(job, "{why}: failed");
+                tracing::info!(%job, "{why}: failed");
             }
         }
         for (sha, owner) in self

@@ -1,6 +1,7 @@
 //! Jobs: creating one within its budgets, reading, cancelling, failing,
 //! and downloading its model; datasets and artifacts.
 
+use oblivion_protocol::JobId;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
@@ -61,7 +62,7 @@ impl Coordinator {
         self: &Arc<Self>,
         spec: JobSpec,
         creator: &str,
-    ) -> Result<u64, AppError> {
+    ) -> Result<JobId, AppError> {
         let in_flight = self
             .db
             .jobs_in_flight(creator)
@@ -210,7 +211,7 @@ impl Coordinator {
             .map_err(|e| AppError::internal(format!("normalisation: {e}")))?;
         let paid = spec.reward.is_some();
         let row = JobRow {
-            id: 0,
+            id: JobId(0), // the database assigns it
             spec: spec.clone(),
             status: if paid {
                 JobStatus::Funding
@@ -240,7 +241,7 @@ impl Coordinator {
             (Some(reward), Some(link)) => {
                 let stored = serde_json::to_string(&spec)
                     .map_err(|e| AppError::internal(format!("spec: {e}")))?;
-                let key_of = |id: u64| link.job_key(creator, id);
+                let key_of = |id: JobId| link.job_key(creator, id);
                 let payment = NewPayment {
                     job_key: &key_of,
                     spec_hash: &super::spec_hash(&stored),
@@ -254,7 +255,7 @@ impl Coordinator {
         self.jobs_changed();
         if paid {
             // Trained once its deposit is confirmed (see `payments`).
-            tracing::info!(job = id, "paid job created; waiting for its deposit");
+            tracing::info!(job = %id, "paid job created; waiting for its deposit");
             return Ok(id);
         }
         lock(&self.data.validation).insert(id, Arc::new(val));
@@ -276,7 +277,7 @@ impl Coordinator {
                 None => live,
             },
         );
-        tracing::info!(job = id, "job created");
+        tracing::info!(job = %id, "job created");
         self.request_pump();
         Ok(id)
     }
@@ -318,7 +319,7 @@ impl Coordinator {
         Ok(())
     }
 
-    pub(super) async fn job_row(&self, id: u64) -> Result<JobRow, AppError> {
+    pub(super) async fn job_row(&self, id: JobId) -> Result<JobRow, AppError> {
         self.db
             .job(id)
             .await
@@ -327,7 +328,7 @@ impl Coordinator {
     }
 
     /// A job `viewer` may read (403 for someone else's private job).
-    async fn readable_job(&self, viewer: &Viewer, id: u64) -> Result<JobRow, AppError> {
+    async fn readable_job(&self, viewer: &Viewer, id: JobId) -> Result<JobRow, AppError> {
         let row = self.job_row(id).await?;
         if !viewer.may_read(&row) {
             return Err(AppError::new(
@@ -339,14 +340,14 @@ impl Coordinator {
     }
 
     /// The API view of a job, for `viewer`.
-    pub async fn job_view_for(&self, viewer: &Viewer, id: u64) -> Result<JobView, AppError> {
+    pub async fn job_view_for(&self, viewer: &Viewer, id: JobId) -> Result<JobView, AppError> {
         let row = self.readable_job(viewer, id).await?;
         self.job_view(id, viewer.owns(&row)).await
     }
 
     /// The API view of a job; `owner`: as its owner sees it, with every
     /// slot of the round (replicas too) and who holds it.
-    async fn job_view(&self, id: u64, owner: bool) -> Result<JobView, AppError> {
+    async fn job_view(&self, id: JobId, owner: bool) -> Result<JobView, AppError> {
         let row = self.job_row(id).await?;
         let history = self.db.rounds(id).await.map_err(AppError::db)?;
         let mut view = self.view_of(row, history, owner);
@@ -402,7 +403,7 @@ impl Coordinator {
     /// database, then revokes its leases here.
     pub(super) async fn finish(
         &self,
-        id: u64,
+        id: JobId,
         status: JobStatus,
         error: Option<&str>,
     ) -> Result<(), AppError> {
@@ -428,7 +429,7 @@ impl Coordinator {
 
     /// Stops a job for its owner; its leases are revoked. Refused: 401
     /// anonymous, 403 another account, 409 once it finished.
-    pub async fn cancel_job(&self, viewer: &Viewer, id: u64) -> Result<JobView, AppError> {
+    pub async fn cancel_job(&self, viewer: &Viewer, id: JobId) -> Result<JobView, AppError> {
         let account = viewer.account()?;
         let row = self.job_row(id).await?;
         if !viewer.owns(&row) {
@@ -438,12 +439,12 @@ impl Coordinator {
             ));
         }
         self.finish(id, JobStatus::Cancelled, None).await?;
-        tracing::info!(job = id, "job cancelled");
+        tracing::info!(job = %id, "job cancelled");
         self.job_view(id, true).await
     }
 
-    pub(super) async fn fail(&self, id: u64, message: &str) {
-        tracing::error!(job = id, "job failed: {message}");
+    pub(super) async fn fail(&self, id: JobId, message: &str) {
+        tracing::error!(job = %id, "job failed: {message}");
         if let Err(e) = self.finish(id, JobStatus::Failed, Some(message)).await {
             tracing::error!("recording failure of job {id}: {}", e.message);
         }
@@ -453,7 +454,7 @@ impl Coordinator {
     pub async fn model(
         &self,
         viewer: &Viewer,
-        id: u64,
+        id: JobId,
         format: ModelFormat,
     ) -> Result<(Vec<u8>, String), AppError> {
         let row = self.readable_job(viewer, id).await?;

@@ -1,6 +1,7 @@
 //! Worker connections and leases: planning in the hub, recording in the
 //! database, then telling the workers; expiry and re-issue.
 
+use oblivion_protocol::{JobId, LeaseId, WorkerId};
 use std::sync::Arc;
 
 use oblivion_protocol::api::WorkerView;
@@ -76,7 +77,7 @@ impl Coordinator {
         payout: Option<String>,
         max_leases: u32,
         tx: UnboundedSender<CoordinatorMessage>,
-    ) -> Result<(u64, String), AppError> {
+    ) -> Result<(WorkerId, String), AppError> {
         let token = hex::encode(rand::random::<[u8; 24]>());
         view.payout_address = payout.clone();
         view.id = self
@@ -118,7 +119,7 @@ impl Coordinator {
             }
         }
         tracing::info!(
-            worker = id,
+            worker = %id,
             quarantined = quarantine.is_some(),
             "worker connected"
         );
@@ -131,30 +132,36 @@ impl Coordinator {
     }
 
     /// Forgets a disconnected worker; its leases go back to pending.
-    pub async fn disconnect_worker(&self, id: u64) {
+    pub async fn disconnect_worker(&self, id: WorkerId) {
         let (worker, ended) = {
             let mut hub = self.hub();
             self.links().remove(&id);
             hub.remove_worker(id)
         };
         if worker.is_some() {
-            tracing::info!(worker = id, leases = ended.len(), "worker disconnected");
+            tracing::info!(worker = %id, leases = ended.len(), "worker disconnected");
         }
         self.settle_ended(ended, "worker disconnected").await;
         if let Err(e) = self.db.forget_idle_worker(id).await {
-            tracing::warn!(worker = id, "forgetting an idle worker: {e}");
+            tracing::warn!(worker = %id, "forgetting an idle worker: {e}");
         }
         self.request_pump();
     }
 
     /// Renews a worker's leases.
-    pub fn heartbeat(&self, id: u64, progress: &[LeaseProgress]) {
+    pub fn heartbeat(&self, id: WorkerId, progress: &[LeaseProgress]) {
         let now = self.clock();
         self.hub().heartbeat(id, progress, now);
     }
 
     /// A worker gives a lease back.
-    pub async fn return_lease(&self, id: u64, lease: u64, reason: &str, decline_job: bool) {
+    pub async fn return_lease(
+        &self,
+        id: WorkerId,
+        lease: LeaseId,
+        reason: &str,
+        decline_job: bool,
+    ) {
         let ended = self.hub().return_lease(id, lease, decline_job);
         // The worker's words, stored with every return: bounded.
         let reason: String = reason.chars().take(MAX_RETURN_REASON_CHARS).collect();
@@ -178,7 +185,7 @@ impl Coordinator {
     }
 
     /// A worker takes no more leases.
-    pub fn drain(&self, id: u64) {
+    pub fn drain(&self, id: WorkerId) {
         self.hub().drain(id);
     }
 
@@ -187,7 +194,7 @@ impl Coordinator {
         if ended.is_empty() {
             return;
         }
-        let records: Vec<(u64, LeaseStatus)> =
+        let records: Vec<(LeaseId, LeaseStatus)> =
             ended.iter().map(|e| (e.lease.id, e.status)).collect();
         if let Err(err) = self.db.end_leases(&records, reason).await {
             tracing::error!("recording {} ended lease(s): {err}", records.len());
@@ -198,8 +205,8 @@ impl Coordinator {
         let links = self.links();
         for e in &ended {
             tracing::info!(
-                lease = e.lease.id,
-                job = e.lease.job,
+                lease = %e.lease.id,
+                job = %e.lease.job,
                 shard = e.lease.shard,
                 status = e.status.as_str(),
                 "lease ended"
@@ -221,7 +228,7 @@ impl Coordinator {
         if !ended.is_empty() {
             // Held to its lifetime, or without progress: the holder's fault
             // (a vanished worker's leases expire instead, at no cost).
-            let overdue: Vec<(u64, u64)> = ended
+            let overdue: Vec<(LeaseId, WorkerId)> = ended
                 .iter()
                 .filter(|e| e.status == LeaseStatus::Overdue)
                 .map(|e| (e.lease.id, e.lease.worker))
@@ -262,7 +269,7 @@ impl Coordinator {
             self.exchange_workers().await;
         }
         self.close_rounds_on_quorum().await;
-        let complete: Vec<(u64, u32)> = self
+        let complete: Vec<(JobId, u32)> = self
             .hub()
             .jobs
             .values()
@@ -290,14 +297,14 @@ impl Coordinator {
                 .await
             {
                 Ok(true) => {
-                    tracing::info!(job, round, "round closed on its quorum");
+                    tracing::info!(%job, round, "round closed on its quorum");
                     let ended = self.hub().close_round(job, round);
                     self.settle_ended(ended, "the round closed on its quorum")
                         .await;
                     self.jobs_changed();
                 }
                 Ok(false) => {}
-                Err(e) => tracing::error!(job, round, "closing a round on its quorum: {e}"),
+                Err(e) => tracing::error!(%job, round, "closing a round on its quorum: {e}"),
             }
         }
     }

@@ -21,6 +21,7 @@ mod payments;
 mod sync;
 mod updates;
 
+use oblivion_protocol::{JobId, LeaseId, WorkerId};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -76,7 +77,7 @@ struct Dispatch {
     /// Each connected worker's outgoing queue, by worker id: the hub owns
     /// no connections. Locked only while the hub is (hub first), so that a
     /// worker's messages leave in the order the hub decided them.
-    links: Mutex<HashMap<u64, UnboundedSender<CoordinatorMessage>>>,
+    links: Mutex<HashMap<WorkerId, UnboundedSender<CoordinatorMessage>>>,
     /// Origin of the monotonic clock the hub's deadlines use.
     started: Instant,
 }
@@ -84,7 +85,7 @@ struct Dispatch {
 /// Datasets kept decoded: each running job's validation split, and the
 /// named datasets jobs are cut from.
 struct DataCaches {
-    validation: Mutex<HashMap<u64, Arc<Dataset>>>,
+    validation: Mutex<HashMap<JobId, Arc<Dataset>>>,
     datasets: DatasetCache,
 }
 
@@ -103,9 +104,9 @@ struct InFlight {
     /// never race for a shard; the database would refuse the loser anyway).
     pump: tokio::sync::Notify,
     /// Leases whose update is being uploaded now.
-    uploads: Mutex<HashSet<u64>>,
+    uploads: Mutex<HashSet<LeaseId>>,
     /// Jobs this instance is aggregating now.
-    aggregating: Mutex<HashSet<u64>>,
+    aggregating: Mutex<HashSet<JobId>>,
 }
 
 /// How often the snapshot is taken: changes reach pages within this.
@@ -288,7 +289,7 @@ impl Coordinator {
     }
 
     /// The workers' outgoing queues; take the hub's lock first.
-    fn links(&self) -> MutexGuard<'_, HashMap<u64, UnboundedSender<CoordinatorMessage>>> {
+    fn links(&self) -> MutexGuard<'_, HashMap<WorkerId, UnboundedSender<CoordinatorMessage>>> {
         lock(&self.dispatch.links)
     }
 
@@ -329,7 +330,7 @@ impl Coordinator {
         let local = crate::federated::local_task(&row.spec, normalization.as_ref())
             .map_err(AppError::internal)?;
         let global = Arc::new(self.weights(&row.global_sha).await?);
-        let done: HashMap<u32, u64> = self
+        let done: HashMap<u32, WorkerId> = self
             .db
             .round_updates(row.id, row.round)
             .await

@@ -16,6 +16,7 @@
 //! what it had opened stays open (the deposit may come back; the job's
 //! creator is the one who can tell).
 
+use oblivion_protocol::JobId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -52,7 +53,7 @@ pub struct ChainLink {
     /// The escrow's `settleGrace`, once read.
     grace: OnceLock<u64>,
     /// When the coordinator last tried to send each job's settlement.
-    sent: Mutex<HashMap<u64, f64>>,
+    sent: Mutex<HashMap<JobId, f64>>,
     provider: DynProvider,
 }
 
@@ -111,7 +112,7 @@ impl ChainLink {
     }
 
     /// The escrow key of job `id` owned by `owner` (lower-case hex).
-    pub fn job_key(&self, owner: &str, id: u64) -> String {
+    pub fn job_key(&self, owner: &str, id: JobId) -> String {
         let owner: Address = owner.parse().unwrap_or(Address::ZERO);
         hex32(settlement::job_key(owner, self.key.address_bytes(), id))
     }
@@ -315,7 +316,7 @@ impl Coordinator {
         };
         if let Some(why) = refusal {
             tracing::warn!(
-                job,
+                %job,
                 "deposit refused: {why}; the creator may refund it once the refund opens"
             );
             self.db.refuse_deposit(job, &why).await.map_err(chain_err)?;
@@ -329,7 +330,7 @@ impl Coordinator {
             tx: log.transaction_hash.map(hex32).unwrap_or_default(),
         };
         if self.db.fund_job(job, &deposit).await.map_err(chain_err)? {
-            tracing::info!(job, amount = %e.amount, "deposit confirmed; job open");
+            tracing::info!(%job, amount = %e.amount, "deposit confirmed; job open");
             self.refresh_job(job)
                 .await
                 .map_err(|e| chain_err(e.message))?;
@@ -344,7 +345,7 @@ impl Coordinator {
     async fn deadline_too_near(
         &self,
         link: &ChainLink,
-        job: u64,
+        job: JobId,
         deadline: u64,
     ) -> Result<Option<String>, String> {
         let row = self.job_row(job).await.map_err(|e| chain_err(e.message))?;
@@ -379,7 +380,7 @@ impl Coordinator {
                 .unwrap_or(0);
             if issued_at > deadline.max(0) as u64 {
                 tracing::error!(
-                    job,
+                    %job,
                     deadline,
                     "the job completed after its deadline: no settlement can be issued"
                 );
@@ -391,7 +392,7 @@ impl Coordinator {
                 .await
                 .map_err(chain_err)?;
             tracing::info!(
-                job,
+                %job,
                 total = view.total,
                 payouts = view.payouts.len(),
                 "settlement signed"
@@ -406,7 +407,7 @@ impl Coordinator {
     async fn settlement_for(
         &self,
         link: &ChainLink,
-        job: u64,
+        job: JobId,
         issued_at: u64,
     ) -> Result<SettlementView, String> {
         let payment = self
@@ -522,12 +523,12 @@ impl Coordinator {
             match call.send().await {
                 Ok(pending) => match pending.get_receipt().await {
                     Ok(r) if r.status() => {
-                        tracing::info!(job, "settlement sent after the creator's grace")
+                        tracing::info!(%job, "settlement sent after the creator's grace")
                     }
-                    Ok(_) => tracing::warn!(job, "sending the settlement reverted"),
-                    Err(e) => tracing::warn!(job, "sending the settlement: {}", chain_err(e)),
+                    Ok(_) => tracing::warn!(%job, "sending the settlement reverted"),
+                    Err(e) => tracing::warn!(%job, "sending the settlement: {}", chain_err(e)),
                 },
-                Err(e) => tracing::warn!(job, "sending the settlement: {}", chain_err(e)),
+                Err(e) => tracing::warn!(%job, "sending the settlement: {}", chain_err(e)),
             }
         }
         Ok(())

@@ -7,6 +7,7 @@
 //! also publishes its own workers and reads the others', so that every
 //! instance shows the whole network.
 
+use oblivion_protocol::{JobId, WorkerId};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,7 +23,7 @@ use oblivion_store::{JOBS_CHANNEL, now};
 #[derive(Default)]
 pub(super) struct Peers {
     /// Jobs other instances changed, to reload from the database.
-    pub(super) dirty: Mutex<BTreeSet<u64>>,
+    pub(super) dirty: Mutex<BTreeSet<JobId>>,
     /// Wakes the task that reloads them.
     pub(super) dirty_signal: tokio::sync::Notify,
     /// Workers connected to the other instances, as they last published.
@@ -31,14 +32,14 @@ pub(super) struct Peers {
 
 /// A dirty-set entry meaning "reload every unfinished job" (after missed
 /// notifications).
-const RESCAN: u64 = 0;
+const RESCAN: JobId = JobId(0);
 
 /// How long changes are collected before they are applied together.
 const COALESCE: Duration = Duration::from_millis(20);
 
 impl Coordinator {
     /// Marks `job` to be reloaded from the database.
-    pub(super) fn mark_dirty(&self, job: u64) {
+    pub(super) fn mark_dirty(&self, job: JobId) {
         lock(&self.peers.dirty).insert(job);
         self.peers.dirty_signal.notify_one();
     }
@@ -60,7 +61,7 @@ impl Coordinator {
                         loop {
                             match listener.recv().await {
                                 Ok(n) => {
-                                    if let Ok(job) = n.payload().parse::<u64>() {
+                                    if let Ok(job) = n.payload().parse::<JobId>() {
                                         self.mark_dirty(job);
                                     }
                                 }
@@ -85,7 +86,7 @@ impl Coordinator {
         loop {
             self.peers.dirty_signal.notified().await;
             tokio::time::sleep(COALESCE).await;
-            let jobs: BTreeSet<u64> = std::mem::take(&mut *lock(&self.peers.dirty));
+            let jobs: BTreeSet<JobId> = std::mem::take(&mut *lock(&self.peers.dirty));
             if jobs.contains(&RESCAN) {
                 if let Err(e) = self.rescan().await {
                     tracing::error!("reloading jobs: {}", e.message);
@@ -93,7 +94,7 @@ impl Coordinator {
             } else {
                 for job in jobs {
                     if let Err(e) = self.refresh_job(job).await {
-                        tracing::error!(job, "reloading the job: {}", e.message);
+                        tracing::error!(%job, "reloading the job: {}", e.message);
                     }
                 }
             }
@@ -103,7 +104,7 @@ impl Coordinator {
 
     /// Reloads every unfinished job, and every job the hub holds.
     async fn rescan(self: &Arc<Self>) -> Result<(), AppError> {
-        let mut jobs: BTreeSet<u64> = self.hub().jobs.keys().copied().collect();
+        let mut jobs: BTreeSet<JobId> = self.hub().jobs.keys().copied().collect();
         for row in self.db.unfinished_jobs().await.map_err(AppError::db)? {
             jobs.insert(row.id);
         }
@@ -114,7 +115,7 @@ impl Coordinator {
     }
 
     /// Brings the hub's view of `job` in line with the database.
-    pub(super) async fn refresh_job(self: &Arc<Self>, id: u64) -> Result<(), AppError> {
+    pub(super) async fn refresh_job(self: &Arc<Self>, id: JobId) -> Result<(), AppError> {
         let Some(row) = self.db.job(id).await.map_err(AppError::db)? else {
             return Ok(());
         };
@@ -159,7 +160,7 @@ impl Coordinator {
             .round_state(id, row.round)
             .await
             .map_err(AppError::db)?;
-        let remote: Vec<(u32, u64)> = leased
+        let remote: Vec<(u32, WorkerId)> = leased
             .into_iter()
             .filter(|(_, _, instance)| *instance != self.instance)
             .map(|(shard, worker, _)| (shard, worker))

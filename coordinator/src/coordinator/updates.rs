@@ -1,6 +1,7 @@
 //! A worker's update: who may post it, what it must look like, and how it
 //! is recorded (durably stored, then one guarded transaction).
 
+use oblivion_protocol::{LeaseId, WorkerId};
 use std::sync::Arc;
 
 use axum::http::StatusCode;
@@ -27,7 +28,7 @@ const HEADER_ALLOWANCE: usize = 1024 * 1024;
 /// The right to upload an update for one lease; one at a time per lease.
 pub struct UploadSlot<'a> {
     coordinator: &'a Coordinator,
-    lease: u64,
+    lease: LeaseId,
 }
 
 impl Drop for UploadSlot<'_> {
@@ -39,7 +40,7 @@ impl Drop for UploadSlot<'_> {
 impl Coordinator {
     /// Reserves the upload of `lease`'s update, refusing a second one while
     /// the first is in flight.
-    pub fn upload_slot(&self, lease: u64) -> Result<UploadSlot<'_>, AppError> {
+    pub fn upload_slot(&self, lease: LeaseId) -> Result<UploadSlot<'_>, AppError> {
         if !lock(&self.in_flight.uploads).insert(lease) {
             return Err(AppError::conflict(format!(
                 "an update for lease {lease} is already being uploaded"
@@ -54,17 +55,17 @@ impl Coordinator {
     /// Ends `lease`, held by `worker`, for a fault of the worker's
     /// (`reason`): the shard is re-issued, and the fault is a disputed
     /// result on the worker's record.
-    pub async fn fault_lease(&self, lease: u64, worker: u64, reason: &str) {
+    pub async fn fault_lease(&self, lease: LeaseId, worker: WorkerId, reason: &str) {
         let ended = self.hub().reject(lease);
         self.settle_ended(ended.into_iter().collect(), reason).await;
         self.count_against(worker, reason).await;
         self.request_pump();
-        tracing::warn!(lease, "lease ended: {reason}");
+        tracing::warn!(%lease, "lease ended: {reason}");
     }
 
     /// Puts a disputed result on `worker`'s record for `reason`, and
     /// quarantines it if the policy says so.
-    pub(super) async fn count_against(&self, worker: u64, reason: &str) {
+    pub(super) async fn count_against(&self, worker: WorkerId, reason: &str) {
         self.hub().record_result(worker, false, 0);
         let rule = self.quarantine_rule();
         match self
@@ -76,7 +77,7 @@ impl Coordinator {
                 self.apply_quarantines(&q.into_iter().collect::<Vec<_>>())
                     .await
             }
-            Err(e) => tracing::error!(worker, "recording a fault: {e}"),
+            Err(e) => tracing::error!(%worker, "recording a fault: {e}"),
         }
     }
 
@@ -88,7 +89,7 @@ impl Coordinator {
     pub async fn update_context(
         self: &Arc<Self>,
         token: &str,
-        lease: u64,
+        lease: LeaseId,
     ) -> Result<UpdateContext, AppError> {
         let refusal = match self.hub().update_context(token, lease) {
             Ok(ctx) => return Ok(ctx),

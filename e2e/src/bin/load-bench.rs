@@ -28,6 +28,7 @@ use oblivion_e2e::cluster::Cluster;
 use oblivion_e2e::{Database, Storage, example};
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::{NamedTensor, Params};
+use oblivion_protocol::JobId;
 use oblivion_protocol::wire::{
     ClientKind, DeviceInfo, Endpoint, LeaseTask, WORKER_TOKEN_HEADER, WorkerMessage,
 };
@@ -51,7 +52,7 @@ struct Stats {
 
 /// Zero updates for a job's model, differing only in their metadata.
 struct Updates {
-    models: Mutex<HashMap<u64, Arc<Params>>>,
+    models: Mutex<HashMap<JobId, Arc<Params>>>,
 }
 
 impl Updates {
@@ -71,7 +72,7 @@ impl Updates {
                             .param_shapes()
                             .into_iter()
                             .map(|(name, shape)| NamedTensor {
-                                values: noise(task.job_id, shape.iter().product()),
+                                values: noise(task.job_id.0, shape.iter().product()),
                                 name,
                                 shape,
                             })
@@ -95,7 +96,7 @@ impl Updates {
                     values: t
                         .values
                         .iter()
-                        .zip(noise(task.lease_id ^ 0x5EED, t.values.len()))
+                        .zip(noise(task.lease_id.0 ^ 0x5EED, t.values.len()))
                         .map(|(shared, own)| 0.1 * shared + 0.03 * own)
                         .collect(),
                     ..t.clone()

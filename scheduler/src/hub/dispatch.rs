@@ -11,7 +11,7 @@ impl Hub {
     /// and to a worker whose update for that shard was rejected only when
     /// no one else can take it.
     pub fn plan(&self, now: f64) -> Vec<Grant> {
-        let mut queue: Vec<(usize, u64, u32)> = Vec::new();
+        let mut queue: Vec<(usize, JobId, u32)> = Vec::new();
         let open = |j: &&LiveJob| j.open_at(now);
         for job in self.jobs.values().filter(open) {
             let mut turn = 0;
@@ -29,7 +29,7 @@ impl Hub {
         // A private copy of the dispatch order, advanced as grants are
         // planned; `room` is each planned worker's remaining room.
         let mut order = self.with_room.clone();
-        let mut room: HashMap<u64, u32> = HashMap::new();
+        let mut room: HashMap<WorkerId, u32> = HashMap::new();
         let mut grants: Vec<Grant> = Vec::new();
         for (_, job_id, shard_index) in queue {
             let Some(job) = self.jobs.get(&job_id) else {
@@ -45,7 +45,7 @@ impl Hub {
             // contributor, and only to one whose data fits. `exclusive`
             // says which slots a worker may hold only one of.
             let exclusive = |base: u32| job.local.is_some() || base == slot.base;
-            let busy: Vec<u64> = if job.local.is_some() || job.has_replicas() {
+            let busy: Vec<WorkerId> = if job.local.is_some() || job.has_replicas() {
                 let mut busy = job.holders(exclusive);
                 busy.extend(
                     grants
@@ -58,7 +58,7 @@ impl Hub {
                 Vec::new()
             };
             let restricted = job.local.is_some() || job.admission.trainers.is_some();
-            let fits = |worker: u64| {
+            let fits = |worker: WorkerId| {
                 !restricted || self.workers.get(&worker).is_some_and(|w| job.admits(w))
             };
             let free = |k: &&RoomKey| !busy.contains(&k.2) && fits(k.2);
@@ -106,7 +106,7 @@ impl Hub {
     /// which trains a contributor's own data that no one else can stand in
     /// for.
     pub(super) fn plan_backups(&self, now: f64, order: &BTreeSet<RoomKey>) -> Vec<Grant> {
-        let mut idle: Vec<u64> = order
+        let mut idle: Vec<WorkerId> = order
             .iter()
             .filter(|k| k.0 == 0)
             .map(|k| k.2)
@@ -115,7 +115,7 @@ impl Hub {
         if idle.is_empty() {
             return Vec::new();
         }
-        let mut slots: Vec<(f64, u64, u32)> = Vec::new();
+        let mut slots: Vec<(f64, JobId, u32)> = Vec::new();
         for job in self.jobs.values() {
             if !job.open_at(now) || job.local.is_some() {
                 continue;
@@ -134,7 +134,7 @@ impl Hub {
         slots.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
         let mut grants: Vec<Grant> = Vec::new();
         // Identities planned a backup in this batch, by job.
-        let mut planned: Vec<(u64, String)> = Vec::new();
+        let mut planned: Vec<(JobId, String)> = Vec::new();
         for (_, job_id, slot_index) in slots {
             let job = &self.jobs[&job_id];
             let slot = &job.shards[slot_index as usize];
@@ -145,7 +145,7 @@ impl Hub {
                     .filter(|g| g.job == job_id && g.base == slot.base)
                     .map(|g| g.worker),
             );
-            let eligible = |worker: &u64| {
+            let eligible = |worker: &WorkerId| {
                 let Some(w) = self.workers.get(worker) else {
                     return false;
                 };
@@ -180,7 +180,7 @@ impl Hub {
     /// Applies a lease the database recorded (as `id`). Returns `None`
     /// when the hub moved on meanwhile (the job, round, shard or worker is
     /// gone or taken): the caller then ends the recorded lease.
-    pub fn grant(&mut self, grant: Grant, id: u64, now: f64) -> Option<Lease> {
+    pub fn grant(&mut self, grant: Grant, id: LeaseId, now: f64) -> Option<Lease> {
         let job = self.jobs.get(&grant.job)?;
         let shard = job.shards.get(grant.shard as usize)?;
         let identity = self.workers.get(&grant.worker)?.identity();

@@ -11,20 +11,20 @@ pub enum ShardState {
     /// Leased.
     Leased {
         /// The lease.
-        lease: u64,
+        lease: LeaseId,
         /// Its holder.
-        worker: u64,
+        worker: WorkerId,
     },
     /// Its update is in.
     Done {
         /// Who did it.
-        worker: u64,
+        worker: WorkerId,
     },
     /// Leased by another coordinator instance (sharing the database) to
     /// one of its workers.
     Remote {
         /// The holder.
-        worker: u64,
+        worker: WorkerId,
     },
 }
 
@@ -43,7 +43,7 @@ pub struct Shard {
     /// Times leased this round.
     pub attempts: u32,
     /// Workers whose update for it was rejected this round: asked last.
-    pub refused_by: Vec<u64>,
+    pub refused_by: Vec<WorkerId>,
     /// A second lease on the same work while it is leased (see
     /// [`Backup`]).
     pub backup: Option<Backup>,
@@ -57,15 +57,15 @@ pub struct Shard {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backup {
     /// The backup lease.
-    pub lease: u64,
+    pub lease: LeaseId,
     /// Its holder.
-    pub worker: u64,
+    pub worker: WorkerId,
 }
 
 impl Shard {
     /// Marks the slot done by `worker`'s update under lease `lease`;
     /// returns the other lease it had (see [`Backup`]), which lost.
-    pub(super) fn finish(&mut self, worker: u64, lease: u64) -> Option<u64> {
+    pub(super) fn finish(&mut self, worker: WorkerId, lease: LeaseId) -> Option<LeaseId> {
         let other = match self.state {
             ShardState::Leased { lease: l, .. } if l != lease => Some(l),
             _ => self.backup.map(|b| b.lease).filter(|&l| l != lease),
@@ -93,7 +93,7 @@ impl Shard {
 #[derive(Debug)]
 pub struct LiveJob {
     /// Id.
-    pub id: u64,
+    pub id: JobId,
     /// Its spec.
     pub spec: JobSpec,
     /// Its network.
@@ -155,7 +155,7 @@ impl LiveJob {
     /// A new job, pending, at round 1 with every shard pending, and a
     /// replica of each shard in `replicas`.
     pub fn new(
-        id: u64,
+        id: JobId,
         spec: JobSpec,
         arch: Arc<Architecture>,
         global_sha: String,
@@ -223,7 +223,7 @@ impl LiveJob {
 
     /// The workers holding, or done with, a slot this round that trains a
     /// shard `which` picks.
-    pub(super) fn holders(&self, which: impl Fn(u32) -> bool) -> Vec<u64> {
+    pub(super) fn holders(&self, which: impl Fn(u32) -> bool) -> Vec<WorkerId> {
         self.shards
             .iter()
             .filter(|s| which(s.base))
@@ -274,7 +274,7 @@ impl LiveJob {
     }
 
     /// This instance's leases on the round's slots, backups too.
-    pub(super) fn leases(&self) -> Vec<u64> {
+    pub(super) fn leases(&self) -> Vec<LeaseId> {
         self.shards
             .iter()
             .flat_map(|s| {

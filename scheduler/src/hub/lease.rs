@@ -7,15 +7,15 @@ use super::*;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Lease {
     /// Id (assigned by the database).
-    pub id: u64,
+    pub id: LeaseId,
     /// Job.
-    pub job: u64,
+    pub job: JobId,
     /// Round it belongs to.
     pub round: u32,
     /// Shard index.
     pub shard: u32,
     /// Holder.
-    pub worker: u64,
+    pub worker: WorkerId,
     /// Deadline for the next heartbeat, in the hub's clock (seconds).
     pub expires_at: f64,
     /// When it ends whatever its heartbeats, in the hub's clock.
@@ -33,7 +33,7 @@ pub struct Lease {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Grant {
     /// Job.
-    pub job: u64,
+    pub job: JobId,
     /// Round.
     pub round: u32,
     /// Slot index (a shard, or a replica).
@@ -41,7 +41,7 @@ pub struct Grant {
     /// The shard the slot trains.
     pub base: u32,
     /// Proposed holder.
-    pub worker: u64,
+    pub worker: WorkerId,
     /// A backup lease on a slot that is leased already (see [`Backup`]).
     pub backup: bool,
 }
@@ -72,7 +72,7 @@ pub enum Refusal {
     /// No connected worker has this token.
     UnknownWorker,
     /// The lease is not active, or another worker holds it.
-    NotHeld(u64),
+    NotHeld(LeaseId),
 }
 
 /// What an update must match, for a lease a worker holds.

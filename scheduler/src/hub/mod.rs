@@ -26,6 +26,7 @@ mod tests;
 mod views;
 mod worker;
 
+use oblivion_protocol::{JobId, LeaseId, WorkerId};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -51,7 +52,7 @@ pub use worker::{LeasePolicy, RATE_WINDOW, Worker};
 /// a newcomer is tried at once), then the lowest id (the longest
 /// connected). Never the speed a worker claims: a liar would be served
 /// first for ever.
-type RoomKey = (u32, Reverse<u64>, u64);
+type RoomKey = (u32, Reverse<u64>, WorkerId);
 
 /// Weight of a lease's speed in a worker's measured speed.
 const SPEED_SMOOTHING: f64 = 0.5;
@@ -61,12 +62,12 @@ const SPEED_SMOOTHING: f64 = 0.5;
 pub struct Hub {
     policy: LeasePolicy,
     /// Connected workers by id.
-    pub workers: BTreeMap<u64, Worker>,
+    pub workers: BTreeMap<WorkerId, Worker>,
     /// Running jobs by id.
-    pub jobs: BTreeMap<u64, LiveJob>,
-    leases: HashMap<u64, Lease>,
-    leases_by_worker: HashMap<u64, BTreeSet<u64>>,
-    workers_by_token: HashMap<String, u64>,
+    pub jobs: BTreeMap<JobId, LiveJob>,
+    leases: HashMap<LeaseId, Lease>,
+    leases_by_worker: HashMap<WorkerId, BTreeSet<LeaseId>>,
+    workers_by_token: HashMap<String, WorkerId>,
     with_room: BTreeSet<RoomKey>,
 }
 
@@ -95,14 +96,14 @@ impl Hub {
         }
     }
 
-    fn active_count(&self, worker: u64) -> u32 {
+    fn active_count(&self, worker: WorkerId) -> u32 {
         self.leases_by_worker
             .get(&worker)
             .map_or(0, |s| s.len() as u32)
     }
 
     /// The worker's place in the dispatch order, if it has room.
-    fn room_key(&self, worker: u64) -> Option<RoomKey> {
+    fn room_key(&self, worker: WorkerId) -> Option<RoomKey> {
         let w = self.workers.get(&worker)?;
         let active = self.active_count(worker);
         (!w.draining && w.quarantine.is_none() && active < self.policy.cap.min(w.max_leases))
@@ -111,7 +112,7 @@ impl Hub {
 
     /// Runs `change` on the worker's leases or flags, keeping the dispatch
     /// index in step.
-    fn reindexed<T>(&mut self, worker: u64, change: impl FnOnce(&mut Hub) -> T) -> T {
+    fn reindexed<T>(&mut self, worker: WorkerId, change: impl FnOnce(&mut Hub) -> T) -> T {
         if let Some(key) = self.room_key(worker) {
             self.with_room.remove(&key);
         }
@@ -132,7 +133,7 @@ impl Hub {
     }
 
     /// A worker takes no new leases.
-    pub fn drain(&mut self, worker: u64) {
+    pub fn drain(&mut self, worker: WorkerId) {
         self.reindexed(worker, |hub| {
             if let Some(w) = hub.workers.get_mut(&worker) {
                 w.draining = true;
@@ -144,7 +145,7 @@ impl Hub {
     /// or `worker:<id>`): they take no new leases, and the ones they hold
     /// end and go to others.
     pub fn quarantine(&mut self, identity: &str, reason: &str) -> Vec<Ended> {
-        let ids: Vec<u64> = self
+        let ids: Vec<WorkerId> = self
             .workers
             .values()
             .filter(|w| {
@@ -159,7 +160,7 @@ impl Hub {
                     w.quarantine = Some(reason.to_string());
                 }
             });
-            let leases: Vec<u64> = self.leases_of(id).map(|l| l.id).collect();
+            let leases: Vec<LeaseId> = self.leases_of(id).map(|l| l.id).collect();
             ended.extend(
                 leases
                     .into_iter()
@@ -170,7 +171,7 @@ impl Hub {
     }
 
     /// Active leases of a worker.
-    pub fn leases_of(&self, worker: u64) -> impl Iterator<Item = &Lease> {
+    pub fn leases_of(&self, worker: WorkerId) -> impl Iterator<Item = &Lease> {
         self.leases_by_worker
             .get(&worker)
             .into_iter()
@@ -179,12 +180,12 @@ impl Hub {
     }
 
     /// An active lease.
-    pub fn lease(&self, id: u64) -> Option<&Lease> {
+    pub fn lease(&self, id: LeaseId) -> Option<&Lease> {
         self.leases.get(&id)
     }
 
     /// Removes a lease from the indexes; the caller decides about its shard.
-    fn take_lease(&mut self, id: u64) -> Option<Lease> {
+    fn take_lease(&mut self, id: LeaseId) -> Option<Lease> {
         let worker = self.leases.get(&id)?.worker;
         self.reindexed(worker, |hub| {
             if let Some(set) = hub.leases_by_worker.get_mut(&worker) {
@@ -200,7 +201,7 @@ impl Hub {
     /// Ends a lease without an update; its shard goes back to pending.
     /// A backup lease ending leaves the slot to its lease; a lease ending
     /// leaves it to its backup, if it has one.
-    fn end(&mut self, id: u64, status: LeaseStatus) -> Option<Ended> {
+    fn end(&mut self, id: LeaseId, status: LeaseStatus) -> Option<Ended> {
         let lease = self.take_lease(id)?;
         if let Some(shard) = self
             .jobs
@@ -237,7 +238,7 @@ impl Hub {
     /// A backup lease of `worker` on `job` ended without winning its slot:
     /// its identity may take another this round. Only a won backup, or one
     /// still out, counts against it (see [`LiveJob::backed_up_by`]).
-    fn forget_backup(&mut self, job: u64, worker: u64) {
+    fn forget_backup(&mut self, job: JobId, worker: WorkerId) {
         let Some(identity) = self.workers.get(&worker).map(Worker::identity) else {
             return;
         };
@@ -249,8 +250,8 @@ impl Hub {
     }
 
     /// Removes a worker that disconnected; its leases are re-issued.
-    pub fn remove_worker(&mut self, id: u64) -> (Option<Worker>, Vec<Ended>) {
-        let ids: Vec<u64> = self.leases_of(id).map(|l| l.id).collect();
+    pub fn remove_worker(&mut self, id: WorkerId) -> (Option<Worker>, Vec<Ended>) {
+        let ids: Vec<LeaseId> = self.leases_of(id).map(|l| l.id).collect();
         let ended = ids
             .iter()
             .filter_map(|l| self.end(*l, LeaseStatus::Disconnected))
@@ -267,9 +268,9 @@ impl Hub {
 
     /// A worker's heartbeat: renews all its leases until `now + ttl` (never
     /// past their lifetime).
-    pub fn heartbeat(&mut self, worker: u64, progress: &[LeaseProgress], now: f64) {
+    pub fn heartbeat(&mut self, worker: WorkerId, progress: &[LeaseProgress], now: f64) {
         let ttl = self.policy.ttl.as_secs_f64();
-        let ids: Vec<u64> = self.leases_of(worker).map(|l| l.id).collect();
+        let ids: Vec<LeaseId> = self.leases_of(worker).map(|l| l.id).collect();
         for id in ids {
             if let Some(lease) = self.leases.get_mut(&id) {
                 lease.expires_at = now + ttl;
@@ -287,7 +288,12 @@ impl Hub {
     }
 
     /// A worker gives a lease back.
-    pub fn return_lease(&mut self, worker: u64, lease: u64, decline_job: bool) -> Option<Ended> {
+    pub fn return_lease(
+        &mut self,
+        worker: WorkerId,
+        lease: LeaseId,
+        decline_job: bool,
+    ) -> Option<Ended> {
         let job = match self.leases.get(&lease) {
             Some(l) if l.worker == worker => l.job,
             _ => return None,
@@ -303,7 +309,7 @@ impl Hub {
     /// lifetime, overdue: held without work, by the holder's fault).
     pub fn expire(&mut self, now: f64) -> Vec<Ended> {
         let stall = self.policy.stall.as_secs_f64();
-        let mut stale: Vec<(u64, LeaseStatus)> = self
+        let mut stale: Vec<(LeaseId, LeaseStatus)> = self
             .leases
             .values()
             .filter_map(|l| {
@@ -324,7 +330,7 @@ impl Hub {
     }
 
     /// Ends every lease of a job (it was cancelled or failed) and forgets it.
-    pub fn remove_job(&mut self, job: u64) -> Vec<Ended> {
+    pub fn remove_job(&mut self, job: JobId) -> Vec<Ended> {
         let ids = self.jobs.get(&job).map_or_else(Vec::new, LiveJob::leases);
         let ended = ids
             .iter()

@@ -6,7 +6,7 @@ use super::*;
 impl Hub {
     /// Checks that the worker with `token` holds `lease`; returns what its
     /// update must match.
-    pub fn update_context(&self, token: &str, lease: u64) -> Result<UpdateContext, Refusal> {
+    pub fn update_context(&self, token: &str, lease: LeaseId) -> Result<UpdateContext, Refusal> {
         let worker = *self
             .workers_by_token
             .get(token)
@@ -29,7 +29,7 @@ impl Hub {
 
     /// An update for `lease` failed validation: the lease ends and the
     /// shard goes to someone else.
-    pub fn reject(&mut self, lease: u64) -> Option<Ended> {
+    pub fn reject(&mut self, lease: LeaseId) -> Option<Ended> {
         let ended = self.end(lease, LeaseStatus::Rejected)?;
         if let Some(job) = self.jobs.get_mut(&ended.lease.job) {
             job.shards[ended.lease.shard as usize]
@@ -44,7 +44,7 @@ impl Hub {
 
     /// An update for `lease` was accepted and recorded: its slot is done,
     /// and the other lease on the slot, if any, lost (see [`Backup`]).
-    pub fn complete(&mut self, lease: u64, now: f64) -> Option<Completed> {
+    pub fn complete(&mut self, lease: LeaseId, now: f64) -> Option<Completed> {
         let lease = self.take_lease(lease)?;
         let job = self.jobs.get_mut(&lease.job)?;
         let shard = &mut job.shards[lease.shard as usize];
@@ -94,7 +94,7 @@ impl Hub {
     /// holder had not finished `samples` in the time it held the lease, so
     /// its measured speed is at most that: a straggler that always loses
     /// the race is not taken for a newcomer, served first for ever.
-    pub(super) fn supersede(&mut self, lease: u64, samples: u64, now: f64) -> Option<Ended> {
+    pub(super) fn supersede(&mut self, lease: LeaseId, samples: u64, now: f64) -> Option<Ended> {
         let ended = self.end(lease, LeaseStatus::Revoked)?;
         let bound = samples as f64 / (now - ended.lease.granted_at).max(1e-3);
         let worker = ended.lease.worker;
@@ -108,7 +108,7 @@ impl Hub {
 
     /// Records a judged result of a connected worker: agreed ones credit
     /// their samples.
-    pub fn record_result(&mut self, worker: u64, agreed: bool, samples: u64) {
+    pub fn record_result(&mut self, worker: WorkerId, agreed: bool, samples: u64) {
         self.reindexed(worker, |hub| {
             if let Some(w) = hub.workers.get_mut(&worker) {
                 if agreed {

@@ -10,10 +10,10 @@ impl Hub {
     /// other shard that is not leased here is pending.
     pub fn sync_shards(
         &mut self,
-        job: u64,
+        job: JobId,
         round: u32,
-        done: &[(u32, u64)],
-        remote: &[(u32, u64)],
+        done: &[(u32, WorkerId)],
+        remote: &[(u32, WorkerId)],
     ) {
         let mut stale_leases = Vec::new();
         if let Some(j) = self.jobs.get_mut(&job)
@@ -44,7 +44,7 @@ impl Hub {
     /// Starts the job's next round from new global weights.
     pub fn next_round(
         &mut self,
-        job: u64,
+        job: JobId,
         round: u32,
         global_sha: String,
         global: Arc<Params>,
@@ -68,7 +68,7 @@ impl Hub {
 
     /// Gives `job`'s `round` the replica slots `replicas` (a third opinion
     /// added to those it has).
-    pub fn set_replicas(&mut self, job: u64, round: u32, replicas: &[u32]) {
+    pub fn set_replicas(&mut self, job: JobId, round: u32, replicas: &[u32]) {
         if let Some(j) = self.jobs.get_mut(&job)
             && j.round == round
         {
@@ -80,7 +80,7 @@ impl Hub {
     /// quorum has waited its time since the round's first lease, and
     /// enough of the round's slots are in (but not all). With the updates
     /// each needs.
-    pub fn quorum_due(&self, now: f64) -> Vec<(u64, u32, usize)> {
+    pub fn quorum_due(&self, now: f64) -> Vec<(JobId, u32, usize)> {
         self.jobs
             .values()
             .filter_map(|j| {
@@ -98,7 +98,7 @@ impl Hub {
 
     /// Closes `job`'s `round` on its quorum (the database did): the leases
     /// still out end, revoked, and the round is complete.
-    pub fn close_round(&mut self, job: u64, round: u32) -> Vec<Ended> {
+    pub fn close_round(&mut self, job: JobId, round: u32) -> Vec<Ended> {
         let Some(j) = self.jobs.get_mut(&job).filter(|j| j.round == round) else {
             return Vec::new();
         };

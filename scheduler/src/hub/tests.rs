@@ -28,19 +28,19 @@ impl Net {
         plan.into_iter()
             .filter_map(|g| {
                 self.next_lease += 1;
-                self.hub.grant(g, self.next_lease, now)
+                self.hub.grant(g, LeaseId(self.next_lease), now)
             })
             .collect()
     }
 
-    fn add_worker(&mut self, benchmark: f64) -> u64 {
+    fn add_worker(&mut self, benchmark: f64) -> WorkerId {
         self.add_worker_as(benchmark, None)
     }
 
     /// A worker signed in as `account` (its payout address), if any.
-    fn add_worker_as(&mut self, benchmark: f64, account: Option<String>) -> u64 {
+    fn add_worker_as(&mut self, benchmark: f64, account: Option<String>) -> WorkerId {
         self.next_worker += 1;
-        let id = self.next_worker;
+        let id = WorkerId(self.next_worker);
         let mut view = WorkerView::connected(
             format!("w{id}"),
             ClientKind::Native,
@@ -68,6 +68,7 @@ impl Net {
     }
 
     fn add_job(&mut self, id: u64, shards: usize) {
+        let id = JobId(id);
         let spec: JobSpec = serde_json::from_value(serde_json::json!({
             "name": "t", "model": {"kind": "mlp", "hidden": []}, "dataset": {"builtin": "iris"},
             "rounds": 2, "shards_per_round": shards, "batch_size": 8,
@@ -90,7 +91,7 @@ impl Net {
     }
 }
 
-fn holders(leases: &[Lease]) -> Vec<u64> {
+fn holders(leases: &[Lease]) -> Vec<WorkerId> {
     leases.iter().map(|l| l.worker).collect()
 }
 
@@ -105,7 +106,7 @@ fn fewest_leases_first_then_measured_speed_and_cap_respected() {
     // Alternates between workers (the longest connected first on ties),
     // stops at the cap.
     assert_eq!(holders(&issued), vec![honest, liar, honest, liar]);
-    assert_eq!(n.hub.jobs[&1].status, JobStatus::Running);
+    assert_eq!(n.hub.jobs[&JobId(1)].status, JobStatus::Running);
     assert!(n.dispatch(0.0).is_empty(), "both workers are at the cap");
     // The liar's shard of 10 samples takes it 5 s, the honest one's 1 s.
     let Completed {
@@ -128,7 +129,7 @@ fn a_paid_job_is_not_leased_near_its_deadline() {
     let mut n = Net::new();
     n.add_worker(1.0);
     n.add_job(1, 4);
-    n.hub.jobs.get_mut(&1).unwrap().admission.until = Some(100.0);
+    n.hub.jobs.get_mut(&JobId(1)).unwrap().admission.until = Some(100.0);
     assert_eq!(n.dispatch(99.0).len(), 2, "before the cut-off, leased");
     n.add_worker(1.0);
     assert!(
@@ -145,19 +146,22 @@ fn a_plan_changes_nothing_until_granted_and_stale_grants_are_refused() {
     let plan = n.hub.plan(0.0);
     assert_eq!(plan.len(), 1);
     assert_eq!(n.hub.plan(0.0), plan, "planning is pure");
-    assert_eq!(n.hub.jobs[&1].shards[0].state, ShardState::Pending);
-    assert!(n.hub.grant(plan[0], 7, 0.0).is_some());
+    assert_eq!(n.hub.jobs[&JobId(1)].shards[0].state, ShardState::Pending);
+    assert!(n.hub.grant(plan[0], LeaseId(7), 0.0).is_some());
     assert!(
-        n.hub.grant(plan[0], 8, 0.0).is_none(),
+        n.hub.grant(plan[0], LeaseId(8), 0.0).is_none(),
         "shard already leased"
     );
     n.hub.remove_worker(a);
     let b = n.add_worker(1.0);
     let again = n.hub.plan(0.0);
     n.hub.remove_worker(b);
-    assert!(n.hub.grant(again[0], 9, 0.0).is_none(), "worker gone");
-    n.hub.remove_job(1);
-    assert!(n.hub.grant(plan[0], 10, 0.0).is_none(), "job gone");
+    assert!(
+        n.hub.grant(again[0], LeaseId(9), 0.0).is_none(),
+        "worker gone"
+    );
+    n.hub.remove_job(JobId(1));
+    assert!(n.hub.grant(plan[0], LeaseId(10), 0.0).is_none(), "job gone");
 }
 
 #[test]
@@ -175,7 +179,7 @@ fn vanished_worker_loses_its_leases_and_shards_are_reissued() {
     assert!(
         again
             .iter()
-            .all(|l| n.hub.jobs[&1].shards[l.shard as usize].attempts == 2)
+            .all(|l| n.hub.jobs[&JobId(1)].shards[l.shard as usize].attempts == 2)
     );
     assert!(n.hub.update_context("token1", again[0].id).is_err());
 }
@@ -211,8 +215,13 @@ fn federated_slots_go_one_a_round_to_contributors_whose_data_fits() {
         noise_std: 0.1,
         rounds: 2,
     };
-    let job = n.hub.jobs.remove(&1).unwrap().federated(local.clone());
-    n.hub.jobs.insert(1, job);
+    let job = n
+        .hub
+        .jobs
+        .remove(&JobId(1))
+        .unwrap()
+        .federated(local.clone());
+    n.hub.jobs.insert(JobId(1), job);
     let first = n.dispatch(0.0);
     assert_eq!(
         holders(&first),
@@ -246,8 +255,8 @@ fn a_contributor_that_declines_a_job_is_offered_none_of_it() {
         noise_std: 1e-9,
         rounds: 20,
     };
-    let job = n.hub.jobs.remove(&1).unwrap().federated(local);
-    n.hub.jobs.insert(1, job);
+    let job = n.hub.jobs.remove(&JobId(1)).unwrap().federated(local);
+    n.hub.jobs.insert(JobId(1), job);
     let first = n.dispatch(0.0);
     assert_eq!(holders(&first), vec![alice]);
     // Returned without declining: offered again at once.
@@ -266,8 +275,8 @@ fn a_replica_goes_to_another_worker_and_looks_like_its_shard() {
     let mut n = Net::new();
     let a = n.add_worker(100.0);
     n.add_job(1, 2);
-    n.hub.jobs.get_mut(&1).unwrap().set_replicas(&[1]);
-    assert_eq!(n.hub.jobs[&1].shards.len(), 3);
+    n.hub.jobs.get_mut(&JobId(1)).unwrap().set_replicas(&[1]);
+    assert_eq!(n.hub.jobs[&JobId(1)].shards.len(), 3);
     // Alone, the worker gets both shards but never the replica.
     let first = n.dispatch(0.0);
     assert_eq!(
@@ -293,14 +302,14 @@ fn a_replica_goes_to_another_worker_and_looks_like_its_shard() {
     );
     assert_ne!(a, b);
     // A third opinion for the same shard needs a third worker.
-    n.hub.set_replicas(1, 1, &[1, 1]);
+    n.hub.set_replicas(JobId(1), 1, &[1, 1]);
     assert!(n.dispatch(0.0).is_empty());
     let c = n.add_worker(1.0);
     assert_eq!(n.dispatch(0.0)[0].worker, c);
     // The next round starts without replicas unless given some.
     n.hub
-        .next_round(1, 2, "g2".into(), Arc::new(Params::default()), &[]);
-    assert_eq!(n.hub.jobs[&1].shards.len(), 2);
+        .next_round(JobId(1), 2, "g2".into(), Arc::new(Params::default()), &[]);
+    assert_eq!(n.hub.jobs[&JobId(1)].shards.len(), 2);
 }
 
 #[test]
@@ -309,10 +318,10 @@ fn only_the_owner_sees_which_shards_are_replicated() {
     let a = n.add_worker(100.0);
     let b = n.add_worker(1.0);
     n.add_job(1, 2);
-    n.hub.jobs.get_mut(&1).unwrap().set_replicas(&[1]);
+    n.hub.jobs.get_mut(&JobId(1)).unwrap().set_replicas(&[1]);
     let leases = n.dispatch(0.0);
     assert_eq!(leases.len(), 3);
-    let public = |n: &Net| n.hub.shard_views(1, ShardDetail::Public);
+    let public = |n: &Net| n.hub.shard_views(JobId(1), ShardDetail::Public);
     // Every lease shows the same: a leased shard, no holder, no progress.
     let shown = public(&n);
     assert_eq!(shown.len(), 2);
@@ -321,7 +330,7 @@ fn only_the_owner_sees_which_shards_are_replicated() {
             .iter()
             .all(|s| s.state == ShardStatus::Leased && s.worker_id.is_none())
     );
-    assert_eq!(n.hub.shard_views(1, ShardDetail::Owner).len(), 3);
+    assert_eq!(n.hub.shard_views(JobId(1), ShardDetail::Owner).len(), 3);
     // Shard 0 is trained once and shard 1 twice; one holder of each is
     // done. Nothing public tells the other holder of shard 1 apart from
     // the holder of an unreplicated shard.
@@ -349,14 +358,14 @@ fn a_private_job_goes_only_to_its_owner_and_trainers() {
     let owner = signed_in(&mut n, Some(account('a')));
     let trainer = signed_in(&mut n, Some(account('b')));
     n.add_job(1, 6);
-    let mut spec = n.hub.jobs[&1].spec.clone();
+    let mut spec = n.hub.jobs[&JobId(1)].spec.clone();
     spec.visibility = oblivion_protocol::Visibility::Private;
     spec.trainers = vec![account('b').to_uppercase().replace("0X", "0x")];
-    let job = n.hub.jobs.remove(&1).unwrap();
+    let job = n.hub.jobs.remove(&JobId(1)).unwrap();
     let trainers = spec.restricted_to(Some(&account('a')));
     n.hub
         .jobs
-        .insert(1, LiveJob { spec, ..job }.trained_by(trainers));
+        .insert(JobId(1), LiveJob { spec, ..job }.trained_by(trainers));
     let issued = n.dispatch(0.0);
     let mut who = holders(&issued);
     who.sort_unstable();
@@ -418,7 +427,7 @@ fn leases_expire_without_heartbeats() {
     let ended = n.hub.expire(51.0);
     assert_eq!(ended[0].status, LeaseStatus::Expired);
     assert_eq!(n.hub.workers[&a].view.lost, 1);
-    assert_eq!(n.hub.jobs[&1].shards[0].state, ShardState::Pending);
+    assert_eq!(n.hub.jobs[&JobId(1)].shards[0].state, ShardState::Pending);
     let reissued = n.dispatch(52.0);
     assert_ne!(reissued[0].id, lease, "a fresh lease id");
 }
@@ -526,18 +535,20 @@ fn shards_other_instances_hold_or_finished_are_not_planned() {
     // The database says: this instance's first shard was finished
     // elsewhere (its lease here is void) and shard 2 is leased by
     // another instance's worker 77.
-    n.hub.sync_shards(1, 1, &[(first, 55)], &[(2, 77)]);
+    n.hub
+        .sync_shards(JobId(1), 1, &[(first, WorkerId(55))], &[(2, WorkerId(77))]);
     assert_eq!(n.hub.leases_of(a).count(), 1);
-    let views = n.hub.shard_views(1, ShardDetail::Owner);
+    let views = n.hub.shard_views(JobId(1), ShardDetail::Owner);
     assert_eq!(views[first as usize].state, ShardStatus::Done);
-    assert_eq!(views[2].worker_id, Some(77));
+    assert_eq!(views[2].worker_id, Some(WorkerId(77)));
     assert!(n.hub.plan(0.0).is_empty(), "nothing left to plan here");
     // The other instance's lease ends: the shard is free again.
-    n.hub.sync_shards(1, 1, &[(first, 55)], &[]);
+    n.hub
+        .sync_shards(JobId(1), 1, &[(first, WorkerId(55))], &[]);
     assert_eq!(n.dispatch(1.0).len(), 1);
     assert!(!n.hub.complete(mine[1].id, 1.0).unwrap().round_done);
     assert_eq!(
-        n.hub.jobs[&1].shards[second as usize].state,
+        n.hub.jobs[&JobId(1)].shards[second as usize].state,
         ShardState::Done { worker: a }
     );
 }
@@ -566,7 +577,7 @@ fn the_last_slots_of_a_round_get_backups_and_the_first_update_wins() {
     let backup = n.dispatch(2.0);
     assert_eq!(holders(&backup), vec![b]);
     assert_eq!(backup[0].shard, 0);
-    let slot = &n.hub.jobs[&1].shards[0];
+    let slot = &n.hub.jobs[&JobId(1)].shards[0];
     assert_eq!(
         slot.state,
         ShardState::Leased {
@@ -594,7 +605,7 @@ fn the_last_slots_of_a_round_get_backups_and_the_first_update_wins() {
         (issued[0].id, LeaseStatus::Revoked)
     );
     assert_eq!(
-        n.hub.jobs[&1].shards[0].state,
+        n.hub.jobs[&JobId(1)].shards[0].state,
         ShardState::Done { worker: b }
     );
     assert_eq!(n.hub.workers[&a].measured, Some(10.0 / 3.0));
@@ -610,7 +621,7 @@ fn the_last_slots_of_a_round_get_backups_and_the_first_update_wins() {
     // one backs that up in turn (a holds it, b had its backup).
     n.hub.remove_worker(c);
     assert_eq!(
-        n.hub.jobs[&1].shards[2].state,
+        n.hub.jobs[&JobId(1)].shards[2].state,
         ShardState::Leased {
             lease: backup[0].id,
             worker: a
@@ -623,8 +634,8 @@ fn the_last_slots_of_a_round_get_backups_and_the_first_update_wins() {
     assert!(n.hub.leases.is_empty());
     // A new round: backups again, one each.
     n.hub
-        .next_round(1, 2, "g2".into(), Arc::new(Params::default()), &[]);
-    assert!(n.hub.jobs[&1].progress.backed_up_by.is_empty());
+        .next_round(JobId(1), 2, "g2".into(), Arc::new(Params::default()), &[]);
+    assert!(n.hub.jobs[&JobId(1)].progress.backed_up_by.is_empty());
 }
 
 #[test]
@@ -655,7 +666,7 @@ fn a_fast_liar_takes_one_backup_a_round_not_the_round() {
         won += usize::from(done.superseded.is_some());
         n.dispatch(t);
     }
-    let slots = &n.hub.jobs[&1].shards;
+    let slots = &n.hub.jobs[&JobId(1)].shards;
     let by_liar = slots
         .iter()
         .filter(|s| s.state == ShardState::Done { worker: liar })
@@ -663,7 +674,7 @@ fn a_fast_liar_takes_one_backup_a_round_not_the_round() {
     assert_eq!(won, 1, "one honest holder beaten, not three");
     assert!(by_liar <= 2, "its own slot and one backup: {by_liar}");
     let liar_id = n.hub.workers[&liar].identity();
-    let liars_backups = n.hub.jobs[&1]
+    let liars_backups = n.hub.jobs[&JobId(1)]
         .progress
         .backed_up_by
         .iter()
@@ -720,7 +731,7 @@ fn reconnecting_buys_no_second_backup() {
     let planned = n.dispatch(0.4);
     assert!(planned.iter().all(|l| l.worker != again), "{planned:?}");
     assert_eq!(
-        n.hub.jobs[&1]
+        n.hub.jobs[&JobId(1)]
             .progress
             .backed_up_by
             .iter()
@@ -740,7 +751,7 @@ fn a_round_closes_on_its_quorum_once_it_has_waited_and_enough_is_in() {
         n.add_worker(1.0),
     );
     n.add_job(1, 4);
-    n.hub.jobs.get_mut(&1).unwrap().spec.quorum =
+    n.hub.jobs.get_mut(&JobId(1)).unwrap().spec.quorum =
         Some(oblivion_protocol::aggregation::QuorumSpec {
             share: 0.75,
             after_secs: 10,
@@ -753,19 +764,19 @@ fn a_round_closes_on_its_quorum_once_it_has_waited_and_enough_is_in() {
     n.hub.complete(issued[2].id, 5.0).unwrap();
     assert_eq!(n.dispatch(5.0).len(), 1, "a backup of d's slot");
     assert!(n.hub.quorum_due(11.9).is_empty(), "not yet waited 10 s");
-    assert_eq!(n.hub.quorum_due(12.0), vec![(1, 1, 3)]);
+    assert_eq!(n.hub.quorum_due(12.0), vec![(JobId(1), 1, 3)]);
     // Closed: d's lease (and the backup an idle worker took) end, and
     // the round is complete with three updates of four.
-    let ended = n.hub.close_round(1, 1);
+    let ended = n.hub.close_round(JobId(1), 1);
     assert_eq!(ended.len(), 2, "{ended:?}");
     assert!(ended.iter().all(|e| e.status == LeaseStatus::Revoked));
     assert!(ended.iter().any(|e| e.lease.worker == d));
-    assert!(n.hub.jobs[&1].round_complete());
+    assert!(n.hub.jobs[&JobId(1)].round_complete());
     assert!(n.hub.quorum_due(30.0).is_empty());
     assert!(n.dispatch(30.0).is_empty(), "a closed round takes no work");
     n.hub
-        .next_round(1, 2, "g2".into(), Arc::new(Params::default()), &[]);
-    assert!(!n.hub.jobs[&1].round_complete());
+        .next_round(JobId(1), 2, "g2".into(), Arc::new(Params::default()), &[]);
+    assert!(!n.hub.jobs[&JobId(1)].round_complete());
     assert_eq!(n.dispatch(31.0).len(), 4);
     assert!(n.hub.quorum_due(40.0).is_empty(), "nothing in yet");
 }
@@ -786,7 +797,7 @@ fn federated_slots_get_no_backups() {
     }
     assert_eq!(n.hub.plan(1.0).len(), 1, "a backup, were it a shard");
     // A contributor's own data: no one else can stand in for it.
-    n.hub.jobs.get_mut(&1).unwrap().local = Some(LocalTask {
+    n.hub.jobs.get_mut(&JobId(1)).unwrap().local = Some(LocalTask {
         scaling: None,
         clip_norm: 1.0,
         noise_std: 1.0,
@@ -803,10 +814,10 @@ fn round_completes_when_every_shard_is_in() {
     let issued = n.dispatch(0.0);
     assert!(!n.hub.complete(issued[0].id, 0.0).unwrap().round_done);
     assert!(n.hub.complete(issued[1].id, 0.0).unwrap().round_done);
-    assert!(n.hub.jobs[&1].round_complete());
+    assert!(n.hub.jobs[&JobId(1)].round_complete());
     assert!(n.dispatch(0.0).is_empty());
     n.hub
-        .next_round(1, 2, "g2".into(), Arc::new(Params::default()), &[]);
+        .next_round(JobId(1), 2, "g2".into(), Arc::new(Params::default()), &[]);
     let next = n.dispatch(0.0);
     assert_eq!(next.len(), 2);
     assert_eq!(n.hub.task(&next[0]).unwrap().weights, "g2");
@@ -820,8 +831,8 @@ fn jobs_share_workers_in_turns() {
     }
     n.add_job(1, 3);
     n.add_job(2, 3);
-    let jobs: Vec<u64> = n.dispatch(0.0).iter().map(|l| l.job).collect();
-    assert_eq!(jobs, vec![1, 2, 1, 2]);
+    let jobs: Vec<JobId> = n.dispatch(0.0).iter().map(|l| l.job).collect();
+    assert_eq!(jobs, [1, 2, 1, 2].map(JobId).to_vec());
 }
 
 #[test]
@@ -834,12 +845,12 @@ fn many_workers_are_served_fairly() {
     n.add_job(2, 256);
     let issued = n.dispatch(0.0);
     assert_eq!(issued.len(), 512);
-    let mut per_worker: HashMap<u64, u32> = HashMap::new();
+    let mut per_worker: HashMap<WorkerId, u32> = HashMap::new();
     for l in &issued {
         *per_worker.entry(l.worker).or_default() += 1;
     }
     assert_eq!(per_worker.len(), 512, "one lease each before any second");
     // Nobody measured yet: the longest connected go first, whatever
     // they claim.
-    assert!(issued.iter().all(|l| l.worker <= 512));
+    assert!(issued.iter().all(|l| l.worker <= WorkerId(512)));
 }

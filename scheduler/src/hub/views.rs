@@ -10,7 +10,7 @@ impl Hub {
             .values()
             .map(|w| {
                 let mut view = w.view.clone();
-                let public = |job: u64| {
+                let public = |job: JobId| {
                     self.jobs
                         .get(&job)
                         .is_some_and(|j| j.spec.visibility == oblivion_protocol::Visibility::Public)
@@ -70,7 +70,7 @@ impl Hub {
 
     /// The current round's shards of a running job, for the API (see
     /// [`ShardDetail`]).
-    pub fn shard_views(&self, job: u64, detail: ShardDetail) -> Vec<ShardView> {
+    pub fn shard_views(&self, job: JobId, detail: ShardDetail) -> Vec<ShardView> {
         let Some(j) = self.jobs.get(&job) else {
             return Vec::new();
         };
@@ -133,7 +133,7 @@ impl Hub {
 
     /// Distinct workers holding a lease of `job` (in public, of its
     /// shards' first slots only: replicas are not counted).
-    pub fn active_workers(&self, job: u64, detail: ShardDetail) -> u32 {
+    pub fn active_workers(&self, job: JobId, detail: ShardDetail) -> u32 {
         let Some(j) = self.jobs.get(&job) else {
             return 0;
         };
@@ -141,7 +141,7 @@ impl Hub {
             ShardDetail::Owner => &j.shards[..],
             ShardDetail::Public => &j.shards[..j.base_shards],
         };
-        let mut ids: Vec<u64> = slots
+        let mut ids: Vec<WorkerId> = slots
             .iter()
             .filter_map(|s| match s.state {
                 ShardState::Leased { worker, .. } | ShardState::Remote { worker } => Some(worker),

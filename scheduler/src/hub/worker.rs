@@ -35,7 +35,7 @@ pub struct Worker {
     pub quarantine: Option<String>,
     /// Federated jobs it will not train (its contributor's privacy limits
     /// refuse them): offered none of their work on this connection.
-    pub declined: HashSet<u64>,
+    pub declined: HashSet<JobId>,
     /// Its speed as the coordinator measured it: samples a second from
     /// grant to accepted update, smoothed over its leases. `None` until one
     /// is in, and again after a result of it is disputed (measured afresh).

@@ -5,6 +5,7 @@ use oblivion_protocol::LocalWork;
 use oblivion_protocol::OptimizerSpec;
 use oblivion_protocol::spec::ModelSpec;
 use oblivion_protocol::wire::TrainingData;
+use oblivion_protocol::{JobId, LeaseId, WorkerId};
 
 fn profile() -> Profile {
     Profile {
@@ -24,8 +25,8 @@ fn profile() -> Profile {
 
 fn task(lease_id: u64) -> LeaseTask {
     LeaseTask {
-        lease_id,
-        job_id: 1,
+        lease_id: LeaseId(lease_id),
+        job_id: JobId(1),
         round: 1,
         shard: 0,
         model: ModelSpec::Mlp { hidden: vec![] },
@@ -54,7 +55,7 @@ fn lease(id: u64) -> Event {
 
 fn revoke(id: u64) -> Event {
     text(&CoordinatorMessage::Revoke {
-        lease_id: id,
+        lease_id: LeaseId(id),
         reason: "expired".into(),
     })
 }
@@ -85,7 +86,7 @@ fn works(actions: &[Action]) -> Vec<u64> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Work { task, .. } => Some(task.lease_id),
+            Action::Work { task, .. } => Some(task.lease_id.0),
             _ => None,
         })
         .collect()
@@ -93,7 +94,7 @@ fn works(actions: &[Action]) -> Vec<u64> {
 
 fn returned(lease_id: u64, reason: &str, decline_job: bool) -> WorkerMessage {
     WorkerMessage::ReturnLease {
-        lease_id,
+        lease_id: LeaseId(lease_id),
         reason: reason.into(),
         decline_job,
     }
@@ -114,7 +115,7 @@ fn welcomed(n: usize, now: f64) -> Session {
     s.handle(
         now,
         text(&CoordinatorMessage::Welcome {
-            worker_id: 3,
+            worker_id: WorkerId(3),
             token: "t".into(),
             heartbeat_secs: 15,
             lease_cap: 2,
@@ -123,7 +124,7 @@ fn welcomed(n: usize, now: f64) -> Session {
     assert_eq!(
         drain(&mut s),
         vec![Action::Notice(Notice::Connected {
-            worker_id: 3,
+            worker_id: WorkerId(3),
             endpoint: endpoints(n)[0].clone(),
         })]
     );
@@ -141,7 +142,7 @@ fn leases_are_worked_one_at_a_time_in_order_and_kept_alive() {
         &a[1],
         Action::Work { endpoint, token, .. } if endpoint == &endpoints(1)[0] && token == "t"
     ));
-    s.progress(1, 0.5);
+    s.progress(LeaseId(1), 0.5);
     // Nothing is due before the heartbeat; then both leases are in it.
     assert_eq!(s.poll_timeout(), Some(15_000.0));
     s.handle_timeout(14_999.0);
@@ -152,11 +153,11 @@ fn leases_are_worked_one_at_a_time_in_order_and_kept_alive() {
         vec![WorkerMessage::Heartbeat {
             leases: vec![
                 LeaseProgress {
-                    lease_id: 1,
+                    lease_id: LeaseId(1),
                     progress: 0.5
                 },
                 LeaseProgress {
-                    lease_id: 2,
+                    lease_id: LeaseId(2),
                     progress: 0.0
                 },
             ],
@@ -166,7 +167,7 @@ fn leases_are_worked_one_at_a_time_in_order_and_kept_alive() {
     s.handle(
         16_000.0,
         Event::Finished {
-            lease_id: 1,
+            lease_id: LeaseId(1),
             result: WorkResult::Accepted { credited: 40 },
         },
     );
@@ -176,7 +177,7 @@ fn leases_are_worked_one_at_a_time_in_order_and_kept_alive() {
     s.handle(
         17_000.0,
         Event::Finished {
-            lease_id: 2,
+            lease_id: LeaseId(2),
             result: WorkResult::Refused("stale".into()),
         },
     );
@@ -202,16 +203,19 @@ fn a_revoked_lease_stops_its_work_and_goes_back_unsaid() {
     // The queued one simply leaves the queue.
     s.handle(2.0, revoke(2));
     let a = drain(&mut s);
-    assert!(!a.contains(&Action::Cancel(2)));
+    assert!(!a.contains(&Action::Cancel(LeaseId(2))));
     assert!(matches!(
         &a[..],
-        [Action::Notice(Notice::Revoked { lease_id: 2, .. })]
+        [Action::Notice(Notice::Revoked {
+            lease_id: LeaseId(2),
+            ..
+        })]
     ));
     // The one in hand is cancelled, and its end returns nothing.
-    assert!(s.should_continue(1));
+    assert!(s.should_continue(LeaseId(1)));
     s.handle(3.0, revoke(1));
-    assert_eq!(drain(&mut s)[0], Action::Cancel(1));
-    assert!(!s.should_continue(1));
+    assert_eq!(drain(&mut s)[0], Action::Cancel(LeaseId(1)));
+    assert!(!s.should_continue(LeaseId(1)));
     s.handle_timeout(15_000.0);
     assert_eq!(
         sent(&drain(&mut s)),
@@ -220,7 +224,7 @@ fn a_revoked_lease_stops_its_work_and_goes_back_unsaid() {
     s.handle(
         15_001.0,
         Event::Finished {
-            lease_id: 1,
+            lease_id: LeaseId(1),
             result: WorkResult::Failed("cancelled".into()),
         },
     );
@@ -240,7 +244,7 @@ fn a_failed_lease_goes_back_and_a_declined_job_says_so() {
     s.handle(
         2.0,
         Event::Finished {
-            lease_id: 1,
+            lease_id: LeaseId(1),
             result: WorkResult::Failed(long.clone()),
         },
     );
@@ -250,7 +254,7 @@ fn a_failed_lease_goes_back_and_a_declined_job_says_so() {
     s.handle(
         3.0,
         Event::Finished {
-            lease_id: 2,
+            lease_id: LeaseId(2),
             result: WorkResult::Declined("ε".into()),
         },
     );
@@ -281,7 +285,7 @@ fn the_first_stop_drains_and_the_second_returns_everything() {
     s.handle(
         4.0,
         Event::Finished {
-            lease_id: 1,
+            lease_id: LeaseId(1),
             result: WorkResult::Accepted { credited: 1 },
         },
     );
@@ -304,7 +308,7 @@ fn the_first_stop_drains_and_the_second_returns_everything() {
     assert_eq!(
         drain(&mut s),
         vec![
-            Action::Cancel(1),
+            Action::Cancel(LeaseId(1)),
             Action::Send(returned(1, "worker stopped", false)),
             Action::Close,
             Action::Ended(Ended::Stopped),
@@ -325,7 +329,7 @@ fn a_lost_connection_drops_its_leases_and_the_next_coordinator_is_tried_after_a_
     drain(&mut s);
     s.handle(100.0, Event::Closed("reset".into()));
     let a = drain(&mut s);
-    assert_eq!(a[0], Action::Cancel(1));
+    assert_eq!(a[0], Action::Cancel(LeaseId(1)));
     let Action::Notice(Notice::Disconnected { retry_in_ms, .. }) = a[1] else {
         panic!("{a:?}");
     };
@@ -355,7 +359,7 @@ fn a_lost_connection_drops_its_leases_and_the_next_coordinator_is_tried_after_a_
     s.handle(
         2_000.0,
         text(&CoordinatorMessage::Welcome {
-            worker_id: 4,
+            worker_id: WorkerId(4),
             token: "u".into(),
             heartbeat_secs: 15,
             lease_cap: 2,
@@ -368,7 +372,7 @@ fn a_lost_connection_drops_its_leases_and_the_next_coordinator_is_tried_after_a_
     s.handle(
         2_002.0,
         Event::Finished {
-            lease_id: 1,
+            lease_id: LeaseId(1),
             result: WorkResult::Cancelled,
         },
     );
