@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use oblivion_protocol::JobId;
 use oblivion_protocol::api::{Created, JobView, WorkerView};
 
 use oblivion_chain::{Key, sign_in_over_http};
@@ -104,7 +105,7 @@ enum JobCommand {
     /// Shows a job's status and rounds.
     Status {
         /// Job id.
-        id: u64,
+        id: JobId,
         /// Keep refreshing until the job ends.
         #[arg(long)]
         watch: bool,
@@ -114,12 +115,12 @@ enum JobCommand {
     /// Cancels a job.
     Cancel {
         /// Job id.
-        id: u64,
+        id: JobId,
     },
     /// Downloads the job's current model.
     Download {
         /// Job id.
-        id: u64,
+        id: JobId,
         /// onnx, safetensors or burn.
         #[arg(long, default_value = "onnx")]
         format: String,

@@ -1,11 +1,11 @@
 //! Accounts in the database: single-use sign-in nonces, sessions, who
 //! uploaded what, and who may read an artifact.
 
+use oblivion_protocol::JobId;
 use sqlx::Row;
 
 use crate::db::{Db, UNFINISHED, id};
 use crate::error::StoreError;
-use oblivion_protocol::JobId;
 
 /// Who may read an artifact, from every job and upload that names it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

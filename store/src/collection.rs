@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
+use oblivion_protocol::JobId;
 use sqlx::Row;
 
 use crate::db::{Db, UNFINISHED, id, now};
 use crate::error::StoreError;
-use oblivion_protocol::JobId;
 
 /// The default age below which the collector leaves an artifact alone
 /// (`gc_grace_secs`): a job being created writes its blobs and records its

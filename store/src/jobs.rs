@@ -1,14 +1,13 @@
 //! Jobs in the database: their rows, their shards and every status they
 //! have had.
 
-use oblivion_protocol::JobSpec;
 use oblivion_protocol::api::JobStatus;
+use oblivion_protocol::{JobId, JobSpec};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::db::{Db, TRAINING, UNFINISHED, id, now, transaction};
 use crate::error::StoreError;
-use oblivion_protocol::JobId;
 
 /// A job as stored.
 #[derive(Clone, Debug)]
@@ -146,6 +145,7 @@ impl Db {
             .fetch_one(&mut *tx)
             .await?
             .try_get("id")?;
+            let new_id = JobId::try_from(id)?;
             for (i, (sha, samples)) in shards.iter().enumerate() {
                 sqlx::query(
                     "INSERT INTO job_shards (job_id, shard, data_sha, samples) VALUES ($1, $2, $3, $4)",
@@ -163,15 +163,15 @@ impl Db {
                      VALUES ($1, $2, $3, $4, 'awaiting_deposit')",
                 )
                 .bind(id)
-                .bind((p.job_key)(JobId::try_from(id)?))
+                .bind((p.job_key)(new_id))
                 .bind(p.spec_hash)
                 .bind(p.amount)
                 .execute(&mut *tx)
                 .await?;
             }
-            self.notify(&mut tx, JobId::try_from(id)?).await?;
+            self.notify(&mut tx, new_id).await?;
             tx.commit().await?;
-            Ok(JobId::try_from(id)?)
+            Ok(new_id)
         })
     }
 

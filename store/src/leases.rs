@@ -3,13 +3,13 @@
 //! them.
 
 use oblivion_protocol::states::LeaseStatus;
+use oblivion_protocol::{JobId, LeaseId, WorkerId};
 use sqlx::Row;
 
 use crate::backend::Backend;
 use crate::db::{Db, TRAINING, id, now, transaction};
 use crate::error::StoreError;
 use crate::trust::IDENTITY;
-use oblivion_protocol::{JobId, LeaseId, WorkerId};
 
 /// A lease to record, as the scheduler planned it (its `Grant`, field for
 /// field: the store takes its own type so that it never imports the

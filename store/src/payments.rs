@@ -2,13 +2,13 @@
 //! what the coordinator signed for them, every payout leaf, and how far
 //! the chain has been read. Amounts are decimal strings of wei.
 
+use oblivion_protocol::JobId;
 use oblivion_protocol::api::{PaymentState, PaymentView, PayoutView, SettlementView};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::db::{Db, id, transaction};
 use crate::error::StoreError;
-use oblivion_protocol::JobId;
 
 /// A paid job's payment row, before its id exists.
 pub struct NewPayment<'a> {

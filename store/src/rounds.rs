@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 
 use oblivion_protocol::api::{JobStatus, RoundMetrics};
+use oblivion_protocol::{JobId, WorkerId};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::db::{Db, id, now, transaction};
 use crate::error::StoreError;
 use crate::trust::{Judge, Quarantined, UpdateVerdict};
-use oblivion_protocol::{JobId, WorkerId};
 
 /// A finished round as stored.
 #[derive(Clone, Debug)]

@@ -5,13 +5,13 @@
 
 use std::collections::HashMap;
 
+use oblivion_protocol::{JobId, WorkerId};
 use sqlx::{Any, Row, Transaction};
 
 use oblivion_ml::screening::Verdict;
 
 use crate::db::{Db, transaction};
 use crate::error::StoreError;
-use oblivion_protocol::{JobId, WorkerId};
 
 /// A worker's identity as SQL over `workers w`: its payout account, else
 /// its connection (as the scheduling core's `reputation::identity` spells it).

@@ -3,11 +3,11 @@
 
 use oblivion_protocol::api::Contributor;
 use oblivion_protocol::wire::{ClientKind, DeviceInfo};
+use oblivion_protocol::{JobId, LeaseId, WorkerId};
 use sqlx::Row;
 
 use crate::db::{Db, id, now, transaction};
 use crate::error::StoreError;
-use oblivion_protocol::{JobId, LeaseId, WorkerId};
 
 /// An accepted update as stored.
 #[derive(Clone, Debug)]

@@ -2,11 +2,11 @@
 //! instance's heartbeat, and what is left of an instance that died.
 
 use oblivion_protocol::api::WorkerView;
+use oblivion_protocol::{JobId, WorkerId};
 use sqlx::Row;
 
 use crate::db::{Db, id, now, transaction};
 use crate::error::StoreError;
-use oblivion_protocol::{JobId, WorkerId};
 
 impl Db {
     /// Records a newly connected worker; returns its id (never reused).
