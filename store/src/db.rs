@@ -189,10 +189,27 @@ impl Db {
     /// A transaction that will write. SQLite takes its write lock at once,
     /// so that two writers never deadlock upgrading from read to write.
     pub(crate) async fn write(&self) -> Result<Transaction<'static, Any>, StoreError> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+        // Begun on a task of its own, so that a caller that goes away (a
+        // client that disconnects drops its request) cannot cut a `BEGIN`
+        // off halfway. sqlx 0.8's SQLite `begin_with` awaits the
+        // connection's handle after its `BEGIN IMMEDIATE` succeeded and
+        // before the `Transaction` exists: dropped there, the connection
+        // went back to the pool inside a transaction that nothing would
+        // end, holding the write lock, and every later write failed
+        // ("database is locked"; "begin_with at non-zero transaction
+        // depth"). A transaction begun for a caller that left is dropped
+        // here, and so rolled back.
+        let pool = self.pool.clone();
+        let backend = self.backend;
+        let begun = tokio::spawn(async move {
+            match backend {
+                Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+                Backend::Postgres => pool.begin().await,
+            }
         })
+        .await
+        .map_err(|e| StoreError::new(ErrorKind::Other, e))?;
+        Ok(begun?)
     }
 }
 
