@@ -48,12 +48,6 @@ macro_rules! id {
             }
         }
 
-        impl From<u64> for $name {
-            fn from(id: u64) -> Self {
-                $name(id)
-            }
-        }
-
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 self.0.fmt(f)
