@@ -69,6 +69,11 @@ pub struct Storage {
     /// under the data directory).
     #[arg(long)]
     pub artifacts_url: Option<String>,
+    /// Most updates recorded with one commit, up to 1,000: updates that
+    /// arrive while a batch commits wait and go together in the next (group
+    /// commit).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub update_batch: u32,
 }
 
 /// How long work is held: leases, and the claims of an instance presumed dead.

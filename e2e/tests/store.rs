@@ -13,8 +13,8 @@ use oblivion_protocol::wire::{ClientKind, DeviceInfo};
 use oblivion_protocol::{JobId, LeaseId, WorkerId};
 use oblivion_scheduler::reputation::ReputationPolicy;
 use oblivion_store::{
-    Db, JobData, JobRefusal, JobRow, Judge, NewLease, Record, RoundRow, UpdateRefusal, UpdateRow,
-    UpdateVerdict, now,
+    Accepting, Db, JobData, JobRefusal, JobRow, Judge, NewLease, Record, RoundRow, UpdateRefusal,
+    UpdateRow, UpdateVerdict, now,
 };
 
 /// A fresh, empty database; dropping it removes it.
@@ -77,6 +77,7 @@ on_both!(
     finished_jobs_stay_finished_even_against_raw_sql,
     the_schema_allows_exactly_the_status_moves_of_may_become,
     only_verified_work_is_credited_and_a_quarantine_outlives_the_connection,
+    a_batch_records_each_update_as_it_would_alone,
 );
 
 fn spec(shards: u32, rounds: u32) -> oblivion_protocol::JobSpec {
@@ -774,4 +775,97 @@ async fn only_verified_work_is_credited_and_a_quarantine_outlives_the_connection
         .unwrap()
         .unwrap();
     assert_eq!(q.identity, format!("worker:{anonymous}"));
+}
+
+/// Group commit: a batch of updates is recorded in one transaction, each
+/// as it would be alone and in order (the second update for a slot is
+/// refused); a refused one leaves no trace, and the others stand.
+async fn a_batch_records_each_update_as_it_would_alone(url: &str) {
+    let db = Db::connect(url, 4).await.unwrap();
+    let j = job(&db, 3, 1).await;
+    let (a, b, c) = (worker(&db).await, worker(&db).await, worker(&db).await);
+    let first = lease(&db, j, 1, 0, a).await.unwrap();
+    let backup = grant(&db, j, 1, 0, b, true).await.unwrap();
+    let second = lease(&db, j, 1, 1, c).await.unwrap();
+    let last = lease(&db, j, 1, 2, a).await.unwrap();
+    let cancelled = job(&db, 1, 1).await;
+    let gone = lease(&db, cancelled, 1, 0, b).await.unwrap();
+    assert_eq!(
+        db.finish_job(cancelled, JobStatus::Cancelled, None)
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    let at = |job: JobId, update: UpdateRow| Accepting {
+        job,
+        round: 1,
+        update,
+    };
+    let outcomes = db
+        .accept_updates(&[
+            at(j, update(0, a, first)),
+            at(j, update(0, b, backup)),
+            at(cancelled, update(0, b, gone)),
+            at(j, update(1, c, second)),
+            at(j, update(1, c, second)),
+            at(j, update(2, a, last)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            Ok(false),
+            Err(UpdateRefusal::LeaseNotActive),
+            Err(UpdateRefusal::JobMovedOn),
+            Ok(false),
+            Err(UpdateRefusal::LeaseNotActive),
+            Ok(true),
+        ],
+        "the backup's lease ended with the slot's first update, the cancelled job takes none, \
+         the same update twice counts once, and the last slot completes the round"
+    );
+    let stored: Vec<LeaseId> = db
+        .round_updates(j, 1)
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.lease_id)
+        .collect();
+    assert_eq!(stored, [first, second, last]);
+    assert!(db.round_updates(cancelled, 1).await.unwrap().is_empty());
+
+    // An update refused because its slot already has one (on PostgreSQL,
+    // another instance's, committed after this lease was checked) leaves
+    // its lease as it was: still active, still its holder's.
+    let k = job(&db, 2, 1).await;
+    let held = lease(&db, k, 1, 0, c).await.unwrap();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO updates (job_id, round, shard, lease_id, worker_id, update_sha, samples, \
+         train_loss, norm, train_millis, accepted_at, verdict) \
+         VALUES ($1, 1, 0, $2, $3, 'other', 10, 0.5, 1.0, 5, 0.0, 'pending')",
+    )
+    .bind(k.db())
+    .bind(held.db() + 1000)
+    .bind(a.db())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let outcomes = db
+        .accept_updates(&[at(k, update(0, c, held)), at(j, update(2, a, last))])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            Err(UpdateRefusal::Duplicate),
+            Err(UpdateRefusal::JobMovedOn)
+        ]
+    );
+    assert_eq!(
+        db.held_lease(held, "hash").await.unwrap(),
+        Some((k, 1, 0, c)),
+        "the refused update's lease is untouched"
+    );
 }

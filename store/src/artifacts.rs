@@ -4,7 +4,7 @@
 //!
 //! - a local directory (the default): `<dir>/<aa>/<sha256>`, written
 //!   atomically and durably (temp file, fsync, rename, fsync of the
-//!   directory);
+//!   directory, which a batch of blobs may share: [`sync_names`]);
 //! - S3-compatible object storage (`s3://BUCKET/PREFIX`, through the
 //!   `object_store` crate, with the endpoint and credentials from the
 //!   standard `AWS_*` variables), where a PUT is atomic and durable once
@@ -45,8 +45,9 @@ fn valid_sha(sha: &str) -> bool {
 }
 
 /// Writes `bytes` as `path`, so that after a crash the file is either
-/// absent or complete, and its name survives a power cut.
-fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// absent or complete. Its name is durable once its directory is synced
+/// ([`sync_names`]), which a batch of writes shares.
+fn write_file_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let parent = path
         .parent()
         .ok_or_else(|| io::Error::other("artifact path has no directory"))?;
@@ -56,8 +57,32 @@ fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.write_all(bytes)?;
     file.sync_all()?;
     drop(file);
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(parent)?.sync_all()
+    std::fs::rename(&tmp, path)
+}
+
+/// A blob that is stored, though its name may not survive a power cut
+/// until [`sync_names`] has synced its directory.
+#[derive(Debug)]
+pub struct Stored {
+    /// Its sha256, hex.
+    pub sha: String,
+    /// The directory that holds its new name, not yet synced.
+    unsynced: Option<PathBuf>,
+}
+
+/// Makes the names of `blobs` durable: each directory they were written
+/// to is synced once, however many of them it holds (group commit: a
+/// batch of updates pays for one sync of each directory it touched, not
+/// one per blob). Blocking.
+pub fn sync_names<'a>(blobs: impl IntoIterator<Item = &'a Stored>) -> io::Result<()> {
+    let dirs: std::collections::BTreeSet<&Path> = blobs
+        .into_iter()
+        .filter_map(|b| b.unsynced.as_deref())
+        .collect();
+    for dir in dirs {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 impl Artifacts {
@@ -104,26 +129,31 @@ impl Artifacts {
     /// Stores `bytes` (hashing, and writing to disk, on a blocking
     /// thread); returns their sha256 (hex) once they are stored durably.
     pub async fn put(&self, bytes: Vec<u8>) -> io::Result<String> {
-        match self {
-            Artifacts::Dir(dir) => {
-                let dir = dir.clone();
+        let stored = match self {
+            Artifacts::Dir(_) => {
+                let store = self.clone();
                 tokio::task::spawn_blocking(move || {
-                    let sha = hex::encode(Sha256::digest(&bytes));
-                    let path = Self::path(&dir, &sha);
-                    match std::fs::File::options().append(true).open(&path) {
-                        // Already stored: marked fresh, so that garbage
-                        // collection (which spares recent blobs) does not
-                        // take it from under the row about to name it.
-                        Ok(existing) => existing.set_modified(std::time::SystemTime::now())?,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                            write_durably(&path, &bytes)?
-                        }
-                        Err(e) => return Err(e),
-                    }
-                    Ok(sha)
+                    let stored = store.write_here(&bytes)?;
+                    sync_names([&stored])?;
+                    Ok::<_, io::Error>(stored)
                 })
                 .await
-                .map_err(io::Error::other)?
+                .map_err(io::Error::other)??
+            }
+            Artifacts::S3 { .. } => self.put_unsynced(bytes).await?,
+        };
+        Ok(stored.sha)
+    }
+
+    /// Stores `bytes` as [`Artifacts::put`] does, but leaves a new name's
+    /// directory for [`sync_names`] to sync with others.
+    pub async fn put_unsynced(&self, bytes: Vec<u8>) -> io::Result<Stored> {
+        match self {
+            Artifacts::Dir(_) => {
+                let store = self.clone();
+                tokio::task::spawn_blocking(move || store.write_here(&bytes))
+                    .await
+                    .map_err(io::Error::other)?
             }
             Artifacts::S3 { store, prefix } => {
                 let (sha, bytes) = tokio::task::spawn_blocking(move || {
@@ -138,9 +168,46 @@ impl Artifacts {
                     .put(&key, PutPayload::from(bytes))
                     .await
                     .map_err(s3_error)?;
-                Ok(sha)
+                // A PUT is durable once answered.
+                Ok(Stored {
+                    sha,
+                    unsynced: None,
+                })
             }
         }
+    }
+
+    /// Whether blobs are written on the caller's thread
+    /// ([`Artifacts::write_here`]): a directory's are; object storage's are
+    /// uploaded ([`Artifacts::put_unsynced`]).
+    pub fn writes_here(&self) -> bool {
+        matches!(self, Artifacts::Dir(_))
+    }
+
+    /// Hashes and writes `bytes` on this thread, which must be one that may
+    /// block (the thread that checked them, say: no hand-off to another),
+    /// leaving a new name's directory for [`sync_names`]. Only for a
+    /// directory store ([`Artifacts::writes_here`]); object storage answers
+    /// an error.
+    pub fn write_here(&self, bytes: &[u8]) -> io::Result<Stored> {
+        let Artifacts::Dir(dir) = self else {
+            return Err(io::Error::other("object storage is written with put"));
+        };
+        let sha = hex::encode(Sha256::digest(bytes));
+        let path = Self::path(dir, &sha);
+        match std::fs::File::options().append(true).open(&path) {
+            // Already stored: marked fresh, so that garbage collection
+            // (which spares recent blobs) does not take it from under the
+            // row about to name it. Its directory is synced all the same:
+            // the writer that named it may not have synced it yet.
+            Ok(existing) => existing.set_modified(std::time::SystemTime::now())?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => write_file_durably(&path, bytes)?,
+            Err(e) => return Err(e),
+        }
+        Ok(Stored {
+            unsynced: path.parent().map(Path::to_path_buf),
+            sha,
+        })
     }
 
     /// The blob with this sha256, or `None`.

@@ -60,6 +60,12 @@ impl StoreError {
         self.kind == ErrorKind::Transient
     }
 
+    /// The same failure for another party (a batch's failure is each of
+    /// its members'): its kind and its text.
+    pub fn shared(&self) -> StoreError {
+        StoreError::new(self.kind, self.source.to_string())
+    }
+
     /// Whether a transaction lost a race (a deadlock, a serialization
     /// failure, a busy or locked SQLite): the database undid it whole, so
     /// running it again cannot apply anything twice.

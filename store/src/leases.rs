@@ -4,10 +4,12 @@
 
 use oblivion_protocol::states::LeaseStatus;
 use oblivion_protocol::{JobId, LeaseId, WorkerId};
-use sqlx::Row;
+use std::collections::HashMap;
+
+use sqlx::{Any, Row, Transaction};
 
 use crate::backend::Backend;
-use crate::db::{Db, TRAINING, id, now, transaction};
+use crate::db::{Db, TRAINING, bound, id, now, placeholder_rows, placeholders, transaction};
 use crate::error::StoreError;
 use crate::trust::IDENTITY;
 
@@ -60,35 +62,41 @@ impl Db {
             jobs.sort_unstable();
             jobs.dedup();
             if self.backend == Backend::Postgres {
-                for job in jobs {
-                    sqlx::query(&format!(
-                        "SELECT 1 AS ok FROM jobs WHERE id = $1{}",
+                bound(
+                    &format!(
+                        "SELECT id FROM jobs WHERE id IN ({}) ORDER BY id{}",
+                        placeholders(1, jobs.len()),
                         self.share_lock()
-                    ))
-                    .bind(job.db())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                }
+                    ),
+                    jobs.iter().map(|j| j.db()),
+                )
+                .fetch_all(&mut *tx)
+                .await?;
             }
-            let mut granted = Vec::with_capacity(leases.len());
             let issued_at = now();
-            for (index, g) in leases.iter().enumerate() {
+            let mut granted = self
+                .grant_primaries(&mut tx, leases, instance, issued_at)
+                .await?;
+            // Backups one at a time: each may only go to an identity that
+            // none granted before it holds one for (rare: a round's last
+            // slots).
+            for (index, g) in leases.iter().enumerate().filter(|(_, g)| g.backup) {
                 let row = sqlx::query(&format!(
                     "INSERT INTO leases (job_id, round, shard, worker_id, status, issued_at, instance, base, \
                      backup) \
-                     SELECT $1, $2, $3, $4, 'active', $5, $6, $7, $8 \
+                     SELECT $1, $2, $3, $4, 'active', $5, $6, $7, 1 \
                      WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND round = $2 \
                                    AND status IN {TRAINING} AND round_slots > \
                                    (SELECT COUNT(*) FROM updates WHERE job_id = $1 AND round = $2)) \
                      AND NOT EXISTS (SELECT 1 FROM updates WHERE job_id = $1 AND round = $2 \
                                      AND shard = $3) \
-                     AND ($8 = 0 OR NOT EXISTS (SELECT 1 FROM leases l JOIN workers w \
-                                                ON w.id = l.worker_id \
-                                                WHERE l.job_id = $1 AND l.round = $2 \
-                                                AND l.backup = 1 \
-                                                AND l.status IN ('active', 'completed') \
-                                                AND {IDENTITY} = \
-                                                (SELECT {IDENTITY} FROM workers w WHERE w.id = $4))) \
+                     AND NOT EXISTS (SELECT 1 FROM leases l JOIN workers w \
+                                     ON w.id = l.worker_id \
+                                     WHERE l.job_id = $1 AND l.round = $2 \
+                                     AND l.backup = 1 \
+                                     AND l.status IN ('active', 'completed') \
+                                     AND {IDENTITY} = \
+                                     (SELECT {IDENTITY} FROM workers w WHERE w.id = $4)) \
                      ON CONFLICT DO NOTHING RETURNING id"
                 ))
                 .bind(g.job.db())
@@ -98,34 +106,123 @@ impl Db {
                 .bind(issued_at)
                 .bind(instance)
                 .bind(i64::from(g.base))
-                .bind(i64::from(g.backup))
                 .fetch_optional(&mut *tx)
                 .await?;
                 let Some(row) = row else { continue };
-                let id: i64 = row.try_get("id")?;
+                granted.push(Granted {
+                    index,
+                    id: id::<LeaseId>(&row, "id")?,
+                    started_job: false,
+                });
+            }
+            granted.sort_by_key(|g| g.index);
+            // A job's first lease starts it: once per job, told with the
+            // first lease granted in it.
+            let mut changed: Vec<(JobId, usize)> = Vec::new();
+            for (n, g) in granted.iter().enumerate() {
+                let job = leases[g.index].job;
+                if !changed.iter().any(|(j, _)| *j == job) {
+                    changed.push((job, n));
+                }
+            }
+            for &(job, first) in &changed {
                 let started = sqlx::query(
                     "UPDATE jobs SET status = 'running' WHERE id = $1 AND status = 'pending'",
                 )
-                .bind(g.job.db())
+                .bind(job.db())
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
                     == 1;
-                granted.push(Granted {
-                    index,
-                    id: LeaseId::try_from(id)?,
-                    started_job: started,
-                });
-            }
-            let mut changed: Vec<JobId> = granted.iter().map(|g| leases[g.index].job).collect();
-            changed.sort_unstable();
-            changed.dedup();
-            for job in changed {
+                granted[first].started_job = started;
                 self.notify(&mut tx, job).await?;
             }
             tx.commit().await?;
             Ok(granted)
         })
+    }
+
+    /// The planned leases that are not backups, recorded with one
+    /// statement: each only if its job is unfinished in that round, its
+    /// slot has no update, and (the unique index) no active lease.
+    async fn grant_primaries(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        leases: &[NewLease],
+        instance: &str,
+        issued_at: f64,
+    ) -> Result<Vec<Granted>, StoreError> {
+        let primaries: Vec<(usize, &NewLease)> = leases
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| !g.backup)
+            .collect();
+        let mut granted = Vec::with_capacity(primaries.len());
+        // SQLite takes at most 32,766 values a statement.
+        for chunk in primaries.chunks(1000) {
+            granted.extend(self.grant_chunk(tx, chunk, instance, issued_at).await?);
+        }
+        Ok(granted)
+    }
+
+    /// Up to a thousand of [`Db::grant_primaries`]' leases, one statement.
+    async fn grant_chunk(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        primaries: &[(usize, &NewLease)],
+        instance: &str,
+        issued_at: f64,
+    ) -> Result<Vec<Granted>, StoreError> {
+        let values = placeholder_rows(3, primaries.len(), 5);
+        // A VALUES list's columns are column1, column2, … in both
+        // databases: job, round, slot, worker, shard trained.
+        let sql = format!(
+            "INSERT INTO leases (job_id, round, shard, worker_id, status, issued_at, instance, base, \
+             backup) \
+             SELECT v.column1, v.column2, v.column3, v.column4, 'active', $1, $2, v.column5, 0 \
+             FROM (VALUES {values}) AS v \
+             WHERE EXISTS (SELECT 1 FROM jobs WHERE id = v.column1 AND round = v.column2 \
+                           AND status IN {TRAINING} AND round_slots > \
+                           (SELECT COUNT(*) FROM updates WHERE job_id = v.column1 AND round = v.column2)) \
+             AND NOT EXISTS (SELECT 1 FROM updates WHERE job_id = v.column1 AND round = v.column2 \
+                             AND shard = v.column3) \
+             ON CONFLICT DO NOTHING RETURNING id, job_id, round, shard, worker_id"
+        );
+        let mut insert = bound(&sql, std::iter::empty())
+            .bind(issued_at)
+            .bind(instance.to_string());
+        for (_, g) in primaries {
+            insert = insert
+                .bind(g.job.db())
+                .bind(i64::from(g.round))
+                .bind(i64::from(g.shard))
+                .bind(g.worker.db())
+                .bind(i64::from(g.base));
+        }
+        let mut index: HashMap<(JobId, u32, u32, WorkerId), usize> = HashMap::new();
+        for &(i, g) in primaries.iter().rev() {
+            index.insert((g.job, g.round, g.shard, g.worker), i);
+        }
+        let mut granted = Vec::with_capacity(primaries.len());
+        for row in insert.fetch_all(&mut **tx).await? {
+            let key = (
+                id::<JobId>(&row, "job_id")?,
+                u32::try_from(row.try_get::<i64, _>("round")?).map_err(StoreError::corrupt)?,
+                u32::try_from(row.try_get::<i64, _>("shard")?).map_err(StoreError::corrupt)?,
+                id::<WorkerId>(&row, "worker_id")?,
+            );
+            let Some(&i) = index.get(&key) else {
+                return Err(StoreError::corrupt(format!(
+                    "a lease was recorded that was not asked for: {key:?}"
+                )));
+            };
+            granted.push(Granted {
+                index: i,
+                id: id::<LeaseId>(&row, "id")?,
+                started_job: false,
+            });
+        }
+        Ok(granted)
     }
 
     /// Ends active leases without an update, counting lost and rejected

@@ -3,14 +3,14 @@
 //! written in the transaction that records their round, so a round is
 //! never aggregated without its judgements, nor judged twice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use oblivion_protocol::{JobId, WorkerId};
 use sqlx::{Any, Row, Transaction};
 
 use oblivion_ml::screening::Verdict;
 
-use crate::db::{Db, transaction};
+use crate::db::{CHUNK, Db, bound, id, placeholder_rows, placeholders, transaction};
 use crate::error::StoreError;
 
 /// A worker's identity as SQL over `workers w`: its payout account, else
@@ -79,6 +79,18 @@ enum Outcome<'a> {
     Refuted(&'a str),
 }
 
+/// A reputation row as stored, while results are added to it.
+#[derive(Clone, Debug, Default)]
+struct StoredRecord {
+    agreed: i64,
+    disputed: i64,
+    refuted: i64,
+    last_dispute: Option<String>,
+    quarantined_at: Option<f64>,
+    reason: Option<String>,
+    since: Option<f64>,
+}
+
 /// A worker identity's record.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reputation {
@@ -102,43 +114,82 @@ impl Db {
         verdicts: &[UpdateVerdict],
         judge: &Judge<'_>,
     ) -> Result<Vec<Quarantined>, StoreError> {
-        let mut quarantined = Vec::new();
+        if verdicts.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The verdicts, a statement for each kind and reason (one for all
+        // the verified, nearly always).
+        let mut by_kind: BTreeMap<(&str, Option<&str>), Vec<i64>> = BTreeMap::new();
         for v in verdicts {
-            sqlx::query(
-                "UPDATE updates SET verdict = $4, verdict_reason = $5 \
-                 WHERE job_id = $1 AND round = $2 AND shard = $3",
-            )
-            .bind(job.db())
-            .bind(i64::from(round))
-            .bind(i64::from(v.shard))
-            .bind(v.verdict.stored_name())
-            .bind(v.verdict.reason())
-            .execute(&mut **tx)
-            .await?;
-            if v.verdict.is_verified() {
-                sqlx::query("UPDATE workers SET samples = samples + $2 WHERE id = $1")
-                    .bind(v.worker_id.db())
-                    .bind(v.samples as i64)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            let reason = v
-                .verdict
-                .reason()
-                .map(|r| format!("job {job} round {round} shard {}: {r}", v.shard));
-            if matches!(v.verdict, Verdict::Unresolved(_)) {
-                continue;
-            }
-            let result = match (&v.verdict, reason.as_deref()) {
-                (Verdict::Verified, _) | (_, None) => Outcome::Agreed,
-                (Verdict::Refuted(_), Some(r)) => Outcome::Refuted(r),
-                (_, Some(r)) => Outcome::Disputed(r),
-            };
-            if let Some(q) = self.add_result(tx, v.worker_id, result, judge).await? {
-                quarantined.push(q);
+            by_kind
+                .entry((v.verdict.stored_name(), v.verdict.reason()))
+                .or_default()
+                .push(i64::from(v.shard));
+        }
+        for ((kind, reason), shards) in by_kind {
+            for shards in shards.chunks(CHUNK) {
+                let sql = format!(
+                    "UPDATE updates SET verdict = $1, verdict_reason = $2 \
+                     WHERE job_id = $3 AND round = $4 AND shard IN ({})",
+                    placeholders(5, shards.len())
+                );
+                let mut write = bound(&sql, std::iter::empty())
+                    .bind(kind)
+                    .bind(reason)
+                    .bind(job.db())
+                    .bind(i64::from(round));
+                for shard in shards {
+                    write = write.bind(*shard);
+                }
+                write.execute(&mut **tx).await?;
             }
         }
-        Ok(quarantined)
+        // Verified work's samples, workers grouped by what they earn.
+        let mut earned: BTreeMap<WorkerId, i64> = BTreeMap::new();
+        for v in verdicts.iter().filter(|v| v.verdict.is_verified()) {
+            *earned.entry(v.worker_id).or_default() += v.samples as i64;
+        }
+        let mut by_amount: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        for (worker, samples) in earned {
+            by_amount.entry(samples).or_default().push(worker.db());
+        }
+        for (samples, workers) in by_amount {
+            for workers in workers.chunks(CHUNK) {
+                let sql = format!(
+                    "UPDATE workers SET samples = samples + $1 WHERE id IN ({})",
+                    placeholders(2, workers.len())
+                );
+                bound(
+                    &sql,
+                    std::iter::once(samples).chain(workers.iter().copied()),
+                )
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        // The results, in order, each with its reason as the record keeps it.
+        let reasons: Vec<Option<String>> = verdicts
+            .iter()
+            .map(|v| {
+                v.verdict
+                    .reason()
+                    .map(|r| format!("job {job} round {round} shard {}: {r}", v.shard))
+            })
+            .collect();
+        let results: Vec<(WorkerId, Outcome<'_>)> = verdicts
+            .iter()
+            .zip(&reasons)
+            .filter(|(v, _)| !matches!(v.verdict, Verdict::Unresolved(_)))
+            .map(|(v, reason)| {
+                let outcome = match (&v.verdict, reason.as_deref()) {
+                    (Verdict::Verified, _) | (_, None) => Outcome::Agreed,
+                    (Verdict::Refuted(_), Some(r)) => Outcome::Refuted(r),
+                    (_, Some(r)) => Outcome::Disputed(r),
+                };
+                (v.worker_id, outcome)
+            })
+            .collect();
+        self.add_results(tx, &results, judge).await
     }
 
     /// Records an update rejected on arrival (malformed, non-finite, over a
@@ -151,93 +202,164 @@ impl Db {
     ) -> Result<Option<Quarantined>, StoreError> {
         transaction!(self, |tx| {
             let q = self
-                .add_result(&mut tx, worker_id, Outcome::Disputed(reason), judge)
+                .add_results(&mut tx, &[(worker_id, Outcome::Disputed(reason))], judge)
                 .await?;
             tx.commit().await?;
-            Ok(q)
+            Ok(q.into_iter().next())
         })
     }
 
-    /// Adds one result to the worker's record, and quarantines it when
-    /// the policy says so.
-    async fn add_result(
+    /// Adds results to their workers' records, in order, and quarantines
+    /// each identity the policy says to as its record grows: exactly as
+    /// adding them one at a time would (a quarantine that began before
+    /// `released_before` ends first, and its record starts afresh), with
+    /// a handful of statements for all of them. The records are read
+    /// whole and locked (PostgreSQL) before they are written back.
+    async fn add_results(
         &self,
         tx: &mut Transaction<'static, Any>,
-        worker_id: WorkerId,
-        result: Outcome<'_>,
+        results: &[(WorkerId, Outcome<'_>)],
         judge: &Judge<'_>,
-    ) -> Result<Option<Quarantined>, StoreError> {
-        let Some(identity) = sqlx::query(&format!(
-            "SELECT {IDENTITY} AS identity FROM workers w WHERE w.id = $1"
-        ))
-        .bind(worker_id.db())
-        .fetch_optional(&mut **tx)
-        .await?
-        .map(|r| r.try_get::<String, _>("identity"))
-        .transpose()?
-        else {
-            return Ok(None);
-        };
-        sqlx::query(RELEASE_QUARANTINE)
-            .bind(&identity)
-            .bind(judge.released_before)
-            .execute(&mut **tx)
-            .await?;
-        let (agreed, disputed, refuted, why): (i64, i64, i64, Option<&str>) = match result {
-            Outcome::Agreed => (1, 0, 0, None),
-            Outcome::Disputed(r) => (0, 1, 0, Some(r)),
-            Outcome::Refuted(r) => (0, 1, 1, Some(r)),
-        };
-        sqlx::query(
-            "INSERT INTO reputations (identity, agreed, disputed, refuted, last_dispute, since) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (identity) DO UPDATE SET agreed = reputations.agreed + $2, \
-             disputed = reputations.disputed + $3, refuted = reputations.refuted + $4, \
-             last_dispute = COALESCE($5, reputations.last_dispute), \
-             since = COALESCE(reputations.since, $6)",
-        )
-        .bind(&identity)
-        .bind(agreed)
-        .bind(disputed)
-        .bind(refuted)
-        .bind(why)
-        .bind(judge.now)
-        .execute(&mut **tx)
-        .await?;
-        let row = sqlx::query(
-            "SELECT agreed, disputed, refuted, last_dispute FROM reputations \
-             WHERE identity = $1 AND quarantined_at IS NULL",
-        )
-        .bind(&identity)
-        .fetch_optional(&mut **tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let agreed = row.try_get::<i64, _>("agreed")? as u64;
-        let disputed = row.try_get::<i64, _>("disputed")? as u64;
-        let refuted = row.try_get::<i64, _>("refuted")? as u64;
-        let last: Option<String> = row.try_get("last_dispute")?;
-        let last = last.unwrap_or_default();
-        let record = Record {
-            agreed,
-            disputed,
-            refuted,
-            last_dispute: &last,
-        };
-        let Some(reason) = (judge.rule)(&record) else {
-            return Ok(None);
-        };
-        sqlx::query(
-            "UPDATE reputations SET quarantined_at = $2, reason = $3 \
-             WHERE identity = $1 AND quarantined_at IS NULL",
-        )
-        .bind(&identity)
-        .bind(judge.now)
-        .bind(&reason)
-        .execute(&mut **tx)
-        .await?;
-        Ok(Some(Quarantined { identity, reason }))
+    ) -> Result<Vec<Quarantined>, StoreError> {
+        // Each worker's identity (a worker gone from the table adds nothing).
+        let workers: Vec<i64> = results
+            .iter()
+            .map(|(w, _)| w.db())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut identity_of: HashMap<WorkerId, String> = HashMap::new();
+        for chunk in workers.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT w.id AS id, {IDENTITY} AS identity FROM workers w WHERE w.id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            for row in bound(&sql, chunk.iter().copied())
+                .fetch_all(&mut **tx)
+                .await?
+            {
+                identity_of.insert(id::<WorkerId>(&row, "id")?, row.try_get("identity")?);
+            }
+        }
+        let identities: Vec<&str> = identity_of
+            .values()
+            .map(String::as_str)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        // Every identity gets a row, and every row is read locked.
+        let mut records: HashMap<String, StoredRecord> = HashMap::new();
+        for chunk in identities.chunks(CHUNK) {
+            let rows = placeholder_rows(1, chunk.len(), 1);
+            let sql = format!(
+                "INSERT INTO reputations (identity) VALUES {rows} ON CONFLICT (identity) DO NOTHING"
+            );
+            let mut insert = bound(&sql, std::iter::empty());
+            for identity in chunk {
+                insert = insert.bind(*identity);
+            }
+            insert.execute(&mut **tx).await?;
+            let sql = format!(
+                "SELECT identity, agreed, disputed, refuted, last_dispute, quarantined_at, reason, \
+                 since FROM reputations WHERE identity IN ({}){}",
+                placeholders(1, chunk.len()),
+                self.update_lock()
+            );
+            let mut select = bound(&sql, std::iter::empty());
+            for identity in chunk {
+                select = select.bind(*identity);
+            }
+            for row in select.fetch_all(&mut **tx).await? {
+                records.insert(
+                    row.try_get("identity")?,
+                    StoredRecord {
+                        agreed: row.try_get("agreed")?,
+                        disputed: row.try_get("disputed")?,
+                        refuted: row.try_get("refuted")?,
+                        last_dispute: row.try_get("last_dispute")?,
+                        quarantined_at: row.try_get("quarantined_at")?,
+                        reason: row.try_get("reason")?,
+                        since: row.try_get("since")?,
+                    },
+                );
+            }
+        }
+        // The results, one at a time, in memory.
+        let mut quarantined = Vec::new();
+        for (worker, outcome) in results {
+            let Some(identity) = identity_of.get(worker) else {
+                continue;
+            };
+            let Some(record) = records.get_mut(identity) else {
+                continue;
+            };
+            if record
+                .quarantined_at
+                .is_some_and(|at| at <= judge.released_before)
+            {
+                *record = StoredRecord {
+                    since: None,
+                    ..StoredRecord::default()
+                };
+            }
+            let (agreed, disputed, refuted, why) = match *outcome {
+                Outcome::Agreed => (1, 0, 0, None),
+                Outcome::Disputed(r) => (0, 1, 0, Some(r)),
+                Outcome::Refuted(r) => (0, 1, 1, Some(r)),
+            };
+            record.agreed += agreed;
+            record.disputed += disputed;
+            record.refuted += refuted;
+            if let Some(why) = why {
+                record.last_dispute = Some(why.to_string());
+            }
+            record.since.get_or_insert(judge.now);
+            if record.quarantined_at.is_some() {
+                continue;
+            }
+            let last = record.last_dispute.clone().unwrap_or_default();
+            let read = Record {
+                agreed: record.agreed.max(0) as u64,
+                disputed: record.disputed.max(0) as u64,
+                refuted: record.refuted.max(0) as u64,
+                last_dispute: &last,
+            };
+            if let Some(reason) = (judge.rule)(&read) {
+                record.quarantined_at = Some(judge.now);
+                record.reason = Some(reason.clone());
+                quarantined.push(Quarantined {
+                    identity: identity.clone(),
+                    reason,
+                });
+            }
+        }
+        // The records written back whole (each row exists, and is locked).
+        let touched: Vec<(&String, &StoredRecord)> = records.iter().collect();
+        for chunk in touched.chunks(CHUNK) {
+            let rows = placeholder_rows(1, chunk.len(), 8);
+            let sql = format!(
+                "INSERT INTO reputations (identity, agreed, disputed, refuted, last_dispute, \
+                 quarantined_at, reason, since) VALUES {rows} \
+                 ON CONFLICT (identity) DO UPDATE SET agreed = excluded.agreed, \
+                 disputed = excluded.disputed, refuted = excluded.refuted, \
+                 last_dispute = excluded.last_dispute, quarantined_at = excluded.quarantined_at, \
+                 reason = excluded.reason, since = excluded.since"
+            );
+            let mut write = bound(&sql, std::iter::empty());
+            for (identity, r) in chunk {
+                write = write
+                    .bind(identity.as_str())
+                    .bind(r.agreed)
+                    .bind(r.disputed)
+                    .bind(r.refuted)
+                    .bind(r.last_dispute.clone())
+                    .bind(r.quarantined_at)
+                    .bind(r.reason.clone())
+                    .bind(r.since);
+            }
+            write.execute(&mut **tx).await?;
+        }
+        Ok(quarantined)
     }
 
     /// Ends `identity`'s quarantine if it began before `released_before`:

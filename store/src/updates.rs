@@ -1,13 +1,17 @@
-//! Updates in the database: accepting one (completing its lease, ending
-//! the other lease on its slot), and reading a round's.
+//! Updates in the database: accepting them, in batches (completing each
+//! one's lease, ending the other lease on its slot), and reading a
+//! round's.
 
 use oblivion_protocol::api::Contributor;
 use oblivion_protocol::wire::{ClientKind, DeviceInfo};
 use oblivion_protocol::{JobId, LeaseId, WorkerId};
-use sqlx::Row;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::db::{Db, id, now, transaction};
-use crate::error::StoreError;
+use sqlx::{Any, Row, Transaction};
+
+use crate::db::{Db, bound, id, now, placeholder_rows, placeholders, transaction};
+use crate::error::{ErrorKind, StoreError};
+use crate::trust::IDENTITY;
 
 /// An accepted update as stored.
 #[derive(Clone, Debug)]
@@ -45,6 +49,21 @@ pub enum UpdateRefusal {
     Quarantined(String),
 }
 
+/// An update to record: [`UpdateRow`] for a job's round.
+#[derive(Clone, Debug)]
+pub struct Accepting {
+    /// The job.
+    pub job: JobId,
+    /// The round it answers.
+    pub round: u32,
+    /// The update.
+    pub update: UpdateRow,
+}
+
+/// What became of an update: recorded (and whether its round now has an
+/// update for every slot), or refused, and why.
+pub type Acceptance = Result<bool, UpdateRefusal>;
+
 impl Db {
     /// Records an accepted update, completing its lease and crediting its
     /// worker, in one transaction; only while the lease is active, its job
@@ -55,97 +74,392 @@ impl Db {
         job: JobId,
         round: u32,
         u: &UpdateRow,
-    ) -> Result<Result<bool, UpdateRefusal>, StoreError> {
+    ) -> Result<Acceptance, StoreError> {
+        let one = Accepting {
+            job,
+            round,
+            update: u.clone(),
+        };
+        self.accept_updates(std::slice::from_ref(&one))
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::new(ErrorKind::Other, "a batch of one gave no outcome"))
+    }
+
+    /// Records a batch of updates in one transaction and one commit (group
+    /// commit): each exactly as [`Db::accept_update`] would alone, in the
+    /// batch's order, so a later one sees what an earlier one did (the
+    /// second update for a slot is refused). A refused update leaves no
+    /// trace and the others stand. One outcome per update, in order.
+    ///
+    /// The batch is checked and written a statement for all of it at a
+    /// time ([`Db::accept_together`]); should that meet an update another
+    /// instance recorded meanwhile (PostgreSQL), it is undone and done
+    /// again one update at a time, which decides such a race exactly.
+    pub async fn accept_updates(&self, batch: &[Accepting]) -> Result<Vec<Acceptance>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let together = transaction!(self, |tx| {
+            let outcomes = self.accept_together(&mut tx, batch).await?;
+            if outcomes.is_some() {
+                tx.commit().await?;
+            }
+            Ok(outcomes)
+        })?;
+        if let Some(outcomes) = together {
+            return Ok(outcomes);
+        }
         transaction!(self, |tx| {
-            // The job row first (locked on PostgreSQL, so that a cancel waits
-            // for this commit, and in the same order as a cancel takes them).
-            // A round closed on its quorum takes no more updates.
-            let current = sqlx::query(&format!(
-                "SELECT 1 AS ok FROM jobs WHERE id = $1 AND round = $2 AND status = 'running' \
-                 AND round_slots > (SELECT COUNT(*) FROM updates WHERE job_id = $1 AND round = $2){}",
-                self.share_lock()
-            ))
-            .bind(job.db())
-            .bind(i64::from(round))
-            .fetch_optional(&mut *tx)
-            .await?;
-            if current.is_none() {
-                return Ok(Err(UpdateRefusal::JobMovedOn));
+            let mut outcomes = Vec::with_capacity(batch.len());
+            let mut changed = BTreeSet::new();
+            for a in batch {
+                let outcome = self.accept_one(&mut tx, a).await?;
+                if outcome.is_ok() {
+                    changed.insert(a.job);
+                }
+                outcomes.push(outcome);
             }
-            if let Some(reason) = self.quarantine_of(&mut tx, u.worker_id).await? {
-                return Ok(Err(UpdateRefusal::Quarantined(reason)));
+            for job in changed {
+                self.notify(&mut tx, job).await?;
             }
-            let completed = sqlx::query(
-                "UPDATE leases SET status = 'completed', ended_at = $2 \
-                 WHERE id = $1 AND worker_id = $3 AND job_id = $4 AND round = $5 AND shard = $6 \
-                 AND status = 'active'",
-            )
-            .bind(u.lease_id.db())
-            .bind(now())
-            .bind(u.worker_id.db())
-            .bind(job.db())
-            .bind(i64::from(round))
-            .bind(i64::from(u.shard))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if completed != 1 {
-                return Ok(Err(UpdateRefusal::LeaseNotActive));
-            }
-            let inserted = sqlx::query(
-                "INSERT INTO updates (job_id, round, shard, lease_id, worker_id, update_sha, \
-                 samples, train_loss, norm, train_millis, accepted_at, verdict) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending') ON CONFLICT DO NOTHING",
-            )
-            .bind(job.db())
-            .bind(i64::from(round))
-            .bind(i64::from(u.shard))
-            .bind(u.lease_id.db())
-            .bind(u.worker_id.db())
-            .bind(&u.update_sha)
-            .bind(u.samples as i64)
-            .bind(u.train_loss)
-            .bind(u.norm)
-            .bind(u.train_millis as i64)
-            .bind(u.accepted_at)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted != 1 {
-                return Ok(Err(UpdateRefusal::Duplicate));
-            }
-            // The first valid update for a slot wins: a backup lease on it (or
-            // the lease it backed up) ends here, with the update.
-            sqlx::query(
-                "UPDATE leases SET status = 'revoked', ended_at = $5, \
-                 reason = 'another worker''s update for the shard came first' \
-                 WHERE job_id = $1 AND round = $2 AND shard = $3 AND id <> $4 AND status = 'active'",
-            )
-            .bind(job.db())
-            .bind(i64::from(round))
-            .bind(i64::from(u.shard))
-            .bind(u.lease_id.db())
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
-            // Its samples are credited once its round verifies it.
-            sqlx::query("UPDATE workers SET accepted = accepted + 1 WHERE id = $1")
-                .bind(u.worker_id.db())
-                .execute(&mut *tx)
-                .await?;
-            let complete: i64 = sqlx::query(
-                "SELECT CAST(CASE WHEN (SELECT COUNT(*) FROM updates WHERE job_id = $1 AND round = $2) \
-                 = (SELECT round_slots FROM jobs WHERE id = $1) THEN 1 ELSE 0 END AS BIGINT) AS done",
-            )
-            .bind(job.db())
-            .bind(i64::from(round))
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("done")?;
-            self.notify(&mut tx, job).await?;
             tx.commit().await?;
-            Ok(Ok(complete == 1))
+            Ok(outcomes)
         })
+    }
+
+    /// [`Db::accept_updates`]'s batch with a handful of statements, however
+    /// large it is: what the checks need is read for all of it at once, the
+    /// checks run here in the batch's order, and the accepted updates are
+    /// written together. `None` (the caller rolls back) if a slot turned
+    /// out to have an update already, which only another instance's
+    /// concurrent commit can cause.
+    async fn accept_together(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        batch: &[Accepting],
+    ) -> Result<Option<Vec<Acceptance>>, StoreError> {
+        // Each job's current round, its status, its slots and how many of
+        // them have an update (its row locked on PostgreSQL, as alone).
+        let jobs: BTreeSet<JobId> = batch.iter().map(|a| a.job).collect();
+        let mut rounds: HashMap<JobId, JobRound> = HashMap::new();
+        for row in bound(
+            &format!(
+                "SELECT j.id AS id, j.round AS round, j.status AS status, j.round_slots AS slots, \
+                 (SELECT COUNT(*) FROM updates u WHERE u.job_id = j.id AND u.round = j.round) AS filled \
+                 FROM jobs j WHERE j.id IN ({}){}",
+                placeholders(1, jobs.len()),
+                self.share_lock()
+            ),
+            jobs.iter().map(|j| j.db()),
+        )
+        .fetch_all(&mut **tx)
+        .await?
+        {
+            let status: String = row.try_get("status")?;
+            rounds.insert(
+                id::<JobId>(&row, "id")?,
+                JobRound {
+                    round: row.try_get("round")?,
+                    running: status == "running",
+                    slots: row.try_get("slots")?,
+                    filled: row.try_get("filled")?,
+                },
+            );
+        }
+        // Quarantined workers, with the reason.
+        let workers: BTreeSet<WorkerId> = batch.iter().map(|a| a.update.worker_id).collect();
+        let mut quarantined: HashMap<WorkerId, String> = HashMap::new();
+        for row in bound(
+            &format!(
+                "SELECT w.id AS id, r.reason AS reason FROM workers w \
+                 JOIN reputations r ON r.identity = {IDENTITY} \
+                 WHERE w.id IN ({}) AND r.quarantined_at IS NOT NULL",
+                placeholders(1, workers.len())
+            ),
+            workers.iter().map(|w| w.db()),
+        )
+        .fetch_all(&mut **tx)
+        .await?
+        {
+            let reason: Option<String> = row.try_get("reason")?;
+            quarantined.insert(id::<WorkerId>(&row, "id")?, reason.unwrap_or_default());
+        }
+        // The active leases among the batch's, locked (PostgreSQL; SQLite's
+        // writer holds the whole database) until they are completed.
+        let leases: BTreeSet<LeaseId> = batch.iter().map(|a| a.update.lease_id).collect();
+        let mut active: HashMap<LeaseId, Slot> = HashMap::new();
+        for row in bound(
+            &format!(
+                "SELECT id, worker_id, job_id, round, shard FROM leases \
+                 WHERE id IN ({}) AND status = 'active'{}",
+                placeholders(1, leases.len()),
+                self.update_lock()
+            ),
+            leases.iter().map(|l| l.db()),
+        )
+        .fetch_all(&mut **tx)
+        .await?
+        {
+            active.insert(
+                id::<LeaseId>(&row, "id")?,
+                Slot {
+                    worker: id::<WorkerId>(&row, "worker_id")?,
+                    job: id::<JobId>(&row, "job_id")?,
+                    round: row.try_get("round")?,
+                    shard: row.try_get("shard")?,
+                },
+            );
+        }
+
+        // The checks, in order, as each update alone would meet them; an
+        // accepted update ends every lease on its slot.
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut accepted: Vec<&Accepting> = Vec::new();
+        let mut ended_slots: BTreeSet<(JobId, i64, i64)> = BTreeSet::new();
+        for a in batch {
+            let u = &a.update;
+            let slot = (a.job, i64::from(a.round), i64::from(u.shard));
+            let job = rounds
+                .get_mut(&a.job)
+                .filter(|j| j.running && j.round == slot.1 && j.slots > j.filled);
+            let Some(job) = job else {
+                outcomes.push(Err(UpdateRefusal::JobMovedOn));
+                continue;
+            };
+            if let Some(reason) = quarantined.get(&u.worker_id) {
+                outcomes.push(Err(UpdateRefusal::Quarantined(reason.clone())));
+                continue;
+            }
+            let holds = active
+                .get(&u.lease_id)
+                .is_some_and(|l| l.worker == u.worker_id && (l.job, l.round, l.shard) == slot);
+            if !holds || ended_slots.contains(&slot) {
+                outcomes.push(Err(UpdateRefusal::LeaseNotActive));
+                continue;
+            }
+            job.filled += 1;
+            ended_slots.insert(slot);
+            outcomes.push(Ok(job.filled == job.slots));
+            accepted.push(a);
+        }
+        if accepted.is_empty() {
+            return Ok(Some(outcomes));
+        }
+
+        // One update per slot: the unique index decides. Anything else
+        // than all of them recorded is a race with another instance.
+        let values = placeholder_rows(1, accepted.len(), 12);
+        let sql = format!(
+            "INSERT INTO updates (job_id, round, shard, lease_id, worker_id, update_sha, \
+             samples, train_loss, norm, train_millis, accepted_at, verdict) \
+             VALUES {values} ON CONFLICT DO NOTHING"
+        );
+        let mut insert = bound(&sql, std::iter::empty());
+        for a in &accepted {
+            let u = &a.update;
+            insert = insert
+                .bind(a.job.db())
+                .bind(i64::from(a.round))
+                .bind(i64::from(u.shard))
+                .bind(u.lease_id.db())
+                .bind(u.worker_id.db())
+                .bind(u.update_sha.clone())
+                .bind(u.samples as i64)
+                .bind(u.train_loss)
+                .bind(u.norm)
+                .bind(u.train_millis as i64)
+                .bind(u.accepted_at)
+                .bind("pending");
+        }
+        let inserted = insert.execute(&mut **tx).await?.rows_affected();
+        if inserted != accepted.len() as u64 {
+            return Ok(None);
+        }
+        let ended = now();
+        let ids: Vec<i64> = accepted.iter().map(|a| a.update.lease_id.db()).collect();
+        let sql = format!(
+            "UPDATE leases SET status = 'completed', ended_at = $1 \
+             WHERE status = 'active' AND id IN ({})",
+            placeholders(2, ids.len())
+        );
+        let mut complete = bound(&sql, std::iter::empty()).bind(ended);
+        for id in &ids {
+            complete = complete.bind(*id);
+        }
+        if complete.execute(&mut **tx).await?.rows_affected() != ids.len() as u64 {
+            // Cannot happen under the locks taken above.
+            return Ok(None);
+        }
+        // The first valid update for a slot wins: a backup lease on it (or
+        // the lease it backed up) ends here, with the update.
+        let slots = (0..accepted.len())
+            .map(|i| {
+                let n = 3 + i * 3;
+                format!(
+                    "(job_id = ${n} AND round = ${} AND shard = ${})",
+                    n + 1,
+                    n + 2
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let sql = format!(
+            "UPDATE leases SET status = 'revoked', ended_at = $1, reason = $2 \
+             WHERE status = 'active' AND ({slots})"
+        );
+        let mut revoke = bound(&sql, std::iter::empty())
+            .bind(ended)
+            .bind("another worker's update for the shard came first");
+        for a in &accepted {
+            revoke = revoke
+                .bind(a.job.db())
+                .bind(i64::from(a.round))
+                .bind(i64::from(a.update.shard));
+        }
+        revoke.execute(&mut **tx).await?;
+        // Its samples are credited once its round verifies it; the count
+        // of accepted updates grows now. Workers grouped by how many of
+        // theirs the batch holds (one each, nearly always).
+        let mut per_worker: BTreeMap<WorkerId, i64> = BTreeMap::new();
+        for a in &accepted {
+            *per_worker.entry(a.update.worker_id).or_default() += 1;
+        }
+        let mut by_count: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        for (worker, n) in per_worker {
+            by_count.entry(n).or_default().push(worker.db());
+        }
+        for (n, workers) in by_count {
+            let sql = format!(
+                "UPDATE workers SET accepted = accepted + $1 WHERE id IN ({})",
+                placeholders(2, workers.len())
+            );
+            bound(&sql, std::iter::once(n).chain(workers))
+                .execute(&mut **tx)
+                .await?;
+        }
+        let changed: BTreeSet<JobId> = accepted.iter().map(|a| a.job).collect();
+        for job in changed {
+            self.notify(tx, job).await?;
+        }
+        Ok(Some(outcomes))
+    }
+
+    /// One update of [`Db::accept_updates`]'s batch. Every check that may
+    /// refuse it comes before its first write: the batch needs no
+    /// savepoints.
+    async fn accept_one(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        a: &Accepting,
+    ) -> Result<Acceptance, StoreError> {
+        let (job, round, u) = (a.job, a.round, &a.update);
+        // The job row first (locked on PostgreSQL, so that a cancel waits
+        // for this commit, and in the same order as a cancel takes them).
+        // A round closed on its quorum takes no more updates.
+        let current = sqlx::query(&format!(
+            "SELECT 1 AS ok FROM jobs WHERE id = $1 AND round = $2 AND status = 'running' \
+             AND round_slots > (SELECT COUNT(*) FROM updates WHERE job_id = $1 AND round = $2){}",
+            self.share_lock()
+        ))
+        .bind(job.db())
+        .bind(i64::from(round))
+        .fetch_optional(&mut **tx)
+        .await?;
+        if current.is_none() {
+            return Ok(Err(UpdateRefusal::JobMovedOn));
+        }
+        if let Some(reason) = self.quarantine_of(tx, u.worker_id).await? {
+            return Ok(Err(UpdateRefusal::Quarantined(reason)));
+        }
+        // The lease, locked (PostgreSQL; SQLite's writer holds the whole
+        // database), so that it is still active when it is completed below.
+        let active = sqlx::query(&format!(
+            "SELECT 1 AS ok FROM leases \
+             WHERE id = $1 AND worker_id = $2 AND job_id = $3 AND round = $4 AND shard = $5 \
+             AND status = 'active'{}",
+            self.update_lock()
+        ))
+        .bind(u.lease_id.db())
+        .bind(u.worker_id.db())
+        .bind(job.db())
+        .bind(i64::from(round))
+        .bind(i64::from(u.shard))
+        .fetch_optional(&mut **tx)
+        .await?;
+        if active.is_none() {
+            return Ok(Err(UpdateRefusal::LeaseNotActive));
+        }
+        // One update per slot: the unique index decides, also against
+        // another instance's update for the slot's other lease.
+        let inserted = sqlx::query(
+            "INSERT INTO updates (job_id, round, shard, lease_id, worker_id, update_sha, \
+             samples, train_loss, norm, train_millis, accepted_at, verdict) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending') ON CONFLICT DO NOTHING",
+        )
+        .bind(job.db())
+        .bind(i64::from(round))
+        .bind(i64::from(u.shard))
+        .bind(u.lease_id.db())
+        .bind(u.worker_id.db())
+        .bind(&u.update_sha)
+        .bind(u.samples as i64)
+        .bind(u.train_loss)
+        .bind(u.norm)
+        .bind(u.train_millis as i64)
+        .bind(u.accepted_at)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if inserted != 1 {
+            return Ok(Err(UpdateRefusal::Duplicate));
+        }
+        let ended = now();
+        let completed = sqlx::query(
+            "UPDATE leases SET status = 'completed', ended_at = $2 WHERE id = $1 AND status = 'active'",
+        )
+        .bind(u.lease_id.db())
+        .bind(ended)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if completed != 1 {
+            // Cannot happen under the lock taken above; the batch is undone
+            // rather than record an update for a lease that ended.
+            return Err(StoreError::new(
+                ErrorKind::Other,
+                format!("lease {} ended under its lock", u.lease_id),
+            ));
+        }
+        // The first valid update for a slot wins: a backup lease on it (or
+        // the lease it backed up) ends here, with the update.
+        sqlx::query(
+            "UPDATE leases SET status = 'revoked', ended_at = $5, \
+             reason = 'another worker''s update for the shard came first' \
+             WHERE job_id = $1 AND round = $2 AND shard = $3 AND id <> $4 AND status = 'active'",
+        )
+        .bind(job.db())
+        .bind(i64::from(round))
+        .bind(i64::from(u.shard))
+        .bind(u.lease_id.db())
+        .bind(ended)
+        .execute(&mut **tx)
+        .await?;
+        // Its samples are credited once its round verifies it.
+        sqlx::query("UPDATE workers SET accepted = accepted + 1 WHERE id = $1")
+            .bind(u.worker_id.db())
+            .execute(&mut **tx)
+            .await?;
+        let complete: i64 = sqlx::query(
+            "SELECT CAST(CASE WHEN (SELECT COUNT(*) FROM updates WHERE job_id = $1 AND round = $2) \
+             = (SELECT round_slots FROM jobs WHERE id = $1) THEN 1 ELSE 0 END AS BIGINT) AS done",
+        )
+        .bind(job.db())
+        .bind(i64::from(round))
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("done")?;
+        Ok(Ok(complete == 1))
     }
 
     /// Accepted updates of one round, by shard.
@@ -205,4 +519,20 @@ impl Db {
         })
         .collect()
     }
+}
+
+/// A job as a batch of updates finds it.
+struct JobRound {
+    round: i64,
+    running: bool,
+    slots: i64,
+    filled: i64,
+}
+
+/// What an active lease is for.
+struct Slot {
+    worker: WorkerId,
+    job: JobId,
+    round: i64,
+    shard: i64,
 }

@@ -461,11 +461,23 @@ fn trust_bench(args: &[String]) -> Result<()> {
 }
 
 /// The coordinator load benchmark: simulated workers against one SQLite
-/// instance and three PostgreSQL instances (see `e2e/src/bin/load-bench.rs`).
+/// instance and three PostgreSQL instances (see `e2e/src/bin/load-bench.rs`),
+/// built in release as a coordinator is deployed.
 fn load_bench(args: &[String]) -> Result<()> {
     postgres()?;
-    run(cargo().args(["build", "--workspace", "--bins"]))?;
-    run(Command::new(target_dir().join("debug/load-bench")).args(args))
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "oblivion-coordinator",
+        "-p",
+        "oblivion-e2e",
+        "--bin",
+        "oblivion-coordinator",
+        "--bin",
+        "load-bench",
+    ]))?;
+    run(Command::new(target_dir().join("release/load-bench")).args(args))
 }
 
 struct Children(Vec<Child>);

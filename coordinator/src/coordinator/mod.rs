@@ -40,7 +40,7 @@ use crate::datasets::DatasetCache;
 use crate::error::AppError;
 use crate::hub::{Admission, Hub, LeasePolicy, LiveJob, RoundProgress, Shard, ShardState};
 use crate::limits::ClientLimits;
-use oblivion_store::{Artifacts, Backend, Db, JobRow};
+use oblivion_store::{Artifacts, Backend, Db, JobRow, UpdateCommitter};
 
 pub use accounts::Viewer;
 pub use jobs::ModelFormat;
@@ -53,6 +53,8 @@ pub struct Coordinator {
     pub config: Config,
     db: Db,
     artifacts: Artifacts,
+    /// Records accepted updates in batches (group commit).
+    committer: UpdateCommitter,
     /// The hub, the workers' queues and the hub's clock.
     dispatch: Dispatch,
     /// Datasets kept decoded.
@@ -162,6 +164,7 @@ impl Coordinator {
                 .and_then(|c| c.map(payments::ChainLink::new).transpose())
                 .map_err(anyhow::Error::msg)?
                 .map(Arc::new),
+            committer: UpdateCommitter::start(db.clone(), config.storage.update_batch as usize),
             config,
             db,
             artifacts,

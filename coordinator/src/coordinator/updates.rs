@@ -1,5 +1,6 @@
 //! A worker's update: who may post it, what it must look like, and how it
-//! is recorded (durably stored, then one guarded transaction).
+//! is recorded (durably stored, then in a guarded transaction with the
+//! other updates of its batch: `oblivion_store::UpdateCommitter`).
 
 use oblivion_protocol::{LeaseId, WorkerId};
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use super::{Coordinator, lock};
 use crate::blocking::blocking;
 use crate::error::AppError;
 use crate::hub::{Lease, Refusal, UpdateContext};
-use oblivion_store::{UpdateRefusal, UpdateRow, now};
+use oblivion_store::{Accepting, Stored, UpdateRefusal, UpdateRow, now};
 
 /// Largest training loss an update may report (cross-entropy of a sane
 /// model is far below; the bound keeps nonsense out of the database).
@@ -160,14 +161,21 @@ impl Coordinator {
         body: Vec<u8>,
     ) -> Result<UpdateReceipt, AppError> {
         let lease = ctx.lease.id;
-        // The body moves to the checking thread and back: no copy of up to
-        // max_update_bytes on this path.
-        let (checked, body) = {
+        // Checked, hashed and (to a directory) written on one blocking
+        // thread; the body moves there and, for object storage, back: no
+        // copy of up to max_update_bytes on this path.
+        let (checked, blob) = {
             let (arch, fixed, global) = (ctx.arch.clone(), ctx.fixed_bound, ctx.global.clone());
             let federated = ctx.federated;
+            let artifacts = self.artifacts.clone();
             blocking(move || {
                 let bound = arrival_bound(fixed, &global);
-                Ok((check_update(&arch, bound, &body, federated), body))
+                let checked = check_update(&arch, bound, &body, federated);
+                let blob = match &checked {
+                    Ok(_) if artifacts.writes_here() => Blob::Written(artifacts.write_here(&body)),
+                    _ => Blob::Unwritten(body),
+                };
+                Ok((checked, blob))
             })
             .await?
         };
@@ -186,23 +194,51 @@ impl Coordinator {
                 )));
             }
         };
-        // Stored durably before the row that names it commits.
-        let update_sha = self.artifacts.put(body).await.map_err(AppError::io)?;
+        // Stored before the row that names it commits; its name is made
+        // durable with the rest of its batch's.
+        let blob = match blob {
+            Blob::Written(stored) => stored,
+            Blob::Unwritten(body) => self.artifacts.put_unsynced(body).await,
+        }
+        .map_err(AppError::io)?;
+        // Recorded, and the hub told, on a task of its own: a client that
+        // disconnects now cannot leave its update recorded and the hub
+        // unaware of it.
+        let this = self.clone();
+        tokio::spawn(async move { this.record_update(ctx, checked, blob).await })
+            .await
+            .map_err(|e| AppError::internal(format!("recording an update failed: {e}")))?
+    }
+
+    /// Records a checked update whose blob is stored (with the next batch
+    /// of updates), then completes its lease in the hub.
+    async fn record_update(
+        self: Arc<Self>,
+        ctx: UpdateContext,
+        checked: CheckedUpdate,
+        blob: Stored,
+    ) -> Result<UpdateReceipt, AppError> {
+        let lease = ctx.lease.id;
         let l = &ctx.lease;
-        let row = UpdateRow {
+        let update = UpdateRow {
             shard: l.shard,
             worker_id: l.worker,
             lease_id: l.id,
-            update_sha,
+            update_sha: blob.sha.clone(),
             samples: ctx.samples,
             train_loss: checked.train_loss,
             norm: checked.norm,
             train_millis: checked.train_millis,
             accepted_at: now(),
         };
+        let accepting = Accepting {
+            job: l.job,
+            round: l.round,
+            update,
+        };
         let round_complete = match self
-            .db
-            .accept_update(l.job, l.round, &row)
+            .committer
+            .accept(accepting, blob)
             .await
             .map_err(AppError::db)?
         {
@@ -259,6 +295,14 @@ impl Coordinator {
             credited_samples: ctx.samples,
         })
     }
+}
+
+/// An update's blob after its check: written by the checking thread (a
+/// directory store), or still to upload (object storage, or a refused
+/// update, which is never stored).
+enum Blob {
+    Written(std::io::Result<Stored>),
+    Unwritten(Vec<u8>),
 }
 
 /// Without a fixed bound, an update is refused on arrival when its norm is

@@ -4,7 +4,7 @@
 //! processes, on tiny shards, so that what is measured is the coordinator:
 //! dispatch, the database and artifact writes, not training.
 //!
-//! `cargo xtask load-bench [--workers 10000] [--seconds 30] [--setups sqlite,postgres3]`
+//! `cargo xtask load-bench [--workers 10000] [--seconds 30] [--setups sqlite,postgres3] [--rate N]`
 //!
 //! Setups: `sqlite` (one instance, SQLite, artifacts in its directory) and
 //! `postgres3` (three instances on one PostgreSQL, artifacts in one shared
@@ -15,7 +15,13 @@
 //! accepted updates per second over the measured window, and the grant
 //! latency: from a worker becoming free (connected, or its update
 //! accepted) to its next lease arriving, with more shards pending than
-//! workers at all times.
+//! workers at all times; and the update latency, from the moment an
+//! update was due to its answer.
+//!
+//! `--rate N` offers N updates a second in all (open loop: each is due at
+//! its slot, and its latency counts from the slot, so a slow answer does
+//! not hide the queue behind it); without it, every worker posts as soon
+//! as it has a lease, which finds the most the coordinator takes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,6 +54,67 @@ struct Stats {
     measuring: AtomicBool,
     /// Grant latencies in the measured window, microseconds.
     latencies: Mutex<Vec<u32>>,
+    /// Update latencies in the measured window, microseconds: from when
+    /// the update was due to its answer.
+    update_latencies: Mutex<Vec<u32>>,
+}
+
+/// Spaces the updates of all workers evenly at a rate: each takes the next
+/// slot, and waits for it.
+struct Pacer {
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl Pacer {
+    fn new(per_second: f64) -> Pacer {
+        Pacer {
+            interval: Duration::from_secs_f64(1.0 / per_second),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Waits for the next free slot; returns when it was due.
+    async fn slot(&self) -> Instant {
+        let due = {
+            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+            let due = (*next).max(Instant::now());
+            *next = due + self.interval;
+            due
+        };
+        tokio::time::sleep_until(due.into()).await;
+        due
+    }
+}
+
+/// Most update posts in flight at once, over all simulated workers. The
+/// workers and the coordinators share this machine's open-file limit
+/// (20,000 here): 10,000 WebSockets a side, plus one connection per post
+/// in flight, must stay under it. As many as the HTTP client keeps idle.
+const POSTS_IN_FLIGHT: usize = 4096;
+
+/// When updates are posted: at the pacer's rate, if any, and at most
+/// [`POSTS_IN_FLIGHT`] at once.
+struct Posting {
+    pacer: Option<Pacer>,
+    in_flight: tokio::sync::Semaphore,
+}
+
+impl Posting {
+    /// Waits for an update's turn; returns when it was due, and the right
+    /// to post it (`None` once the benchmark is over).
+    async fn start(&self) -> Option<(Instant, tokio::sync::SemaphorePermit<'_>)> {
+        let due = match &self.pacer {
+            Some(p) => p.slot().await,
+            None => Instant::now(),
+        };
+        let permit = self.in_flight.acquire().await.ok()?;
+        Some((due, permit))
+    }
+}
+
+fn micros(d: Duration) -> u32 {
+    d.as_micros().min(u128::from(u32::MAX)) as u32
 }
 
 /// Zero updates for a job's model, differing only in their metadata.
@@ -143,6 +210,7 @@ async fn worker(
     http: reqwest::Client,
     stats: Arc<Stats>,
     updates: Arc<Updates>,
+    posting: Arc<Posting>,
     stop: Arc<AtomicBool>,
 ) {
     let profile = Profile {
@@ -211,16 +279,26 @@ async fn worker(
                             .latencies
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .push(waited.as_micros().min(u128::from(u32::MAX)) as u32);
+                            .push(micros(waited));
                     }
                     let result = match updates.body(&task) {
                         Ok(body) => {
+                            let Some((due, _permit)) = posting.start().await else {
+                                break 'run;
+                            };
                             let posted = http
                                 .post(endpoint.update_url(task.lease_id))
                                 .header(WORKER_TOKEN_HEADER, &token)
                                 .body(body)
                                 .send()
                                 .await;
+                            if stats.measuring.load(Ordering::Relaxed) {
+                                stats
+                                    .update_latencies
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .push(micros(due.elapsed()));
+                            }
                             match posted {
                                 Ok(r) if r.status().is_success() => {
                                     stats.accepted.fetch_add(1, Ordering::Relaxed);
@@ -305,11 +383,14 @@ struct Figures {
     p50_grant_ms: f64,
     p99_grant_ms: f64,
     updates_per_second: f64,
+    p50_update_ms: f64,
+    p99_update_ms: f64,
+    offered_per_second: Option<f64>,
     refused: u64,
     seconds: f64,
 }
 
-async fn run(setup: &str, workers: usize, seconds: u64) -> Result<Figures> {
+async fn run(setup: &str, workers: usize, seconds: u64, rate: Option<f64>) -> Result<Figures> {
     let (instances, database, storage) = match setup {
         "sqlite" => (1, Database::Sqlite, Storage::Dir),
         "postgres3" => (3, Database::Postgres, Storage::SharedDir),
@@ -350,8 +431,12 @@ async fn run(setup: &str, workers: usize, seconds: u64) -> Result<Figures> {
         models: Mutex::new(HashMap::new()),
     });
     let stop = Arc::new(AtomicBool::new(false));
+    let posting = Arc::new(Posting {
+        pacer: rate.map(Pacer::new),
+        in_flight: tokio::sync::Semaphore::new(POSTS_IN_FLIGHT),
+    });
     let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(4096)
+        .pool_max_idle_per_host(POSTS_IN_FLIGHT)
         .build()?;
     let mut tasks = Vec::with_capacity(workers);
     let connecting = Instant::now();
@@ -362,6 +447,7 @@ async fn run(setup: &str, workers: usize, seconds: u64) -> Result<Figures> {
             http.clone(),
             stats.clone(),
             updates.clone(),
+            posting.clone(),
             stop.clone(),
         )));
         if n % 200 == 199 {
@@ -396,6 +482,13 @@ async fn run(setup: &str, workers: usize, seconds: u64) -> Result<Figures> {
     let mut latencies =
         std::mem::take(&mut *stats.latencies.lock().unwrap_or_else(|p| p.into_inner()));
     latencies.sort_unstable();
+    let mut update_latencies = std::mem::take(
+        &mut *stats
+            .update_latencies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
+    update_latencies.sort_unstable();
     stop.store(true, Ordering::Relaxed);
     drop(cluster);
     for t in tasks {
@@ -409,6 +502,9 @@ async fn run(setup: &str, workers: usize, seconds: u64) -> Result<Figures> {
         p50_grant_ms: percentile(&latencies, 0.50),
         p99_grant_ms: percentile(&latencies, 0.99),
         updates_per_second: accepted as f64 / elapsed,
+        p50_update_ms: percentile(&update_latencies, 0.50),
+        p99_update_ms: percentile(&update_latencies, 0.99),
+        offered_per_second: rate,
         refused: stats.refused.load(Ordering::Relaxed),
         seconds: elapsed,
     })
@@ -420,6 +516,7 @@ async fn main() -> Result<()> {
     let mut seconds = 30u64;
     let mut setups = vec!["sqlite".to_string(), "postgres3".to_string()];
     let mut json = None;
+    let mut rate = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -433,25 +530,30 @@ async fn main() -> Result<()> {
                     .map(String::from)
                     .collect()
             }
+            "--rate" => rate = Some(args.next().context("--rate N")?.parse::<f64>()?),
             "--json" => json = Some(args.next().context("--json FILE")?),
             other => bail!("unknown option {other}"),
         }
     }
     let mut all = Vec::new();
     println!(
-        "| setup | workers held | grants/s | p50 grant | p99 grant | updates accepted/s |\n| --- | ---: | ---: | ---: | ---: | ---: |"
+        "| setup | workers held | offered/s | grants/s | p50 grant | p99 grant | updates accepted/s | p50 update | p99 update |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for setup in &setups {
-        let f = run(setup, workers, seconds).await?;
+        let f = run(setup, workers, seconds, rate).await?;
         println!(
-            "| {} | {} of {} | {:.0} | {:.1} ms | {:.1} ms | {:.0} |",
+            "| {} | {} of {} | {} | {:.0} | {:.1} ms | {:.1} ms | {:.0} | {:.1} ms | {:.1} ms |",
             f.setup,
             f.held,
             f.workers,
+            f.offered_per_second
+                .map_or("all".to_string(), |r| format!("{r:.0}")),
             f.grants_per_second,
             f.p50_grant_ms,
             f.p99_grant_ms,
-            f.updates_per_second
+            f.updates_per_second,
+            f.p50_update_ms,
+            f.p99_update_ms
         );
         all.push(f);
     }
