@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use sqlx::{Any, Row, Transaction};
 
 use crate::backend::Backend;
-use crate::db::{Db, TRAINING, bound, id, now, placeholder_rows, placeholders, transaction};
+use crate::db::{Db, TRAINING, bound, id, now, transaction};
 use crate::error::StoreError;
 use crate::trust::IDENTITY;
 
@@ -65,7 +65,7 @@ impl Db {
                 bound(
                     &format!(
                         "SELECT id FROM jobs WHERE id IN ({}) ORDER BY id{}",
-                        placeholders(1, jobs.len()),
+                        self.placeholders().list(jobs.len()),
                         self.share_lock()
                     ),
                     jobs.iter().map(|j| j.db()),
@@ -173,13 +173,15 @@ impl Db {
         instance: &str,
         issued_at: f64,
     ) -> Result<Vec<Granted>, StoreError> {
-        let values = placeholder_rows(3, primaries.len(), 5);
+        let mut p = self.placeholders();
+        let (at, by) = (p.one(), p.one());
+        let values = p.rows(primaries.len(), 5);
         // A VALUES list's columns are column1, column2, … in both
         // databases: job, round, slot, worker, shard trained.
         let sql = format!(
             "INSERT INTO leases (job_id, round, shard, worker_id, status, issued_at, instance, base, \
              backup) \
-             SELECT v.column1, v.column2, v.column3, v.column4, 'active', $1, $2, v.column5, 0 \
+             SELECT v.column1, v.column2, v.column3, v.column4, 'active', {at}, {by}, v.column5, 0 \
              FROM (VALUES {values}) AS v \
              WHERE EXISTS (SELECT 1 FROM jobs WHERE id = v.column1 AND round = v.column2 \
                            AND status IN {TRAINING} AND round_slots > \

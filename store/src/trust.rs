@@ -10,7 +10,7 @@ use sqlx::{Any, Row, Transaction};
 
 use oblivion_ml::screening::Verdict;
 
-use crate::db::{CHUNK, Db, bound, id, placeholder_rows, placeholders, transaction};
+use crate::db::{CHUNK, Db, bound, id, transaction};
 use crate::error::StoreError;
 
 /// A worker's identity as SQL over `workers w`: its payout account, else
@@ -128,10 +128,15 @@ impl Db {
         }
         for ((kind, reason), shards) in by_kind {
             for shards in shards.chunks(CHUNK) {
+                let mut p = self.placeholders();
                 let sql = format!(
-                    "UPDATE updates SET verdict = $1, verdict_reason = $2 \
-                     WHERE job_id = $3 AND round = $4 AND shard IN ({})",
-                    placeholders(5, shards.len())
+                    "UPDATE updates SET verdict = {}, verdict_reason = {} \
+                     WHERE job_id = {} AND round = {} AND shard IN ({})",
+                    p.one(),
+                    p.one(),
+                    p.one(),
+                    p.one(),
+                    p.list(shards.len())
                 );
                 let mut write = bound(&sql, std::iter::empty())
                     .bind(kind)
@@ -155,9 +160,11 @@ impl Db {
         }
         for (samples, workers) in by_amount {
             for workers in workers.chunks(CHUNK) {
+                let mut p = self.placeholders();
                 let sql = format!(
-                    "UPDATE workers SET samples = samples + $1 WHERE id IN ({})",
-                    placeholders(2, workers.len())
+                    "UPDATE workers SET samples = samples + {} WHERE id IN ({})",
+                    p.one(),
+                    p.list(workers.len())
                 );
                 bound(
                     &sql,
@@ -232,7 +239,7 @@ impl Db {
         for chunk in workers.chunks(CHUNK) {
             let sql = format!(
                 "SELECT w.id AS id, {IDENTITY} AS identity FROM workers w WHERE w.id IN ({})",
-                placeholders(1, chunk.len())
+                self.placeholders().list(chunk.len())
             );
             for row in bound(&sql, chunk.iter().copied())
                 .fetch_all(&mut **tx)
@@ -250,7 +257,7 @@ impl Db {
         // Every identity gets a row, and every row is read locked.
         let mut records: HashMap<String, StoredRecord> = HashMap::new();
         for chunk in identities.chunks(CHUNK) {
-            let rows = placeholder_rows(1, chunk.len(), 1);
+            let rows = self.placeholders().rows(chunk.len(), 1);
             let sql = format!(
                 "INSERT INTO reputations (identity) VALUES {rows} ON CONFLICT (identity) DO NOTHING"
             );
@@ -262,7 +269,7 @@ impl Db {
             let sql = format!(
                 "SELECT identity, agreed, disputed, refuted, last_dispute, quarantined_at, reason, \
                  since FROM reputations WHERE identity IN ({}){}",
-                placeholders(1, chunk.len()),
+                self.placeholders().list(chunk.len()),
                 self.update_lock()
             );
             let mut select = bound(&sql, std::iter::empty());
@@ -336,7 +343,7 @@ impl Db {
         // The records written back whole (each row exists, and is locked).
         let touched: Vec<(&String, &StoredRecord)> = records.iter().collect();
         for chunk in touched.chunks(CHUNK) {
-            let rows = placeholder_rows(1, chunk.len(), 8);
+            let rows = self.placeholders().rows(chunk.len(), 8);
             let sql = format!(
                 "INSERT INTO reputations (identity, agreed, disputed, refuted, last_dispute, \
                  quarantined_at, reason, since) VALUES {rows} \

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::{Any, Row, Transaction};
 
-use crate::db::{Db, bound, id, now, placeholder_rows, placeholders, transaction};
+use crate::db::{Db, bound, id, now, transaction};
 use crate::error::{ErrorKind, StoreError};
 use crate::trust::IDENTITY;
 
@@ -148,7 +148,7 @@ impl Db {
                 "SELECT j.id AS id, j.round AS round, j.status AS status, j.round_slots AS slots, \
                  (SELECT COUNT(*) FROM updates u WHERE u.job_id = j.id AND u.round = j.round) AS filled \
                  FROM jobs j WHERE j.id IN ({}){}",
-                placeholders(1, jobs.len()),
+                self.placeholders().list(jobs.len()),
                 self.share_lock()
             ),
             jobs.iter().map(|j| j.db()),
@@ -175,7 +175,7 @@ impl Db {
                 "SELECT w.id AS id, r.reason AS reason FROM workers w \
                  JOIN reputations r ON r.identity = {IDENTITY} \
                  WHERE w.id IN ({}) AND r.quarantined_at IS NOT NULL",
-                placeholders(1, workers.len())
+                self.placeholders().list(workers.len())
             ),
             workers.iter().map(|w| w.db()),
         )
@@ -191,9 +191,9 @@ impl Db {
         let mut active: HashMap<LeaseId, Slot> = HashMap::new();
         for row in bound(
             &format!(
-                "SELECT id, worker_id, job_id, round, shard FROM leases \
+                "SELECT id, worker_id, job_id, round, shard, backup FROM leases \
                  WHERE id IN ({}) AND status = 'active'{}",
-                placeholders(1, leases.len()),
+                self.placeholders().list(leases.len()),
                 self.update_lock()
             ),
             leases.iter().map(|l| l.db()),
@@ -208,8 +208,30 @@ impl Db {
                     job: id::<JobId>(&row, "job_id")?,
                     round: row.try_get("round")?,
                     shard: row.try_get("shard")?,
+                    backup: row.try_get::<i64, _>("backup")? != 0,
                 },
             );
+        }
+        // The slots of the batch's jobs that have an active backup lease:
+        // only on those can an update end another lease (rare: a round's
+        // last slots).
+        let mut backed_up: BTreeSet<(JobId, i64, i64)> = BTreeSet::new();
+        for row in bound(
+            &format!(
+                "SELECT job_id, round, shard FROM leases \
+                 WHERE job_id IN ({}) AND status = 'active' AND backup = 1",
+                self.placeholders().list(jobs.len())
+            ),
+            jobs.iter().map(|j| j.db()),
+        )
+        .fetch_all(&mut **tx)
+        .await?
+        {
+            backed_up.insert((
+                id::<JobId>(&row, "job_id")?,
+                row.try_get("round")?,
+                row.try_get("shard")?,
+            ));
         }
 
         // The checks, in order, as each update alone would meet them; an
@@ -217,6 +239,9 @@ impl Db {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut accepted: Vec<&Accepting> = Vec::new();
         let mut ended_slots: BTreeSet<(JobId, i64, i64)> = BTreeSet::new();
+        // Slots whose update came by a backup lease: the lease it backed
+        // up ends with it.
+        let mut by_backup: BTreeSet<(JobId, i64, i64)> = BTreeSet::new();
         for a in batch {
             let u = &a.update;
             let slot = (a.job, i64::from(a.round), i64::from(u.shard));
@@ -240,6 +265,9 @@ impl Db {
             }
             job.filled += 1;
             ended_slots.insert(slot);
+            if active.get(&u.lease_id).is_some_and(|l| l.backup) {
+                by_backup.insert(slot);
+            }
             outcomes.push(Ok(job.filled == job.slots));
             accepted.push(a);
         }
@@ -249,7 +277,7 @@ impl Db {
 
         // One update per slot: the unique index decides. Anything else
         // than all of them recorded is a race with another instance.
-        let values = placeholder_rows(1, accepted.len(), 12);
+        let values = self.placeholders().rows(accepted.len(), 12);
         let sql = format!(
             "INSERT INTO updates (job_id, round, shard, lease_id, worker_id, update_sha, \
              samples, train_loss, norm, train_millis, accepted_at, verdict) \
@@ -278,10 +306,12 @@ impl Db {
         }
         let ended = now();
         let ids: Vec<i64> = accepted.iter().map(|a| a.update.lease_id.db()).collect();
+        let mut p = self.placeholders();
         let sql = format!(
-            "UPDATE leases SET status = 'completed', ended_at = $1 \
+            "UPDATE leases SET status = 'completed', ended_at = {} \
              WHERE status = 'active' AND id IN ({})",
-            placeholders(2, ids.len())
+            p.one(),
+            p.list(ids.len())
         );
         let mut complete = bound(&sql, std::iter::empty()).bind(ended);
         for id in &ids {
@@ -293,31 +323,38 @@ impl Db {
         }
         // The first valid update for a slot wins: a backup lease on it (or
         // the lease it backed up) ends here, with the update.
-        let slots = (0..accepted.len())
-            .map(|i| {
-                let n = 3 + i * 3;
-                format!(
-                    "(job_id = ${n} AND round = ${} AND shard = ${})",
-                    n + 1,
-                    n + 2
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" OR ");
-        let sql = format!(
-            "UPDATE leases SET status = 'revoked', ended_at = $1, reason = $2 \
-             WHERE status = 'active' AND ({slots})"
-        );
-        let mut revoke = bound(&sql, std::iter::empty())
-            .bind(ended)
-            .bind("another worker's update for the shard came first");
-        for a in &accepted {
-            revoke = revoke
-                .bind(a.job.db())
-                .bind(i64::from(a.round))
-                .bind(i64::from(a.update.shard));
+        let contested: Vec<(JobId, i64, i64)> = accepted
+            .iter()
+            .map(|a| (a.job, i64::from(a.round), i64::from(a.update.shard)))
+            .filter(|slot| backed_up.contains(slot) || by_backup.contains(slot))
+            .collect();
+        if !contested.is_empty() {
+            let mut p = self.placeholders();
+            let (at, reason) = (p.one(), p.one());
+            let slots = contested
+                .iter()
+                .map(|_| {
+                    format!(
+                        "(job_id = {} AND round = {} AND shard = {})",
+                        p.one(),
+                        p.one(),
+                        p.one()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            let sql = format!(
+                "UPDATE leases SET status = 'revoked', ended_at = {at}, reason = {reason} \
+                 WHERE status = 'active' AND ({slots})"
+            );
+            let mut revoke = bound(&sql, std::iter::empty())
+                .bind(ended)
+                .bind("another worker's update for the shard came first");
+            for (job, round, shard) in &contested {
+                revoke = revoke.bind(job.db()).bind(*round).bind(*shard);
+            }
+            revoke.execute(&mut **tx).await?;
         }
-        revoke.execute(&mut **tx).await?;
         // Its samples are credited once its round verifies it; the count
         // of accepted updates grows now. Workers grouped by how many of
         // theirs the batch holds (one each, nearly always).
@@ -330,9 +367,11 @@ impl Db {
             by_count.entry(n).or_default().push(worker.db());
         }
         for (n, workers) in by_count {
+            let mut p = self.placeholders();
             let sql = format!(
-                "UPDATE workers SET accepted = accepted + $1 WHERE id IN ({})",
-                placeholders(2, workers.len())
+                "UPDATE workers SET accepted = accepted + {} WHERE id IN ({})",
+                p.one(),
+                p.list(workers.len())
             );
             bound(&sql, std::iter::once(n).chain(workers))
                 .execute(&mut **tx)
@@ -535,4 +574,5 @@ struct Slot {
     job: JobId,
     round: i64,
     shard: i64,
+    backup: bool,
 }
