@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use sqlx::{Any, Row, Transaction};
 
 use crate::backend::Backend;
-use crate::db::{Db, TRAINING, bound, id, now, transaction};
+use crate::db::{CHUNK, Db, TRAINING, bound, id, now, transaction};
 use crate::error::StoreError;
 use crate::trust::IDENTITY;
 
@@ -152,14 +152,18 @@ impl Db {
         instance: &str,
         issued_at: f64,
     ) -> Result<Vec<Granted>, StoreError> {
-        let primaries: Vec<(usize, &NewLease)> = leases
+        let mut primaries: Vec<(usize, &NewLease)> = leases
             .iter()
             .enumerate()
             .filter(|(_, g)| !g.backup)
             .collect();
+        // In slot order: two instances planning the same slots then insert
+        // them in the same order, and the second waits for the first
+        // instead of each waiting on a slot the other holds (PostgreSQL
+        // found such deadlocks when three instances granted at once).
+        primaries.sort_by_key(|(_, g)| (g.job, g.round, g.shard));
         let mut granted = Vec::with_capacity(primaries.len());
-        // SQLite takes at most 32,766 values a statement.
-        for chunk in primaries.chunks(1000) {
+        for chunk in primaries.chunks(CHUNK) {
             granted.extend(self.grant_chunk(tx, chunk, instance, issued_at).await?);
         }
         Ok(granted)

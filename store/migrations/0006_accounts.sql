@@ -4,7 +4,7 @@
 -- submitting client's IP address and so have no owner.
 CREATE TABLE auth_nonces (
     nonce TEXT PRIMARY KEY,
-    expires_at DOUBLE PRECISION NOT NULL
+    expires_at {float} NOT NULL
 );
 CREATE INDEX auth_nonces_by_expiry ON auth_nonces (expires_at);
 
@@ -13,8 +13,8 @@ CREATE INDEX auth_nonces_by_expiry ON auth_nonces (expires_at);
 CREATE TABLE sessions (
     token_hash TEXT PRIMARY KEY,
     address TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    expires_at DOUBLE PRECISION NOT NULL
+    created_at {float} NOT NULL,
+    expires_at {float} NOT NULL
 );
 CREATE INDEX sessions_by_expiry ON sessions (expires_at);
 
@@ -27,6 +27,6 @@ CREATE INDEX jobs_by_validation_sha ON jobs (validation_sha);
 CREATE TABLE uploads (
     sha256 TEXT NOT NULL,
     owner TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
+    created_at {float} NOT NULL,
     PRIMARY KEY (sha256, owner)
 );

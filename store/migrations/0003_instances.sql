@@ -3,7 +3,7 @@
 -- ended and released by the others.
 CREATE TABLE instances (
     id TEXT PRIMARY KEY,
-    started_at DOUBLE PRECISION NOT NULL,
-    seen_at DOUBLE PRECISION NOT NULL
+    started_at {float} NOT NULL,
+    seen_at {float} NOT NULL
 );
 CREATE INDEX leases_active_by_instance ON leases (instance) WHERE status = 'active';
