@@ -62,16 +62,24 @@ impl Db {
             jobs.sort_unstable();
             jobs.dedup();
             if self.backend == Backend::Postgres {
-                bound(
-                    &format!(
-                        "SELECT id FROM jobs WHERE id IN ({}) ORDER BY id{}",
-                        self.placeholders().list(jobs.len()),
-                        self.share_lock()
-                    ),
-                    jobs.iter().map(|j| j.db()),
-                )
-                .fetch_all(&mut *tx)
-                .await?;
+                // The jobs' rows locked, each in id order: a pending job's
+                // for update (its first lease starts it below; a share lock
+                // upgraded there deadlocked with another instance waiting
+                // on this one's new leases), the others' for share.
+                for (status, lock) in [
+                    ("= 'pending'", self.update_lock()),
+                    ("<> 'pending'", self.share_lock()),
+                ] {
+                    bound(
+                        &format!(
+                            "SELECT id FROM jobs WHERE id IN ({}) AND status {status} ORDER BY id{lock}",
+                            self.placeholders().list(jobs.len()),
+                        ),
+                        jobs.iter().map(|j| j.db()),
+                    )
+                    .fetch_all(&mut *tx)
+                    .await?;
+                }
             }
             let issued_at = now();
             let mut granted = self
