@@ -4,7 +4,7 @@
 use oblivion_protocol::JobId;
 use sqlx::Row;
 
-use crate::db::{Db, UNFINISHED, id};
+use crate::db::{Db, UNFINISHED, WriteOnce, id};
 use crate::error::StoreError;
 
 /// Who may read an artifact, from every job and upload that names it.
@@ -27,7 +27,7 @@ impl Db {
         sqlx::query("INSERT INTO auth_nonces (nonce, expires_at) VALUES ($1, $2)")
             .bind(nonce)
             .bind(expires_at)
-            .execute(&self.pool)
+            .write_once(self)
             .await?;
         Ok(())
     }
@@ -39,7 +39,7 @@ impl Db {
         let done = sqlx::query("DELETE FROM auth_nonces WHERE nonce = $1 AND expires_at > $2")
             .bind(nonce)
             .bind(now)
-            .execute(&self.pool)
+            .write_once(self)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -60,7 +60,7 @@ impl Db {
         .bind(address)
         .bind(now)
         .bind(expires_at)
-        .execute(&self.pool)
+        .write_once(self)
         .await?;
         Ok(())
     }
@@ -86,7 +86,7 @@ impl Db {
     pub async fn end_session(&self, token_hash: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
             .bind(token_hash)
-            .execute(&self.pool)
+            .write_once(self)
             .await?;
         Ok(())
     }
@@ -95,11 +95,11 @@ impl Db {
     pub async fn forget_expired_sign_ins(&self, now: f64) -> Result<u64, StoreError> {
         let nonces = sqlx::query("DELETE FROM auth_nonces WHERE expires_at <= $1")
             .bind(now)
-            .execute(&self.pool)
+            .write_once(self)
             .await?;
         let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
             .bind(now)
-            .execute(&self.pool)
+            .write_once(self)
             .await?;
         Ok(nonces.rows_affected() + sessions.rows_affected())
     }
@@ -113,7 +113,7 @@ impl Db {
         .bind(sha)
         .bind(owner)
         .bind(now)
-        .execute(&self.pool)
+        .write_once(self)
         .await?;
         Ok(())
     }
@@ -146,7 +146,7 @@ impl Db {
         sqlx::query("DELETE FROM uploads WHERE sha256 = $1 AND owner = $2")
             .bind(sha)
             .bind(owner)
-            .execute(&self.pool)
+            .write_once(self)
             .await?;
         Ok(
             sqlx::query("SELECT 1 AS one FROM uploads WHERE sha256 = $1")

@@ -6,7 +6,7 @@ use std::time::Duration;
 use oblivion_protocol::JobId;
 use sqlx::Row;
 
-use crate::db::{Db, UNFINISHED, id, now};
+use crate::db::{Db, UNFINISHED, WriteOnce, id, now};
 use crate::error::StoreError;
 
 /// The default age below which the collector leaves an artifact alone
@@ -55,7 +55,7 @@ impl Db {
         .bind(job.db())
         .bind(i64::from(round))
         .bind(i64::from(shard))
-        .execute(&self.pool)
+        .write_once(self)
         .await?;
         Ok(())
     }
@@ -105,7 +105,7 @@ impl Db {
         sqlx::query("UPDATE jobs SET collected_at = $2 WHERE id = $1")
             .bind(job.db())
             .bind(now())
-            .execute(&self.pool)
+            .write_once(self)
             .await?;
         Ok(())
     }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use oblivion_protocol::JobId;
 use oblivion_protocol::ids::NegativeId;
 use sqlx::any::AnyPoolOptions;
-use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::any::{AnyArguments, AnyQueryResult, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
@@ -238,6 +238,24 @@ impl Db {
         .await
         .map_err(|e| StoreError::new(ErrorKind::Other, e))?;
         Ok(begun?)
+    }
+}
+
+/// A statement that writes, run alone (its own transaction). On SQLite it
+/// first waits for the writer's turn, as every transaction does
+/// ([`Db::writer`]): one that did not would wait in SQLite's busy handler
+/// while the queued writers hand the lock on to each other, and could
+/// starve (up to the busy timeout, then fail).
+pub(crate) trait WriteOnce {
+    /// Runs the statement on `db`, in the writers' queue.
+    fn write_once(self, db: &Db)
+    -> impl Future<Output = Result<AnyQueryResult, StoreError>> + Send;
+}
+
+impl<'q> WriteOnce for Query<'q, Any, AnyArguments<'q>> {
+    async fn write_once(self, db: &Db) -> Result<AnyQueryResult, StoreError> {
+        let _writer = db.writer().await;
+        Ok(self.execute(&db.pool).await?)
     }
 }
 

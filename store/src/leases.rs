@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use sqlx::{Any, Row, Transaction};
 
 use crate::backend::Backend;
-use crate::db::{CHUNK, Db, TRAINING, bound, id, now, transaction};
+use crate::db::{CHUNK, Db, TRAINING, WriteOnce, bound, id, now, transaction};
 use crate::error::StoreError;
 use crate::trust::IDENTITY;
 
@@ -299,7 +299,7 @@ impl Db {
         )
         .bind(reason)
         .bind(now())
-        .execute(&self.pool)
+        .write_once(self)
         .await?
         .rows_affected())
     }

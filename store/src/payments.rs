@@ -7,7 +7,7 @@ use oblivion_protocol::api::{PaymentState, PaymentView, PayoutView, SettlementVi
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::db::{Db, id, transaction};
+use crate::db::{Db, WriteOnce, id, transaction};
 use crate::error::StoreError;
 
 /// A paid job's payment row, before its id exists.
@@ -145,7 +145,7 @@ impl Db {
         )
         .bind(job.db())
         .bind(why)
-        .execute(&self.pool)
+        .write_once(self)
         .await?;
         Ok(())
     }
@@ -319,7 +319,7 @@ impl Db {
                 .bind(key)
                 .bind(from.as_str())
                 .bind(to.as_str())
-                .execute(&self.pool)
+                .write_once(self)
                 .await?
                 .rows_affected()
                 == 1,
@@ -334,7 +334,7 @@ impl Db {
         )
         .bind(key)
         .bind(index as i64)
-        .execute(&self.pool)
+        .write_once(self)
         .await?;
         Ok(())
     }
@@ -398,7 +398,7 @@ impl Db {
         .bind(chain as i64)
         .bind(block as i64)
         .bind(hash)
-        .execute(&self.pool)
+        .write_once(self)
         .await?;
         Ok(())
     }

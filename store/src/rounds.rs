@@ -8,7 +8,7 @@ use oblivion_protocol::{JobId, WorkerId};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::db::{Db, id, now, transaction};
+use crate::db::{Db, WriteOnce, id, now, transaction};
 use crate::error::StoreError;
 use crate::trust::{Judge, Quarantined, UpdateVerdict};
 
@@ -80,7 +80,7 @@ impl Db {
         )
         .bind(job.db())
         .bind(instance)
-        .execute(&self.pool)
+        .write_once(self)
         .await?;
         Ok(())
     }
@@ -92,7 +92,7 @@ impl Db {
             "UPDATE jobs SET aggregation_claim = NULL, aggregation_claimed_at = NULL \
              WHERE aggregation_claim IS NOT NULL",
         )
-        .execute(&self.pool)
+        .write_once(self)
         .await?
         .rows_affected())
     }

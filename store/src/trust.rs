@@ -10,7 +10,7 @@ use sqlx::{Any, Row, Transaction};
 
 use oblivion_ml::screening::Verdict;
 
-use crate::db::{CHUNK, Db, bound, id, transaction};
+use crate::db::{CHUNK, Db, WriteOnce, bound, id, transaction};
 use crate::error::StoreError;
 
 /// A worker's identity as SQL over `workers w`: its payout account, else
@@ -379,7 +379,7 @@ impl Db {
         sqlx::query(RELEASE_QUARANTINE)
             .bind(identity)
             .bind(released_before)
-            .execute(&self.pool)
+            .write_once(self)
             .await?;
         Ok(())
     }

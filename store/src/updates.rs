@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::{Any, Row, Transaction};
 
-use crate::db::{Db, bound, id, now, transaction};
+use crate::db::{CHUNK, Db, bound, id, now, transaction};
 use crate::error::{ErrorKind, StoreError};
 use crate::trust::IDENTITY;
 
@@ -99,6 +99,14 @@ impl Db {
     pub async fn accept_updates(&self, batch: &[Accepting]) -> Result<Vec<Acceptance>, StoreError> {
         if batch.is_empty() {
             return Ok(Vec::new());
+        }
+        if batch.len() > CHUNK {
+            // A statement takes so many values; larger batches go in turn.
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for chunk in batch.chunks(CHUNK) {
+                outcomes.extend(Box::pin(self.accept_updates(chunk)).await?);
+            }
+            return Ok(outcomes);
         }
         let together = transaction!(self, |tx| {
             let outcomes = self.accept_together(&mut tx, batch).await?;
@@ -328,7 +336,9 @@ impl Db {
             .map(|a| (a.job, i64::from(a.round), i64::from(a.update.shard)))
             .filter(|slot| backed_up.contains(slot) || by_backup.contains(slot))
             .collect();
-        if !contested.is_empty() {
+        // A hundred slots a statement: SQLite refuses an expression over
+        // 1,000 deep, which a long chain of ORs is.
+        for contested in contested.chunks(100) {
             let mut p = self.placeholders();
             let (at, reason) = (p.one(), p.one());
             let slots = contested
@@ -350,7 +360,7 @@ impl Db {
             let mut revoke = bound(&sql, std::iter::empty())
                 .bind(ended)
                 .bind("another worker's update for the shard came first");
-            for (job, round, shard) in &contested {
+            for (job, round, shard) in contested {
                 revoke = revoke.bind(job.db()).bind(*round).bind(*shard);
             }
             revoke.execute(&mut **tx).await?;

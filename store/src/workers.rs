@@ -5,7 +5,7 @@ use oblivion_protocol::api::WorkerView;
 use oblivion_protocol::{JobId, WorkerId};
 use sqlx::Row;
 
-use crate::db::{Db, id, now, transaction};
+use crate::db::{Db, WriteOnce, id, now, transaction};
 use crate::error::StoreError;
 
 impl Db {
@@ -17,6 +17,8 @@ impl Db {
         token_hash: &str,
         instance: &str,
     ) -> Result<WorkerId, StoreError> {
+        // A write alone, in the writers' queue (see `WriteOnce`).
+        let _writer = self.writer().await;
         let id: i64 = sqlx::query(
             "INSERT INTO workers (name, client, device, benchmark, payout_address, connected_at, \
              token_hash, instance) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
@@ -44,7 +46,7 @@ impl Db {
              AND NOT EXISTS (SELECT 1 FROM leases WHERE worker_id = $1)",
         )
         .bind(id.db())
-        .execute(&self.pool)
+        .write_once(self)
         .await?
         .rows_affected()
             == 1)
@@ -55,7 +57,7 @@ impl Db {
         sqlx::query("INSERT INTO instances (id, started_at, seen_at) VALUES ($1, $2, $2)")
             .bind(id)
             .bind(now())
-            .execute(&self.pool)
+            .write_once(self)
             .await?;
         Ok(())
     }
@@ -65,7 +67,7 @@ impl Db {
         sqlx::query("UPDATE instances SET seen_at = $2 WHERE id = $1")
             .bind(id)
             .bind(now())
-            .execute(&self.pool)
+            .write_once(self)
             .await?;
         Ok(())
     }
@@ -118,7 +120,7 @@ impl Db {
         sqlx::query("UPDATE instances SET workers = $2 WHERE id = $1")
             .bind(instance)
             .bind(workers)
-            .execute(&self.pool)
+            .write_once(self)
             .await?;
         Ok(())
     }
