@@ -22,7 +22,7 @@ mod updates;
 mod workers;
 
 pub use accounts::Readers;
-pub use artifacts::{Artifacts, Stored, sync_names};
+pub use artifacts::{Artifacts, Stored};
 pub use backend::Backend;
 pub use collection::COLLECTION_GRACE;
 pub use db::{Db, JOBS_CHANNEL, now};
