@@ -10,7 +10,8 @@
 //! ```
 
 // The scheduling core, under the names the service has always used.
-use oblivion_scheduler::{federated, hub, replication, reputation, round, states};
+use oblivion_scheduler::kind::{self, federated};
+use oblivion_scheduler::{hub, replication, reputation, round, states};
 
 mod api;
 mod blocking;

@@ -4,8 +4,8 @@
 //! database recorded, and sends what the hub decided. So it builds and
 //! tests without tokio, sqlx or axum (`cargo tree -p oblivion-scheduler`).
 
-pub mod federated;
 pub mod hub;
+pub mod kind;
 pub mod replication;
 pub mod reputation;
 pub mod round;

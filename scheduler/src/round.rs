@@ -16,6 +16,8 @@ use oblivion_ml::train::{Evaluation, evaluate};
 use oblivion_protocol::JobSpec;
 use oblivion_protocol::aggregation::AggregationSpec;
 
+use crate::kind::JobKind;
+
 /// One update of the round, in the order they were accepted.
 #[derive(Clone, Debug)]
 pub struct RoundBlob {
@@ -221,14 +223,20 @@ pub fn distinct_slots(got: &[u32], slots: usize) -> Result<(), String> {
 }
 
 /// The differential privacy a job's rounds of `shards` shards run under,
-/// if any. Federated updates arrive clipped and noised by their
-/// contributors (see `crate::federated`), so their rounds add none.
-pub fn round_privacy(spec: &JobSpec, shards: usize) -> Result<Option<RoundPrivacy>, String> {
+/// if any: none when its kind's updates arrive noised by their
+/// contributors (see [`JobKind::noises_rounds`]).
+pub fn round_privacy(
+    kind: &dyn JobKind,
+    spec: &JobSpec,
+    shards: usize,
+) -> Result<Option<RoundPrivacy>, String> {
+    if !kind.noises_rounds() {
+        return Ok(None);
+    }
     match (
         &spec.privacy,
         oblivion_protocol::job_privacy::noise_multiplier(spec),
     ) {
-        _ if spec.dataset.is_federated() => Ok(None),
         (Some(p), Ok(Some(noise_multiplier))) => Ok(Some(RoundPrivacy {
             clip_norm: p.clip_norm,
             noise_multiplier,

@@ -156,7 +156,10 @@ impl Coordinator {
             });
         }
         let validation = self.validation_set(&row).await?;
-        let privacy = round_privacy(&row.spec, shards.len()).map_err(AppError::internal)?;
+        let kind =
+            crate::kind::kind_of(&row.spec).map_err(|e| AppError::internal(e.to_string()))?;
+        let privacy =
+            round_privacy(kind.as_ref(), &row.spec, shards.len()).map_err(AppError::internal)?;
         let rules = RoundRules {
             aggregation: row.spec.aggregation.clone(),
             tolerance: row.spec.replication().tolerance,

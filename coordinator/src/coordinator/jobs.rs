@@ -20,6 +20,7 @@ use crate::blocking::blocking;
 use crate::datasets;
 use crate::error::AppError;
 use crate::hub::{LiveJob, ShardDetail};
+use crate::kind::kind_of;
 use oblivion_store::{JobData, JobRefusal, JobRow, NewPayment, now};
 
 /// Model download formats.
@@ -109,73 +110,28 @@ impl Coordinator {
                 self.config.uploads.max_dataset_bytes,
             )
             .await?;
-        let federated = spec.dataset.is_federated();
+        let kind = kind_of(&spec)?;
         let arch = Architecture::new(spec.model.clone(), dataset.shape.clone(), dataset.classes)
             .map_err(|e| AppError::unprocessable(e.to_string()).with_field("dataset"))?;
-        // In federated mode all the coordinator holds is for validation.
-        let held_out = if federated {
-            dataset.len() as u64
-        } else {
-            ((dataset.len() as f64 * spec.validation_split).ceil() as u64)
-                .clamp(1, dataset.len() as u64)
-        };
+        let held_out = kind.held_out(&spec, dataset.len());
         budget::check(&self.config.budgets, &spec, &arch, held_out)?;
         let prepared = {
-            let (spec, arch) = (spec.clone(), arch.clone());
+            let (spec, arch, kind) = (spec.clone(), arch.clone(), kind.clone());
             blocking(move || {
-                let (mut train, mut val) = if federated {
-                    // Scaled by the validation data's statistics, which
-                    // every contributor's lease carries.
-                    let val = dataset.as_ref().clone();
-                    (val.select(&[]), val)
-                } else {
-                    dataset.split(spec.validation_split, spec.seed)
-                };
-                let normalization = (!val.is_image()).then(|| {
-                    let n = if federated {
-                        val.normalization()
-                    } else {
-                        train.normalization()
-                    };
-                    train.normalize(&n);
-                    val.normalize(&n);
-                    n
-                });
-                if !federated && train.len() < spec.shards_per_round as usize {
-                    return Err(AppError::unprocessable(format!(
-                        "shards_per_round: {} shards but only {} training samples",
-                        spec.shards_per_round,
-                        train.len()
-                    ))
-                    .with_field("shards_per_round"));
-                }
-                let shards: Vec<(Vec<u8>, u64)> = if federated {
-                    Vec::new()
-                } else {
-                    train
-                        .chunks(spec.shards_per_round as usize)
-                        .iter()
-                        .map(|c| (encode_shard(c), c.len() as u64))
-                        .collect()
-                };
+                let division = kind.divide(&spec, &dataset)?;
+                let val_blob = encode_shard(&division.validation);
                 let initial = initial_params(&arch, spec.seed).map_err(ml_internal)?;
                 let initial_blob = initial.to_safetensors(None);
-                Ok((
-                    shards,
-                    encode_shard(&val),
-                    val,
-                    train.len(),
-                    normalization,
-                    initial,
-                    initial_blob,
-                ))
+                Ok::<_, AppError>((division, val_blob, initial, initial_blob))
             })
             .await?
         };
-        let (shard_blobs, val_blob, val, train_len, mut normalization, initial, initial_blob) =
-            prepared;
-        if federated && let Some(n) = normalization.as_mut() {
-            // Contributors must hold the same columns, by name.
+        let (division, val_blob, initial, initial_blob) = prepared;
+        let mut normalization = division.scaling;
+        if kind.names_columns()
+            && let Some(n) = normalization.as_mut()
+        {
+            // Workers' own data must hold the same columns, by name.
             n.columns = datasets::columns(
                 spec.dataset.held_by_coordinator(),
                 &self.artifacts,
@@ -183,28 +139,24 @@ impl Coordinator {
             )
             .await?;
         }
-        // A federated slot has no data of the coordinator's: its stored
-        // data address is empty, and it credits a contribution.
-        let mut shards = if federated {
-            vec![(String::new(), crate::federated::CONTRIBUTION); spec.shards_per_round as usize]
-        } else {
-            Vec::with_capacity(shard_blobs.len())
-        };
-        for (blob, samples) in shard_blobs {
-            shards.push((
-                self.artifacts.put(blob).await.map_err(AppError::io)?,
-                samples,
-            ));
+        // A slot whose worker brings its own data has no stored data
+        // address (empty).
+        let mut shards = Vec::with_capacity(division.slots.len());
+        for slot in division.slots {
+            let data_sha = match slot.data {
+                Some(blob) => self.artifacts.put(blob).await.map_err(AppError::io)?,
+                None => String::new(),
+            };
+            shards.push((data_sha, slot.credit));
         }
-        let local = crate::federated::local_task(&spec, normalization.as_ref())
-            .map_err(|e| AppError::unprocessable(e).with_field("privacy"))?;
+        let (val, train_len) = (division.validation, division.train_samples);
         let validation_sha = self.artifacts.put(val_blob).await.map_err(AppError::io)?;
         let global_sha = self
             .artifacts
             .put(initial_blob)
             .await
             .map_err(AppError::io)?;
-        let normalization = normalization
+        let stored_normalization = normalization
             .as_ref()
             .map(serde_json::to_string)
             .transpose()
@@ -223,7 +175,7 @@ impl Coordinator {
             data: JobData {
                 input_shape: arch.input_shape.clone(),
                 classes: arch.classes,
-                normalization,
+                normalization: stored_normalization,
                 validation_sha,
                 train_samples: train_len as u64,
                 validation_samples: val.len() as u64,
@@ -269,14 +221,9 @@ impl Coordinator {
             shards,
             &row.round_replicas,
         )
-        .trained_by(trainers);
-        self.hub().jobs.insert(
-            id,
-            match local {
-                Some(local) => live.federated(local),
-                None => live,
-            },
-        );
+        .trained_by(trainers)
+        .of_kind(kind, normalization);
+        self.hub().jobs.insert(id, live);
         tracing::info!(job = %id, "job created");
         self.request_pump();
         Ok(id)

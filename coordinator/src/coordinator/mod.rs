@@ -330,8 +330,8 @@ impl Coordinator {
             .map(serde_json::from_str)
             .transpose()
             .map_err(|e| AppError::internal(format!("stored normalisation: {e}")))?;
-        let local = crate::federated::local_task(&row.spec, normalization.as_ref())
-            .map_err(AppError::internal)?;
+        let kind =
+            crate::kind::kind_of(&row.spec).map_err(|e| AppError::internal(e.to_string()))?;
         let global = Arc::new(self.weights(&row.global_sha).await?);
         let done: HashMap<u32, WorkerId> = self
             .db
@@ -374,7 +374,8 @@ impl Coordinator {
             global,
             base_shards: shards.len(),
             shards,
-            local,
+            kind,
+            scaling: normalization,
             admission: Admission {
                 trainers,
                 until: leases_until,

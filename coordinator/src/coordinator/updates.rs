@@ -110,7 +110,7 @@ impl Coordinator {
                     j.spec.update_norm_bound,
                     j.global.clone(),
                     s.samples,
-                    j.local.is_some(),
+                    j.kind.reports_figures(),
                 ))
             };
             let mut found = known(&self.hub());
@@ -120,7 +120,7 @@ impl Coordinator {
                 self.refresh_job(job).await?;
                 found = known(&self.hub());
             }
-            if let Some((arch, fixed_bound, global, samples, federated)) = found {
+            if let Some((arch, fixed_bound, global, samples, figures)) = found {
                 return Ok(UpdateContext {
                     lease: Lease {
                         id: lease,
@@ -138,7 +138,7 @@ impl Coordinator {
                     fixed_bound,
                     global,
                     samples,
-                    federated,
+                    figures,
                 });
             }
         }
@@ -166,11 +166,11 @@ impl Coordinator {
         // copy of up to max_update_bytes on this path.
         let (checked, blob) = {
             let (arch, fixed, global) = (ctx.arch.clone(), ctx.fixed_bound, ctx.global.clone());
-            let federated = ctx.federated;
+            let figures = ctx.figures;
             let artifacts = self.artifacts.clone();
             blocking(move || {
                 let bound = arrival_bound(fixed, &global);
-                let checked = check_update(&arch, bound, &body, federated);
+                let checked = check_update(&arch, bound, &body, figures);
                 let blob = match &checked {
                     Ok(_) if artifacts.writes_here() => Blob::Written(artifacts.write_here(&body)),
                     _ => Blob::Unwritten(body),
@@ -340,13 +340,14 @@ pub struct CheckedUpdate {
 /// Validates an update (a change to the global weights): gzip that
 /// decompresses to no more than the model's size, safetensors that decode,
 /// the model's exact names and shapes, finite values, an L2 norm within the
-/// bound, and metadata in range. A `federated` update carries no figures
-/// at all (see `oblivion_worker_engine`): it reports loss 0 and time 0.
+/// bound, and metadata in range. Without `figures` (see
+/// [`JobKind::reports_figures`](crate::kind::JobKind::reports_figures)) the
+/// update carries none at all: it reports loss 0 and time 0.
 pub fn check_update(
     arch: &Architecture,
     bound: f64,
     body: &[u8],
-    federated: bool,
+    figures: bool,
 ) -> Result<CheckedUpdate, String> {
     let limit = arch.num_params().saturating_mul(4) + HEADER_ALLOWANCE;
     let (delta, meta) = Params::from_compressed_within(body, limit).map_err(|e| e.to_string())?;
@@ -360,7 +361,7 @@ pub fn check_update(
             "update norm {norm:.3} exceeds the bound {bound:.3} for this round"
         ));
     }
-    if federated {
+    if !figures {
         return Ok(CheckedUpdate {
             norm,
             train_loss: 0.0,

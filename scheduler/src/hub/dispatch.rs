@@ -41,11 +41,12 @@ impl Hub {
             // replica is worth nothing from the same one), counting the
             // grants planned so far. Only a round with replicas needs the
             // check, so that dispatch stays O(pending × log workers)
-            // without them. In federated mode, one slot a round per
-            // contributor, and only to one whose data fits. `exclusive`
-            // says which slots a worker may hold only one of.
-            let exclusive = |base: u32| job.local.is_some() || base == slot.base;
-            let busy: Vec<WorkerId> = if job.local.is_some() || job.has_replicas() {
+            // without them. Some kinds take one slot a round per worker
+            // (see `JobKind::one_slot_each`). `exclusive` says which slots
+            // a worker may hold only one of.
+            let one_each = job.kind.one_slot_each();
+            let exclusive = |base: u32| one_each || base == slot.base;
+            let busy: Vec<WorkerId> = if one_each || job.has_replicas() {
                 let mut busy = job.holders(exclusive);
                 busy.extend(
                     grants
@@ -57,7 +58,7 @@ impl Hub {
             } else {
                 Vec::new()
             };
-            let restricted = job.local.is_some() || job.admission.trainers.is_some();
+            let restricted = job.kind.screens_workers() || job.admission.trainers.is_some();
             let fits = |worker: WorkerId| {
                 !restricted || self.workers.get(&worker).is_some_and(|w| job.admits(w))
             };
@@ -102,9 +103,8 @@ impl Hub {
     /// (a new connection gets none, so reconnecting buys no backup); never
     /// to a worker holding any slot of the same shard, whose update for
     /// the slot was rejected, or whose identity had a backup lease of the
-    /// round already (see [`LiveJob::backed_up_by`]); never for a federated slot,
-    /// which trains a contributor's own data that no one else can stand in
-    /// for.
+    /// round already (see [`LiveJob::backed_up_by`]); never for a slot of
+    /// a kind that is not backed up (see [`JobKind::backs_up`]).
     pub(super) fn plan_backups(&self, now: f64, order: &BTreeSet<RoomKey>) -> Vec<Grant> {
         let mut idle: Vec<WorkerId> = order
             .iter()
@@ -117,7 +117,7 @@ impl Hub {
         }
         let mut slots: Vec<(f64, JobId, u32)> = Vec::new();
         for job in self.jobs.values() {
-            if !job.open_at(now) || job.local.is_some() {
+            if !job.open_at(now) || !job.kind.backs_up() {
                 continue;
             }
             if job.shards.iter().any(|s| s.state == ShardState::Pending) {
@@ -262,10 +262,7 @@ impl Hub {
                 .wrapping_add(u64::from(lease.round) << 20)
                 .wrapping_add(u64::from(shard.base)),
             weights: job.global_sha.clone(),
-            data: match &job.local {
-                Some(local) => TrainingData::Local(Box::new(local.clone())),
-                None => TrainingData::Shard(shard.data_sha.clone()),
-            },
+            data: job.kind.lease_data(&shard.data_sha, job.scaling.as_ref()),
             expires_in_secs: self.policy.ttl.as_secs(),
         })
     }

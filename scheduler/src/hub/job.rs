@@ -110,9 +110,10 @@ pub struct LiveJob {
     pub shards: Vec<Shard>,
     /// How many of the slots are the job's own shards.
     pub base_shards: usize,
-    /// Federated mode: each slot trains a contributor's own data, this
-    /// way. `None`: slots train the job's shards.
-    pub local: Option<LocalTask>,
+    /// What its slots are and how they are leased (see [`JobKind`]).
+    pub kind: Arc<dyn JobKind>,
+    /// Its feature scaling (tabular data), which some kinds' leases carry.
+    pub scaling: Option<FeatureScaling>,
     /// Who may be leased it, and until when.
     pub admission: Admission,
     /// How its current round stands, beyond its slots.
@@ -178,7 +179,8 @@ impl LiveJob {
                 .map(|(i, (data_sha, samples))| Shard::pending(i as u32, data_sha, samples))
                 .collect(),
             base_shards,
-            local: None,
+            kind: Arc::new(Training),
+            scaling: None,
             admission: Admission::default(),
             progress: RoundProgress::default(),
         };
@@ -194,7 +196,8 @@ impl LiveJob {
     }
 
     /// Whether `worker` may be leased this job's work: the right account
-    /// for a private job, and fitting local data for a federated one.
+    /// for a private job, and what its kind asks of a worker (see
+    /// [`JobKind::admits`]).
     pub(super) fn admits(&self, worker: &Worker) -> bool {
         if worker.declined.contains(&self.id) {
             return false;
@@ -206,18 +209,19 @@ impl LiveJob {
                 .as_ref()
                 .is_some_and(|a| accounts.binary_search(a).is_ok())
         });
-        let data_ok =
-            self.local.as_ref().is_none_or(|local| {
-                worker.view.local_data.as_ref().is_some_and(|d| {
-                    d.fits(&self.arch.input_shape, self.arch.classes, local.columns())
-                })
-            });
+        let data_ok = self.kind.admits(
+            &self.arch,
+            self.scaling.as_ref(),
+            worker.view.local_data.as_ref(),
+        );
         account_ok && data_ok
     }
 
-    /// The same job in federated mode: its slots train contributors' data.
-    pub fn federated(mut self, local: LocalTask) -> LiveJob {
-        self.local = Some(local);
+    /// The same job of another kind than training, with its feature
+    /// scaling.
+    pub fn of_kind(mut self, kind: Arc<dyn JobKind>, scaling: Option<FeatureScaling>) -> LiveJob {
+        self.kind = kind;
+        self.scaling = scaling;
         self
     }
 

@@ -89,7 +89,7 @@ pub struct UpdateContext {
     pub global: Arc<Params>,
     /// Samples of the shard.
     pub samples: u64,
-    /// Whether it trains a contributor's own data (federated): its update
-    /// carries no figures.
-    pub federated: bool,
+    /// Whether its update reports training figures (see
+    /// [`JobKind::reports_figures`](crate::kind::JobKind::reports_figures)).
+    pub figures: bool,
 }

@@ -38,7 +38,9 @@ use oblivion_protocol::JobSpec;
 use oblivion_protocol::api::{
     JobStatus, LiveJobView, ShardStatus, ShardView, WorkerLease, WorkerState, WorkerView,
 };
-use oblivion_protocol::wire::{LeaseProgress, LeaseTask, LocalDataOffer, LocalTask, TrainingData};
+use oblivion_protocol::wire::{FeatureScaling, LeaseProgress, LeaseTask, LocalDataOffer};
+
+use crate::kind::{JobKind, Training};
 
 use crate::states::LeaseStatus;
 

@@ -23,7 +23,7 @@ impl Hub {
             fixed_bound: job.spec.update_norm_bound,
             global: job.global.clone(),
             samples: job.shards[held.shard as usize].samples,
-            federated: job.local.is_some(),
+            figures: job.kind.reports_figures(),
         })
     }
 

@@ -1,5 +1,7 @@
 use super::*;
+use crate::kind::Federated;
 use oblivion_protocol::api::WorkerView;
+use oblivion_protocol::wire::TrainingData;
 use oblivion_protocol::wire::{ClientKind, DeviceInfo, LeaseProgress};
 
 struct Net {
@@ -209,19 +211,9 @@ fn federated_slots_go_one_a_round_to_contributors_whose_data_fits() {
         n.hub.workers.get_mut(&w).unwrap().view.local_data = data;
     }
     n.add_job(1, 2);
-    let local = LocalTask {
-        scaling: None,
-        clip_norm: 1.0,
-        noise_std: 0.1,
-        rounds: 2,
-    };
-    let job = n
-        .hub
-        .jobs
-        .remove(&JobId(1))
-        .unwrap()
-        .federated(local.clone());
-    n.hub.jobs.insert(JobId(1), job);
+    let kind = federated(0.1, 2);
+    let local = kind.task(None);
+    n.hub.jobs.get_mut(&JobId(1)).unwrap().kind = Arc::new(kind);
     let first = n.dispatch(0.0);
     assert_eq!(
         holders(&first),
@@ -249,14 +241,7 @@ fn a_contributor_that_declines_a_job_is_offered_none_of_it() {
             columns: None,
         });
     n.add_job(1, 1);
-    let local = LocalTask {
-        scaling: None,
-        clip_norm: 1.0,
-        noise_std: 1e-9,
-        rounds: 20,
-    };
-    let job = n.hub.jobs.remove(&JobId(1)).unwrap().federated(local);
-    n.hub.jobs.insert(JobId(1), job);
+    n.hub.jobs.get_mut(&JobId(1)).unwrap().kind = Arc::new(federated(1e-9, 20));
     let first = n.dispatch(0.0);
     assert_eq!(holders(&first), vec![alice]);
     // Returned without declining: offered again at once.
@@ -781,6 +766,15 @@ fn a_round_closes_on_its_quorum_once_it_has_waited_and_enough_is_in() {
     assert!(n.hub.quorum_due(40.0).is_empty(), "nothing in yet");
 }
 
+/// The federated kind with clip norm 1.
+fn federated(noise_std: f64, rounds: u32) -> Federated {
+    Federated {
+        clip_norm: 1.0,
+        noise_std,
+        rounds,
+    }
+}
+
 #[test]
 fn federated_slots_get_no_backups() {
     let mut n = Net::new();
@@ -797,12 +791,7 @@ fn federated_slots_get_no_backups() {
     }
     assert_eq!(n.hub.plan(1.0).len(), 1, "a backup, were it a shard");
     // A contributor's own data: no one else can stand in for it.
-    n.hub.jobs.get_mut(&JobId(1)).unwrap().local = Some(LocalTask {
-        scaling: None,
-        clip_norm: 1.0,
-        noise_std: 1.0,
-        rounds: 2,
-    });
+    n.hub.jobs.get_mut(&JobId(1)).unwrap().kind = Arc::new(federated(1.0, 2));
     assert!(n.hub.plan(1.0).is_empty());
 }
 

@@ -14,8 +14,12 @@
 //! A contributor's sample count cannot be checked, so a verified update is
 //! credited as one contribution ([`CONTRIBUTION`]), whatever it claims.
 
-use oblivion_protocol::JobSpec;
-use oblivion_protocol::wire::{FeatureScaling, LocalDataOffer, LocalTask};
+use oblivion_ml::data::Dataset;
+use oblivion_ml::model::Architecture;
+use oblivion_protocol::wire::{FeatureScaling, LocalDataOffer, LocalTask, TrainingData};
+use oblivion_protocol::{JobSpec, SpecError};
+
+use super::{Division, JobKind, SlotPlan, scale};
 
 /// What one verified federated update is credited: one contribution.
 pub const CONTRIBUTION: u64 = 1;
@@ -28,28 +32,119 @@ const MAX_CLASSES: usize = 1_000;
 const MAX_SAMPLES: u64 = 1_000_000_000;
 const MAX_COLUMN_NAME: usize = 128;
 
-/// The lease's instructions for a federated job: `None` for any other.
-/// `normalization` is the job's stored feature scaling (tabular data).
-pub fn local_task(
-    spec: &JobSpec,
-    normalization: Option<&FeatureScaling>,
-) -> Result<Option<LocalTask>, String> {
-    if !spec.dataset.is_federated() {
-        return Ok(None);
+/// The federated kind: each slot trains a contributor's own data, clipped
+/// and noised by the contributor as the job's privacy settings say.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Federated {
+    /// Each update's L2 bound.
+    pub clip_norm: f64,
+    /// The noise each contributor adds to every coordinate.
+    pub noise_std: f64,
+    /// The job's rounds (the contributor's accountant counts them).
+    pub rounds: u32,
+}
+
+impl Federated {
+    /// The federated kind of `spec`, whose privacy settings must resolve
+    /// to some noise.
+    pub fn of(spec: &JobSpec) -> Result<Federated, SpecError> {
+        let privacy = spec
+            .privacy
+            .as_ref()
+            .ok_or_else(|| SpecError::new("privacy", "a federated job needs privacy settings"))?;
+        let noise_multiplier = oblivion_protocol::job_privacy::noise_multiplier(spec)
+            .map_err(|(field, message)| SpecError::new(field, message))?
+            .ok_or_else(|| SpecError::new("privacy", "a federated job needs noise"))?;
+        Ok(Federated {
+            clip_norm: privacy.clip_norm,
+            noise_std: noise_multiplier * privacy.clip_norm,
+            rounds: spec.rounds,
+        })
     }
-    let privacy = spec
-        .privacy
-        .as_ref()
-        .ok_or("a federated job without privacy settings")?;
-    let noise_multiplier = oblivion_protocol::job_privacy::noise_multiplier(spec)
-        .map_err(|(field, message)| format!("{field}: {message}"))?
-        .ok_or("a federated job without noise")?;
-    Ok(Some(LocalTask {
-        scaling: normalization.cloned(),
-        clip_norm: privacy.clip_norm,
-        noise_std: noise_multiplier * privacy.clip_norm,
-        rounds: spec.rounds,
-    }))
+
+    /// A lease's instructions, with the job's feature `scaling`.
+    pub fn task(&self, scaling: Option<&FeatureScaling>) -> LocalTask {
+        LocalTask {
+            scaling: scaling.cloned(),
+            clip_norm: self.clip_norm,
+            noise_std: self.noise_std,
+            rounds: self.rounds,
+        }
+    }
+}
+
+impl JobKind for Federated {
+    /// All of it: the coordinator holds only validation data.
+    fn held_out(&self, _: &JobSpec, samples: usize) -> u64 {
+        samples as u64
+    }
+
+    /// Every sample validates, scaled by its own statistics (which every
+    /// contributor's lease carries); the slots hold no data and credit one
+    /// contribution each.
+    fn divide(&self, spec: &JobSpec, data: &Dataset) -> Result<Division, SpecError> {
+        let mut validation = data.clone();
+        let mut train = validation.select(&[]);
+        let scaling = (!data.is_image()).then(|| validation.normalization());
+        let scaling = scale(scaling, [&mut train, &mut validation]);
+        let slots = (0..spec.shards_per_round)
+            .map(|_| SlotPlan {
+                data: None,
+                credit: CONTRIBUTION,
+            })
+            .collect();
+        Ok(Division {
+            slots,
+            validation,
+            train_samples: 0,
+            scaling,
+        })
+    }
+
+    fn names_columns(&self) -> bool {
+        true
+    }
+
+    fn lease_data(&self, _: &str, scaling: Option<&FeatureScaling>) -> TrainingData {
+        TrainingData::Local(Box::new(self.task(scaling)))
+    }
+
+    fn screens_workers(&self) -> bool {
+        true
+    }
+
+    /// Only a contributor whose data has the job's shape, classes and
+    /// (when both name them) columns.
+    fn admits(
+        &self,
+        arch: &Architecture,
+        scaling: Option<&FeatureScaling>,
+        offer: Option<&LocalDataOffer>,
+    ) -> bool {
+        let columns = scaling.and_then(|s| s.columns.as_deref());
+        offer.is_some_and(|d| d.fits(&arch.input_shape, arch.classes, columns))
+    }
+
+    /// One slot a round per contributor.
+    fn one_slot_each(&self) -> bool {
+        true
+    }
+
+    /// Never: no one else can stand in for a contributor's own data.
+    fn backs_up(&self) -> bool {
+        false
+    }
+
+    /// No: a federated update carries no figures at all (see
+    /// `oblivion_worker_engine`).
+    fn reports_figures(&self) -> bool {
+        false
+    }
+
+    /// No: updates arrive clipped and noised by their contributors.
+    fn noises_rounds(&self) -> bool {
+        false
+    }
 }
 
 /// Checks a worker's description of its local data.
@@ -114,12 +209,12 @@ mod tests {
             serde_json::json!({"federated": {"validation": {"builtin": "iris"}}}),
             privacy.clone(),
         );
-        let task = local_task(&fed, Some(&norm)).unwrap().unwrap();
+        let task = Federated::of(&fed).unwrap().task(Some(&norm));
         assert_eq!((task.clip_norm, task.noise_std), (2.0, 1.0));
         assert_eq!(task.columns(), Some(&["x".to_string()][..]));
         assert_eq!(task.scaling.unwrap().std, vec![2.0]);
         let central = spec(serde_json::json!({"builtin": "iris"}), privacy);
-        assert_eq!(local_task(&central, Some(&norm)).unwrap(), None);
+        assert!(!crate::kind::kind_of(&central).unwrap().one_slot_each());
     }
 
     #[test]

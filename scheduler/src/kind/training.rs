@@ -1,0 +1,86 @@
+//! Training: the coordinator holds the data. Each slot trains one shard of
+//! the training split, which the lease names by its address; the rest of
+//! the dataset is held out to validate on.
+
+use oblivion_ml::data::{Dataset, FeatureScaling, encode_shard};
+use oblivion_ml::model::Architecture;
+use oblivion_protocol::wire::{LocalDataOffer, TrainingData};
+use oblivion_protocol::{JobSpec, SpecError};
+
+use super::{Division, JobKind, SlotPlan, scale};
+
+/// The training kind: shards of the coordinator's data.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Training;
+
+impl JobKind for Training {
+    fn held_out(&self, spec: &JobSpec, samples: usize) -> u64 {
+        ((samples as f64 * spec.validation_split).ceil() as u64).clamp(1, samples as u64)
+    }
+
+    /// A seeded split, scaled by the training part's statistics; one slot
+    /// per shard of the training part, credited its samples.
+    fn divide(&self, spec: &JobSpec, data: &Dataset) -> Result<Division, SpecError> {
+        let (mut train, mut validation) = data.split(spec.validation_split, spec.seed);
+        let scaling = (!data.is_image()).then(|| train.normalization());
+        let scaling = scale(scaling, [&mut train, &mut validation]);
+        let shards = spec.shards_per_round as usize;
+        if train.len() < shards {
+            return Err(SpecError::new(
+                "shards_per_round",
+                format!("{shards} shards but only {} training samples", train.len()),
+            ));
+        }
+        let slots = train
+            .chunks(shards)
+            .iter()
+            .map(|c| SlotPlan {
+                data: Some(encode_shard(c)),
+                credit: c.len() as u64,
+            })
+            .collect();
+        Ok(Division {
+            slots,
+            validation,
+            train_samples: train.len(),
+            scaling,
+        })
+    }
+
+    fn names_columns(&self) -> bool {
+        false
+    }
+
+    fn lease_data(&self, slot_data: &str, _: Option<&FeatureScaling>) -> TrainingData {
+        TrainingData::Shard(slot_data.to_string())
+    }
+
+    fn screens_workers(&self) -> bool {
+        false
+    }
+
+    fn admits(
+        &self,
+        _: &Architecture,
+        _: Option<&FeatureScaling>,
+        _: Option<&LocalDataOffer>,
+    ) -> bool {
+        true
+    }
+
+    fn one_slot_each(&self) -> bool {
+        false
+    }
+
+    fn backs_up(&self) -> bool {
+        true
+    }
+
+    fn reports_figures(&self) -> bool {
+        true
+    }
+
+    fn noises_rounds(&self) -> bool {
+        true
+    }
+}
