@@ -1,23 +1,50 @@
-//! The one error type of the HTTP API: a status and a readable message,
-//! sent as `{"error": "...", "field": "..."}`.
+//! The service's one error type: what went wrong in terms of the request
+//! (refused, not found, too many...), a readable message and the field at
+//! fault. It knows nothing of HTTP: `api/error.rs` gives each kind its
+//! status and sends it as `{"error": "...", "field": "..."}`.
 
-use axum::Json;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use oblivion_protocol::SpecError;
-use oblivion_protocol::api::ApiError;
 use oblivion_store::{ErrorKind, StoreError};
 
-/// An HTTP error answer.
+/// What kind of failure a request met, which decides how it is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The request itself is malformed.
+    Malformed,
+    /// It needs a signed-in account, or a worker's token, that it lacks.
+    NotSignedIn,
+    /// The caller is known, but may not do this.
+    Forbidden,
+    /// No such thing.
+    NotFound,
+    /// Valid, but not now (e.g. a lease the worker does not hold).
+    Conflict,
+    /// Addressed to another coordinator (a sign-in for another origin).
+    WrongHost,
+    /// A body over its limit.
+    TooLarge,
+    /// A body sent too slowly.
+    TooSlow,
+    /// Well-formed, but breaks a rule.
+    Unprocessable,
+    /// Over a rate or a quota.
+    TooMany,
+    /// Storage busy or unreachable: the same request may succeed later.
+    Unavailable,
+    /// A fault of the coordinator's.
+    Internal,
+}
+
+/// A failed request, or failed background work.
 #[derive(Debug)]
 pub struct AppError {
-    /// Status code.
-    pub status: StatusCode,
+    /// What kind of failure.
+    pub kind: Failure,
     /// What is wrong.
     pub message: String,
     /// The spec field at fault.
     pub field: Option<String>,
-    /// Seconds to wait before retrying (sent as `Retry-After`).
+    /// Seconds to wait before retrying.
     pub retry_after: Option<u64>,
     /// Whether the same request may succeed later: storage or the
     /// database was unreachable, busy or timed out. Background work
@@ -26,10 +53,10 @@ pub struct AppError {
 }
 
 impl AppError {
-    /// An error with `status`.
-    pub fn new(status: StatusCode, message: impl Into<String>) -> AppError {
+    /// An error of `kind`.
+    pub fn new(kind: Failure, message: impl Into<String>) -> AppError {
         AppError {
-            status,
+            kind,
             message: message.into(),
             field: None,
             retry_after: None,
@@ -37,29 +64,29 @@ impl AppError {
         }
     }
 
-    /// 400: the request itself is malformed.
+    /// The request itself is malformed.
     pub fn bad_request(message: impl Into<String>) -> AppError {
-        AppError::new(StatusCode::BAD_REQUEST, message)
+        AppError::new(Failure::Malformed, message)
     }
 
-    /// 404.
+    /// No such thing.
     pub fn not_found(message: impl Into<String>) -> AppError {
-        AppError::new(StatusCode::NOT_FOUND, message)
+        AppError::new(Failure::NotFound, message)
     }
 
-    /// 409: valid, but not now (e.g. a lease the worker does not hold).
+    /// Valid, but not now (e.g. a lease the worker does not hold).
     pub fn conflict(message: impl Into<String>) -> AppError {
-        AppError::new(StatusCode::CONFLICT, message)
+        AppError::new(Failure::Conflict, message)
     }
 
-    /// 422: well-formed, but breaks a rule.
+    /// Well-formed, but breaks a rule.
     pub fn unprocessable(message: impl Into<String>) -> AppError {
-        AppError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+        AppError::new(Failure::Unprocessable, message)
     }
 
-    /// 500.
+    /// A fault of the coordinator's.
     pub fn internal(message: impl Into<String>) -> AppError {
-        AppError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+        AppError::new(Failure::Internal, message)
     }
 
     /// An I/O failure of the artifact store: transient (a disk or an
@@ -70,8 +97,9 @@ impl AppError {
 
     /// A failure of the store, answered by its kind alone: its text (a
     /// query, a path, a server's words) is logged, never sent. Transient:
-    /// 503 with `Retry-After`, and background work tries it again; a
-    /// conflict with what is stored: 409; anything else: 500.
+    /// unavailable, to retry after a second, and background work tries it
+    /// again; a conflict with what is stored: a conflict; anything else:
+    /// internal.
     pub fn db(e: StoreError) -> AppError {
         tracing::error!("store: {e}");
         match e.kind() {
@@ -79,7 +107,7 @@ impl AppError {
                 retry_after: Some(1),
                 transient: true,
                 ..AppError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                    Failure::Unavailable,
                     "the coordinator's storage is busy or unreachable; try again shortly",
                 )
             },
@@ -109,34 +137,18 @@ impl From<SpecError> for AppError {
     fn from(e: SpecError) -> AppError {
         // A document that is not JSON at all is a bad request; a JSON
         // document breaking a rule of the spec is unprocessable.
-        let status = if e.field.is_empty() {
-            StatusCode::BAD_REQUEST
+        let kind = if e.field.is_empty() {
+            Failure::Malformed
         } else {
-            StatusCode::UNPROCESSABLE_ENTITY
+            Failure::Unprocessable
         };
         AppError {
-            status,
+            kind,
             message: e.to_string(),
             field: (!e.field.is_empty()).then_some(e.field),
             retry_after: None,
             transient: false,
         }
-    }
-}
-
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
-        let body = ApiError {
-            error: self.message,
-            field: self.field,
-        };
-        let mut response = (self.status, Json(body)).into_response();
-        if let Some(secs) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, secs.into());
-        }
-        response
     }
 }
 
@@ -148,18 +160,18 @@ mod tests {
     fn a_store_failure_tells_the_client_its_kind_and_nothing_of_its_text() {
         let secret = "connection to 10.0.0.7:5432 refused; SELECT token_hash FROM workers";
         let away = AppError::db(StoreError::new(ErrorKind::Transient, secret));
-        assert_eq!(away.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(away.kind, Failure::Unavailable);
         assert_eq!(away.retry_after, Some(1));
         assert!(away.transient);
         let io = std::io::Error::other("/var/lib/oblivion/artifacts/ab: disk full");
         let disk = AppError::io(io);
-        assert_eq!(disk.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(disk.kind, Failure::Unavailable);
         assert!(!disk.message.contains("/var/lib"), "{}", disk.message);
         let conflict = AppError::db(StoreError::new(ErrorKind::Conflict, secret));
-        assert_eq!(conflict.status, StatusCode::CONFLICT);
+        assert_eq!(conflict.kind, Failure::Conflict);
         assert!(!conflict.transient);
         let corrupt = AppError::db(StoreError::new(ErrorKind::Corrupt, secret));
-        assert_eq!(corrupt.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(corrupt.kind, Failure::Internal);
         for e in [away, conflict, corrupt] {
             assert!(
                 !e.message.contains("10.0.0.7") && !e.message.contains("SELECT"),

@@ -14,12 +14,11 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
-use axum::http::StatusCode;
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::config::Config;
-use crate::error::AppError;
+use crate::error::{AppError, Failure};
 
 /// The address a request's limits are counted under. `peer` is the
 /// connection's address; when it is one of `trusted_proxies`, the client
@@ -98,7 +97,7 @@ impl ConnectionLimit {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         if held.0 >= self.total {
             return Err(AppError::new(
-                StatusCode::TOO_MANY_REQUESTS,
+                Failure::TooMany,
                 format!(
                     "this coordinator already serves {} {}, its limit",
                     held.0, self.what
@@ -108,7 +107,7 @@ impl ConnectionLimit {
         let mine = held.1.entry(client).or_insert(0);
         if *mine >= self.per_client {
             return Err(AppError::new(
-                StatusCode::TOO_MANY_REQUESTS,
+                Failure::TooMany,
                 format!(
                     "{client} already holds {mine} {}, the most one address may ({})",
                     self.what, self.setting
@@ -213,7 +212,7 @@ impl RateLimit {
             let wait = not_until.wait_time_from(self.limiter.clock().now());
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let mut e = AppError::new(
-                StatusCode::TOO_MANY_REQUESTS,
+                Failure::TooMany,
                 format!(
                     "{client} made more than {} {} in a minute ({}); retry in {secs} s",
                     self.per_minute, self.what, self.setting
@@ -242,7 +241,7 @@ mod tests {
         let p1 = limit.acquire(a).unwrap();
         let _p2 = limit.acquire(a).unwrap();
         let e = limit.acquire(a).unwrap_err();
-        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e.kind, Failure::TooMany);
         assert!(e.message.contains("max_sse_per_client"), "{}", e.message);
         let _p3 = limit.acquire(b).unwrap();
         assert!(limit.acquire(b).unwrap_err().message.contains("its limit"));
@@ -290,7 +289,7 @@ mod tests {
         rate.check(a).unwrap();
         rate.check(a).unwrap();
         let e = rate.check(a).unwrap_err();
-        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e.kind, Failure::TooMany);
         assert!((1..=30).contains(&e.retry_after.unwrap()), "{e:?}");
         rate.check("10.0.0.2".parse().unwrap()).unwrap();
     }

@@ -22,7 +22,7 @@ use oblivion_protocol::auth::{
 use super::client::Client;
 use super::read_body;
 use crate::coordinator::{Coordinator, Viewer};
-use crate::error::AppError;
+use crate::error::{AppError, Failure};
 
 /// Largest sign-in body, bytes.
 const MAX_SIGN_IN_BYTES: usize = 16 * 1024;
@@ -79,7 +79,7 @@ pub(super) fn same_origin(c: &Coordinator, headers: &HeaderMap) -> Result<(), Ap
         Ok(())
     } else {
         Err(AppError::new(
-            StatusCode::FORBIDDEN,
+            Failure::Forbidden,
             format!("cross-site request refused: Origin {origin:?} is not {scheme}://{authority}"),
         ))
     }
@@ -165,7 +165,7 @@ pub async fn session(
     };
     session
         .map(Json)
-        .ok_or_else(|| AppError::new(StatusCode::UNAUTHORIZED, "not signed in"))
+        .ok_or_else(|| AppError::new(Failure::NotSignedIn, "not signed in"))
 }
 
 /// `POST /api/auth/logout`: ends the session and clears its cookie.

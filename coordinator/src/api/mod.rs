@@ -20,6 +20,7 @@
 
 mod auth;
 mod client;
+mod error;
 mod events;
 mod jobs;
 mod payments;
@@ -36,10 +37,9 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use axum::body::{Body, Bytes};
-use axum::http::StatusCode;
 
 use crate::coordinator::Coordinator;
-use crate::error::AppError;
+use crate::error::{AppError, Failure};
 
 /// Reads a request body of at most `limit` bytes within `deadline`; a
 /// larger one is a 413 that says the limit, a slower one a 408, a broken
@@ -54,7 +54,7 @@ pub async fn read_body_within(
 ) -> Result<Bytes, AppError> {
     let too_slow = || {
         AppError::new(
-            StatusCode::REQUEST_TIMEOUT,
+            Failure::TooSlow,
             format!("{what} was not received in time (it is sent too slowly)"),
         )
     };
@@ -69,7 +69,7 @@ pub async fn read_body_within(
     while let Some(e) = cause {
         if e.is::<http_body_util::LengthLimitError>() {
             return Err(AppError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
+                Failure::TooLarge,
                 format!("{what} is larger than the limit of {limit} bytes"),
             ));
         }

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use oblivion_protocol::api::WorkerView;
 use oblivion_protocol::wire::{
@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use super::client::Client;
 use super::read_body_within;
 use crate::coordinator::{Coordinator, Viewer};
-use crate::error::AppError;
+use crate::error::{AppError, Failure};
 
 /// Largest control message from a worker, bytes.
 const MAX_CONTROL_MESSAGE: usize = 64 * 1024;
@@ -51,7 +51,7 @@ pub async fn update(
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| {
             AppError::new(
-                axum::http::StatusCode::UNAUTHORIZED,
+                Failure::NotSignedIn,
                 format!("missing {WORKER_TOKEN_HEADER} header"),
             )
         })?
@@ -70,7 +70,7 @@ pub async fn update(
     .await
     {
         Ok(bytes) => bytes,
-        Err(e) if e.status == StatusCode::REQUEST_TIMEOUT => {
+        Err(e) if e.kind == Failure::TooSlow => {
             // The holder stalled its own shard: the lease ends, and the
             // stall is on its record.
             c.fault_lease(lease, held.lease.worker, "the update upload was too slow")

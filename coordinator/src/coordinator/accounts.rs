@@ -1,6 +1,5 @@
 //! Accounts: sign-in challenges, sessions, and who may do what to a job.
 
-use axum::http::StatusCode;
 use oblivion_protocol::Visibility;
 use oblivion_protocol::auth::{SessionView, SignIn, SignInChallenge};
 use rand::Rng;
@@ -9,7 +8,7 @@ use time::OffsetDateTime;
 
 use super::Coordinator;
 use super::leasing::token_hash;
-use crate::error::AppError;
+use crate::error::{AppError, Failure};
 use crate::siwe::{self, Expected, rfc3339};
 use oblivion_store::{JobRow, now};
 
@@ -25,7 +24,7 @@ impl Viewer {
     pub fn account(&self) -> Result<&str, AppError> {
         self.0.as_deref().ok_or_else(|| {
             AppError::new(
-                StatusCode::UNAUTHORIZED,
+                Failure::NotSignedIn,
                 "sign in first (POST /api/auth/nonce, then POST /api/auth/login)",
             )
         })
@@ -55,7 +54,7 @@ impl Coordinator {
         let host = host.ok_or_else(|| AppError::bad_request("the request has no Host header"))?;
         if !self.config.serves_at(host) {
             return Err(AppError::new(
-                StatusCode::MISDIRECTED_REQUEST,
+                Failure::WrongHost,
                 format!(
                     "Host {host:?} is not an address this coordinator serves at ({}, or \
                      loopback); an operator serving under a name sets --public-url",
@@ -108,7 +107,7 @@ impl Coordinator {
         answer: &SignIn,
         authority: &str,
     ) -> Result<(SessionView, String), AppError> {
-        let unauthorized = |m: String| AppError::new(StatusCode::UNAUTHORIZED, m);
+        let unauthorized = |m: String| AppError::new(Failure::NotSignedIn, m);
         let expected = Expected {
             domain: authority,
             chain_id: self.sign_in_chain(),

@@ -75,6 +75,7 @@ pub fn aggregation_bytes(spec: &JobSpec, params: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Failure;
 
     fn spec(hidden: &[u32], shards: u32, rounds: u32) -> JobSpec {
         serde_json::from_value(serde_json::json!({
@@ -98,8 +99,8 @@ mod tests {
         assert_eq!(arch(&huge).num_params(), 120_725_514);
         let e = check(&budgets, &huge, &arch(&huge), 1600).unwrap_err();
         assert_eq!(
-            (e.status.as_u16(), e.field.as_deref()),
-            (422, Some("model"))
+            (e.kind, e.field.as_deref()),
+            (Failure::Unprocessable, Some("model"))
         );
         assert!(e.message.contains("120725514 parameters"), "{}", e.message);
     }

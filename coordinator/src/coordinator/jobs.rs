@@ -4,7 +4,6 @@
 use oblivion_protocol::JobId;
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use oblivion_ml::data::{FeatureScaling, encode_shard};
 use oblivion_ml::export;
 use oblivion_ml::model::Architecture;
@@ -18,7 +17,7 @@ use super::leasing::token_hash;
 use super::{Coordinator, budget, lock, ml_internal};
 use crate::blocking::blocking;
 use crate::datasets;
-use crate::error::AppError;
+use crate::error::{AppError, Failure};
 use crate::hub::{LiveJob, ShardDetail};
 use crate::kind::kind_of;
 use oblivion_store::{JobData, JobRefusal, JobRow, NewPayment, now};
@@ -71,7 +70,7 @@ impl Coordinator {
             .map_err(AppError::db)?;
         if in_flight >= u64::from(self.config.quotas.max_jobs_in_flight) {
             return Err(AppError::new(
-                StatusCode::TOO_MANY_REQUESTS,
+                Failure::TooMany,
                 format!(
                     "this account already has {in_flight} unfinished jobs, the most allowed \
                      (max_jobs_in_flight); wait for one to finish or cancel one"
@@ -257,7 +256,7 @@ impl Coordinator {
             {
                 // (A file nobody uploaded is reported missing by the loader.)
                 return Err(AppError::new(
-                    StatusCode::FORBIDDEN,
+                    Failure::Forbidden,
                     format!("dataset {sha} was not uploaded by this account; upload it first"),
                 )
                 .with_field("dataset"));
@@ -279,7 +278,7 @@ impl Coordinator {
         let row = self.job_row(id).await?;
         if !viewer.may_read(&row) {
             return Err(AppError::new(
-                StatusCode::FORBIDDEN,
+                Failure::Forbidden,
                 format!("job {id} is private to its owner"),
             ));
         }
@@ -381,7 +380,7 @@ impl Coordinator {
         let row = self.job_row(id).await?;
         if !viewer.owns(&row) {
             return Err(AppError::new(
-                StatusCode::FORBIDDEN,
+                Failure::Forbidden,
                 format!("job {id} belongs to another account; {account} may not cancel it"),
             ));
         }
@@ -414,7 +413,7 @@ impl Coordinator {
                 .is_some_and(|p| p.state == PaymentState::Settled);
             if !settled {
                 return Err(AppError::new(
-                    StatusCode::FORBIDDEN,
+                    Failure::Forbidden,
                     format!(
                         "job {id} is paid: its model is released once its settlement is seen \
                          on chain, so that its contributors are paid first"
@@ -473,7 +472,7 @@ impl Coordinator {
             };
             if !leased {
                 return Err(AppError::new(
-                    StatusCode::FORBIDDEN,
+                    Failure::Forbidden,
                     format!(
                         "artifact {sha} is weights of a paid job, released once its \
                          settlement is seen on chain"
@@ -499,7 +498,7 @@ impl Coordinator {
             };
             if !owner && !leased {
                 return Err(AppError::new(
-                    StatusCode::FORBIDDEN,
+                    Failure::Forbidden,
                     format!("artifact {sha} belongs to a private job or upload"),
                 ));
             }

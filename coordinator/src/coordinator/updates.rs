@@ -5,7 +5,6 @@
 use oblivion_protocol::{LeaseId, WorkerId};
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
 use oblivion_ml::weights::check_params;
@@ -14,7 +13,7 @@ use oblivion_protocol::wire::{UpdateReceipt, update_metadata};
 use super::leasing::token_hash;
 use super::{Coordinator, lock};
 use crate::blocking::blocking;
-use crate::error::AppError;
+use crate::error::{AppError, Failure};
 use crate::hub::{Lease, Refusal, UpdateContext};
 use oblivion_store::{Accepting, Stored, UpdateRefusal, UpdateRow, now};
 
@@ -144,7 +143,7 @@ impl Coordinator {
         }
         Err(match refusal {
             Refusal::UnknownWorker if held.is_none() => AppError::new(
-                StatusCode::UNAUTHORIZED,
+                Failure::NotSignedIn,
                 "unknown worker token: connect over /api/workers/connect first",
             ),
             _ => AppError::conflict(format!(
@@ -262,7 +261,7 @@ impl Coordinator {
                         self.settle_ended(ended.into_iter().collect(), "worker quarantined")
                             .await;
                         Err(AppError::new(
-                            StatusCode::FORBIDDEN,
+                            Failure::Forbidden,
                             format!("this worker is quarantined: {reason}"),
                         ))
                     }
