@@ -4,25 +4,30 @@
 use oblivion_protocol::api::JobStatus;
 use oblivion_protocol::{JobId, JobSpec};
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
-use crate::db::{Db, TRAINING, UNFINISHED, id, now, transaction};
+use crate::columns::Text;
+use crate::db::{Db, TRAINING, UNFINISHED, count, now, transaction};
 use crate::error::StoreError;
 
 /// A job as stored.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, sqlx::FromRow)]
 pub struct JobRow {
     /// Id.
+    #[sqlx(try_from = "i64")]
     pub id: JobId,
     /// The validated spec.
+    #[sqlx(try_from = "Text<JobSpec>")]
     pub spec: JobSpec,
     /// Life-cycle state.
+    #[sqlx(try_from = "Text<JobStatus>")]
     pub status: JobStatus,
     /// Round in progress (or last, once finished).
+    #[sqlx(try_from = "i64")]
     pub round: u32,
     /// Current global weights.
     pub global_sha: String,
     /// What its dataset came to.
+    #[sqlx(flatten)]
     pub data: JobData,
     /// When the current round started.
     pub round_started_at: f64,
@@ -35,24 +40,29 @@ pub struct JobRow {
     pub creator: Option<String>,
     /// The current round's replica slots: the shard each slot beyond the
     /// shards trains again (slot `shards + k` copies `round_replicas[k]`).
+    #[sqlx(try_from = "Text<Vec<u32>>")]
     pub round_replicas: Vec<u32>,
 }
 
 /// What a job's dataset came to when the job was created: the shape its
 /// model takes, and its validation split.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
 pub struct JobData {
     /// Shape of one sample.
+    #[sqlx(try_from = "Text<Vec<usize>>")]
     pub input_shape: Vec<usize>,
     /// Number of classes.
+    #[sqlx(try_from = "i64")]
     pub classes: usize,
     /// Tabular normalisation, JSON.
     pub normalization: Option<String>,
     /// Validation shard.
     pub validation_sha: String,
     /// Training samples.
+    #[sqlx(try_from = "i64")]
     pub train_samples: u64,
     /// Validation samples.
+    #[sqlx(try_from = "i64")]
     pub validation_samples: u64,
 }
 
@@ -63,39 +73,6 @@ pub enum JobRefusal {
     Missing,
     /// The job is in this state, which does not allow it.
     State(JobStatus),
-}
-
-fn status_of(text: &str) -> Result<JobStatus, StoreError> {
-    JobStatus::parse(text).ok_or_else(|| StoreError::corrupt(format!("bad status {text}")))
-}
-
-fn job_from_row(row: &AnyRow) -> Result<JobRow, StoreError> {
-    let spec: String = row.try_get("spec")?;
-    let status: String = row.try_get("status")?;
-    let shape: String = row.try_get("input_shape")?;
-    Ok(JobRow {
-        id: id::<JobId>(row, "id")?,
-        spec: serde_json::from_str(&spec)?,
-        status: status_of(&status)?,
-        round: row.try_get::<i64, _>("round")? as u32,
-        global_sha: row.try_get("global_sha")?,
-        data: JobData {
-            input_shape: serde_json::from_str(&shape)?,
-            classes: row.try_get::<i64, _>("classes")? as usize,
-            normalization: row.try_get("normalization")?,
-            validation_sha: row.try_get("validation_sha")?,
-            train_samples: row.try_get::<i64, _>("train_samples")? as u64,
-            validation_samples: row.try_get::<i64, _>("validation_samples")? as u64,
-        },
-        round_started_at: row.try_get("round_started_at")?,
-        error: row.try_get("error")?,
-        created_at: row.try_get("created_at")?,
-        creator: row.try_get("creator")?,
-        round_replicas: {
-            let text: String = row.try_get("round_replicas")?;
-            serde_json::from_str(&text)?
-        },
-    })
 }
 
 impl Db {
@@ -177,47 +154,37 @@ impl Db {
 
     /// One job.
     pub async fn job(&self, id: JobId) -> Result<Option<JobRow>, StoreError> {
-        sqlx::query("SELECT * FROM jobs WHERE id = $1")
+        Ok(sqlx::query_as("SELECT * FROM jobs WHERE id = $1")
             .bind(id.db())
             .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(job_from_row)
-            .transpose()
+            .await?)
     }
 
     /// All jobs, newest first.
     pub async fn jobs(&self) -> Result<Vec<JobRow>, StoreError> {
-        sqlx::query("SELECT * FROM jobs ORDER BY id DESC")
+        Ok(sqlx::query_as("SELECT * FROM jobs ORDER BY id DESC")
             .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(job_from_row)
-            .collect()
+            .await?)
     }
 
     /// Jobs still to train (pending or running), oldest first.
     pub async fn unfinished_jobs(&self) -> Result<Vec<JobRow>, StoreError> {
-        sqlx::query(&format!(
+        Ok(sqlx::query_as(&format!(
             "SELECT * FROM jobs WHERE status IN {TRAINING} ORDER BY id"
         ))
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(job_from_row)
-        .collect()
+        .await?)
     }
 
     /// Jobs submitted by `creator` that have not finished.
     pub async fn jobs_in_flight(&self, creator: &str) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query(&format!(
-            "SELECT COUNT(*) AS n FROM jobs WHERE creator = $1 AND status IN {UNFINISHED}"
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM jobs WHERE creator = $1 AND status IN {UNFINISHED}"
         ))
         .bind(creator)
         .fetch_one(&self.pool)
-        .await?
-        .try_get("n")?;
-        Ok(n as u64)
+        .await?;
+        count(n)
     }
 
     /// Ends a job that has not finished: `Cancelled` (revoking its active
@@ -242,14 +209,13 @@ impl Db {
             .await?
             .rows_affected();
             if changed == 0 {
-                let current = sqlx::query("SELECT status FROM jobs WHERE id = $1")
-                    .bind(id.db())
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                let current: Option<Text<JobStatus>> =
+                    sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+                        .bind(id.db())
+                        .fetch_optional(&mut *tx)
+                        .await?;
                 return Ok(Err(match current {
-                    Some(row) => {
-                        JobRefusal::State(status_of(&row.try_get::<String, _>("status")?)?)
-                    }
+                    Some(status) => JobRefusal::State(status.into()),
                     None => JobRefusal::Missing,
                 }));
             }
@@ -273,34 +239,29 @@ impl Db {
         &self,
         job: JobId,
     ) -> Result<Vec<(Option<JobStatus>, JobStatus)>, StoreError> {
-        sqlx::query(
+        let moves: Vec<(Option<Text<JobStatus>>, Text<JobStatus>)> = sqlx::query_as(
             "SELECT from_status, to_status FROM job_transitions WHERE job_id = $1 ORDER BY id",
         )
         .bind(job.db())
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            let from: Option<String> = r.try_get("from_status")?;
-            let to: String = r.try_get("to_status")?;
-            Ok((from.as_deref().map(status_of).transpose()?, status_of(&to)?))
-        })
-        .collect()
+        .await?;
+        Ok(moves
+            .into_iter()
+            .map(|(from, to)| (from.map(Into::into), to.into()))
+            .collect())
     }
 
     /// A job's data shards: (sha256, samples) by index.
     pub async fn job_shards(&self, job: JobId) -> Result<Vec<(String, u64)>, StoreError> {
-        sqlx::query("SELECT data_sha, samples FROM job_shards WHERE job_id = $1 ORDER BY shard")
-            .bind(job.db())
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("data_sha")?,
-                    r.try_get::<i64, _>("samples")? as u64,
-                ))
-            })
+        let shards: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT data_sha, samples FROM job_shards WHERE job_id = $1 ORDER BY shard",
+        )
+        .bind(job.db())
+        .fetch_all(&self.pool)
+        .await?;
+        shards
+            .into_iter()
+            .map(|(sha, samples)| Ok((sha, count(samples)?)))
             .collect()
     }
 }

@@ -9,6 +9,7 @@ mod accounts;
 mod artifacts;
 mod backend;
 mod collection;
+mod columns;
 mod db;
 mod error;
 mod group_commit;

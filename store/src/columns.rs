@@ -1,0 +1,74 @@
+//! Columns stored as text that rows read as values: JSON documents and
+//! lists, and states by name. `Text<T>` decodes such a column for
+//! `#[derive(sqlx::FromRow)]` (`#[sqlx(try_from = "Text<T>")]`), failing
+//! as a corrupt row when the text does not parse. Written here because
+//! sqlx's own `Json` and `Text` wrappers do not decode through its `Any`
+//! driver, which serves both databases.
+
+use oblivion_protocol::JobSpec;
+use oblivion_protocol::api::{JobStatus, PaymentState};
+use sqlx::any::{AnyTypeInfo, AnyValueRef};
+use sqlx::error::BoxDynError;
+use sqlx::{Any, Decode, Type};
+
+/// A value read from a text column.
+pub(crate) trait FromText: Sized {
+    /// Parses `text`, or says why it cannot.
+    fn from_text(text: &str) -> Result<Self, String>;
+}
+
+/// A text column holding a `T`.
+pub(crate) struct Text<T>(T);
+
+impl<T> Type<Any> for Text<T> {
+    fn type_info() -> AnyTypeInfo {
+        <String as Type<Any>>::type_info()
+    }
+
+    fn compatible(ty: &AnyTypeInfo) -> bool {
+        <String as Type<Any>>::compatible(ty)
+    }
+}
+
+impl<'r, T: FromText> Decode<'r, Any> for Text<T> {
+    fn decode(value: AnyValueRef<'r>) -> Result<Self, BoxDynError> {
+        let text = <&str as Decode<Any>>::decode(value)?;
+        Ok(Text(T::from_text(text)?))
+    }
+}
+
+/// Stored as JSON.
+macro_rules! json_text {
+    ($($t:ty),*) => {$(
+        impl FromText for $t {
+            fn from_text(text: &str) -> Result<Self, String> {
+                serde_json::from_str(text).map_err(|e| e.to_string())
+            }
+        }
+        impl From<Text<$t>> for $t {
+            fn from(text: Text<$t>) -> $t {
+                text.0
+            }
+        }
+    )*};
+}
+
+json_text!(JobSpec, Vec<usize>, Vec<u32>);
+
+/// Stored by name.
+macro_rules! named_text {
+    ($($t:ty),*) => {$(
+        impl FromText for $t {
+            fn from_text(text: &str) -> Result<Self, String> {
+                <$t>::parse(text).ok_or_else(|| format!("no {} is named {text:?}", stringify!($t)))
+            }
+        }
+        impl From<Text<$t>> for $t {
+            fn from(text: Text<$t>) -> $t {
+                text.0
+            }
+        }
+    )*};
+}
+
+named_text!(JobStatus, PaymentState);
