@@ -242,3 +242,75 @@ async fn connections_that_never_work_do_not_grow_the_database() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Sign-ins while a flood of updates keeps SQLite's one writer busy: every
+/// write, a sign-in's nonce and session included, takes its turn in one
+/// fair queue (`Db::writer`), so a sign-in waits for the batches ahead of
+/// it, not for the flood to end. Two hundred scripted workers post an
+/// update the moment they get a lease; ten sign-ins, one after another,
+/// must each answer within 2 s while at least a hundred updates are
+/// accepted around them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_updates_does_not_starve_sign_in() {
+    use oblivion_e2e::{ScriptedWorker, honest_update};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let net = Network::start(&[]).unwrap();
+    let api = net.api();
+    let mut spec = example("iris-mlp.json").unwrap();
+    spec["rounds"] = 100.into();
+    spec["shards_per_round"] = 100.into();
+    api.submit(&spec).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let mut flood = Vec::new();
+    for i in 0..200 {
+        let (api, stop, accepted) = (api.clone(), stop.clone(), accepted.clone());
+        let mut worker = ScriptedWorker::connect(&api.url, &format!("flood{i}"))
+            .await
+            .unwrap();
+        flood.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(task) = worker.next_lease().await else {
+                    return;
+                };
+                let body = honest_update(&task);
+                if let Ok((200, _)) = worker.post_update(&api, task.lease_id, body).await {
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = accepted.load(Ordering::Relaxed);
+    let key = oblivion_chain::Key::parse(oblivion_e2e::OTHER_KEY).unwrap();
+    let mut waits = Vec::new();
+    for _ in 0..10 {
+        let http = reqwest::Client::new();
+        let started = std::time::Instant::now();
+        oblivion_chain::sign_in_over_http(&http, &api.url, &key)
+            .await
+            .unwrap();
+        waits.push(started.elapsed().as_secs_f64());
+    }
+    let during = accepted.load(Ordering::Relaxed) - before;
+    stop.store(true, Ordering::Relaxed);
+    for task in flood {
+        task.abort();
+    }
+    assert!(
+        during >= 100,
+        "only {during} updates were accepted during the sign-ins: no flood to test against"
+    );
+    let slowest = waits.iter().copied().fold(0.0, f64::max);
+    assert!(
+        slowest < 2.0,
+        "a sign-in took {slowest:.2} s under {during} updates (all: {waits:?})"
+    );
+    eprintln!(
+        "sign-ins under the flood: median {:.3} s, slowest {slowest:.3} s, {during} updates \
+         accepted meanwhile",
+        median(waits)
+    );
+}
