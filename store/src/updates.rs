@@ -14,23 +14,28 @@ use crate::error::{ErrorKind, StoreError};
 use crate::trust::IDENTITY;
 
 /// An accepted update as stored.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, sqlx::FromRow)]
 pub struct UpdateRow {
     /// Shard index.
+    #[sqlx(try_from = "i64")]
     pub shard: u32,
     /// Worker that made it.
+    #[sqlx(try_from = "i64")]
     pub worker_id: WorkerId,
     /// Lease it answered.
+    #[sqlx(try_from = "i64")]
     pub lease_id: LeaseId,
     /// The update blob.
     pub update_sha: String,
     /// Samples credited (the shard's size).
+    #[sqlx(try_from = "i64")]
     pub samples: u64,
     /// Training loss reported.
     pub train_loss: f64,
     /// L2 norm.
     pub norm: f64,
     /// Training time the worker reported (informative only).
+    #[sqlx(try_from = "i64")]
     pub train_millis: u64,
     /// When it was accepted (the database's clock, seconds).
     pub accepted_at: f64,
@@ -499,15 +504,14 @@ impl Db {
             .bind(u.worker_id.db())
             .execute(&mut **tx)
             .await?;
-        let complete: i64 = sqlx::query(
+        let complete: i64 = sqlx::query_scalar(
             "SELECT CAST(CASE WHEN (SELECT COUNT(*) FROM updates WHERE job_id = $1 AND round = $2) \
-             = (SELECT round_slots FROM jobs WHERE id = $1) THEN 1 ELSE 0 END AS BIGINT) AS done",
+             = (SELECT round_slots FROM jobs WHERE id = $1) THEN 1 ELSE 0 END AS BIGINT)",
         )
         .bind(job.db())
         .bind(i64::from(round))
         .fetch_one(&mut **tx)
-        .await?
-        .try_get("done")?;
+        .await?;
         Ok(Ok(complete == 1))
     }
 
@@ -517,26 +521,13 @@ impl Db {
         job: JobId,
         round: u32,
     ) -> Result<Vec<UpdateRow>, StoreError> {
-        sqlx::query("SELECT * FROM updates WHERE job_id = $1 AND round = $2 ORDER BY shard")
-            .bind(job.db())
-            .bind(i64::from(round))
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(UpdateRow {
-                    shard: r.try_get::<i64, _>("shard")? as u32,
-                    worker_id: id::<WorkerId>(r, "worker_id")?,
-                    lease_id: id::<LeaseId>(r, "lease_id")?,
-                    update_sha: r.try_get("update_sha")?,
-                    samples: r.try_get::<i64, _>("samples")? as u64,
-                    train_loss: r.try_get("train_loss")?,
-                    norm: r.try_get("norm")?,
-                    train_millis: r.try_get::<i64, _>("train_millis")? as u64,
-                    accepted_at: r.try_get("accepted_at")?,
-                })
-            })
-            .collect()
+        Ok(
+            sqlx::query_as("SELECT * FROM updates WHERE job_id = $1 AND round = $2 ORDER BY shard")
+                .bind(job.db())
+                .bind(i64::from(round))
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// Workers whose updates to `job` were accepted, most samples credited
