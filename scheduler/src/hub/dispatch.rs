@@ -58,10 +58,7 @@ impl Hub {
             } else {
                 Vec::new()
             };
-            let restricted = job.kind.screens_workers() || job.admission.trainers.is_some();
-            let fits = |worker: WorkerId| {
-                !restricted || self.workers.get(&worker).is_some_and(|w| job.admits(w))
-            };
+            let fits = |worker: WorkerId| self.workers.get(&worker).is_some_and(|w| job.admits(w));
             let free = |k: &&RoomKey| !busy.contains(&k.2) && fits(k.2);
             let pick = order
                 .iter()
@@ -154,7 +151,7 @@ impl Hub {
                     && !slot.refused_by.contains(worker)
                     && !job.progress.backed_up_by.contains(&identity)
                     && !planned.contains(&(job_id, identity))
-                    && (job.admission.trainers.is_none() || job.admits(w))
+                    && job.admits(w)
             };
             let Some(at) = idle.iter().position(eligible) else {
                 continue;

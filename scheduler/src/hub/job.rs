@@ -195,8 +195,9 @@ impl LiveJob {
         self
     }
 
-    /// Whether `worker` may be leased this job's work: the right account
-    /// for a private job, and what its kind asks of a worker (see
+    /// Whether `worker` may be leased this job's work: it has not declined
+    /// the job (whatever its kind), it is the right account for a private
+    /// job, and it is what the job's kind asks of a worker (see
     /// [`JobKind::admits`]).
     pub(super) fn admits(&self, worker: &Worker) -> bool {
         if worker.declined.contains(&self.id) {

@@ -256,6 +256,22 @@ fn a_contributor_that_declines_a_job_is_offered_none_of_it() {
 }
 
 #[test]
+fn a_worker_that_declines_a_training_job_is_offered_none_of_it() {
+    let mut n = Net::new();
+    let alice = n.add_worker(1.0);
+    n.add_job(1, 1);
+    let first = n.dispatch(0.0);
+    assert_eq!(holders(&first), vec![alice]);
+    n.hub.return_lease(alice, first[0].id, true).unwrap();
+    assert!(
+        n.dispatch(0.0).is_empty(),
+        "a declined job is not offered again, whatever its kind"
+    );
+    let bob = n.add_worker(1.0);
+    assert_eq!(holders(&n.dispatch(0.0)), vec![bob], "others still take it");
+}
+
+#[test]
 fn a_replica_goes_to_another_worker_and_looks_like_its_shard() {
     let mut n = Net::new();
     let a = n.add_worker(100.0);

@@ -109,10 +109,6 @@ impl JobKind for Federated {
         TrainingData::Local(Box::new(self.task(scaling)))
     }
 
-    fn screens_workers(&self) -> bool {
-        true
-    }
-
     /// Only a contributor whose data has the job's shape, classes and
     /// (when both name them) columns.
     fn admits(

@@ -40,10 +40,6 @@ pub trait JobKind: fmt::Debug + Send + Sync {
     /// slot's stored data address, `scaling` the job's.
     fn lease_data(&self, slot_data: &str, scaling: Option<&FeatureScaling>) -> TrainingData;
 
-    /// Whether a worker must be asked ([`JobKind::admits`]) before it is
-    /// leased a slot. `false` lets dispatch skip the question.
-    fn screens_workers(&self) -> bool;
-
     /// Whether a worker offering `offer` can train the job's slots.
     fn admits(
         &self,
@@ -184,7 +180,7 @@ mod tests {
                 .all(|s| s.data.is_none() && s.credit == federated::CONTRIBUTION)
         );
         assert_eq!(division.slots.len(), 3);
-        assert!(kind.names_columns() && kind.one_slot_each() && kind.screens_workers());
+        assert!(kind.names_columns() && kind.one_slot_each());
         assert!(!kind.reports_figures() && !kind.noises_rounds() && !kind.backs_up());
         let TrainingData::Local(task) = kind.lease_data("", division.scaling.as_ref()) else {
             panic!("a federated lease carries instructions, not a shard");

@@ -55,10 +55,6 @@ impl JobKind for Training {
         TrainingData::Shard(slot_data.to_string())
     }
 
-    fn screens_workers(&self) -> bool {
-        false
-    }
-
     fn admits(
         &self,
         _: &Architecture,
