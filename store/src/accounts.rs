@@ -2,9 +2,9 @@
 //! uploaded what, and who may read an artifact.
 
 use oblivion_protocol::JobId;
-use sqlx::Row;
 
-use crate::db::{Db, UNFINISHED, WriteOnce, id};
+use crate::columns::Int;
+use crate::db::{Db, UNFINISHED, WriteOnce};
 use crate::error::StoreError;
 
 /// Who may read an artifact, from every job and upload that names it.
@@ -71,15 +71,13 @@ impl Db {
         token_hash: &str,
         now: f64,
     ) -> Result<Option<(String, f64)>, StoreError> {
-        sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT address, expires_at FROM sessions WHERE token_hash = $1 AND expires_at > $2",
         )
         .bind(token_hash)
         .bind(now)
         .fetch_optional(&self.pool)
-        .await?
-        .map(|r| Ok((r.try_get("address")?, r.try_get("expires_at")?)))
-        .transpose()
+        .await?)
     }
 
     /// Ends a session.
@@ -125,7 +123,7 @@ impl Db {
         before: f64,
         limit: u32,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        sqlx::query(&format!(
+        Ok(sqlx::query_as(&format!(
             "SELECT u.sha256 AS sha, u.owner AS owner FROM uploads u WHERE u.created_at < $1 \
              AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.status IN {UNFINISHED} \
                              AND j.spec LIKE '%' || u.sha256 || '%') \
@@ -134,10 +132,7 @@ impl Db {
         .bind(before)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get("sha")?, r.try_get("owner")?)))
-        .collect()
+        .await?)
     }
 
     /// Forgets an upload of `sha` by `owner`; returns whether anyone else
@@ -160,16 +155,14 @@ impl Db {
     /// Paid jobs still waiting for a deposit that were created before
     /// `before` (Unix seconds), at most `limit`.
     pub async fn unfunded_jobs(&self, before: f64, limit: u32) -> Result<Vec<JobId>, StoreError> {
-        sqlx::query(
+        let jobs: Vec<Int<JobId>> = sqlx::query_scalar(
             "SELECT id FROM jobs WHERE status = 'funding' AND created_at < $1 ORDER BY id LIMIT $2",
         )
         .bind(before as i64)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| id::<JobId>(r, "id"))
-        .collect()
+        .await?;
+        Ok(jobs.into_iter().map(Int::get).collect())
     }
 
     /// Whether `owner` uploaded the dataset file `sha`.
@@ -189,7 +182,7 @@ impl Db {
     pub async fn artifact_readers(&self, sha: &str) -> Result<Readers, StoreError> {
         // `unpaid`: 1 for the weights of a paid job whose payment is not
         // settled (BIGINT, so that both dialects agree on the type).
-        let rows = sqlx::query(
+        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
             "SELECT j.visibility, j.creator, \
                 CAST(CASE WHEN j.global_sha = $1 AND p.state IS NOT NULL \
                 AND p.state <> 'settled' THEN 1 ELSE 0 END AS BIGINT) AS unpaid \
@@ -213,10 +206,8 @@ impl Db {
         .fetch_all(&self.pool)
         .await?;
         let mut readers = Readers::default();
-        for r in rows {
-            let visibility: String = r.try_get("visibility")?;
-            let owner: Option<String> = r.try_get("creator")?;
-            readers.withheld |= r.try_get::<i64, _>("unpaid")? != 0;
+        for (visibility, owner, unpaid) in rows {
+            readers.withheld |= unpaid != 0;
             if visibility == "public" {
                 readers.public = true;
             } else if let Some(owner) = owner {

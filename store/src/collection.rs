@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use oblivion_protocol::JobId;
-use sqlx::Row;
-
-use crate::db::{Db, UNFINISHED, WriteOnce, id, now};
+use crate::columns::Int;
+use crate::db::{Db, UNFINISHED, WriteOnce, now};
 use crate::error::StoreError;
+use oblivion_protocol::JobId;
 
 /// The default age below which the collector leaves an artifact alone
 /// (`gc_grace_secs`): a job being created writes its blobs and records its
@@ -21,7 +20,7 @@ impl Db {
         &self,
         limit: u32,
     ) -> Result<Vec<(JobId, u32, u32, String)>, StoreError> {
-        sqlx::query(
+        let updates: Vec<(Int<JobId>, Int<u32>, Int<u32>, String)> = sqlx::query_as(
             "SELECT u.job_id, u.round, u.shard, u.update_sha FROM updates u \
              WHERE u.collected = 0 AND EXISTS \
              (SELECT 1 FROM rounds r WHERE r.job_id = u.job_id AND r.round = u.round) \
@@ -29,17 +28,11 @@ impl Db {
         )
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok((
-                id::<JobId>(r, "job_id")?,
-                r.try_get::<i64, _>("round")? as u32,
-                r.try_get::<i64, _>("shard")? as u32,
-                r.try_get("update_sha")?,
-            ))
-        })
-        .collect()
+        .await?;
+        Ok(updates
+            .into_iter()
+            .map(|(job, round, shard, sha)| (job.get(), round.get(), shard.get(), sha))
+            .collect())
     }
 
     /// Marks an update's blob collected.
@@ -69,33 +62,29 @@ impl Db {
         keep_rounds: u32,
         limit: u32,
     ) -> Result<Vec<(JobId, Vec<String>)>, StoreError> {
-        let ids: Vec<(i64, String)> = sqlx::query(&format!(
+        let ids: Vec<(Int<JobId>, String)> = sqlx::query_as(&format!(
             "SELECT id, validation_sha FROM jobs WHERE status NOT IN {UNFINISHED} \
              AND collected_at IS NULL ORDER BY id LIMIT $1"
         ))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get("id")?, r.try_get("validation_sha")?)))
-        .collect::<Result<_, StoreError>>()?;
+        .await?;
         let mut out = Vec::with_capacity(ids.len());
-        for (id, validation) in ids {
+        for (job, validation) in ids {
+            let job = job.get();
             let mut shas = vec![validation];
-            for r in sqlx::query(
+            let held: Vec<String> = sqlx::query_scalar(
                 "SELECT data_sha AS sha FROM job_shards WHERE job_id = $1 \
                  UNION SELECT update_sha AS sha FROM updates WHERE job_id = $1 \
                  UNION SELECT global_sha AS sha FROM rounds WHERE job_id = $1 AND round <= \
                  (SELECT COALESCE(MAX(round), 0) FROM rounds WHERE job_id = $1) - $2",
             )
-            .bind(id)
+            .bind(job.db())
             .bind(i64::from(keep_rounds))
             .fetch_all(&self.pool)
-            .await?
-            {
-                shas.push(r.try_get("sha")?);
-            }
-            out.push((JobId::try_from(id)?, shas));
+            .await?;
+            shas.extend(held);
+            out.push((job, shas));
         }
         Ok(out)
     }
@@ -115,7 +104,7 @@ impl Db {
     /// model, the kept round weights of a finished job, or an update of a
     /// round not yet aggregated.
     pub async fn is_referenced(&self, sha: &str, keep_rounds: u32) -> Result<bool, StoreError> {
-        let row = sqlx::query(&format!(
+        let used: i64 = sqlx::query_scalar(&format!(
             "SELECT CAST(CASE WHEN \
              EXISTS (SELECT 1 FROM job_shards s JOIN jobs j ON j.id = s.job_id \
                      WHERE s.data_sha = $1 AND j.status IN {UNFINISHED}) \
@@ -127,12 +116,12 @@ impl Db {
              OR EXISTS (SELECT 1 FROM updates u WHERE u.update_sha = $1 AND u.collected = 0 \
                         AND NOT EXISTS (SELECT 1 FROM rounds r \
                                         WHERE r.job_id = u.job_id AND r.round = u.round)) \
-             THEN 1 ELSE 0 END AS BIGINT) AS used"
+             THEN 1 ELSE 0 END AS BIGINT)"
         ))
         .bind(sha)
         .bind(i64::from(keep_rounds))
         .fetch_one(&self.pool)
         .await?;
-        Ok(row.try_get::<i64, _>("used")? == 1)
+        Ok(used == 1)
     }
 }

@@ -1,9 +1,11 @@
-//! Columns stored as text that rows read as values: JSON documents and
-//! lists, and states by name. `Text<T>` decodes such a column for
-//! `#[derive(sqlx::FromRow)]` (`#[sqlx(try_from = "Text<T>")]`), failing
-//! as a corrupt row when the text does not parse. Written here because
-//! sqlx's own `Json` and `Text` wrappers do not decode through its `Any`
-//! driver, which serves both databases.
+//! Columns that rows read as typed values. `Text<T>`: text holding JSON
+//! (documents, lists) or a state by name, for `#[derive(sqlx::FromRow)]`
+//! (`#[sqlx(try_from = "Text<T>")]`) and for tuples; `Int<T>`: an integer
+//! holding an id or a count, for tuples and single values (a derived row
+//! says `#[sqlx(try_from = "i64")]`). Either fails as a corrupt row when
+//! the stored value is not a `T`. Written here because sqlx's own `Json`
+//! and `Text` wrappers do not decode through its `Any` driver, which
+//! serves both databases.
 
 use oblivion_protocol::JobSpec;
 use oblivion_protocol::api::{JobStatus, PaymentState};
@@ -20,6 +22,13 @@ pub(crate) trait FromText: Sized {
 /// A text column holding a `T`.
 pub(crate) struct Text<T>(T);
 
+impl<T> Text<T> {
+    /// The value.
+    pub(crate) fn get(self) -> T {
+        self.0
+    }
+}
+
 impl<T> Type<Any> for Text<T> {
     fn type_info() -> AnyTypeInfo {
         <String as Type<Any>>::type_info()
@@ -34,6 +43,36 @@ impl<'r, T: FromText> Decode<'r, Any> for Text<T> {
     fn decode(value: AnyValueRef<'r>) -> Result<Self, BoxDynError> {
         let text = <&str as Decode<Any>>::decode(value)?;
         Ok(Text(T::from_text(text)?))
+    }
+}
+
+/// An integer column holding a `T`.
+pub(crate) struct Int<T>(T);
+
+impl<T> Int<T> {
+    /// The value.
+    pub(crate) fn get(self) -> T {
+        self.0
+    }
+}
+
+impl<T> Type<Any> for Int<T> {
+    fn type_info() -> AnyTypeInfo {
+        <i64 as Type<Any>>::type_info()
+    }
+
+    fn compatible(ty: &AnyTypeInfo) -> bool {
+        <i64 as Type<Any>>::compatible(ty)
+    }
+}
+
+impl<'r, T> Decode<'r, Any> for Int<T>
+where
+    T: TryFrom<i64>,
+    T::Error: std::error::Error + Send + Sync + 'static,
+{
+    fn decode(value: AnyValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(Int(T::try_from(<i64 as Decode<Any>>::decode(value)?)?))
     }
 }
 

@@ -16,11 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use oblivion_protocol::JobId;
-use oblivion_protocol::ids::NegativeId;
 use sqlx::any::AnyPoolOptions;
-use sqlx::any::{AnyArguments, AnyQueryResult, AnyRow};
+use sqlx::any::{AnyArguments, AnyQueryResult};
 use sqlx::query::Query;
-use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use sqlx::{Any, AnyPool, Executor, Transaction};
 
 use crate::backend::Backend;
 use crate::error::{ErrorKind, StoreError};
@@ -257,15 +256,6 @@ impl<'q> WriteOnce for Query<'q, Any, AnyArguments<'q>> {
         let _writer = db.writer().await;
         Ok(self.execute(&db.pool).await?)
     }
-}
-
-/// A row's id column as its type: the database stores ids as `i64`, and a
-/// negative one is corrupt.
-pub(crate) fn id<I: TryFrom<i64, Error = NegativeId>>(
-    row: &AnyRow,
-    column: &str,
-) -> Result<I, StoreError> {
-    Ok(I::try_from(row.try_get::<i64, _>(column)?)?)
 }
 
 /// A stored count (samples, slots, rows) as the unsigned number it is; a

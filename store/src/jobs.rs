@@ -3,9 +3,8 @@
 
 use oblivion_protocol::api::JobStatus;
 use oblivion_protocol::{JobId, JobSpec};
-use sqlx::Row;
 
-use crate::columns::Text;
+use crate::columns::{Int, Text};
 use crate::db::{Db, TRAINING, UNFINISHED, count, now, transaction};
 use crate::error::StoreError;
 
@@ -94,7 +93,7 @@ impl Db {
         payment: Option<&super::NewPayment<'_>>,
     ) -> Result<JobId, StoreError> {
         transaction!(self, |tx| {
-            let id: i64 = sqlx::query(
+            let new_id: Int<JobId> = sqlx::query_scalar(
                 "INSERT INTO jobs (name, spec, status, round, global_sha, input_shape, classes, \
                  normalization, validation_sha, train_samples, validation_samples, round_started_at, \
                  error, created_at, creator, visibility, round_slots, round_replicas) \
@@ -120,14 +119,13 @@ impl Db {
             .bind((shards.len() + job.round_replicas.len()) as i64)
             .bind(serde_json::to_string(&job.round_replicas)?)
             .fetch_one(&mut *tx)
-            .await?
-            .try_get("id")?;
-            let new_id = JobId::try_from(id)?;
+            .await?;
+            let new_id = new_id.get();
             for (i, (sha, samples)) in shards.iter().enumerate() {
                 sqlx::query(
                     "INSERT INTO job_shards (job_id, shard, data_sha, samples) VALUES ($1, $2, $3, $4)",
                 )
-                .bind(id)
+                .bind(new_id.db())
                 .bind(i as i64)
                 .bind(sha)
                 .bind(*samples as i64)
@@ -139,7 +137,7 @@ impl Db {
                     "INSERT INTO payments (job_id, job_key, spec_hash, amount, state) \
                      VALUES ($1, $2, $3, $4, 'awaiting_deposit')",
                 )
-                .bind(id)
+                .bind(new_id.db())
                 .bind((p.job_key)(new_id))
                 .bind(p.spec_hash)
                 .bind(p.amount)

@@ -6,12 +6,28 @@ use oblivion_protocol::states::LeaseStatus;
 use oblivion_protocol::{JobId, LeaseId, WorkerId};
 use std::collections::HashMap;
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, FromRow, Transaction};
 
 use crate::backend::Backend;
-use crate::db::{CHUNK, Db, TRAINING, WriteOnce, bound, id, now, transaction};
+use crate::columns::Int;
+use crate::db::{CHUNK, Db, TRAINING, WriteOnce, bound, now, transaction};
 use crate::error::StoreError;
 use crate::trust::IDENTITY;
+
+/// Which slot a lease is on, as the `leases` table has it.
+#[derive(sqlx::FromRow)]
+struct LeaseRecord {
+    #[sqlx(try_from = "i64")]
+    id: LeaseId,
+    #[sqlx(try_from = "i64")]
+    job_id: JobId,
+    #[sqlx(try_from = "i64")]
+    round: u32,
+    #[sqlx(try_from = "i64")]
+    shard: u32,
+    #[sqlx(try_from = "i64")]
+    worker_id: WorkerId,
+}
 
 /// A lease to record, as the scheduler planned it (its `Grant`, field for
 /// field: the store takes its own type so that it never imports the
@@ -89,7 +105,7 @@ impl Db {
             // none granted before it holds one for (rare: a round's last
             // slots).
             for (index, g) in leases.iter().enumerate().filter(|(_, g)| g.backup) {
-                let row = sqlx::query(&format!(
+                let lease: Option<Int<LeaseId>> = sqlx::query_scalar(&format!(
                     "INSERT INTO leases (job_id, round, shard, worker_id, status, issued_at, instance, base, \
                      backup) \
                      SELECT $1, $2, $3, $4, 'active', $5, $6, $7, 1 \
@@ -116,10 +132,10 @@ impl Db {
                 .bind(i64::from(g.base))
                 .fetch_optional(&mut *tx)
                 .await?;
-                let Some(row) = row else { continue };
+                let Some(lease) = lease else { continue };
                 granted.push(Granted {
                     index,
-                    id: id::<LeaseId>(&row, "id")?,
+                    id: lease.get(),
                     started_job: false,
                 });
             }
@@ -219,12 +235,8 @@ impl Db {
         }
         let mut granted = Vec::with_capacity(primaries.len());
         for row in insert.fetch_all(&mut **tx).await? {
-            let key = (
-                id::<JobId>(&row, "job_id")?,
-                u32::try_from(row.try_get::<i64, _>("round")?).map_err(StoreError::corrupt)?,
-                u32::try_from(row.try_get::<i64, _>("shard")?).map_err(StoreError::corrupt)?,
-                id::<WorkerId>(&row, "worker_id")?,
-            );
+            let lease = LeaseRecord::from_row(&row)?;
+            let key = (lease.job_id, lease.round, lease.shard, lease.worker_id);
             let Some(&i) = index.get(&key) else {
                 return Err(StoreError::corrupt(format!(
                     "a lease was recorded that was not asked for: {key:?}"
@@ -232,7 +244,7 @@ impl Db {
             };
             granted.push(Granted {
                 index: i,
-                id: id::<LeaseId>(&row, "id")?,
+                id: lease.id,
                 started_job: false,
             });
         }
@@ -254,7 +266,7 @@ impl Db {
             let mut changed = Vec::new();
             let at = now();
             for &(lease, status) in ended {
-                let worker = sqlx::query(
+                let ended: Option<(Int<WorkerId>, Int<JobId>)> = sqlx::query_as(
                     "UPDATE leases SET status = $2, reason = $3, ended_at = $4 \
                      WHERE id = $1 AND status = 'active' RETURNING worker_id, job_id",
                 )
@@ -264,9 +276,9 @@ impl Db {
                 .bind(at)
                 .fetch_optional(&mut *tx)
                 .await?;
-                let Some(worker) = worker else { continue };
+                let Some((worker, job)) = ended else { continue };
                 count += 1;
-                changed.push(id::<JobId>(&worker, "job_id")?);
+                changed.push(job.get());
                 let counter = match status {
                     LeaseStatus::Rejected => "rejected",
                     s if s.is_lost() => "lost",
@@ -275,7 +287,7 @@ impl Db {
                 sqlx::query(&format!(
                     "UPDATE workers SET {counter} = {counter} + 1 WHERE id = $1"
                 ))
-                .bind(worker.try_get::<i64, _>("worker_id")?)
+                .bind(worker.get().db())
                 .execute(&mut *tx)
                 .await?;
             }
@@ -312,7 +324,7 @@ impl Db {
         job: JobId,
         round: u32,
     ) -> Result<Vec<String>, StoreError> {
-        sqlx::query(&format!(
+        Ok(sqlx::query_scalar(&format!(
             "SELECT DISTINCT {IDENTITY} AS identity FROM leases l JOIN workers w \
              ON w.id = l.worker_id \
              WHERE l.job_id = $1 AND l.round = $2 AND l.backup = 1 \
@@ -321,10 +333,7 @@ impl Db {
         .bind(job.db())
         .bind(i64::from(round))
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| Ok(r.try_get::<String, _>("identity")?))
-        .collect()
+        .await?)
     }
 
     /// The active lease `lease` if the worker whose token hashes to
@@ -335,23 +344,15 @@ impl Db {
         lease: LeaseId,
         token_hash: &str,
     ) -> Result<Option<(JobId, u32, u32, WorkerId)>, StoreError> {
-        sqlx::query(
-            "SELECT l.job_id, l.round, l.shard, l.worker_id FROM leases l \
+        let held: Option<LeaseRecord> = sqlx::query_as(
+            "SELECT l.id, l.job_id, l.round, l.shard, l.worker_id FROM leases l \
              JOIN workers w ON w.id = l.worker_id \
              WHERE l.id = $1 AND l.status = 'active' AND w.token_hash = $2",
         )
         .bind(lease.db())
         .bind(token_hash)
         .fetch_optional(&self.pool)
-        .await?
-        .map(|r| {
-            Ok((
-                id::<JobId>(&r, "job_id")?,
-                r.try_get::<i64, _>("round")? as u32,
-                r.try_get::<i64, _>("shard")? as u32,
-                id::<WorkerId>(&r, "worker_id")?,
-            ))
-        })
-        .transpose()
+        .await?;
+        Ok(held.map(|l| (l.job_id, l.round, l.shard, l.worker_id)))
     }
 }

@@ -2,13 +2,11 @@
 //! what the coordinator signed for them, every payout leaf, and how far
 //! the chain has been read. Amounts are decimal strings of wei.
 
+use crate::columns::{Int, Text};
+use crate::db::{Db, WriteOnce, transaction};
+use crate::error::StoreError;
 use oblivion_protocol::JobId;
 use oblivion_protocol::api::{PaymentState, PaymentView, PayoutView, SettlementView};
-use sqlx::Row;
-use sqlx::any::AnyRow;
-
-use crate::db::{Db, WriteOnce, id, transaction};
-use crate::error::StoreError;
 
 /// A paid job's payment row, before its id exists.
 pub struct NewPayment<'a> {
@@ -59,48 +57,77 @@ pub struct AccountPayout {
     pub claimed: bool,
 }
 
-fn payment_from_row(r: &AnyRow) -> Result<PaymentRow, StoreError> {
-    let state: String = r.try_get("state")?;
-    Ok(PaymentRow {
-        job_id: id::<JobId>(r, "job_id")?,
-        view: PaymentView {
-            job_key: r.try_get("job_key")?,
-            spec_hash: r.try_get("spec_hash")?,
-            amount: r.try_get("amount")?,
-            state: PaymentState::parse(&state)
-                .ok_or_else(|| StoreError::corrupt(format!("bad payment state {state}")))?,
-            deposit: r.try_get("deposit")?,
-            deadline: r.try_get("deadline")?,
-            settlement: None,
-            refusal: r.try_get("refusal")?,
-        },
-    })
+/// A payment row as the table has it.
+#[derive(sqlx::FromRow)]
+struct PaymentRecord {
+    #[sqlx(try_from = "i64")]
+    job_id: JobId,
+    job_key: String,
+    spec_hash: String,
+    amount: String,
+    #[sqlx(try_from = "Text<PaymentState>")]
+    state: PaymentState,
+    deposit: Option<String>,
+    deadline: Option<i64>,
+    refusal: Option<String>,
+}
+
+impl From<PaymentRecord> for PaymentRow {
+    fn from(r: PaymentRecord) -> PaymentRow {
+        PaymentRow {
+            job_id: r.job_id,
+            view: PaymentView {
+                job_key: r.job_key,
+                spec_hash: r.spec_hash,
+                amount: r.amount,
+                state: r.state,
+                deposit: r.deposit,
+                deadline: r.deadline,
+                settlement: None,
+                refusal: r.refusal,
+            },
+        }
+    }
+}
+
+/// A settlement row as the table has it (its leaves are rows of their own).
+#[derive(sqlx::FromRow)]
+struct SettlementRecord {
+    root: String,
+    total: String,
+    model_hash: String,
+    #[sqlx(try_from = "i64")]
+    nonce: u64,
+    #[sqlx(try_from = "i64")]
+    issued_at: u64,
+    signature: String,
 }
 
 impl Db {
     /// A paid job's payment, with its settlement once signed.
     pub async fn payment(&self, job: JobId) -> Result<Option<PaymentView>, StoreError> {
-        let Some(row) = sqlx::query("SELECT * FROM payments WHERE job_id = $1")
-            .bind(job.db())
-            .fetch_optional(&self.pool)
-            .await?
+        let Some(row) =
+            sqlx::query_as::<_, PaymentRecord>("SELECT * FROM payments WHERE job_id = $1")
+                .bind(job.db())
+                .fetch_optional(&self.pool)
+                .await?
         else {
             return Ok(None);
         };
-        let mut view = payment_from_row(&row)?.view;
+        let mut view = PaymentRow::from(row).view;
         view.settlement = self.settlement(job).await?;
         Ok(Some(view))
     }
 
     /// The payment whose escrow key is `key`.
     pub async fn payment_by_key(&self, key: &str) -> Result<Option<PaymentRow>, StoreError> {
-        sqlx::query("SELECT * FROM payments WHERE job_key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(payment_from_row)
-            .transpose()
+        Ok(
+            sqlx::query_as::<_, PaymentRecord>("SELECT * FROM payments WHERE job_key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(PaymentRow::from),
+        )
     }
 
     /// Records a confirmed deposit and opens the job (funding → pending),
@@ -156,17 +183,17 @@ impl Db {
     pub async fn unsent_settlements(
         &self,
     ) -> Result<Vec<(JobId, String, SettlementView)>, StoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<(Int<JobId>, String)> = sqlx::query_as(
             "SELECT p.job_id, p.job_key FROM payments p JOIN settlements s ON s.job_id = p.job_id \
              WHERE p.state = 'funded' ORDER BY p.job_id",
         )
         .fetch_all(&self.pool)
         .await?;
         let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let job = id::<JobId>(&r, "job_id")?;
+        for (job, key) in rows {
+            let job = job.get();
             if let Some(s) = self.settlement(job).await? {
-                out.push((job, r.try_get("job_key")?, s));
+                out.push((job, key, s));
             }
         }
         Ok(out)
@@ -175,7 +202,7 @@ impl Db {
     /// Funded paid jobs still unfinished whose deadline is before `now`:
     /// they can no longer be settled, so they fail.
     pub async fn jobs_past_deadline(&self, now: f64, limit: u32) -> Result<Vec<JobId>, StoreError> {
-        sqlx::query(
+        let jobs: Vec<Int<JobId>> = sqlx::query_scalar(
             "SELECT p.job_id FROM payments p JOIN jobs j ON j.id = p.job_id \
              WHERE p.state = 'funded' AND p.deadline < $1 \
              AND j.status IN ('pending', 'running') ORDER BY p.job_id LIMIT $2",
@@ -183,32 +210,28 @@ impl Db {
         .bind(now as i64)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| id::<JobId>(r, "job_id"))
-        .collect()
+        .await?;
+        Ok(jobs.into_iter().map(Int::get).collect())
     }
 
     /// Completed paid jobs that have no settlement yet.
     pub async fn unsettled_jobs(&self) -> Result<Vec<JobId>, StoreError> {
-        sqlx::query(
+        let jobs: Vec<Int<JobId>> = sqlx::query_scalar(
             "SELECT p.job_id FROM payments p JOIN jobs j ON j.id = p.job_id \
              WHERE j.status = 'completed' AND p.state = 'funded' \
              AND NOT EXISTS (SELECT 1 FROM settlements s WHERE s.job_id = p.job_id) \
              ORDER BY p.job_id",
         )
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| id::<JobId>(r, "job_id"))
-        .collect()
+        .await?;
+        Ok(jobs.into_iter().map(Int::get).collect())
     }
 
     /// Credited samples of `job`'s verified updates, per proven payout
     /// address (anonymous workers' work is unpaid; work that did nothing
     /// or was disputed is unpaid).
     pub async fn paid_work(&self, job: JobId) -> Result<Vec<(String, u64)>, StoreError> {
-        sqlx::query(
+        let work: Vec<(String, Int<u64>)> = sqlx::query_as(
             "SELECT w.payout_address AS account, CAST(SUM(u.samples) AS BIGINT) AS samples \
              FROM updates u JOIN workers w ON w.id = u.worker_id \
              WHERE u.job_id = $1 AND u.verdict = 'verified' AND w.payout_address IS NOT NULL \
@@ -216,15 +239,8 @@ impl Db {
         )
         .bind(job.db())
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok((
-                r.try_get("account")?,
-                r.try_get::<i64, _>("samples")? as u64,
-            ))
-        })
-        .collect()
+        .await?;
+        Ok(work.into_iter().map(|(a, s)| (a, s.get())).collect())
     }
 
     /// Stores what was signed for `job` and its leaves; the first stored
@@ -274,34 +290,35 @@ impl Db {
 
     /// What was signed for `job`, with its leaves.
     pub async fn settlement(&self, job: JobId) -> Result<Option<SettlementView>, StoreError> {
-        let Some(r) = sqlx::query("SELECT * FROM settlements WHERE job_id = $1")
-            .bind(job.db())
-            .fetch_optional(&self.pool)
-            .await?
+        let Some(r): Option<SettlementRecord> =
+            sqlx::query_as("SELECT * FROM settlements WHERE job_id = $1")
+                .bind(job.db())
+                .fetch_optional(&self.pool)
+                .await?
         else {
             return Ok(None);
         };
-        let payouts =
-            sqlx::query("SELECT idx, account, amount FROM payouts WHERE job_id = $1 ORDER BY idx")
-                .bind(job.db())
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(|p| {
-                    Ok(PayoutView {
-                        index: p.try_get::<i64, _>("idx")? as u64,
-                        account: p.try_get("account")?,
-                        amount: p.try_get("amount")?,
-                    })
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
+        let leaves: Vec<(Int<u64>, String, String)> = sqlx::query_as(
+            "SELECT idx, account, amount FROM payouts WHERE job_id = $1 ORDER BY idx",
+        )
+        .bind(job.db())
+        .fetch_all(&self.pool)
+        .await?;
+        let payouts = leaves
+            .into_iter()
+            .map(|(index, account, amount)| PayoutView {
+                index: index.get(),
+                account,
+                amount,
+            })
+            .collect();
         Ok(Some(SettlementView {
-            root: r.try_get("root")?,
-            total: r.try_get("total")?,
-            model_hash: r.try_get("model_hash")?,
-            nonce: r.try_get::<i64, _>("nonce")? as u64,
-            issued_at: r.try_get::<i64, _>("issued_at")? as u64,
-            signature: r.try_get("signature")?,
+            root: r.root,
+            total: r.total,
+            model_hash: r.model_hash,
+            nonce: r.nonce,
+            issued_at: r.issued_at,
+            signature: r.signature,
             payouts,
         }))
     }
@@ -341,46 +358,51 @@ impl Db {
 
     /// Every payout leaf of `account` (lower-case hex), newest job first.
     pub async fn payouts_of(&self, account: &str) -> Result<Vec<AccountPayout>, StoreError> {
-        sqlx::query(
+        type Leaf = (
+            Int<JobId>,
+            String,
+            String,
+            Int<u64>,
+            String,
+            String,
+            i64,
+            Text<PaymentState>,
+        );
+        let leaves: Vec<Leaf> = sqlx::query_as(
             "SELECT o.job_id, j.name, p.job_key, o.idx, o.account, o.amount, o.claimed, p.state \
              FROM payouts o JOIN payments p ON p.job_id = o.job_id JOIN jobs j ON j.id = o.job_id \
              WHERE o.account = $1 ORDER BY o.job_id DESC, o.idx",
         )
         .bind(account)
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            let state: String = r.try_get("state")?;
-            Ok(AccountPayout {
-                job_id: id::<JobId>(r, "job_id")?,
-                job_name: r.try_get("name")?,
-                job_key: r.try_get("job_key")?,
-                payout: PayoutView {
-                    index: r.try_get::<i64, _>("idx")? as u64,
-                    account: r.try_get("account")?,
-                    amount: r.try_get("amount")?,
+        .await?;
+        Ok(leaves
+            .into_iter()
+            .map(
+                |(job, job_name, job_key, index, account, amount, claimed, state)| AccountPayout {
+                    job_id: job.get(),
+                    job_name,
+                    job_key,
+                    payout: PayoutView {
+                        index: index.get(),
+                        account,
+                        amount,
+                    },
+                    settled: state.get() == PaymentState::Settled,
+                    claimed: claimed != 0,
                 },
-                settled: state == PaymentState::Settled.as_str(),
-                claimed: r.try_get::<i64, _>("claimed")? != 0,
-            })
-        })
-        .collect()
+            )
+            .collect())
     }
 
     /// The last block read on `chain` and its hash.
     pub async fn chain_cursor(&self, chain: u64) -> Result<Option<(u64, String)>, StoreError> {
-        sqlx::query("SELECT block, block_hash FROM chain_cursor WHERE chain_id = $1")
-            .bind(chain as i64)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| {
-                Ok((
-                    r.try_get::<i64, _>("block")? as u64,
-                    r.try_get("block_hash")?,
-                ))
-            })
-            .transpose()
+        let cursor: Option<(Int<u64>, String)> =
+            sqlx::query_as("SELECT block, block_hash FROM chain_cursor WHERE chain_id = $1")
+                .bind(chain as i64)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(cursor.map(|(block, hash)| (block.get(), hash)))
     }
 
     /// Moves the cursor of `chain` to `block` (its hash `hash`).

@@ -3,14 +3,12 @@
 
 use std::collections::HashMap;
 
-use oblivion_protocol::api::{JobStatus, RoundMetrics};
-use oblivion_protocol::{JobId, WorkerId};
-use sqlx::Row;
-use sqlx::any::AnyRow;
-
-use crate::db::{Db, WriteOnce, id, now, transaction};
+use crate::columns::Int;
+use crate::db::{Db, WriteOnce, now, transaction};
 use crate::error::StoreError;
 use crate::trust::{Judge, Quarantined, UpdateVerdict};
+use oblivion_protocol::api::{JobStatus, RoundMetrics};
+use oblivion_protocol::{JobId, WorkerId};
 
 /// A finished round as stored.
 #[derive(Clone, Debug)]
@@ -25,20 +23,44 @@ pub struct RoundRow {
     pub next_replicas: Vec<u32>,
 }
 
-fn metrics_from_row(r: &AnyRow) -> Result<RoundMetrics, StoreError> {
-    Ok(RoundMetrics {
-        round: r.try_get::<i64, _>("round")? as u32,
-        loss: r.try_get("loss")?,
-        accuracy: r.try_get("accuracy")?,
-        train_loss: r.try_get("train_loss")?,
-        updates: r.try_get::<i64, _>("updates")? as u32,
-        seconds: r.try_get("seconds")?,
-        train_seconds: r.try_get("train_seconds")?,
-        aggregate_seconds: r.try_get("aggregate_seconds")?,
-        disputed: r.try_get::<i64, _>("disputed")? as u32,
-        no_work: r.try_get::<i64, _>("no_work")? as u32,
-        epsilon: r.try_get("epsilon")?,
-    })
+/// A finished round as the `rounds` table has it.
+#[derive(sqlx::FromRow)]
+struct MetricsRecord {
+    #[sqlx(try_from = "i64")]
+    job_id: JobId,
+    #[sqlx(try_from = "i64")]
+    round: u32,
+    loss: f64,
+    accuracy: f64,
+    train_loss: f64,
+    #[sqlx(try_from = "i64")]
+    updates: u32,
+    seconds: f64,
+    train_seconds: f64,
+    aggregate_seconds: f64,
+    #[sqlx(try_from = "i64")]
+    disputed: u32,
+    #[sqlx(try_from = "i64")]
+    no_work: u32,
+    epsilon: Option<f64>,
+}
+
+impl From<MetricsRecord> for RoundMetrics {
+    fn from(r: MetricsRecord) -> RoundMetrics {
+        RoundMetrics {
+            round: r.round,
+            loss: r.loss,
+            accuracy: r.accuracy,
+            train_loss: r.train_loss,
+            updates: r.updates,
+            seconds: r.seconds,
+            train_seconds: r.train_seconds,
+            aggregate_seconds: r.aggregate_seconds,
+            disputed: r.disputed,
+            no_work: r.no_work,
+            epsilon: r.epsilon,
+        }
+    }
 }
 
 impl Db {
@@ -164,24 +186,23 @@ impl Db {
 
     /// Finished rounds of a job, in order.
     pub async fn rounds(&self, job: JobId) -> Result<Vec<RoundMetrics>, StoreError> {
-        sqlx::query("SELECT * FROM rounds WHERE job_id = $1 ORDER BY round")
-            .bind(job.db())
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(metrics_from_row)
-            .collect()
+        let rounds: Vec<MetricsRecord> =
+            sqlx::query_as("SELECT * FROM rounds WHERE job_id = $1 ORDER BY round")
+                .bind(job.db())
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rounds.into_iter().map(RoundMetrics::from).collect())
     }
 
     /// Finished rounds of every job, by job (one query for the job list).
     pub async fn all_rounds(&self) -> Result<HashMap<JobId, Vec<RoundMetrics>>, StoreError> {
         let mut out: HashMap<JobId, Vec<RoundMetrics>> = HashMap::new();
-        for r in sqlx::query("SELECT * FROM rounds ORDER BY job_id, round")
-            .fetch_all(&self.pool)
-            .await?
-        {
-            let job = id::<JobId>(&r, "job_id")?;
-            out.entry(job).or_default().push(metrics_from_row(&r)?);
+        let rounds: Vec<MetricsRecord> =
+            sqlx::query_as("SELECT * FROM rounds ORDER BY job_id, round")
+                .fetch_all(&self.pool)
+                .await?;
+        for r in rounds {
+            out.entry(r.job_id).or_default().push(r.into());
         }
         Ok(out)
     }
@@ -280,13 +301,11 @@ impl Db {
     /// How many slots the job's current round counts: its shards and
     /// replicas, or the updates it closed on (a quorum).
     pub async fn round_slots(&self, job: JobId) -> Result<u32, StoreError> {
-        let row = sqlx::query("SELECT round_slots FROM jobs WHERE id = $1")
+        let slots: Int<u32> = sqlx::query_scalar("SELECT round_slots FROM jobs WHERE id = $1")
             .bind(job.db())
             .fetch_one(&self.pool)
             .await?;
-        Ok(row
-            .try_get::<i64, _>("round_slots")?
-            .clamp(0, i64::from(u32::MAX)) as u32)
+        Ok(slots.get())
     }
 
     /// Where a round stands in the database: the shards with an accepted
@@ -297,37 +316,26 @@ impl Db {
         job: JobId,
         round: u32,
     ) -> Result<(Vec<(u32, WorkerId)>, Vec<(u32, WorkerId, String)>), StoreError> {
-        let done =
-            sqlx::query("SELECT shard, worker_id FROM updates WHERE job_id = $1 AND round = $2")
+        let done: Vec<(Int<u32>, Int<WorkerId>)> =
+            sqlx::query_as("SELECT shard, worker_id FROM updates WHERE job_id = $1 AND round = $2")
                 .bind(job.db())
                 .bind(i64::from(round))
                 .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(|r| {
-                    Ok((
-                        r.try_get::<i64, _>("shard")? as u32,
-                        id::<WorkerId>(r, "worker_id")?,
-                    ))
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-        let leased = sqlx::query(
+                .await?;
+        let leased: Vec<(Int<u32>, Int<WorkerId>, String)> = sqlx::query_as(
             "SELECT shard, worker_id, COALESCE(instance, '') AS instance FROM leases \
              WHERE job_id = $1 AND round = $2 AND status = 'active'",
         )
         .bind(job.db())
         .bind(i64::from(round))
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok((
-                r.try_get::<i64, _>("shard")? as u32,
-                id::<WorkerId>(r, "worker_id")?,
-                r.try_get::<String, _>("instance")?,
-            ))
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok((done, leased))
+        .await?;
+        Ok((
+            done.into_iter().map(|(s, w)| (s.get(), w.get())).collect(),
+            leased
+                .into_iter()
+                .map(|(s, w, i)| (s.get(), w.get(), i))
+                .collect(),
+        ))
     }
 }

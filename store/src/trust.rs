@@ -6,11 +6,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use oblivion_protocol::{JobId, WorkerId};
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, FromRow, Transaction};
 
 use oblivion_ml::screening::Verdict;
 
-use crate::db::{CHUNK, Db, WriteOnce, bound, id, transaction};
+use crate::columns::Int;
+use crate::db::{CHUNK, Db, WriteOnce, bound, transaction};
 use crate::error::StoreError;
 
 /// A worker's identity as SQL over `workers w`: its payout account, else
@@ -80,8 +81,9 @@ enum Outcome<'a> {
 }
 
 /// A reputation row as stored, while results are added to it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, sqlx::FromRow)]
 struct StoredRecord {
+    identity: String,
     agreed: i64,
     disputed: i64,
     refuted: i64,
@@ -245,7 +247,8 @@ impl Db {
                 .fetch_all(&mut **tx)
                 .await?
             {
-                identity_of.insert(id::<WorkerId>(&row, "id")?, row.try_get("identity")?);
+                let (worker, identity) = <(Int<WorkerId>, String)>::from_row(&row)?;
+                identity_of.insert(worker.get(), identity);
             }
         }
         let identities: Vec<&str> = identity_of
@@ -277,18 +280,8 @@ impl Db {
                 select = select.bind(*identity);
             }
             for row in select.fetch_all(&mut **tx).await? {
-                records.insert(
-                    row.try_get("identity")?,
-                    StoredRecord {
-                        agreed: row.try_get("agreed")?,
-                        disputed: row.try_get("disputed")?,
-                        refuted: row.try_get("refuted")?,
-                        last_dispute: row.try_get("last_dispute")?,
-                        quarantined_at: row.try_get("quarantined_at")?,
-                        reason: row.try_get("reason")?,
-                        since: row.try_get("since")?,
-                    },
-                );
+                let record = StoredRecord::from_row(&row)?;
+                records.insert(record.identity.clone(), record);
             }
         }
         // The results, one at a time, in memory.
@@ -399,7 +392,7 @@ impl Db {
         workers.dedup();
         let mut out = HashMap::new();
         for worker in workers {
-            let row = sqlx::query(
+            let row: Option<(String, i64)> = sqlx::query_as(
                 "SELECT w.payout_address AS account, r.agreed AS agreed FROM workers w \
                  JOIN reputations r ON r.identity = w.payout_address \
                  WHERE w.id = $1 AND r.quarantined_at IS NULL AND r.since <= $2",
@@ -408,11 +401,10 @@ impl Db {
             .bind(since)
             .fetch_optional(&self.pool)
             .await?;
-            if let Some(row) = row {
-                let agreed: i64 = row.try_get("agreed")?;
-                if agreed >= 0 && agreed as u64 >= min_agreed {
-                    out.insert(worker, row.try_get::<String, _>("account")?);
-                }
+            if let Some((account, agreed)) = row
+                && u64::try_from(agreed).is_ok_and(|a| a >= min_agreed)
+            {
+                out.insert(worker, account);
             }
         }
         Ok(out)
@@ -420,22 +412,17 @@ impl Db {
 
     /// The record of `identity`, if it has one.
     pub async fn reputation(&self, identity: &str) -> Result<Option<Reputation>, StoreError> {
-        sqlx::query(
+        let record: Option<(Int<u64>, Int<u64>, Option<String>, Option<f64>)> = sqlx::query_as(
             "SELECT agreed, disputed, reason, quarantined_at FROM reputations WHERE identity = $1",
         )
         .bind(identity)
         .fetch_optional(&self.pool)
-        .await?
-        .map(|r| {
-            let at: Option<f64> = r.try_get("quarantined_at")?;
-            let reason: Option<String> = r.try_get("reason")?;
-            Ok(Reputation {
-                agreed: r.try_get::<i64, _>("agreed")? as u64,
-                disputed: r.try_get::<i64, _>("disputed")? as u64,
-                quarantined: at.map(|_| reason.unwrap_or_default()),
-            })
-        })
-        .transpose()
+        .await?;
+        Ok(record.map(|(agreed, disputed, reason, at)| Reputation {
+            agreed: agreed.get(),
+            disputed: disputed.get(),
+            quarantined: at.map(|_| reason.unwrap_or_default()),
+        }))
     }
 
     /// Why the worker's identity is quarantined, if it is (checked in the
@@ -445,15 +432,13 @@ impl Db {
         tx: &mut Transaction<'static, Any>,
         worker_id: WorkerId,
     ) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query(&format!(
+        let reason: Option<Option<String>> = sqlx::query_scalar(&format!(
             "SELECT r.reason AS reason FROM workers w JOIN reputations r ON r.identity = {IDENTITY} \
              WHERE w.id = $1 AND r.quarantined_at IS NOT NULL"
         ))
         .bind(worker_id.db())
         .fetch_optional(&mut **tx)
-        .await?
-        .map(|r| r.try_get::<Option<String>, _>("reason"))
-        .transpose()?
-        .map(Option::unwrap_or_default))
+        .await?;
+        Ok(reason.map(Option::unwrap_or_default))
     }
 }

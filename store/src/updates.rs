@@ -2,14 +2,15 @@
 //! one's lease, ending the other lease on its slot), and reading a
 //! round's.
 
-use oblivion_protocol::api::Contributor;
+use oblivion_protocol::api::{Contributor, JobStatus};
 use oblivion_protocol::wire::{ClientKind, DeviceInfo};
 use oblivion_protocol::{JobId, LeaseId, WorkerId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, FromRow, Transaction};
 
-use crate::db::{CHUNK, Db, bound, id, now, transaction};
+use crate::columns::{Int, Text};
+use crate::db::{CHUNK, Db, bound, now, transaction};
 use crate::error::{ErrorKind, StoreError};
 use crate::trust::IDENTITY;
 
@@ -169,16 +170,8 @@ impl Db {
         .fetch_all(&mut **tx)
         .await?
         {
-            let status: String = row.try_get("status")?;
-            rounds.insert(
-                id::<JobId>(&row, "id")?,
-                JobRound {
-                    round: row.try_get("round")?,
-                    running: status == "running",
-                    slots: row.try_get("slots")?,
-                    filled: row.try_get("filled")?,
-                },
-            );
+            let job = JobRound::from_row(&row)?;
+            rounds.insert(job.id, job);
         }
         // Quarantined workers, with the reason.
         let workers: BTreeSet<WorkerId> = batch.iter().map(|a| a.update.worker_id).collect();
@@ -195,8 +188,8 @@ impl Db {
         .fetch_all(&mut **tx)
         .await?
         {
-            let reason: Option<String> = row.try_get("reason")?;
-            quarantined.insert(id::<WorkerId>(&row, "id")?, reason.unwrap_or_default());
+            let (worker, reason) = <(Int<WorkerId>, Option<String>)>::from_row(&row)?;
+            quarantined.insert(worker.get(), reason.unwrap_or_default());
         }
         // The active leases among the batch's, locked (PostgreSQL; SQLite's
         // writer holds the whole database) until they are completed.
@@ -214,14 +207,16 @@ impl Db {
         .fetch_all(&mut **tx)
         .await?
         {
+            let (lease, worker, job, round, shard, backup) =
+                <(Int<LeaseId>, Int<WorkerId>, Int<JobId>, i64, i64, i64)>::from_row(&row)?;
             active.insert(
-                id::<LeaseId>(&row, "id")?,
+                lease.get(),
                 Slot {
-                    worker: id::<WorkerId>(&row, "worker_id")?,
-                    job: id::<JobId>(&row, "job_id")?,
-                    round: row.try_get("round")?,
-                    shard: row.try_get("shard")?,
-                    backup: row.try_get::<i64, _>("backup")? != 0,
+                    worker: worker.get(),
+                    job: job.get(),
+                    round,
+                    shard,
+                    backup: backup != 0,
                 },
             );
         }
@@ -240,11 +235,8 @@ impl Db {
         .fetch_all(&mut **tx)
         .await?
         {
-            backed_up.insert((
-                id::<JobId>(&row, "job_id")?,
-                row.try_get("round")?,
-                row.try_get("shard")?,
-            ));
+            let (job, round, shard) = <(Int<JobId>, i64, i64)>::from_row(&row)?;
+            backed_up.insert((job.get(), round, shard));
         }
 
         // The checks, in order, as each update alone would meet them; an
@@ -258,9 +250,9 @@ impl Db {
         for a in batch {
             let u = &a.update;
             let slot = (a.job, i64::from(a.round), i64::from(u.shard));
-            let job = rounds
-                .get_mut(&a.job)
-                .filter(|j| j.running && j.round == slot.1 && j.slots > j.filled);
+            let job = rounds.get_mut(&a.job).filter(|j| {
+                j.status == JobStatus::Running && j.round == slot.1 && j.slots > j.filled
+            });
             let Some(job) = job else {
                 outcomes.push(Err(UpdateRefusal::JobMovedOn));
                 continue;
@@ -533,7 +525,8 @@ impl Db {
     /// Workers whose updates to `job` were accepted, most samples credited
     /// (verified) first.
     pub async fn contributors(&self, job: JobId) -> Result<Vec<Contributor>, StoreError> {
-        sqlx::query(
+        type Contribution = (Int<WorkerId>, String, String, String, Int<u64>, Int<u64>);
+        let rows: Vec<Contribution> = sqlx::query_as(
             "SELECT u.worker_id AS id, w.name AS name, w.client AS client, w.device AS device, \
              COUNT(*) AS updates, \
              CAST(SUM(CASE WHEN u.verdict = 'verified' THEN u.samples ELSE 0 END) AS BIGINT) AS samples \
@@ -542,29 +535,33 @@ impl Db {
         )
         .bind(job.db())
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            let client: String = r.try_get("client")?;
-            let device: String = r.try_get("device")?;
-            let device: Option<DeviceInfo> = serde_json::from_str(&device).ok();
-            Ok(Contributor {
-                worker_id: id::<WorkerId>(r, "id")?,
-                name: r.try_get("name")?,
-                client: serde_json::from_str(&client).unwrap_or(ClientKind::Native),
-                backend: device.map(|d| d.backend).unwrap_or_default(),
-                updates: r.try_get::<i64, _>("updates")? as u64,
-                samples: r.try_get::<i64, _>("samples")? as u64,
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(worker, name, client, device, updates, samples)| {
+                // Described by the worker itself: shown as well as it reads.
+                let device: Option<DeviceInfo> = serde_json::from_str(&device).ok();
+                Contributor {
+                    worker_id: worker.get(),
+                    name,
+                    client: serde_json::from_str(&client).unwrap_or(ClientKind::Native),
+                    backend: device.map(|d| d.backend).unwrap_or_default(),
+                    updates: updates.get(),
+                    samples: samples.get(),
+                }
             })
-        })
-        .collect()
+            .collect())
     }
 }
 
 /// A job as a batch of updates finds it.
+#[derive(sqlx::FromRow)]
 struct JobRound {
+    #[sqlx(try_from = "i64")]
+    id: JobId,
     round: i64,
-    running: bool,
+    #[sqlx(try_from = "Text<JobStatus>")]
+    status: JobStatus,
     slots: i64,
     filled: i64,
 }

@@ -1,12 +1,11 @@
 //! Workers and coordinator instances in the database: a worker's row, an
 //! instance's heartbeat, and what is left of an instance that died.
 
+use crate::columns::Int;
+use crate::db::{Db, WriteOnce, now, transaction};
+use crate::error::StoreError;
 use oblivion_protocol::api::WorkerView;
 use oblivion_protocol::{JobId, WorkerId};
-use sqlx::Row;
-
-use crate::db::{Db, WriteOnce, id, now, transaction};
-use crate::error::StoreError;
 
 impl Db {
     /// Records a newly connected worker; returns its id (never reused).
@@ -19,7 +18,7 @@ impl Db {
     ) -> Result<WorkerId, StoreError> {
         // A write alone, in the writers' queue (see `WriteOnce`).
         let _writer = self.writer().await;
-        let id: i64 = sqlx::query(
+        let id: Int<WorkerId> = sqlx::query_scalar(
             "INSERT INTO workers (name, client, device, benchmark, payout_address, connected_at, \
              token_hash, instance) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
@@ -32,9 +31,8 @@ impl Db {
         .bind(token_hash)
         .bind(instance)
         .fetch_one(&self.pool)
-        .await?
-        .try_get("id")?;
-        Ok(WorkerId::try_from(id)?)
+        .await?;
+        Ok(id.get())
     }
 
     /// Deletes the row of a worker that never held a lease, once it is
@@ -78,7 +76,7 @@ impl Db {
     pub async fn reap_instances(&self, stale_before: f64) -> Result<Vec<JobId>, StoreError> {
         transaction!(self, |tx| {
             const DEAD: &str = "NOT IN (SELECT id FROM instances WHERE seen_at >= $1)";
-            let mut rows = sqlx::query(&format!(
+            let mut jobs: Vec<Int<JobId>> = sqlx::query_scalar(&format!(
                 "UPDATE leases SET status = 'disconnected', \
                  reason = 'its coordinator instance stopped', ended_at = $2 \
                  WHERE status = 'active' AND (instance IS NULL OR instance {DEAD}) RETURNING job_id"
@@ -87,8 +85,8 @@ impl Db {
             .bind(now())
             .fetch_all(&mut *tx)
             .await?;
-            rows.extend(
-                sqlx::query(&format!(
+            jobs.extend(
+                sqlx::query_scalar(&format!(
                     "UPDATE jobs SET aggregation_claim = NULL, aggregation_claimed_at = NULL \
                      WHERE aggregation_claim IS NOT NULL AND aggregation_claim {DEAD} \
                      RETURNING id AS job_id"
@@ -97,10 +95,7 @@ impl Db {
                 .fetch_all(&mut *tx)
                 .await?,
             );
-            let mut jobs = rows
-                .iter()
-                .map(|r| id::<JobId>(r, "job_id"))
-                .collect::<Result<Vec<JobId>, StoreError>>()?;
+            let mut jobs: Vec<JobId> = jobs.into_iter().map(Int::get).collect();
             sqlx::query("DELETE FROM instances WHERE seen_at < $1")
                 .bind(stale_before)
                 .execute(&mut *tx)
@@ -131,16 +126,13 @@ impl Db {
         instance: &str,
         stale_before: f64,
     ) -> Result<Vec<String>, StoreError> {
-        sqlx::query(
+        Ok(sqlx::query_scalar(
             "SELECT workers FROM instances WHERE id <> $1 AND seen_at >= $2 \
              AND workers IS NOT NULL",
         )
         .bind(instance)
         .bind(stale_before)
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| Ok(r.try_get("workers")?))
-        .collect()
+        .await?)
     }
 }
