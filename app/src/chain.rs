@@ -7,8 +7,8 @@
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use oblivion_chain::calls::{self, U256};
-use oblivion_protocol::JobId;
 use oblivion_protocol::api::ChainInfo;
+use oblivion_protocol::{JobId, Wei};
 
 use crate::account::short;
 use crate::api;
@@ -290,13 +290,9 @@ pub fn fund_call(
         .map_err(|e| format!("Cannot fund this job: {e}"))
 }
 
-/// A decimal wei string as ETH, for the page: `1.5 ETH` (or the string as
-/// given when it is not a number).
-pub fn eth(wei: &str) -> String {
-    match calls::parse_wei(wei) {
-        Ok(w) => format!("{} ETH", calls::format_ether(w)),
-        Err(_) => wei.to_string(),
-    }
+/// An amount as ETH, for the page: `1.5 ETH`.
+pub fn eth(wei: &Wei) -> String {
+    format!("{} ETH", calls::format_ether(calls::u256(wei)))
 }
 
 /// A Unix time as `2025-01-31 14:05 UTC`.

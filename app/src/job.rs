@@ -112,10 +112,7 @@ fn PaymentCard(
                 Ok(data) => data,
                 Err(e) => return tx.set(TxState::Failed(e)),
             };
-            let value = match calls::parse_wei(&payment.amount) {
-                Ok(v) => v,
-                Err(e) => return tx.set(TxState::Failed(format!("Cannot fund this job: {e}"))),
-            };
+            let value = calls::u256(&payment.amount);
             let me = account.address_untracked();
             spawn_local(async move {
                 if chain::send(&info, me.as_deref(), &data, value, tx).await {
@@ -181,10 +178,7 @@ fn PaymentCard(
             .info
             .with(|c| c.as_ref().map_or(0, |c| c.confirmations))
     };
-    let deposit = payment
-        .deposit
-        .as_deref()
-        .map_or("—".to_string(), chain::eth);
+    let deposit = payment.deposit.as_ref().map_or("—".to_string(), chain::eth);
     let deadline = match (payment.deadline, deadline_hours) {
         (Some(t), _) => chain::utc(t),
         (None, Some(h)) => format!("{h} h after funding"),

@@ -158,8 +158,7 @@ impl Form {
             reward: spec
                 .reward
                 .as_ref()
-                .and_then(|r| calls::parse_wei(&r.amount).ok())
-                .map(calls::format_ether)
+                .map(|r| calls::format_ether(calls::u256(&r.amount)))
                 .unwrap_or_default(),
             deadline_hours: spec
                 .reward
@@ -406,7 +405,7 @@ async fn submit_paid(
             return None;
         }
     };
-    let amount = calls::parse_wei(&payment.amount).unwrap_or(wei);
+    let amount = calls::u256(&payment.amount);
     if !chain::submit(info, &wallet, &from, &data, amount, tx).await {
         return None;
     }

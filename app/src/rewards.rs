@@ -69,11 +69,11 @@ async fn load(rewards: RwSignal<Option<Vec<RewardView>>>, error: RwSignal<Option
     }
 }
 
-/// Sum of the amounts (wei strings) of the rewards that are `standing`.
+/// Sum of the amounts of the rewards that are `standing`.
 fn total(list: &[RewardView], claimed_here: &[(JobId, u64)], standing: Standing) -> calls::U256 {
     list.iter()
         .filter(|r| Standing::of(r, claimed_here) == standing)
-        .filter_map(|r| calls::parse_wei(&r.amount).ok())
+        .map(|r| calls::u256(&r.amount))
         .fold(calls::U256::ZERO, |a, b| a.saturating_add(b))
 }
 

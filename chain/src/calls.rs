@@ -2,13 +2,14 @@
 //! `settle`, `claim`), built from the API's strings (`0x` hex, decimal wei),
 //! and the escrow's revert reasons in words.
 //!
-//! Amounts: [`parse_wei`] reads the API's decimal wei, [`parse_ether`] what a
-//! person types ("0.25"), [`format_ether`] shows wei as ETH ("1.5").
+//! Amounts: [`u256`] and [`wei`] convert the API's [`Wei`] to and from the
+//! chain's words, [`parse_ether`] reads what a person types ("0.25"),
+//! [`format_ether`] shows wei as ETH ("1.5").
 
 use alloy::primitives::{Address, B256};
 use alloy::sol_types::{SolCall, SolError, SolInterface};
-use oblivion_protocol::JobId;
 use oblivion_protocol::api::{RewardView, SettlementView};
+use oblivion_protocol::{JobId, Wei};
 
 pub use alloy::primitives::{Bytes, U256};
 
@@ -128,20 +129,16 @@ fn bytes(field: &str, s: &str) -> Result<Bytes, CallError> {
         .map_err(|e| invalid(field, format!("{s:?} is not hex: {e}")))
 }
 
-fn wei(field: &str, s: &str) -> Result<U256, CallError> {
-    let t = s.trim();
-    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid(
-            field,
-            format!("{s:?} is not a whole number of wei (decimal digits)"),
-        ));
-    }
-    U256::from_str_radix(t, 10).map_err(|_| invalid(field, format!("{s:?} is too large")))
+/// An amount as the escrow takes it.
+pub fn u256(amount: &Wei) -> U256 {
+    // Cannot fail: a `Wei` is decimal digits below 2^256.
+    U256::from_str_radix(amount.as_str(), 10).unwrap_or(U256::MAX)
 }
 
-/// A decimal string of wei, as the API writes amounts.
-pub fn parse_wei(s: &str) -> Result<U256, CallError> {
-    wei("amount", s)
+/// An amount the chain holds, as the API writes it.
+pub fn wei(amount: U256) -> Wei {
+    // Cannot fail: a U256 prints as decimal digits below 2^256.
+    Wei::parse(&amount.to_string()).unwrap_or_else(|_| Wei::zero())
 }
 
 /// An amount of ETH as a person types it ("0.25", "1", "1.5", ".5"), in
@@ -216,7 +213,7 @@ pub fn settle(job_key: &str, settlement: &SettlementView) -> Result<Bytes, CallE
     let call = IOblivionEscrow::settleCall {
         job: b256("job_key", job_key)?,
         root: b256("root", &settlement.root)?,
-        total: wei("total", &settlement.total)?,
+        total: u256(&settlement.total),
         modelHash: b256("model_hash", &settlement.model_hash)?,
         issuedAt: settlement.issued_at,
         signature: bytes("signature", &settlement.signature)?,
@@ -242,7 +239,7 @@ pub fn claim(reward: &RewardView) -> Result<Bytes, CallError> {
         job: b256("job_key", &reward.job_key)?,
         index: U256::from(reward.index),
         account: address("account", &reward.account)?,
-        amount: wei("amount", &reward.amount)?,
+        amount: u256(&reward.amount),
         proof,
     };
     Ok(call.abi_encode().into())
@@ -473,7 +470,7 @@ mod tests {
     fn settlement() -> SettlementView {
         SettlementView {
             root: HASH.into(),
-            total: "1500000000000000000".into(),
+            total: Wei::from(1_500_000_000_000_000_000),
             model_hash: KEY.into(),
             nonce: 0,
             issued_at: 1_800_000_000,
@@ -481,7 +478,7 @@ mod tests {
             payouts: vec![PayoutView {
                 index: 0,
                 account: SIGNER.into(),
-                amount: "1500000000000000000".into(),
+                amount: Wei::from(1_500_000_000_000_000_000),
             }],
         }
     }
@@ -507,11 +504,11 @@ mod tests {
         assert_eq!(settle(KEY, &s).unwrap_err().field, "signature");
         s.signature = "0xabc".into();
         assert_eq!(settle(KEY, &s).unwrap_err().field, "signature");
-        let mut s = settlement();
-        s.total = "1.5".into();
-        let e = settle(KEY, &s).unwrap_err();
-        assert_eq!(e.field, "total");
-        assert!(e.reason.contains("wei"), "{e}");
+        // An amount that is not wei does not even read as a settlement.
+        let mut json = serde_json::to_value(settlement()).unwrap();
+        json["total"] = "1.5".into();
+        let e = serde_json::from_value::<SettlementView>(json).unwrap_err();
+        assert!(e.to_string().contains("whole number of wei"), "{e}");
     }
 
     #[test]
@@ -522,7 +519,7 @@ mod tests {
             job_key: KEY.into(),
             index: 2,
             account: SIGNER.into(),
-            amount: "250000000000000000".into(),
+            amount: Wei::from(250_000_000_000_000_000),
             proof: vec![HASH.into(), KEY.into()],
             settled: true,
             claimed: false,
@@ -540,24 +537,16 @@ mod tests {
     }
 
     #[test]
-    fn wei_parses() {
-        assert_eq!(parse_wei("0").unwrap(), U256::ZERO);
+    fn amounts_convert_both_ways_to_the_full_word() {
+        let max = wei(U256::MAX);
+        assert_eq!(max.as_str(), U256::MAX.to_string());
+        assert_eq!(u256(&max), U256::MAX);
+        let one_and_a_half = Wei::parse("1500000000000000000").unwrap();
         assert_eq!(
-            parse_wei(" 1500000000000000000 ").unwrap(),
+            u256(&one_and_a_half),
             U256::from(1_500_000_000_000_000_000u64)
         );
-        assert_eq!(parse_wei(&U256::MAX.to_string()).unwrap(), U256::MAX);
-        for bad in ["", "-1", "1.5", "0x10", "1e18", "12 34"] {
-            let e = parse_wei(bad).unwrap_err();
-            assert_eq!(e.field, "amount", "{bad}");
-        }
-        let too_big = format!("{}0", U256::MAX);
-        assert!(
-            parse_wei(&too_big)
-                .unwrap_err()
-                .reason
-                .contains("too large")
-        );
+        assert_eq!(wei(U256::ZERO), Wei::zero());
     }
 
     #[test]

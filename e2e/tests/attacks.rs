@@ -247,9 +247,11 @@ async fn connections_that_never_work_do_not_grow_the_database() {
 /// write, a sign-in's nonce and session included, takes its turn in one
 /// fair queue (`Db::writer`), so a sign-in waits for the batches ahead of
 /// it, not for the flood to end. Two hundred scripted workers post an
-/// update the moment they get a lease; ten sign-ins, one after another,
-/// must each answer within 2 s while at least a hundred updates are
-/// accepted around them.
+/// update the moment they get a lease; sign-ins, one after another for at
+/// least 3 s (ten at least), must each answer within 2 s while at least a
+/// hundred updates are accepted in that window. A bound on starvation, not
+/// a proof of the queue: at this load it also held without it (see
+/// `docs/threat-model.md`).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_of_updates_does_not_starve_sign_in() {
     use oblivion_e2e::{ScriptedWorker, honest_update};
@@ -285,14 +287,18 @@ async fn a_flood_of_updates_does_not_starve_sign_in() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = accepted.load(Ordering::Relaxed);
     let key = oblivion_chain::Key::parse(oblivion_e2e::OTHER_KEY).unwrap();
+    // Over a window of at least 3 s, whatever the sign-ins take: a round's
+    // pause to aggregate cannot make up the whole of it.
+    let window = std::time::Instant::now();
     let mut waits = Vec::new();
-    for _ in 0..10 {
+    while waits.len() < 10 || window.elapsed() < Duration::from_secs(3) {
         let http = reqwest::Client::new();
         let started = std::time::Instant::now();
         oblivion_chain::sign_in_over_http(&http, &api.url, &key)
             .await
             .unwrap();
         waits.push(started.elapsed().as_secs_f64());
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let during = accepted.load(Ordering::Relaxed) - before;
     stop.store(true, Ordering::Relaxed);
@@ -301,7 +307,7 @@ async fn a_flood_of_updates_does_not_starve_sign_in() {
     }
     assert!(
         during >= 100,
-        "only {during} updates were accepted during the sign-ins: no flood to test against"
+        "only {during} updates were accepted in the window: no flood to test against"
     );
     let slowest = waits.iter().copied().fold(0.0, f64::max);
     assert!(

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::providers::{DynProvider, Provider};
-use oblivion_chain::Key;
 use oblivion_chain::escrow::{self, OblivionEscrow};
+use oblivion_chain::{Key, calls};
 use oblivion_e2e::anvil::Anvil;
 use oblivion_e2e::{Api, CREATOR_KEY, Network, ScriptedWorker, example, gaussian, map_params};
 use oblivion_ml::params::Params;
@@ -99,7 +99,7 @@ async fn fund_until(
             payment.spec_hash.parse().unwrap(),
             deadline,
         )
-        .value(payment.amount.parse().unwrap())
+        .value(calls::u256(&payment.amount))
         .send()
         .await
         .unwrap()
@@ -183,10 +183,7 @@ async fn a_paid_job_is_funded_trained_settled_and_claimed_on_chain() {
     .await;
     assert_eq!(job.status, JobStatus::Completed, "{job:?}");
     let payment = job.payment.clone().unwrap();
-    assert_eq!(
-        payment.deposit.as_deref(),
-        Some(ether(1).to_string().as_str())
-    );
+    assert_eq!(payment.deposit, Some(calls::wei(ether(1))));
 
     // The coordinator signs the settlement: the whole deposit, split by
     // credited work between the two paid workers.
@@ -195,13 +192,9 @@ async fn a_paid_job_is_funded_trained_settled_and_claimed_on_chain() {
     })
     .await;
     let s = job.payment.unwrap().settlement.unwrap();
-    assert_eq!(s.total, ether(1).to_string());
+    assert_eq!(s.total, calls::wei(ether(1)));
     assert_eq!(s.payouts.len(), 2, "{s:?}");
-    let paid: U256 = s
-        .payouts
-        .iter()
-        .map(|p| p.amount.parse::<U256>().unwrap())
-        .sum();
+    let paid: U256 = s.payouts.iter().map(|p| calls::u256(&p.amount)).sum();
     assert_eq!(paid, ether(1));
     let key: B256 = payment.job_key.parse().unwrap();
 
@@ -211,7 +204,7 @@ async fn a_paid_job_is_funded_trained_settled_and_claimed_on_chain() {
         .settle(
             key,
             s.root.parse().unwrap(),
-            s.total.parse().unwrap(),
+            calls::u256(&s.total),
             s.model_hash.parse().unwrap(),
             s.issued_at,
             signature.clone(),
@@ -244,7 +237,7 @@ async fn a_paid_job_is_funded_trained_settled_and_claimed_on_chain() {
         let provider = escrow::connect(url.clone(), &key_w);
         let mine_contract = escrow::at(escrow_address, &provider);
         let proof: Vec<B256> = r.proof.iter().map(|h| h.parse().unwrap()).collect();
-        let amount: U256 = r.amount.parse().unwrap();
+        let amount = calls::u256(&r.amount);
         // A forged proof (a larger amount) reverts.
         let err = mine_contract
             .claim(
@@ -307,7 +300,7 @@ async fn a_paid_job_is_funded_trained_settled_and_claimed_on_chain() {
         .settle(
             other_key,
             s.root.parse().unwrap(),
-            s.total.parse().unwrap(),
+            calls::u256(&s.total),
             s.model_hash.parse().unwrap(),
             s.issued_at,
             signature,
@@ -453,7 +446,7 @@ async fn claim(
             key,
             U256::from(r.index),
             key_w.address_bytes(),
-            r.amount.parse().unwrap(),
+            calls::u256(&r.amount),
             r.proof.iter().map(|h| h.parse().unwrap()).collect(),
         )
         .send()
@@ -535,7 +528,7 @@ async fn a_creator_who_walks_away_cannot_take_the_model_or_the_deposit() {
     let payment = job.payment.unwrap();
     let key: B256 = payment.job_key.parse().unwrap();
     let s = payment.settlement.unwrap();
-    assert_eq!(s.total, ether(1).to_string());
+    assert_eq!(s.total, calls::wei(ether(1)));
 
     // The creator cannot download the model, in any format.
     for format in ["safetensors", "onnx", "burn"] {
@@ -564,7 +557,7 @@ async fn a_creator_who_walks_away_cannot_take_the_model_or_the_deposit() {
         .settle(
             key,
             s.root.parse().unwrap(),
-            s.total.parse().unwrap(),
+            calls::u256(&s.total),
             s.model_hash.parse().unwrap(),
             s.issued_at,
             s.signature.parse().unwrap(),
@@ -611,7 +604,7 @@ async fn a_creator_who_walks_away_cannot_take_the_model_or_the_deposit() {
         let r = rewards.iter().find(|r| r.job_id == id).unwrap();
         assert_eq!(
             claim(&url, escrow_address, worker, key, r).await,
-            r.amount.parse::<U256>().unwrap()
+            calls::u256(&r.amount)
         );
     }
 
@@ -743,7 +736,7 @@ async fn a_free_rider_posting_the_previous_change_is_paid_nothing() {
     let paid: U256 = settlement
         .payouts
         .iter()
-        .map(|p| p.amount.parse::<U256>().unwrap())
+        .map(|p| calls::u256(&p.amount))
         .sum();
     assert_eq!(paid, ether(1), "the honest workers share the deposit");
     let accuracy = job.history.last().map_or(0.0, |r| r.accuracy);

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{JobId, LeaseId, WorkerId};
 use crate::spec::JobSpec;
+use crate::wei::Wei;
 use crate::wire::{ClientKind, DeviceInfo, LocalDataOffer};
 
 /// Life of a job.
@@ -481,8 +482,8 @@ impl PaymentState {
     }
 }
 
-/// A paid job's escrow, in [`JobView::payment`]. Amounts are decimal
-/// strings of wei; hashes and keys `0x` hex.
+/// A paid job's escrow, in [`JobView::payment`]. Amounts in [`Wei`];
+/// hashes and keys `0x` hex.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentView {
     /// The job's key in the escrow: keccak256(abi.encode(creator, signer,
@@ -492,12 +493,12 @@ pub struct PaymentView {
     /// spec's JSON as stored).
     pub spec_hash: String,
     /// The deposit asked for.
-    pub amount: String,
+    pub amount: Wei,
     /// Where the escrow stands.
     pub state: PaymentState,
     /// What was deposited, once seen.
     #[serde(default)]
-    pub deposit: Option<String>,
+    pub deposit: Option<Wei>,
     /// The settlement deadline on chain (Unix seconds), once funded.
     #[serde(default)]
     pub deadline: Option<i64>,
@@ -516,8 +517,8 @@ pub struct PaymentView {
 pub struct SettlementView {
     /// Root of the payout tree.
     pub root: String,
-    /// Sum of the payouts, wei.
-    pub total: String,
+    /// Sum of the payouts.
+    pub total: Wei,
     /// keccak256 of the final model (its safetensors file).
     pub model_hash: String,
     /// The escrow's settlement nonce it was signed for.
@@ -539,8 +540,8 @@ pub struct PayoutView {
     pub index: u64,
     /// Who is paid, lower-case `0x` hex.
     pub account: String,
-    /// How much, wei.
-    pub amount: String,
+    /// How much.
+    pub amount: Wei,
 }
 
 /// `GET /api/rewards` entry: something the signed-in account may claim, with
@@ -557,8 +558,8 @@ pub struct RewardView {
     pub index: u64,
     /// The account paid.
     pub account: String,
-    /// Wei.
-    pub amount: String,
+    /// How much.
+    pub amount: Wei,
     /// Merkle proof of the leaf, `0x` hex hashes.
     pub proof: Vec<String>,
     /// Whether the creator has settled the job on chain (claims open).

@@ -13,8 +13,10 @@ pub mod privacy;
 pub mod spec;
 pub mod states;
 pub mod tab;
+mod wei;
 pub mod wire;
 
 pub use error::SpecError;
 pub use ids::{JobId, LeaseId, WorkerId};
 pub use spec::{DatasetSpec, JobSpec, LocalWork, ModelSpec, OptimizerSpec, Visibility};
+pub use wei::{NotWei, Wei};

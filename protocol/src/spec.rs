@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::SpecError;
 use crate::aggregation::{AggregationSpec, QuorumSpec, ReplicationSpec};
 use crate::privacy::PrivacySpec;
+use crate::wei::Wei;
 
 /// Share of a paid job's shards trained twice when its spec says nothing:
 /// all of them. Paid work is verified by default; a creator may ask for
@@ -129,9 +130,9 @@ pub const MAX_DEADLINE_HOURS: u32 = 24 * 365;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RewardSpec {
-    /// The deposit, in the chain currency's smallest unit (wei), as a
-    /// decimal string: JSON numbers cannot hold 256 bits.
-    pub amount: String,
+    /// The deposit, in the chain currency's smallest unit (a decimal
+    /// string: JSON numbers cannot hold 256 bits).
+    pub amount: Wei,
     /// Hours from funding by which the creator settles; unsettled by then,
     /// the deposit can be refunded.
     pub deadline_hours: u32,
@@ -598,12 +599,9 @@ impl JobSpec {
             privacy.validate()?;
         }
         if let Some(reward) = &self.reward {
-            let digits = &reward.amount;
-            if digits.is_empty()
-                || digits.len() > 77
-                || !digits.bytes().all(|b| b.is_ascii_digit())
-                || digits.bytes().all(|b| b == b'0')
-            {
+            // Below 10^77 (every such number fits the escrow's 256 bits
+            // with room for the sums built on it).
+            if reward.amount.is_zero() || reward.amount.as_str().len() > 77 {
                 return Err(SpecError::new(
                     "reward.amount",
                     "must be a positive whole number of wei, as a decimal string",

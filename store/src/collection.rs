@@ -20,7 +20,8 @@ impl Db {
         &self,
         limit: u32,
     ) -> Result<Vec<(JobId, u32, u32, String)>, StoreError> {
-        let updates: Vec<(Int<JobId>, Int<u32>, Int<u32>, String)> = sqlx::query_as(
+        type Collectable = (Int<JobId>, Int<u32>, Int<u32>, String);
+        let updates: Vec<Collectable> = sqlx::query_as(
             "SELECT u.job_id, u.round, u.shard, u.update_sha FROM updates u \
              WHERE u.collected = 0 AND EXISTS \
              (SELECT 1 FROM rounds r WHERE r.job_id = u.job_id AND r.round = u.round) \

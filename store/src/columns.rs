@@ -7,8 +7,8 @@
 //! and `Text` wrappers do not decode through its `Any` driver, which
 //! serves both databases.
 
-use oblivion_protocol::JobSpec;
 use oblivion_protocol::api::{JobStatus, PaymentState};
+use oblivion_protocol::{JobSpec, Wei};
 use sqlx::any::{AnyTypeInfo, AnyValueRef};
 use sqlx::error::BoxDynError;
 use sqlx::{Any, Decode, Type};
@@ -111,3 +111,16 @@ macro_rules! named_text {
 }
 
 named_text!(JobStatus, PaymentState);
+
+/// Stored as its decimal digits.
+impl FromText for Wei {
+    fn from_text(text: &str) -> Result<Self, String> {
+        Wei::parse(text).map_err(|e| e.to_string())
+    }
+}
+
+impl From<Text<Wei>> for Wei {
+    fn from(text: Text<Wei>) -> Wei {
+        text.0
+    }
+}

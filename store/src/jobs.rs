@@ -140,7 +140,7 @@ impl Db {
                 .bind(new_id.db())
                 .bind((p.job_key)(new_id))
                 .bind(p.spec_hash)
-                .bind(p.amount)
+                .bind(p.amount.as_str())
                 .execute(&mut *tx)
                 .await?;
             }

@@ -5,8 +5,8 @@
 use crate::columns::{Int, Text};
 use crate::db::{Db, WriteOnce, transaction};
 use crate::error::StoreError;
-use oblivion_protocol::JobId;
 use oblivion_protocol::api::{PaymentState, PaymentView, PayoutView, SettlementView};
+use oblivion_protocol::{JobId, Wei};
 
 /// A paid job's payment row, before its id exists.
 pub struct NewPayment<'a> {
@@ -15,7 +15,7 @@ pub struct NewPayment<'a> {
     /// keccak256 of the stored spec, `0x` hex.
     pub spec_hash: &'a str,
     /// The deposit asked for.
-    pub amount: &'a str,
+    pub amount: &'a Wei,
 }
 
 /// A paid job's escrow as stored.
@@ -30,8 +30,8 @@ pub struct PaymentRow {
 /// What a deposit seen on chain says.
 #[derive(Clone, Debug)]
 pub struct Deposit {
-    /// Wei deposited.
-    pub amount: String,
+    /// What was deposited.
+    pub amount: Wei,
     /// The settlement deadline, Unix seconds.
     pub deadline: i64,
     /// Block it was in.
@@ -64,10 +64,11 @@ struct PaymentRecord {
     job_id: JobId,
     job_key: String,
     spec_hash: String,
-    amount: String,
+    #[sqlx(try_from = "Text<Wei>")]
+    amount: Wei,
     #[sqlx(try_from = "Text<PaymentState>")]
     state: PaymentState,
-    deposit: Option<String>,
+    deposit: Option<Text<Wei>>,
     deadline: Option<i64>,
     refusal: Option<String>,
 }
@@ -81,7 +82,7 @@ impl From<PaymentRecord> for PaymentRow {
                 spec_hash: r.spec_hash,
                 amount: r.amount,
                 state: r.state,
-                deposit: r.deposit,
+                deposit: r.deposit.map(Text::get),
                 deadline: r.deadline,
                 settlement: None,
                 refusal: r.refusal,
@@ -94,7 +95,8 @@ impl From<PaymentRecord> for PaymentRow {
 #[derive(sqlx::FromRow)]
 struct SettlementRecord {
     root: String,
-    total: String,
+    #[sqlx(try_from = "Text<Wei>")]
+    total: Wei,
     model_hash: String,
     #[sqlx(try_from = "i64")]
     nonce: u64,
@@ -151,7 +153,7 @@ impl Db {
                  funded_block = $4, funded_tx = $5 WHERE job_id = $1 AND state = 'awaiting_deposit'",
             )
             .bind(job.db())
-            .bind(&deposit.amount)
+            .bind(deposit.amount.as_str())
             .bind(deposit.deadline)
             .bind(deposit.block as i64)
             .bind(&deposit.tx)
@@ -259,7 +261,7 @@ impl Db {
             )
             .bind(job.db())
             .bind(&s.root)
-            .bind(&s.total)
+            .bind(s.total.as_str())
             .bind(&s.model_hash)
             .bind(s.nonce as i64)
             .bind(&s.signature)
@@ -277,7 +279,7 @@ impl Db {
                     .bind(job.db())
                     .bind(p.index as i64)
                     .bind(&p.account)
-                    .bind(&p.amount)
+                    .bind(p.amount.as_str())
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -298,7 +300,7 @@ impl Db {
         else {
             return Ok(None);
         };
-        let leaves: Vec<(Int<u64>, String, String)> = sqlx::query_as(
+        let leaves: Vec<(Int<u64>, String, Text<Wei>)> = sqlx::query_as(
             "SELECT idx, account, amount FROM payouts WHERE job_id = $1 ORDER BY idx",
         )
         .bind(job.db())
@@ -309,7 +311,7 @@ impl Db {
             .map(|(index, account, amount)| PayoutView {
                 index: index.get(),
                 account,
-                amount,
+                amount: amount.get(),
             })
             .collect();
         Ok(Some(SettlementView {
@@ -364,7 +366,7 @@ impl Db {
             String,
             Int<u64>,
             String,
-            String,
+            Text<Wei>,
             i64,
             Text<PaymentState>,
         );
@@ -386,7 +388,7 @@ impl Db {
                     payout: PayoutView {
                         index: index.get(),
                         account,
-                        amount,
+                        amount: amount.get(),
                     },
                     settled: state.get() == PaymentState::Settled,
                     claimed: claimed != 0,

@@ -412,7 +412,8 @@ impl Db {
 
     /// The record of `identity`, if it has one.
     pub async fn reputation(&self, identity: &str) -> Result<Option<Reputation>, StoreError> {
-        let record: Option<(Int<u64>, Int<u64>, Option<String>, Option<f64>)> = sqlx::query_as(
+        type Standing = (Int<u64>, Int<u64>, Option<String>, Option<f64>);
+        let record: Option<Standing> = sqlx::query_as(
             "SELECT agreed, disputed, reason, quarantined_at FROM reputations WHERE identity = $1",
         )
         .bind(identity)

@@ -27,7 +27,7 @@ use alloy::rpc::types::{Filter, Log};
 use alloy::sol_types::SolEvent;
 use oblivion_chain::escrow::{self, Claimed, Funded, Refunded, Settled};
 use oblivion_chain::settlement::{self, Settlement};
-use oblivion_chain::{Key, PayoutTree, shares};
+use oblivion_chain::{Key, PayoutTree, calls, shares};
 use oblivion_protocol::api::{ChainInfo, PaymentState, PayoutView, RewardView, SettlementView};
 
 use super::Coordinator;
@@ -302,7 +302,7 @@ impl Coordinator {
             return Ok(());
         };
         let job = payment.job_id;
-        let asked: U256 = payment.view.amount.parse().unwrap_or(U256::MAX);
+        let asked = calls::u256(&payment.view.amount);
         let refusal = if hex32(e.specHash) != payment.view.spec_hash {
             Some("it names another spec".to_string())
         } else if e.token != Address::ZERO {
@@ -324,7 +324,7 @@ impl Coordinator {
             return Ok(());
         }
         let deposit = Deposit {
-            amount: e.amount.to_string(),
+            amount: calls::wei(e.amount),
             deadline: e.deadline as i64,
             block: log.block_number.unwrap_or_default(),
             tx: log.transaction_hash.map(hex32).unwrap_or_default(),
@@ -393,7 +393,7 @@ impl Coordinator {
                 .map_err(chain_err)?;
             tracing::info!(
                 %job,
-                total = view.total,
+                total = %view.total,
                 payouts = view.payouts.len(),
                 "settlement signed"
             );
@@ -417,12 +417,7 @@ impl Coordinator {
             .map_err(chain_err)?
             .ok_or_else(|| chain_err(format!("job {job} has no payment")))?;
         let key: B256 = payment.job_key.parse().map_err(chain_err)?;
-        let deposit: U256 = payment
-            .deposit
-            .as_deref()
-            .unwrap_or("0")
-            .parse()
-            .map_err(chain_err)?;
+        let deposit = payment.deposit.as_ref().map_or(U256::ZERO, calls::u256);
         let work: Vec<(Address, u64)> = self
             .db
             .paid_work(job)
@@ -464,7 +459,7 @@ impl Coordinator {
             .map_err(chain_err)?;
         Ok(SettlementView {
             root: hex32(root),
-            total: total.to_string(),
+            total: calls::wei(total),
             model_hash: hex32(model_hash),
             nonce: u64::try_from(nonce).unwrap_or(u64::MAX),
             issued_at,
@@ -476,7 +471,7 @@ impl Coordinator {
                         .map(|p| PayoutView {
                             index: p.index,
                             account: format!("{:#x}", p.account),
-                            amount: p.amount.to_string(),
+                            amount: calls::wei(p.amount),
                         })
                         .collect()
                 })
@@ -514,7 +509,7 @@ impl Coordinator {
                 Ok::<_, String>(escrow.settle(
                     key.parse().map_err(chain_err)?,
                     s.root.parse().map_err(chain_err)?,
-                    s.total.parse().map_err(chain_err)?,
+                    calls::u256(&s.total),
                     s.model_hash.parse().map_err(chain_err)?,
                     s.issued_at,
                     s.signature.parse().map_err(chain_err)?,
@@ -553,7 +548,7 @@ impl Coordinator {
                         Some(oblivion_chain::Payout {
                             index: p.index,
                             account: p.account.parse().ok()?,
-                            amount: p.amount.parse().ok()?,
+                            amount: calls::u256(&p.amount),
                         })
                     })
                     .collect(),

@@ -129,7 +129,11 @@ impl Hub {
     /// The database refuses any other lease on a shard with an update, and
     /// revoked any other lease on the slot with it: a lease the hub still
     /// has there (its backup, which took over) is revoked and returned.
+    /// The update counts for its worker as accepted, as the database has it.
     pub fn shard_done(&mut self, lease: &Lease) -> Option<Ended> {
+        if let Some(w) = self.workers.get_mut(&lease.worker) {
+            w.view.accepted += 1;
+        }
         let j = self
             .jobs
             .get_mut(&lease.job)

@@ -410,6 +410,22 @@ fn a_quarantined_worker_loses_its_leases_and_gets_no_more() {
 }
 
 #[test]
+fn an_update_accepted_after_its_lease_expired_here_still_counts() {
+    let mut n = Net::new();
+    let a = n.add_worker(1.0);
+    n.add_job(1, 1);
+    let lease = n.dispatch(0.0)[0].clone();
+    assert_eq!(n.hub.expire(100.0).len(), 1, "expired here while checked");
+    // The database took its update first.
+    n.hub.shard_done(&lease);
+    assert_eq!(n.hub.workers[&a].view.accepted, 1);
+    assert!(matches!(
+        n.hub.jobs[&JobId(1)].shards[0].state,
+        ShardState::Done { .. }
+    ));
+}
+
+#[test]
 fn leases_expire_without_heartbeats() {
     let mut n = Net::new();
     let a = n.add_worker(1.0);
