@@ -51,7 +51,15 @@ fn write_file_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let parent = path
         .parent()
         .ok_or_else(|| io::Error::other("artifact path has no directory"))?;
-    std::fs::create_dir_all(parent)?;
+    if !parent.exists() {
+        std::fs::create_dir_all(parent)?;
+        // A new `<aa>/` directory's own name must survive a power cut
+        // too: its parent is synced at once (at most 256 times ever, so
+        // not left to the batch).
+        if let Some(root) = parent.parent() {
+            std::fs::File::open(root)?.sync_all()?;
+        }
+    }
     let tmp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(bytes)?;
