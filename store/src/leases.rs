@@ -184,7 +184,9 @@ impl Db {
         // In slot order: two instances planning the same slots then insert
         // them in the same order, and the second waits for the first
         // instead of each waiting on a slot the other holds (PostgreSQL
-        // found such deadlocks when three instances granted at once).
+        // found such deadlocks when three instances granted at once). The
+        // statement says the order too (`ORDER BY`): a VALUES list's own
+        // order is not promised to be the order its rows are inserted in.
         primaries.sort_by_key(|(_, g)| (g.job, g.round, g.shard));
         let mut granted = Vec::with_capacity(primaries.len());
         for chunk in primaries.chunks(CHUNK) {
@@ -216,6 +218,7 @@ impl Db {
                            (SELECT COUNT(*) FROM updates WHERE job_id = v.column1 AND round = v.column2)) \
              AND NOT EXISTS (SELECT 1 FROM updates WHERE job_id = v.column1 AND round = v.column2 \
                              AND shard = v.column3) \
+             ORDER BY v.column1, v.column2, v.column3 \
              ON CONFLICT DO NOTHING RETURNING id, job_id, round, shard, worker_id"
         );
         let mut insert = bound(&sql, std::iter::empty())
