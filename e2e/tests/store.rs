@@ -13,7 +13,7 @@ use oblivion_protocol::wire::{ClientKind, DeviceInfo};
 use oblivion_protocol::{JobId, LeaseId, WorkerId};
 use oblivion_scheduler::reputation::ReputationPolicy;
 use oblivion_store::{
-    Accepting, Db, JobData, JobRefusal, JobRow, Judge, NewLease, Record, RoundRow, UpdateRefusal,
+    Accepting, Db, JobData, JobRefusal, Judge, NewJob, NewLease, Record, RoundRow, UpdateRefusal,
     UpdateRow, UpdateVerdict, now,
 };
 
@@ -95,12 +95,10 @@ async fn job(db: &Db, shards: u32, rounds: u32) -> JobId {
     db.insert_job(&row, &shard_rows).await.unwrap()
 }
 
-fn job_row(shards: u32, rounds: u32) -> JobRow {
-    JobRow {
-        id: JobId(0),
+fn job_row(shards: u32, rounds: u32) -> NewJob {
+    NewJob {
         spec: spec(shards, rounds),
         status: JobStatus::Pending,
-        round: 1,
         global_sha: "g1".into(),
         data: JobData {
             input_shape: vec![4],
@@ -111,7 +109,6 @@ fn job_row(shards: u32, rounds: u32) -> JobRow {
             validation_samples: 20,
         },
         round_started_at: now(),
-        error: None,
         created_at: now() as i64,
         creator: Some("127.0.0.1".into()),
         round_replicas: Vec::new(),
@@ -580,7 +577,7 @@ fn check_move(allowed: bool, from: JobStatus, to: JobStatus) {
 
 /// A paid job's row as it is created, waiting for its deposit.
 async fn funding_job(db: &Db) -> JobId {
-    let row = JobRow {
+    let row = NewJob {
         status: JobStatus::Funding,
         ..job_row(1, 1)
     };

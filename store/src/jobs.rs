@@ -43,6 +43,28 @@ pub struct JobRow {
     pub round_replicas: Vec<u32>,
 }
 
+/// A job about to be stored: its row but for the id the database gives
+/// it. It starts at round 1, without an error.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    /// The validated spec.
+    pub spec: JobSpec,
+    /// `Pending`, or `Funding` for a paid job (see [`JobStatus`]).
+    pub status: JobStatus,
+    /// The initial weights.
+    pub global_sha: String,
+    /// What its dataset came to.
+    pub data: JobData,
+    /// When its first round starts (Unix seconds).
+    pub round_started_at: f64,
+    /// Creation time (Unix seconds).
+    pub created_at: i64,
+    /// Its owner (see [`JobRow::creator`]).
+    pub creator: Option<String>,
+    /// The first round's replica slots (see [`JobRow::round_replicas`]).
+    pub round_replicas: Vec<u32>,
+}
+
 /// What a job's dataset came to when the job was created: the shape its
 /// model takes, and its validation split.
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
@@ -78,7 +100,7 @@ impl Db {
     /// Stores a new job and its shards; returns its id.
     pub async fn insert_job(
         &self,
-        job: &JobRow,
+        job: &NewJob,
         shards: &[(String, u64)],
     ) -> Result<JobId, StoreError> {
         self.insert_paid_job(job, shards, None).await
@@ -88,7 +110,7 @@ impl Db {
     /// (whose escrow key depends on the id), in one transaction.
     pub async fn insert_paid_job(
         &self,
-        job: &JobRow,
+        job: &NewJob,
         shards: &[(String, u64)],
         payment: Option<&super::NewPayment<'_>>,
     ) -> Result<JobId, StoreError> {
@@ -103,7 +125,7 @@ impl Db {
             .bind(&job.spec.name)
             .bind(serde_json::to_string(&job.spec)?)
             .bind(job.status.as_str())
-            .bind(i64::from(job.round))
+            .bind(1i64)
             .bind(&job.global_sha)
             .bind(serde_json::to_string(&job.data.input_shape)?)
             .bind(job.data.classes as i64)
@@ -112,7 +134,7 @@ impl Db {
             .bind(job.data.train_samples as i64)
             .bind(job.data.validation_samples as i64)
             .bind(job.round_started_at)
-            .bind(&job.error)
+            .bind(None::<String>)
             .bind(job.created_at)
             .bind(&job.creator)
             .bind(job.spec.visibility.as_str())

@@ -29,7 +29,7 @@ pub use collection::COLLECTION_GRACE;
 pub use db::{Db, JOBS_CHANNEL, now};
 pub use error::{ErrorKind, StoreError};
 pub use group_commit::UpdateCommitter;
-pub use jobs::{JobData, JobRefusal, JobRow};
+pub use jobs::{JobData, JobRefusal, JobRow, NewJob};
 pub use leases::{Granted, NewLease};
 pub use payments::{AccountPayout, Deposit, NewPayment, PaymentRow};
 pub use rounds::RoundRow;

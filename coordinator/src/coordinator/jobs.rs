@@ -20,7 +20,7 @@ use crate::datasets;
 use crate::error::{AppError, Failure};
 use crate::hub::{LiveJob, ShardDetail};
 use crate::kind::kind_of;
-use oblivion_store::{JobData, JobRefusal, JobRow, NewPayment, now};
+use oblivion_store::{JobData, JobRefusal, JobRow, NewJob, NewPayment, now};
 
 /// Model download formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,15 +161,13 @@ impl Coordinator {
             .transpose()
             .map_err(|e| AppError::internal(format!("normalisation: {e}")))?;
         let paid = spec.reward.is_some();
-        let row = JobRow {
-            id: JobId(0), // the database assigns it
+        let row = NewJob {
             spec: spec.clone(),
             status: if paid {
                 JobStatus::Funding
             } else {
                 JobStatus::Pending
             },
-            round: 1,
             global_sha: global_sha.clone(),
             data: JobData {
                 input_shape: arch.input_shape.clone(),
@@ -180,7 +178,6 @@ impl Coordinator {
                 validation_samples: val.len() as u64,
             },
             round_started_at: now(),
-            error: None,
             created_at: now() as i64,
             round_replicas: crate::replication::pick_secretly(
                 shards.len(),
