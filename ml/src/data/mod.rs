@@ -106,12 +106,18 @@ impl Dataset {
         }
     }
 
+    /// How many of `len` samples [`Dataset::split`] holds out for
+    /// `fraction`: `ceil(len * fraction)`, at least one.
+    pub fn held_out(len: usize, fraction: f64) -> usize {
+        ((len as f64 * fraction).ceil() as usize).clamp(1, len)
+    }
+
     /// Splits into (train, validation) after a seeded shuffle; the
-    /// validation part holds `ceil(len * fraction)` samples (at least one).
+    /// validation part holds [`Dataset::held_out`] samples.
     pub fn split(&self, fraction: f64, seed: u64) -> (Dataset, Dataset) {
         let mut order: Vec<usize> = (0..self.len()).collect();
         shuffle(&mut order, seed);
-        let n_val = ((self.len() as f64 * fraction).ceil() as usize).clamp(1, self.len());
+        let n_val = Dataset::held_out(self.len(), fraction);
         let (val, train) = order.split_at(n_val);
         (self.select(train), self.select(val))
     }

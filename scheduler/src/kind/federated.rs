@@ -19,7 +19,7 @@ use oblivion_ml::model::Architecture;
 use oblivion_protocol::wire::{FeatureScaling, LocalDataOffer, LocalTask, TrainingData};
 use oblivion_protocol::{JobSpec, SpecError};
 
-use super::{Division, JobKind, SlotPlan, scale};
+use super::{Division, JobKind, SlotPlan};
 
 /// What one verified federated update is credited: one contribution.
 pub const CONTRIBUTION: u64 = 1;
@@ -84,9 +84,10 @@ impl JobKind for Federated {
     /// contribution each.
     fn divide(&self, spec: &JobSpec, data: &Dataset) -> Result<Division, SpecError> {
         let mut validation = data.clone();
-        let mut train = validation.select(&[]);
         let scaling = (!data.is_image()).then(|| validation.normalization());
-        let scaling = scale(scaling, [&mut train, &mut validation]);
+        if let Some(n) = &scaling {
+            validation.normalize(n);
+        }
         let slots = (0..spec.shards_per_round)
             .map(|_| SlotPlan {
                 data: None,

@@ -101,17 +101,6 @@ pub fn kind_of(spec: &JobSpec) -> Result<Arc<dyn JobKind>, SpecError> {
     }
 }
 
-/// Scales every set in `sets` by `scaling` (tabular data), which it
-/// returns.
-fn scale(scaling: Option<FeatureScaling>, sets: [&mut Dataset; 2]) -> Option<FeatureScaling> {
-    if let Some(n) = &scaling {
-        for set in sets {
-            set.normalize(n);
-        }
-    }
-    scaling
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

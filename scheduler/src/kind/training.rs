@@ -7,7 +7,7 @@ use oblivion_ml::model::Architecture;
 use oblivion_protocol::wire::{LocalDataOffer, TrainingData};
 use oblivion_protocol::{JobSpec, SpecError};
 
-use super::{Division, JobKind, SlotPlan, scale};
+use super::{Division, JobKind, SlotPlan};
 
 /// The training kind: shards of the coordinator's data.
 #[derive(Clone, Copy, Debug, Default)]
@@ -15,7 +15,7 @@ pub struct Training;
 
 impl JobKind for Training {
     fn held_out(&self, spec: &JobSpec, samples: usize) -> u64 {
-        ((samples as f64 * spec.validation_split).ceil() as u64).clamp(1, samples as u64)
+        Dataset::held_out(samples, spec.validation_split) as u64
     }
 
     /// A seeded split, scaled by the training part's statistics; one slot
@@ -23,7 +23,10 @@ impl JobKind for Training {
     fn divide(&self, spec: &JobSpec, data: &Dataset) -> Result<Division, SpecError> {
         let (mut train, mut validation) = data.split(spec.validation_split, spec.seed);
         let scaling = (!data.is_image()).then(|| train.normalization());
-        let scaling = scale(scaling, [&mut train, &mut validation]);
+        if let Some(n) = &scaling {
+            train.normalize(n);
+            validation.normalize(n);
+        }
         let shards = spec.shards_per_round as usize;
         if train.len() < shards {
             return Err(SpecError::new(
