@@ -84,11 +84,6 @@ macro_rules! json_text {
                 serde_json::from_str(text).map_err(|e| e.to_string())
             }
         }
-        impl From<Text<$t>> for $t {
-            fn from(text: Text<$t>) -> $t {
-                text.0
-            }
-        }
     )*};
 }
 
@@ -100,11 +95,6 @@ macro_rules! named_text {
         impl FromText for $t {
             fn from_text(text: &str) -> Result<Self, String> {
                 <$t>::parse(text).ok_or_else(|| format!("no {} is named {text:?}", stringify!($t)))
-            }
-        }
-        impl From<Text<$t>> for $t {
-            fn from(text: Text<$t>) -> $t {
-                text.0
             }
         }
     )*};
@@ -119,8 +109,17 @@ impl FromText for Wei {
     }
 }
 
-impl From<Text<Wei>> for Wei {
-    fn from(text: Text<Wei>) -> Wei {
-        text.0
-    }
+/// What `#[sqlx(try_from = "Text<T>")]` asks of a field's type: one impl
+/// per type (a blanket one would be `impl<T> From<Text<T>> for T`, which
+/// Rust refuses for a type of another crate).
+macro_rules! from_text_column {
+    ($($t:ty),*) => {$(
+        impl From<Text<$t>> for $t {
+            fn from(text: Text<$t>) -> $t {
+                text.0
+            }
+        }
+    )*};
 }
+
+from_text_column!(JobSpec, Vec<usize>, Vec<u32>, JobStatus, PaymentState, Wei);
