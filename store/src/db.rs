@@ -258,12 +258,6 @@ impl<'q> WriteOnce for Query<'q, Any, AnyArguments<'q>> {
     }
 }
 
-/// A stored count (samples, slots, rows) as the unsigned number it is; a
-/// negative one is corrupt.
-pub(crate) fn count<N: TryFrom<i64>>(value: i64) -> Result<N, StoreError> {
-    N::try_from(value).map_err(|_| StoreError::corrupt(format!("a negative count, {value}")))
-}
-
 /// Most rows one statement of a batch names: SQLite takes at most 32,766
 /// values a statement, and a row may take a dozen.
 pub(crate) const CHUNK: usize = 1000;

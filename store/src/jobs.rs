@@ -5,7 +5,7 @@ use oblivion_protocol::api::JobStatus;
 use oblivion_protocol::{JobId, JobSpec};
 
 use crate::columns::{Int, Text};
-use crate::db::{Db, TRAINING, UNFINISHED, count, now, transaction};
+use crate::db::{Db, TRAINING, UNFINISHED, now, transaction};
 use crate::error::StoreError;
 
 /// A job as stored.
@@ -198,13 +198,13 @@ impl Db {
 
     /// Jobs submitted by `creator` that have not finished.
     pub async fn jobs_in_flight(&self, creator: &str) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(&format!(
+        let n: Int<u64> = sqlx::query_scalar(&format!(
             "SELECT COUNT(*) FROM jobs WHERE creator = $1 AND status IN {UNFINISHED}"
         ))
         .bind(creator)
         .fetch_one(&self.pool)
         .await?;
-        count(n)
+        Ok(n.get())
     }
 
     /// Ends a job that has not finished: `Cancelled` (revoking its active
@@ -273,15 +273,15 @@ impl Db {
 
     /// A job's data shards: (sha256, samples) by index.
     pub async fn job_shards(&self, job: JobId) -> Result<Vec<(String, u64)>, StoreError> {
-        let shards: Vec<(String, i64)> = sqlx::query_as(
+        let shards: Vec<(String, Int<u64>)> = sqlx::query_as(
             "SELECT data_sha, samples FROM job_shards WHERE job_id = $1 ORDER BY shard",
         )
         .bind(job.db())
         .fetch_all(&self.pool)
         .await?;
-        shards
+        Ok(shards
             .into_iter()
-            .map(|(sha, samples)| Ok((sha, count(samples)?)))
-            .collect()
+            .map(|(sha, samples)| (sha, samples.get()))
+            .collect())
     }
 }
