@@ -186,12 +186,12 @@ impl Form {
             }
             DatasetSpec::Csv(sha) => {
                 form.source = "csv".into();
-                form.csv_sha = sha.clone();
+                form.csv_sha = sha.to_string();
             }
             DatasetSpec::Idx { images, labels } => {
                 form.source = "idx".into();
-                form.images_sha = images.clone();
-                form.labels_sha = labels.clone();
+                form.images_sha = images.to_string();
+                form.labels_sha = labels.to_string();
             }
         }
         let work = match (spec.local_epochs, spec.local_steps) {
@@ -469,12 +469,12 @@ pub fn NewJob() -> impl IntoView {
                         file.name(),
                         up.kind,
                         up.rows,
-                        &up.sha256[..12]
+                        up.sha256.short(12)
                     )));
                     form.update(|f| match target {
-                        "csv" => f.csv_sha = up.sha256,
-                        "images" => f.images_sha = up.sha256,
-                        _ => f.labels_sha = up.sha256,
+                        "csv" => f.csv_sha = up.sha256.to_string(),
+                        "images" => f.images_sha = up.sha256.to_string(),
+                        _ => f.labels_sha = up.sha256.to_string(),
                     });
                 }
                 Err(e) => upload_note.set(Some(format!("upload failed: {}", e.error))),

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use oblivion_ml::data::{
     Dataset, csv_columns, maybe_gunzip, parse_csv, parse_idx_images, parse_idx_labels,
 };
-use oblivion_protocol::DatasetSpec;
 use oblivion_protocol::api::UploadedDataset;
+use oblivion_protocol::{BlobId, DatasetSpec};
 
 use crate::blocking::blocking;
 use crate::error::AppError;
@@ -100,8 +100,8 @@ async fn load(
             let bytes = bytes?;
             blocking(move || parse_csv(bytes).map_err(internal)).await
         }
-        DatasetSpec::Csv(sha) => {
-            let bytes = fetch(artifacts, "dataset.csv", sha).await?;
+        DatasetSpec::Csv(file) => {
+            let bytes = fetch(artifacts, "dataset.csv", *file).await?;
             blocking(move || {
                 let raw = maybe_gunzip(&bytes, max_bytes)
                     .map_err(|e| unprocessable("dataset.csv", e.to_string()))?;
@@ -113,8 +113,8 @@ async fn load(
             "federated data is held by its contributors: load the validation data",
         )),
         DatasetSpec::Idx { images, labels } => {
-            let images = fetch(artifacts, "dataset.idx.images", images).await?;
-            let labels = fetch(artifacts, "dataset.idx.labels", labels).await?;
+            let images = fetch(artifacts, "dataset.idx.images", *images).await?;
+            let labels = fetch(artifacts, "dataset.idx.labels", *labels).await?;
             blocking(move || {
                 // Decoded, a pixel takes four bytes: bounded like a CSV's
                 // floats, at twice the file limit.
@@ -140,7 +140,7 @@ pub async fn columns(
             "breast_cancer" => BREAST_CANCER.to_vec(),
             _ => return Ok(None),
         },
-        DatasetSpec::Csv(sha) => fetch(artifacts, "dataset.csv", sha).await?,
+        DatasetSpec::Csv(file) => fetch(artifacts, "dataset.csv", *file).await?,
         DatasetSpec::Idx { .. } | DatasetSpec::Federated { .. } => return Ok(None),
     };
     blocking(move || {
@@ -153,16 +153,16 @@ pub async fn columns(
     .await
 }
 
-async fn fetch(artifacts: &Artifacts, field: &str, sha: &str) -> Result<Vec<u8>, AppError> {
+async fn fetch(artifacts: &Artifacts, field: &str, file: BlobId) -> Result<Vec<u8>, AppError> {
     artifacts
-        .get(sha)
+        .get(file)
         .await
         .map_err(AppError::io)?
         .ok_or_else(|| {
             unprocessable(
                 field,
                 format!(
-                    "no uploaded file has sha256 {sha}; upload it with POST /api/datasets first"
+                    "no uploaded file has sha256 {file}; upload it with POST /api/datasets first"
                 ),
             )
         })

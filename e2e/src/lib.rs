@@ -747,17 +747,17 @@ impl ScriptedWorker {
         }
     }
 
-    /// Fetches artifact `sha` as this worker (its token shows which of
+    /// Fetches artifact `blob` as this worker (its token shows which of
     /// its leases needs it); fails on a non-2xx status.
-    pub async fn fetch(&self, api: &Api, sha: &str) -> Result<Vec<u8>> {
+    pub async fn fetch(&self, api: &Api, blob: oblivion_protocol::BlobId) -> Result<Vec<u8>> {
         let r = api
             .http
-            .get(oblivion_protocol::wire::Endpoint::new(&api.url).artifact_url(sha))
+            .get(oblivion_protocol::wire::Endpoint::new(&api.url).artifact_url(blob))
             .header(oblivion_protocol::wire::WORKER_TOKEN_HEADER, &self.token)
             .send()
             .await?;
         if !r.status().is_success() {
-            bail!("GET artifact {sha}: {}", r.status());
+            bail!("GET artifact {blob}: {}", r.status());
         }
         Ok(r.bytes().await?.to_vec())
     }

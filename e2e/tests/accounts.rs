@@ -170,9 +170,9 @@ async fn owners_alone_cancel_and_read_private_jobs(database: Database) {
             break lease;
         }
     };
-    let shard = lease.data.shard().expect("a lease on a shard").to_string();
-    for sha in [&shard, &lease.weights] {
-        let path = format!("/api/artifacts/{sha}");
+    let shard = lease.data.shard().expect("a lease on a shard");
+    for blob in [shard, lease.weights] {
+        let path = format!("/api/artifacts/{blob}");
         assert_eq!(anonymous.get(&path).await.unwrap().0, 403);
         assert_eq!(other.get(&path).await.unwrap().0, 403);
         owner.get_bytes(&path).await.unwrap();

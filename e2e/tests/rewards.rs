@@ -10,7 +10,7 @@
 //! rider that posts the previous round's change instead of training is
 //! paid nothing: a paid job has every shard trained twice by default.
 
-use oblivion_protocol::JobId;
+use oblivion_protocol::{BlobId, JobId};
 use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, B256, Bytes, U256};
@@ -633,7 +633,7 @@ async fn free_ride(
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> u32 {
     let mut worker = worker;
-    let mut globals: Vec<(String, Params)> = Vec::new();
+    let mut globals: Vec<(BlobId, Params)> = Vec::new();
     let mut posted = 0u32;
     loop {
         let task = tokio::select! {
@@ -641,12 +641,12 @@ async fn free_ride(
             task = worker.next_lease() => task,
         };
         let Ok(task) = task else { continue };
-        let Ok(bytes) = worker.fetch(&api, &task.weights).await else {
+        let Ok(bytes) = worker.fetch(&api, task.weights).await else {
             continue;
         };
         let (global, _) = Params::from_safetensors(&bytes).unwrap();
         if globals.last().is_none_or(|(sha, _)| *sha != task.weights) {
-            globals.push((task.weights.clone(), global));
+            globals.push((task.weights, global));
         }
         let change = match globals.len() {
             n if n >= 2 => globals[n - 1].1.minus(&globals[n - 2].1),

@@ -5,27 +5,30 @@ use std::time::Duration;
 
 use oblivion_e2e::s3::S3Server;
 use oblivion_e2e::{Database, Network, ScratchDir, Storage, example, root};
+use oblivion_protocol::BlobId;
 use oblivion_protocol::api::JobStatus;
 use oblivion_store::Artifacts;
 
 async fn round_trip(store: &Artifacts) {
-    let sha = store.put(b"weights".to_vec()).await.unwrap();
+    let blob = store.put(b"weights".to_vec()).await.unwrap();
     use sha2::Digest;
-    assert_eq!(sha, hex::encode(sha2::Sha256::digest(b"weights")));
+    assert_eq!(
+        blob.to_string(),
+        hex::encode(sha2::Sha256::digest(b"weights"))
+    );
     assert_eq!(
         store.put(b"weights".to_vec()).await.unwrap(),
-        sha,
+        blob,
         "idempotent"
     );
-    assert_eq!(store.get(&sha).await.unwrap().unwrap(), b"weights");
-    assert!(store.contains(&sha).await);
-    let other = "0".repeat(64);
-    assert_eq!(store.get(&other).await.unwrap(), None);
-    assert_eq!(store.get("../../etc/passwd").await.unwrap(), None);
-    store.delete(&sha).await.unwrap();
-    store.delete(&sha).await.unwrap();
-    assert!(!store.contains(&sha).await);
-    assert_eq!(store.get(&sha).await.unwrap(), None);
+    assert_eq!(store.get(blob).await.unwrap().unwrap(), b"weights");
+    assert!(store.contains(blob).await);
+    let other = BlobId::of(b"never stored");
+    assert_eq!(store.get(other).await.unwrap(), None);
+    store.delete(blob).await.unwrap();
+    store.delete(blob).await.unwrap();
+    assert!(!store.contains(blob).await);
+    assert_eq!(store.get(blob).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -160,7 +163,7 @@ async fn artifacts_nobody_needs_are_collected() {
         );
         if lease.round == 2 {
             // The weights after round 1: beyond the one round kept.
-            assert_eq!(status(lease.weights.clone()).await, 404);
+            assert_eq!(status(lease.weights.to_string()).await, 404);
         }
     }
     // The finished job's model, and the unfinished job's shard, stay.
@@ -170,7 +173,7 @@ async fn artifacts_nobody_needs_are_collected() {
         .unwrap();
     assert!(!model.is_empty());
     assert_eq!(status(held.data.shard().unwrap().to_string()).await, 200);
-    assert_eq!(status(held.weights.clone()).await, 200);
+    assert_eq!(status(held.weights.to_string()).await, 200);
     // The upload a job names stays its owner's; the other is gone.
     assert_eq!(
         api.get(&format!("/api/artifacts/{named}")).await.unwrap().0,

@@ -10,7 +10,7 @@ use oblivion_ml::screening::Verdict;
 use oblivion_protocol::api::{JobStatus, RoundMetrics, WorkerView};
 use oblivion_protocol::states::LeaseStatus;
 use oblivion_protocol::wire::{ClientKind, DeviceInfo};
-use oblivion_protocol::{JobId, LeaseId, WorkerId};
+use oblivion_protocol::{BlobId, JobId, LeaseId, WorkerId};
 use oblivion_scheduler::reputation::ReputationPolicy;
 use oblivion_store::{
     Accepting, Db, JobData, JobRefusal, Judge, NewJob, NewLease, Record, RoundRow, UpdateRefusal,
@@ -89,9 +89,16 @@ fn spec(shards: u32, rounds: u32) -> oblivion_protocol::JobSpec {
     .unwrap()
 }
 
+/// A blob's address, for rows that name one.
+fn blob(name: &str) -> BlobId {
+    BlobId::of(name.as_bytes())
+}
+
 async fn job(db: &Db, shards: u32, rounds: u32) -> JobId {
     let row = job_row(shards, rounds);
-    let shard_rows: Vec<(String, u64)> = (0..shards).map(|i| (format!("d{i}"), 10)).collect();
+    let shard_rows: Vec<_> = (0..shards)
+        .map(|i| (Some(blob(&format!("d{i}"))), 10))
+        .collect();
     db.insert_job(&row, &shard_rows).await.unwrap()
 }
 
@@ -99,12 +106,12 @@ fn job_row(shards: u32, rounds: u32) -> NewJob {
     NewJob {
         spec: spec(shards, rounds),
         status: JobStatus::Pending,
-        global_sha: "g1".into(),
+        global_sha: blob("g1"),
         data: JobData {
             input_shape: vec![4],
             classes: 3,
             normalization: None,
-            validation_sha: "v".into(),
+            validation_sha: blob("v"),
             train_samples: 100,
             validation_samples: 20,
         },
@@ -185,7 +192,7 @@ fn update(shard: u32, worker: WorkerId, lease: LeaseId) -> UpdateRow {
         shard,
         worker_id: worker,
         lease_id: lease,
-        update_sha: format!("u{lease}"),
+        update_sha: blob(&format!("u{lease}")),
         samples: 10,
         train_loss: 0.5,
         norm: 1.0,
@@ -209,7 +216,7 @@ fn round_row(round: u32) -> RoundRow {
             no_work: 0,
             epsilon: None,
         },
-        global_sha: format!("g{}", round + 1),
+        global_sha: blob(&format!("g{}", round + 1)),
         verdicts: Vec::new(),
         next_replicas: Vec::new(),
     }
@@ -581,7 +588,9 @@ async fn funding_job(db: &Db) -> JobId {
         status: JobStatus::Funding,
         ..job_row(1, 1)
     };
-    db.insert_job(&row, &[("d0".into(), 10)]).await.unwrap()
+    db.insert_job(&row, &[(Some(blob("d0")), 10)])
+        .await
+        .unwrap()
 }
 
 /// The schema of the builds before versioned migrations, as they created it.
@@ -604,15 +613,18 @@ async fn a_data_directory_from_before_migrations_upgrades_in_place() {
         sqlx::query(
             "INSERT INTO jobs (id, name, spec, status, round, global_sha, input_shape, classes, \
              validation_sha, train_samples, validation_samples, round_started_at, created_at) \
-             VALUES (1, 't', $1, 'running', 2, 'g', '[4]', 3, 'v', 100, 20, 0, 0)",
+             VALUES (1, 't', $1, 'running', 2, $2, '[4]', 3, $3, 100, 20, 0, 0)",
         )
         .bind(serde_json::to_string(&spec(1, 3)).unwrap())
+        .bind(blob("g").to_string())
+        .bind(blob("v").to_string())
         .execute(&pool)
         .await
         .unwrap();
         sqlx::query(
-            "INSERT INTO job_shards (job_id, shard, data_sha, samples) VALUES (1, 0, 'd0', 10)",
+            "INSERT INTO job_shards (job_id, shard, data_sha, samples) VALUES (1, 0, $1, 10)",
         )
+        .bind(blob("d0").to_string())
         .execute(&pool)
         .await
         .unwrap();

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::blob::BlobId;
 use crate::ids::{JobId, LeaseId, WorkerId};
 use crate::spec::JobSpec;
 use crate::wei::Wei;
@@ -409,7 +410,7 @@ pub struct NetworkSnapshot {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UploadedDataset {
     /// Content address to use in a spec.
-    pub sha256: String,
+    pub sha256: BlobId,
     /// `csv`, `idx-images` or `idx-labels`.
     pub kind: String,
     /// Rows (samples) in the file.

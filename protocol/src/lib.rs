@@ -6,6 +6,7 @@
 pub mod aggregation;
 pub mod api;
 pub mod auth;
+mod blob;
 mod error;
 pub mod ids;
 pub mod job_privacy;
@@ -16,6 +17,7 @@ pub mod tab;
 mod wei;
 pub mod wire;
 
+pub use blob::{BlobId, NotBlobId};
 pub use error::SpecError;
 pub use ids::{JobId, LeaseId, WorkerId};
 pub use spec::{DatasetSpec, JobSpec, LocalWork, ModelSpec, OptimizerSpec, Visibility};

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::SpecError;
 use crate::aggregation::{AggregationSpec, QuorumSpec, ReplicationSpec};
+use crate::blob::BlobId;
 use crate::privacy::PrivacySpec;
 use crate::wei::Wei;
 
@@ -220,14 +221,14 @@ impl ModelSpec {
 pub enum DatasetSpec {
     /// One of the datasets shipped with the coordinator (see [`BUILTIN_DATASETS`]).
     Builtin(String),
-    /// An uploaded CSV file, by the sha256 the upload returned.
-    Csv(String),
-    /// An uploaded pair of IDX files (images and labels), by sha256.
+    /// An uploaded CSV file, by the address the upload returned.
+    Csv(BlobId),
+    /// An uploaded pair of IDX files (images and labels), by address.
     Idx {
-        /// sha256 of the images file (magic 2051).
-        images: String,
-        /// sha256 of the labels file (magic 2049).
-        labels: String,
+        /// The images file (magic 2051).
+        images: BlobId,
+        /// The labels file (magic 2049).
+        labels: BlobId,
     },
     /// Federated mode: the training data stays with the contributors.
     /// Each trains on a local file of its own (the same columns, or the
@@ -300,12 +301,6 @@ pub enum LocalWork {
     Steps(u32),
 }
 
-fn is_sha256(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-}
-
 fn check_width(field: String, width: u32) -> Result<(), SpecError> {
     if width == 0 || width > MAX_LAYER_WIDTH {
         return Err(SpecError::new(
@@ -337,13 +332,7 @@ fn check_dataset(dataset: &DatasetSpec, field: &str, model: &ModelSpec) -> Resul
                 ));
             }
         }
-        DatasetSpec::Csv(sha) => {
-            if !is_sha256(sha) {
-                return Err(SpecError::new(
-                    format!("{field}.csv"),
-                    "must be the sha256 (64 lowercase hex digits) of an uploaded file",
-                ));
-            }
+        DatasetSpec::Csv(_) => {
             if cnn {
                 return Err(SpecError::new(
                     "model.kind",
@@ -351,16 +340,7 @@ fn check_dataset(dataset: &DatasetSpec, field: &str, model: &ModelSpec) -> Resul
                 ));
             }
         }
-        DatasetSpec::Idx { images, labels } => {
-            for (name, sha) in [("images", images), ("labels", labels)] {
-                if !is_sha256(sha) {
-                    return Err(SpecError::new(
-                        format!("{field}.idx.{name}"),
-                        "must be the sha256 (64 lowercase hex digits) of an uploaded file",
-                    ));
-                }
-            }
-        }
+        DatasetSpec::Idx { .. } => {}
         DatasetSpec::Federated { validation } => {
             let inner = format!("{field}.federated.validation");
             if validation.is_federated() {
@@ -719,6 +699,11 @@ mod tests {
         let mut v = base();
         v["dataset"] = serde_json::json!({"federated": {"validation": {"csv": "abc"}}});
         assert_eq!(field_of(v), "dataset.federated.validation.csv");
+        let mut v = base();
+        v["dataset"] = serde_json::json!({"idx": {"images": "../x", "labels": "abc"}});
+        let err = JobSpec::from_json(&v.to_string()).unwrap_err();
+        assert_eq!(err.field, "dataset.idx.images");
+        assert!(err.message.contains("64 lowercase hex digits"), "{err}");
         let err = JobSpec::from_json("{\"name\": ").unwrap_err();
         assert_eq!(err.field, "", "malformed JSON blames no field");
         assert!(err.message.starts_with("malformed JSON"), "{err}");

@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::blob::BlobId;
 use crate::ids::{JobId, LeaseId, WorkerId};
 use crate::spec::{LocalWork, ModelSpec, OptimizerSpec};
 
@@ -47,9 +48,9 @@ impl Endpoint {
         )
     }
 
-    /// Where the artifact with this sha256 is fetched.
-    pub fn artifact_url(&self, sha256: &str) -> String {
-        format!("{}/api/artifacts/{sha256}", self.base)
+    /// Where the artifact is fetched.
+    pub fn artifact_url(&self, blob: BlobId) -> String {
+        format!("{}/api/artifacts/{blob}", self.base)
     }
 
     /// Where a lease's update is posted.
@@ -223,18 +224,18 @@ pub struct LocalTask {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TrainingData {
-    /// A data shard, fetched by sha256.
-    Shard(String),
+    /// A data shard, fetched by its address.
+    Shard(BlobId),
     /// The worker's own local data (federated mode). Boxed: it is much
     /// larger than a shard's address.
     Local(Box<LocalTask>),
 }
 
 impl TrainingData {
-    /// The shard's sha256, for a lease on one.
-    pub fn shard(&self) -> Option<&str> {
+    /// The shard's address, for a lease on one.
+    pub fn shard(&self) -> Option<BlobId> {
         match self {
-            TrainingData::Shard(sha) => Some(sha),
+            TrainingData::Shard(blob) => Some(*blob),
             TrainingData::Local(_) => None,
         }
     }
@@ -265,8 +266,8 @@ pub struct LeaseTask {
     pub work: LocalWork,
     /// Seed for the local shuffle.
     pub seed: u64,
-    /// sha256 of the global weights (safetensors).
-    pub weights: String,
+    /// The global weights (safetensors).
+    pub weights: BlobId,
     /// The data: a shard, or the worker's own.
     pub data: TrainingData,
     /// Seconds until the lease expires without a heartbeat.
@@ -319,9 +320,10 @@ mod tests {
             e.update_url(LeaseId(7)),
             "https://oblivion.example:8443/api/leases/7/update"
         );
+        let blob = BlobId::of(b"weights");
         assert_eq!(
-            Endpoint::new("http://127.0.0.1:8080").artifact_url("ab"),
-            "http://127.0.0.1:8080/api/artifacts/ab"
+            Endpoint::new("http://127.0.0.1:8080").artifact_url(blob),
+            format!("http://127.0.0.1:8080/api/artifacts/{blob}")
         );
     }
 

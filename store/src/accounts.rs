@@ -1,9 +1,9 @@
 //! Accounts in the database: single-use sign-in nonces, sessions, who
 //! uploaded what, and who may read an artifact.
 
-use oblivion_protocol::JobId;
+use oblivion_protocol::{BlobId, JobId};
 
-use crate::columns::Int;
+use crate::columns::{Int, Text};
 use crate::db::{Db, UNFINISHED, WriteOnce};
 use crate::error::StoreError;
 
@@ -102,13 +102,13 @@ impl Db {
         Ok(nonces.rows_affected() + sessions.rows_affected())
     }
 
-    /// Records that `owner` uploaded the dataset file `sha`.
-    pub async fn add_upload(&self, sha: &str, owner: &str, now: f64) -> Result<(), StoreError> {
+    /// Records that `owner` uploaded the dataset file `blob`.
+    pub async fn add_upload(&self, blob: BlobId, owner: &str, now: f64) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO uploads (sha256, owner, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT DO NOTHING",
         )
-        .bind(sha)
+        .bind(blob.hex())
         .bind(owner)
         .bind(now)
         .write_once(self)
@@ -117,13 +117,13 @@ impl Db {
     }
 
     /// Uploads made before `before` that no unfinished job names in its
-    /// spec, oldest first, at most `limit`: `(sha256, owner)`.
+    /// spec, oldest first, at most `limit`: `(file, owner)`.
     pub async fn unused_uploads(
         &self,
         before: f64,
         limit: u32,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(sqlx::query_as(&format!(
+    ) -> Result<Vec<(BlobId, String)>, StoreError> {
+        let uploads: Vec<(Text<BlobId>, String)> = sqlx::query_as(&format!(
             "SELECT u.sha256 AS sha, u.owner AS owner FROM uploads u WHERE u.created_at < $1 \
              AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.status IN {UNFINISHED} \
                              AND j.spec LIKE '%' || u.sha256 || '%') \
@@ -132,20 +132,24 @@ impl Db {
         .bind(before)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        Ok(uploads
+            .into_iter()
+            .map(|(file, owner)| (file.get(), owner))
+            .collect())
     }
 
-    /// Forgets an upload of `sha` by `owner`; returns whether anyone else
+    /// Forgets an upload of `blob` by `owner`; returns whether anyone else
     /// still holds an upload of the same file.
-    pub async fn forget_upload(&self, sha: &str, owner: &str) -> Result<bool, StoreError> {
+    pub async fn forget_upload(&self, blob: BlobId, owner: &str) -> Result<bool, StoreError> {
         sqlx::query("DELETE FROM uploads WHERE sha256 = $1 AND owner = $2")
-            .bind(sha)
+            .bind(blob.hex())
             .bind(owner)
             .write_once(self)
             .await?;
         Ok(
             sqlx::query("SELECT 1 AS one FROM uploads WHERE sha256 = $1")
-                .bind(sha)
+                .bind(blob.hex())
                 .fetch_optional(&self.pool)
                 .await?
                 .is_some(),
@@ -165,11 +169,11 @@ impl Db {
         Ok(jobs.into_iter().map(Int::get).collect())
     }
 
-    /// Whether `owner` uploaded the dataset file `sha`.
-    pub async fn uploaded_by(&self, sha: &str, owner: &str) -> Result<bool, StoreError> {
+    /// Whether `owner` uploaded the dataset file `blob`.
+    pub async fn uploaded_by(&self, blob: BlobId, owner: &str) -> Result<bool, StoreError> {
         Ok(
             sqlx::query("SELECT 1 AS one FROM uploads WHERE sha256 = $1 AND owner = $2")
-                .bind(sha)
+                .bind(blob.hex())
                 .bind(owner)
                 .fetch_optional(&self.pool)
                 .await?
@@ -177,9 +181,9 @@ impl Db {
         )
     }
 
-    /// Who may read artifact `sha`: from the jobs whose weights, data or
+    /// Who may read artifact `blob`: from the jobs whose weights, data or
     /// updates it is, and the uploads that are it.
-    pub async fn artifact_readers(&self, sha: &str) -> Result<Readers, StoreError> {
+    pub async fn artifact_readers(&self, blob: BlobId) -> Result<Readers, StoreError> {
         // `unpaid`: 1 for the weights of a paid job whose payment is not
         // settled (BIGINT, so that both dialects agree on the type).
         let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
@@ -202,7 +206,7 @@ impl Db {
                 LEFT JOIN payments p ON p.job_id = j.id WHERE u.update_sha = $1 \
              UNION SELECT 'private', owner, CAST(0 AS BIGINT) FROM uploads WHERE sha256 = $1",
         )
-        .bind(sha)
+        .bind(blob.hex())
         .fetch_all(&self.pool)
         .await?;
         let mut readers = Readers::default();
@@ -218,9 +222,9 @@ impl Db {
     }
 
     /// Whether the worker whose token hashes to `token_hash` holds an
-    /// active lease that needs artifact `sha` (its shard's data or its
+    /// active lease that needs artifact `blob` (its shard's data or its
     /// job's current weights).
-    pub async fn lease_needs(&self, token_hash: &str, sha: &str) -> Result<bool, StoreError> {
+    pub async fn lease_needs(&self, token_hash: &str, blob: BlobId) -> Result<bool, StoreError> {
         Ok(sqlx::query(
             "SELECT 1 AS one FROM leases l JOIN workers w ON w.id = l.worker_id \
              JOIN job_shards s ON s.job_id = l.job_id AND s.shard = COALESCE(l.base, l.shard) \
@@ -229,7 +233,7 @@ impl Db {
                AND (s.data_sha = $2 OR j.global_sha = $2)",
         )
         .bind(token_hash)
-        .bind(sha)
+        .bind(blob.hex())
         .fetch_optional(&self.pool)
         .await?
         .is_some())

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
-use sha2::{Digest, Sha256};
+use oblivion_protocol::BlobId;
 
 /// The artifact store.
 #[derive(Clone, Debug)]
@@ -38,10 +38,6 @@ fn s3_error(e: object_store::Error) -> io::Error {
         object_store::Error::NotFound { .. } => io::Error::new(io::ErrorKind::NotFound, e),
         e => io::Error::other(e),
     }
-}
-
-fn valid_sha(sha: &str) -> bool {
-    sha.len() == 64 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Writes `bytes` as `path`, so that after a crash the file is either
@@ -72,8 +68,8 @@ fn write_file_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// until [`sync_names`] has synced its directory.
 #[derive(Debug)]
 pub struct Stored {
-    /// Its sha256, hex.
-    pub sha: String,
+    /// Its address.
+    pub id: BlobId,
     /// The directory that holds its new name, not yet synced.
     unsynced: Option<PathBuf>,
 }
@@ -122,21 +118,23 @@ impl Artifacts {
         Ok(Artifacts::S3 { store, prefix })
     }
 
-    fn path(dir: &Path, sha: &str) -> PathBuf {
-        dir.join(&sha[..2]).join(sha)
+    fn path(dir: &Path, id: BlobId) -> PathBuf {
+        let hex = id.hex();
+        dir.join(&hex[..2]).join(hex)
     }
 
-    fn key(prefix: &str, sha: &str) -> ObjectPath {
+    fn key(prefix: &str, id: BlobId) -> ObjectPath {
+        let hex = id.hex();
         if prefix.is_empty() {
-            ObjectPath::from(format!("{}/{sha}", &sha[..2]))
+            ObjectPath::from(format!("{}/{hex}", &hex[..2]))
         } else {
-            ObjectPath::from(format!("{prefix}/{}/{sha}", &sha[..2]))
+            ObjectPath::from(format!("{prefix}/{}/{hex}", &hex[..2]))
         }
     }
 
     /// Stores `bytes` (hashing, and writing to disk, on a blocking
-    /// thread); returns their sha256 (hex) once they are stored durably.
-    pub async fn put(&self, bytes: Vec<u8>) -> io::Result<String> {
+    /// thread); returns their address once they are stored durably.
+    pub async fn put(&self, bytes: Vec<u8>) -> io::Result<BlobId> {
         let stored = match self {
             Artifacts::Dir(_) => {
                 let store = self.clone();
@@ -150,7 +148,7 @@ impl Artifacts {
             }
             Artifacts::S3 { .. } => self.put_unsynced(bytes).await?,
         };
-        Ok(stored.sha)
+        Ok(stored.id)
     }
 
     /// Stores `bytes` as [`Artifacts::put`] does, but leaves a new name's
@@ -164,23 +162,18 @@ impl Artifacts {
                     .map_err(io::Error::other)?
             }
             Artifacts::S3 { store, prefix } => {
-                let (sha, bytes) = tokio::task::spawn_blocking(move || {
-                    (hex::encode(Sha256::digest(&bytes)), bytes)
-                })
-                .await
-                .map_err(io::Error::other)?;
+                let (id, bytes) = tokio::task::spawn_blocking(move || (BlobId::of(&bytes), bytes))
+                    .await
+                    .map_err(io::Error::other)?;
                 // Always written, even when present: its new modification
                 // time protects it from garbage collection for a while.
-                let key = Self::key(prefix, &sha);
+                let key = Self::key(prefix, id);
                 store
                     .put(&key, PutPayload::from(bytes))
                     .await
                     .map_err(s3_error)?;
                 // A PUT is durable once answered.
-                Ok(Stored {
-                    sha,
-                    unsynced: None,
-                })
+                Ok(Stored { id, unsynced: None })
             }
         }
     }
@@ -201,8 +194,8 @@ impl Artifacts {
         let Artifacts::Dir(dir) = self else {
             return Err(io::Error::other("object storage is written with put"));
         };
-        let sha = hex::encode(Sha256::digest(bytes));
-        let path = Self::path(dir, &sha);
+        let id = BlobId::of(bytes);
+        let path = Self::path(dir, id);
         match std::fs::File::options().append(true).open(&path) {
             // Already stored: marked fresh, so that garbage collection
             // (which spares recent blobs) does not take it from under the
@@ -214,18 +207,15 @@ impl Artifacts {
         }
         Ok(Stored {
             unsynced: path.parent().map(Path::to_path_buf),
-            sha,
+            id,
         })
     }
 
-    /// The blob with this sha256, or `None`.
-    pub async fn get(&self, sha: &str) -> io::Result<Option<Vec<u8>>> {
-        if !valid_sha(sha) {
-            return Ok(None);
-        }
+    /// The blob, or `None`.
+    pub async fn get(&self, id: BlobId) -> io::Result<Option<Vec<u8>>> {
         let read = match self {
-            Artifacts::Dir(dir) => tokio::fs::read(Self::path(dir, sha)).await,
-            Artifacts::S3 { store, prefix } => match store.get(&Self::key(prefix, sha)).await {
+            Artifacts::Dir(dir) => tokio::fs::read(Self::path(dir, id)).await,
+            Artifacts::S3 { store, prefix } => match store.get(&Self::key(prefix, id)).await {
                 Ok(got) => got.bytes().await.map(|b| b.to_vec()).map_err(s3_error),
                 Err(e) => Err(s3_error(e)),
             },
@@ -238,29 +228,23 @@ impl Artifacts {
     }
 
     /// Whether the blob exists.
-    pub async fn contains(&self, sha: &str) -> bool {
-        if !valid_sha(sha) {
-            return false;
-        }
+    pub async fn contains(&self, id: BlobId) -> bool {
         match self {
-            Artifacts::Dir(dir) => tokio::fs::try_exists(Self::path(dir, sha))
+            Artifacts::Dir(dir) => tokio::fs::try_exists(Self::path(dir, id))
                 .await
                 .unwrap_or(false),
-            Artifacts::S3 { store, prefix } => store.head(&Self::key(prefix, sha)).await.is_ok(),
+            Artifacts::S3 { store, prefix } => store.head(&Self::key(prefix, id)).await.is_ok(),
         }
     }
 
     /// When the blob was last written, or `None` if it is absent.
-    pub async fn modified(&self, sha: &str) -> io::Result<Option<std::time::SystemTime>> {
-        if !valid_sha(sha) {
-            return Ok(None);
-        }
+    pub async fn modified(&self, id: BlobId) -> io::Result<Option<std::time::SystemTime>> {
         let got = match self {
-            Artifacts::Dir(dir) => tokio::fs::metadata(Self::path(dir, sha))
+            Artifacts::Dir(dir) => tokio::fs::metadata(Self::path(dir, id))
                 .await
                 .and_then(|m| m.modified()),
             Artifacts::S3 { store, prefix } => store
-                .head(&Self::key(prefix, sha))
+                .head(&Self::key(prefix, id))
                 .await
                 .map(|m| m.last_modified.into())
                 .map_err(s3_error),
@@ -273,16 +257,12 @@ impl Artifacts {
     }
 
     /// Removes the blob (no error if it is already gone).
-    pub async fn delete(&self, sha: &str) -> io::Result<()> {
-        if !valid_sha(sha) {
-            return Ok(());
-        }
+    pub async fn delete(&self, id: BlobId) -> io::Result<()> {
         let result = match self {
-            Artifacts::Dir(dir) => tokio::fs::remove_file(Self::path(dir, sha)).await,
-            Artifacts::S3 { store, prefix } => store
-                .delete(&Self::key(prefix, sha))
-                .await
-                .map_err(s3_error),
+            Artifacts::Dir(dir) => tokio::fs::remove_file(Self::path(dir, id)).await,
+            Artifacts::S3 { store, prefix } => {
+                store.delete(&Self::key(prefix, id)).await.map_err(s3_error)
+            }
         };
         match result {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use crate::columns::Int;
+use crate::columns::{Int, Text};
 use crate::db::{Db, UNFINISHED, WriteOnce, now};
 use crate::error::StoreError;
-use oblivion_protocol::JobId;
+use oblivion_protocol::{BlobId, JobId};
 
 /// The default age below which the collector leaves an artifact alone
 /// (`gc_grace_secs`): a job being created writes its blobs and records its
@@ -15,12 +15,12 @@ pub const COLLECTION_GRACE: Duration = Duration::from_secs(120);
 
 impl Db {
     /// Updates of aggregated rounds whose blobs are still to collect:
-    /// (job, round, shard, sha), at most `limit`.
+    /// (job, round, shard, blob), at most `limit`.
     pub async fn collectable_updates(
         &self,
         limit: u32,
-    ) -> Result<Vec<(JobId, u32, u32, String)>, StoreError> {
-        type Collectable = (Int<JobId>, Int<u32>, Int<u32>, String);
+    ) -> Result<Vec<(JobId, u32, u32, BlobId)>, StoreError> {
+        type Collectable = (Int<JobId>, Int<u32>, Int<u32>, Text<BlobId>);
         let updates: Vec<Collectable> = sqlx::query_as(
             "SELECT u.job_id, u.round, u.shard, u.update_sha FROM updates u \
              WHERE u.collected = 0 AND EXISTS \
@@ -32,7 +32,7 @@ impl Db {
         .await?;
         Ok(updates
             .into_iter()
-            .map(|(job, round, shard, sha)| (job.get(), round.get(), shard.get(), sha))
+            .map(|(job, round, shard, blob)| (job.get(), round.get(), shard.get(), blob.get()))
             .collect())
     }
 
@@ -62,8 +62,8 @@ impl Db {
         &self,
         keep_rounds: u32,
         limit: u32,
-    ) -> Result<Vec<(JobId, Vec<String>)>, StoreError> {
-        let ids: Vec<(Int<JobId>, String)> = sqlx::query_as(&format!(
+    ) -> Result<Vec<(JobId, Vec<BlobId>)>, StoreError> {
+        let ids: Vec<(Int<JobId>, Text<BlobId>)> = sqlx::query_as(&format!(
             "SELECT id, validation_sha FROM jobs WHERE status NOT IN {UNFINISHED} \
              AND collected_at IS NULL ORDER BY id LIMIT $1"
         ))
@@ -73,8 +73,9 @@ impl Db {
         let mut out = Vec::with_capacity(ids.len());
         for (job, validation) in ids {
             let job = job.get();
-            let mut shas = vec![validation];
-            let held: Vec<String> = sqlx::query_scalar(
+            let mut blobs = vec![validation.get()];
+            // A slot without data (a federated job's) holds empty text.
+            let held: Vec<Text<Option<BlobId>>> = sqlx::query_scalar(
                 "SELECT data_sha AS sha FROM job_shards WHERE job_id = $1 \
                  UNION SELECT update_sha AS sha FROM updates WHERE job_id = $1 \
                  UNION SELECT global_sha AS sha FROM rounds WHERE job_id = $1 AND round <= \
@@ -84,8 +85,8 @@ impl Db {
             .bind(i64::from(keep_rounds))
             .fetch_all(&self.pool)
             .await?;
-            shas.extend(held);
-            out.push((job, shas));
+            blobs.extend(held.into_iter().filter_map(Text::get));
+            out.push((job, blobs));
         }
         Ok(out)
     }
@@ -100,11 +101,11 @@ impl Db {
         Ok(())
     }
 
-    /// Whether anything still needs the blob `sha`: an unfinished job's
+    /// Whether anything still needs the blob: an unfinished job's
     /// shards, validation split or round weights, any job's current
     /// model, the kept round weights of a finished job, or an update of a
     /// round not yet aggregated.
-    pub async fn is_referenced(&self, sha: &str, keep_rounds: u32) -> Result<bool, StoreError> {
+    pub async fn is_referenced(&self, blob: BlobId, keep_rounds: u32) -> Result<bool, StoreError> {
         let used: i64 = sqlx::query_scalar(&format!(
             "SELECT CAST(CASE WHEN \
              EXISTS (SELECT 1 FROM job_shards s JOIN jobs j ON j.id = s.job_id \
@@ -119,7 +120,7 @@ impl Db {
                                         WHERE r.job_id = u.job_id AND r.round = u.round)) \
              THEN 1 ELSE 0 END AS BIGINT)"
         ))
-        .bind(sha)
+        .bind(blob.hex())
         .bind(i64::from(keep_rounds))
         .fetch_one(&self.pool)
         .await?;

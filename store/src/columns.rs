@@ -8,7 +8,7 @@
 //! serves both databases.
 
 use oblivion_protocol::api::{JobStatus, PaymentState};
-use oblivion_protocol::{JobSpec, Wei};
+use oblivion_protocol::{BlobId, JobSpec, Wei};
 use sqlx::any::{AnyTypeInfo, AnyValueRef};
 use sqlx::error::BoxDynError;
 use sqlx::{Any, Decode, Type};
@@ -109,6 +109,30 @@ impl FromText for Wei {
     }
 }
 
+/// Stored as its hex digits.
+impl FromText for BlobId {
+    fn from_text(text: &str) -> Result<Self, String> {
+        BlobId::parse(text).map_err(|e| e.to_string())
+    }
+}
+
+/// A slot's data: empty text for a slot without any (a federated job's),
+/// since the column is `NOT NULL` from the first schema on.
+impl FromText for Option<BlobId> {
+    fn from_text(text: &str) -> Result<Self, String> {
+        match text {
+            "" => Ok(None),
+            text => BlobId::from_text(text).map(Some),
+        }
+    }
+}
+
+/// The text an optional blob column holds (see `Option<BlobId>`'s
+/// [`FromText`]).
+pub(crate) fn optional_blob(blob: Option<BlobId>) -> String {
+    blob.map(|b| b.hex()).unwrap_or_default()
+}
+
 /// What `#[sqlx(try_from = "Text<T>")]` asks of a field's type: one impl
 /// per type (a blanket one would be `impl<T> From<Text<T>> for T`, which
 /// Rust refuses for a type of another crate).
@@ -122,4 +146,12 @@ macro_rules! from_text_column {
     )*};
 }
 
-from_text_column!(JobSpec, Vec<usize>, Vec<u32>, JobStatus, PaymentState, Wei);
+from_text_column!(
+    JobSpec,
+    Vec<usize>,
+    Vec<u32>,
+    JobStatus,
+    PaymentState,
+    Wei,
+    BlobId
+);

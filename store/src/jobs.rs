@@ -2,9 +2,9 @@
 //! have had.
 
 use oblivion_protocol::api::JobStatus;
-use oblivion_protocol::{JobId, JobSpec};
+use oblivion_protocol::{BlobId, JobId, JobSpec};
 
-use crate::columns::{Int, Text};
+use crate::columns::{Int, Text, optional_blob};
 use crate::db::{Db, TRAINING, UNFINISHED, now, transaction};
 use crate::error::StoreError;
 
@@ -24,7 +24,8 @@ pub struct JobRow {
     #[sqlx(try_from = "i64")]
     pub round: u32,
     /// Current global weights.
-    pub global_sha: String,
+    #[sqlx(try_from = "Text<BlobId>")]
+    pub global_sha: BlobId,
     /// What its dataset came to.
     #[sqlx(flatten)]
     pub data: JobData,
@@ -52,7 +53,7 @@ pub struct NewJob {
     /// `Pending`, or `Funding` for a paid job (see [`JobStatus`]).
     pub status: JobStatus,
     /// The initial weights.
-    pub global_sha: String,
+    pub global_sha: BlobId,
     /// What its dataset came to.
     pub data: JobData,
     /// When its first round starts (Unix seconds).
@@ -78,7 +79,8 @@ pub struct JobData {
     /// Tabular normalisation, JSON.
     pub normalization: Option<String>,
     /// Validation shard.
-    pub validation_sha: String,
+    #[sqlx(try_from = "Text<BlobId>")]
+    pub validation_sha: BlobId,
     /// Training samples.
     #[sqlx(try_from = "i64")]
     pub train_samples: u64,
@@ -101,7 +103,7 @@ impl Db {
     pub async fn insert_job(
         &self,
         job: &NewJob,
-        shards: &[(String, u64)],
+        shards: &[(Option<BlobId>, u64)],
     ) -> Result<JobId, StoreError> {
         self.insert_paid_job(job, shards, None).await
     }
@@ -111,7 +113,7 @@ impl Db {
     pub async fn insert_paid_job(
         &self,
         job: &NewJob,
-        shards: &[(String, u64)],
+        shards: &[(Option<BlobId>, u64)],
         payment: Option<&super::NewPayment<'_>>,
     ) -> Result<JobId, StoreError> {
         transaction!(self, |tx| {
@@ -126,11 +128,11 @@ impl Db {
             .bind(serde_json::to_string(&job.spec)?)
             .bind(job.status.as_str())
             .bind(1i64)
-            .bind(&job.global_sha)
+            .bind(job.global_sha.hex())
             .bind(serde_json::to_string(&job.data.input_shape)?)
             .bind(job.data.classes as i64)
             .bind(&job.data.normalization)
-            .bind(&job.data.validation_sha)
+            .bind(job.data.validation_sha.hex())
             .bind(job.data.train_samples as i64)
             .bind(job.data.validation_samples as i64)
             .bind(job.round_started_at)
@@ -143,13 +145,13 @@ impl Db {
             .fetch_one(&mut *tx)
             .await?;
             let new_id = new_id.get();
-            for (i, (sha, samples)) in shards.iter().enumerate() {
+            for (i, (data, samples)) in shards.iter().enumerate() {
                 sqlx::query(
                     "INSERT INTO job_shards (job_id, shard, data_sha, samples) VALUES ($1, $2, $3, $4)",
                 )
                 .bind(new_id.db())
                 .bind(i as i64)
-                .bind(sha)
+                .bind(optional_blob(*data))
                 .bind(*samples as i64)
                 .execute(&mut *tx)
                 .await?;
@@ -271,9 +273,9 @@ impl Db {
             .collect())
     }
 
-    /// A job's data shards: (sha256, samples) by index.
-    pub async fn job_shards(&self, job: JobId) -> Result<Vec<(String, u64)>, StoreError> {
-        let shards: Vec<(String, Int<u64>)> = sqlx::query_as(
+    /// A job's data shards: (data, samples) by index.
+    pub async fn job_shards(&self, job: JobId) -> Result<Vec<(Option<BlobId>, u64)>, StoreError> {
+        let shards: Vec<(Text<Option<BlobId>>, Int<u64>)> = sqlx::query_as(
             "SELECT data_sha, samples FROM job_shards WHERE job_id = $1 ORDER BY shard",
         )
         .bind(job.db())
@@ -281,7 +283,7 @@ impl Db {
         .await?;
         Ok(shards
             .into_iter()
-            .map(|(sha, samples)| (sha, samples.get()))
+            .map(|(data, samples)| (data.get(), samples.get()))
             .collect())
     }
 }

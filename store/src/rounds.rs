@@ -8,7 +8,7 @@ use crate::db::{Db, WriteOnce, now, transaction};
 use crate::error::StoreError;
 use crate::trust::{Judge, Quarantined, UpdateVerdict};
 use oblivion_protocol::api::{JobStatus, RoundMetrics};
-use oblivion_protocol::{JobId, WorkerId};
+use oblivion_protocol::{BlobId, JobId, WorkerId};
 
 /// A finished round as stored.
 #[derive(Clone, Debug)]
@@ -16,7 +16,7 @@ pub struct RoundRow {
     /// Metrics.
     pub metrics: RoundMetrics,
     /// Weights after the round.
-    pub global_sha: String,
+    pub global_sha: BlobId,
     /// The verdict on each of the round's updates.
     pub verdicts: Vec<UpdateVerdict>,
     /// The next round's replica slots (see [`JobRow::round_replicas`]).
@@ -142,7 +142,7 @@ impl Db {
             )
             .bind(id.db())
             .bind(i64::from(next_round))
-            .bind(&round.global_sha)
+            .bind(round.global_sha.hex())
             .bind(status.as_str())
             .bind(now())
             .bind(i64::from(m.round))
@@ -162,7 +162,7 @@ impl Db {
             )
             .bind(id.db())
             .bind(i64::from(m.round))
-            .bind(&round.global_sha)
+            .bind(round.global_sha.hex())
             .bind(m.loss)
             .bind(m.accuracy)
             .bind(m.train_loss)

@@ -4,7 +4,7 @@
 
 use oblivion_protocol::api::{Contributor, JobStatus};
 use oblivion_protocol::wire::{ClientKind, DeviceInfo};
-use oblivion_protocol::{JobId, LeaseId, WorkerId};
+use oblivion_protocol::{BlobId, JobId, LeaseId, WorkerId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::{Any, FromRow, Transaction};
@@ -27,7 +27,8 @@ pub struct UpdateRow {
     #[sqlx(try_from = "i64")]
     pub lease_id: LeaseId,
     /// The update blob.
-    pub update_sha: String,
+    #[sqlx(try_from = "Text<BlobId>")]
+    pub update_sha: BlobId,
     /// Samples credited (the shard's size).
     #[sqlx(try_from = "i64")]
     pub samples: u64,
@@ -297,7 +298,7 @@ impl Db {
                 .bind(i64::from(u.shard))
                 .bind(u.lease_id.db())
                 .bind(u.worker_id.db())
-                .bind(u.update_sha.clone())
+                .bind(u.update_sha.hex())
                 .bind(u.samples as i64)
                 .bind(u.train_loss)
                 .bind(u.norm)
@@ -448,7 +449,7 @@ impl Db {
         .bind(i64::from(u.shard))
         .bind(u.lease_id.db())
         .bind(u.worker_id.db())
-        .bind(&u.update_sha)
+        .bind(u.update_sha.hex())
         .bind(u.samples as i64)
         .bind(u.train_loss)
         .bind(u.norm)

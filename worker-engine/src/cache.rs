@@ -2,10 +2,12 @@
 
 use std::collections::VecDeque;
 
+use oblivion_protocol::BlobId;
+
 /// Keeps the last `capacity` inserted values.
 pub struct Lru<V> {
     capacity: usize,
-    entries: VecDeque<(String, V)>,
+    entries: VecDeque<(BlobId, V)>,
 }
 
 impl<V: Clone> Lru<V> {
@@ -18,20 +20,20 @@ impl<V: Clone> Lru<V> {
     }
 
     /// Whether `key` is cached.
-    pub fn contains(&self, key: &str) -> bool {
-        self.entries.iter().any(|(k, _)| k == key)
+    pub fn contains(&self, key: BlobId) -> bool {
+        self.entries.iter().any(|(k, _)| *k == key)
     }
 
     /// The value for `key`.
-    pub fn get(&self, key: &str) -> Option<V> {
+    pub fn get(&self, key: BlobId) -> Option<V> {
         self.entries
             .iter()
-            .find(|(k, _)| k == key)
+            .find(|(k, _)| *k == key)
             .map(|(_, v)| v.clone())
     }
 
     /// Caches `value`, evicting the oldest entry when full.
-    pub fn insert(&mut self, key: String, value: V) {
+    pub fn insert(&mut self, key: BlobId, value: V) {
         self.entries.retain(|(k, _)| *k != key);
         if self.entries.len() == self.capacity {
             self.entries.pop_front();
@@ -46,11 +48,12 @@ mod tests {
 
     #[test]
     fn evicts_the_oldest() {
-        let mut c = Lru::new(2);
-        c.insert("a".into(), 1);
-        c.insert("b".into(), 2);
-        c.insert("c".into(), 3);
-        assert!(!c.contains("a"));
-        assert_eq!(c.get("c"), Some(3));
+        let [a, b, c] = [b"a", b"b", b"c"].map(|k| BlobId::of(k));
+        let mut cache = Lru::new(2);
+        cache.insert(a, 1);
+        cache.insert(b, 2);
+        cache.insert(c, 3);
+        assert!(!cache.contains(a));
+        assert_eq!(cache.get(c), Some(3));
     }
 }

@@ -29,12 +29,11 @@ use oblivion_ml::params::Params;
 use oblivion_ml::train::{LocalTrainer, LocalTraining};
 use oblivion_ml::{ComputeDevice, MlError};
 use oblivion_privacy::contributor::Ask;
-use oblivion_protocol::LocalWork;
 use oblivion_protocol::tab::ContributorPrivacy;
 use oblivion_protocol::wire::{
     LeaseTask, LocalDataOffer, LocalTask, TrainingData, update_metadata,
 };
-use sha2::{Digest, Sha256};
+use oblivion_protocol::{BlobId, LocalWork};
 
 pub use benchmark::{SpeedTest, benchmark, training_speed};
 use cache::Lru;
@@ -44,10 +43,10 @@ use cache::Lru;
 pub enum EngineError {
     /// An artifact's bytes do not hash to the address they were fetched by.
     #[error("artifact {0} does not match its sha256")]
-    Corrupt(String),
+    Corrupt(BlobId),
     /// The lease names an artifact that was not inserted.
     #[error("artifact {0} is missing")]
-    Missing(String),
+    Missing(BlobId),
     /// A federated lease, and no local data fits it.
     #[error("local data: {0}")]
     Local(String),
@@ -87,11 +86,6 @@ pub struct Update {
 /// On a GPU, steps between waits for the device (a browser's event loop
 /// turns at each wait; the GPU queue stays short).
 pub const GPU_SYNC_STEPS: usize = 8;
-
-/// Hex sha256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
 
 /// The engine: a device and caches of decoded artifacts.
 pub struct Engine {
@@ -233,24 +227,21 @@ impl Engine {
 
     fn data_for(&self, task: &LeaseTask) -> Result<Arc<Dataset>, EngineError> {
         match &task.data {
-            TrainingData::Shard(sha) => self
-                .data
-                .get(sha)
-                .ok_or_else(|| EngineError::Missing(sha.clone())),
+            TrainingData::Shard(shard) => self.data.get(*shard).ok_or(EngineError::Missing(*shard)),
             TrainingData::Local(local) => self.local_for(task, local),
         }
     }
 
     /// Artifacts `task` needs that are not cached yet.
-    pub fn missing(&self, task: &LeaseTask) -> Vec<(ArtifactKind, String)> {
+    pub fn missing(&self, task: &LeaseTask) -> Vec<(ArtifactKind, BlobId)> {
         let mut out = Vec::new();
-        if !self.weights.contains(&task.weights) {
-            out.push((ArtifactKind::Weights, task.weights.clone()));
+        if !self.weights.contains(task.weights) {
+            out.push((ArtifactKind::Weights, task.weights));
         }
-        if let TrainingData::Shard(sha) = &task.data
-            && !self.data.contains(sha)
+        if let TrainingData::Shard(shard) = task.data
+            && !self.data.contains(shard)
         {
-            out.push((ArtifactKind::Data, sha.clone()));
+            out.push((ArtifactKind::Data, shard));
         }
         out
     }
@@ -259,20 +250,19 @@ impl Engine {
     pub fn insert(
         &mut self,
         kind: ArtifactKind,
-        sha: &str,
+        address: BlobId,
         bytes: &[u8],
     ) -> Result<(), EngineError> {
-        if sha256_hex(bytes) != sha {
-            return Err(EngineError::Corrupt(sha.to_string()));
+        if BlobId::of(bytes) != address {
+            return Err(EngineError::Corrupt(address));
         }
         match kind {
             ArtifactKind::Weights => {
                 let (params, _) = Params::from_safetensors(bytes)?;
-                self.weights.insert(sha.to_string(), Arc::new(params));
+                self.weights.insert(address, Arc::new(params));
             }
             ArtifactKind::Data => {
-                self.data
-                    .insert(sha.to_string(), Arc::new(decode_shard(bytes)?));
+                self.data.insert(address, Arc::new(decode_shard(bytes)?));
             }
         }
         Ok(())
@@ -282,7 +272,7 @@ impl Engine {
     /// `None` until its data is inserted.
     pub fn planned_samples(&self, task: &LeaseTask) -> Option<u64> {
         let n = match &task.data {
-            TrainingData::Shard(sha) => self.data.get(sha)?.len(),
+            TrainingData::Shard(shard) => self.data.get(*shard)?.len(),
             TrainingData::Local(_) => self.local.as_ref()?.data.len(),
         } as u64;
         Some(match task.work {
@@ -327,8 +317,8 @@ impl Engine {
     ) -> Result<Option<Update>, EngineError> {
         let global = self
             .weights
-            .get(&task.weights)
-            .ok_or_else(|| EngineError::Missing(task.weights.clone()))?;
+            .get(task.weights)
+            .ok_or(EngineError::Missing(task.weights))?;
         let data = self.data_for(task)?;
         self.admit(task)?;
         let arch = Architecture::new(task.model.clone(), task.input_shape.clone(), task.classes)?;
@@ -438,10 +428,10 @@ mod tests {
     fn federated(noise_std: f64, input: usize) -> (Engine, LeaseTask) {
         let arch = Architecture::new(ModelSpec::Mlp { hidden: vec![] }, vec![input], 3).unwrap();
         let weights = initial_params(&arch, 1).unwrap().to_safetensors(None);
-        let sha = sha256_hex(&weights);
+        let address = BlobId::of(&weights);
         let mut engine = Engine::new(ComputeDevice::Cpu);
         engine
-            .insert(ArtifactKind::Weights, &sha, &weights)
+            .insert(ArtifactKind::Weights, address, &weights)
             .unwrap();
         engine.set_local_data(Some(local_data()));
         let task = LeaseTask {
@@ -459,7 +449,7 @@ mod tests {
             batch_size: 8,
             work: LocalWork::Epochs(2),
             seed: 1,
-            weights: sha,
+            weights: address,
             data: TrainingData::Local(Box::new(LocalTask {
                 scaling: Some(oblivion_ml::data::FeatureScaling {
                     mean: vec![4.0; input],

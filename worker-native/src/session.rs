@@ -331,24 +331,24 @@ async fn fetch_train_upload(
     token: &str,
 ) -> Result<WorkResult, String> {
     let missing = lock(&context.engine).missing(task);
-    for (kind, sha) in missing {
+    for (kind, blob) in missing {
         // The token shows the lease: a private job's data needs it.
         let response = context
             .http
-            .get(endpoint.artifact_url(&sha))
+            .get(endpoint.artifact_url(blob))
             .header(WORKER_TOKEN_HEADER, token)
             .send()
             .await
-            .map_err(|e| format!("fetching {sha}: {e}"))?;
+            .map_err(|e| format!("fetching {blob}: {e}"))?;
         if !response.status().is_success() {
-            return Err(format!("fetching {sha}: {}", response.status()));
+            return Err(format!("fetching {blob}: {}", response.status()));
         }
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| format!("fetching {sha}: {e}"))?;
+            .map_err(|e| format!("fetching {blob}: {e}"))?;
         let context = context.clone();
-        tokio::task::spawn_blocking(move || lock(&context.engine).insert(kind, &sha, &bytes))
+        tokio::task::spawn_blocking(move || lock(&context.engine).insert(kind, blob, &bytes))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;

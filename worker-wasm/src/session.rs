@@ -341,12 +341,12 @@ impl Tab {
         if let Err(e) = self.engine.admit(task) {
             return (self.declined(task.job_id, &e), 0.0);
         }
-        for (kind, sha) in self.engine.missing(task) {
-            let bytes = match net::fetch_bytes(&endpoint.artifact_url(&sha), token).await {
+        for (kind, blob) in self.engine.missing(task) {
+            let bytes = match net::fetch_bytes(&endpoint.artifact_url(blob), token).await {
                 Ok(b) => b,
                 Err(e) => return (WorkResult::Failed(e), 0.0),
             };
-            if let Err(e) = self.engine.insert(kind, &sha, &bytes) {
+            if let Err(e) = self.engine.insert(kind, blob, &bytes) {
                 return (WorkResult::Failed(e.to_string()), 0.0);
             }
         }

@@ -1,6 +1,6 @@
 //! Job, dataset, model and artifact handlers.
 
-use oblivion_protocol::JobId;
+use oblivion_protocol::{BlobId, JobId};
 use std::sync::Arc;
 
 use axum::Json;
@@ -127,12 +127,16 @@ pub async fn artifact(
     State(c): State<Arc<Coordinator>>,
     viewer: Viewer,
     headers: axum::http::HeaderMap,
-    Path(sha): Path<String>,
+    Path(address): Path<String>,
 ) -> Result<Response, AppError> {
+    // An address no blob can have names nothing stored.
+    let blob: BlobId = address
+        .parse()
+        .map_err(|e| AppError::not_found(format!("no artifact {address:?}: {e}")))?;
     let worker = headers
         .get(oblivion_protocol::wire::WORKER_TOKEN_HEADER)
         .and_then(|v| v.to_str().ok());
-    let (bytes, public) = c.artifact(&viewer, worker, &sha).await?;
+    let (bytes, public) = c.artifact(&viewer, worker, blob).await?;
     let cache = if public { "public" } else { "private" };
     Ok((
         [
@@ -141,7 +145,7 @@ pub async fn artifact(
                 header::CACHE_CONTROL,
                 format!("{cache}, max-age=31536000, immutable"),
             ),
-            (header::ETAG, format!("\"{sha}\"")),
+            (header::ETAG, format!("\"{blob}\"")),
         ],
         bytes,
     )

@@ -113,7 +113,7 @@ impl Coordinator {
             return Ok(());
         }
         let arch = Arc::new(Self::arch_of(&row)?);
-        let global = Arc::new(self.weights(&row.global_sha).await?);
+        let global = Arc::new(self.weights(row.global_sha).await?);
         // In the order they were accepted: of a copy and its original, the
         // later is the copy.
         let mut order: Vec<&UpdateRow> = updates.iter().collect();
@@ -140,7 +140,7 @@ impl Coordinator {
         for u in &order {
             let bytes = self
                 .artifacts
-                .get(&u.update_sha)
+                .get(u.update_sha)
                 .await
                 .map_err(AppError::io)?
                 .ok_or_else(|| AppError::internal(format!("update {} is missing", u.update_sha)))?;
@@ -244,7 +244,7 @@ impl Coordinator {
                 &self.instance,
                 &RoundRow {
                     metrics,
-                    global_sha: global_sha.clone(),
+                    global_sha,
                     verdicts: verdicts.clone(),
                     next_replicas: next_replicas.clone(),
                 },
@@ -300,7 +300,7 @@ impl Coordinator {
         }
         let bytes = self
             .artifacts
-            .get(&row.data.validation_sha)
+            .get(row.data.validation_sha)
             .await
             .map_err(AppError::io)?
             .ok_or_else(|| AppError::internal("validation data is missing from storage"))?;

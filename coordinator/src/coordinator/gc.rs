@@ -16,6 +16,7 @@
 
 use std::time::SystemTime;
 
+use oblivion_protocol::BlobId;
 use oblivion_protocol::api::JobStatus;
 
 use super::Coordinator;
@@ -91,7 +92,7 @@ impl Coordinator {
                 tracing::info!(%job, "{why}: failed");
             }
         }
-        for (sha, owner) in self
+        for (file, owner) in self
             .db
             .unused_uploads(
                 now - self.config.collection.unused_upload_ttl.as_secs_f64(),
@@ -102,34 +103,34 @@ impl Coordinator {
         {
             let held = self
                 .db
-                .forget_upload(&sha, &owner)
+                .forget_upload(file, &owner)
                 .await
                 .map_err(AppError::db)?;
             if !held {
-                self.collect(&sha, keep, before, &mut done).await?;
+                self.collect(file, keep, before, &mut done).await?;
             }
         }
-        for (job, round, shard, sha) in self
+        for (job, round, shard, update) in self
             .db
             .collectable_updates(BATCH)
             .await
             .map_err(AppError::db)?
         {
-            self.collect(&sha, keep, before, &mut done).await?;
+            self.collect(update, keep, before, &mut done).await?;
             self.db
                 .update_collected(job, round, shard)
                 .await
                 .map_err(AppError::db)?;
         }
-        for (job, shas) in self
+        for (job, blobs) in self
             .db
             .collectable_jobs(keep, BATCH)
             .await
             .map_err(AppError::db)?
         {
             let mut all_gone = true;
-            for sha in shas {
-                all_gone &= self.collect(&sha, keep, before, &mut done).await?;
+            for blob in blobs {
+                all_gone &= self.collect(blob, keep, before, &mut done).await?;
             }
             // A job whose blobs were too recent to go is looked at again.
             if all_gone {
@@ -139,32 +140,32 @@ impl Coordinator {
         Ok(done)
     }
 
-    /// Deletes `sha` unless it is in use or was written after `before`.
+    /// Deletes `blob` unless it is in use or was written after `before`.
     /// Returns whether it is gone, or kept for good (in use).
     async fn collect(
         &self,
-        sha: &str,
+        blob: BlobId,
         keep: u32,
         before: SystemTime,
         done: &mut Collected,
     ) -> Result<bool, AppError> {
         if self
             .db
-            .is_referenced(sha, keep)
+            .is_referenced(blob, keep)
             .await
             .map_err(AppError::db)?
         {
             done.kept += 1;
             return Ok(true);
         }
-        match self.artifacts.modified(sha).await.map_err(AppError::io)? {
+        match self.artifacts.modified(blob).await.map_err(AppError::io)? {
             None => Ok(true),
             Some(written) if written > before => {
                 done.kept += 1;
                 Ok(false)
             }
             Some(_) => {
-                self.artifacts.delete(sha).await.map_err(AppError::io)?;
+                self.artifacts.delete(blob).await.map_err(AppError::io)?;
                 done.deleted += 1;
                 Ok(true)
             }

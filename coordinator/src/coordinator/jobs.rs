@@ -1,7 +1,7 @@
 //! Jobs: creating one within its budgets, reading, cancelling, failing,
 //! and downloading its model; datasets and artifacts.
 
-use oblivion_protocol::JobId;
+use oblivion_protocol::{BlobId, JobId};
 use std::sync::Arc;
 
 use oblivion_ml::data::{FeatureScaling, encode_shard};
@@ -138,15 +138,14 @@ impl Coordinator {
             )
             .await?;
         }
-        // A slot whose worker brings its own data has no stored data
-        // address (empty).
+        // A slot whose worker brings its own data has none stored.
         let mut shards = Vec::with_capacity(division.slots.len());
         for slot in division.slots {
-            let data_sha = match slot.data {
-                Some(blob) => self.artifacts.put(blob).await.map_err(AppError::io)?,
-                None => String::new(),
+            let data = match slot.data {
+                Some(blob) => Some(self.artifacts.put(blob).await.map_err(AppError::io)?),
+                None => None,
             };
-            shards.push((data_sha, slot.credit));
+            shards.push((data, slot.credit));
         }
         let (val, train_len) = (division.validation, division.train_samples);
         let validation_sha = self.artifacts.put(val_blob).await.map_err(AppError::io)?;
@@ -168,7 +167,7 @@ impl Coordinator {
             } else {
                 JobStatus::Pending
             },
-            global_sha: global_sha.clone(),
+            global_sha,
             data: JobData {
                 input_shape: arch.input_shape.clone(),
                 classes: arch.classes,
@@ -232,20 +231,20 @@ impl Coordinator {
         dataset: &DatasetSpec,
         owner: &str,
     ) -> Result<(), AppError> {
-        let files: Vec<&str> = match dataset.held_by_coordinator() {
+        let files = match dataset.held_by_coordinator() {
             DatasetSpec::Builtin(_) | DatasetSpec::Federated { .. } => Vec::new(),
-            DatasetSpec::Csv(sha) => vec![sha],
-            DatasetSpec::Idx { images, labels } => vec![images, labels],
+            DatasetSpec::Csv(file) => vec![*file],
+            DatasetSpec::Idx { images, labels } => vec![*images, *labels],
         };
-        for sha in files {
+        for file in files {
             if !self
                 .db
-                .uploaded_by(sha, owner)
+                .uploaded_by(file, owner)
                 .await
                 .map_err(AppError::db)?
                 && !self
                     .db
-                    .artifact_readers(sha)
+                    .artifact_readers(file)
                     .await
                     .map_err(AppError::db)?
                     .owners
@@ -254,7 +253,7 @@ impl Coordinator {
                 // (A file nobody uploaded is reported missing by the loader.)
                 return Err(AppError::new(
                     Failure::Forbidden,
-                    format!("dataset {sha} was not uploaded by this account; upload it first"),
+                    format!("dataset {file} was not uploaded by this account; upload it first"),
                 )
                 .with_field("dataset"));
             }
@@ -419,7 +418,7 @@ impl Coordinator {
             }
         }
         let arch = Self::arch_of(&row)?;
-        let params = self.weights(&row.global_sha).await?;
+        let params = self.weights(row.global_sha).await?;
         let normalization: Option<FeatureScaling> = row
             .data
             .normalization
@@ -454,15 +453,15 @@ impl Coordinator {
         &self,
         viewer: &Viewer,
         worker: Option<&str>,
-        sha: &str,
+        blob: BlobId,
     ) -> Result<(Vec<u8>, bool), AppError> {
-        let missing = || AppError::not_found(format!("no artifact {sha}"));
-        let readers = self.db.artifact_readers(sha).await.map_err(AppError::db)?;
+        let missing = || AppError::not_found(format!("no artifact {blob}"));
+        let readers = self.db.artifact_readers(blob).await.map_err(AppError::db)?;
         if readers.withheld {
             let leased = match worker {
                 Some(token) => self
                     .db
-                    .lease_needs(&token_hash(token), sha)
+                    .lease_needs(&token_hash(token), blob)
                     .await
                     .map_err(AppError::db)?,
                 None => false,
@@ -471,7 +470,7 @@ impl Coordinator {
                 return Err(AppError::new(
                     Failure::Forbidden,
                     format!(
-                        "artifact {sha} is weights of a paid job, released once its \
+                        "artifact {blob} is weights of a paid job, released once its \
                          settlement is seen on chain"
                     ),
                 ));
@@ -488,7 +487,7 @@ impl Coordinator {
             let leased = match worker {
                 Some(token) if !owner => self
                     .db
-                    .lease_needs(&token_hash(token), sha)
+                    .lease_needs(&token_hash(token), blob)
                     .await
                     .map_err(AppError::db)?,
                 _ => false,
@@ -496,13 +495,13 @@ impl Coordinator {
             if !owner && !leased {
                 return Err(AppError::new(
                     Failure::Forbidden,
-                    format!("artifact {sha} belongs to a private job or upload"),
+                    format!("artifact {blob} belongs to a private job or upload"),
                 ));
             }
         }
         let bytes = self
             .artifacts
-            .get(sha)
+            .get(blob)
             .await
             .map_err(AppError::io)?
             .ok_or_else(missing)?;
@@ -522,7 +521,7 @@ impl Coordinator {
         )
         .await?;
         self.db
-            .add_upload(&uploaded.sha256, owner, oblivion_store::now())
+            .add_upload(uploaded.sha256, owner, oblivion_store::now())
             .await
             .map_err(AppError::db)?;
         Ok(uploaded)

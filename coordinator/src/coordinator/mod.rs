@@ -21,7 +21,7 @@ mod payments;
 mod sync;
 mod updates;
 
-use oblivion_protocol::{JobId, LeaseId, WorkerId};
+use oblivion_protocol::{BlobId, JobId, LeaseId, WorkerId};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -296,13 +296,15 @@ impl Coordinator {
         lock(&self.dispatch.links)
     }
 
-    async fn weights(&self, sha: &str) -> Result<Params, AppError> {
+    async fn weights(&self, blob: BlobId) -> Result<Params, AppError> {
         let bytes = self
             .artifacts
-            .get(sha)
+            .get(blob)
             .await
             .map_err(AppError::io)?
-            .ok_or_else(|| AppError::internal(format!("weights {sha} are missing from storage")))?;
+            .ok_or_else(|| {
+                AppError::internal(format!("weights {blob} are missing from storage"))
+            })?;
         blocking(move || {
             Params::from_safetensors(&bytes)
                 .map(|(p, _)| p)
@@ -332,7 +334,7 @@ impl Coordinator {
             .map_err(|e| AppError::internal(format!("stored normalisation: {e}")))?;
         let kind =
             crate::kind::kind_of(&row.spec).map_err(|e| AppError::internal(e.to_string()))?;
-        let global = Arc::new(self.weights(&row.global_sha).await?);
+        let global = Arc::new(self.weights(row.global_sha).await?);
         let done: HashMap<u32, WorkerId> = self
             .db
             .round_updates(row.id, row.round)
@@ -348,7 +350,7 @@ impl Coordinator {
             .map_err(AppError::db)?
             .into_iter()
             .enumerate()
-            .map(|(i, (data_sha, samples))| Shard::pending(i as u32, data_sha, samples))
+            .map(|(i, (data, samples))| Shard::pending(i as u32, data, samples))
             .collect();
         let trainers = row.spec.restricted_to(row.creator.as_deref());
         let leases_until = match &self.chain {
@@ -370,7 +372,7 @@ impl Coordinator {
             arch,
             status: row.status,
             round: row.round,
-            global_sha: row.global_sha,
+            global_blob: row.global_sha,
             global,
             base_shards: shards.len(),
             shards,

@@ -437,7 +437,7 @@ impl Coordinator {
         let row = self.job_row(job).await.map_err(|e| chain_err(e.message))?;
         let model = self
             .artifacts
-            .get(&row.global_sha)
+            .get(row.global_sha)
             .await
             .map_err(chain_err)?
             .ok_or_else(|| chain_err(format!("job {job}'s model is missing")))?;

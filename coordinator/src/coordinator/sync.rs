@@ -140,14 +140,9 @@ impl Coordinator {
                 self.jobs_changed();
             }
             Some(round) if round < row.round => {
-                let global = Arc::new(self.weights(&row.global_sha).await?);
-                self.hub().next_round(
-                    id,
-                    row.round,
-                    row.global_sha.clone(),
-                    global,
-                    &row.round_replicas,
-                );
+                let global = Arc::new(self.weights(row.global_sha).await?);
+                self.hub()
+                    .next_round(id, row.round, row.global_sha, global, &row.round_replicas);
                 self.jobs_changed();
             }
             Some(_) => {

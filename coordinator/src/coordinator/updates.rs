@@ -223,7 +223,7 @@ impl Coordinator {
             shard: l.shard,
             worker_id: l.worker,
             lease_id: l.id,
-            update_sha: blob.sha.clone(),
+            update_sha: blob.id,
             samples: ctx.samples,
             train_loss: checked.train_loss,
             norm: checked.norm,

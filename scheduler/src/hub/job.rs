@@ -34,8 +34,8 @@ pub enum ShardState {
 pub struct Shard {
     /// The shard it trains (its own index, unless it is a replica).
     pub base: u32,
-    /// Data shard blob.
-    pub data_sha: String,
+    /// Its data shard, for a kind whose slots have one.
+    pub data: Option<BlobId>,
     /// Samples in it (what a worker is credited for).
     pub samples: u64,
     /// Where it is.
@@ -76,10 +76,10 @@ impl Shard {
     }
 
     /// A slot training shard `base` that no one has leased yet this round.
-    pub fn pending(base: u32, data_sha: String, samples: u64) -> Shard {
+    pub fn pending(base: u32, data: Option<BlobId>, samples: u64) -> Shard {
         Shard {
             base,
-            data_sha,
+            data,
             samples,
             state: ShardState::Pending,
             attempts: 0,
@@ -103,7 +103,7 @@ pub struct LiveJob {
     /// Current round, from 1.
     pub round: u32,
     /// Global weights of this round.
-    pub global_sha: String,
+    pub global_blob: BlobId,
     /// The same, decoded.
     pub global: Arc<Params>,
     /// This round's slots: its shards, in order, then their replicas.
@@ -159,9 +159,9 @@ impl LiveJob {
         id: JobId,
         spec: JobSpec,
         arch: Arc<Architecture>,
-        global_sha: String,
+        global_blob: BlobId,
         global: Arc<Params>,
-        shards: Vec<(String, u64)>,
+        shards: Vec<(Option<BlobId>, u64)>,
         replicas: &[u32],
     ) -> LiveJob {
         let base_shards = shards.len();
@@ -171,12 +171,12 @@ impl LiveJob {
             arch,
             status: JobStatus::Pending,
             round: 1,
-            global_sha,
+            global_blob,
             global,
             shards: shards
                 .into_iter()
                 .enumerate()
-                .map(|(i, (data_sha, samples))| Shard::pending(i as u32, data_sha, samples))
+                .map(|(i, (data, samples))| Shard::pending(i as u32, data, samples))
                 .collect(),
             base_shards,
             kind: Arc::new(Training),
@@ -253,7 +253,7 @@ impl LiveJob {
             let Some(original) = self.shards.get(base as usize) else {
                 continue;
             };
-            let copy = Shard::pending(base, original.data_sha.clone(), original.samples);
+            let copy = Shard::pending(base, original.data, original.samples);
             match self.shards.get(slot) {
                 Some(existing) if existing.base == base => {}
                 Some(_) => self.shards[slot] = copy,

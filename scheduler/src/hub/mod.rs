@@ -26,7 +26,7 @@ mod tests;
 mod views;
 mod worker;
 
-use oblivion_protocol::{JobId, LeaseId, WorkerId};
+use oblivion_protocol::{BlobId, JobId, LeaseId, WorkerId};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;

@@ -46,13 +46,13 @@ impl Hub {
         &mut self,
         job: JobId,
         round: u32,
-        global_sha: String,
+        global_blob: BlobId,
         global: Arc<Params>,
         replicas: &[u32],
     ) {
         if let Some(j) = self.jobs.get_mut(&job) {
             j.round = round;
-            j.global_sha = global_sha;
+            j.global_blob = global_blob;
             j.global = global;
             j.progress = RoundProgress::default();
             j.shards.truncate(j.base_shards);

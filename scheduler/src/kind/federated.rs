@@ -17,7 +17,7 @@
 use oblivion_ml::data::Dataset;
 use oblivion_ml::model::Architecture;
 use oblivion_protocol::wire::{FeatureScaling, LocalDataOffer, LocalTask, TrainingData};
-use oblivion_protocol::{JobSpec, SpecError};
+use oblivion_protocol::{BlobId, JobSpec, SpecError};
 
 use super::{Division, JobKind, SlotPlan};
 
@@ -106,8 +106,12 @@ impl JobKind for Federated {
         true
     }
 
-    fn lease_data(&self, _: &str, scaling: Option<&FeatureScaling>) -> TrainingData {
-        TrainingData::Local(Box::new(self.task(scaling)))
+    fn lease_data(
+        &self,
+        _: Option<BlobId>,
+        scaling: Option<&FeatureScaling>,
+    ) -> Option<TrainingData> {
+        Some(TrainingData::Local(Box::new(self.task(scaling))))
     }
 
     /// Only a contributor whose data has the job's shape, classes and

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use oblivion_ml::data::{Dataset, FeatureScaling};
 use oblivion_ml::model::Architecture;
 use oblivion_protocol::wire::{LocalDataOffer, TrainingData};
-use oblivion_protocol::{JobSpec, SpecError};
+use oblivion_protocol::{BlobId, JobSpec, SpecError};
 
 pub use federated::Federated;
 pub use training::Training;
@@ -37,8 +37,13 @@ pub trait JobKind: fmt::Debug + Send + Sync {
     fn names_columns(&self) -> bool;
 
     /// What a lease of a slot carries as its data: `slot_data` is the
-    /// slot's stored data address, `scaling` the job's.
-    fn lease_data(&self, slot_data: &str, scaling: Option<&FeatureScaling>) -> TrainingData;
+    /// slot's stored data, `scaling` the job's. `None` when the slot lacks
+    /// what the kind needs (never so as stored): it is not leased.
+    fn lease_data(
+        &self,
+        slot_data: Option<BlobId>,
+        scaling: Option<&FeatureScaling>,
+    ) -> Option<TrainingData>;
 
     /// Whether a worker offering `offer` can train the job's slots.
     fn admits(
@@ -146,8 +151,8 @@ mod tests {
         assert!(mean.abs() < 1e-5 && scaling.mean.len() == 2, "{mean}");
         assert!(kind.reports_figures() && kind.noises_rounds() && kind.backs_up());
         assert_eq!(
-            kind.lease_data("abc", Some(&scaling)),
-            TrainingData::Shard("abc".into())
+            kind.lease_data(Some(BlobId::of(b"abc")), Some(&scaling)),
+            Some(TrainingData::Shard(BlobId::of(b"abc")))
         );
         let mut few = spec.clone();
         few.shards_per_round = 16;
@@ -171,7 +176,8 @@ mod tests {
         assert_eq!(division.slots.len(), 3);
         assert!(kind.names_columns() && kind.one_slot_each());
         assert!(!kind.reports_figures() && !kind.noises_rounds() && !kind.backs_up());
-        let TrainingData::Local(task) = kind.lease_data("", division.scaling.as_ref()) else {
+        let Some(TrainingData::Local(task)) = kind.lease_data(None, division.scaling.as_ref())
+        else {
             panic!("a federated lease carries instructions, not a shard");
         };
         assert_eq!((task.clip_norm, task.noise_std), (2.0, 1.0));

@@ -5,7 +5,7 @@
 use oblivion_ml::data::{Dataset, FeatureScaling, encode_shard};
 use oblivion_ml::model::Architecture;
 use oblivion_protocol::wire::{LocalDataOffer, TrainingData};
-use oblivion_protocol::{JobSpec, SpecError};
+use oblivion_protocol::{BlobId, JobSpec, SpecError};
 
 use super::{Division, JobKind, SlotPlan};
 
@@ -54,8 +54,13 @@ impl JobKind for Training {
         false
     }
 
-    fn lease_data(&self, slot_data: &str, _: Option<&FeatureScaling>) -> TrainingData {
-        TrainingData::Shard(slot_data.to_string())
+    /// Its shard; a slot without one cannot be leased.
+    fn lease_data(
+        &self,
+        slot_data: Option<BlobId>,
+        _: Option<&FeatureScaling>,
+    ) -> Option<TrainingData> {
+        slot_data.map(TrainingData::Shard)
     }
 
     fn admits(

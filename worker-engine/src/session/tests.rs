@@ -5,7 +5,7 @@ use oblivion_protocol::LocalWork;
 use oblivion_protocol::OptimizerSpec;
 use oblivion_protocol::spec::ModelSpec;
 use oblivion_protocol::wire::TrainingData;
-use oblivion_protocol::{JobId, LeaseId, WorkerId};
+use oblivion_protocol::{BlobId, JobId, LeaseId, WorkerId};
 
 fn profile() -> Profile {
     Profile {
@@ -39,8 +39,8 @@ fn task(lease_id: u64) -> LeaseTask {
         batch_size: 8,
         work: LocalWork::Epochs(1),
         seed: 1,
-        weights: "w".into(),
-        data: TrainingData::Shard("d".into()),
+        weights: BlobId::of(b"w"),
+        data: TrainingData::Shard(BlobId::of(b"d")),
         expires_in_secs: 45,
     }
 }
