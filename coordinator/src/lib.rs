@@ -17,14 +17,14 @@ mod api;
 mod blocking;
 pub mod cli;
 mod config;
-mod coordinator;
 mod datasets;
 mod error;
 mod limits;
+mod service;
 mod siwe;
 
 pub use config::Config;
-pub use coordinator::Coordinator;
+pub use service::Coordinator;
 
 /// Runs the coordinator until Ctrl-C or SIGTERM.
 pub async fn serve(mut config: Config) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! One round's maths: replicas judged, updates screened and combined (with
 //! differential privacy's noise when the job asks for it), and the checks
 //! that a round holds the updates it should. Pure: no I/O, no clock, and
-//! the same inputs give the same bits (see `coordinator/aggregation.rs` for
+//! the same inputs give the same bits (see `coordinator/src/service/rounds/aggregation.rs` for
 //! the claim, the storage and the transaction around it).
 
 use oblivion_ml::ComputeDevice;

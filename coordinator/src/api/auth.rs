@@ -21,8 +21,8 @@ use oblivion_protocol::auth::{
 
 use super::client::Client;
 use super::read_body;
-use crate::coordinator::{Coordinator, Viewer};
 use crate::error::{AppError, Failure};
+use crate::service::{Coordinator, Viewer};
 
 /// Largest sign-in body, bytes.
 const MAX_SIGN_IN_BYTES: usize = 16 * 1024;
@@ -69,7 +69,7 @@ pub(super) fn same_origin(c: &Coordinator, headers: &HeaderMap) -> Result<(), Ap
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
-    let (scheme, authority) = c.origin(host(headers))?;
+    let (scheme, authority) = c.accounts.origin(host(headers))?;
     let ours = origin
         .to_str()
         .ok()
@@ -96,7 +96,7 @@ impl FromRequestParts<Arc<Coordinator>> for Viewer {
             return Ok(Viewer(None));
         };
         // An unknown or expired session is an anonymous visitor.
-        let Some(session) = c.session(&token).await? else {
+        let Some(session) = c.accounts.session(&token).await? else {
             return Ok(Viewer(None));
         };
         let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
@@ -114,8 +114,8 @@ pub async fn nonce(
     headers: HeaderMap,
 ) -> Result<Json<SignInChallenge>, AppError> {
     c.limits.sign_ins.check(client)?;
-    let origin = c.origin(host(&headers))?;
-    Ok(Json(c.sign_in_challenge(origin).await?))
+    let origin = c.accounts.origin(host(&headers))?;
+    Ok(Json(c.accounts.sign_in_challenge(origin).await?))
 }
 
 /// `POST /api/auth/login`: a signed challenge → the session, as a cookie.
@@ -132,8 +132,8 @@ pub async fn login(
             "the sign-in is not {{\"message\", \"signature\"}} JSON: {e}"
         ))
     })?;
-    let (scheme, authority) = c.origin(host(&headers))?;
-    let (view, token) = c.sign_in(&answer, authority).await?;
+    let (scheme, authority) = c.accounts.origin(host(&headers))?;
+    let (view, token) = c.accounts.sign_in(&answer, authority).await?;
     let cookie = Cookie::build((cookie_name(&c), token))
         .http_only(true)
         .same_site(SameSite::Strict)
@@ -160,7 +160,7 @@ pub async fn session(
 ) -> Result<Json<SessionView>, AppError> {
     let token = session_token(&c, &headers);
     let session = match token {
-        Some(t) => c.session(&t).await?,
+        Some(t) => c.accounts.session(&t).await?,
         None => None,
     };
     session
@@ -174,7 +174,7 @@ pub async fn logout(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     if let Some(token) = session_token(&c, &headers) {
-        c.sign_out(&token).await?;
+        c.accounts.sign_out(&token).await?;
     }
     let mut cookie = Cookie::build((cookie_name(&c), ""))
         .http_only(true)

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 
-use crate::coordinator::Coordinator;
 use crate::error::AppError;
 use crate::limits::client_key;
+use crate::service::Coordinator;
 
 /// The client's address: the connection's, or the one a trusted proxy
 /// names; an IPv6 address as its /64 (see [`client_key`]).

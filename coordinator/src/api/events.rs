@@ -16,8 +16,8 @@ use futures_util::Stream;
 use futures_util::stream;
 
 use super::client::Client;
-use crate::coordinator::Coordinator;
 use crate::error::AppError;
+use crate::service::Coordinator;
 
 /// `GET /api/events`.
 pub async fn stream(
@@ -25,7 +25,7 @@ pub async fn stream(
     Client(client): Client,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
     let permit = c.limits.event_streams.acquire(client)?;
-    let rx = c.subscribe_snapshots();
+    let rx = c.events.subscribe_snapshots();
     let events = stream::unfold((rx, permit), |(mut rx, permit)| async move {
         rx.changed().await.ok()?;
         let json = rx.borrow_and_update().clone();

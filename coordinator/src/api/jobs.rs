@@ -14,8 +14,8 @@ use serde::Deserialize;
 
 use super::client::Client;
 use super::{MAX_SPEC_BYTES, read_body, read_body_within};
-use crate::coordinator::{Coordinator, ModelFormat, Viewer};
 use crate::error::AppError;
+use crate::service::{Coordinator, ModelFormat, Viewer};
 
 /// `POST /api/jobs`: a JSON spec → 201 `{"id": …}`.
 pub async fn create(
@@ -30,7 +30,7 @@ pub async fn create(
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| AppError::bad_request("the job spec is not UTF-8 text"))?;
     let spec = JobSpec::from_json(text)?;
-    let id = c.create_job(spec, owner).await?;
+    let id = c.jobs.create_job(spec, owner).await?;
     Ok((StatusCode::CREATED, Json(Created { id })))
 }
 
@@ -39,7 +39,7 @@ pub async fn list(
     State(c): State<Arc<Coordinator>>,
     viewer: Viewer,
 ) -> Result<Json<Vec<JobView>>, AppError> {
-    Ok(Json(c.jobs(&viewer).await?))
+    Ok(Json(c.jobs.jobs(&viewer).await?))
 }
 
 fn parse_id(raw: &str) -> Result<JobId, AppError> {
@@ -53,7 +53,7 @@ pub async fn show(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, AppError> {
-    Ok(Json(c.job_view_for(&viewer, parse_id(&id)?).await?))
+    Ok(Json(c.jobs.job_view_for(&viewer, parse_id(&id)?).await?))
 }
 
 /// `POST /api/jobs/{id}/cancel`.
@@ -62,7 +62,7 @@ pub async fn cancel(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, AppError> {
-    Ok(Json(c.cancel_job(&viewer, parse_id(&id)?).await?))
+    Ok(Json(c.jobs.cancel_job(&viewer, parse_id(&id)?).await?))
 }
 
 /// Query of the model download.
@@ -84,7 +84,7 @@ pub async fn model(
             "unknown model format {name:?}; use onnx, safetensors or burn"
         ))
     })?;
-    let (bytes, file) = c.model(&viewer, parse_id(&id)?, format).await?;
+    let (bytes, file) = c.jobs.model(&viewer, parse_id(&id)?, format).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
@@ -116,7 +116,7 @@ pub async fn upload_dataset(
     .await?;
     Ok((
         StatusCode::CREATED,
-        Json(c.upload_dataset(owner, bytes.to_vec()).await?),
+        Json(c.jobs.upload_dataset(owner, bytes.to_vec()).await?),
     ))
 }
 
@@ -136,7 +136,7 @@ pub async fn artifact(
     let worker = headers
         .get(oblivion_protocol::wire::WORKER_TOKEN_HEADER)
         .and_then(|v| v.to_str().ok());
-    let (bytes, public) = c.artifact(&viewer, worker, blob).await?;
+    let (bytes, public) = c.jobs.artifact(&viewer, worker, blob).await?;
     let cache = if public { "public" } else { "private" };
     Ok((
         [

@@ -38,8 +38,8 @@ use tower_http::trace::TraceLayer;
 
 use axum::body::{Body, Bytes};
 
-use crate::coordinator::Coordinator;
 use crate::error::{AppError, Failure};
+use crate::service::Coordinator;
 
 /// Reads a request body of at most `limit` bytes within `deadline`; a
 /// larger one is a 413 that says the limit, a slower one a 408, a broken

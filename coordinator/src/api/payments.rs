@@ -6,13 +6,13 @@ use axum::Json;
 use axum::extract::State;
 use oblivion_protocol::api::{ChainInfo, RewardView};
 
-use crate::coordinator::{Coordinator, Viewer};
 use crate::error::AppError;
+use crate::service::{Coordinator, Viewer};
 
 /// `GET /api/chain`: the chain, escrow and signer paid jobs use (404 when
 /// this coordinator's jobs run unpaid).
 pub async fn chain(State(c): State<Arc<Coordinator>>) -> Result<Json<ChainInfo>, AppError> {
-    Ok(Json(c.chain_info()?))
+    Ok(Json(c.payments.chain_info()?))
 }
 
 /// `GET /api/rewards`: the signed-in account's payouts, with their proofs.
@@ -21,5 +21,5 @@ pub async fn rewards(
     viewer: Viewer,
 ) -> Result<Json<Vec<RewardView>>, AppError> {
     let account = viewer.account()?;
-    Ok(Json(c.rewards(account).await?))
+    Ok(Json(c.payments.rewards(account).await?))
 }

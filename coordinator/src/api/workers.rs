@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 
 use super::client::Client;
 use super::read_body_within;
-use crate::coordinator::{Coordinator, Viewer};
 use crate::error::{AppError, Failure};
+use crate::service::{Coordinator, Viewer};
 
 /// Largest control message from a worker, bytes.
 const MAX_CONTROL_MESSAGE: usize = 64 * 1024;
@@ -33,7 +33,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `GET /api/workers`.
 pub async fn list(State(c): State<Arc<Coordinator>>) -> Json<Vec<WorkerView>> {
-    Json(c.workers())
+    Json(c.dispatch.workers())
 }
 
 /// `POST /api/leases/{id}/update`: gzip(safetensors) of the update.
@@ -59,8 +59,8 @@ pub async fn update(
     // Only the lease's holder may send a body: checked before it takes the
     // lease's one upload slot and before a byte is read, so that nobody
     // else can hold the slot (lease ids are public).
-    let held = c.update_context(&token, lease).await?;
-    let _slot = c.upload_slot(lease)?;
+    let held = c.rounds.update_context(&token, lease).await?;
+    let _slot = c.rounds.upload_slot(lease)?;
     let bytes = match read_body_within(
         body,
         c.config.uploads.max_update_bytes,
@@ -73,13 +73,14 @@ pub async fn update(
         Err(e) if e.kind == Failure::TooSlow => {
             // The holder stalled its own shard: the lease ends, and the
             // stall is on its record.
-            c.fault_lease(lease, held.lease.worker, "the update upload was too slow")
+            c.dispatch
+                .fault_lease(lease, held.lease.worker, "the update upload was too slow")
                 .await;
             return Err(e);
         }
         Err(e) => return Err(e),
     };
-    Ok(Json(c.submit_update(held, bytes.to_vec()).await?))
+    Ok(Json(c.rounds.submit_update(held, bytes.to_vec()).await?))
 }
 
 /// `GET /api/workers/connect`: upgrades to the worker protocol (429 when
@@ -198,7 +199,11 @@ async fn session(c: Arc<Coordinator>, mut socket: WebSocket, account: Option<Str
     // What the worker asked for, at least one; the coordinator's cap applies too.
     let max_leases = max_leases.unwrap_or(u32::MAX).max(1);
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let (id, token) = match c.connect_worker(view, payout_address, max_leases, tx).await {
+    let (id, token) = match c
+        .dispatch
+        .connect_worker(view, payout_address, max_leases, tx)
+        .await
+    {
         Ok(v) => v,
         Err(e) => return refuse(socket, e.message).await,
     };
@@ -209,7 +214,7 @@ async fn session(c: Arc<Coordinator>, mut socket: WebSocket, account: Option<Str
         lease_cap: c.config.leases.lease_cap.min(max_leases),
     };
     if send(&mut socket, &welcome).await {
-        c.worker_ready().await;
+        c.dispatch.worker_ready().await;
         loop {
             tokio::select! {
                 out = rx.recv() => match out {
@@ -222,11 +227,11 @@ async fn session(c: Arc<Coordinator>, mut socket: WebSocket, account: Option<Str
                         break;
                     }
                     match parse(&msg) {
-                        Some(Ok(WorkerMessage::Heartbeat { leases })) => c.heartbeat(id, &leases),
+                        Some(Ok(WorkerMessage::Heartbeat { leases })) => c.dispatch.heartbeat(id, &leases),
                         Some(Ok(WorkerMessage::ReturnLease { lease_id, reason, decline_job })) => {
-                            c.return_lease(id, lease_id, &reason, decline_job).await
+                            c.dispatch.return_lease(id, lease_id, &reason, decline_job).await
                         }
-                        Some(Ok(WorkerMessage::Drain)) => c.drain(id),
+                        Some(Ok(WorkerMessage::Drain)) => c.dispatch.drain(id),
                         Some(Ok(WorkerMessage::Hello { .. })) => {
                             let _ = send(&mut socket, &CoordinatorMessage::Error {
                                 message: "already introduced".into(),
@@ -243,5 +248,5 @@ async fn session(c: Arc<Coordinator>, mut socket: WebSocket, account: Option<Str
             }
         }
     }
-    c.disconnect_worker(id).await;
+    c.dispatch.disconnect_worker(id).await;
 }

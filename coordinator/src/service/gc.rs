@@ -19,7 +19,7 @@ use std::time::SystemTime;
 use oblivion_protocol::BlobId;
 use oblivion_protocol::api::JobStatus;
 
-use super::Coordinator;
+use super::jobs::Jobs;
 use crate::error::AppError;
 
 /// Rows looked at per pass.
@@ -34,7 +34,7 @@ pub struct Collected {
     pub kept: u64,
 }
 
-impl Coordinator {
+impl Jobs {
     /// Runs passes forever, one every `gc_interval` (none if it is zero).
     pub(super) async fn collect_garbage_forever(&self) {
         if self.config.collection.gc_interval.is_zero() {
@@ -73,6 +73,7 @@ impl Coordinator {
             );
             // Funded meanwhile, or cancelled: the guarded transition says no.
             if self
+                .rounds
                 .finish(job, JobStatus::Cancelled, Some(&why))
                 .await
                 .is_ok()
@@ -88,7 +89,12 @@ impl Coordinator {
         {
             let why = "its deposit's deadline passed before it finished, so it can no longer be \
                        settled; the deposit goes back to its creator";
-            if self.finish(job, JobStatus::Failed, Some(why)).await.is_ok() {
+            if self
+                .rounds
+                .finish(job, JobStatus::Failed, Some(why))
+                .await
+                .is_ok()
+            {
                 tracing::info!(%job, "{why}: failed");
             }
         }

@@ -4,7 +4,7 @@
 use oblivion_protocol::{BlobId, JobId};
 use std::sync::Arc;
 
-use oblivion_ml::data::{FeatureScaling, encode_shard};
+use oblivion_ml::data::encode_shard;
 use oblivion_ml::export;
 use oblivion_ml::model::Architecture;
 use oblivion_ml::weights::{check_params, initial_params};
@@ -13,14 +13,18 @@ use oblivion_protocol::auth::normalize_address;
 use oblivion_protocol::{DatasetSpec, JobSpec};
 
 use super::accounts::Viewer;
-use super::leasing::token_hash;
-use super::{Coordinator, budget, lock, ml_internal};
+use super::budget;
+use super::chain_link::{ChainLink, spec_hash};
+use super::dispatch::Dispatch;
+use super::rounds::Rounds;
+use super::shared::{JobsVersion, arch_of, job_row, ml_internal, scaling_of, token_hash, weights};
 use crate::blocking::blocking;
-use crate::datasets;
+use crate::config::Config;
+use crate::datasets::{self, DatasetCache};
 use crate::error::{AppError, Failure};
 use crate::hub::{LiveJob, ShardDetail};
 use crate::kind::kind_of;
-use oblivion_store::{JobData, JobRefusal, JobRow, NewJob, NewPayment, now};
+use oblivion_store::{Artifacts, Db, JobData, JobRow, NewJob, NewPayment, now};
 
 /// Model download formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,15 +58,47 @@ impl ModelFormat {
     }
 }
 
-impl Coordinator {
+/// Jobs as their creators and visitors see them: created within their
+/// budgets, listed, viewed, cancelled, downloaded; the datasets they are
+/// cut from, and the stored blobs they name (collected when unused).
+pub struct Jobs {
+    pub(super) config: Arc<Config>,
+    pub(super) db: Db,
+    pub(super) artifacts: Artifacts,
+    /// The named datasets jobs are cut from, kept decoded.
+    datasets: DatasetCache,
+    pub(super) rounds: Arc<Rounds>,
+    dispatch: Arc<Dispatch>,
+    jobs_version: Arc<JobsVersion>,
+    /// The chain paid jobs settle on, if any.
+    chain: Option<Arc<ChainLink>>,
+}
+
+impl Jobs {
+    /// The jobs service.
+    pub(super) fn new(
+        config: Arc<Config>,
+        (db, artifacts): (Db, Artifacts),
+        (rounds, dispatch): (Arc<Rounds>, Arc<Dispatch>),
+        jobs_version: Arc<JobsVersion>,
+        chain: Option<Arc<ChainLink>>,
+    ) -> Jobs {
+        Jobs {
+            datasets: DatasetCache::new(config.uploads.dataset_cache_entries),
+            config,
+            db,
+            artifacts,
+            rounds,
+            dispatch,
+            jobs_version,
+            chain,
+        }
+    }
+
     /// Validates data against a spec and the budgets, prepares shards and
     /// initial weights, stores the job and starts handing out its shards.
     /// `creator` is the account that will own it.
-    pub async fn create_job(
-        self: &Arc<Self>,
-        spec: JobSpec,
-        creator: &str,
-    ) -> Result<JobId, AppError> {
+    pub async fn create_job(&self, spec: JobSpec, creator: &str) -> Result<JobId, AppError> {
         let in_flight = self
             .db
             .jobs_in_flight(creator)
@@ -101,7 +137,6 @@ impl Coordinator {
         }
         self.check_dataset_owner(&spec.dataset, creator).await?;
         let dataset = self
-            .data
             .datasets
             .load(
                 spec.dataset.held_by_coordinator(),
@@ -191,7 +226,7 @@ impl Coordinator {
                 let key_of = |id: JobId| link.job_key(creator, id);
                 let payment = NewPayment {
                     job_key: &key_of,
-                    spec_hash: &super::spec_hash(&stored),
+                    spec_hash: &spec_hash(&stored),
                     amount: &reward.amount,
                 };
                 self.db.insert_paid_job(&row, &shards, Some(&payment)).await
@@ -199,13 +234,12 @@ impl Coordinator {
             _ => self.db.insert_job(&row, &shards).await,
         }
         .map_err(AppError::db)?;
-        self.jobs_changed();
+        self.jobs_version.bump();
         if paid {
             // Trained once its deposit is confirmed (see `payments`).
             tracing::info!(job = %id, "paid job created; waiting for its deposit");
             return Ok(id);
         }
-        lock(&self.data.validation).insert(id, Arc::new(val));
         let trainers = spec.restricted_to(Some(creator));
         let live = LiveJob::new(
             id,
@@ -218,9 +252,8 @@ impl Coordinator {
         )
         .trained_by(trainers)
         .of_kind(kind, normalization);
-        self.hub().jobs.insert(id, live);
+        self.rounds.start_job(live, Arc::new(val));
         tracing::info!(job = %id, "job created");
-        self.request_pump();
         Ok(id)
     }
 
@@ -261,17 +294,9 @@ impl Coordinator {
         Ok(())
     }
 
-    pub(super) async fn job_row(&self, id: JobId) -> Result<JobRow, AppError> {
-        self.db
-            .job(id)
-            .await
-            .map_err(AppError::db)?
-            .ok_or_else(|| AppError::not_found(format!("no job {id}")))
-    }
-
     /// A job `viewer` may read (403 for someone else's private job).
     async fn readable_job(&self, viewer: &Viewer, id: JobId) -> Result<JobRow, AppError> {
-        let row = self.job_row(id).await?;
+        let row = job_row(&self.db, id).await?;
         if !viewer.may_read(&row) {
             return Err(AppError::new(
                 Failure::Forbidden,
@@ -290,7 +315,7 @@ impl Coordinator {
     /// The API view of a job; `owner`: as its owner sees it, with every
     /// slot of the round (replicas too) and who holds it.
     async fn job_view(&self, id: JobId, owner: bool) -> Result<JobView, AppError> {
-        let row = self.job_row(id).await?;
+        let row = job_row(&self.db, id).await?;
         let history = self.db.rounds(id).await.map_err(AppError::db)?;
         let mut view = self.view_of(row, history, owner);
         view.contributors = self.db.contributors(id).await.map_err(AppError::db)?;
@@ -299,7 +324,7 @@ impl Coordinator {
     }
 
     fn view_of(&self, row: JobRow, history: Vec<RoundMetrics>, owner: bool) -> JobView {
-        let hub = self.hub();
+        let hub = self.dispatch.hub();
         let detail = if owner {
             ShardDetail::Owner
         } else {
@@ -341,55 +366,20 @@ impl Coordinator {
             .collect())
     }
 
-    /// Ends an unfinished job as `status` (cancelled or failed) in the
-    /// database, then revokes its leases here.
-    pub(super) async fn finish(
-        &self,
-        id: JobId,
-        status: JobStatus,
-        error: Option<&str>,
-    ) -> Result<(), AppError> {
-        self.db
-            .finish_job(id, status, error)
-            .await
-            .map_err(AppError::db)?
-            .map_err(|refusal| match refusal {
-                JobRefusal::Missing => AppError::not_found(format!("no job {id}")),
-                JobRefusal::State(s) => {
-                    AppError::conflict(format!("job {id} is already {}", s.as_str()))
-                }
-            })?;
-        let ended = self.hub().remove_job(id);
-        lock(&self.data.validation).remove(&id);
-        self.jobs_changed();
-        // The database revoked them with the status change; this tells the
-        // holders (and is a no-op on the rows).
-        self.settle_ended(ended, &format!("job {}", status.as_str()))
-            .await;
-        Ok(())
-    }
-
     /// Stops a job for its owner; its leases are revoked. Refused: 401
     /// anonymous, 403 another account, 409 once it finished.
     pub async fn cancel_job(&self, viewer: &Viewer, id: JobId) -> Result<JobView, AppError> {
         let account = viewer.account()?;
-        let row = self.job_row(id).await?;
+        let row = job_row(&self.db, id).await?;
         if !viewer.owns(&row) {
             return Err(AppError::new(
                 Failure::Forbidden,
                 format!("job {id} belongs to another account; {account} may not cancel it"),
             ));
         }
-        self.finish(id, JobStatus::Cancelled, None).await?;
+        self.rounds.finish(id, JobStatus::Cancelled, None).await?;
         tracing::info!(job = %id, "job cancelled");
         self.job_view(id, true).await
-    }
-
-    pub(super) async fn fail(&self, id: JobId, message: &str) {
-        tracing::error!(job = %id, "job failed: {message}");
-        if let Err(e) = self.finish(id, JobStatus::Failed, Some(message)).await {
-            tracing::error!("recording failure of job {id}: {}", e.message);
-        }
     }
 
     /// The job's current model in `format`, with a file name.
@@ -417,15 +407,9 @@ impl Coordinator {
                 ));
             }
         }
-        let arch = Self::arch_of(&row)?;
-        let params = self.weights(row.global_sha).await?;
-        let normalization: Option<FeatureScaling> = row
-            .data
-            .normalization
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(|e| AppError::internal(format!("stored normalisation: {e}")))?;
+        let arch = arch_of(&row)?;
+        let params = weights(&self.artifacts, row.global_sha).await?;
+        let normalization = scaling_of(&row)?;
         let bytes = blocking(move || {
             check_params(&arch, &params).map_err(ml_internal)?;
             match format {

@@ -1,24 +1,44 @@
-//! Worker connections and leases: planning in the hub, recording in the
-//! database, then telling the workers; expiry and re-issue.
+//! Dispatch: the workers connected to this instance and the leases they
+//! hold. Plans in the hub, records in the database, then tells the workers;
+//! expiry, faults and quarantines end leases, and their holders are told.
+//! Owns the hub and the workers' queues; calls no other service.
 
-use oblivion_protocol::{JobId, LeaseId, WorkerId};
-use std::sync::Arc;
+use oblivion_protocol::{LeaseId, WorkerId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use oblivion_protocol::api::WorkerView;
 use oblivion_protocol::wire::{CoordinatorMessage, LeaseProgress};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{Coordinator, lock};
+use super::shared::{JobsVersion, judge, lock, quarantine_rule, token_hash};
+use crate::config::Config;
 use crate::error::AppError;
-use crate::hub::{Ended, Grant, Worker};
+use crate::hub::{Ended, Grant, Hub, LeasePolicy, Worker};
 use crate::states::LeaseStatus;
-use oblivion_store::{Backend, Judge, NewLease, Quarantined, Record, now};
+use oblivion_store::{Backend, Db, NewLease, Quarantined, now};
 
-/// How a worker's or a session's token is stored (so that any instance
-/// can check it, and a database dump does not hand it out).
-pub(super) fn token_hash(token: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+/// This instance's workers and leases: the hub, the workers' queues, and
+/// what the other instances last published of theirs.
+pub struct Dispatch {
+    config: Arc<Config>,
+    db: Db,
+    /// This process's name in the database.
+    instance: Arc<str>,
+    hub: Mutex<Hub>,
+    /// Each connected worker's outgoing queue, by worker id: the hub owns
+    /// no connections. Locked only while the hub is (hub first), so that a
+    /// worker's messages leave in the order the hub decided them.
+    links: Mutex<HashMap<WorkerId, UnboundedSender<CoordinatorMessage>>>,
+    /// Origin of the monotonic clock the hub's deadlines use.
+    started: Instant,
+    /// Wakes the dispatch task (one planner at a time, so that two plans
+    /// never race for a shard; the database would refuse the loser anyway).
+    wake: tokio::sync::Notify,
+    /// Workers connected to the other instances, as they last published.
+    peer_workers: Mutex<Vec<WorkerView>>,
+    jobs_version: Arc<JobsVersion>,
 }
 
 /// Longest reason a worker may give for returning a lease that is kept,
@@ -37,42 +57,56 @@ fn new_lease(g: &Grant) -> NewLease {
     }
 }
 
-impl Coordinator {
-    /// Why a worker's record is quarantined, under this coordinator's
-    /// reputation policy (the store applies it as results come in).
-    pub(super) fn quarantine_rule(&self) -> impl Fn(&Record<'_>) -> Option<String> + Sync + '_ {
-        |r| {
-            let policy = self.config.reputation();
-            policy.quarantine_reason(r.agreed, r.disputed, r.refuted, r.last_dispute)
+impl Dispatch {
+    /// Dispatch under `policy`, with no workers and no jobs.
+    pub(super) fn new(
+        config: Arc<Config>,
+        db: Db,
+        instance: Arc<str>,
+        policy: LeasePolicy,
+        jobs_version: Arc<JobsVersion>,
+    ) -> Dispatch {
+        Dispatch {
+            config,
+            db,
+            instance,
+            hub: Mutex::new(Hub::new(policy)),
+            links: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            wake: tokio::sync::Notify::new(),
+            peer_workers: Mutex::new(Vec::new()),
+            jobs_version,
         }
     }
 
-    /// The store's judge of records under `rule` (see
-    /// [`Coordinator::quarantine_rule`]), now.
-    pub(super) fn judge<'a>(
-        &self,
-        rule: &'a (dyn Fn(&Record<'_>) -> Option<String> + Sync),
-    ) -> Judge<'a> {
-        let now = now();
-        Judge {
-            rule,
-            now,
-            released_before: now - self.config.reputation().quarantine_for.as_secs_f64(),
-        }
+    /// The hub, locked. Never held across a call that locks it again
+    /// (`settle_ended` does): the lock is not re-entrant.
+    pub(super) fn hub(&self) -> MutexGuard<'_, Hub> {
+        lock(&self.hub)
+    }
+
+    /// The workers' outgoing queues; take the hub's lock first.
+    fn links(&self) -> MutexGuard<'_, HashMap<WorkerId, UnboundedSender<CoordinatorMessage>>> {
+        lock(&self.links)
+    }
+
+    /// Seconds on this process's monotonic clock (for deadlines).
+    pub(super) fn clock(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
     }
 
     /// Workers connected now, to this instance and (as they last
     /// published them) to the others sharing its database.
     pub fn workers(&self) -> Vec<WorkerView> {
         let mut workers = self.hub().worker_views(self.clock());
-        workers.extend(lock(&self.peers.workers).iter().cloned());
+        workers.extend(lock(&self.peer_workers).iter().cloned());
         workers.sort_by_key(|w| w.id);
         workers
     }
 
     /// Registers a worker connection; returns its id and token.
     pub async fn connect_worker(
-        self: &Arc<Self>,
+        &self,
         mut view: WorkerView,
         payout: Option<String>,
         max_leases: u32,
@@ -250,10 +284,9 @@ impl Coordinator {
     }
 
     /// Once a second: records this instance as alive; ends the leases and
-    /// releases the claims of instances that died; re-tries dispatch (a
-    /// shard another instance held may be free now) and the aggregation
-    /// of complete rounds nobody is aggregating.
-    pub(super) async fn keep_alive(self: &Arc<Self>) {
+    /// releases the claims of instances that died; on PostgreSQL, trades
+    /// worker lists with the other instances.
+    pub(super) async fn keep_alive(&self) {
         if let Err(e) = self.db.instance_seen(&self.instance).await {
             tracing::error!("recording this instance as alive: {e}");
         }
@@ -268,58 +301,19 @@ impl Coordinator {
         if self.db.backend() == Backend::Postgres {
             self.exchange_workers().await;
         }
-        self.close_rounds_on_quorum().await;
-        let complete: Vec<(JobId, u32)> = self
-            .hub()
-            .jobs
-            .values()
-            .filter(|j| j.round_complete())
-            .map(|j| (j.id, j.round))
-            .collect();
-        for (job, round) in complete {
-            if !lock(&self.in_flight.aggregating).contains(&job) {
-                tokio::spawn(self.clone().aggregate(job, round));
-            }
-        }
-        self.request_pump();
-    }
-
-    /// Closes the rounds whose quorum is in and has waited its time (see
-    /// [`oblivion_protocol::aggregation::QuorumSpec`]): in the database
-    /// first, then here; their leases still out are revoked, and they are
-    /// aggregated with the updates they have.
-    async fn close_rounds_on_quorum(self: &Arc<Self>) {
-        let due = self.hub().quorum_due(self.clock());
-        for (job, round, needed) in due {
-            match self
-                .db
-                .close_round_on_quorum(job, round, needed as u32)
-                .await
-            {
-                Ok(true) => {
-                    tracing::info!(%job, round, "round closed on its quorum");
-                    let ended = self.hub().close_round(job, round);
-                    self.settle_ended(ended, "the round closed on its quorum")
-                        .await;
-                    self.jobs_changed();
-                }
-                Ok(false) => {}
-                Err(e) => tracing::error!(%job, round, "closing a round on its quorum: {e}"),
-            }
-        }
     }
 
     /// Asks for a dispatch pass soon. Passes run one at a time on their own
     /// task, so that requests made while one runs are served together by
     /// the next (one transaction for all the leases they grant).
     pub(super) fn request_pump(&self) {
-        self.in_flight.pump.notify_one();
+        self.wake.notify_one();
     }
 
     /// Runs dispatch passes as they are requested, forever.
     pub(super) async fn pump_loop(self: Arc<Self>) {
         loop {
-            self.in_flight.pump.notified().await;
+            self.wake.notified().await;
             self.pump().await;
         }
     }
@@ -369,7 +363,65 @@ impl Coordinator {
             tracing::error!("ending {} orphaned lease(s): {e}", orphans.len());
         }
         if started {
-            self.jobs_changed();
+            self.jobs_version.bump();
+        }
+    }
+
+    /// Ends `lease`, held by `worker`, for a fault of the worker's
+    /// (`reason`): the shard is re-issued, and the fault is a disputed
+    /// result on the worker's record.
+    pub async fn fault_lease(&self, lease: LeaseId, worker: WorkerId, reason: &str) {
+        let ended = self.hub().reject(lease);
+        self.settle_ended(ended.into_iter().collect(), reason).await;
+        self.count_against(worker, reason).await;
+        self.request_pump();
+        tracing::warn!(%lease, "lease ended: {reason}");
+    }
+
+    /// Puts a disputed result on `worker`'s record for `reason`, and
+    /// quarantines it if the policy says so.
+    pub(super) async fn count_against(&self, worker: WorkerId, reason: &str) {
+        self.hub().record_result(worker, false, 0);
+        let rule = quarantine_rule(&self.config);
+        match self
+            .db
+            .record_rejection(worker, reason, &judge(&self.config, &rule))
+            .await
+        {
+            Ok(q) => {
+                self.apply_quarantines(&q.into_iter().collect::<Vec<_>>())
+                    .await
+            }
+            Err(e) => tracing::error!(%worker, "recording a fault: {e}"),
+        }
+    }
+
+    /// Publishes this instance's workers and reads the other instances'.
+    async fn exchange_workers(&self) {
+        let mine = self.hub().worker_views(self.clock());
+        match serde_json::to_string(&mine) {
+            Ok(json) => {
+                if let Err(e) = self.db.publish_workers(&self.instance, &json).await {
+                    tracing::error!("publishing this instance's workers: {e}");
+                }
+            }
+            Err(e) => tracing::error!("encoding this instance's workers: {e}"),
+        }
+        let stale_before = now() - self.config.leases.instance_timeout.as_secs_f64();
+        match self
+            .db
+            .other_instances_workers(&self.instance, stale_before)
+            .await
+        {
+            Ok(lists) => {
+                let others: Vec<WorkerView> = lists
+                    .iter()
+                    .filter_map(|json| serde_json::from_str::<Vec<WorkerView>>(json).ok())
+                    .flatten()
+                    .collect();
+                *lock(&self.peer_workers) = others;
+            }
+            Err(e) => tracing::error!("reading the other instances' workers: {e}"),
         }
     }
 }

@@ -14,13 +14,14 @@ use oblivion_ml::screening::Verdict;
 use oblivion_ml::train::Evaluation;
 use oblivion_protocol::api::{JobStatus, RoundMetrics};
 
-use super::{Coordinator, lock, ml_internal};
+use super::Rounds;
 use crate::blocking::blocking;
 use crate::error::AppError;
 use crate::round::{
     RoundBlob, RoundOutcome, RoundRules, aggregate_round, distinct_slots, one_update_per_shard,
     round_privacy,
 };
+use crate::service::shared::{arch_of, judge, lock, ml_internal, quarantine_rule, weights};
 use oblivion_store::{JobRow, RoundRow, UpdateRow, UpdateVerdict, now};
 
 /// First wait before a round whose aggregation met a transient fault is
@@ -29,7 +30,7 @@ pub const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(50
 /// Longest wait between two tries.
 pub const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
-impl Coordinator {
+impl Rounds {
     /// Aggregates `round` of `job` if this instance wins the claim, then
     /// starts the next round or finishes the job.
     /// A transient fault (storage or the database away, busy or slow)
@@ -37,7 +38,7 @@ impl Coordinator {
     /// [`RETRY_MAX`], for as long as it takes. Only a deterministic failure
     /// fails the job.
     pub(super) async fn aggregate(self: Arc<Self>, job: JobId, round: u32) {
-        if !lock(&self.in_flight.aggregating).insert(job) {
+        if !lock(&self.aggregating).insert(job) {
             return;
         }
         let mut wait = RETRY_FIRST;
@@ -60,12 +61,12 @@ impl Coordinator {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(RETRY_MAX);
         };
-        lock(&self.in_flight.aggregating).remove(&job);
+        lock(&self.aggregating).remove(&job);
         if let Some(e) = failure {
             self.fail(job, &format!("aggregation failed: {}", e.message))
                 .await;
         }
-        self.request_pump();
+        self.dispatch.request_pump();
     }
 
     async fn try_aggregate(&self, job: JobId, round: u32) -> Result<(), AppError> {
@@ -112,8 +113,8 @@ impl Coordinator {
                 .map_err(AppError::db)?;
             return Ok(());
         }
-        let arch = Arc::new(Self::arch_of(&row)?);
-        let global = Arc::new(self.weights(row.global_sha).await?);
+        let arch = Arc::new(arch_of(&row)?);
+        let global = Arc::new(weights(&self.artifacts, row.global_sha).await?);
         // In the order they were accepted: of a copy and its original, the
         // later is the copy.
         let mut order: Vec<&UpdateRow> = updates.iter().collect();
@@ -196,8 +197,8 @@ impl Coordinator {
                         ?bases,
                         "replicas disagree: a third opinion asked"
                     );
-                    self.hub().set_replicas(job, round, &replicas);
-                    self.jobs_changed();
+                    self.dispatch.hub().set_replicas(job, round, &replicas);
+                    self.jobs_version.bump();
                 }
                 return Ok(());
             }
@@ -236,7 +237,7 @@ impl Coordinator {
         } else {
             (round + 1, JobStatus::Running)
         };
-        let rule = self.quarantine_rule();
+        let rule = quarantine_rule(&self.config);
         let recorded = self
             .db
             .finish_round(
@@ -250,7 +251,7 @@ impl Coordinator {
                 },
                 next_round,
                 status,
-                &self.judge(&rule),
+                &judge(&self.config, &rule),
             )
             .await
             .map_err(AppError::db)?;
@@ -261,7 +262,7 @@ impl Coordinator {
             return Ok(());
         };
         {
-            let mut hub = self.hub();
+            let mut hub = self.dispatch.hub();
             for v in verdicts
                 .iter()
                 .filter(|v| !matches!(v.verdict, Verdict::Unresolved(_)))
@@ -269,7 +270,7 @@ impl Coordinator {
                 hub.record_result(v.worker_id, v.verdict.is_verified(), v.samples);
             }
         }
-        self.apply_quarantines(&quarantined).await;
+        self.dispatch.apply_quarantines(&quarantined).await;
         tracing::info!(
             %job,
             round,
@@ -277,11 +278,11 @@ impl Coordinator {
             accuracy = eval.accuracy,
             "round aggregated"
         );
-        self.jobs_changed();
-        let mut hub = self.hub();
+        self.jobs_version.bump();
+        let mut hub = self.dispatch.hub();
         if finished {
             hub.remove_job(job);
-            lock(&self.data.validation).remove(&job);
+            lock(&self.validation).remove(&job);
         } else {
             hub.next_round(
                 job,
@@ -295,7 +296,7 @@ impl Coordinator {
     }
 
     pub(super) async fn validation_set(&self, row: &JobRow) -> Result<Arc<Dataset>, AppError> {
-        if let Some(v) = lock(&self.data.validation).get(&row.id) {
+        if let Some(v) = lock(&self.validation).get(&row.id) {
             return Ok(v.clone());
         }
         let bytes = self
@@ -305,7 +306,7 @@ impl Coordinator {
             .map_err(AppError::io)?
             .ok_or_else(|| AppError::internal("validation data is missing from storage"))?;
         let data = Arc::new(blocking(move || decode_shard(&bytes).map_err(ml_internal)).await?);
-        lock(&self.data.validation).insert(row.id, data.clone());
+        lock(&self.validation).insert(row.id, data.clone());
         Ok(data)
     }
 }

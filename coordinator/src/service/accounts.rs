@@ -6,11 +6,13 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use time::OffsetDateTime;
 
-use super::Coordinator;
-use super::leasing::token_hash;
+use std::sync::Arc;
+
+use super::shared::token_hash;
+use crate::config::Config;
 use crate::error::{AppError, Failure};
 use crate::siwe::{self, Expected, rfc3339};
-use oblivion_store::{JobRow, now};
+use oblivion_store::{Db, JobRow, now};
 
 /// The line a wallet shows when asked to sign in.
 const STATEMENT: &str = "Sign in to Oblivion with this account.";
@@ -41,7 +43,31 @@ impl Viewer {
     }
 }
 
-impl Coordinator {
+/// Sign-in and sessions: who an account is. Uses no other service.
+pub struct Accounts {
+    config: Arc<Config>,
+    db: Db,
+    /// The chain sign-in messages must name: the one paid jobs settle on.
+    chain_id: Option<u64>,
+}
+
+impl Accounts {
+    /// The accounts service; sign-in names `chain_id` when there is one.
+    pub(super) fn new(config: Arc<Config>, db: Db, chain_id: Option<u64>) -> Accounts {
+        Accounts {
+            config,
+            db,
+            chain_id,
+        }
+    }
+
+    /// Forgets expired sign-in challenges and sessions.
+    pub(super) async fn forget_expired(&self) {
+        if let Err(e) = self.db.forget_expired_sign_ins(now()).await {
+            tracing::warn!("forgetting expired sessions: {e}");
+        }
+    }
+
     /// The `(scheme, authority)` sign-in messages must name: the configured
     /// public URL's; else, over HTTP, the request's `Host` if it names an
     /// address this coordinator serves on (loopback, or its listening
@@ -63,11 +89,6 @@ impl Coordinator {
             ));
         }
         Ok(("http", host))
-    }
-
-    /// The chain sign-in messages must name: the one paid jobs settle on.
-    fn sign_in_chain(&self) -> Option<u64> {
-        self.chain.as_ref().map(|c| c.config.chain_id)
     }
 
     /// A new single-use sign-in challenge for `(scheme, authority)`.
@@ -97,7 +118,7 @@ impl Coordinator {
             issued_at: rfc3339(issued),
             expiration_time: rfc3339(issued + ttl),
             statement: STATEMENT.to_string(),
-            chain_id: self.sign_in_chain(),
+            chain_id: self.chain_id,
         })
     }
 
@@ -110,7 +131,7 @@ impl Coordinator {
         let unauthorized = |m: String| AppError::new(Failure::NotSignedIn, m);
         let expected = Expected {
             domain: authority,
-            chain_id: self.sign_in_chain(),
+            chain_id: self.chain_id,
             now: OffsetDateTime::now_utc(),
             max_validity: time::Duration::try_from(self.config.sign_in.sign_in_ttl)
                 .map_err(|e| AppError::internal(e.to_string()))?

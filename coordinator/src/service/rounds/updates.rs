@@ -2,7 +2,7 @@
 //! is recorded (durably stored, then in a guarded transaction with the
 //! other updates of its batch: `oblivion_store::UpdateCommitter`).
 
-use oblivion_protocol::{LeaseId, WorkerId};
+use oblivion_protocol::LeaseId;
 use std::sync::Arc;
 
 use oblivion_ml::model::Architecture;
@@ -10,11 +10,11 @@ use oblivion_ml::params::Params;
 use oblivion_ml::weights::check_params;
 use oblivion_protocol::wire::{UpdateReceipt, update_metadata};
 
-use super::leasing::token_hash;
-use super::{Coordinator, lock};
+use super::Rounds;
 use crate::blocking::blocking;
 use crate::error::{AppError, Failure};
 use crate::hub::{Lease, Refusal, UpdateContext};
+use crate::service::shared::{lock, token_hash};
 use oblivion_store::{Accepting, Stored, UpdateRefusal, UpdateRow, now};
 
 /// Largest training loss an update may report (cross-entropy of a sane
@@ -27,58 +27,29 @@ const HEADER_ALLOWANCE: usize = 1024 * 1024;
 
 /// The right to upload an update for one lease; one at a time per lease.
 pub struct UploadSlot<'a> {
-    coordinator: &'a Coordinator,
+    rounds: &'a Rounds,
     lease: LeaseId,
 }
 
 impl Drop for UploadSlot<'_> {
     fn drop(&mut self) {
-        lock(&self.coordinator.in_flight.uploads).remove(&self.lease);
+        lock(&self.rounds.uploads).remove(&self.lease);
     }
 }
 
-impl Coordinator {
+impl Rounds {
     /// Reserves the upload of `lease`'s update, refusing a second one while
     /// the first is in flight.
     pub fn upload_slot(&self, lease: LeaseId) -> Result<UploadSlot<'_>, AppError> {
-        if !lock(&self.in_flight.uploads).insert(lease) {
+        if !lock(&self.uploads).insert(lease) {
             return Err(AppError::conflict(format!(
                 "an update for lease {lease} is already being uploaded"
             )));
         }
         Ok(UploadSlot {
-            coordinator: self,
+            rounds: self,
             lease,
         })
-    }
-
-    /// Ends `lease`, held by `worker`, for a fault of the worker's
-    /// (`reason`): the shard is re-issued, and the fault is a disputed
-    /// result on the worker's record.
-    pub async fn fault_lease(&self, lease: LeaseId, worker: WorkerId, reason: &str) {
-        let ended = self.hub().reject(lease);
-        self.settle_ended(ended.into_iter().collect(), reason).await;
-        self.count_against(worker, reason).await;
-        self.request_pump();
-        tracing::warn!(%lease, "lease ended: {reason}");
-    }
-
-    /// Puts a disputed result on `worker`'s record for `reason`, and
-    /// quarantines it if the policy says so.
-    pub(super) async fn count_against(&self, worker: WorkerId, reason: &str) {
-        self.hub().record_result(worker, false, 0);
-        let rule = self.quarantine_rule();
-        match self
-            .db
-            .record_rejection(worker, reason, &self.judge(&rule))
-            .await
-        {
-            Ok(q) => {
-                self.apply_quarantines(&q.into_iter().collect::<Vec<_>>())
-                    .await
-            }
-            Err(e) => tracing::error!(%worker, "recording a fault: {e}"),
-        }
     }
 
     /// What the update for `lease` must match, if the worker with `token`
@@ -91,7 +62,7 @@ impl Coordinator {
         token: &str,
         lease: LeaseId,
     ) -> Result<UpdateContext, AppError> {
-        let refusal = match self.hub().update_context(token, lease) {
+        let refusal = match self.dispatch.hub().update_context(token, lease) {
             Ok(ctx) => return Ok(ctx),
             Err(r) => r,
         };
@@ -112,12 +83,12 @@ impl Coordinator {
                     j.kind.reports_figures(),
                 ))
             };
-            let mut found = known(&self.hub());
+            let mut found = known(&self.dispatch.hub());
             if found.is_none() {
                 // Granted by another instance for a round this one has not
                 // caught up with yet.
                 self.refresh_job(job).await?;
-                found = known(&self.hub());
+                found = known(&self.dispatch.hub());
             }
             if let Some((arch, fixed_bound, global, samples, figures)) = found {
                 return Ok(UpdateContext {
@@ -153,7 +124,7 @@ impl Coordinator {
     }
 
     /// Checks and records a worker's update for the lease `ctx` (from
-    /// [`Coordinator::update_context`]) says it holds.
+    /// [`Rounds::update_context`]) says it holds.
     pub async fn submit_update(
         self: &Arc<Self>,
         ctx: UpdateContext,
@@ -182,12 +153,13 @@ impl Coordinator {
             Ok(v) => v,
             Err(reason) => {
                 // A malformed update is a disputed result of its worker.
-                self.fault_lease(
-                    lease,
-                    ctx.lease.worker,
-                    &format!("update rejected: {reason}"),
-                )
-                .await;
+                self.dispatch
+                    .fault_lease(
+                        lease,
+                        ctx.lease.worker,
+                        &format!("update rejected: {reason}"),
+                    )
+                    .await;
                 return Err(AppError::unprocessable(format!(
                     "update rejected: {reason}"
                 )));
@@ -257,8 +229,9 @@ impl Coordinator {
                         l.shard, l.round
                     )),
                     UpdateRefusal::Quarantined(reason) => {
-                        let ended = self.hub().reject(lease);
-                        self.settle_ended(ended.into_iter().collect(), "worker quarantined")
+                        let ended = self.dispatch.hub().reject(lease);
+                        self.dispatch
+                            .settle_ended(ended.into_iter().collect(), "worker quarantined")
                             .await;
                         Err(AppError::new(
                             Failure::Forbidden,
@@ -269,8 +242,8 @@ impl Coordinator {
             }
         };
         let superseded = {
-            let now = self.clock();
-            let mut hub = self.hub();
+            let now = self.dispatch.clock();
+            let mut hub = self.dispatch.hub();
             match hub.complete(lease, now) {
                 Some(done) => done.superseded,
                 // The hub ended the lease meanwhile (expiry), but the
@@ -280,15 +253,16 @@ impl Coordinator {
         };
         // The database revoked the other lease on the slot with the
         // update; its holder is told to stop.
-        self.settle_ended(
-            superseded.into_iter().collect(),
-            "another worker's update for the shard came first",
-        )
-        .await;
+        self.dispatch
+            .settle_ended(
+                superseded.into_iter().collect(),
+                "another worker's update for the shard came first",
+            )
+            .await;
         if round_complete {
             tokio::spawn(self.clone().aggregate(l.job, l.round));
         }
-        self.request_pump();
+        self.dispatch.request_pump();
         Ok(UpdateReceipt {
             accepted: true,
             credited_samples: ctx.samples,

@@ -17,23 +17,25 @@
 //! creator is the one who can tell).
 
 use oblivion_protocol::JobId;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::{Address, B256, U256, keccak256};
-use alloy::providers::{DynProvider, Provider};
+use alloy::providers::Provider;
 use alloy::rpc::types::{Filter, Log};
 use alloy::sol_types::SolEvent;
 use oblivion_chain::escrow::{self, Claimed, Funded, Refunded, Settled};
 use oblivion_chain::settlement::{self, Settlement};
-use oblivion_chain::{Key, PayoutTree, calls, shares};
+use oblivion_chain::{PayoutTree, calls, shares};
 use oblivion_protocol::api::{ChainInfo, PaymentState, PayoutView, RewardView, SettlementView};
 
-use super::Coordinator;
-use crate::config::ChainConfig;
+use super::chain_link::{ChainLink, chain_err, hex32};
+use super::dispatch::Dispatch;
+use super::rounds::Rounds;
+use super::shared::{JobsVersion, job_row};
+use crate::config::Config;
 use crate::error::AppError;
-use oblivion_store::{Deposit, now};
+use oblivion_store::{Artifacts, Db, Deposit, now};
 
 /// Most blocks read in one `eth_getLogs` (public nodes cap the range).
 const MAX_LOG_RANGE: u64 = 2_000;
@@ -42,88 +44,39 @@ const REORG_REWIND: u64 = 64;
 /// Seconds between two attempts to send the same settlement.
 const RESEND_SECS: f64 = 60.0;
 
-/// The coordinator's link to the chain its paid jobs settle on.
-pub struct ChainLink {
-    /// The settings.
-    pub config: ChainConfig,
-    /// The settlement signer.
-    pub key: Key,
-    /// The escrow contract.
-    pub escrow: Address,
-    /// The escrow's `settleGrace`, once read.
-    grace: OnceLock<u64>,
-    /// When the coordinator last tried to send each job's settlement.
-    sent: Mutex<HashMap<JobId, f64>>,
-    provider: DynProvider,
+/// Paid jobs: deposits seen on chain start them, completed ones are
+/// settled, and what the chain says of them is what the API shows.
+pub struct Payments {
+    config: Arc<Config>,
+    db: Db,
+    artifacts: Artifacts,
+    /// The chain paid jobs settle on, if any.
+    chain: Option<Arc<ChainLink>>,
+    rounds: Arc<Rounds>,
+    dispatch: Arc<Dispatch>,
+    jobs_version: Arc<JobsVersion>,
 }
 
-fn hex32(b: B256) -> String {
-    format!("{b:#x}")
-}
-
-fn chain_err(e: impl std::fmt::Display) -> String {
-    format!("chain: {e}")
-}
-
-impl ChainLink {
-    /// A link for `config` (the node is asked nothing yet: it may be down).
-    pub fn new(config: ChainConfig) -> Result<ChainLink, String> {
-        let key = Key::parse(&config.signer_key).map_err(|e| format!("signer_key: {e}"))?;
-        let escrow: Address = config
-            .escrow
-            .parse()
-            .map_err(|_| format!("escrow_address {:?} is not an address", config.escrow))?;
-        let url = config
-            .rpc_url
-            .parse()
-            .map_err(|e| format!("chain_rpc_url {:?}: {e}", config.rpc_url))?;
-        let provider = escrow::connect(url, &key);
-        Ok(ChainLink {
+impl Payments {
+    /// The payments service.
+    pub(super) fn new(
+        config: Arc<Config>,
+        (db, artifacts): (Db, Artifacts),
+        chain: Option<Arc<ChainLink>>,
+        (rounds, dispatch): (Arc<Rounds>, Arc<Dispatch>),
+        jobs_version: Arc<JobsVersion>,
+    ) -> Payments {
+        Payments {
             config,
-            key,
-            escrow,
-            grace: OnceLock::new(),
-            sent: Mutex::new(HashMap::new()),
-            provider,
-        })
-    }
-
-    /// What the app needs to fund a job.
-    pub fn info(&self) -> ChainInfo {
-        ChainInfo {
-            chain_id: self.config.chain_id,
-            escrow: format!("{:#x}", self.escrow),
-            signer: self.key.address().to_lowercase(),
-            confirmations: self.config.confirmations,
-            settle_grace_secs: self.grace.get().copied().unwrap_or(0),
+            db,
+            artifacts,
+            chain,
+            rounds,
+            dispatch,
+            jobs_version,
         }
     }
 
-    /// The latest block's timestamp: the escrow's clock.
-    async fn chain_time(&self) -> Result<u64, String> {
-        Ok(self
-            .provider
-            .get_block_by_number(BlockNumberOrTag::Latest)
-            .await
-            .map_err(chain_err)?
-            .ok_or_else(|| chain_err("no latest block"))?
-            .header
-            .timestamp)
-    }
-
-    /// The escrow key of job `id` owned by `owner` (lower-case hex).
-    pub fn job_key(&self, owner: &str, id: JobId) -> String {
-        let owner: Address = owner.parse().unwrap_or(Address::ZERO);
-        hex32(settlement::job_key(owner, self.key.address_bytes(), id))
-    }
-}
-
-/// keccak256 of a spec as stored: what a deposit must name.
-pub fn spec_hash(spec_json: &str) -> String {
-    hex32(keccak256(spec_json.as_bytes()))
-}
-
-impl Coordinator {
     /// `GET /api/chain`.
     pub fn chain_info(&self) -> Result<ChainInfo, AppError> {
         self.chain
@@ -260,7 +213,7 @@ impl Coordinator {
                 )
                 .await
                 .map_err(chain_err)?;
-            self.jobs_changed();
+            self.jobs_version.bump();
             Ok(())
         } else if *topic == Claimed::SIGNATURE_HASH {
             let event = log.log_decode::<Claimed>().map_err(chain_err)?.inner.data;
@@ -320,7 +273,7 @@ impl Coordinator {
                 "deposit refused: {why}; the creator may refund it once the refund opens"
             );
             self.db.refuse_deposit(job, &why).await.map_err(chain_err)?;
-            self.jobs_changed();
+            self.jobs_version.bump();
             return Ok(());
         }
         let deposit = Deposit {
@@ -331,11 +284,12 @@ impl Coordinator {
         };
         if self.db.fund_job(job, &deposit).await.map_err(chain_err)? {
             tracing::info!(%job, amount = %e.amount, "deposit confirmed; job open");
-            self.refresh_job(job)
+            self.rounds
+                .refresh_job(job)
                 .await
                 .map_err(|e| chain_err(e.message))?;
-            self.jobs_changed();
-            self.request_pump();
+            self.jobs_version.bump();
+            self.dispatch.request_pump();
         }
         Ok(())
     }
@@ -348,7 +302,9 @@ impl Coordinator {
         job: JobId,
         deadline: u64,
     ) -> Result<Option<String>, String> {
-        let row = self.job_row(job).await.map_err(|e| chain_err(e.message))?;
+        let row = job_row(&self.db, job)
+            .await
+            .map_err(|e| chain_err(e.message))?;
         let needed = link
             .config
             .time_needed(row.spec.rounds, self.config.leases.lease_max_lifetime);
@@ -397,7 +353,7 @@ impl Coordinator {
                 payouts = view.payouts.len(),
                 "settlement signed"
             );
-            self.jobs_changed();
+            self.jobs_version.bump();
         }
         Ok(())
     }
@@ -434,7 +390,9 @@ impl Coordinator {
         let (root, total) = tree
             .as_ref()
             .map_or((B256::ZERO, U256::ZERO), |t| (t.root(), t.total()));
-        let row = self.job_row(job).await.map_err(|e| chain_err(e.message))?;
+        let row = job_row(&self.db, job)
+            .await
+            .map_err(|e| chain_err(e.message))?;
         let model = self
             .artifacts
             .get(row.global_sha)
@@ -570,30 +528,5 @@ impl Coordinator {
             });
         }
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn https_nodes_are_reachable() {
-        let link = ChainLink::new(ChainConfig {
-            rpc_url: "https://127.0.0.1:9/".into(),
-            chain_id: 1,
-            escrow: format!("{:#x}", Address::ZERO),
-            signer_key: "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6".into(),
-            confirmations: 1,
-            poll: std::time::Duration::from_secs(1),
-            round_time: std::time::Duration::from_secs(300),
-            deadline_margin: std::time::Duration::from_secs(1800),
-        })
-        .unwrap();
-        // Nothing listens there: the request must fail connecting, not for
-        // want of TLS.
-        let e = format!("{:?}", link.provider.get_block_number().await.unwrap_err());
-        assert!(!e.to_lowercase().contains("scheme"), "{e}");
-        assert!(e.contains("ConnectionRefused"), "{e}");
     }
 }
