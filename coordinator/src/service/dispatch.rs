@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use oblivion_protocol::api::WorkerView;
+use oblivion_protocol::api::{LiveJobView, WorkerView};
 use oblivion_protocol::wire::{CoordinatorMessage, LeaseProgress};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -98,10 +98,22 @@ impl Dispatch {
     /// Workers connected now, to this instance and (as they last
     /// published them) to the others sharing its database.
     pub fn workers(&self) -> Vec<WorkerView> {
-        let mut workers = self.hub().worker_views(self.clock());
+        self.all_workers(&self.hub())
+    }
+
+    fn all_workers(&self, hub: &Hub) -> Vec<WorkerView> {
+        let mut workers = hub.worker_views(self.clock());
         workers.extend(lock(&self.peer_workers).iter().cloned());
         workers.sort_by_key(|w| w.id);
         workers
+    }
+
+    /// The network as pages see it: every worker (this instance's and, as
+    /// last published, the others') and every live job, read under one
+    /// lock of the hub so that the two agree.
+    pub(super) fn network(&self) -> (Vec<WorkerView>, Vec<LiveJobView>) {
+        let hub = self.hub();
+        (self.all_workers(&hub), hub.live_jobs())
     }
 
     /// Registers a worker connection; returns its id and token.

@@ -70,11 +70,11 @@ impl Events {
 
     /// The live state of the network, as `GET /api/events` pushes it.
     pub fn snapshot(&self) -> NetworkSnapshot {
-        let workers = self.dispatch.workers();
+        let (workers, jobs) = self.dispatch.network();
         NetworkSnapshot {
             samples_per_second: workers.iter().map(|w| w.samples_per_second).sum::<f64>() + 0.0,
             workers,
-            jobs: self.dispatch.hub().live_jobs(),
+            jobs,
             jobs_version: self.jobs_version.get(),
         }
     }

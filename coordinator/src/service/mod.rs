@@ -13,9 +13,11 @@
 //! - `rounds`: a job's rounds in the hub: updates, quorums, aggregation,
 //!   a job's start and end; over dispatch.
 //! - `jobs` (and `gc`): creating within budgets, reading, cancelling,
-//!   downloading; datasets and stored blobs; over rounds.
-//! - `payments`: deposits, settlements and rewards on chain; over rounds.
-//! - `sync`: jobs other instances changed (PostgreSQL); over rounds.
+//!   downloading; datasets and stored blobs; over rounds and dispatch.
+//! - `payments`: deposits, settlements and rewards on chain; over rounds
+//!   and dispatch.
+//! - `sync`: jobs other instances changed (PostgreSQL); over rounds and
+//!   dispatch.
 //! - `events`: the live snapshot pages watch; over dispatch.
 //! - `accounts`: sign-in and sessions; alone.
 //!

@@ -3,9 +3,8 @@
 //! with NOTIFY; this instance LISTENs, collects the changed jobs for a few
 //! milliseconds, and reloads each from the database (a new job starts
 //! dispatching here at once, a round another instance aggregated moves on
-//! here, shards leased or finished elsewhere are no longer planned). It
-//! also publishes its own workers and reads the others', so that every
-//! instance shows the whole network.
+//! here, shards leased or finished elsewhere are no longer planned). (Each
+//! instance's workers are traded by dispatch: `Dispatch::keep_alive`.)
 
 use oblivion_protocol::JobId;
 use std::collections::BTreeSet;

@@ -38,7 +38,8 @@ pub trait JobKind: fmt::Debug + Send + Sync {
 
     /// What a lease of a slot carries as its data: `slot_data` is the
     /// slot's stored data, `scaling` the job's. `None` when the slot lacks
-    /// what the kind needs (never so as stored): it is not leased.
+    /// what the kind needs (never so as stored): its lease is sent to no
+    /// one, and expires.
     fn lease_data(
         &self,
         slot_data: Option<BlobId>,
