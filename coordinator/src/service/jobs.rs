@@ -22,7 +22,7 @@ use crate::blocking::blocking;
 use crate::config::Config;
 use crate::datasets::{self, DatasetCache};
 use crate::error::{AppError, Failure};
-use crate::hub::{LiveJob, ShardDetail};
+use crate::hub::{LiveJob, ShardDetail, Weights};
 use crate::kind::kind_of;
 use oblivion_store::{Artifacts, Db, JobData, JobRow, NewJob, NewPayment, now};
 
@@ -245,8 +245,10 @@ impl Jobs {
             id,
             spec,
             Arc::new(arch),
-            global_sha,
-            Arc::new(initial),
+            Weights {
+                blob: global_sha,
+                params: Arc::new(initial),
+            },
             shards,
             &row.round_replicas,
         )

@@ -258,7 +258,7 @@ impl Hub {
                 .wrapping_mul(0x9E37_79B9)
                 .wrapping_add(u64::from(lease.round) << 20)
                 .wrapping_add(u64::from(shard.base)),
-            weights: job.global_blob,
+            weights: job.global.blob,
             data: job.kind.lease_data(shard.data, job.scaling.as_ref())?,
             expires_in_secs: self.policy.ttl.as_secs(),
         })

@@ -103,9 +103,7 @@ pub struct LiveJob {
     /// Current round, from 1.
     pub round: u32,
     /// Global weights of this round.
-    pub global_blob: BlobId,
-    /// The same, decoded.
-    pub global: Arc<Params>,
+    pub global: Weights,
     /// This round's slots: its shards, in order, then their replicas.
     pub shards: Vec<Shard>,
     /// How many of the slots are the job's own shards.
@@ -118,6 +116,15 @@ pub struct LiveJob {
     pub admission: Admission,
     /// How its current round stands, beyond its slots.
     pub progress: RoundProgress,
+}
+
+/// A round's global weights: where they are stored, and decoded.
+#[derive(Clone, Debug)]
+pub struct Weights {
+    /// Their blob (what a lease names).
+    pub blob: BlobId,
+    /// Decoded (what an update is checked against).
+    pub params: Arc<Params>,
 }
 
 /// Who may be leased a job, and until when.
@@ -159,8 +166,7 @@ impl LiveJob {
         id: JobId,
         spec: JobSpec,
         arch: Arc<Architecture>,
-        global_blob: BlobId,
-        global: Arc<Params>,
+        global: Weights,
         shards: Vec<(Option<BlobId>, u64)>,
         replicas: &[u32],
     ) -> LiveJob {
@@ -171,7 +177,6 @@ impl LiveJob {
             arch,
             status: JobStatus::Pending,
             round: 1,
-            global_blob,
             global,
             shards: shards
                 .into_iter()

@@ -44,7 +44,7 @@ use crate::kind::{JobKind, Training};
 
 use crate::states::LeaseStatus;
 
-pub use job::{Admission, Backup, LiveJob, RoundProgress, Shard, ShardState};
+pub use job::{Admission, Backup, LiveJob, RoundProgress, Shard, ShardState, Weights};
 pub use lease::{Completed, Ended, Grant, Lease, Refusal, UpdateContext};
 pub use views::ShardDetail;
 pub use worker::{LeasePolicy, RATE_WINDOW, Worker};

@@ -21,7 +21,7 @@ impl Hub {
             lease: held.clone(),
             arch: job.arch.clone(),
             fixed_bound: job.spec.update_norm_bound,
-            global: job.global.clone(),
+            global: job.global.params.clone(),
             samples: job.shards[held.shard as usize].samples,
             figures: job.kind.reports_figures(),
         })

@@ -42,17 +42,9 @@ impl Hub {
     }
 
     /// Starts the job's next round from new global weights.
-    pub fn next_round(
-        &mut self,
-        job: JobId,
-        round: u32,
-        global_blob: BlobId,
-        global: Arc<Params>,
-        replicas: &[u32],
-    ) {
+    pub fn next_round(&mut self, job: JobId, round: u32, global: Weights, replicas: &[u32]) {
         if let Some(j) = self.jobs.get_mut(&job) {
             j.round = round;
-            j.global_blob = global_blob;
             j.global = global;
             j.progress = RoundProgress::default();
             j.shards.truncate(j.base_shards);

@@ -84,14 +84,24 @@ impl Net {
                 id,
                 spec,
                 Arc::new(arch),
-                BlobId::of(b"g"),
-                Arc::new(Params::default()),
+                Weights {
+                    blob: BlobId::of(b"g"),
+                    params: Arc::new(Params::default()),
+                },
                 (0..shards)
                     .map(|i| (Some(BlobId::of(format!("d{i}").as_bytes())), 10))
                     .collect(),
                 &[],
             ),
         );
+    }
+}
+
+/// The weights of a second round.
+fn g2() -> Weights {
+    Weights {
+        blob: BlobId::of(b"g2"),
+        params: Arc::new(Params::default()),
     }
 }
 
@@ -310,13 +320,7 @@ fn a_replica_goes_to_another_worker_and_looks_like_its_shard() {
     let c = n.add_worker(1.0);
     assert_eq!(n.dispatch(0.0)[0].worker, c);
     // The next round starts without replicas unless given some.
-    n.hub.next_round(
-        JobId(1),
-        2,
-        BlobId::of(b"g2"),
-        Arc::new(Params::default()),
-        &[],
-    );
+    n.hub.next_round(JobId(1), 2, g2(), &[]);
     assert_eq!(n.hub.jobs[&JobId(1)].shards.len(), 2);
 }
 
@@ -657,13 +661,7 @@ fn the_last_slots_of_a_round_get_backups_and_the_first_update_wins() {
     assert!(done.superseded.is_none());
     assert!(n.hub.leases.is_empty());
     // A new round: backups again, one each.
-    n.hub.next_round(
-        JobId(1),
-        2,
-        BlobId::of(b"g2"),
-        Arc::new(Params::default()),
-        &[],
-    );
+    n.hub.next_round(JobId(1), 2, g2(), &[]);
     assert!(n.hub.jobs[&JobId(1)].progress.backed_up_by.is_empty());
 }
 
@@ -803,13 +801,7 @@ fn a_round_closes_on_its_quorum_once_it_has_waited_and_enough_is_in() {
     assert!(n.hub.jobs[&JobId(1)].round_complete());
     assert!(n.hub.quorum_due(30.0).is_empty());
     assert!(n.dispatch(30.0).is_empty(), "a closed round takes no work");
-    n.hub.next_round(
-        JobId(1),
-        2,
-        BlobId::of(b"g2"),
-        Arc::new(Params::default()),
-        &[],
-    );
+    n.hub.next_round(JobId(1), 2, g2(), &[]);
     assert!(!n.hub.jobs[&JobId(1)].round_complete());
     assert_eq!(n.dispatch(31.0).len(), 4);
     assert!(n.hub.quorum_due(40.0).is_empty(), "nothing in yet");
@@ -854,13 +846,7 @@ fn round_completes_when_every_shard_is_in() {
     assert!(n.hub.complete(issued[1].id, 0.0).unwrap().round_done);
     assert!(n.hub.jobs[&JobId(1)].round_complete());
     assert!(n.dispatch(0.0).is_empty());
-    n.hub.next_round(
-        JobId(1),
-        2,
-        BlobId::of(b"g2"),
-        Arc::new(Params::default()),
-        &[],
-    );
+    n.hub.next_round(JobId(1), 2, g2(), &[]);
     let next = n.dispatch(0.0);
     assert_eq!(next.len(), 2);
     assert_eq!(n.hub.task(&next[0]).unwrap().weights, BlobId::of(b"g2"));

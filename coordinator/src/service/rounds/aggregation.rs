@@ -17,6 +17,7 @@ use oblivion_protocol::api::{JobStatus, RoundMetrics};
 use super::Rounds;
 use crate::blocking::blocking;
 use crate::error::AppError;
+use crate::hub::Weights;
 use crate::round::{
     RoundBlob, RoundOutcome, RoundRules, aggregate_round, distinct_slots, one_update_per_shard,
     round_privacy,
@@ -287,8 +288,10 @@ impl Rounds {
             hub.next_round(
                 job,
                 next_round,
-                global_sha,
-                Arc::new(new_global),
+                Weights {
+                    blob: global_sha,
+                    params: Arc::new(new_global),
+                },
                 &next_replicas,
             );
         }

@@ -20,7 +20,7 @@ use super::dispatch::Dispatch;
 use super::shared::{JobsVersion, arch_of, lock, scaling_of, weights};
 use crate::config::Config;
 use crate::error::AppError;
-use crate::hub::{Admission, LiveJob, RoundProgress, Shard, ShardState};
+use crate::hub::{Admission, LiveJob, RoundProgress, Shard, ShardState, Weights};
 use oblivion_store::{Artifacts, Db, JobRefusal, JobRow, UpdateCommitter};
 
 /// The rounds of the jobs this instance trains.
@@ -147,8 +147,10 @@ impl Rounds {
             arch,
             status: row.status,
             round: row.round,
-            global_blob: row.global_sha,
-            global,
+            global: Weights {
+                blob: row.global_sha,
+                params: global,
+            },
             base_shards: shards.len(),
             shards,
             kind,
@@ -227,8 +229,10 @@ impl Rounds {
                 self.dispatch.hub().next_round(
                     id,
                     row.round,
-                    row.global_sha,
-                    global,
+                    Weights {
+                        blob: row.global_sha,
+                        params: global,
+                    },
                     &row.round_replicas,
                 );
                 self.jobs_version.bump();

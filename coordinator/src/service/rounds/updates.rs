@@ -78,7 +78,7 @@ impl Rounds {
                 Some((
                     j.arch.clone(),
                     j.spec.update_norm_bound,
-                    j.global.clone(),
+                    j.global.params.clone(),
                     s.samples,
                     j.kind.reports_figures(),
                 ))
