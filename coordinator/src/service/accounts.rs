@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use std::sync::Arc;
 
-use super::shared::token_hash;
+use super::shared::{Parts, token_hash};
 use crate::config::Config;
 use crate::error::{AppError, Failure};
 use crate::siwe::{self, Expected, rfc3339};
@@ -52,12 +52,13 @@ pub struct Accounts {
 }
 
 impl Accounts {
-    /// The accounts service; sign-in names `chain_id` when there is one.
-    pub(super) fn new(config: Arc<Config>, db: Db, chain_id: Option<u64>) -> Accounts {
+    /// The accounts service; sign-in names the chain paid jobs settle on,
+    /// when there is one.
+    pub(super) fn new(parts: &Parts) -> Accounts {
         Accounts {
-            config,
-            db,
-            chain_id,
+            config: parts.config.clone(),
+            db: parts.db.clone(),
+            chain_id: parts.chain.as_ref().map(|c| c.config.chain_id),
         }
     }
 

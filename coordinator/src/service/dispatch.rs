@@ -12,7 +12,7 @@ use oblivion_protocol::api::{LiveJobView, WorkerView};
 use oblivion_protocol::wire::{CoordinatorMessage, LeaseProgress};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::shared::{JobsVersion, judge, lock, quarantine_rule, token_hash};
+use super::shared::{JobsVersion, Parts, judge, lock, quarantine_rule, token_hash};
 use crate::config::Config;
 use crate::error::AppError;
 use crate::hub::{Ended, Grant, Hub, LeasePolicy, Worker};
@@ -58,14 +58,22 @@ fn new_lease(g: &Grant) -> NewLease {
 }
 
 impl Dispatch {
-    /// Dispatch under `policy`, with no workers and no jobs.
-    pub(super) fn new(
-        config: Arc<Config>,
-        db: Db,
-        instance: Arc<str>,
-        policy: LeasePolicy,
-        jobs_version: Arc<JobsVersion>,
-    ) -> Dispatch {
+    /// Dispatch under the configured lease policy, with no workers and no
+    /// jobs.
+    pub(super) fn new(parts: &Parts) -> Dispatch {
+        let Parts {
+            config,
+            db,
+            instance,
+            jobs_version,
+            ..
+        } = parts.clone();
+        let policy = LeasePolicy {
+            cap: config.leases.lease_cap,
+            ttl: config.leases.lease_ttl,
+            max_lifetime: config.leases.lease_max_lifetime,
+            stall: config.leases.lease_stall,
+        };
         Dispatch {
             config,
             db,

@@ -17,7 +17,9 @@ use super::budget;
 use super::chain_link::{ChainLink, spec_hash};
 use super::dispatch::Dispatch;
 use super::rounds::Rounds;
-use super::shared::{JobsVersion, arch_of, job_row, ml_internal, scaling_of, token_hash, weights};
+use super::shared::{
+    JobsVersion, Parts, arch_of, job_row, ml_internal, scaling_of, token_hash, weights,
+};
 use crate::blocking::blocking;
 use crate::config::Config;
 use crate::datasets::{self, DatasetCache};
@@ -76,22 +78,17 @@ pub struct Jobs {
 
 impl Jobs {
     /// The jobs service.
-    pub(super) fn new(
-        config: Arc<Config>,
-        (db, artifacts): (Db, Artifacts),
-        (rounds, dispatch): (Arc<Rounds>, Arc<Dispatch>),
-        jobs_version: Arc<JobsVersion>,
-        chain: Option<Arc<ChainLink>>,
-    ) -> Jobs {
+    pub(super) fn new(parts: &Parts, rounds: Arc<Rounds>, dispatch: Arc<Dispatch>) -> Jobs {
+        let parts = parts.clone();
         Jobs {
-            datasets: DatasetCache::new(config.uploads.dataset_cache_entries),
-            config,
-            db,
-            artifacts,
+            datasets: DatasetCache::new(parts.config.uploads.dataset_cache_entries),
+            config: parts.config,
+            db: parts.db,
+            artifacts: parts.artifacts,
             rounds,
             dispatch,
-            jobs_version,
-            chain,
+            jobs_version: parts.jobs_version,
+            chain: parts.chain,
         }
     }
 

@@ -39,7 +39,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::hub::LeasePolicy;
 use crate::limits::ClientLimits;
 use oblivion_store::{Artifacts, Backend, Db};
 
@@ -51,8 +50,7 @@ pub use payments::Payments;
 pub use rounds::Rounds;
 
 use chain_link::ChainLink;
-use rounds::RoundsParts;
-use shared::JobsVersion;
+use shared::{JobsVersion, Parts};
 use sync::PeerSync;
 
 /// The running coordinator: its settings, the per-client limits the API
@@ -101,53 +99,24 @@ impl Coordinator {
             .and_then(|c| c.map(ChainLink::new).transpose())
             .map_err(anyhow::Error::msg)?
             .map(Arc::new);
-        let policy = LeasePolicy {
-            cap: config.leases.lease_cap,
-            ttl: config.leases.lease_ttl,
-            max_lifetime: config.leases.lease_max_lifetime,
-            stall: config.leases.lease_stall,
-        };
         let limits = ClientLimits::new(&config);
         let config = Arc::new(config);
         let instance: Arc<str> = Arc::from(hex::encode(rand::random::<[u8; 8]>()));
         let jobs_version = Arc::new(JobsVersion::default());
-        let dispatch = Arc::new(Dispatch::new(
-            config.clone(),
-            db.clone(),
-            instance.clone(),
-            policy,
-            jobs_version.clone(),
-        ));
-        let rounds = Arc::new(Rounds::new(RoundsParts {
+        let parts = Parts {
             config: config.clone(),
             db: db.clone(),
-            artifacts: artifacts.clone(),
+            artifacts,
             instance: instance.clone(),
-            dispatch: dispatch.clone(),
             jobs_version: jobs_version.clone(),
             chain: chain.clone(),
-        }));
-        let stores = (db.clone(), artifacts);
+        };
+        let dispatch = Arc::new(Dispatch::new(&parts));
+        let rounds = Arc::new(Rounds::new(&parts, dispatch.clone()));
         let coordinator = Arc::new(Coordinator {
-            accounts: Accounts::new(
-                config.clone(),
-                db.clone(),
-                chain.as_ref().map(|c| c.config.chain_id),
-            ),
-            jobs: Arc::new(Jobs::new(
-                config.clone(),
-                stores.clone(),
-                (rounds.clone(), dispatch.clone()),
-                jobs_version.clone(),
-                chain.clone(),
-            )),
-            payments: Arc::new(Payments::new(
-                config.clone(),
-                stores,
-                chain.clone(),
-                (rounds.clone(), dispatch.clone()),
-                jobs_version.clone(),
-            )),
+            accounts: Accounts::new(&parts),
+            jobs: Arc::new(Jobs::new(&parts, rounds.clone(), dispatch.clone())),
+            payments: Arc::new(Payments::new(&parts, rounds.clone(), dispatch.clone())),
             events: Arc::new(Events::new(dispatch.clone(), jobs_version)),
             sync: (db.backend() == Backend::Postgres)
                 .then(|| Arc::new(PeerSync::new(rounds.clone(), dispatch.clone()))),

@@ -32,7 +32,7 @@ use oblivion_protocol::api::{ChainInfo, PaymentState, PayoutView, RewardView, Se
 use super::chain_link::{ChainLink, chain_err, hex32};
 use super::dispatch::Dispatch;
 use super::rounds::Rounds;
-use super::shared::{JobsVersion, job_row};
+use super::shared::{JobsVersion, Parts, job_row};
 use crate::config::Config;
 use crate::error::AppError;
 use oblivion_store::{Artifacts, Db, Deposit, now};
@@ -59,21 +59,16 @@ pub struct Payments {
 
 impl Payments {
     /// The payments service.
-    pub(super) fn new(
-        config: Arc<Config>,
-        (db, artifacts): (Db, Artifacts),
-        chain: Option<Arc<ChainLink>>,
-        (rounds, dispatch): (Arc<Rounds>, Arc<Dispatch>),
-        jobs_version: Arc<JobsVersion>,
-    ) -> Payments {
+    pub(super) fn new(parts: &Parts, rounds: Arc<Rounds>, dispatch: Arc<Dispatch>) -> Payments {
+        let parts = parts.clone();
         Payments {
-            config,
-            db,
-            artifacts,
-            chain,
+            config: parts.config,
+            db: parts.db,
+            artifacts: parts.artifacts,
+            chain: parts.chain,
             rounds,
             dispatch,
-            jobs_version,
+            jobs_version: parts.jobs_version,
         }
     }
 

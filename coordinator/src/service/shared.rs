@@ -4,7 +4,7 @@
 //! service.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use oblivion_ml::data::FeatureScaling;
 use oblivion_ml::model::Architecture;
@@ -12,9 +12,23 @@ use oblivion_ml::params::Params;
 use oblivion_protocol::{BlobId, JobId};
 use oblivion_store::{Artifacts, Db, JobRow, Judge, Record, now};
 
+use super::chain_link::ChainLink;
 use crate::blocking::blocking;
 use crate::config::Config;
 use crate::error::AppError;
+
+/// What every service is built from, each taking the parts it uses.
+#[derive(Clone)]
+pub(super) struct Parts {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub artifacts: Artifacts,
+    /// This process's name in the database.
+    pub instance: Arc<str>,
+    pub jobs_version: Arc<JobsVersion>,
+    /// The chain paid jobs settle on, if any.
+    pub chain: Option<Arc<ChainLink>>,
+}
 
 /// Locks a mutex of derived state. A panic while holding it would be a
 /// bug; the state is still consistent enough to keep serving (and can be

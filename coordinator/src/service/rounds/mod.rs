@@ -17,7 +17,7 @@ use oblivion_protocol::api::JobStatus;
 
 use super::chain_link::ChainLink;
 use super::dispatch::Dispatch;
-use super::shared::{JobsVersion, arch_of, lock, scaling_of, weights};
+use super::shared::{JobsVersion, Parts, arch_of, lock, scaling_of, weights};
 use crate::config::Config;
 use crate::error::AppError;
 use crate::hub::{Admission, LiveJob, RoundProgress, Shard, ShardState, Weights};
@@ -44,20 +44,10 @@ pub struct Rounds {
     validation: Mutex<HashMap<JobId, Arc<Dataset>>>,
 }
 
-/// What rounds are built on.
-pub(super) struct RoundsParts {
-    pub config: Arc<Config>,
-    pub db: Db,
-    pub artifacts: Artifacts,
-    pub instance: Arc<str>,
-    pub dispatch: Arc<Dispatch>,
-    pub jobs_version: Arc<JobsVersion>,
-    pub chain: Option<Arc<ChainLink>>,
-}
-
 impl Rounds {
-    /// Rounds over `parts`, with no job yet.
-    pub(super) fn new(parts: RoundsParts) -> Rounds {
+    /// Rounds over `dispatch`, with no job yet.
+    pub(super) fn new(parts: &Parts, dispatch: Arc<Dispatch>) -> Rounds {
+        let parts = parts.clone();
         let batch = parts.config.storage.update_batch as usize;
         Rounds {
             committer: UpdateCommitter::start(parts.db.clone(), batch),
@@ -65,7 +55,7 @@ impl Rounds {
             db: parts.db,
             artifacts: parts.artifacts,
             instance: parts.instance,
-            dispatch: parts.dispatch,
+            dispatch,
             jobs_version: parts.jobs_version,
             chain: parts.chain,
             aggregating: Mutex::new(HashSet::new()),
