@@ -12,6 +12,7 @@
 //! versioned migrations. The methods live beside what they store: jobs,
 //! rounds, leases, updates, workers, collection, trust, accounts, payments.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -181,19 +182,30 @@ impl Db {
     }
 
     /// Tells every instance listening (PostgreSQL's NOTIFY, delivered when
-    /// the transaction commits) that `job` changed; nothing on SQLite,
-    /// which one instance uses alone.
+    /// the transaction commits) that `jobs` changed, with one statement
+    /// however many they are; nothing on SQLite, which one instance uses
+    /// alone.
     pub(crate) async fn notify(
         &self,
         tx: &mut Transaction<'static, Any>,
-        job: JobId,
+        jobs: impl IntoIterator<Item = JobId>,
     ) -> Result<(), StoreError> {
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(JOBS_CHANNEL)
-                .bind(job.to_string())
-                .execute(&mut **tx)
-                .await?;
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        let jobs: BTreeSet<JobId> = jobs.into_iter().collect();
+        for jobs in jobs.into_iter().collect::<Vec<_>>().chunks(CHUNK) {
+            let mut p = self.placeholders();
+            let channel = p.one();
+            let sql = format!(
+                "SELECT pg_notify({channel}, v.column1) FROM (VALUES {}) AS v",
+                p.rows(jobs.len(), 1)
+            );
+            let mut query = bound(&sql, std::iter::empty()).bind(JOBS_CHANNEL);
+            for job in jobs {
+                query = query.bind(job.to_string());
+            }
+            query.execute(&mut **tx).await?;
         }
         Ok(())
     }

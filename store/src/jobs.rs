@@ -168,7 +168,7 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
             }
-            self.notify(&mut tx, new_id).await?;
+            self.notify(&mut tx, [new_id]).await?;
             tx.commit().await?;
             Ok(new_id)
         })
@@ -250,7 +250,7 @@ impl Db {
             .bind(now())
             .execute(&mut *tx)
             .await?;
-            self.notify(&mut tx, id).await?;
+            self.notify(&mut tx, [id]).await?;
             tx.commit().await?;
             Ok(Ok(()))
         })

@@ -4,7 +4,7 @@
 
 use oblivion_protocol::states::LeaseStatus;
 use oblivion_protocol::{JobId, LeaseId, WorkerId};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{Any, FromRow, Transaction};
 
@@ -140,27 +140,34 @@ impl Db {
                 });
             }
             granted.sort_by_key(|g| g.index);
-            // A job's first lease starts it: once per job, told with the
+            // A job's first lease starts it: the batch's pending jobs
+            // move to running with one statement, each told with the
             // first lease granted in it.
-            let mut changed: Vec<(JobId, usize)> = Vec::new();
+            let mut first: BTreeMap<JobId, usize> = BTreeMap::new();
             for (n, g) in granted.iter().enumerate() {
-                let job = leases[g.index].job;
-                if !changed.iter().any(|(j, _)| *j == job) {
-                    changed.push((job, n));
+                first.entry(leases[g.index].job).or_insert(n);
+            }
+            for jobs in first.keys().copied().collect::<Vec<_>>().chunks(CHUNK) {
+                let started: Vec<(Int<JobId>,)> = bound(
+                    &format!(
+                        "UPDATE jobs SET status = 'running' \
+                         WHERE status = 'pending' AND id IN ({}) RETURNING id",
+                        self.placeholders().list(jobs.len())
+                    ),
+                    jobs.iter().map(|j| j.db()),
+                )
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(<(Int<JobId>,)>::from_row)
+                .collect::<Result<_, _>>()?;
+                for (job,) in started {
+                    if let Some(&n) = first.get(&job.get()) {
+                        granted[n].started_job = true;
+                    }
                 }
             }
-            for &(job, first) in &changed {
-                let started = sqlx::query(
-                    "UPDATE jobs SET status = 'running' WHERE id = $1 AND status = 'pending'",
-                )
-                .bind(job.db())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    == 1;
-                granted[first].started_job = started;
-                self.notify(&mut tx, job).await?;
-            }
+            self.notify(&mut tx, first.into_keys()).await?;
             tx.commit().await?;
             Ok(granted)
         })
@@ -294,11 +301,7 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
             }
-            changed.sort_unstable();
-            changed.dedup();
-            for job in changed {
-                self.notify(&mut tx, job).await?;
-            }
+            self.notify(&mut tx, changed).await?;
             tx.commit().await?;
             Ok(count)
         })

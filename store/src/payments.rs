@@ -159,7 +159,7 @@ impl Db {
             .bind(&deposit.tx)
             .execute(&mut *tx)
             .await?;
-            self.notify(&mut tx, job).await?;
+            self.notify(&mut tx, [job]).await?;
             tx.commit().await?;
             Ok(true)
         })
@@ -284,7 +284,7 @@ impl Db {
                     .await?;
                 }
             }
-            self.notify(&mut tx, job).await?;
+            self.notify(&mut tx, [job]).await?;
             tx.commit().await?;
             Ok(())
         })

@@ -178,7 +178,7 @@ impl Db {
             let quarantined = self
                 .record_verdicts(&mut tx, id, m.round, &round.verdicts, judge)
                 .await?;
-            self.notify(&mut tx, id).await?;
+            self.notify(&mut tx, [id]).await?;
             tx.commit().await?;
             Ok(Some(quarantined))
         })
@@ -234,7 +234,7 @@ impl Db {
             .rows_affected()
                 == 1;
             if done {
-                self.notify(&mut tx, job).await?;
+                self.notify(&mut tx, [job]).await?;
             }
             tx.commit().await?;
             Ok(done)
@@ -292,7 +292,7 @@ impl Db {
             .bind(now())
             .execute(&mut *tx)
             .await?;
-            self.notify(&mut tx, job).await?;
+            self.notify(&mut tx, [job]).await?;
             tx.commit().await?;
             Ok(true)
         })

@@ -135,9 +135,7 @@ impl Db {
                 }
                 outcomes.push(outcome);
             }
-            for job in changed {
-                self.notify(&mut tx, job).await?;
-            }
+            self.notify(&mut tx, changed).await?;
             tx.commit().await?;
             Ok(outcomes)
         })
@@ -385,10 +383,7 @@ impl Db {
                 .execute(&mut **tx)
                 .await?;
         }
-        let changed: BTreeSet<JobId> = accepted.iter().map(|a| a.job).collect();
-        for job in changed {
-            self.notify(tx, job).await?;
-        }
+        self.notify(tx, accepted.iter().map(|a| a.job)).await?;
         Ok(Some(outcomes))
     }
 

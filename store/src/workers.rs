@@ -102,9 +102,7 @@ impl Db {
                 .await?;
             jobs.sort_unstable();
             jobs.dedup();
-            for &job in &jobs {
-                self.notify(&mut tx, job).await?;
-            }
+            self.notify(&mut tx, jobs.iter().copied()).await?;
             tx.commit().await?;
             Ok(jobs)
         })
