@@ -3,8 +3,9 @@
 //! database row names it:
 //!
 //! - a local directory (the default): `<dir>/<aa>/<sha256>`, written
-//!   atomically and durably (temp file, fsync, rename, fsync of the
-//!   directory, which a batch of blobs may share: [`sync_names`]);
+//!   atomically (temp file, rename) and made durable before any row names
+//!   it: a batch of blobs shares one flush of their filesystem
+//!   ([`sync_stored`]);
 //! - S3-compatible object storage (`s3://BUCKET/PREFIX`, through the
 //!   `object_store` crate, with the endpoint and credentials from the
 //!   standard `AWS_*` variables), where a PUT is atomic and durable once
@@ -40,51 +41,67 @@ fn s3_error(e: object_store::Error) -> io::Error {
     }
 }
 
-/// Writes `bytes` as `path`, so that after a crash the file is either
-/// absent or complete. Its name is durable once its directory is synced
-/// ([`sync_names`]), which a batch of writes shares.
-fn write_file_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Writes `bytes` as `path`, so that the file is either absent or
+/// complete whenever the process dies (temp file, then rename). Neither
+/// its contents nor its name survive a power cut until [`sync_stored`]
+/// has flushed its filesystem, which a batch of writes shares.
+fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let parent = path
         .parent()
         .ok_or_else(|| io::Error::other("artifact path has no directory"))?;
     if !parent.exists() {
         std::fs::create_dir_all(parent)?;
-        // A new `<aa>/` directory's own name must survive a power cut
-        // too: its parent is synced at once (at most 256 times ever, so
-        // not left to the batch).
-        if let Some(root) = parent.parent() {
-            std::fs::File::open(root)?.sync_all()?;
-        }
     }
     let tmp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(bytes)?;
-    file.sync_all()?;
     drop(file);
     std::fs::rename(&tmp, path)
 }
 
-/// A blob that is stored, though its name may not survive a power cut
-/// until [`sync_names`] has synced its directory.
+/// A blob that is stored, though it may not survive a power cut until
+/// [`sync_stored`] has flushed it.
 #[derive(Debug)]
 pub struct Stored {
     /// Its address.
     pub id: BlobId,
-    /// The directory that holds its new name, not yet synced.
+    /// Its file, written but not yet flushed.
     unsynced: Option<PathBuf>,
 }
 
-/// Makes the names of `blobs` durable: each directory they were written
-/// to is synced once, however many of them it holds (group commit: a
-/// batch of updates pays for one sync of each directory it touched, not
-/// one per blob). Blocking.
-pub fn sync_names<'a>(blobs: impl IntoIterator<Item = &'a Stored>) -> io::Result<()> {
-    let dirs: std::collections::BTreeSet<&Path> = blobs
+/// Makes `blobs` durable, contents and names, before a row names them:
+/// group commit, so a batch of updates pays for one flush, not one for
+/// each blob and one for each directory it touched. On Linux that is one
+/// `syncfs` of each filesystem they are on (one, but for a store whose
+/// directories are mount points); elsewhere each file and its directory
+/// are synced. Blocking.
+pub fn sync_stored<'a>(blobs: impl IntoIterator<Item = &'a Stored>) -> io::Result<()> {
+    let files: Vec<&Path> = blobs
         .into_iter()
         .filter_map(|b| b.unsynced.as_deref())
         .collect();
-    for dir in dirs {
-        std::fs::File::open(dir)?.sync_all()?;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let mut flushed = std::collections::BTreeSet::new();
+        for file in files {
+            let dir = file.parent().unwrap_or(file);
+            let dir = std::fs::File::open(dir)?;
+            if flushed.insert(dir.metadata()?.dev()) {
+                rustix::fs::syncfs(&dir)?;
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let mut dirs = std::collections::BTreeSet::new();
+        for file in files {
+            std::fs::File::open(file)?.sync_all()?;
+            dirs.extend(file.parent());
+        }
+        for dir in dirs {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
     }
     Ok(())
 }
@@ -140,7 +157,7 @@ impl Artifacts {
                 let store = self.clone();
                 tokio::task::spawn_blocking(move || {
                     let stored = store.write_here(&bytes)?;
-                    sync_names([&stored])?;
+                    sync_stored([&stored])?;
                     Ok::<_, io::Error>(stored)
                 })
                 .await
@@ -151,8 +168,8 @@ impl Artifacts {
         Ok(stored.id)
     }
 
-    /// Stores `bytes` as [`Artifacts::put`] does, but leaves a new name's
-    /// directory for [`sync_names`] to sync with others.
+    /// Stores `bytes` as [`Artifacts::put`] does, but leaves the blob for
+    /// [`sync_stored`] to flush with others.
     pub async fn put_unsynced(&self, bytes: Vec<u8>) -> io::Result<Stored> {
         match self {
             Artifacts::Dir(_) => {
@@ -187,26 +204,33 @@ impl Artifacts {
 
     /// Hashes and writes `bytes` on this thread, which must be one that may
     /// block (the thread that checked them, say: no hand-off to another),
-    /// leaving a new name's directory for [`sync_names`]. Only for a
-    /// directory store ([`Artifacts::writes_here`]); object storage answers
-    /// an error.
+    /// leaving the blob for [`sync_stored`] to flush. Only for a directory
+    /// store ([`Artifacts::writes_here`]); object storage answers an
+    /// error.
     pub fn write_here(&self, bytes: &[u8]) -> io::Result<Stored> {
         let Artifacts::Dir(dir) = self else {
             return Err(io::Error::other("object storage is written with put"));
         };
         let id = BlobId::of(bytes);
         let path = Self::path(dir, id);
-        match std::fs::File::options().append(true).open(&path) {
+        match std::fs::read(&path) {
             // Already stored: marked fresh, so that garbage collection
             // (which spares recent blobs) does not take it from under the
-            // row about to name it. Its directory is synced all the same:
-            // the writer that named it may not have synced it yet.
-            Ok(existing) => existing.set_modified(std::time::SystemTime::now())?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => write_file_durably(&path, bytes)?,
+            // row about to name it. It is flushed all the same: the writer
+            // that stored it may not have flushed it yet. Its contents are
+            // checked first: a power cut before that flush may have left
+            // its name over incomplete contents, which no row names (rows
+            // commit after the flush) and which are written again here.
+            Ok(existing) if BlobId::of(&existing) == id => std::fs::File::options()
+                .append(true)
+                .open(&path)?
+                .set_modified(std::time::SystemTime::now())?,
+            Ok(_) => write_file(&path, bytes)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => write_file(&path, bytes)?,
             Err(e) => return Err(e),
         }
         Ok(Stored {
-            unsynced: path.parent().map(Path::to_path_buf),
+            unsynced: Some(path),
             id,
         })
     }

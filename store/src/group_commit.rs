@@ -1,6 +1,6 @@
 //! Group commit of accepted updates: updates that arrive while a batch is
 //! being committed wait and go together in the next batch, which makes
-//! their blobs' names durable (one sync per directory touched) and then
+//! their blobs durable (one flush of their filesystem) and then
 //! records them all in one transaction with one commit
 //! ([`Db::accept_updates`]). Each update's sender hears its own outcome
 //! once the batch has committed, so an update is only ever acknowledged
@@ -12,7 +12,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::artifacts::{Stored, sync_names};
+use crate::artifacts::{Stored, sync_stored};
 use crate::db::Db;
 use crate::error::{ErrorKind, StoreError};
 use crate::updates::{Acceptance, Accepting};
@@ -85,7 +85,7 @@ async fn commit_batches(db: Db, mut waiting: mpsc::Receiver<Queued>, max_batch: 
     }
 }
 
-/// One batch: its blobs' names made durable, then its rows in one
+/// One batch: its blobs made durable, then its rows in one
 /// transaction. One outcome per update, in order; a failure of the whole
 /// batch is every update's (each sender may try again).
 async fn commit(
@@ -93,7 +93,7 @@ async fn commit(
     accepting: &[Accepting],
     blobs: Vec<Stored>,
 ) -> Vec<Result<Acceptance, StoreError>> {
-    let synced = tokio::task::spawn_blocking(move || sync_names(&blobs))
+    let synced = tokio::task::spawn_blocking(move || sync_stored(&blobs))
         .await
         .map_err(|e| StoreError::new(ErrorKind::Other, e))
         .and_then(|r| r.map_err(StoreError::from));
