@@ -30,7 +30,7 @@ impl Db {
         .bind(now())
         .bind(token_hash)
         .bind(instance)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writes)
         .await?;
         Ok(id.get())
     }
