@@ -3,15 +3,14 @@
 //! database row names it:
 //!
 //! - a local directory (the default): `<dir>/<aa>/<sha256>`, written
-//!   atomically (temp file, rename) and made durable before any row names
-//!   it: a batch of blobs shares one flush of their filesystem
-//!   ([`sync_stored`]);
+//!   whole under its name and made durable before any row names it, a
+//!   batch of blobs with one flush ([`sync_stored`]; `blob_dir.rs`);
 //! - S3-compatible object storage (`s3://BUCKET/PREFIX`, through the
 //!   `object_store` crate, with the endpoint and credentials from the
 //!   standard `AWS_*` variables), where a PUT is atomic and durable once
 //!   answered; several coordinator instances share it.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,11 +19,13 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
 use oblivion_protocol::BlobId;
 
+use crate::blob_dir::BlobDir;
+
 /// The artifact store.
 #[derive(Clone, Debug)]
 pub enum Artifacts {
     /// A local directory.
-    Dir(PathBuf),
+    Dir(Arc<BlobDir>),
     /// A bucket (and a prefix in it) of S3-compatible storage.
     S3 {
         /// The bucket.
@@ -41,67 +42,29 @@ fn s3_error(e: object_store::Error) -> io::Error {
     }
 }
 
-/// Writes `bytes` as `path`, so that the file is either absent or
-/// complete whenever the process dies (temp file, then rename). Neither
-/// its contents nor its name survive a power cut until [`sync_stored`]
-/// has flushed its filesystem, which a batch of writes shares.
-fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let parent = path
-        .parent()
-        .ok_or_else(|| io::Error::other("artifact path has no directory"))?;
-    if !parent.exists() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    drop(file);
-    std::fs::rename(&tmp, path)
-}
-
 /// A blob that is stored, though it may not survive a power cut until
 /// [`sync_stored`] has flushed it.
 #[derive(Debug)]
 pub struct Stored {
     /// Its address.
     pub id: BlobId,
-    /// Its file, written but not yet flushed.
-    unsynced: Option<PathBuf>,
+    /// Its file and directory store, written but not yet flushed.
+    unsynced: Option<(Arc<BlobDir>, PathBuf)>,
 }
 
 /// Makes `blobs` durable, contents and names, before a row names them:
-/// group commit, so a batch of updates pays for one flush, not one for
-/// each blob and one for each directory it touched. On Linux that is one
-/// `syncfs` of each filesystem they are on (one, but for a store whose
-/// directories are mount points); elsewhere each file and its directory
-/// are synced. Blocking.
+/// group commit, so a batch of updates pays for one flush of their
+/// directory store ([`BlobDir::flush`]), not one for each blob. Blocking.
 pub fn sync_stored<'a>(blobs: impl IntoIterator<Item = &'a Stored>) -> io::Result<()> {
-    let files: Vec<&Path> = blobs
-        .into_iter()
-        .filter_map(|b| b.unsynced.as_deref())
-        .collect();
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let mut flushed = std::collections::BTreeSet::new();
-        for file in files {
-            let dir = file.parent().unwrap_or(file);
-            let dir = std::fs::File::open(dir)?;
-            if flushed.insert(dir.metadata()?.dev()) {
-                rustix::fs::syncfs(&dir)?;
-            }
+    let mut stores: Vec<(&Arc<BlobDir>, Vec<&Path>)> = Vec::new();
+    for (store, file) in blobs.into_iter().filter_map(|b| b.unsynced.as_ref()) {
+        match stores.iter_mut().find(|(s, _)| Arc::ptr_eq(s, store)) {
+            Some((_, files)) => files.push(file),
+            None => stores.push((store, vec![file])),
         }
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let mut dirs = std::collections::BTreeSet::new();
-        for file in files {
-            std::fs::File::open(file)?.sync_all()?;
-            dirs.extend(file.parent());
-        }
-        for dir in dirs {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
+    for (store, files) in stores {
+        store.flush(&files)?;
     }
     Ok(())
 }
@@ -111,9 +74,11 @@ impl Artifacts {
     /// (created if missing). An S3 bucket is checked to answer.
     pub async fn open(url: &str) -> io::Result<Artifacts> {
         let Some(rest) = url.strip_prefix("s3://") else {
-            let dir = Path::new(url.strip_prefix("file://").unwrap_or(url));
-            tokio::fs::create_dir_all(dir).await?;
-            return Ok(Artifacts::Dir(dir.to_path_buf()));
+            let dir = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
+            let dir = tokio::task::spawn_blocking(move || BlobDir::open(&dir))
+                .await
+                .map_err(io::Error::other)??;
+            return Ok(Artifacts::Dir(Arc::new(dir)));
         };
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
@@ -133,11 +98,6 @@ impl Artifacts {
             .await
             .map_err(|e| io::Error::other(format!("artifact store {url}: {e}")))?;
         Ok(Artifacts::S3 { store, prefix })
-    }
-
-    fn path(dir: &Path, id: BlobId) -> PathBuf {
-        let hex = id.hex();
-        dir.join(&hex[..2]).join(hex)
     }
 
     fn key(prefix: &str, id: BlobId) -> ObjectPath {
@@ -212,33 +172,17 @@ impl Artifacts {
             return Err(io::Error::other("object storage is written with put"));
         };
         let id = BlobId::of(bytes);
-        let path = Self::path(dir, id);
-        match std::fs::read(&path) {
-            // Already stored: marked fresh, so that garbage collection
-            // (which spares recent blobs) does not take it from under the
-            // row about to name it. It is flushed all the same: the writer
-            // that stored it may not have flushed it yet. Its contents are
-            // checked first: a power cut before that flush may have left
-            // its name over incomplete contents, which no row names (rows
-            // commit after the flush) and which are written again here.
-            Ok(existing) if BlobId::of(&existing) == id => std::fs::File::options()
-                .append(true)
-                .open(&path)?
-                .set_modified(std::time::SystemTime::now())?,
-            Ok(_) => write_file(&path, bytes)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => write_file(&path, bytes)?,
-            Err(e) => return Err(e),
-        }
+        let file = dir.write(id, bytes)?;
         Ok(Stored {
-            unsynced: Some(path),
             id,
+            unsynced: Some((dir.clone(), file)),
         })
     }
 
     /// The blob, or `None`.
     pub async fn get(&self, id: BlobId) -> io::Result<Option<Vec<u8>>> {
         let read = match self {
-            Artifacts::Dir(dir) => tokio::fs::read(Self::path(dir, id)).await,
+            Artifacts::Dir(dir) => tokio::fs::read(dir.path(id)).await,
             Artifacts::S3 { store, prefix } => match store.get(&Self::key(prefix, id)).await {
                 Ok(got) => got.bytes().await.map(|b| b.to_vec()).map_err(s3_error),
                 Err(e) => Err(s3_error(e)),
@@ -254,9 +198,7 @@ impl Artifacts {
     /// Whether the blob exists.
     pub async fn contains(&self, id: BlobId) -> bool {
         match self {
-            Artifacts::Dir(dir) => tokio::fs::try_exists(Self::path(dir, id))
-                .await
-                .unwrap_or(false),
+            Artifacts::Dir(dir) => tokio::fs::try_exists(dir.path(id)).await.unwrap_or(false),
             Artifacts::S3 { store, prefix } => store.head(&Self::key(prefix, id)).await.is_ok(),
         }
     }
@@ -264,7 +206,7 @@ impl Artifacts {
     /// When the blob was last written, or `None` if it is absent.
     pub async fn modified(&self, id: BlobId) -> io::Result<Option<std::time::SystemTime>> {
         let got = match self {
-            Artifacts::Dir(dir) => tokio::fs::metadata(Self::path(dir, id))
+            Artifacts::Dir(dir) => tokio::fs::metadata(dir.path(id))
                 .await
                 .and_then(|m| m.modified()),
             Artifacts::S3 { store, prefix } => store
@@ -283,7 +225,7 @@ impl Artifacts {
     /// Removes the blob (no error if it is already gone).
     pub async fn delete(&self, id: BlobId) -> io::Result<()> {
         let result = match self {
-            Artifacts::Dir(dir) => tokio::fs::remove_file(Self::path(dir, id)).await,
+            Artifacts::Dir(dir) => tokio::fs::remove_file(dir.path(id)).await,
             Artifacts::S3 { store, prefix } => {
                 store.delete(&Self::key(prefix, id)).await.map_err(s3_error)
             }

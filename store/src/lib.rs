@@ -8,6 +8,7 @@
 mod accounts;
 mod artifacts;
 mod backend;
+mod blob_dir;
 mod collection;
 mod columns;
 mod db;

@@ -54,6 +54,9 @@ impl Jobs {
 
     /// One pass.
     pub async fn collect_garbage(&self) -> Result<Collected, AppError> {
+        // What the database has committed so far is made durable before
+        // any blob it stopped naming goes.
+        self.db.make_durable().await.map_err(AppError::db)?;
         let keep = self.config.collection.keep_rounds;
         let before = SystemTime::now() - self.config.collection.gc_grace;
         let mut done = Collected::default();

@@ -165,8 +165,8 @@ impl Rounds {
                 )));
             }
         };
-        // Stored before the row that names it commits; its name is made
-        // durable with the rest of its batch's.
+        // Stored before the row that names it commits; it is made durable
+        // with the rest of its batch.
         let blob = match blob {
             Blob::Written(stored) => stored,
             Blob::Unwritten(body) => self.artifacts.put_unsynced(body).await,
