@@ -54,9 +54,6 @@ impl Jobs {
 
     /// One pass.
     pub async fn collect_garbage(&self) -> Result<Collected, AppError> {
-        // What the database has committed so far is made durable before
-        // any blob it stopped naming goes.
-        self.db.make_durable().await.map_err(AppError::db)?;
         let keep = self.config.collection.keep_rounds;
         let before = SystemTime::now() - self.config.collection.gc_grace;
         let mut done = Collected::default();
@@ -101,6 +98,10 @@ impl Jobs {
                 tracing::info!(%job, "{why}: failed");
             }
         }
+        // Each batch of blobs is decided, then what the database has
+        // committed so far is made durable (`delete_all`), then they go:
+        // a power cut cannot bring back a row naming a deleted blob.
+        let mut doomed = Vec::new();
         for (file, owner) in self
             .db
             .unused_uploads(
@@ -116,31 +117,44 @@ impl Jobs {
                 .await
                 .map_err(AppError::db)?;
             if !held {
-                self.collect(file, keep, before, &mut done).await?;
+                self.collect(file, keep, before, &mut done, &mut doomed)
+                    .await?;
             }
         }
-        for (job, round, shard, update) in self
+        self.delete_all(&mut doomed, &mut done).await?;
+        let updates = self
             .db
             .collectable_updates(BATCH)
             .await
-            .map_err(AppError::db)?
-        {
-            self.collect(update, keep, before, &mut done).await?;
+            .map_err(AppError::db)?;
+        for &(_, _, _, update) in &updates {
+            self.collect(update, keep, before, &mut done, &mut doomed)
+                .await?;
+        }
+        self.delete_all(&mut doomed, &mut done).await?;
+        for (job, round, shard, _) in updates {
             self.db
                 .update_collected(job, round, shard)
                 .await
                 .map_err(AppError::db)?;
         }
-        for (job, blobs) in self
+        let jobs = self
             .db
             .collectable_jobs(keep, BATCH)
             .await
-            .map_err(AppError::db)?
-        {
+            .map_err(AppError::db)?;
+        let mut gone = Vec::with_capacity(jobs.len());
+        for (_, blobs) in &jobs {
             let mut all_gone = true;
-            for blob in blobs {
-                all_gone &= self.collect(blob, keep, before, &mut done).await?;
+            for &blob in blobs {
+                all_gone &= self
+                    .collect(blob, keep, before, &mut done, &mut doomed)
+                    .await?;
             }
+            gone.push(all_gone);
+        }
+        self.delete_all(&mut doomed, &mut done).await?;
+        for ((job, _), all_gone) in jobs.into_iter().zip(gone) {
             // A job whose blobs were too recent to go is looked at again.
             if all_gone {
                 self.db.job_collected(job).await.map_err(AppError::db)?;
@@ -150,13 +164,15 @@ impl Jobs {
     }
 
     /// Deletes `blob` unless it is in use or was written after `before`.
-    /// Returns whether it is gone, or kept for good (in use).
+    /// Returns whether it is gone (or is to go: added to `doomed`), or
+    /// kept for good (in use).
     async fn collect(
         &self,
         blob: BlobId,
         keep: u32,
         before: SystemTime,
         done: &mut Collected,
+        doomed: &mut Vec<BlobId>,
     ) -> Result<bool, AppError> {
         if self
             .db
@@ -174,10 +190,27 @@ impl Jobs {
                 Ok(false)
             }
             Some(_) => {
-                self.artifacts.delete(blob).await.map_err(AppError::io)?;
-                done.deleted += 1;
+                doomed.push(blob);
                 Ok(true)
             }
         }
+    }
+
+    /// Deletes `doomed`, once what the database has committed so far is
+    /// durable (the rows that stopped naming them among it).
+    async fn delete_all(
+        &self,
+        doomed: &mut Vec<BlobId>,
+        done: &mut Collected,
+    ) -> Result<(), AppError> {
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        self.db.make_durable().await.map_err(AppError::db)?;
+        for blob in doomed.drain(..) {
+            self.artifacts.delete(blob).await.map_err(AppError::io)?;
+            done.deleted += 1;
+        }
+        Ok(())
     }
 }
