@@ -14,12 +14,13 @@
 //! first failure is final: the store refuses every later write until the
 //! process restarts, and flushes run one at a time, so that none can pass
 //! after another has seen the error. A write-back error on any file of
-//! the filesystem (the database's too) stops artifact writes so. The batch's files are left where they are: a file is
-//! named by its contents, so one of them may be a blob that an earlier,
-//! flushed batch wrote and a committed row names. No row names the others,
-//! which garbage collection removes in time; a restart after a disk error
-//! without a reboot could find one in the page cache and take it for
-//! stored, which is why the error says to check the disk first.
+//! the filesystem (the database's too) stops artifact writes so. The
+//! batch's files are left where they are: a file is named by its contents,
+//! so one of them may be a blob that an earlier, flushed batch wrote and a
+//! committed row names. No row names the others, which garbage collection
+//! removes in time; a restart after a disk error without a reboot could
+//! find one in the page cache and take it for stored, which is why the
+//! error says to check the disk first.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -45,9 +46,8 @@ pub struct BlobDir {
 /// How a batch is made durable here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Flush {
-    /// One `syncfs` of the filesystem: Linux 5.8 and later (earlier
-    /// kernels do not report its errors), not over FUSE (whose `syncfs`
-    /// does not reach the daemon's storage).
+    /// One `syncfs` of the filesystem, where it reports errors
+    /// ([`flush_on`]).
     Filesystem,
     /// An `fsync` of each file, of each directory holding one, and of the
     /// root (a new `<aa>/` directory's name).
@@ -107,9 +107,7 @@ impl BlobDir {
     /// names. The first failure is final (see the module's comment).
     pub(crate) fn flush(&self, files: &[&Path]) -> io::Result<()> {
         let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(why) = &*failed {
-            return Err(io::Error::other(why.clone()));
-        }
+        refusal(&failed)?;
         let flushed = match self.flush {
             Flush::Filesystem => sync_filesystem(&self.handle),
             Flush::EachFile => self.sync_each(files),
@@ -141,10 +139,15 @@ impl BlobDir {
     }
 
     fn refuse_if_failed(&self) -> io::Result<()> {
-        match &*self.failed.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(why) => Err(io::Error::other(why.clone())),
-            None => Ok(()),
-        }
+        refusal(&self.failed.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// The refusal of a store whose flush failed (`failed` says why).
+fn refusal(failed: &Option<String>) -> io::Result<()> {
+    match failed {
+        Some(why) => Err(io::Error::other(why.clone())),
+        None => Ok(()),
     }
 }
 
