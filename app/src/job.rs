@@ -364,9 +364,9 @@ pub fn JobPage() -> impl IntoView {
             let running = !j.status.is_finished();
             let mine = j.owner.is_some() && j.owner == account.address();
             let owner_line = j.owner.clone().map(|o| format!(" · by {}{}", short(&o), if mine { " (you)" } else { "" }));
-            let private = j.spec.visibility == oblivion_protocol::Visibility::Private;
+            let private = j.spec.visibility() == oblivion_protocol::Visibility::Private;
             let last = j.history.last().cloned();
-            let federated = j.spec.dataset.is_federated();
+            let federated = j.spec.training().is_some_and(|t| t.dataset.is_federated());
             let progress = job_progress(&j);
             view! {
                 <section class="card hero">
@@ -386,7 +386,7 @@ pub fn JobPage() -> impl IntoView {
                     </div>
                 </section>
                 {j.payment.clone().map(|payment| view! {
-                    <PaymentCard id deadline_hours=j.spec.reward.as_ref().map(|r| r.deadline_hours) payment mine job tx/>
+                    <PaymentCard id deadline_hours=j.spec.reward().map(|r| r.deadline_hours) payment mine job tx/>
                 })}
                 <div class="grid">
                     <section class="card">
@@ -396,7 +396,7 @@ pub fn JobPage() -> impl IntoView {
                         <LineChart title="Accuracy" series=accuracy percent=true/>
                         <p class="big-number" data-testid="accuracy">{last.map_or("—".into(), |r| format!("{:.2}%", r.accuracy * 100.0))}</p>
                     </section>
-                    {j.spec.privacy.clone().map(|p| view! {
+                    {j.spec.training().and_then(|t| t.privacy.clone()).map(|p| view! {
                         <section class="card" data-testid="privacy">
                             <h2>"Privacy"</h2>
                             <p class="big-number" data-testid="epsilon">{j.history.last().and_then(|r| r.epsilon).map_or("ε = 0".into(), |e| format!("ε = {e:.2}"))}</p>

@@ -10,7 +10,7 @@ use oblivion_chain::calls::{self, U256};
 use oblivion_protocol::JobId;
 use oblivion_protocol::aggregation::AggregationRule;
 use oblivion_protocol::api::{ApiError, ChainInfo, Created, JobView, UploadedDataset};
-use oblivion_protocol::{DatasetSpec, JobSpec, LocalWork, ModelSpec, OptimizerSpec};
+use oblivion_protocol::{DatasetSpec, JobSpec, LocalWork, ModelSpec, OptimizerSpec, TrainingSpec};
 use serde_json::{Value, json};
 use wasm_bindgen::JsCast;
 
@@ -98,7 +98,7 @@ fn list(values: &[u32]) -> String {
 }
 
 impl Form {
-    fn from_spec(spec: &JobSpec) -> Form {
+    fn from_spec(spec: &TrainingSpec) -> Form {
         let (model, hidden, channels, kernel) = match &spec.model {
             ModelSpec::Mlp { hidden } => ("mlp", list(hidden), "8, 16".into(), "5".into()),
             ModelSpec::Cnn {
@@ -339,7 +339,7 @@ fn example(name: &str) -> Form {
         .iter()
         .find(|(n, _)| *n == name)
         .and_then(|(_, text)| JobSpec::from_json(text).ok())
-        .map(|spec| Form::from_spec(&spec))
+        .and_then(|spec| spec.training().map(Form::from_spec))
         .unwrap_or_default()
 }
 
@@ -392,7 +392,7 @@ async fn submit_paid(
             return None;
         }
     };
-    let (Some(payment), Some(reward)) = (job.payment, job.spec.reward) else {
+    let (Some(payment), Some(reward)) = (job.payment, job.spec.reward().cloned()) else {
         tx.set(TxState::Failed(
             "The coordinator created the job without a payment to fund.".into(),
         ));

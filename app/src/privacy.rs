@@ -39,20 +39,20 @@ pub fn network() -> String {
 /// its limits refuses it. The worker decides, knowing its records too.
 fn price(job: &JobView, privacy: &ContributorPrivacy) -> (Option<f64>, Result<(), String>) {
     // σ as the coordinator resolves it (a target ε met at sensitivity 2C).
-    let Some(sigma) = oblivion_protocol::job_privacy::noise_multiplier(&job.spec)
-        .ok()
-        .flatten()
-    else {
+    let Some((spec, sigma)) = job.spec.training().and_then(|t| {
+        let sigma = oblivion_protocol::job_privacy::noise_multiplier(t).ok()??;
+        Some((t, sigma))
+    }) else {
         return (None, Err("the job adds no noise".into()));
     };
     let limits = &privacy.limits;
-    let epsilon = job_epsilon(sigma, job.spec.rounds, limits.delta).ok();
+    let epsilon = job_epsilon(sigma, spec.rounds, limits.delta).ok();
     let ask = Ask {
         network: network(),
         job: job.id.0,
         noise_multiplier: sigma,
-        rounds: job.spec.rounds,
-        batch_size: job.spec.batch_size,
+        rounds: spec.rounds,
+        batch_size: spec.batch_size,
         records: u64::MAX,
     };
     (epsilon, privacy.ledger.admit(limits, &ask).map(|_| ()))
@@ -82,7 +82,10 @@ pub fn PrivacyCard(
                 if let Ok(all) = crate::api::get::<Vec<JobView>>("/api/jobs").await {
                     jobs.set(
                         all.into_iter()
-                            .filter(|j| j.spec.dataset.is_federated() && !j.status.is_finished())
+                            .filter(|j| {
+                                j.spec.training().is_some_and(|t| t.dataset.is_federated())
+                                    && !j.status.is_finished()
+                            })
                             .collect(),
                     );
                 }
@@ -185,7 +188,7 @@ pub fn PrivacyCard(
                                 view! {
                                     <tr data-testid=format!("privacy-job-{id}")>
                                         <td><a href=format!("/jobs/{id}")>{j.name.clone()}</a></td>
-                                        <td>{j.spec.rounds}</td>
+                                        <td>{j.spec.rounds()}</td>
                                         <td data-testid=format!("privacy-job-epsilon-{id}")>{epsilon.map_or("—".into(), fmt_epsilon)}</td>
                                         <td data-testid=format!("privacy-job-verdict-{id}")>{match verdict {
                                             Ok(()) => "within your limits".to_string(),

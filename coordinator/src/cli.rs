@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use oblivion_protocol::JobId;
-use oblivion_protocol::api::{Created, JobView, WorkerView};
+use oblivion_protocol::api::{Created, JobView, WorkerView, outputs_headers};
 
 use oblivion_chain::{Key, sign_in_over_http};
 
@@ -125,6 +125,18 @@ enum JobCommand {
         #[arg(long, default_value = "onnx")]
         format: String,
         /// Where to write it [default: the server's file name].
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Downloads an inference job's outputs, and beside them
+    /// (`<file>.json`) the hashes of the model and the rows they came from.
+    Results {
+        /// Job id.
+        id: JobId,
+        /// csv, jsonl or npy.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Where to write them [default: the server's file name].
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
@@ -277,32 +289,72 @@ async fn job(target: &Target, command: JobCommand) -> Result<(), String> {
             Ok(())
         }
         JobCommand::Download { id, format, output } => {
-            let response = http
-                .get(url(
-                    target,
-                    &format!("/api/jobs/{id}/model?format={format}"),
-                ))
-                .send()
-                .await
-                .map_err(|e| unreachable_line(target, e))?;
-            if !response.status().is_success() {
-                return Err(error_line(response).await);
-            }
-            let name = response
-                .headers()
-                .get("content-disposition")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split("filename=\"").nth(1))
-                .map(|v| v.trim_end_matches('"').to_string())
-                .unwrap_or_else(|| format!("job-{id}.{format}"));
-            let bytes = response.bytes().await.map_err(|e| e.to_string())?;
-            let path = output.unwrap_or_else(|| PathBuf::from(name));
-            std::fs::write(&path, &bytes)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            println!("{} ({} bytes)", path.display(), bytes.len());
+            let path = format!("/api/jobs/{id}/model?format={format}");
+            let (path, bytes, _) =
+                download(&http, target, &path, output, &format!("job-{id}.{format}")).await?;
+            println!("{} ({} bytes)", path.display(), bytes);
+            Ok(())
+        }
+        JobCommand::Results { id, format, output } => {
+            let path = format!("/api/jobs/{id}/outputs?format={format}");
+            let name = format!("job-{id}-outputs.{format}");
+            let (path, bytes, headers) = download(&http, target, &path, output, &name).await?;
+            let header = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let provenance = serde_json::json!({
+                "job": id,
+                "file": path.file_name().map(|n| n.to_string_lossy().to_string()),
+                "model_sha256": header(outputs_headers::MODEL_SHA256),
+                "inputs_sha256": header(outputs_headers::INPUTS_SHA256),
+            });
+            let beside = PathBuf::from(format!("{}.json", path.display()));
+            std::fs::write(&beside, format!("{provenance:#}\n"))
+                .map_err(|e| format!("cannot write {}: {e}", beside.display()))?;
+            println!(
+                "{} ({bytes} bytes); model sha256 {}, inputs sha256 {} (in {})",
+                path.display(),
+                header(outputs_headers::MODEL_SHA256),
+                header(outputs_headers::INPUTS_SHA256),
+                beside.display()
+            );
             Ok(())
         }
     }
+}
+
+/// Downloads `path` to `output`, else to the server's file name, else to
+/// `fallback`; returns where, how many bytes, and the answer's headers.
+async fn download(
+    http: &reqwest::Client,
+    target: &Target,
+    path: &str,
+    output: Option<PathBuf>,
+    fallback: &str,
+) -> Result<(PathBuf, usize, reqwest::header::HeaderMap), String> {
+    let response = http
+        .get(url(target, path))
+        .send()
+        .await
+        .map_err(|e| unreachable_line(target, e))?;
+    if !response.status().is_success() {
+        return Err(error_line(response).await);
+    }
+    let headers = response.headers().clone();
+    let name = headers
+        .get("content-disposition")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split("filename=\"").nth(1))
+        .map(|v| v.trim_end_matches('"').to_string())
+        .unwrap_or_else(|| fallback.to_string());
+    let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+    let path = output.unwrap_or_else(|| PathBuf::from(name));
+    std::fs::write(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok((path, bytes.len(), headers))
 }
 
 fn print_status(job: &JobView) {

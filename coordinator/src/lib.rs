@@ -11,7 +11,7 @@
 
 // The scheduling core, under the names the service has always used.
 use oblivion_scheduler::kind::{self, federated};
-use oblivion_scheduler::{hub, replication, reputation, round, states};
+use oblivion_scheduler::{assembly, hub, replication, reputation, round, states, verification};
 
 mod api;
 mod blocking;

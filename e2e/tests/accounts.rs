@@ -170,7 +170,7 @@ async fn owners_alone_cancel_and_read_private_jobs(database: Database) {
             break lease;
         }
     };
-    let shard = lease.data.shard().expect("a lease on a shard");
+    let shard = lease.data_blob().expect("a lease on a shard");
     for blob in [shard, lease.weights] {
         let path = format!("/api/artifacts/{blob}");
         assert_eq!(anonymous.get(&path).await.unwrap().0, 403);

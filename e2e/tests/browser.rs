@@ -92,7 +92,7 @@ async fn two_tabs_webgpu_and_cpu_train_a_job_created_in_the_form() {
     let (net, result) = scenario("two-tabs");
     let job = job(&net, result["job"].as_u64().unwrap()).await;
     assert_eq!(job.status.as_str(), "completed");
-    assert_eq!(job.spec.name, "mnist-mlp", "the example was submitted");
+    assert_eq!(job.spec.name(), "mnist-mlp", "the example was submitted");
     let creator = oblivion_chain::Key::parse(CREATOR_KEY).unwrap().address();
     assert_eq!(
         job.owner,
@@ -244,7 +244,7 @@ async fn two_tabs_train_a_federated_job_on_files_that_never_leave_them() {
     assert_eq!(job.status.as_str(), "completed", "{job:?}");
     let accuracy = job.history.last().unwrap().accuracy;
     assert!(accuracy >= 0.9, "the job reached its target: {accuracy}");
-    assert!(job.spec.dataset.is_federated());
+    assert!(job.spec.training().unwrap().dataset.is_federated());
     assert_eq!(
         job.train_samples, 0,
         "the coordinator holds no training data"
@@ -256,7 +256,13 @@ async fn two_tabs_train_a_federated_job_on_files_that_never_leave_them() {
         assert_eq!(c.updates, job.history.len() as u64, "{c:?}");
     }
     assert!(job.history.last().unwrap().epsilon.is_some());
-    let quorum = job.spec.quorum.expect("the form's quorum");
+    let quorum = job
+        .spec
+        .training()
+        .unwrap()
+        .quorum
+        .clone()
+        .expect("the form's quorum");
     assert_eq!((quorum.share, quorum.after_secs), (0.5, 600));
 }
 

@@ -246,7 +246,12 @@ async fn chaos(instances: usize, database: Database, storage: Storage, clean: f6
         (accuracy - clean).abs() <= 0.01,
         "accuracy {accuracy} vs clean {clean}"
     );
-    check_the_record(&cluster.database_url, id, job.spec.shards_per_round).await;
+    check_the_record(
+        &cluster.database_url,
+        id,
+        job.spec.training().unwrap().shards_per_round,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

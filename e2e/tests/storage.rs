@@ -175,7 +175,7 @@ async fn artifacts_nobody_needs_are_collected() {
         let update = hex::encode(sha2::Sha256::digest(body));
         assert_eq!(status(update).await, 404, "update of round {}", lease.round);
         assert_eq!(
-            status(lease.data.shard().unwrap().to_string()).await,
+            status(lease.data_blob().unwrap().to_string()).await,
             404,
             "shard of a finished job"
         );
@@ -190,7 +190,7 @@ async fn artifacts_nobody_needs_are_collected() {
         .await
         .unwrap();
     assert!(!model.is_empty());
-    assert_eq!(status(held.data.shard().unwrap().to_string()).await, 200);
+    assert_eq!(status(held.data_blob().unwrap().to_string()).await, 200);
     assert_eq!(status(held.weights.to_string()).await, 200);
     // The upload a job names stays its owner's; the other is gone.
     assert_eq!(

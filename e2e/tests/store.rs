@@ -108,6 +108,7 @@ fn job_row(shards: u32, rounds: u32) -> NewJob {
         status: JobStatus::Pending,
         global_sha: blob("g1"),
         data: JobData {
+            model: oblivion_protocol::ModelSpec::Mlp { hidden: vec![] },
             input_shape: vec![4],
             classes: 3,
             normalization: None,
@@ -219,6 +220,7 @@ fn round_row(round: u32) -> RoundRow {
         global_sha: blob(&format!("g{}", round + 1)),
         verdicts: Vec::new(),
         next_replicas: Vec::new(),
+        outputs: None,
     }
 }
 

@@ -1,7 +1,8 @@
 //! The training network end to end: a coordinator and three native worker
 //! processes train the MNIST CNN example to at least 97% on held-out digits;
-//! the exported models agree with the project's own predictions; and a
-//! worker killed mid-round costs only its shard.
+//! the exported models agree with the project's own predictions; the model
+//! runs as an inference job over those digits, and its outputs agree with
+//! onnxruntime's; and a worker killed mid-round costs only its shard.
 
 use oblivion_protocol::JobId;
 use std::time::Duration;
@@ -13,13 +14,13 @@ use oblivion_ml::export::from_burn_record;
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
 use oblivion_ml::train::{evaluate, predict};
-use oblivion_protocol::JobSpec;
+use oblivion_protocol::TrainingSpec;
 use oblivion_protocol::api::{JobView, ShardStatus};
 
 const TIMEOUT: Duration = Duration::from_secs(900);
 
 /// The digits the job held out, rebuilt exactly as the coordinator split them.
-fn held_out(spec: &JobSpec) -> Dataset {
+fn held_out(spec: &TrainingSpec) -> Dataset {
     let dir = root().join("datasets/mnist");
     let images = std::fs::read(dir.join("train-images-idx3-ubyte.gz")).unwrap();
     let labels = std::fs::read(dir.join("train-labels-idx1-ubyte.gz")).unwrap();
@@ -45,9 +46,9 @@ async fn downloaded_weights(api: &oblivion_e2e::Api, id: JobId, arch: &Architect
 }
 
 /// Submits an example spec and waits until it completes.
-async fn train_example(api: &oblivion_e2e::Api, name: &str) -> (JobSpec, JobId, JobView) {
+async fn train_example(api: &oblivion_e2e::Api, name: &str) -> (TrainingSpec, JobId, JobView) {
     let spec_json = example(name).unwrap();
-    let spec: JobSpec = serde_json::from_value(spec_json.clone()).unwrap();
+    let spec: TrainingSpec = serde_json::from_value(spec_json.clone()).unwrap();
     let id = api.submit(&spec_json).await.unwrap();
     let job = api.wait_finished(id, TIMEOUT, |_| {}).await.unwrap();
     assert_eq!(job.status.as_str(), "completed", "{job:?}");
@@ -107,6 +108,103 @@ async fn mnist_cnn_reaches_97_percent_and_exports_agree() {
         report.contains("safetensors: 500/500 predictions agree"),
         "{report}"
     );
+
+    // The model runs as an inference job over the same held-out digits,
+    // on the same three workers; its outputs match onnxruntime's, row for
+    // row.
+    let inference = serde_json::json!({
+        "task": "inference",
+        "name": "mnist-cnn digits",
+        "model": {"job": id},
+        "inputs": {"held_out_by": id},
+        "shards": 6,
+    });
+    let run = api.submit(&inference).await.unwrap();
+    let done = api.wait_finished(run, TIMEOUT, |_| {}).await.unwrap();
+    assert_eq!(done.status.as_str(), "completed", "{done:?}");
+    let outputs = done.outputs.expect("the outputs' summary");
+    assert_eq!((outputs.rows, outputs.classes), (val.len() as u64, 10));
+    let accuracy = outputs.accuracy.expect("the rows are labelled");
+    assert!(
+        (accuracy - eval.accuracy).abs() <= 1.0 / val.len() as f64,
+        "the outputs score as the model does: {accuracy} against {}",
+        eval.accuracy
+    );
+    let confusion = outputs.confusion.expect("a confusion matrix");
+    let counted: u64 = confusion.iter().flatten().sum();
+    let diagonal: u64 = (0..10).map(|i| confusion[i][i]).sum();
+    assert_eq!(counted, val.len() as u64);
+    assert!((diagonal as f64 / counted as f64 - accuracy).abs() < 1e-12);
+    let rows_by: Vec<u64> = done.contributors.iter().map(|c| c.samples).collect();
+    assert_eq!(
+        rows_by.iter().sum::<u64>(),
+        val.len() as u64,
+        "every row credited once: {:?}",
+        done.contributors
+    );
+    let report = check_outputs(&api, id, run, &val.features, "1,28,28", 10, &params).await;
+    assert!(report.contains("onnx: 1600/1600 rows agree"), "{report}");
+}
+
+/// Downloads the ONNX model of `model` and the outputs of the inference
+/// job `run` over `inputs`, checks that the outputs name the model's
+/// weights, and runs `tests/python/check_outputs.py` on them.
+async fn check_outputs(
+    api: &oblivion_e2e::Api,
+    model: JobId,
+    run: JobId,
+    inputs: &[f32],
+    shape: &str,
+    classes: usize,
+    params: &Params,
+) -> String {
+    let dir = ScratchDir::new("outputs").unwrap();
+    let onnx = api
+        .get_bytes(&format!("/api/jobs/{model}/model?format=onnx"))
+        .await
+        .unwrap();
+    std::fs::write(dir.0.join("model.onnx"), onnx).unwrap();
+    for format in ["npy", "csv"] {
+        let bytes = api
+            .get_bytes(&format!("/api/jobs/{run}/outputs?format={format}"))
+            .await
+            .unwrap();
+        std::fs::write(dir.0.join(format!("outputs.{format}")), bytes).unwrap();
+    }
+    // The CSV names the weights that made it: the model's.
+    let csv = std::fs::read_to_string(dir.0.join("outputs.csv")).unwrap();
+    let named = csv
+        .lines()
+        .find_map(|l| l.strip_prefix("# model_sha256: "))
+        .expect("the model's hash in the header");
+    let weights = api
+        .get_bytes(&format!("/api/artifacts/{named}"))
+        .await
+        .unwrap();
+    assert_eq!(&Params::from_safetensors(&weights).unwrap().0, params);
+    let to_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    std::fs::write(dir.0.join("inputs.f32"), to_bytes(inputs)).unwrap();
+    run_check("check_outputs.py", &dir, shape, classes)
+}
+
+/// Runs `tests/python/<script>` on `dir` for rows of `shape` and `classes`
+/// classes; its report, or a failed assertion with it.
+fn run_check(script: &str, dir: &ScratchDir, shape: &str, classes: usize) -> String {
+    let python = std::env::var("OBLIVION_PYTHON")
+        .expect("OBLIVION_PYTHON must name a Python with onnxruntime (cargo xtask test sets it)");
+    let out = std::process::Command::new(python)
+        .arg(root().join("tests/python").join(script))
+        .arg(&dir.0)
+        .args(["--input-shape", shape, "--classes", &classes.to_string()])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    report
 }
 
 /// Downloads the ONNX and safetensors models of `job` and runs
@@ -130,21 +228,7 @@ async fn check_exports(
     let to_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     std::fs::write(dir.0.join("inputs.f32"), to_bytes(inputs)).unwrap();
     std::fs::write(dir.0.join("logits.f32"), to_bytes(logits)).unwrap();
-    let python = std::env::var("OBLIVION_PYTHON")
-        .expect("OBLIVION_PYTHON must name a Python with onnxruntime (cargo xtask test sets it)");
-    let out = std::process::Command::new(python)
-        .arg(root().join("tests/python/check_models.py"))
-        .arg(&dir.0)
-        .args(["--input-shape", shape, "--classes", &classes.to_string()])
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    report
+    run_check("check_models.py", &dir, shape, classes)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -79,7 +79,8 @@ fn honest_key(i: usize) -> String {
 /// What an honest worker would post for `task`: the real training of the
 /// shard, as a change to the global weights.
 async fn honest_delta(api: &Api, task: &LeaseTask) -> Params {
-    trained_delta(api, task, task.work).await
+    let work = task.training().expect("a training lease").local_work;
+    trained_delta(api, task, work).await
 }
 
 /// The shard of `task` trained for `work` (a lazy worker trains less).
@@ -88,7 +89,7 @@ async fn trained_delta(api: &Api, task: &LeaseTask, work: LocalWork) -> Params {
         .get_bytes(&format!("/api/artifacts/{}", task.weights))
         .await
         .unwrap();
-    let TrainingData::Shard(shard) = &task.data else {
+    let Some(TrainingData::Shard(shard)) = task.training().map(|t| &t.data) else {
         panic!("a lease on a shard of the coordinator's");
     };
     let data = api
@@ -101,11 +102,12 @@ async fn trained_delta(api: &Api, task: &LeaseTask, work: LocalWork) -> Params {
         let data = decode_shard(&data).unwrap();
         let arch =
             Architecture::new(task.model.clone(), task.input_shape.clone(), task.classes).unwrap();
+        let training = task.training().expect("a training lease");
         let config = LocalTraining {
-            optimizer: task.optimizer.clone(),
-            batch_size: task.batch_size as usize,
+            optimizer: training.optimizer.clone(),
+            batch_size: training.batch_size as usize,
             work,
-            seed: task.seed,
+            seed: training.seed,
         };
         let out = train(
             &arch,

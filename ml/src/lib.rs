@@ -9,6 +9,7 @@ pub mod data;
 mod device;
 pub mod dp;
 pub mod export;
+pub mod inference;
 pub mod model;
 pub mod params;
 pub mod replicas;

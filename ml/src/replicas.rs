@@ -34,14 +34,21 @@ pub enum ShardOutcome {
 /// Compares a shard's `results`: the largest group that agrees with one
 /// of its members (the earliest such member on a tie) wins.
 pub fn judge(results: &[&Params], tolerance: f64) -> ShardOutcome {
-    let n = results.len();
+    judge_by(results.len(), |i, j| {
+        agree(results[i], results[j], tolerance)
+    })
+}
+
+/// [`judge`] for `n` results of any form, `agree(i, j)` saying whether
+/// results `i` and `j` agree.
+pub fn judge_by(n: usize, agree: impl Fn(usize, usize) -> bool) -> ShardOutcome {
     if n <= 1 {
         return ShardOutcome::Single;
     }
     let best = (0..n)
         .map(|i| {
             (0..n)
-                .filter(|&j| j == i || agree(results[i], results[j], tolerance))
+                .filter(|&j| j == i || agree(i, j))
                 .collect::<Vec<usize>>()
         })
         .max_by(|a, b| a.len().cmp(&b.len()).then(b[0].cmp(&a[0])))

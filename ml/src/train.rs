@@ -50,14 +50,14 @@ pub struct Evaluation {
     pub samples: usize,
 }
 
-fn image_shape(arch: &Architecture) -> Option<[usize; 3]> {
+pub(crate) fn image_shape(arch: &Architecture) -> Option<[usize; 3]> {
     match arch.input_shape.as_slice() {
         [c, h, w] => Some([*c, *h, *w]),
         _ => None,
     }
 }
 
-fn batch_tensors(
+pub(crate) fn batch_tensors(
     data: &Dataset,
     indices: &[usize],
     device: &Device,

@@ -2,9 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::JobSpec;
 use crate::blob::BlobId;
 use crate::ids::{JobId, LeaseId, WorkerId};
-use crate::spec::JobSpec;
 use crate::wei::Wei;
 use crate::wire::{ClientKind, DeviceInfo, LocalDataOffer};
 
@@ -267,6 +267,33 @@ pub struct JobView {
     /// A paid job's escrow; `None` for an unpaid job.
     #[serde(default)]
     pub payment: Option<PaymentView>,
+    /// An inference job's outputs, once assembled (only in
+    /// `GET /api/jobs/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<OutputsView>,
+}
+
+/// What an inference job's outputs came to: download them from
+/// `GET /api/jobs/{id}/outputs?format=csv|jsonl|npy`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutputsView {
+    /// Rows answered.
+    pub rows: u64,
+    /// Classes of each.
+    pub classes: u64,
+    /// The share of rows predicted as labelled, when the rows are.
+    pub accuracy: Option<f64>,
+    /// When the rows are labelled: `confusion[label][predicted]`, rows
+    /// counted.
+    pub confusion: Option<Vec<Vec<u64>>>,
+}
+
+/// Headers of an outputs download naming where the outputs came from.
+pub mod outputs_headers {
+    /// The sha256 of the model's weights (safetensors).
+    pub const MODEL_SHA256: &str = "x-oblivion-model-sha256";
+    /// The sha256 of the rows.
+    pub const INPUTS_SHA256: &str = "x-oblivion-inputs-sha256";
 }
 
 /// `GET /api/workers` entry.

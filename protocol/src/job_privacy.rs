@@ -13,7 +13,7 @@
 
 use oblivion_privacy::{RdpAccountant, noise_multiplier_for};
 
-use crate::JobSpec;
+use crate::TrainingSpec;
 use crate::privacy::MAX_NOISE_MULTIPLIER;
 
 /// The share of clients (shards) that take part in a round.
@@ -21,7 +21,7 @@ pub const SAMPLING_RATE: f64 = 1.0;
 
 /// The sensitivity of one release over the clip norm: 1 for the noised
 /// sum of a round's updates, 2 for a contributor's own noised update.
-fn sensitivity(spec: &JobSpec) -> f64 {
+fn sensitivity(spec: &TrainingSpec) -> f64 {
     if spec.dataset.is_federated() {
         2.0
     } else {
@@ -32,7 +32,7 @@ fn sensitivity(spec: &JobSpec) -> f64 {
 /// The noise multiplier `spec`'s rounds use: as given, or the least that
 /// keeps all its rounds within its target ε. `Ok(None)` without privacy;
 /// an error (naming the field) for a target no noise reaches.
-pub fn noise_multiplier(spec: &JobSpec) -> Result<Option<f64>, (String, String)> {
+pub fn noise_multiplier(spec: &TrainingSpec) -> Result<Option<f64>, (String, String)> {
     let Some(p) = &spec.privacy else {
         return Ok(None);
     };
@@ -64,7 +64,7 @@ pub fn noise_multiplier(spec: &JobSpec) -> Result<Option<f64>, (String, String)>
 
 /// The ε `spec`'s job has spent after `rounds` rounds, at its δ; `None`
 /// without privacy.
-pub fn epsilon_after(spec: &JobSpec, rounds: u32) -> Option<f64> {
+pub fn epsilon_after(spec: &TrainingSpec, rounds: u32) -> Option<f64> {
     let p = spec.privacy.as_ref()?;
     let z = noise_multiplier(spec).ok()??;
     let mut accountant = RdpAccountant::new();
@@ -78,7 +78,7 @@ pub fn epsilon_after(spec: &JobSpec, rounds: u32) -> Option<f64> {
 mod tests {
     use super::*;
 
-    fn spec(privacy: serde_json::Value) -> JobSpec {
+    fn spec(privacy: serde_json::Value) -> TrainingSpec {
         serde_json::from_value(serde_json::json!({
             "name": "t", "model": {"kind": "mlp", "hidden": []}, "dataset": {"builtin": "iris"},
             "rounds": 10, "shards_per_round": 4, "batch_size": 8,

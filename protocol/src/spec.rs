@@ -1,6 +1,6 @@
 //! The job specification: declarative JSON that says what to train and how.
 //!
-//! A spec is data only. [`JobSpec::validate`] checks every rule and names the
+//! A spec is data only. [`TrainingSpec::validate`] checks every rule and names the
 //! offending field, so the API and the web form can show one precise message.
 
 use serde::{Deserialize, Serialize};
@@ -32,11 +32,12 @@ pub const MAX_LAYER_WIDTH: u32 = 4_096;
 /// Largest number of hidden layers.
 pub const MAX_HIDDEN_LAYERS: usize = 8;
 
-/// A complete, declarative description of a training job.
+/// A complete, declarative description of a training job (one kind of
+/// [`crate::JobSpec`]).
 ///
 /// ```
-/// use oblivion_protocol::JobSpec;
-/// let spec: JobSpec = serde_json::from_str(r#"{
+/// use oblivion_protocol::TrainingSpec;
+/// let spec: TrainingSpec = serde_json::from_str(r#"{
 ///     "name": "iris",
 ///     "model": {"kind": "mlp", "hidden": [16]},
 ///     "dataset": {"builtin": "iris"},
@@ -51,7 +52,7 @@ pub const MAX_HIDDEN_LAYERS: usize = 8;
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct JobSpec {
+pub struct TrainingSpec {
     /// A short human name for the job.
     pub name: String,
     /// The model to train.
@@ -93,7 +94,7 @@ pub struct JobSpec {
     #[serde(default, skip_serializing_if = "AggregationSpec::is_default")]
     pub aggregation: AggregationSpec,
     /// Verification by replicas, as asked; what applies is
-    /// [`JobSpec::replication`] (a paid job replicates every shard unless
+    /// [`TrainingSpec::replication`] (a paid job replicates every shard unless
     /// its spec says otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<ReplicationSpec>,
@@ -355,7 +356,54 @@ fn check_dataset(dataset: &DatasetSpec, field: &str, model: &ModelSpec) -> Resul
     Ok(())
 }
 
-impl JobSpec {
+/// Checks who may read and work on a job, and what it pays: the rules a
+/// training and an inference spec share.
+pub(crate) fn check_access(
+    visibility: Visibility,
+    trainers: &[String],
+    reward: Option<&RewardSpec>,
+    max_trainers: usize,
+) -> Result<(), SpecError> {
+    if !trainers.is_empty() && visibility == Visibility::Public {
+        return Err(SpecError::new(
+            "trainers",
+            "only a private job names its trainers: a public one is trained by anyone",
+        ));
+    }
+    if trainers.len() > max_trainers {
+        return Err(SpecError::new(
+            "trainers",
+            format!("at most {max_trainers} accounts"),
+        ));
+    }
+    for (i, t) in trainers.iter().enumerate() {
+        if crate::auth::normalize_address(t).is_none() {
+            return Err(SpecError::new(
+                format!("trainers[{i}]"),
+                format!("{t:?} is not a 0x address"),
+            ));
+        }
+    }
+    if let Some(reward) = reward {
+        // Below 10^77 (every such number fits the escrow's 256 bits
+        // with room for the sums built on it).
+        if reward.amount.is_zero() || reward.amount.as_str().len() > 77 {
+            return Err(SpecError::new(
+                "reward.amount",
+                "must be a positive whole number of wei, as a decimal string",
+            ));
+        }
+        if !(1..=MAX_DEADLINE_HOURS).contains(&reward.deadline_hours) {
+            return Err(SpecError::new(
+                "reward.deadline_hours",
+                format!("must be between 1 and {MAX_DEADLINE_HOURS}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl TrainingSpec {
     /// The verification by replicas that applies: the spec's, else for a
     /// paid job that trains the job's shards [`PAID_REPLICATION`] (every
     /// shard trained by two workers, as a quorum of two: a worker that
@@ -370,37 +418,6 @@ impl JobSpec {
             },
             ..ReplicationSpec::default()
         })
-    }
-
-    /// The accounts whose workers may train this job, when it is
-    /// restricted: a private job's owner and its named trainers
-    /// (lower-case `0x` hex). `None`: any worker may.
-    pub fn restricted_to(&self, owner: Option<&str>) -> Option<Vec<String>> {
-        if self.visibility == Visibility::Public {
-            return None;
-        }
-        let mut accounts: Vec<String> = owner
-            .into_iter()
-            .chain(self.trainers.iter().map(String::as_str))
-            .filter_map(crate::auth::normalize_address)
-            .collect();
-        accounts.sort_unstable();
-        accounts.dedup();
-        Some(accounts)
-    }
-
-    /// Parses a spec from JSON and validates it.
-    ///
-    /// A JSON error names the field serde stopped at; a rule violation names
-    /// the field and the rule.
-    pub fn from_json(text: &str) -> Result<JobSpec, SpecError> {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let spec: JobSpec =
-            serde_path_to_error::deserialize(&mut de).map_err(SpecError::from_json)?;
-        de.end()
-            .map_err(|e| SpecError::new("", format!("trailing characters after the spec: {e}")))?;
-        spec.validate()?;
-        Ok(spec)
     }
 
     /// How long each worker trains per round.
@@ -540,26 +557,12 @@ impl JobSpec {
                 "must be a positive number",
             ));
         }
-        if !self.trainers.is_empty() && self.visibility == Visibility::Public {
-            return Err(SpecError::new(
-                "trainers",
-                "only a private job names its trainers: a public one is trained by anyone",
-            ));
-        }
-        if self.trainers.len() > MAX_TRAINERS {
-            return Err(SpecError::new(
-                "trainers",
-                format!("at most {MAX_TRAINERS} accounts"),
-            ));
-        }
-        for (i, t) in self.trainers.iter().enumerate() {
-            if crate::auth::normalize_address(t).is_none() {
-                return Err(SpecError::new(
-                    format!("trainers[{i}]"),
-                    format!("{t:?} is not a 0x address"),
-                ));
-            }
-        }
+        check_access(
+            self.visibility,
+            &self.trainers,
+            self.reward.as_ref(),
+            MAX_TRAINERS,
+        )?;
         self.aggregation.validate(self.shards_per_round)?;
         if let Some(replication) = &self.replication {
             replication.validate()?;
@@ -578,22 +581,6 @@ impl JobSpec {
         if let Some(privacy) = &self.privacy {
             privacy.validate()?;
         }
-        if let Some(reward) = &self.reward {
-            // Below 10^77 (every such number fits the escrow's 256 bits
-            // with room for the sums built on it).
-            if reward.amount.is_zero() || reward.amount.as_str().len() > 77 {
-                return Err(SpecError::new(
-                    "reward.amount",
-                    "must be a positive whole number of wei, as a decimal string",
-                ));
-            }
-            if !(1..=MAX_DEADLINE_HOURS).contains(&reward.deadline_hours) {
-                return Err(SpecError::new(
-                    "reward.deadline_hours",
-                    format!("must be between 1 and {MAX_DEADLINE_HOURS}"),
-                ));
-            }
-        }
         Ok(())
     }
 }
@@ -601,6 +588,7 @@ impl JobSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::JobSpec;
 
     fn base() -> serde_json::Value {
         serde_json::json!({
@@ -619,9 +607,17 @@ mod tests {
         JobSpec::from_json(&v.to_string()).unwrap_err().field
     }
 
+    /// A training spec from JSON, parsed and validated as the API does.
+    fn training(text: &str) -> Result<TrainingSpec, SpecError> {
+        match JobSpec::from_json(text)? {
+            JobSpec::Training(t) => Ok(t),
+            other => panic!("not a training spec: {other:?}"),
+        }
+    }
+
     #[test]
     fn valid_spec_parses_with_defaults() {
-        let spec = JobSpec::from_json(&base().to_string()).unwrap();
+        let spec = training(&base().to_string()).unwrap();
         assert_eq!(spec.validation_split, 0.2);
         assert_eq!(spec.local_work(), LocalWork::Epochs(1));
         assert_eq!(
@@ -638,7 +634,7 @@ mod tests {
     fn a_quorum_is_checked_and_refused_beside_replicas() {
         let mut v = base();
         v["quorum"] = serde_json::json!({"share": 0.75, "after_secs": 30});
-        assert!(JobSpec::from_json(&v.to_string()).unwrap().quorum.is_some());
+        assert!(training(&v.to_string()).unwrap().quorum.is_some());
         v["quorum"] = serde_json::json!({"share": 0, "after_secs": 30});
         assert_eq!(field_of(v.clone()), "quorum.share");
         v["quorum"] = serde_json::json!({"share": 0.5, "after_secs": 0});
@@ -654,7 +650,7 @@ mod tests {
         v["dataset"] = serde_json::json!({"federated": {"validation": {"builtin": "mnist"}}});
         assert_eq!(field_of(v.clone()), "privacy");
         v["privacy"] = serde_json::json!({"clip_norm": 1.0, "noise_multiplier": 0.5});
-        let spec = JobSpec::from_json(&v.to_string()).unwrap();
+        let spec = training(&v.to_string()).unwrap();
         assert!(spec.dataset.is_federated());
         v["replication"] = serde_json::json!({"fraction": 0.1});
         assert_eq!(field_of(v.clone()), "replication.fraction");

@@ -14,7 +14,7 @@ use crate::ids::{JobId, LeaseId, WorkerId};
 use crate::spec::{LocalWork, ModelSpec, OptimizerSpec};
 
 /// Version of this protocol; a worker that speaks another is refused.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Header carrying the secret a worker received in [`CoordinatorMessage::Welcome`].
 pub const WORKER_TOKEN_HEADER: &str = "x-oblivion-worker-token";
@@ -241,10 +241,10 @@ impl TrainingData {
     }
 }
 
-/// Everything a worker needs to train one shard.
+/// Everything a worker needs for one slot of a job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LeaseTask {
-    /// The lease; quote it when posting the update.
+    /// The lease; quote it when posting the result.
     pub lease_id: LeaseId,
     /// The job.
     pub job_id: JobId,
@@ -258,20 +258,85 @@ pub struct LeaseTask {
     pub input_shape: Vec<usize>,
     /// Number of classes.
     pub classes: usize,
+    /// The model's weights (safetensors): the round's global weights.
+    pub weights: BlobId,
+    /// What to do with them.
+    pub work: LeaseWork,
+    /// Seconds until the lease expires without a heartbeat.
+    pub expires_in_secs: u64,
+}
+
+impl LeaseTask {
+    /// The data the lease names to fetch: a training shard, or the rows
+    /// to run; `None` for a worker's own data.
+    pub fn data_blob(&self) -> Option<BlobId> {
+        match &self.work {
+            LeaseWork::Train(t) => t.data.shard(),
+            LeaseWork::Infer(i) => Some(i.rows),
+        }
+    }
+
+    /// Samples (or rows) its worker runs through the model at once.
+    pub fn batch_size(&self) -> u32 {
+        match &self.work {
+            LeaseWork::Train(t) => t.batch_size,
+            LeaseWork::Infer(i) => i.batch_size,
+        }
+    }
+
+    /// The training this lease asks for, if it is training.
+    pub fn training(&self) -> Option<&TrainTask> {
+        match &self.work {
+            LeaseWork::Train(t) => Some(t),
+            LeaseWork::Infer(_) => None,
+        }
+    }
+}
+
+/// What a lease asks of its worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "task", rename_all = "snake_case")]
+pub enum LeaseWork {
+    /// Train the weights on data; post the change to them.
+    Train(TrainTask),
+    /// Run the model over rows; post its outputs.
+    Infer(InferTask),
+}
+
+/// A training lease's work.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainTask {
     /// Local optimizer.
     pub optimizer: OptimizerSpec,
     /// Mini-batch size.
     pub batch_size: u32,
     /// How long to train.
-    pub work: LocalWork,
+    pub local_work: LocalWork,
     /// Seed for the local shuffle.
     pub seed: u64,
-    /// The global weights (safetensors).
-    pub weights: BlobId,
     /// The data: a shard, or the worker's own.
     pub data: TrainingData,
-    /// Seconds until the lease expires without a heartbeat.
-    pub expires_in_secs: u64,
+}
+
+/// An inference lease's work: every row of `rows`, in order, through the
+/// model; the outputs are posted as [`outputs`] says.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InferTask {
+    /// The rows (a data shard, already scaled, labels withheld).
+    pub rows: BlobId,
+    /// Rows run at once.
+    pub batch_size: u32,
+}
+
+/// The outputs of an inference lease: gzip of safetensors holding
+/// [`outputs::PROBABILITIES`] (`f32`, `[rows, classes]`, each row the
+/// softmax of the model's logits) and [`outputs::PREDICTED`] (`u32`,
+/// `[rows]`, each row's most probable class).
+pub mod outputs {
+    /// The tensor of class probabilities.
+    pub const PROBABILITIES: &str = "probabilities";
+    /// The tensor of predicted classes.
+    pub const PREDICTED: &str = "predicted";
 }
 
 /// Coordinator to worker.

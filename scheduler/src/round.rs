@@ -10,7 +10,7 @@ use oblivion_ml::data::Dataset;
 use oblivion_ml::dp::noised_mean;
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
-use oblivion_ml::replicas::{ShardOutcome, judge};
+use oblivion_ml::replicas::{ShardOutcome, agree, judge_by};
 use oblivion_ml::screening::{Candidate, Verdict, screen};
 use oblivion_ml::train::{Evaluation, evaluate};
 use oblivion_protocol::JobSpec;
@@ -86,66 +86,13 @@ pub fn aggregate_round(
         let (params, _) = Params::from_compressed_within(&u.bytes, limit)?;
         decoded.push(params);
     }
-    // Each shard's results, in acceptance order.
-    let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
-    for (i, u) in updates.iter().enumerate() {
-        match groups.iter_mut().find(|(base, _)| *base == u.base) {
-            Some((_, members)) => members.push(i),
-            None => groups.push((u.base, vec![i])),
-        }
-    }
-    let mut verdicts: Vec<Option<Verdict>> = vec![None; updates.len()];
-    // (representative, the other results that agree with it)
-    let mut standing: Vec<(usize, Vec<usize>)> = Vec::new();
-    let mut undecided = Vec::new();
-    for (base, members) in &groups {
-        let results: Vec<&Params> = members.iter().map(|&i| &decoded[i]).collect();
-        match judge(&results, rules.tolerance) {
-            ShardOutcome::Single => standing.push((members[0], Vec::new())),
-            ShardOutcome::Agreed { agreeing, odd } => {
-                let stand: Vec<usize> = agreeing.iter().map(|&k| members[k]).collect();
-                // Agreement refutes (on the record, towards quarantine)
-                // only when two distinct established accounts agree: free
-                // accounts would frame anyone. Otherwise the majority still
-                // stands, and the odd one out is unpaid but not on record:
-                // a free rider outvoted by new honest accounts earns
-                // nothing, and costs them nothing. (Two sybils that outvote
-                // an honest worker gain no more than holding both slots of
-                // a shard would give them.)
-                let mut accounts: Vec<&str> = stand
-                    .iter()
-                    .filter_map(|&i| updates[i].refuter.as_deref())
-                    .collect();
-                accounts.sort_unstable();
-                accounts.dedup();
-                let established = accounts.len() >= 2;
-                for k in odd {
-                    verdicts[members[k]] = Some(if established {
-                        Verdict::Refuted(format!(
-                            "disagrees with {} other results for shard {base}",
-                            stand.len()
-                        ))
-                    } else {
-                        Verdict::Unresolved(format!(
-                            "disagrees with {} other results for shard {base}, which are not \
-                             two established accounts",
-                            stand.len()
-                        ))
-                    });
-                }
-                standing.push((stand[0], stand[1..].to_vec()));
-            }
-            ShardOutcome::Undecided => undecided.push(*base),
-            ShardOutcome::Split => {
-                for &i in members {
-                    verdicts[i] = Some(Verdict::Disputed(format!(
-                        "no two of {} results for shard {base} agree",
-                        members.len()
-                    )));
-                }
-            }
-        }
-    }
+    let Judged {
+        mut verdicts,
+        mut standing,
+        undecided,
+    } = judge_shards(&updates, |i, j| {
+        agree(&decoded[i], &decoded[j], rules.tolerance)
+    });
     if !undecided.is_empty() {
         return Ok(RoundOutcome::NeedsThird(undecided));
     }
@@ -222,6 +169,87 @@ pub fn distinct_slots(got: &[u32], slots: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// What comparing each shard's results came to, by the results' indices.
+pub(crate) struct Judged {
+    /// The verdicts given so far (to results outvoted or split).
+    pub verdicts: Vec<Option<Verdict>>,
+    /// Each shard's standing result, and the others that agree with it.
+    pub standing: Vec<(usize, Vec<usize>)>,
+    /// The shards whose two results disagree: a third must decide.
+    pub undecided: Vec<u32>,
+}
+
+/// Compares the results of each shard (`agree(i, j)`: whether results
+/// `i` and `j` agree): the agreeing ones stand together, odd ones out
+/// are refuted or unresolved, and a shard of which no two agree is
+/// disputed.
+pub(crate) fn judge_shards(updates: &[RoundBlob], agree: impl Fn(usize, usize) -> bool) -> Judged {
+    // Each shard's results, in acceptance order.
+    let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
+    for (i, u) in updates.iter().enumerate() {
+        match groups.iter_mut().find(|(base, _)| *base == u.base) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((u.base, vec![i])),
+        }
+    }
+    let mut verdicts: Vec<Option<Verdict>> = vec![None; updates.len()];
+    // (representative, the other results that agree with it)
+    let mut standing: Vec<(usize, Vec<usize>)> = Vec::new();
+    let mut undecided = Vec::new();
+    for (base, members) in &groups {
+        match judge_by(members.len(), |a, b| agree(members[a], members[b])) {
+            ShardOutcome::Single => standing.push((members[0], Vec::new())),
+            ShardOutcome::Agreed { agreeing, odd } => {
+                let stand: Vec<usize> = agreeing.iter().map(|&k| members[k]).collect();
+                // Agreement refutes (on the record, towards quarantine)
+                // only when two distinct established accounts agree: free
+                // accounts would frame anyone. Otherwise the majority still
+                // stands, and the odd one out is unpaid but not on record:
+                // a free rider outvoted by new honest accounts earns
+                // nothing, and costs them nothing. (Two sybils that outvote
+                // an honest worker gain no more than holding both slots of
+                // a shard would give them.)
+                let mut accounts: Vec<&str> = stand
+                    .iter()
+                    .filter_map(|&i| updates[i].refuter.as_deref())
+                    .collect();
+                accounts.sort_unstable();
+                accounts.dedup();
+                let established = accounts.len() >= 2;
+                for k in odd {
+                    verdicts[members[k]] = Some(if established {
+                        Verdict::Refuted(format!(
+                            "disagrees with {} other results for shard {base}",
+                            stand.len()
+                        ))
+                    } else {
+                        Verdict::Unresolved(format!(
+                            "disagrees with {} other results for shard {base}, which are not \
+                             two established accounts",
+                            stand.len()
+                        ))
+                    });
+                }
+                standing.push((stand[0], stand[1..].to_vec()));
+            }
+            ShardOutcome::Undecided => undecided.push(*base),
+            ShardOutcome::Split => {
+                for &i in members {
+                    verdicts[i] = Some(Verdict::Disputed(format!(
+                        "no two of {} results for shard {base} agree",
+                        members.len()
+                    )));
+                }
+            }
+        }
+    }
+    Judged {
+        verdicts,
+        standing,
+        undecided,
+    }
+}
+
 /// The differential privacy a job's rounds of `shards` shards run under,
 /// if any: none when its kind's updates arrive noised by their
 /// contributors (see [`JobKind::noises_rounds`]).
@@ -230,9 +258,9 @@ pub fn round_privacy(
     spec: &JobSpec,
     shards: usize,
 ) -> Result<Option<RoundPrivacy>, String> {
-    if !kind.noises_rounds() {
+    let Some(spec) = spec.training().filter(|_| kind.noises_rounds()) else {
         return Ok(None);
-    }
+    };
     match (
         &spec.privacy,
         oblivion_protocol::job_privacy::noise_multiplier(spec),

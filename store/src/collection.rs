@@ -103,8 +103,8 @@ impl Db {
 
     /// Whether anything still needs the blob: an unfinished job's
     /// shards, validation split or round weights, any job's current
-    /// model, the kept round weights of a finished job, or an update of a
-    /// round not yet aggregated.
+    /// model, the kept round weights of a finished job, an update of a
+    /// round not yet aggregated, or an inference job's outputs.
     pub async fn is_referenced(&self, blob: BlobId, keep_rounds: u32) -> Result<bool, StoreError> {
         let used: i64 = sqlx::query_scalar(&format!(
             "SELECT CAST(CASE WHEN \
@@ -118,6 +118,7 @@ impl Db {
              OR EXISTS (SELECT 1 FROM updates u WHERE u.update_sha = $1 AND u.collected = 0 \
                         AND NOT EXISTS (SELECT 1 FROM rounds r \
                                         WHERE r.job_id = u.job_id AND r.round = u.round)) \
+             OR EXISTS (SELECT 1 FROM inference_results WHERE outputs_sha = $1) \
              THEN 1 ELSE 0 END AS BIGINT)"
         ))
         .bind(blob.hex())

@@ -8,7 +8,7 @@
 //! serves both databases.
 
 use oblivion_protocol::api::{JobStatus, PaymentState};
-use oblivion_protocol::{BlobId, JobSpec, Wei};
+use oblivion_protocol::{BlobId, JobSpec, ModelSpec, Wei};
 use sqlx::any::{AnyTypeInfo, AnyValueRef};
 use sqlx::error::BoxDynError;
 use sqlx::{Any, Decode, Type};
@@ -87,7 +87,7 @@ macro_rules! json_text {
     )*};
 }
 
-json_text!(JobSpec, Vec<usize>, Vec<u32>);
+json_text!(JobSpec, ModelSpec, Vec<usize>, Vec<u32>, Vec<Vec<u64>>);
 
 /// Stored by name.
 macro_rules! named_text {
@@ -148,7 +148,9 @@ macro_rules! from_text_column {
 
 from_text_column!(
     JobSpec,
+    ModelSpec,
     Vec<usize>,
+    Vec<Vec<u64>>,
     Vec<u32>,
     JobStatus,
     PaymentState,

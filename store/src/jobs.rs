@@ -2,7 +2,7 @@
 //! have had.
 
 use oblivion_protocol::api::JobStatus;
-use oblivion_protocol::{BlobId, JobId, JobSpec};
+use oblivion_protocol::{BlobId, JobId, JobSpec, ModelSpec};
 
 use crate::columns::{Int, Text, optional_blob};
 use crate::db::{Db, TRAINING, UNFINISHED, now, transaction};
@@ -70,6 +70,9 @@ pub struct NewJob {
 /// model takes, and its validation split.
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
 pub struct JobData {
+    /// The architecture it trains or runs.
+    #[sqlx(try_from = "Text<ModelSpec>")]
+    pub model: ModelSpec,
     /// Shape of one sample.
     #[sqlx(try_from = "Text<Vec<usize>>")]
     pub input_shape: Vec<usize>,
@@ -120,11 +123,11 @@ impl Db {
             let new_id: Int<JobId> = sqlx::query_scalar(
                 "INSERT INTO jobs (name, spec, status, round, global_sha, input_shape, classes, \
                  normalization, validation_sha, train_samples, validation_samples, round_started_at, \
-                 error, created_at, creator, visibility, round_slots, round_replicas) \
+                 error, created_at, creator, visibility, round_slots, round_replicas, model) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                 $17, $18) RETURNING id",
+                 $17, $18, $19) RETURNING id",
             )
-            .bind(&job.spec.name)
+            .bind(job.spec.name())
             .bind(serde_json::to_string(&job.spec)?)
             .bind(job.status.as_str())
             .bind(1i64)
@@ -139,9 +142,10 @@ impl Db {
             .bind(None::<String>)
             .bind(job.created_at)
             .bind(&job.creator)
-            .bind(job.spec.visibility.as_str())
+            .bind(job.spec.visibility().as_str())
             .bind((shards.len() + job.round_replicas.len()) as i64)
             .bind(serde_json::to_string(&job.round_replicas)?)
+            .bind(serde_json::to_string(&job.data.model)?)
             .fetch_one(&mut *tx)
             .await?;
             let new_id = new_id.get();

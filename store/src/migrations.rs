@@ -103,6 +103,14 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
         "backup leases",
         Sql::Shared(include_str!("../migrations/0011_backup_leases.sql")),
     ),
+    (
+        12,
+        "inference",
+        Sql::Dialects {
+            sqlite: include_str!("../migrations/sqlite/0012_inference.sql"),
+            postgres: include_str!("../migrations/postgres/0012_inference.sql"),
+        },
+    ),
 ];
 
 impl Sql {
@@ -177,6 +185,7 @@ mod tests {
         (9, "251e5742ba6205e7", "92472224984c8140"),
         (10, "1c179c38abb792b3", "1c179c38abb792b3"),
         (11, "30da70573fdd120d", "30da70573fdd120d"),
+        (12, "615cae162e1500d2", "c5e1834cf9be0fb1"),
     ];
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use crate::columns::Int;
 use crate::db::{Db, WriteOnce, now, transaction};
 use crate::error::StoreError;
+use crate::inference::InferenceResult;
 use crate::trust::{Judge, Quarantined, UpdateVerdict};
 use oblivion_protocol::api::{JobStatus, RoundMetrics};
 use oblivion_protocol::{BlobId, JobId, WorkerId};
@@ -21,6 +22,8 @@ pub struct RoundRow {
     pub verdicts: Vec<UpdateVerdict>,
     /// The next round's replica slots (see [`JobRow::round_replicas`]).
     pub next_replicas: Vec<u32>,
+    /// An inference job's assembled outputs.
+    pub outputs: Option<InferenceResult>,
 }
 
 /// A finished round as the `rounds` table has it.
@@ -175,6 +178,9 @@ impl Db {
             .bind(m.epsilon)
             .execute(&mut *tx)
             .await?;
+            if let Some(outputs) = &round.outputs {
+                self.insert_inference_result(&mut tx, id, outputs).await?;
+            }
             let quarantined = self
                 .record_verdicts(&mut tx, id, m.round, &round.verdicts, judge)
                 .await?;

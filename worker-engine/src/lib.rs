@@ -4,7 +4,8 @@
 //!
 //! The host fetches the artifacts a lease names (see [`Engine::missing`]),
 //! hands them over with [`Engine::insert`] (which checks their sha256), then
-//! calls [`Engine::train`] and posts the bytes [`Update::body`] holds.
+//! calls [`Engine::work`] (training, or inference over rows) and posts the
+//! bytes [`Update::body`] holds.
 //!
 //! For federated jobs the host hands over its own data once
 //! ([`Engine::set_local_data`]) and the contributor's privacy limits and
@@ -24,6 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use oblivion_ml::data::{Dataset, LocalData, decode_shard};
 use oblivion_ml::dp::{SecureGaussian, privatize};
+use oblivion_ml::inference::infer_async;
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
 use oblivion_ml::train::{LocalTrainer, LocalTraining};
@@ -31,7 +33,8 @@ use oblivion_ml::{ComputeDevice, MlError};
 use oblivion_privacy::contributor::Ask;
 use oblivion_protocol::tab::ContributorPrivacy;
 use oblivion_protocol::wire::{
-    LeaseTask, LocalDataOffer, LocalTask, TrainingData, update_metadata,
+    InferTask, LeaseTask, LeaseWork, LocalDataOffer, LocalTask, TrainTask, TrainingData,
+    update_metadata,
 };
 use oblivion_protocol::{BlobId, LocalWork};
 
@@ -67,16 +70,17 @@ pub enum ArtifactKind {
     Data,
 }
 
-/// A trained update, ready to post.
+/// A lease's result, ready to post: a trained update, or outputs.
 #[derive(Clone, Debug)]
 pub struct Update {
-    /// gzip(safetensors) of `trained - global`, with metadata.
+    /// gzip(safetensors) of `trained - global`, with metadata; or of the
+    /// outputs (see `oblivion_protocol::wire::outputs`).
     pub body: Vec<u8>,
-    /// Samples processed.
+    /// Samples processed (rows, for inference).
     pub samples: u64,
-    /// Mean training loss.
+    /// Mean training loss (0 for inference).
     pub mean_loss: f64,
-    /// L2 norm of the update.
+    /// L2 norm of the update (0 for inference).
     pub norm: f64,
     /// It was trained on the contributor's own data, and the ledger now
     /// counts it: the host keeps [`Engine::privacy`] before posting it.
@@ -127,12 +131,12 @@ impl Engine {
     }
 
     /// What a lease on the local data asks of it, for the ledger.
-    fn ask(&self, task: &LeaseTask, local: &LocalTask, network: &str) -> Ask {
+    fn ask(&self, task: &LeaseTask, train: &TrainTask, local: &LocalTask, network: &str) -> Ask {
         let held = self.local.as_ref().map_or(0, |l| l.data.len()) as u64;
-        let records = match task.work {
+        let records = match train.local_work {
             LocalWork::Epochs(_) => held,
             LocalWork::Steps(s) => {
-                held.min(u64::from(s).saturating_mul(u64::from(task.batch_size)))
+                held.min(u64::from(s).saturating_mul(u64::from(train.batch_size)))
             }
         };
         Ask {
@@ -140,7 +144,7 @@ impl Engine {
             job: task.job_id.0,
             noise_multiplier: local.noise_std / local.clip_norm,
             rounds: local.rounds,
-            batch_size: task.batch_size,
+            batch_size: train.batch_size,
             records,
         }
     }
@@ -150,14 +154,17 @@ impl Engine {
     /// [`oblivion_privacy::contributor`]. Checked again by training; a host
     /// asks first to return a lease before fetching anything for it.
     pub fn admit(&self, task: &LeaseTask) -> Result<(), EngineError> {
-        let TrainingData::Local(local) = &task.data else {
+        let Some(train) = task.training() else {
+            return Ok(());
+        };
+        let TrainingData::Local(local) = &train.data else {
             return Ok(());
         };
         let guard = self.privacy.lock().unwrap_or_else(|p| p.into_inner());
         let (network, privacy) = &*guard;
         privacy
             .ledger
-            .admit(&privacy.limits, &self.ask(task, local, network))
+            .admit(&privacy.limits, &self.ask(task, train, local, network))
             .map(|_| ())
             .map_err(EngineError::Privacy)
     }
@@ -225,8 +232,8 @@ impl Engine {
         })
     }
 
-    fn data_for(&self, task: &LeaseTask) -> Result<Arc<Dataset>, EngineError> {
-        match &task.data {
+    fn data_for(&self, task: &LeaseTask, train: &TrainTask) -> Result<Arc<Dataset>, EngineError> {
+        match &train.data {
             TrainingData::Shard(shard) => self.data.get(*shard).ok_or(EngineError::Missing(*shard)),
             TrainingData::Local(local) => self.local_for(task, local),
         }
@@ -238,7 +245,7 @@ impl Engine {
         if !self.weights.contains(task.weights) {
             out.push((ArtifactKind::Weights, task.weights));
         }
-        if let TrainingData::Shard(shard) = task.data
+        if let Some(shard) = task.data_blob()
             && !self.data.contains(shard)
         {
             out.push((ArtifactKind::Data, shard));
@@ -268,16 +275,20 @@ impl Engine {
         Ok(())
     }
 
-    /// Samples the lease's training will process (for progress rates);
-    /// `None` until its data is inserted.
+    /// Samples the lease's work will process (for progress rates): rows
+    /// for inference; `None` until its data is inserted.
     pub fn planned_samples(&self, task: &LeaseTask) -> Option<u64> {
-        let n = match &task.data {
+        let train = match &task.work {
+            LeaseWork::Train(t) => t,
+            LeaseWork::Infer(i) => return Some(self.data.get(i.rows)?.len() as u64),
+        };
+        let n = match &train.data {
             TrainingData::Shard(shard) => self.data.get(*shard)?.len(),
             TrainingData::Local(_) => self.local.as_ref()?.data.len(),
         } as u64;
-        Some(match task.work {
+        Some(match train.local_work {
             LocalWork::Epochs(e) => n * u64::from(e),
-            LocalWork::Steps(s) => u64::from(s) * u64::from(task.batch_size).min(n),
+            LocalWork::Steps(s) => u64::from(s) * u64::from(train.batch_size).min(n),
         })
     }
 
@@ -287,31 +298,80 @@ impl Engine {
         self.device = device;
     }
 
-    /// Trains the lease's shard; `progress` gets the fraction done and
-    /// returns false to abandon (then no update is produced).
-    /// `elapsed_millis` reads a clock (hosts differ: wasm has no `Instant`).
-    /// Blocks until done: natively, and on a browser's CPU.
-    pub fn train(
+    /// Does the lease's work (trains its shard, or runs the model over its
+    /// rows); `progress` gets the fraction done and returns false to
+    /// abandon (then nothing is produced). `elapsed_millis` reads a clock
+    /// (hosts differ: wasm has no `Instant`). Blocks until done: natively,
+    /// and on a browser's CPU.
+    pub fn work(
         &self,
         task: &LeaseTask,
         progress: &mut dyn FnMut(f32) -> bool,
         elapsed_millis: &dyn Fn() -> u64,
     ) -> Result<Option<Update>, EngineError> {
         let mut progress = async |p| progress(p);
-        oblivion_ml::try_read_sync(self.train_async(task, &mut progress, elapsed_millis))
+        oblivion_ml::try_read_sync(self.work_async(task, &mut progress, elapsed_millis))
             .unwrap_or_else(|| {
                 Err(EngineError::Ml(MlError::Backend(
-                    "this device reads back asynchronously: use train_async".into(),
+                    "this device reads back asynchronously: use work_async".into(),
                 )))
             })
     }
 
-    /// [`Engine::train`] for hosts that must not block (a browser): on a
-    /// GPU it awaits the device every [`GPU_SYNC_STEPS`] steps, and
-    /// `progress` may await too (to let the host's event loop turn).
-    pub async fn train_async(
+    /// [`Engine::work`] for hosts that must not block (a browser): on a
+    /// GPU it awaits the device every [`GPU_SYNC_STEPS`] steps (every batch
+    /// of rows, for inference), and `progress` may await too (to let the
+    /// host's event loop turn).
+    pub async fn work_async(
         &self,
         task: &LeaseTask,
+        progress: &mut impl AsyncFnMut(f32) -> bool,
+        elapsed_millis: &dyn Fn() -> u64,
+    ) -> Result<Option<Update>, EngineError> {
+        match &task.work {
+            LeaseWork::Train(train) => {
+                self.train_async(task, train, progress, elapsed_millis)
+                    .await
+            }
+            LeaseWork::Infer(infer) => self.infer_async(task, infer, progress).await,
+        }
+    }
+
+    /// Runs the model over the lease's rows: the outputs, in row order.
+    async fn infer_async(
+        &self,
+        task: &LeaseTask,
+        infer: &InferTask,
+        progress: &mut impl AsyncFnMut(f32) -> bool,
+    ) -> Result<Option<Update>, EngineError> {
+        let weights = self
+            .weights
+            .get(task.weights)
+            .ok_or(EngineError::Missing(task.weights))?;
+        let rows = self
+            .data
+            .get(infer.rows)
+            .ok_or(EngineError::Missing(infer.rows))?;
+        let arch = Architecture::new(task.model.clone(), task.input_shape.clone(), task.classes)?;
+        let batch = infer.batch_size.max(1) as usize;
+        let Some(outputs) =
+            infer_async(&arch, &weights, &rows, self.device, batch, progress).await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Update {
+            body: outputs.to_compressed(),
+            samples: outputs.rows() as u64,
+            mean_loss: 0.0,
+            norm: 0.0,
+            spent: false,
+        }))
+    }
+
+    async fn train_async(
+        &self,
+        task: &LeaseTask,
+        train: &TrainTask,
         progress: &mut impl AsyncFnMut(f32) -> bool,
         elapsed_millis: &dyn Fn() -> u64,
     ) -> Result<Option<Update>, EngineError> {
@@ -319,14 +379,14 @@ impl Engine {
             .weights
             .get(task.weights)
             .ok_or(EngineError::Missing(task.weights))?;
-        let data = self.data_for(task)?;
+        let data = self.data_for(task, train)?;
         self.admit(task)?;
         let arch = Architecture::new(task.model.clone(), task.input_shape.clone(), task.classes)?;
         let config = LocalTraining {
-            optimizer: task.optimizer.clone(),
-            batch_size: task.batch_size as usize,
-            work: task.work,
-            seed: task.seed,
+            optimizer: train.optimizer.clone(),
+            batch_size: train.batch_size as usize,
+            work: train.local_work,
+            seed: train.seed,
         };
         let start = elapsed_millis();
         let mut trainer = LocalTrainer::new(&arch, &global, &data, &config, self.device)?;
@@ -352,7 +412,7 @@ impl Engine {
                 "training produced non-finite weights".into(),
             )));
         }
-        if let TrainingData::Local(local) = &task.data {
+        if let TrainingData::Local(local) = &train.data {
             let mut secure = SecureGaussian::new();
             delta = privatize(&delta, local.clip_norm, local.noise_std, &mut || {
                 secure.draw()
@@ -363,7 +423,7 @@ impl Engine {
             // ledger may have moved while this trained.
             let mut guard = self.privacy.lock().unwrap_or_else(|p| p.into_inner());
             let (network, privacy) = &mut *guard;
-            let ask = self.ask(task, local, network);
+            let ask = self.ask(task, train, local, network);
             privacy
                 .ledger
                 .admit(&privacy.limits, &ask)
@@ -374,7 +434,7 @@ impl Engine {
         // A contributor's update says nothing but the noised change: its
         // loss, sample count and training time are figures of its data,
         // and no noise covers them.
-        let federated = matches!(task.data, TrainingData::Local(_));
+        let federated = matches!(train.data, TrainingData::Local(_));
         let metadata = HashMap::from([
             (
                 update_metadata::SAMPLES.to_string(),
@@ -442,24 +502,26 @@ mod tests {
             model: ModelSpec::Mlp { hidden: vec![] },
             input_shape: vec![input],
             classes: 3,
-            optimizer: OptimizerSpec::Sgd {
-                learning_rate: 0.1,
-                momentum: 0.0,
-            },
-            batch_size: 8,
-            work: LocalWork::Epochs(2),
-            seed: 1,
             weights: address,
-            data: TrainingData::Local(Box::new(LocalTask {
-                scaling: Some(oblivion_ml::data::FeatureScaling {
-                    mean: vec![4.0; input],
-                    std: vec![2.0; input],
-                    columns: names(input, "c"),
-                }),
-                clip_norm: 0.5,
-                noise_std,
-                rounds: 3,
-            })),
+            work: LeaseWork::Train(TrainTask {
+                optimizer: OptimizerSpec::Sgd {
+                    learning_rate: 0.1,
+                    momentum: 0.0,
+                },
+                batch_size: 8,
+                local_work: LocalWork::Epochs(2),
+                seed: 1,
+                data: TrainingData::Local(Box::new(LocalTask {
+                    scaling: Some(oblivion_ml::data::FeatureScaling {
+                        mean: vec![4.0; input],
+                        std: vec![2.0; input],
+                        columns: names(input, "c"),
+                    }),
+                    clip_norm: 0.5,
+                    noise_std,
+                    rounds: 3,
+                })),
+            }),
             expires_in_secs: 60,
         };
         // Limits loose enough for what these tests look at; the defaults
@@ -482,7 +544,15 @@ mod tests {
     }
 
     fn train(engine: &Engine, task: &LeaseTask) -> Result<Option<Update>, EngineError> {
-        engine.train(task, &mut |_| true, &|| 0)
+        engine.work(task, &mut |_| true, &|| 0)
+    }
+
+    /// The lease's training, to change.
+    fn training(task: &mut LeaseTask) -> &mut TrainTask {
+        match &mut task.work {
+            LeaseWork::Train(t) => t,
+            LeaseWork::Infer(_) => panic!("not a training lease"),
+        }
     }
 
     #[test]
@@ -531,7 +601,7 @@ mod tests {
         let err = train(&engine, &task).unwrap_err().to_string();
         assert!(err.contains("do not fit"), "{err}");
         let (engine, mut task) = federated(0.1, 2);
-        if let TrainingData::Local(local) = &mut task.data {
+        if let TrainingData::Local(local) = &mut training(&mut task).data {
             local.scaling.as_mut().unwrap().columns = names(2, "other");
         }
         let err = train(&engine, &task).unwrap_err().to_string();
@@ -547,9 +617,9 @@ mod tests {
         // The attack: almost no noise, a huge clip, batch 1, one step.
         let (mut engine, mut task) = federated(1e-12, 2);
         engine.set_privacy("http://c".into(), ContributorPrivacy::default());
-        task.batch_size = 1;
-        task.work = LocalWork::Steps(1);
-        if let TrainingData::Local(local) = &mut task.data {
+        training(&mut task).batch_size = 1;
+        training(&mut task).local_work = LocalWork::Steps(1);
+        if let TrainingData::Local(local) = &mut training(&mut task).data {
             local.clip_norm = 1e6;
         }
         let err = engine.admit(&task).unwrap_err().to_string();
@@ -564,7 +634,7 @@ mod tests {
         // A job within the defaults: σ = 8, batch 16 over 40 records.
         let (mut engine, mut task) = federated(4.0, 2);
         engine.set_privacy("http://c".into(), ContributorPrivacy::default());
-        task.batch_size = 16;
+        training(&mut task).batch_size = 16;
         let update = train(&engine, &task).unwrap().unwrap();
         assert!(update.spent);
         let ledger = engine.privacy().ledger;

@@ -360,7 +360,7 @@ async fn fetch_train_upload(
             let start = Instant::now();
             let clock = move || start.elapsed().as_millis() as u64;
             let mut step_started = Instant::now();
-            lock(&context.engine).train(
+            lock(&context.engine).work(
                 &task,
                 &mut |p| {
                     state.progress.store(p.to_bits(), Ordering::Relaxed);

@@ -360,7 +360,7 @@ impl Tab {
             let arch =
                 Architecture::new(task.model.clone(), task.input_shape.clone(), task.classes);
             if let Ok(arch) = arch
-                && let Err(reason) = gpu::fits(adapter, &arch, task.batch_size as usize)
+                && let Err(reason) = gpu::fits(adapter, &arch, task.batch_size() as usize)
             {
                 report(&TabReport::Fallback {
                     reason,
@@ -403,7 +403,7 @@ impl Tab {
                     true
                 };
                 self.engine
-                    .train_async(task, &mut progress, &|| precise_ms() as u64)
+                    .work_async(task, &mut progress, &|| precise_ms() as u64)
                     .await
             };
             let update = match result {
@@ -462,7 +462,9 @@ impl Tab {
     async fn faster_for(&mut self, task: &LeaseTask) -> ComputeDevice {
         let key = format!(
             "{:?} on {:?} at batch {}",
-            task.model, task.input_shape, task.batch_size
+            task.model,
+            task.input_shape,
+            task.batch_size()
         );
         if let Some(&device) = self.faster.get(&key) {
             return device;
@@ -470,7 +472,7 @@ impl Tab {
         let test = SpeedTest {
             model: task.model.clone(),
             input_shape: task.input_shape.clone(),
-            batch: task.batch_size.max(1) as usize,
+            batch: task.batch_size().max(1) as usize,
             warmup: 2,
             steps: 4,
         };

@@ -9,13 +9,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use oblivion_protocol::JobSpec;
-use oblivion_protocol::api::{Created, JobView, UploadedDataset};
+use oblivion_protocol::api::{Created, JobView, UploadedDataset, outputs_headers};
 use serde::Deserialize;
 
 use super::client::Client;
 use super::{MAX_SPEC_BYTES, read_body, read_body_within};
 use crate::error::AppError;
-use crate::service::{Coordinator, ModelFormat, Viewer};
+use crate::service::{Coordinator, ModelFormat, OutputsFormat, Viewer};
 
 /// `POST /api/jobs`: a JSON spec → 201 `{"id": …}`.
 pub async fn create(
@@ -63,6 +63,38 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, AppError> {
     Ok(Json(c.jobs.cancel_job(&viewer, parse_id(&id)?).await?))
+}
+
+/// `GET /api/jobs/{id}/outputs?format=csv|jsonl|npy`: an inference job's
+/// outputs, with the model's and the inputs' sha256 in its headers.
+pub async fn outputs(
+    State(c): State<Arc<Coordinator>>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    Query(q): Query<FormatQuery>,
+) -> Result<Response, AppError> {
+    let name = q.format.as_deref().unwrap_or("csv");
+    let format = OutputsFormat::parse(name).ok_or_else(|| {
+        AppError::bad_request(format!(
+            "unknown outputs format {name:?}; use csv, jsonl or npy"
+        ))
+    })?;
+    let file = c.jobs.outputs(&viewer, parse_id(&id)?, format).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{}\"", file.name),
+            ),
+        ],
+        [
+            (outputs_headers::MODEL_SHA256, file.model_sha256.hex()),
+            (outputs_headers::INPUTS_SHA256, file.inputs_sha256.hex()),
+        ],
+        file.bytes,
+    )
+        .into_response())
 }
 
 /// Query of the model download.

@@ -108,6 +108,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/api/jobs/{id}", get(jobs::show))
         .route("/api/jobs/{id}/cancel", post(jobs::cancel))
         .route("/api/jobs/{id}/model", get(jobs::model))
+        .route("/api/jobs/{id}/outputs", get(jobs::outputs))
         .route("/api/datasets", post(jobs::upload_dataset))
         .route("/api/chain", get(payments::chain))
         .route("/api/rewards", get(payments::rewards))

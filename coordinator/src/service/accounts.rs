@@ -39,7 +39,7 @@ impl Viewer {
 
     /// Whether this viewer may read `job`'s spec, model and data.
     pub fn may_read(&self, job: &JobRow) -> bool {
-        job.spec.visibility == Visibility::Public || self.owns(job)
+        job.spec.visibility() == Visibility::Public || self.owns(job)
     }
 }
 

@@ -3,7 +3,7 @@
 //! and the limit.
 
 use oblivion_ml::model::Architecture;
-use oblivion_protocol::JobSpec;
+use oblivion_protocol::{InferenceSpec, TrainingSpec};
 
 use crate::config::JobBudgets;
 use crate::error::AppError;
@@ -12,7 +12,7 @@ use crate::error::AppError;
 /// against `budgets`.
 pub fn check(
     budgets: &JobBudgets,
-    spec: &JobSpec,
+    spec: &TrainingSpec,
     arch: &Architecture,
     validation_samples: u64,
 ) -> Result<(), AppError> {
@@ -28,14 +28,7 @@ pub fn check(
         ))
         .with_field("shards_per_round"));
     }
-    let params = arch.num_params() as u64;
-    if params > budgets.max_params {
-        return Err(AppError::unprocessable(format!(
-            "model: {params} parameters exceed the budget of {} (max_params)",
-            budgets.max_params
-        ))
-        .with_field("model"));
-    }
+    let params = check_params(budgets, arch)?;
     let memory = aggregation_bytes(spec, params);
     if memory > budgets.max_aggregation_bytes {
         return Err(AppError::unprocessable(format!(
@@ -57,6 +50,50 @@ pub fn check(
     Ok(())
 }
 
+/// The model's parameters, within `max_params`.
+fn check_params(budgets: &JobBudgets, arch: &Architecture) -> Result<u64, AppError> {
+    let params = arch.num_params() as u64;
+    if params > budgets.max_params {
+        return Err(AppError::unprocessable(format!(
+            "model: {params} parameters exceed the budget of {} (max_params)",
+            budgets.max_params
+        ))
+        .with_field("model"));
+    }
+    Ok(params)
+}
+
+/// Checks an inference job of `rows` rows through `arch` against
+/// `budgets`: the model's size, its shards, and the coordinator's share
+/// of the work (each shard's verification sample, run through the model,
+/// within `max_eval_macs`).
+pub fn check_inference(
+    budgets: &JobBudgets,
+    spec: &InferenceSpec,
+    arch: &Architecture,
+    rows: u64,
+) -> Result<(), AppError> {
+    check_params(budgets, arch)?;
+    if u64::from(spec.shards) > budgets.max_shard_rounds {
+        return Err(AppError::unprocessable(format!(
+            "shards: {} shards exceed the budget of {} (max_shard_rounds)",
+            spec.shards, budgets.max_shard_rounds
+        ))
+        .with_field("shards"));
+    }
+    let sample = u64::from(spec.verification.sample_rows).min(rows);
+    let verify = arch.forward_macs().saturating_mul(sample);
+    if verify > budgets.max_eval_macs {
+        return Err(AppError::unprocessable(format!(
+            "verification.sample_rows: recomputing {sample} rows of a shard costs {verify} \
+             multiply-adds, over the budget of {} (max_eval_macs)",
+            budgets.max_eval_macs
+        ))
+        .with_field("verification.sample_rows"));
+    }
+    Ok(())
+}
+
 /// Copies of each update a round's aggregation holds at once: the posted
 /// bytes, the decoded weights, the screened candidate and its clipped copy.
 pub const AGGREGATION_COPIES: u64 = 4;
@@ -64,7 +101,7 @@ pub const AGGREGATION_COPIES: u64 = 4;
 /// The memory aggregating one round of `spec` holds, bytes: every slot's
 /// update (its shards, each replica, and a third opinion for each replica
 /// at worst), [`AGGREGATION_COPIES`] times, at four bytes a parameter.
-pub fn aggregation_bytes(spec: &JobSpec, params: u64) -> u64 {
+pub fn aggregation_bytes(spec: &TrainingSpec, params: u64) -> u64 {
     let shards = u64::from(spec.shards_per_round);
     let replicas = (shards as f64 * spec.replication().fraction).ceil() as u64;
     (shards + 2 * replicas)
@@ -77,7 +114,7 @@ mod tests {
     use super::*;
     use crate::error::Failure;
 
-    fn spec(hidden: &[u32], shards: u32, rounds: u32) -> JobSpec {
+    fn spec(hidden: &[u32], shards: u32, rounds: u32) -> TrainingSpec {
         serde_json::from_value(serde_json::json!({
             "name": "t", "model": {"kind": "mlp", "hidden": hidden}, "dataset": {"builtin": "mnist"},
             "rounds": rounds, "shards_per_round": shards, "batch_size": 8,
@@ -86,7 +123,7 @@ mod tests {
         .unwrap()
     }
 
-    fn arch(spec: &JobSpec) -> Architecture {
+    fn arch(spec: &TrainingSpec) -> Architecture {
         Architecture::new(spec.model.clone(), vec![1, 28, 28], 10).unwrap()
     }
 

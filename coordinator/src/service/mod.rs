@@ -45,7 +45,7 @@ use oblivion_store::{Artifacts, Backend, Db};
 pub use accounts::{Accounts, Viewer};
 pub use dispatch::Dispatch;
 pub use events::Events;
-pub use jobs::{Jobs, ModelFormat};
+pub use jobs::{Jobs, ModelFormat, OutputsFormat};
 pub use payments::Payments;
 pub use rounds::Rounds;
 

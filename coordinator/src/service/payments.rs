@@ -302,12 +302,12 @@ impl Payments {
             .map_err(|e| chain_err(e.message))?;
         let needed = link
             .config
-            .time_needed(row.spec.rounds, self.config.leases.lease_max_lifetime);
+            .time_needed(row.spec.rounds(), self.config.leases.lease_max_lifetime);
         let left = (deadline as f64 - now()).max(0.0);
         Ok((left < needed.as_secs_f64()).then(|| {
             format!(
                 "deadline: it leaves {left:.0} s, and the job's {} rounds need {} s",
-                row.spec.rounds,
+                row.spec.rounds(),
                 needed.as_secs()
             )
         }))

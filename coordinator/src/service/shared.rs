@@ -74,7 +74,7 @@ pub(super) async fn weights(artifacts: &Artifacts, blob: BlobId) -> Result<Param
 /// A stored job's network.
 pub(super) fn arch_of(row: &JobRow) -> Result<Architecture, AppError> {
     Architecture::new(
-        row.spec.model.clone(),
+        row.data.model.clone(),
         row.data.input_shape.clone(),
         row.data.classes,
     )

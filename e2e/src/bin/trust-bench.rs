@@ -109,7 +109,7 @@ async fn privacy_part(api: &Api, epsilons: &[f64]) -> Result<()> {
     );
     for eps in epsilons {
         private["privacy"] = serde_json::json!({"clip_norm": 1.0, "target_epsilon": eps});
-        let spec: oblivion_protocol::JobSpec = serde_json::from_value(private.clone())?;
+        let spec: oblivion_protocol::TrainingSpec = serde_json::from_value(private.clone())?;
         let noise = resolved_noise(&spec);
         let (job, _) = run(api, &private).await?;
         let spent = job
@@ -158,7 +158,7 @@ async fn replication_part(api: &Api, fractions: &[f64], rounds: u32) -> Result<(
 
 /// The noise multiplier a target ε resolves to, as the coordinator
 /// resolves it (every shard in every round: sampling rate 1).
-fn resolved_noise(spec: &oblivion_protocol::JobSpec) -> f64 {
+fn resolved_noise(spec: &oblivion_protocol::TrainingSpec) -> f64 {
     let Some(p) = &spec.privacy else { return 0.0 };
     match (p.noise_multiplier, p.target_epsilon) {
         (Some(z), _) => z,

@@ -239,27 +239,18 @@ impl Hub {
     pub fn task(&self, lease: &Lease) -> Option<LeaseTask> {
         let job = self.jobs.get(&lease.job)?;
         let shard = job.shards.get(lease.shard as usize)?;
-        let spec = &job.spec;
-        // A replica looks exactly like its shard: same number, same seed,
-        // so that its worker cannot tell it is being checked.
         Some(LeaseTask {
             lease_id: lease.id,
             job_id: job.id,
             round: lease.round,
             shard: shard.base,
-            model: spec.model.clone(),
+            model: job.arch.model.clone(),
             input_shape: job.arch.input_shape.clone(),
             classes: job.arch.classes,
-            optimizer: spec.optimizer.clone(),
-            batch_size: spec.batch_size,
-            work: spec.local_work(),
-            seed: spec
-                .seed
-                .wrapping_mul(0x9E37_79B9)
-                .wrapping_add(u64::from(lease.round) << 20)
-                .wrapping_add(u64::from(shard.base)),
             weights: job.global.blob,
-            data: job.kind.lease_data(shard.data, job.scaling.as_ref())?,
+            work: job
+                .kind
+                .lease_work(lease.round, shard.base, shard.data, job.scaling.as_ref())?,
             expires_in_secs: self.policy.ttl.as_secs(),
         })
     }

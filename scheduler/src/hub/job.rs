@@ -160,11 +160,12 @@ pub struct RoundProgress {
 }
 
 impl LiveJob {
-    /// A new job, pending, at round 1 with every shard pending, and a
-    /// replica of each shard in `replicas`.
+    /// A new job of `kind`, pending, at round 1 with every shard pending,
+    /// and a replica of each shard in `replicas`.
     pub fn new(
         id: JobId,
         spec: JobSpec,
+        kind: Arc<dyn JobKind>,
         arch: Arc<Architecture>,
         global: Weights,
         shards: Vec<(Option<BlobId>, u64)>,
@@ -184,7 +185,7 @@ impl LiveJob {
                 .map(|(i, (data, samples))| Shard::pending(i as u32, data, samples))
                 .collect(),
             base_shards,
-            kind: Arc::new(Training),
+            kind,
             scaling: None,
             admission: Admission::default(),
             progress: RoundProgress::default(),
@@ -223,10 +224,9 @@ impl LiveJob {
         account_ok && data_ok
     }
 
-    /// The same job of another kind than training, with its feature
-    /// scaling.
-    pub fn of_kind(mut self, kind: Arc<dyn JobKind>, scaling: Option<FeatureScaling>) -> LiveJob {
-        self.kind = kind;
+    /// The same job with its feature scaling (tabular data), which some
+    /// kinds' leases carry.
+    pub fn scaled_by(mut self, scaling: Option<FeatureScaling>) -> LiveJob {
         self.scaling = scaling;
         self
     }

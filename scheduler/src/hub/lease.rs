@@ -75,21 +75,20 @@ pub enum Refusal {
     NotHeld(LeaseId),
 }
 
-/// What an update must match, for a lease a worker holds.
+/// What a result must match, for a lease a worker holds.
 #[derive(Clone, Debug)]
 pub struct UpdateContext {
     /// The lease.
     pub lease: Lease,
     /// The job's network.
     pub arch: Arc<Architecture>,
-    /// The job's fixed bound on an update's norm, if it sets one.
-    pub fixed_bound: Option<f64>,
     /// The round's global weights (an update's norm is bounded relative
-    /// to theirs when the job sets no fixed bound).
+    /// to theirs when the job sets no fixed bound; outputs are recomputed
+    /// with them).
     pub global: Arc<Params>,
-    /// Samples of the shard.
+    /// Samples (or rows) of the shard.
     pub samples: u64,
-    /// Whether its update reports training figures (see
-    /// [`JobKind::reports_figures`](crate::kind::JobKind::reports_figures)).
-    pub figures: bool,
+    /// What the result is, and how it is checked (see
+    /// [`JobKind::result_check`](crate::kind::JobKind::result_check)).
+    pub check: ResultCheck,
 }

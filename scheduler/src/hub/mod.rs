@@ -40,7 +40,7 @@ use oblivion_protocol::api::{
 };
 use oblivion_protocol::wire::{FeatureScaling, LeaseProgress, LeaseTask, LocalDataOffer};
 
-use crate::kind::{JobKind, Training};
+use crate::kind::{JobKind, ResultCheck};
 
 use crate::states::LeaseStatus;
 

@@ -17,13 +17,16 @@ impl Hub {
             .filter(|l| l.worker == worker)
             .ok_or(Refusal::NotHeld(lease))?;
         let job = self.jobs.get(&held.job).ok_or(Refusal::NotHeld(lease))?;
+        let shard = &job.shards[held.shard as usize];
         Ok(UpdateContext {
             lease: held.clone(),
             arch: job.arch.clone(),
-            fixed_bound: job.spec.update_norm_bound,
             global: job.global.params.clone(),
-            samples: job.shards[held.shard as usize].samples,
-            figures: job.kind.reports_figures(),
+            samples: shard.samples,
+            check: job
+                .kind
+                .result_check(shard.data)
+                .ok_or(Refusal::NotHeld(lease))?,
         })
     }
 

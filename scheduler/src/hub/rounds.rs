@@ -76,7 +76,7 @@ impl Hub {
         self.jobs
             .values()
             .filter_map(|j| {
-                let quorum = j.spec.quorum.as_ref()?;
+                let quorum = j.spec.training()?.quorum.as_ref()?;
                 let waited = j
                     .progress
                     .opened

@@ -77,12 +77,13 @@ impl Net {
             "optimizer": {"kind": "adam", "learning_rate": 0.01}
         }))
         .unwrap();
-        let arch = Architecture::new(spec.model.clone(), vec![4], 3).unwrap();
+        let arch = Architecture::new(spec.training().unwrap().model.clone(), vec![4], 3).unwrap();
         self.hub.jobs.insert(
             id,
             LiveJob::new(
                 id,
-                spec,
+                spec.clone(),
+                crate::kind::kind_of(&spec).unwrap(),
                 Arc::new(arch),
                 Weights {
                     blob: BlobId::of(b"g"),
@@ -233,7 +234,10 @@ fn federated_slots_go_one_a_round_to_contributors_whose_data_fits() {
         "neither the worker without data nor the one whose data does not fit"
     );
     let task = n.hub.task(&first[0]).unwrap();
-    assert_eq!(task.data, TrainingData::Local(Box::new(local)));
+    assert_eq!(
+        task.training().unwrap().data,
+        TrainingData::Local(Box::new(local))
+    );
     // a's update refused: its slot goes to another contributor first.
     n.hub.reject(first[0].id).unwrap();
     let again = n.dispatch(0.0);
@@ -309,10 +313,7 @@ fn a_replica_goes_to_another_worker_and_looks_like_its_shard() {
         n.hub.task(&first[1]).unwrap(),
         n.hub.task(&replica[0]).unwrap(),
     );
-    assert_eq!(
-        (copy.shard, copy.seed, &copy.data),
-        (original.shard, original.seed, &original.data)
-    );
+    assert_eq!((copy.shard, &copy.work), (original.shard, &original.work));
     assert_ne!(a, b);
     // A third opinion for the same shard needs a third worker.
     n.hub.set_replicas(JobId(1), 1, &[1, 1]);
@@ -370,9 +371,12 @@ fn a_private_job_goes_only_to_its_owner_and_trainers() {
     let owner = signed_in(&mut n, Some(account('a')));
     let trainer = signed_in(&mut n, Some(account('b')));
     n.add_job(1, 6);
-    let mut spec = n.hub.jobs[&JobId(1)].spec.clone();
-    spec.visibility = oblivion_protocol::Visibility::Private;
-    spec.trainers = vec![account('b').to_uppercase().replace("0X", "0x")];
+    let JobSpec::Training(mut training) = n.hub.jobs[&JobId(1)].spec.clone() else {
+        unreachable!("a training job")
+    };
+    training.visibility = oblivion_protocol::Visibility::Private;
+    training.trainers = vec![account('b').to_uppercase().replace("0X", "0x")];
+    let spec = JobSpec::Training(training);
     let job = n.hub.jobs.remove(&JobId(1)).unwrap();
     let trainers = spec.restricted_to(Some(&account('a')));
     n.hub
@@ -778,11 +782,12 @@ fn a_round_closes_on_its_quorum_once_it_has_waited_and_enough_is_in() {
         n.add_worker(1.0),
     );
     n.add_job(1, 4);
-    n.hub.jobs.get_mut(&JobId(1)).unwrap().spec.quorum =
-        Some(oblivion_protocol::aggregation::QuorumSpec {
+    if let JobSpec::Training(t) = &mut n.hub.jobs.get_mut(&JobId(1)).unwrap().spec {
+        t.quorum = Some(oblivion_protocol::aggregation::QuorumSpec {
             share: 0.75,
             after_secs: 10,
         });
+    }
     let issued = n.dispatch(2.0);
     assert_eq!(holders(&issued), vec![a, b, c, d]);
     n.hub.complete(issued[0].id, 3.0).unwrap();
@@ -813,6 +818,14 @@ fn federated(noise_std: f64, rounds: u32) -> Federated {
         clip_norm: 1.0,
         noise_std,
         rounds,
+        spec: serde_json::from_value(serde_json::json!({
+            "name": "t", "model": {"kind": "mlp", "hidden": []},
+            "dataset": {"federated": {"validation": {"builtin": "iris"}}},
+            "rounds": rounds, "shards_per_round": 2, "batch_size": 8,
+            "optimizer": {"kind": "adam", "learning_rate": 0.01},
+            "privacy": {"clip_norm": 1.0, "noise_multiplier": noise_std}
+        }))
+        .unwrap(),
     }
 }
 

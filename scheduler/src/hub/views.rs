@@ -11,9 +11,9 @@ impl Hub {
             .map(|w| {
                 let mut view = w.view.clone();
                 let public = |job: JobId| {
-                    self.jobs
-                        .get(&job)
-                        .is_some_and(|j| j.spec.visibility == oblivion_protocol::Visibility::Public)
+                    self.jobs.get(&job).is_some_and(|j| {
+                        j.spec.visibility() == oblivion_protocol::Visibility::Public
+                    })
                 };
                 let leases: Vec<WorkerLease> = self
                     .leases_of(w.view.id)
@@ -55,13 +55,13 @@ impl Hub {
     pub fn live_jobs(&self) -> Vec<LiveJobView> {
         self.jobs
             .values()
-            .filter(|j| j.spec.visibility == oblivion_protocol::Visibility::Public)
+            .filter(|j| j.spec.visibility() == oblivion_protocol::Visibility::Public)
             .map(|j| LiveJobView {
                 id: j.id,
-                name: j.spec.name.clone(),
+                name: j.spec.name().to_string(),
                 status: j.status,
                 round: j.round,
-                rounds: j.spec.rounds,
+                rounds: j.spec.rounds(),
                 shards: self.shard_views(j.id, ShardDetail::Public),
                 aggregating: j.round_complete(),
             })

@@ -16,10 +16,10 @@
 
 use oblivion_ml::data::Dataset;
 use oblivion_ml::model::Architecture;
-use oblivion_protocol::wire::{FeatureScaling, LocalDataOffer, LocalTask, TrainingData};
-use oblivion_protocol::{BlobId, JobSpec, SpecError};
+use oblivion_protocol::wire::{FeatureScaling, LeaseWork, LocalDataOffer, LocalTask, TrainingData};
+use oblivion_protocol::{BlobId, SpecError, TrainingSpec};
 
-use super::{Division, JobKind, SlotPlan};
+use super::{Division, JobKind, Product, ResultCheck, SlotPlan, train_task};
 
 /// What one verified federated update is credited: one contribution.
 pub const CONTRIBUTION: u64 = 1;
@@ -42,12 +42,14 @@ pub struct Federated {
     pub noise_std: f64,
     /// The job's rounds (the contributor's accountant counts them).
     pub rounds: u32,
+    /// The job's spec (what each contributor trains, and how).
+    pub spec: TrainingSpec,
 }
 
 impl Federated {
     /// The federated kind of `spec`, whose privacy settings must resolve
     /// to some noise.
-    pub fn of(spec: &JobSpec) -> Result<Federated, SpecError> {
+    pub fn of(spec: &TrainingSpec) -> Result<Federated, SpecError> {
         let privacy = spec
             .privacy
             .as_ref()
@@ -59,6 +61,7 @@ impl Federated {
             clip_norm: privacy.clip_norm,
             noise_std: noise_multiplier * privacy.clip_norm,
             rounds: spec.rounds,
+            spec: spec.clone(),
         })
     }
 
@@ -75,20 +78,20 @@ impl Federated {
 
 impl JobKind for Federated {
     /// All of it: the coordinator holds only validation data.
-    fn held_out(&self, _: &JobSpec, samples: usize) -> u64 {
+    fn held_out(&self, samples: usize) -> u64 {
         samples as u64
     }
 
     /// Every sample validates, scaled by its own statistics (which every
     /// contributor's lease carries); the slots hold no data and credit one
     /// contribution each.
-    fn divide(&self, spec: &JobSpec, data: &Dataset) -> Result<Division, SpecError> {
+    fn divide(&self, data: &Dataset) -> Result<Division, SpecError> {
         let mut validation = data.clone();
         let scaling = (!data.is_image()).then(|| validation.normalization());
         if let Some(n) = &scaling {
             validation.normalize(n);
         }
-        let slots = (0..spec.shards_per_round)
+        let slots = (0..self.spec.shards_per_round)
             .map(|_| SlotPlan {
                 data: None,
                 credit: CONTRIBUTION,
@@ -106,12 +109,15 @@ impl JobKind for Federated {
         true
     }
 
-    fn lease_data(
+    fn lease_work(
         &self,
+        round: u32,
+        shard: u32,
         _: Option<BlobId>,
         scaling: Option<&FeatureScaling>,
-    ) -> Option<TrainingData> {
-        Some(TrainingData::Local(Box::new(self.task(scaling))))
+    ) -> Option<LeaseWork> {
+        let data = TrainingData::Local(Box::new(self.task(scaling)));
+        Some(train_task(&self.spec, round, shard, data))
     }
 
     /// Only a contributor whose data has the job's shape, classes and
@@ -136,15 +142,22 @@ impl JobKind for Federated {
         false
     }
 
-    /// No: a federated update carries no figures at all (see
-    /// `oblivion_worker_engine`).
-    fn reports_figures(&self) -> bool {
-        false
+    /// An update without figures: a federated update carries none at all
+    /// (see `oblivion_worker_engine`).
+    fn result_check(&self, _: Option<BlobId>) -> Option<ResultCheck> {
+        Some(ResultCheck::Update {
+            fixed_bound: self.spec.update_norm_bound,
+            figures: false,
+        })
     }
 
     /// No: updates arrive clipped and noised by their contributors.
     fn noises_rounds(&self) -> bool {
         false
+    }
+
+    fn product(&self) -> Product {
+        Product::Weights
     }
 }
 
@@ -189,7 +202,7 @@ pub fn check_offer(offer: &LocalDataOffer) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn spec(dataset: serde_json::Value, privacy: serde_json::Value) -> JobSpec {
+    fn spec(dataset: serde_json::Value, privacy: serde_json::Value) -> TrainingSpec {
         serde_json::from_value(serde_json::json!({
             "name": "t", "model": {"kind": "mlp", "hidden": []}, "dataset": dataset,
             "rounds": 10, "shards_per_round": 2, "batch_size": 8,
@@ -215,7 +228,11 @@ mod tests {
         assert_eq!(task.columns(), Some(&["x".to_string()][..]));
         assert_eq!(task.scaling.unwrap().std, vec![2.0]);
         let central = spec(serde_json::json!({"builtin": "iris"}), privacy);
-        assert!(!crate::kind::kind_of(&central).unwrap().one_slot_each());
+        assert!(
+            !crate::kind::kind_of(&central.into())
+                .unwrap()
+                .one_slot_each()
+        );
     }
 
     #[test]

@@ -4,23 +4,24 @@
 
 use oblivion_ml::data::{Dataset, FeatureScaling, encode_shard};
 use oblivion_ml::model::Architecture;
-use oblivion_protocol::wire::{LocalDataOffer, TrainingData};
-use oblivion_protocol::{BlobId, JobSpec, SpecError};
+use oblivion_protocol::wire::{LeaseWork, LocalDataOffer, TrainingData};
+use oblivion_protocol::{BlobId, SpecError, TrainingSpec};
 
-use super::{Division, JobKind, SlotPlan};
+use super::{Division, JobKind, Product, ResultCheck, SlotPlan, train_task};
 
-/// The training kind: shards of the coordinator's data.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Training;
+/// The training kind: shards of the coordinator's data, as its spec says.
+#[derive(Clone, Debug)]
+pub struct Training(pub TrainingSpec);
 
 impl JobKind for Training {
-    fn held_out(&self, spec: &JobSpec, samples: usize) -> u64 {
-        Dataset::held_out(samples, spec.validation_split) as u64
+    fn held_out(&self, samples: usize) -> u64 {
+        Dataset::held_out(samples, self.0.validation_split) as u64
     }
 
     /// A seeded split, scaled by the training part's statistics; one slot
     /// per shard of the training part, credited its samples.
-    fn divide(&self, spec: &JobSpec, data: &Dataset) -> Result<Division, SpecError> {
+    fn divide(&self, data: &Dataset) -> Result<Division, SpecError> {
+        let spec = &self.0;
         let (mut train, mut validation) = data.split(spec.validation_split, spec.seed);
         let scaling = (!data.is_image()).then(|| train.normalization());
         if let Some(n) = &scaling {
@@ -55,12 +56,15 @@ impl JobKind for Training {
     }
 
     /// Its shard; a slot without one cannot be leased.
-    fn lease_data(
+    fn lease_work(
         &self,
+        round: u32,
+        shard: u32,
         slot_data: Option<BlobId>,
         _: Option<&FeatureScaling>,
-    ) -> Option<TrainingData> {
-        slot_data.map(TrainingData::Shard)
+    ) -> Option<LeaseWork> {
+        let data = TrainingData::Shard(slot_data?);
+        Some(train_task(&self.0, round, shard, data))
     }
 
     fn admits(
@@ -80,11 +84,18 @@ impl JobKind for Training {
         true
     }
 
-    fn reports_figures(&self) -> bool {
-        true
+    fn result_check(&self, _: Option<BlobId>) -> Option<ResultCheck> {
+        Some(ResultCheck::Update {
+            fixed_bound: self.0.update_norm_bound,
+            figures: true,
+        })
     }
 
     fn noises_rounds(&self) -> bool {
         true
+    }
+
+    fn product(&self) -> Product {
+        Product::Weights
     }
 }

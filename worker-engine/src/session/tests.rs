@@ -4,7 +4,7 @@ use super::*;
 use oblivion_protocol::LocalWork;
 use oblivion_protocol::OptimizerSpec;
 use oblivion_protocol::spec::ModelSpec;
-use oblivion_protocol::wire::TrainingData;
+use oblivion_protocol::wire::{LeaseWork, TrainTask, TrainingData};
 use oblivion_protocol::{BlobId, JobId, LeaseId, WorkerId};
 
 fn profile() -> Profile {
@@ -32,15 +32,17 @@ fn task(lease_id: u64) -> LeaseTask {
         model: ModelSpec::Mlp { hidden: vec![] },
         input_shape: vec![4],
         classes: 3,
-        optimizer: OptimizerSpec::Sgd {
-            learning_rate: 0.1,
-            momentum: 0.0,
-        },
-        batch_size: 8,
-        work: LocalWork::Epochs(1),
-        seed: 1,
         weights: BlobId::of(b"w"),
-        data: TrainingData::Shard(BlobId::of(b"d")),
+        work: LeaseWork::Train(TrainTask {
+            optimizer: OptimizerSpec::Sgd {
+                learning_rate: 0.1,
+                momentum: 0.0,
+            },
+            batch_size: 8,
+            local_work: LocalWork::Epochs(1),
+            seed: 1,
+            data: TrainingData::Shard(BlobId::of(b"d")),
+        }),
         expires_in_secs: 45,
     }
 }

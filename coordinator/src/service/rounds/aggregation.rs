@@ -15,15 +15,30 @@ use oblivion_ml::train::Evaluation;
 use oblivion_protocol::api::{JobStatus, RoundMetrics};
 
 use super::Rounds;
+use crate::assembly::{Assembly, Score, assemble_outputs};
 use crate::blocking::blocking;
 use crate::error::AppError;
 use crate::hub::Weights;
+use crate::kind::Product;
 use crate::round::{
     RoundBlob, RoundOutcome, RoundRules, aggregate_round, distinct_slots, one_update_per_shard,
     round_privacy,
 };
 use crate::service::shared::{arch_of, judge, lock, ml_internal, quarantine_rule, weights};
-use oblivion_store::{JobRow, RoundRow, UpdateRow, UpdateVerdict, now};
+use oblivion_ml::inference::Outputs;
+use oblivion_ml::params::Params;
+use oblivion_store::{InferenceResult, JobRow, RoundRow, UpdateRow, UpdateVerdict, now};
+
+/// What a round's results came to, by its kind's product.
+enum Combined {
+    /// Some shards' results disagree: a third opinion each.
+    NeedsThird(Vec<u32>),
+    /// New weights, their evaluation, and the verdicts.
+    Weights(Params, Evaluation, Vec<Verdict>),
+    /// The outputs assembled, as stored (safetensors), their score, and
+    /// the verdicts.
+    Outputs(Outputs, Vec<u8>, Score, Vec<Verdict>),
+}
 
 /// First wait before a round whose aggregation met a transient fault is
 /// tried again; each further wait doubles.
@@ -97,7 +112,8 @@ impl Rounds {
             .map_err(AppError::db)?;
         let slots = shards.len() + row.round_replicas.len();
         // A round closed on its quorum is combined from the updates it has.
-        let closed_early = row.spec.quorum.is_some()
+        let quorum = row.spec.training().and_then(|t| t.quorum.as_ref());
+        let closed_early = quorum.is_some()
             && updates.len() < slots
             && updates.len() as u32 >= self.db.round_slots(job).await.map_err(AppError::db)?;
         let got: Vec<u32> = updates.iter().map(|u| u.shard).collect();
@@ -160,30 +176,69 @@ impl Rounds {
         let validation = self.validation_set(&row).await?;
         let kind =
             crate::kind::kind_of(&row.spec).map_err(|e| AppError::internal(e.to_string()))?;
-        let privacy =
-            round_privacy(kind.as_ref(), &row.spec, shards.len()).map_err(AppError::internal)?;
-        let rules = RoundRules {
-            aggregation: row.spec.aggregation.clone(),
-            tolerance: row.spec.replication().tolerance,
-            privacy,
+        let tolerance = row.spec.replication().tolerance;
+        let combined = match (kind.product(), row.spec.training()) {
+            (Product::Weights, Some(training)) => {
+                let privacy = round_privacy(kind.as_ref(), &row.spec, shards.len())
+                    .map_err(AppError::internal)?;
+                let rules = RoundRules {
+                    aggregation: training.aggregation.clone(),
+                    tolerance,
+                    privacy,
+                };
+                let (arch, global) = (arch.clone(), global.clone());
+                blocking(move || {
+                    let mut secure = SecureGaussian::new();
+                    let outcome =
+                        aggregate_round(&arch, &global, blobs, &rules, &validation, &mut || {
+                            secure.draw()
+                        });
+                    // Noise that was not random is no noise: nothing is kept.
+                    secure.finish().map_err(ml_internal)?;
+                    Ok(match outcome.map_err(ml_internal)? {
+                        RoundOutcome::NeedsThird(bases) => Combined::NeedsThird(bases),
+                        RoundOutcome::Aggregated(g, e, v) => Combined::Weights(g, e, v),
+                    })
+                })
+                .await?
+            }
+            _ => {
+                let shard_rows: Vec<u64> = shards.iter().map(|s| s.1).collect();
+                let classes = arch.classes;
+                blocking(move || {
+                    let assembled =
+                        assemble_outputs(&blobs, &shard_rows, tolerance, &validation, classes)
+                            .map_err(ml_internal)?;
+                    Ok(match assembled {
+                        Assembly::NeedsThird(bases) => Combined::NeedsThird(bases),
+                        Assembly::Assembled(outputs, verdicts, score) => {
+                            let stored = outputs.to_safetensors(None);
+                            Combined::Outputs(outputs, stored, score, verdicts)
+                        }
+                    })
+                })
+                .await?
+            }
         };
-        let outcome = {
-            let (arch, global) = (arch.clone(), global.clone());
-            blocking(move || {
-                let mut secure = SecureGaussian::new();
-                let outcome =
-                    aggregate_round(&arch, &global, blobs, &rules, &validation, &mut || {
-                        secure.draw()
-                    });
-                // Noise that was not random is no noise: nothing is kept.
-                secure.finish().map_err(ml_internal)?;
-                outcome.map_err(ml_internal)
-            })
-            .await?
-        };
-        let (new_global, eval, judged) = match outcome {
-            RoundOutcome::Aggregated(g, e, v) => (g, e, v),
-            RoundOutcome::NeedsThird(bases) => {
+        let (new_global, eval, judged, outputs) = match combined {
+            Combined::Weights(g, e, v) => (Some(g), e, v, None),
+            Combined::Outputs(outputs, stored, score, verdicts) => {
+                let eval = Evaluation {
+                    loss: score.loss,
+                    accuracy: score.accuracy,
+                    samples: outputs.rows(),
+                };
+                let outputs_sha = self.artifacts.put(stored).await.map_err(AppError::io)?;
+                let result = InferenceResult {
+                    outputs_sha,
+                    rows: outputs.rows() as u64,
+                    classes: outputs.classes as u64,
+                    accuracy: Some(score.accuracy),
+                    confusion: Some(score.confusion),
+                };
+                (None, eval, verdicts, Some(result))
+            }
+            Combined::NeedsThird(bases) => {
                 let mut replicas = row.round_replicas.clone();
                 replicas.extend(bases.iter().copied());
                 let added = self
@@ -214,11 +269,15 @@ impl Rounds {
                 verdict,
             })
             .collect();
-        let encoded = {
-            let new_global = new_global.clone();
-            blocking(move || Ok(new_global.to_safetensors(None))).await?
+        // An inference round leaves the weights as they were.
+        let global_sha = match &new_global {
+            Some(new_global) => {
+                let new_global = new_global.clone();
+                let encoded = blocking(move || Ok(new_global.to_safetensors(None))).await?;
+                self.artifacts.put(encoded).await.map_err(AppError::io)?
+            }
+            None => row.global_sha,
         };
-        let global_sha = self.artifacts.put(encoded).await.map_err(AppError::io)?;
         let metrics = round_metrics(
             &row,
             &updates,
@@ -226,8 +285,12 @@ impl Rounds {
             &eval,
             started.elapsed().as_secs_f64(),
         );
-        let reached = row.spec.target_accuracy.is_some_and(|t| eval.accuracy >= t);
-        let finished = reached || round >= row.spec.rounds;
+        let reached = row
+            .spec
+            .training()
+            .and_then(|t| t.target_accuracy)
+            .is_some_and(|t| eval.accuracy >= t);
+        let finished = reached || round >= row.spec.rounds();
         let next_replicas = if finished {
             Vec::new()
         } else {
@@ -249,6 +312,7 @@ impl Rounds {
                     global_sha,
                     verdicts: verdicts.clone(),
                     next_replicas: next_replicas.clone(),
+                    outputs,
                 },
                 next_round,
                 status,
@@ -281,11 +345,8 @@ impl Rounds {
         );
         self.jobs_version.bump();
         let mut hub = self.dispatch.hub();
-        if finished {
-            hub.remove_job(job);
-            lock(&self.validation).remove(&job);
-        } else {
-            hub.next_round(
+        match new_global {
+            Some(new_global) if !finished => hub.next_round(
                 job,
                 next_round,
                 Weights {
@@ -293,7 +354,11 @@ impl Rounds {
                     params: Arc::new(new_global),
                 },
                 &next_replicas,
-            );
+            ),
+            _ => {
+                hub.remove_job(job);
+                lock(&self.validation).remove(&job);
+            }
         }
         Ok(())
     }
@@ -345,7 +410,10 @@ fn round_metrics(
         aggregate_seconds,
         disputed: count(|v| matches!(v, Verdict::Disputed(_))),
         no_work: count(|v| matches!(v, Verdict::NoWork(_) | Verdict::Unresolved(_))),
-        epsilon: oblivion_protocol::job_privacy::epsilon_after(&row.spec, row.round),
+        epsilon: row
+            .spec
+            .training()
+            .and_then(|t| oblivion_protocol::job_privacy::epsilon_after(t, row.round)),
     }
 }
 

@@ -119,7 +119,7 @@ impl Rounds {
             .collect();
         let trainers = row.spec.restricted_to(row.creator.as_deref());
         let leases_until = match &self.chain {
-            Some(link) if row.spec.reward.is_some() => self
+            Some(link) if row.spec.reward().is_some() => self
                 .db
                 .payment(row.id)
                 .await
@@ -166,8 +166,9 @@ impl Rounds {
         }
         // A round closed on its quorum counts only the updates it has.
         let slots = self.db.round_slots(row.id).await.map_err(AppError::db)? as usize;
-        live.progress.closed =
-            live.spec.quorum.is_some() && done.len() >= slots && slots < live.shards.len();
+        live.progress.closed = live.spec.training().is_some_and(|t| t.quorum.is_some())
+            && done.len() >= slots
+            && slots < live.shards.len();
         let complete = live.round_complete();
         self.dispatch.hub().jobs.insert(row.id, live);
         if complete {

@@ -5,16 +5,20 @@
 use oblivion_protocol::LeaseId;
 use std::sync::Arc;
 
+use oblivion_ml::data::decode_shard;
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
 use oblivion_ml::weights::check_params;
+use oblivion_protocol::inference::VerificationSpec;
 use oblivion_protocol::wire::{UpdateReceipt, update_metadata};
 
 use super::Rounds;
 use crate::blocking::blocking;
 use crate::error::{AppError, Failure};
 use crate::hub::{Lease, Refusal, UpdateContext};
+use crate::kind::ResultCheck;
 use crate::service::shared::{lock, token_hash};
+use crate::verification::check_outputs;
 use oblivion_store::{Accepting, Stored, UpdateRefusal, UpdateRow, now};
 
 /// Largest training loss an update may report (cross-entropy of a sane
@@ -77,10 +81,9 @@ impl Rounds {
                 let s = j.shards.get(shard as usize)?;
                 Some((
                     j.arch.clone(),
-                    j.spec.update_norm_bound,
                     j.global.params.clone(),
                     s.samples,
-                    j.kind.reports_figures(),
+                    j.kind.result_check(s.data)?,
                 ))
             };
             let mut found = known(&self.dispatch.hub());
@@ -90,7 +93,7 @@ impl Rounds {
                 self.refresh_job(job).await?;
                 found = known(&self.dispatch.hub());
             }
-            if let Some((arch, fixed_bound, global, samples, figures)) = found {
+            if let Some((arch, global, samples, check)) = found {
                 return Ok(UpdateContext {
                     lease: Lease {
                         id: lease,
@@ -105,10 +108,9 @@ impl Rounds {
                         granted_at: 0.0,
                     },
                     arch,
-                    fixed_bound,
                     global,
                     samples,
-                    figures,
+                    check,
                 });
             }
         }
@@ -134,13 +136,39 @@ impl Rounds {
         // Checked, hashed and (to a directory) written on one blocking
         // thread; the body moves there and, for object storage, back: no
         // copy of up to max_update_bytes on this path.
+        // Outputs are checked against their rows, fetched first.
+        let rows = match &ctx.check {
+            ResultCheck::Outputs { rows, .. } => Some(
+                self.artifacts
+                    .get(*rows)
+                    .await
+                    .map_err(AppError::io)?
+                    .ok_or_else(|| AppError::internal(format!("the rows {rows} are missing")))?,
+            ),
+            ResultCheck::Update { .. } => None,
+        };
         let (checked, blob) = {
-            let (arch, fixed, global) = (ctx.arch.clone(), ctx.fixed_bound, ctx.global.clone());
-            let figures = ctx.figures;
+            let (arch, global, check) = (ctx.arch.clone(), ctx.global.clone(), ctx.check.clone());
             let artifacts = self.artifacts.clone();
             blocking(move || {
-                let bound = arrival_bound(fixed, &global);
-                let checked = check_update(&arch, bound, &body, figures);
+                let checked = match (&check, rows) {
+                    (ResultCheck::Outputs { verification, .. }, Some(rows)) => {
+                        check_outputs_against(&arch, &global, &rows, &body, verification)
+                    }
+                    (
+                        ResultCheck::Update {
+                            fixed_bound,
+                            figures,
+                        },
+                        _,
+                    ) => {
+                        let bound = arrival_bound(*fixed_bound, &global);
+                        check_update(&arch, bound, &body, *figures)
+                    }
+                    (ResultCheck::Outputs { .. }, None) => {
+                        Err("the slot's rows could not be read".to_string())
+                    }
+                };
                 let blob = match &checked {
                     Ok(_) if artifacts.writes_here() => Blob::Written(artifacts.write_here(&body)),
                     _ => Blob::Unwritten(body),
@@ -299,6 +327,26 @@ pub fn arrival_bound(fixed: Option<f64>, global: &Params) -> f64 {
     })
 }
 
+/// Checks outputs for the rows `rows` (an encoded shard) with the job's
+/// weights, recomputing a sample picked now (see
+/// [`crate::verification::check_outputs`]). Outputs carry no figures: they
+/// report loss 0, time 0 and norm 0.
+fn check_outputs_against(
+    arch: &Architecture,
+    weights: &Params,
+    rows: &[u8],
+    body: &[u8],
+    verification: &VerificationSpec,
+) -> Result<CheckedUpdate, String> {
+    let rows = decode_shard(rows).map_err(|e| format!("the slot's rows: {e}"))?;
+    check_outputs(arch, weights, &rows, body, verification, &mut rand::rng())?;
+    Ok(CheckedUpdate {
+        norm: 0.0,
+        train_loss: 0.0,
+        train_millis: 0,
+    })
+}
+
 /// What a valid update says about itself.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CheckedUpdate {
@@ -314,7 +362,7 @@ pub struct CheckedUpdate {
 /// decompresses to no more than the model's size, safetensors that decode,
 /// the model's exact names and shapes, finite values, an L2 norm within the
 /// bound, and metadata in range. Without `figures` (see
-/// [`JobKind::reports_figures`](crate::kind::JobKind::reports_figures)) the
+/// [`ResultCheck::Update`]) the
 /// update carries none at all: it reports loss 0 and time 0.
 pub fn check_update(
     arch: &Architecture,

@@ -1,5 +1,10 @@
 //! Jobs: creating one within its budgets, reading, cancelling, failing,
-//! and downloading its model; datasets and artifacts.
+//! and downloading its model; datasets and artifacts. An inference job's
+//! preparation and outputs are `inference`'s.
+
+mod inference;
+
+pub use inference::OutputsFormat;
 
 use oblivion_protocol::{BlobId, JobId};
 use std::sync::Arc;
@@ -7,10 +12,12 @@ use std::sync::Arc;
 use oblivion_ml::data::encode_shard;
 use oblivion_ml::export;
 use oblivion_ml::model::Architecture;
+use oblivion_ml::params::Params;
 use oblivion_ml::weights::{check_params, initial_params};
-use oblivion_protocol::api::{JobStatus, JobView, PaymentState, RoundMetrics, UploadedDataset};
+use oblivion_protocol::api::{JobStatus, JobView, OutputsView, RoundMetrics, UploadedDataset};
 use oblivion_protocol::auth::normalize_address;
-use oblivion_protocol::{DatasetSpec, JobSpec};
+use oblivion_protocol::wire::FeatureScaling;
+use oblivion_protocol::{DatasetSpec, JobSpec, TrainingSpec};
 
 use super::accounts::Viewer;
 use super::budget;
@@ -25,7 +32,7 @@ use crate::config::Config;
 use crate::datasets::{self, DatasetCache};
 use crate::error::{AppError, Failure};
 use crate::hub::{LiveJob, ShardDetail, Weights};
-use crate::kind::kind_of;
+use crate::kind::{Division, JobKind, kind_of};
 use oblivion_store::{Artifacts, Db, JobData, JobRow, NewJob, NewPayment, now};
 
 /// Model download formats.
@@ -60,6 +67,24 @@ impl ModelFormat {
     }
 }
 
+/// A new job before it is stored: what its kind made of its spec.
+pub(super) struct Prepared {
+    kind: Arc<dyn JobKind>,
+    arch: Architecture,
+    division: Division,
+    /// Its feature scaling (tabular data).
+    scaling: Option<FeatureScaling>,
+    start: Start,
+}
+
+/// The weights a new job starts from.
+pub(super) enum Start {
+    /// Its own initial weights, to store.
+    New(Params),
+    /// Weights already stored (the model an inference job runs).
+    Stored(Weights),
+}
+
 /// Jobs as their creators and visitors see them: created within their
 /// budgets, listed, viewed, cancelled, downloaded; the datasets they are
 /// cut from, and the stored blobs they name (collected when unused).
@@ -68,7 +93,7 @@ pub struct Jobs {
     pub(super) db: Db,
     pub(super) artifacts: Artifacts,
     /// The named datasets jobs are cut from, kept decoded.
-    datasets: DatasetCache,
+    pub(super) datasets: DatasetCache,
     pub(super) rounds: Arc<Rounds>,
     dispatch: Arc<Dispatch>,
     jobs_version: Arc<JobsVersion>,
@@ -110,66 +135,40 @@ impl Jobs {
                 ),
             ));
         }
-        if spec.reward.is_some() && self.chain.is_none() {
+        if spec.reward().is_some() && self.chain.is_none() {
             return Err(AppError::unprocessable(
                 "reward: this coordinator settles on no chain, so its jobs run unpaid; \
                  leave reward out",
             )
             .with_field("reward"));
         }
-        if let (Some(reward), Some(link)) = (&spec.reward, &self.chain) {
+        if let (Some(reward), Some(link)) = (spec.reward(), &self.chain) {
             let needed = link
                 .config
-                .time_needed(spec.rounds, self.config.leases.lease_max_lifetime);
+                .time_needed(spec.rounds(), self.config.leases.lease_max_lifetime);
             let hours = needed.as_secs().div_ceil(3600);
             if u64::from(reward.deadline_hours) < hours {
                 return Err(AppError::unprocessable(format!(
-                    "reward.deadline_hours: {} rounds need at least {hours} hours before the                      deadline ({} s a round, then a lease's lifetime and {} s to settle)",
-                    spec.rounds,
+                    "reward.deadline_hours: {} rounds need at least {hours} hours before the \
+                     deadline ({} s a round, then a lease's lifetime and {} s to settle)",
+                    spec.rounds(),
                     link.config.round_time.as_secs(),
                     link.config.deadline_margin.as_secs(),
                 ))
                 .with_field("reward.deadline_hours"));
             }
         }
-        self.check_dataset_owner(&spec.dataset, creator).await?;
-        let dataset = self
-            .datasets
-            .load(
-                spec.dataset.held_by_coordinator(),
-                &self.artifacts,
-                self.config.uploads.max_dataset_bytes,
-            )
-            .await?;
-        let kind = kind_of(&spec)?;
-        let arch = Architecture::new(spec.model.clone(), dataset.shape.clone(), dataset.classes)
-            .map_err(|e| AppError::unprocessable(e.to_string()).with_field("dataset"))?;
-        let held_out = kind.held_out(&spec, dataset.len());
-        budget::check(&self.config.budgets, &spec, &arch, held_out)?;
-        let prepared = {
-            let (spec, arch, kind) = (spec.clone(), arch.clone(), kind.clone());
-            blocking(move || {
-                let division = kind.divide(&spec, &dataset)?;
-                let val_blob = encode_shard(&division.validation);
-                let initial = initial_params(&arch, spec.seed).map_err(ml_internal)?;
-                let initial_blob = initial.to_safetensors(None);
-                Ok::<_, AppError>((division, val_blob, initial, initial_blob))
-            })
-            .await?
+        let prepared = match &spec {
+            JobSpec::Training(t) => self.prepare_training(t, creator).await?,
+            JobSpec::Inference(i) => self.prepare_inference(i, creator).await?,
         };
-        let (division, val_blob, initial, initial_blob) = prepared;
-        let mut normalization = division.scaling;
-        if kind.names_columns()
-            && let Some(n) = normalization.as_mut()
-        {
-            // Workers' own data must hold the same columns, by name.
-            n.columns = datasets::columns(
-                spec.dataset.held_by_coordinator(),
-                &self.artifacts,
-                self.config.uploads.max_dataset_bytes,
-            )
-            .await?;
-        }
+        let Prepared {
+            kind,
+            arch,
+            division,
+            scaling: normalization,
+            start,
+        } = prepared;
         // A slot whose worker brings its own data has none stored.
         let mut shards = Vec::with_capacity(division.slots.len());
         for slot in division.slots {
@@ -180,18 +179,28 @@ impl Jobs {
             shards.push((data, slot.credit));
         }
         let (val, train_len) = (division.validation, division.train_samples);
+        let val_blob = {
+            let val = val.clone();
+            blocking(move || Ok(encode_shard(&val))).await?
+        };
         let validation_sha = self.artifacts.put(val_blob).await.map_err(AppError::io)?;
-        let global_sha = self
-            .artifacts
-            .put(initial_blob)
-            .await
-            .map_err(AppError::io)?;
+        let global = match start {
+            Start::Stored(weights) => weights,
+            Start::New(params) => {
+                let (params, encoded) =
+                    blocking(move || Ok((params.clone(), params.to_safetensors(None)))).await?;
+                Weights {
+                    blob: self.artifacts.put(encoded).await.map_err(AppError::io)?,
+                    params: Arc::new(params),
+                }
+            }
+        };
         let stored_normalization = normalization
             .as_ref()
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| AppError::internal(format!("normalisation: {e}")))?;
-        let paid = spec.reward.is_some();
+        let paid = spec.reward().is_some();
         let row = NewJob {
             spec: spec.clone(),
             status: if paid {
@@ -199,8 +208,9 @@ impl Jobs {
             } else {
                 JobStatus::Pending
             },
-            global_sha,
+            global_sha: global.blob,
             data: JobData {
+                model: arch.model.clone(),
                 input_shape: arch.input_shape.clone(),
                 classes: arch.classes,
                 normalization: stored_normalization,
@@ -216,7 +226,7 @@ impl Jobs {
             ),
             creator: Some(creator.to_string()),
         };
-        let id = match (&spec.reward, &self.chain) {
+        let id = match (spec.reward(), &self.chain) {
             (Some(reward), Some(link)) => {
                 let stored = serde_json::to_string(&spec)
                     .map_err(|e| AppError::internal(format!("spec: {e}")))?;
@@ -233,7 +243,7 @@ impl Jobs {
         .map_err(AppError::db)?;
         self.jobs_version.bump();
         if paid {
-            // Trained once its deposit is confirmed (see `payments`).
+            // Run once its deposit is confirmed (see `payments`).
             tracing::info!(job = %id, "paid job created; waiting for its deposit");
             return Ok(id);
         }
@@ -241,19 +251,68 @@ impl Jobs {
         let live = LiveJob::new(
             id,
             spec,
+            kind,
             Arc::new(arch),
-            Weights {
-                blob: global_sha,
-                params: Arc::new(initial),
-            },
+            global,
             shards,
             &row.round_replicas,
         )
         .trained_by(trainers)
-        .of_kind(kind, normalization);
+        .scaled_by(normalization);
         self.rounds.start_job(live, Arc::new(val));
         tracing::info!(job = %id, "job created");
         Ok(id)
+    }
+
+    /// A training job's kind, architecture, slots and initial weights, its
+    /// dataset checked against the budgets.
+    async fn prepare_training(
+        &self,
+        spec: &TrainingSpec,
+        creator: &str,
+    ) -> Result<Prepared, AppError> {
+        self.check_dataset_owner(&spec.dataset, creator).await?;
+        let dataset = self
+            .datasets
+            .load(
+                spec.dataset.held_by_coordinator(),
+                &self.artifacts,
+                self.config.uploads.max_dataset_bytes,
+            )
+            .await?;
+        let kind = kind_of(&spec.clone().into())?;
+        let arch = Architecture::new(spec.model.clone(), dataset.shape.clone(), dataset.classes)
+            .map_err(|e| AppError::unprocessable(e.to_string()).with_field("dataset"))?;
+        let held_out = kind.held_out(dataset.len());
+        budget::check(&self.config.budgets, spec, &arch, held_out)?;
+        let (division, initial) = {
+            let (kind, arch, seed) = (kind.clone(), arch.clone(), spec.seed);
+            blocking(move || {
+                let division = kind.divide(&dataset)?;
+                let initial = initial_params(&arch, seed).map_err(ml_internal)?;
+                Ok::<_, AppError>((division, initial))
+            })
+            .await?
+        };
+        let mut scaling = division.scaling.clone();
+        if kind.names_columns()
+            && let Some(n) = scaling.as_mut()
+        {
+            // Workers' own data must hold the same columns, by name.
+            n.columns = datasets::columns(
+                spec.dataset.held_by_coordinator(),
+                &self.artifacts,
+                self.config.uploads.max_dataset_bytes,
+            )
+            .await?;
+        }
+        Ok(Prepared {
+            kind,
+            arch,
+            division,
+            scaling,
+            start: Start::New(initial),
+        })
     }
 
     /// An uploaded dataset may be trained on by its uploaders alone (its
@@ -319,6 +378,17 @@ impl Jobs {
         let mut view = self.view_of(row, history, owner);
         view.contributors = self.db.contributors(id).await.map_err(AppError::db)?;
         view.payment = self.db.payment(id).await.map_err(AppError::db)?;
+        view.outputs = self
+            .db
+            .inference_result(id)
+            .await
+            .map_err(AppError::db)?
+            .map(|r| OutputsView {
+                rows: r.rows,
+                classes: r.classes,
+                accuracy: r.accuracy,
+                confusion: r.confusion,
+            });
         Ok(view)
     }
 
@@ -331,10 +401,10 @@ impl Jobs {
         };
         JobView {
             id: row.id,
-            name: row.spec.name.clone(),
+            name: row.spec.name().to_string(),
             status: row.status,
             round: row.round,
-            rounds: row.spec.rounds,
+            rounds: row.spec.rounds(),
             history,
             shards: hub.shard_views(row.id, detail),
             active_workers: hub.active_workers(row.id, detail),
@@ -346,6 +416,7 @@ impl Jobs {
             created_at: row.created_at,
             owner: row.creator.as_deref().and_then(normalize_address),
             payment: None,
+            outputs: None,
         }
     }
 
@@ -389,23 +460,7 @@ impl Jobs {
         format: ModelFormat,
     ) -> Result<(Vec<u8>, String), AppError> {
         let row = self.readable_job(viewer, id).await?;
-        if row.spec.reward.is_some() {
-            let settled = self
-                .db
-                .payment(id)
-                .await
-                .map_err(AppError::db)?
-                .is_some_and(|p| p.state == PaymentState::Settled);
-            if !settled {
-                return Err(AppError::new(
-                    Failure::Forbidden,
-                    format!(
-                        "job {id} is paid: its model is released once its settlement is seen \
-                         on chain, so that its contributors are paid first"
-                    ),
-                ));
-            }
-        }
+        self.check_released(&row).await?;
         let arch = arch_of(&row)?;
         let params = weights(&self.artifacts, row.global_sha).await?;
         let normalization = scaling_of(&row)?;
