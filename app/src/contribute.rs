@@ -23,7 +23,7 @@ use crate::settings::{load_setting, save_setting};
 /// The browser worker's entry points in `dist/` (built by Trunk): the
 /// build with WebGPU, and the one for the CPU alone.
 const WEBGPU_WORKER_URL: &str = "/oblivion-worker-wasm_loader.js";
-const CPU_WORKER_URL: &str = "/oblivion-worker-cpu_loader.js";
+pub(crate) const CPU_WORKER_URL: &str = "/oblivion-worker-cpu_loader.js";
 const NAME_KEY: &str = "oblivion.name";
 const BACKEND_KEY: &str = "oblivion.backend";
 const POOL_KEY: &str = "oblivion.pool";
@@ -655,7 +655,8 @@ impl Pool {
             TabReport::Declined { job_id, reason } => self.update(index, |_, notes| {
                 notes.push(format!("job {job_id} declined: {reason}"))
             }),
-            TabReport::BenchResult { .. } => {}
+            // Answers to commands this page does not send.
+            TabReport::BenchResult { .. } | TabReport::Prediction { .. } => {}
         }
     }
 }

@@ -434,6 +434,31 @@ pub fn JobPage() -> impl IntoView {
                         }.into_any() }}
                     </section>
                 </div>
+                {j.outputs.clone().map(|o| view! {
+                    <section class="card" data-testid="outputs">
+                        <h2>"Outputs"</h2>
+                        <p class="muted small">{format!("{} rows, each with the probability of {} classes and its predicted class.", o.rows, o.classes)}</p>
+                        {o.accuracy.map(|a| view! { <p class="big-number" data-testid="outputs-accuracy">{format!("{:.2}%", a * 100.0)}</p> })}
+                        <div class="downloads">
+                            <a class="button" data-testid="outputs-csv" href=format!("/api/jobs/{id}/outputs?format=csv") download="">"CSV"</a>
+                            <a class="button" data-testid="outputs-jsonl" href=format!("/api/jobs/{id}/outputs?format=jsonl") download="">"JSON lines"</a>
+                            <a class="button" data-testid="outputs-npy" href=format!("/api/jobs/{id}/outputs?format=npy") download="">".npy"</a>
+                        </div>
+                        {o.confusion.map(|m| view! {
+                            <h3>"Confusion"</h3>
+                            <div class="table-wrap">
+                            <table class="table confusion" data-testid="confusion">
+                                <thead><tr><th>"label \\ predicted"</th>{(0..m.len()).map(|c| view! { <th>{c.to_string()}</th> }).collect::<Vec<_>>()}</tr></thead>
+                                <tbody>
+                                    {m.iter().enumerate().map(|(label, row)| view! {
+                                        <tr><th>{label.to_string()}</th>{row.iter().enumerate().map(|(p, n)| view! { <td class:diagonal=p == label>{n.to_string()}</td> }).collect::<Vec<_>>()}</tr>
+                                    }).collect::<Vec<_>>()}
+                                </tbody>
+                            </table>
+                            </div>
+                        })}
+                    </section>
+                })}
                 <section class="card">
                     <h2>"Workers that contributed"</h2>
                     <div class="table-wrap">

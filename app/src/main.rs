@@ -21,6 +21,10 @@ mod jobs;
 #[cfg(target_arch = "wasm32")]
 mod live;
 #[cfg(target_arch = "wasm32")]
+mod model;
+#[cfg(target_arch = "wasm32")]
+mod models;
+#[cfg(target_arch = "wasm32")]
 mod network;
 #[cfg(target_arch = "wasm32")]
 mod new_job;
@@ -28,6 +32,8 @@ mod new_job;
 mod privacy;
 #[cfg(target_arch = "wasm32")]
 mod rewards;
+#[cfg(target_arch = "wasm32")]
+mod sandbox;
 #[cfg(target_arch = "wasm32")]
 mod settings;
 #[cfg(target_arch = "wasm32")]

@@ -5,11 +5,11 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use leptos_router::hooks::use_navigate;
+use leptos_router::hooks::{use_navigate, use_query_map};
 use oblivion_chain::calls::{self, U256};
 use oblivion_protocol::JobId;
 use oblivion_protocol::aggregation::AggregationRule;
-use oblivion_protocol::api::{ApiError, ChainInfo, Created, JobView, UploadedDataset};
+use oblivion_protocol::api::{ApiError, ChainInfo, Created, JobView, ModelView, UploadedDataset};
 use oblivion_protocol::{DatasetSpec, JobSpec, LocalWork, ModelSpec, OptimizerSpec, TrainingSpec};
 use serde_json::{Value, json};
 use wasm_bindgen::JsCast;
@@ -87,6 +87,9 @@ struct Form {
     /// The reward in ETH as typed; empty: an unpaid job.
     reward: String,
     deadline_hours: String,
+    /// The registered model the job starts from (fine-tuning); empty:
+    /// fresh weights.
+    init: String,
 }
 
 fn list(values: &[u32]) -> String {
@@ -303,6 +306,9 @@ impl Form {
         if self.visibility == "private" {
             spec["visibility"] = json!("private");
         }
+        if !self.init.trim().is_empty() {
+            spec["init"] = json!({"model": num(&self.init)});
+        }
         if !self.reward.trim().is_empty() {
             // Wei as a decimal string; what is not an amount goes as typed.
             let amount = calls::parse_ether(&self.reward)
@@ -332,6 +338,36 @@ impl Form {
             }),
         }
     }
+}
+
+/// The form that fine-tunes model `id`: its job's spec with the model's
+/// weights to start from, or an example with its architecture.
+async fn fine_tune_form(id: &str) -> Option<Form> {
+    let model: ModelView = api::get(&format!("/api/models/{id}")).await.ok()?;
+    let mut form = match model.job {
+        Some(job) => {
+            let job: JobView = api::get(&format!("/api/jobs/{job}")).await.ok()?;
+            Form::from_spec(job.spec.training()?)
+        }
+        None => {
+            let mut form = example(if model.input_shape.len() == 3 {
+                "mnist-cnn"
+            } else {
+                "iris-mlp"
+            });
+            let (kind, hidden, channels) = match &model.architecture {
+                ModelSpec::Mlp { hidden } => ("mlp", list(hidden), form.channels.clone()),
+                ModelSpec::Cnn {
+                    channels, hidden, ..
+                } => ("cnn", list(hidden), list(channels)),
+            };
+            (form.model, form.hidden, form.channels) = (kind.into(), hidden, channels);
+            form
+        }
+    };
+    form.name = format!("{} (fine-tuned)", model.name);
+    form.init = model.id.to_string();
+    Some(form)
 }
 
 fn example(name: &str) -> Form {
@@ -444,6 +480,16 @@ fn TextField(
 #[component]
 pub fn NewJob() -> impl IntoView {
     let form = RwSignal::new(example("mnist-mlp"));
+    // `?init=N`: fine-tune model N, starting from its job's spec when it
+    // has one, else from its architecture.
+    let query = use_query_map();
+    if let Some(init) = query.with_untracked(|q| q.get("init")) {
+        spawn_local(async move {
+            if let Some(fine_tune) = fine_tune_form(&init).await {
+                form.set(fine_tune);
+            }
+        });
+    }
     let error = RwSignal::new(None::<ApiError>);
     let busy = RwSignal::new(false);
     let upload_note = RwSignal::new(None::<String>);
@@ -547,6 +593,9 @@ pub fn NewJob() -> impl IntoView {
             <div>
                 <h1>"New job"</h1>
                 <p class="muted">"Describe the training: model, data, rounds. Nothing here is code: the network runs only these declared models."</p>
+                {move || form.with(|f| (!f.init.is_empty()).then(|| view! {
+                    <p class="notice" data-testid="fine-tuning">{format!("Fine-tuning model #{}: the job starts from its weights, so its architecture stays as it is.", f.init)}</p>
+                }))}
             </div>
             <label class="field inline">
                 <span>"Start from an example"</span>

@@ -10,6 +10,8 @@ use crate::contribute::Contribute;
 use crate::job::JobPage;
 use crate::jobs::JobList;
 use crate::live::{provide_live, use_live};
+use crate::model::ModelPage;
+use crate::models::ModelList;
 use crate::network::NetworkPage;
 use crate::new_job::NewJob;
 use crate::rewards::RewardsPage;
@@ -83,6 +85,7 @@ pub fn App() -> impl IntoView {
                 <nav>
                     <A href="/" exact=true>"Contribute"</A>
                     <A href="/jobs">"Jobs"</A>
+                    <A href="/models">"Models"</A>
                     <A href="/network">"Network"</A>
                     // Only where jobs are paid.
                     {move || chain.info.with(Option::is_some).then(|| view! { <A href="/rewards">"Rewards"</A> })}
@@ -99,6 +102,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/jobs") view=JobList/>
                     <Route path=path!("/jobs/new") view=NewJob/>
                     <Route path=path!("/jobs/:id") view=JobPage/>
+                    <Route path=path!("/models") view=ModelList/>
+                    <Route path=path!("/models/:id") view=ModelPage/>
                     <Route path=path!("/network") view=NetworkPage/>
                     <Route path=path!("/rewards") view=RewardsPage/>
                 </Routes>

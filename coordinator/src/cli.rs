@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use oblivion_protocol::JobId;
-use oblivion_protocol::api::{Created, JobView, WorkerView, outputs_headers};
+use oblivion_protocol::api::{Created, JobView, ModelView, WorkerView, outputs_headers};
+use oblivion_protocol::{JobId, ModelId};
 
 use oblivion_chain::{Key, sign_in_over_http};
 
@@ -38,6 +38,13 @@ enum Command {
         target: Target,
         #[command(subcommand)]
         command: JobCommand,
+    },
+    /// Lists, shows, downloads or registers models of the registry.
+    Model {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: ModelCommand,
     },
     /// Lists connected workers.
     Workers {
@@ -211,6 +218,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Job { target, command } => job(&target, command).await,
+        Command::Model { target, command } => model(&target, command).await,
         Command::DeployEscrow {
             rpc_url,
             key,
@@ -232,6 +240,121 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Lists the models this account may read.
+    List {
+        /// Only those whose name holds this.
+        #[arg(long)]
+        search: Option<String>,
+        /// newest, accuracy or name.
+        #[arg(long, default_value = "newest")]
+        sort: String,
+    },
+    /// Shows a model's card and lineage (JSON).
+    Show {
+        /// Model id.
+        id: ModelId,
+    },
+    /// Downloads a model's weights.
+    Download {
+        /// Model id.
+        id: ModelId,
+        /// onnx, safetensors or burn.
+        #[arg(long, default_value = "onnx")]
+        format: String,
+        /// Where to write it [default: the server's file name].
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Registers weights: a safetensors file in the form `model download
+    /// --format safetensors` writes (its metadata declares the
+    /// architecture); prints the new model's id.
+    Register {
+        /// The file.
+        file: PathBuf,
+        /// Its name.
+        #[arg(long)]
+        name: String,
+        /// public or private.
+        #[arg(long, default_value = "public")]
+        visibility: String,
+    },
+}
+
+async fn model(target: &Target, command: ModelCommand) -> Result<(), String> {
+    let http = target.client().await?;
+    match command {
+        ModelCommand::List { search, sort } => {
+            let mut pairs = vec![("sort", sort.as_str())];
+            if let Some(q) = &search {
+                pairs.push(("q", q));
+            }
+            let path = with_query("/api/models", &pairs);
+            let models: Vec<ModelView> = get_json(&http, target, &path).await?;
+            println!(
+                "{:>5}  {:<28} {:<12} {:>9} {:>6}  job",
+                "id", "name", "dataset", "accuracy", "rounds"
+            );
+            for m in models {
+                let accuracy = m
+                    .accuracy
+                    .map_or("-".to_string(), |a| format!("{:.2}%", a * 100.0));
+                let job = m
+                    .job
+                    .map_or("registered".to_string(), |j| format!("job {j}"));
+                println!(
+                    "{:>5}  {:<28} {:<12} {:>9} {:>6}  {job}",
+                    m.id, m.name, m.dataset, accuracy, m.rounds
+                );
+            }
+            Ok(())
+        }
+        ModelCommand::Show { id } => {
+            let model: ModelView = get_json(&http, target, &format!("/api/models/{id}")).await?;
+            let text = serde_json::to_string_pretty(&model).map_err(|e| e.to_string())?;
+            println!("{text}");
+            Ok(())
+        }
+        ModelCommand::Download { id, format, output } => {
+            let path = format!("/api/models/{id}/weights?format={format}");
+            let fallback = format!("model-{id}.{format}");
+            let (path, bytes, _) = download(&http, target, &path, output, &fallback).await?;
+            println!("{} ({} bytes)", path.display(), bytes);
+            Ok(())
+        }
+        ModelCommand::Register {
+            file,
+            name,
+            visibility,
+        } => {
+            let bytes =
+                std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let path = with_query(
+                "/api/models",
+                &[("name", &name), ("visibility", &visibility)],
+            );
+            let response = http
+                .post(url(target, &path))
+                .body(bytes)
+                .send()
+                .await
+                .map_err(|e| unreachable_line(target, e))?;
+            let created: serde_json::Value = decode(response).await?;
+            println!("{}", created["id"]);
+            Ok(())
+        }
+    }
+}
+
+/// `path` with `pairs` as its query, encoded.
+fn with_query(path: &str, pairs: &[(&str, &str)]) -> String {
+    let mut url = reqwest::Url::parse("http://query.invalid").expect("a valid URL");
+    url.set_path(path);
+    url.query_pairs_mut().extend_pairs(pairs);
+    format!("{}?{}", url.path(), url.query().unwrap_or_default())
 }
 
 async fn job(target: &Target, command: JobCommand) -> Result<(), String> {

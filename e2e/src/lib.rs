@@ -538,6 +538,45 @@ impl Api {
     }
 }
 
+/// Runs `tests/python/<script>` on `dir` for rows of `shape` (`1,28,28`)
+/// and `classes` classes, with the Python `OBLIVION_PYTHON` names (one
+/// with onnxruntime: `cargo xtask test` sets it); its report, or a failed
+/// assertion showing it.
+pub fn python_check(script: &str, dir: &ScratchDir, shape: &str, classes: usize) -> String {
+    let python = std::env::var("OBLIVION_PYTHON")
+        .expect("OBLIVION_PYTHON must name a Python with onnxruntime (cargo xtask test sets it)");
+    let out = std::process::Command::new(python)
+        .arg(root().join("tests/python").join(script))
+        .arg(&dir.0)
+        .args(["--input-shape", shape, "--classes", &classes.to_string()])
+        .output()
+        .expect("running Python");
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    report
+}
+
+/// Saves in `dir` what `tests/python/check_outputs.py` compares: the ONNX
+/// model of training job `model` and the outputs (`.npy` and CSV) of
+/// inference job `run`.
+pub async fn save_outputs(api: &Api, model: JobId, run: JobId, dir: &ScratchDir) -> Result<()> {
+    let onnx = api
+        .get_bytes(&format!("/api/jobs/{model}/model?format=onnx"))
+        .await?;
+    std::fs::write(dir.0.join("model.onnx"), onnx)?;
+    for format in ["npy", "csv"] {
+        let bytes = api
+            .get_bytes(&format!("/api/jobs/{run}/outputs?format={format}"))
+            .await?;
+        std::fs::write(dir.0.join(format!("outputs.{format}")), bytes)?;
+    }
+    Ok(())
+}
+
 /// A process's peak resident memory (VmHWM), in KiB.
 pub fn peak_rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

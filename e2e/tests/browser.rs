@@ -3,8 +3,9 @@
 //! created through the form and watched to completion, a tab closed
 //! mid-shard costs only its lease, a tab reconnects after a coordinator
 //! restart, the form shows the server's errors, two tabs train a
-//! federated job on files that never leave them, and a tab trains with a
-//! pool of workers, one per core.
+//! federated job on files that never leave them, a tab trains with a
+//! pool of workers, one per core, a tab runs an inference job, and a
+//! visitor draws a digit that a model's page answers in the tab.
 //! Each scenario's claims are re-checked here through the API.
 
 use oblivion_protocol::JobId;
@@ -127,6 +128,77 @@ async fn two_tabs_webgpu_and_cpu_train_a_job_created_in_the_form() {
             .unwrap()
             .contains("software"),
         "a tab whose only adapter is a software one starts on the CPU, and says why: {result}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tab_runs_an_inference_job_over_a_models_held_out_rows() {
+    let (net, result) = scenario("inference");
+    let run = job(&net, result["run"].as_u64().unwrap()).await;
+    assert_eq!(run.status.as_str(), "completed", "{run:?}");
+    let outputs = run.outputs.expect("the outputs' summary");
+    assert_eq!(outputs.rows, 30, "iris holds out 30 rows");
+    assert!(outputs.accuracy.unwrap() > 0.8, "{outputs:?}");
+    let tab_rows: u64 = run
+        .contributors
+        .iter()
+        .filter(|c| c.client == ClientKind::Browser)
+        .map(|c| c.samples)
+        .sum();
+    assert_eq!(
+        tab_rows, 30,
+        "the tab ran every row: {:?}",
+        run.contributors
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_visitor_draws_a_digit_and_the_model_answers_in_the_tab() {
+    // The MNIST CNN example, trained by native workers: model 1.
+    let anvil = Anvil::start().unwrap();
+    let mut net = Network::start(&["--web-dir", dist().to_str().unwrap()]).unwrap();
+    for i in 0..3 {
+        net.add_worker(&format!("w{i}")).unwrap();
+    }
+    let api = net.api();
+    let (job, _) = api
+        .train_example("mnist-cnn.json", std::time::Duration::from_secs(900))
+        .await
+        .unwrap();
+    // The network comes back out: the checks below ask it.
+    let (_net, result) =
+        tokio::task::spawn_blocking(move || run_scenario("sandbox", net, &anvil, &[], |_| {}))
+            .await
+            .unwrap();
+    assert_eq!(
+        result["predicted"], 1,
+        "a vertical stroke is a one: {result}"
+    );
+    // What the page showed is the model's answer for what was drawn.
+    let input: Vec<f32> = serde_json::from_value(result["input"].clone()).unwrap();
+    let shown: Vec<f32> = serde_json::from_value(result["probabilities"].clone()).unwrap();
+    let weights = api
+        .get_bytes(&format!("/api/jobs/{job}/model?format=safetensors"))
+        .await
+        .unwrap();
+    let (arch, params, _) = oblivion_ml::export::from_safetensors(&weights).unwrap();
+    let rows = oblivion_ml::data::Dataset {
+        shape: vec![1, 28, 28],
+        features: input,
+        labels: vec![0],
+        classes: 10,
+    };
+    let native =
+        oblivion_ml::inference::infer(&arch, &params, &rows, oblivion_ml::ComputeDevice::Cpu)
+            .unwrap();
+    let most = native.max_difference(&oblivion_ml::inference::Outputs {
+        classes: 10,
+        probabilities: shown,
+        predicted: native.predicted.clone(),
+    });
+    assert!(
+        most < 1e-4,
+        "the tab and the native engine differ by {most}"
     );
 }
 

@@ -221,6 +221,7 @@ fn round_row(round: u32) -> RoundRow {
         verdicts: Vec::new(),
         next_replicas: Vec::new(),
         outputs: None,
+        model: None,
     }
 }
 

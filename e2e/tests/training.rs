@@ -7,7 +7,7 @@
 use oblivion_protocol::JobId;
 use std::time::Duration;
 
-use oblivion_e2e::{Network, ScratchDir, example, root};
+use oblivion_e2e::{Network, ScratchDir, example, python_check, root, save_outputs};
 use oblivion_ml::ComputeDevice;
 use oblivion_ml::data::{Dataset, parse_csv};
 use oblivion_ml::export::from_burn_record;
@@ -159,18 +159,7 @@ async fn check_outputs(
     params: &Params,
 ) -> String {
     let dir = ScratchDir::new("outputs").unwrap();
-    let onnx = api
-        .get_bytes(&format!("/api/jobs/{model}/model?format=onnx"))
-        .await
-        .unwrap();
-    std::fs::write(dir.0.join("model.onnx"), onnx).unwrap();
-    for format in ["npy", "csv"] {
-        let bytes = api
-            .get_bytes(&format!("/api/jobs/{run}/outputs?format={format}"))
-            .await
-            .unwrap();
-        std::fs::write(dir.0.join(format!("outputs.{format}")), bytes).unwrap();
-    }
+    save_outputs(api, model, run, &dir).await.unwrap();
     // The CSV names the weights that made it: the model's.
     let csv = std::fs::read_to_string(dir.0.join("outputs.csv")).unwrap();
     let named = csv
@@ -184,27 +173,7 @@ async fn check_outputs(
     assert_eq!(&Params::from_safetensors(&weights).unwrap().0, params);
     let to_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     std::fs::write(dir.0.join("inputs.f32"), to_bytes(inputs)).unwrap();
-    run_check("check_outputs.py", &dir, shape, classes)
-}
-
-/// Runs `tests/python/<script>` on `dir` for rows of `shape` and `classes`
-/// classes; its report, or a failed assertion with it.
-fn run_check(script: &str, dir: &ScratchDir, shape: &str, classes: usize) -> String {
-    let python = std::env::var("OBLIVION_PYTHON")
-        .expect("OBLIVION_PYTHON must name a Python with onnxruntime (cargo xtask test sets it)");
-    let out = std::process::Command::new(python)
-        .arg(root().join("tests/python").join(script))
-        .arg(&dir.0)
-        .args(["--input-shape", shape, "--classes", &classes.to_string()])
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    report
+    python_check("check_outputs.py", &dir, shape, classes)
 }
 
 /// Downloads the ONNX and safetensors models of `job` and runs
@@ -228,7 +197,7 @@ async fn check_exports(
     let to_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     std::fs::write(dir.0.join("inputs.f32"), to_bytes(inputs)).unwrap();
     std::fs::write(dir.0.join("logits.f32"), to_bytes(logits)).unwrap();
-    run_check("check_models.py", &dir, shape, classes)
+    python_check("check_models.py", &dir, shape, classes)
 }
 
 #[tokio::test(flavor = "multi_thread")]

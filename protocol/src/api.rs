@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::JobSpec;
 use crate::blob::BlobId;
-use crate::ids::{JobId, LeaseId, WorkerId};
+use crate::ids::{JobId, LeaseId, ModelId, WorkerId};
+use crate::spec::{ModelSpec, Visibility};
 use crate::wei::Wei;
 use crate::wire::{ClientKind, DeviceInfo, LocalDataOffer};
 
@@ -286,6 +287,52 @@ pub struct OutputsView {
     /// When the rows are labelled: `confusion[label][predicted]`, rows
     /// counted.
     pub confusion: Option<Vec<Vec<u64>>>,
+}
+
+/// A model in the registry (`GET /api/models`, `GET /api/models/{id}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelView {
+    /// Id.
+    pub id: ModelId,
+    /// The training job that made it; `None` for registered weights.
+    pub job: Option<JobId>,
+    /// Its name.
+    pub name: String,
+    /// The account that made or registered it.
+    pub owner: Option<String>,
+    /// Who may find, read and run it.
+    pub visibility: Visibility,
+    /// The architecture.
+    pub architecture: ModelSpec,
+    /// Shape of one input sample.
+    pub input_shape: Vec<usize>,
+    /// Classes it predicts.
+    pub classes: usize,
+    /// The sha256 of its weights (safetensors, as trained).
+    pub weights_sha256: BlobId,
+    /// What it was trained on: a built-in dataset's name, `csv`, `idx`,
+    /// `federated` or `registered`.
+    pub dataset: String,
+    /// Accuracy on its validation split, when known.
+    pub accuracy: Option<f64>,
+    /// Loss on its validation split, when known.
+    pub loss: Option<f64>,
+    /// The ε its training spent, when private.
+    pub epsilon: Option<f64>,
+    /// Rounds it was trained for.
+    pub rounds: u32,
+    /// When it was made (Unix seconds).
+    pub created_at: i64,
+    /// The names of its tabular features, in order, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
+    /// Its lineage (only in `GET /api/models/{id}`): the rounds of its job.
+    #[serde(default)]
+    pub history: Vec<RoundMetrics>,
+    /// Its lineage (only in `GET /api/models/{id}`): who trained it, with
+    /// their verified work.
+    #[serde(default)]
+    pub contributors: Vec<Contributor>,
 }
 
 /// Headers of an outputs download naming where the outputs came from.

@@ -79,6 +79,11 @@ id!(
     WorkerId,
     "worker"
 );
+id!(
+    /// A model's id in the registry.
+    ModelId,
+    "model"
+);
 
 #[cfg(test)]
 mod tests {

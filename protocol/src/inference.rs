@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::SpecError;
 use crate::blob::BlobId;
-use crate::ids::JobId;
+use crate::ids::{JobId, ModelId};
 use crate::spec::{MAX_BATCH_SIZE, MAX_SHARDS_PER_ROUND, MAX_TRAINERS, RewardSpec, Visibility};
 
 /// Rows of each shard the coordinator recomputes itself when none is
@@ -98,6 +98,8 @@ pub enum InferenceTask {
 pub enum ModelRef {
     /// The model a completed training job produced.
     Job(JobId),
+    /// A model of the registry.
+    Model(ModelId),
 }
 
 /// The rows an inference job runs its model on. Tabular rows are scaled

@@ -21,7 +21,7 @@ pub mod wire;
 
 pub use blob::{BlobId, NotBlobId};
 pub use error::SpecError;
-pub use ids::{JobId, LeaseId, WorkerId};
+pub use ids::{JobId, LeaseId, ModelId, WorkerId};
 pub use inference::{InferenceSpec, InputsSpec, ModelRef};
 pub use job_spec::JobSpec;
 pub use spec::{DatasetSpec, LocalWork, ModelSpec, OptimizerSpec, TrainingSpec, Visibility};

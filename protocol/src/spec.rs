@@ -120,6 +120,11 @@ pub struct TrainingSpec {
     /// deposit is seen there. `None`: an unpaid job, open at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reward: Option<RewardSpec>,
+    /// Start from a trained model's weights rather than fresh ones (to
+    /// fine-tune it): `{"model": id}` of the registry, or `{"job": id}`.
+    /// Its architecture must be this spec's model on this dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<crate::inference::ModelRef>,
 }
 
 /// Most accounts a private job may name as its trainers.

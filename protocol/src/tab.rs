@@ -89,6 +89,21 @@ pub enum TabCommand {
     Stop,
     /// Measure training speed.
     Bench(TabBench),
+    /// Run a model over rows the visitor gave (a model page's sandbox):
+    /// in the tab, on its CPU; only the weights are fetched, once.
+    Predict(TabPredict),
+}
+
+/// A sandbox's request: a model and rows for it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TabPredict {
+    /// Where the weights are fetched from (a model download in
+    /// safetensors, whose metadata declares the architecture); fetched
+    /// once a page, then kept.
+    pub weights_url: String,
+    /// The rows, raw (a tabular model's own normalisation is applied), one
+    /// after another, each of the model's input size.
+    pub rows: Vec<f32>,
 }
 
 /// The WebGPU adapter the browser offered.
@@ -286,6 +301,16 @@ pub enum TabReport {
         /// Their shape and size, when they could be read.
         offer: Option<LocalDataOffer>,
         /// Why not, when they could not.
+        error: Option<String>,
+    },
+    /// Result of a [`TabCommand::Predict`]: each row's class
+    /// probabilities, one row after another, or why not.
+    Prediction {
+        /// `[rows, classes]`, row-major.
+        probabilities: Vec<f32>,
+        /// Classes of each row.
+        classes: usize,
+        /// Why there is none, when it failed.
         error: Option<String>,
     },
     /// Result of a [`TabCommand::Bench`].

@@ -8,7 +8,7 @@
 //! serves both databases.
 
 use oblivion_protocol::api::{JobStatus, PaymentState};
-use oblivion_protocol::{BlobId, JobSpec, ModelSpec, Wei};
+use oblivion_protocol::{BlobId, JobSpec, ModelSpec, Visibility, Wei};
 use sqlx::any::{AnyTypeInfo, AnyValueRef};
 use sqlx::error::BoxDynError;
 use sqlx::{Any, Decode, Type};
@@ -100,7 +100,7 @@ macro_rules! named_text {
     )*};
 }
 
-named_text!(JobStatus, PaymentState);
+named_text!(JobStatus, PaymentState, Visibility);
 
 /// Stored as its decimal digits.
 impl FromText for Wei {
@@ -154,6 +154,7 @@ from_text_column!(
     Vec<u32>,
     JobStatus,
     PaymentState,
+    Visibility,
     Wei,
     BlobId
 );

@@ -111,6 +111,14 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
             postgres: include_str!("../migrations/postgres/0012_inference.sql"),
         },
     ),
+    (
+        13,
+        "models",
+        Sql::Dialects {
+            sqlite: include_str!("../migrations/sqlite/0013_models.sql"),
+            postgres: include_str!("../migrations/postgres/0013_models.sql"),
+        },
+    ),
 ];
 
 impl Sql {
@@ -148,18 +156,23 @@ fn migrations(backend: Backend) -> Vec<Migration> {
         .collect()
 }
 
+/// The migrations of `backend`, up to version `last`.
 #[derive(Debug)]
-struct Source(Backend);
+struct Source(Backend, i64);
 
 impl MigrationSource<'static> for Source {
     fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
-        Box::pin(async move { Ok(migrations(self.0)) })
+        Box::pin(async move {
+            let mut all = migrations(self.0);
+            all.retain(|m| m.version <= self.1);
+            Ok(all)
+        })
     }
 }
 
 /// Applies the migrations `pool` lacks.
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
-    Migrator::new(Source(backend))
+    Migrator::new(Source(backend, i64::MAX))
         .await
         .map_err(StoreError::from)?
         .run(pool)
@@ -186,7 +199,74 @@ mod tests {
         (10, "1c179c38abb792b3", "1c179c38abb792b3"),
         (11, "30da70573fdd120d", "30da70573fdd120d"),
         (12, "615cae162e1500d2", "c5e1834cf9be0fb1"),
+        (13, "23c15f4d054ee780", "431b6f8abe474de9"),
     ];
+
+    /// A database at `version`, in memory, with a completed training job
+    /// and an inference job, as the builds of that version wrote them.
+    async fn with_completed_jobs(version: i64) -> AnyPool {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        Migrator::new(Source(Backend::Sqlite, version))
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        let training = r#"{"name":"iris","model":{"kind":"mlp","hidden":[16]},"dataset":{"builtin":"iris"},"rounds":2,"shards_per_round":2,"batch_size":8,"optimizer":{"kind":"adam","learning_rate":0.01}}"#;
+        let inference = r#"{"task":"inference","name":"rows","model":{"job":1},"inputs":{"builtin":"iris"},"shards":2}"#;
+        for (id, spec) in [(1, training), (2, inference)] {
+            sqlx::query(
+                "INSERT INTO jobs (id, name, spec, status, round, global_sha, input_shape, classes, \
+                 validation_sha, train_samples, validation_samples, round_started_at, created_at, \
+                 creator) VALUES ($1, 'j', $2, 'completed', 2, 'g', '[4]', 3, 'v', 120, 30, 0, 7, \
+                 '0xabc')",
+            )
+            .bind(id)
+            .bind(spec)
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO rounds (job_id, round, global_sha, loss, accuracy, train_loss, \
+                 updates, seconds, train_seconds, aggregate_seconds) \
+                 VALUES ($1, 2, 'g', 0.25, 0.9, 0.3, 2, 1, 1, 0)",
+            )
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool
+    }
+
+    #[tokio::test]
+    async fn the_jobs_completed_before_the_registry_enter_it() {
+        let pool = with_completed_jobs(11).await;
+        run(&pool, Backend::Sqlite).await.unwrap();
+        let model: String = sqlx::query_scalar("SELECT model FROM jobs WHERE id = 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            model, r#"{"kind":"mlp","hidden":[16]}"#,
+            "the architecture column"
+        );
+        let entries: Vec<(i64, String, f64, i64)> =
+            sqlx::query_as("SELECT job_id, dataset, accuracy, rounds FROM models")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            entries,
+            vec![(1, r#"{"builtin":"iris"}"#.to_string(), 0.9, 2)],
+            "the training job's model, not the inference job's"
+        );
+    }
 
     #[test]
     fn every_shipped_migration_reads_as_it_was_applied() {

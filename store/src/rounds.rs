@@ -7,6 +7,7 @@ use crate::columns::Int;
 use crate::db::{Db, WriteOnce, now, transaction};
 use crate::error::StoreError;
 use crate::inference::InferenceResult;
+use crate::models::ModelEntry;
 use crate::trust::{Judge, Quarantined, UpdateVerdict};
 use oblivion_protocol::api::{JobStatus, RoundMetrics};
 use oblivion_protocol::{BlobId, JobId, WorkerId};
@@ -24,6 +25,8 @@ pub struct RoundRow {
     pub next_replicas: Vec<u32>,
     /// An inference job's assembled outputs.
     pub outputs: Option<InferenceResult>,
+    /// The registry entry of the model a training job completes with.
+    pub model: Option<ModelEntry>,
 }
 
 /// A finished round as the `rounds` table has it.
@@ -180,6 +183,9 @@ impl Db {
             .await?;
             if let Some(outputs) = &round.outputs {
                 self.insert_inference_result(&mut tx, id, outputs).await?;
+            }
+            if let Some(model) = &round.model {
+                self.insert_model(&mut tx, Some(id), model).await?;
             }
             let quarantined = self
                 .record_verdicts(&mut tx, id, m.round, &round.verdicts, judge)

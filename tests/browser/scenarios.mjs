@@ -450,8 +450,82 @@ async function pool() {
   return { job: id, cores, size, perWorker, accepted, name: await tab.evaluate(() => localStorage.getItem('oblivion.name')) };
 }
 
+/// A tab contributes to an inference job: it trains the iris example,
+/// then runs the model over the rows the job held out.
+async function inference() {
+  const browser = await launch();
+  browsers.push(browser);
+  const tab = await startTab(browser, base, 'tab');
+  await until('the tab to connect', async () => (await text(tab, 'status')) === 'waiting for work', 60000);
+  const creator = await signedInPage(browser, base, '/jobs', 'creator', CREATOR);
+  const spec = JSON.parse(readFileSync('examples/jobs/iris-mlp.json', 'utf8'));
+  const { body: { id } } = await postFrom(creator, '/api/jobs', JSON.stringify(spec));
+  const trained = await jobFinished(id, 120000, 250);
+  check(trained.status === 'completed', `job ${id} ended ${trained.status}`);
+  const before = await number(tab, 'accepted');
+  const run = { task: 'inference', name: 'iris rows', model: { job: id }, inputs: { held_out_by: id }, shards: 2 };
+  const { body: { id: runId } } = await postFrom(creator, '/api/jobs', JSON.stringify(run));
+  const done = await jobFinished(runId, 120000, 250);
+  check(done.status === 'completed', `inference job ${runId} ended ${done.status}: ${done.error}`);
+  const accepted = await number(tab, 'accepted');
+  check(accepted >= before + 2, `the tab ran both shards: ${before} then ${accepted} accepted`);
+  return { job: id, run: runId, accepted };
+}
+
+/// Draws a vertical stroke, the shape of a one, on the canvas.
+async function drawOne(page) {
+  const canvas = page.getByTestId('digit-canvas');
+  const box = await canvas.boundingBox();
+  const at = (x, y) => [box.x + (x * box.width) / 280, box.y + (y * box.height) / 280];
+  await page.mouse.move(...at(140, 50));
+  await page.mouse.down();
+  for (let y = 50; y <= 230; y += 6) await page.mouse.move(...at(140, y));
+  await page.mouse.up();
+}
+
+/// A visitor draws a digit in a model's sandbox (model 1, trained before
+/// the scenario) and the page shows the predicted class, computed in the
+/// tab: the weights are fetched once, a second drawing asks the network
+/// nothing.
+async function sandbox() {
+  const browser = await launch();
+  browsers.push(browser);
+  const page = await openPage(browser, base + '/models/1', 'visitor');
+  const requests = [];
+  page.context().on('request', (r) => requests.push(new URL(r.url()).pathname));
+  await page.getByTestId('digit-canvas').waitFor({ timeout: 60000 });
+  await drawOne(page);
+  const predicted = await until('a prediction', async () => {
+    const shown = await page.getByTestId('predicted').count();
+    return shown ? text(page, 'predicted') : null;
+  }, 120000, 200);
+  const probabilities = await page.locator('[data-testid=probabilities] .bar-row')
+    .evaluateAll((rows) => rows.map((r) => Number(r.dataset.probability)));
+  // The 28x28 input as the page computed it: the mean of each 10x10 block.
+  const pixels = await page.getByTestId('digit-canvas')
+    .evaluate((c) => Array.from(c.getContext('2d').getImageData(0, 0, 280, 280).data));
+  const input = [];
+  for (let y = 0; y < 28; y++) {
+    for (let x = 0; x < 28; x++) {
+      let sum = 0;
+      for (let dy = 0; dy < 10; dy++) for (let dx = 0; dx < 10; dx++) sum += pixels[((y * 10 + dy) * 280 + x * 10 + dx) * 4];
+      input.push(sum / 100 / 255);
+    }
+  }
+  // Drawn again: answered without the network.
+  const before = requests.length;
+  await page.getByTestId('clear-canvas').click();
+  await drawOne(page);
+  await until('a second prediction', async () => (await text(page, 'sandbox-status')) === '', 60000, 100);
+  const later = requests.slice(before).filter((p) => p.startsWith('/api/') && p !== '/api/events');
+  check(later.length === 0, `a second drawing asked the network: ${later}`);
+  const weightFetches = requests.filter((p) => p === '/api/models/1/weights').length;
+  check(weightFetches === 1, `the weights were fetched ${weightFetches} times`);
+  return { predicted: Number(predicted), probabilities, input };
+}
+
 const scenarios = {
-  pool,
+  pool, inference, sandbox,
   'two-tabs': twoTabs, 'first-shard': firstShard, 'tab-closed': tabClosed, 'invalid-spec': invalidSpec, reconnect, paid, federated,
 };
 try {

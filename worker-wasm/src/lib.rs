@@ -12,6 +12,7 @@ mod bench;
 mod gpu;
 mod net;
 mod page;
+mod sandbox;
 mod session;
 
 use std::cell::{Cell, RefCell};
@@ -91,6 +92,13 @@ pub fn start() {
             Ok(TabCommand::Stop) => {
                 STOPPING.with(|s| s.set(true));
                 net::close_current();
+            }
+            // Predictions run beside a session: they hold the worker for
+            // milliseconds.
+            Ok(TabCommand::Predict(request)) => {
+                wasm_bindgen_futures::spawn_local(async move {
+                    page::report(&sandbox::predict(request).await);
+                });
             }
             Ok(command) if BUSY.with(Cell::get) => page::report(&TabReport::Warning {
                 message: format!("busy: {command:?} ignored"),

@@ -13,9 +13,10 @@ use oblivion_protocol::api::{Created, JobView, UploadedDataset, outputs_headers}
 use serde::Deserialize;
 
 use super::client::Client;
+use super::models::{attachment, model_format};
 use super::{MAX_SPEC_BYTES, read_body, read_body_within};
 use crate::error::AppError;
-use crate::service::{Coordinator, ModelFormat, OutputsFormat, Viewer};
+use crate::service::{Coordinator, OutputsFormat, Viewer};
 
 /// `POST /api/jobs`: a JSON spec → 201 `{"id": …}`.
 pub async fn create(
@@ -97,10 +98,10 @@ pub async fn outputs(
         .into_response())
 }
 
-/// Query of the model download.
+/// Query of a download: its format.
 #[derive(Deserialize)]
 pub struct FormatQuery {
-    format: Option<String>,
+    pub(super) format: Option<String>,
 }
 
 /// `GET /api/jobs/{id}/model?format=onnx|safetensors|burn`.
@@ -110,24 +111,9 @@ pub async fn model(
     Path(id): Path<String>,
     Query(q): Query<FormatQuery>,
 ) -> Result<Response, AppError> {
-    let name = q.format.as_deref().unwrap_or("safetensors");
-    let format = ModelFormat::parse(name).ok_or_else(|| {
-        AppError::bad_request(format!(
-            "unknown model format {name:?}; use onnx, safetensors or burn"
-        ))
-    })?;
+    let format = model_format(q.format.as_deref())?;
     let (bytes, file) = c.jobs.model(&viewer, parse_id(&id)?, format).await?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{file}\""),
-            ),
-        ],
-        bytes,
-    )
-        .into_response())
+    Ok(attachment(bytes, &file))
 }
 
 /// `POST /api/datasets`: a CSV or IDX file (optionally gzip) as the body.

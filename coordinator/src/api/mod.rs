@@ -23,6 +23,7 @@ mod client;
 mod error;
 mod events;
 mod jobs;
+mod models;
 mod payments;
 mod web;
 mod workers;
@@ -110,6 +111,9 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/api/jobs/{id}/model", get(jobs::model))
         .route("/api/jobs/{id}/outputs", get(jobs::outputs))
         .route("/api/datasets", post(jobs::upload_dataset))
+        .route("/api/models", get(models::list).post(models::register))
+        .route("/api/models/{id}", get(models::show))
+        .route("/api/models/{id}/weights", get(models::weights))
         .route("/api/chain", get(payments::chain))
         .route("/api/rewards", get(payments::rewards))
         .route("/api/artifacts/{sha}", get(jobs::artifact))

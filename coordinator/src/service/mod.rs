@@ -20,6 +20,7 @@
 //!   dispatch.
 //! - `events`: the live snapshot pages watch; over dispatch.
 //! - `accounts`: sign-in and sessions; alone.
+//! - `models`: the model registry; alone.
 //!
 //! [`Coordinator`] only builds them and runs their tasks.
 
@@ -30,6 +31,7 @@ mod dispatch;
 mod events;
 mod gc;
 mod jobs;
+mod models;
 mod payments;
 mod rounds;
 mod shared;
@@ -46,6 +48,7 @@ pub use accounts::{Accounts, Viewer};
 pub use dispatch::Dispatch;
 pub use events::Events;
 pub use jobs::{Jobs, ModelFormat, OutputsFormat};
+pub use models::{ModelOrder, Models};
 pub use payments::Payments;
 pub use rounds::Rounds;
 
@@ -68,6 +71,8 @@ pub struct Coordinator {
     pub rounds: Arc<Rounds>,
     /// Jobs, datasets and blobs.
     pub jobs: Arc<Jobs>,
+    /// The model registry.
+    pub models: Models,
     /// Paid jobs on chain.
     pub payments: Arc<Payments>,
     /// The live snapshot.
@@ -115,6 +120,7 @@ impl Coordinator {
         let rounds = Arc::new(Rounds::new(&parts, dispatch.clone()));
         let coordinator = Arc::new(Coordinator {
             accounts: Accounts::new(&parts),
+            models: Models::new(&parts),
             jobs: Arc::new(Jobs::new(&parts, rounds.clone(), dispatch.clone())),
             payments: Arc::new(Payments::new(&parts, rounds.clone(), dispatch.clone())),
             events: Arc::new(Events::new(dispatch.clone(), jobs_version)),

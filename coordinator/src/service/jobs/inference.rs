@@ -10,7 +10,9 @@ use oblivion_ml::inference::Outputs;
 use oblivion_ml::model::Architecture;
 use oblivion_protocol::api::JobStatus;
 use oblivion_protocol::wire::FeatureScaling;
-use oblivion_protocol::{BlobId, DatasetSpec, InferenceSpec, InputsSpec, JobId, JobSpec, ModelRef};
+use oblivion_protocol::{
+    BlobId, DatasetSpec, InferenceSpec, InputsSpec, JobId, JobSpec, ModelId, ModelRef,
+};
 
 use super::{Jobs, Prepared, Start};
 use crate::blocking::blocking;
@@ -19,7 +21,8 @@ use crate::hub::Weights;
 use crate::kind::kind_of;
 use crate::service::accounts::Viewer;
 use crate::service::budget;
-use crate::service::shared::{arch_of, ml_internal, scaling_of, weights};
+use crate::service::models::{architecture, may_read};
+use crate::service::shared::{arch_of, job_row, ml_internal, scaling_of, weights};
 use oblivion_store::{InferenceResult, JobRow};
 
 /// Download formats of an inference job's outputs.
@@ -80,10 +83,87 @@ impl Jobs {
         creator: &str,
     ) -> Result<Prepared, AppError> {
         let viewer = Viewer(Some(creator.to_string()));
-        let ModelRef::Job(source) = spec.model;
-        let field = "model.job";
+        let (arch, scaling, weights_sha) = self.resolve(&viewer, &spec.model, "model").await?;
+        let params = Arc::new(weights(&self.artifacts, weights_sha).await?);
+        let rows = self
+            .inference_rows(spec, &viewer, &arch, scaling.as_ref())
+            .await?;
+        budget::check_inference(&self.config.budgets, spec, &arch, rows.len() as u64)?;
+        let kind = kind_of(&JobSpec::Inference(spec.clone()))?;
+        let division = {
+            let kind = kind.clone();
+            blocking(move || Ok(kind.divide(&rows)?)).await?
+        };
+        Ok(Prepared {
+            kind,
+            arch,
+            division,
+            scaling,
+            start: Start::Stored(Weights {
+                blob: weights_sha,
+                params,
+            }),
+        })
+    }
+
+    /// The weights a training job of `arch` starts from when its spec
+    /// names a model (`init`): that model's, which must be of the same
+    /// architecture on the same inputs.
+    pub(super) async fn initial_model(
+        &self,
+        creator: &str,
+        init: &ModelRef,
+        arch: &Architecture,
+    ) -> Result<Weights, AppError> {
+        let viewer = Viewer(Some(creator.to_string()));
+        let (theirs, _, blob) = self.resolve(&viewer, init, "init").await?;
+        if &theirs != arch {
+            return Err(AppError::unprocessable(format!(
+                "init: that model is a {:?} on inputs {:?} with {} classes; this job trains a \
+                 {:?} on {:?} with {}",
+                theirs.model,
+                theirs.input_shape,
+                theirs.classes,
+                arch.model,
+                arch.input_shape,
+                arch.classes
+            ))
+            .with_field("init"));
+        }
+        let params = Arc::new(weights(&self.artifacts, blob).await?);
+        Ok(Weights { blob, params })
+    }
+
+    /// The model `model` names, if `viewer` may run it: its architecture,
+    /// scaling and weights; refusals name `field`.
+    async fn resolve(
+        &self,
+        viewer: &Viewer,
+        model: &ModelRef,
+        field: &str,
+    ) -> Result<(Architecture, Option<FeatureScaling>, BlobId), AppError> {
+        match *model {
+            ModelRef::Job(source) => {
+                self.model_of_job(viewer, source, &format!("{field}.job"))
+                    .await
+            }
+            ModelRef::Model(id) => {
+                self.registered_model(viewer, id, &format!("{field}.model"))
+                    .await
+            }
+        }
+    }
+
+    /// The model a completed training job made, if `viewer` may run it:
+    /// its architecture, scaling and weights.
+    async fn model_of_job(
+        &self,
+        viewer: &Viewer,
+        source: JobId,
+        field: &str,
+    ) -> Result<(Architecture, Option<FeatureScaling>, BlobId), AppError> {
         let model = self
-            .readable_job(&viewer, source)
+            .readable_job(viewer, source)
             .await
             .map_err(|e| e.with_field(field))?;
         if model.spec.training().is_none() {
@@ -102,28 +182,41 @@ impl Jobs {
         self.check_released(&model)
             .await
             .map_err(|e| e.with_field(field))?;
-        let arch = arch_of(&model)?;
-        let scaling = scaling_of(&model)?;
-        let params = Arc::new(weights(&self.artifacts, model.global_sha).await?);
-        let rows = self
-            .inference_rows(spec, &viewer, &arch, scaling.as_ref())
-            .await?;
-        budget::check_inference(&self.config.budgets, spec, &arch, rows.len() as u64)?;
-        let kind = kind_of(&JobSpec::Inference(spec.clone()))?;
-        let division = {
-            let kind = kind.clone();
-            blocking(move || Ok(kind.divide(&rows)?)).await?
-        };
-        Ok(Prepared {
-            kind,
-            arch,
-            division,
-            scaling,
-            start: Start::Stored(Weights {
-                blob: model.global_sha,
-                params,
-            }),
-        })
+        Ok((arch_of(&model)?, scaling_of(&model)?, model.global_sha))
+    }
+
+    /// A model of the registry, if `viewer` may run it (a paid job's once
+    /// settled): its architecture, scaling and weights.
+    async fn registered_model(
+        &self,
+        viewer: &Viewer,
+        id: ModelId,
+        field: &str,
+    ) -> Result<(Architecture, Option<FeatureScaling>, BlobId), AppError> {
+        let row = self
+            .db
+            .model(id)
+            .await
+            .map_err(AppError::db)?
+            .ok_or_else(|| {
+                AppError::unprocessable(format!("{field}: there is no model {id}"))
+                    .with_field(field)
+            })?;
+        if !may_read(viewer, &row) {
+            return Err(AppError::new(
+                Failure::Forbidden,
+                format!("{field}: model {id} is private to its owner"),
+            )
+            .with_field(field));
+        }
+        if let Some(job) = row.job_id {
+            let job = job_row(&self.db, job).await?;
+            self.check_released(&job)
+                .await
+                .map_err(|e| e.with_field(field))?;
+        }
+        let (arch, scaling) = architecture(&row)?;
+        Ok((arch, scaling, row.entry.weights_sha))
     }
 
     /// The rows an inference spec names, scaled as the model's training

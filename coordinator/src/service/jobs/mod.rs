@@ -10,10 +10,9 @@ use oblivion_protocol::{BlobId, JobId};
 use std::sync::Arc;
 
 use oblivion_ml::data::encode_shard;
-use oblivion_ml::export;
 use oblivion_ml::model::Architecture;
 use oblivion_ml::params::Params;
-use oblivion_ml::weights::{check_params, initial_params};
+use oblivion_ml::weights::initial_params;
 use oblivion_protocol::api::{JobStatus, JobView, OutputsView, RoundMetrics, UploadedDataset};
 use oblivion_protocol::auth::normalize_address;
 use oblivion_protocol::wire::FeatureScaling;
@@ -23,6 +22,7 @@ use super::accounts::Viewer;
 use super::budget;
 use super::chain_link::{ChainLink, spec_hash};
 use super::dispatch::Dispatch;
+use super::models::export_as;
 use super::rounds::Rounds;
 use super::shared::{
     JobsVersion, Parts, arch_of, job_row, ml_internal, scaling_of, token_hash, weights,
@@ -306,12 +306,16 @@ impl Jobs {
             )
             .await?;
         }
+        let start = match &spec.init {
+            None => Start::New(initial),
+            Some(init) => Start::Stored(self.initial_model(creator, init, &arch).await?),
+        };
         Ok(Prepared {
             kind,
             arch,
             division,
             scaling,
-            start: Start::New(initial),
+            start,
         })
     }
 
@@ -464,21 +468,8 @@ impl Jobs {
         let arch = arch_of(&row)?;
         let params = weights(&self.artifacts, row.global_sha).await?;
         let normalization = scaling_of(&row)?;
-        let bytes = blocking(move || {
-            check_params(&arch, &params).map_err(ml_internal)?;
-            match format {
-                ModelFormat::Safetensors => Ok(export::to_safetensors(
-                    &arch,
-                    &params,
-                    normalization.as_ref(),
-                )),
-                ModelFormat::Onnx => {
-                    export::to_onnx(&arch, &params, normalization.as_ref()).map_err(ml_internal)
-                }
-                ModelFormat::Burn => export::to_burn_record(&arch, &params).map_err(ml_internal),
-            }
-        })
-        .await?;
+        let bytes =
+            blocking(move || export_as(&arch, &params, normalization.as_ref(), format)).await?;
         Ok((
             bytes,
             format!("job-{id}-round-{}.{}", row.round, format.extension()),

@@ -27,7 +27,9 @@ use crate::round::{
 use crate::service::shared::{arch_of, judge, lock, ml_internal, quarantine_rule, weights};
 use oblivion_ml::inference::Outputs;
 use oblivion_ml::params::Params;
-use oblivion_store::{InferenceResult, JobRow, RoundRow, UpdateRow, UpdateVerdict, now};
+use oblivion_store::{
+    InferenceResult, JobRow, ModelEntry, RoundRow, UpdateRow, UpdateVerdict, now,
+};
 
 /// What a round's results came to, by its kind's product.
 enum Combined {
@@ -301,6 +303,27 @@ impl Rounds {
         } else {
             (round + 1, JobStatus::Running)
         };
+        // A training job's last weights enter the registry with it.
+        let model = match (row.spec.training(), finished && new_global.is_some()) {
+            (Some(training), true) => Some(ModelEntry {
+                name: training.name.clone(),
+                owner: row.creator.clone(),
+                visibility: training.visibility,
+                model: row.data.model.clone(),
+                input_shape: row.data.input_shape.clone(),
+                classes: row.data.classes,
+                normalization: row.data.normalization.clone(),
+                weights_sha: global_sha,
+                dataset: serde_json::to_string(&training.dataset)
+                    .map_err(|e| AppError::internal(format!("dataset: {e}")))?,
+                accuracy: Some(eval.accuracy),
+                loss: Some(eval.loss),
+                epsilon: metrics.epsilon,
+                rounds: round,
+                created_at: now() as i64,
+            }),
+            _ => None,
+        };
         let rule = quarantine_rule(&self.config);
         let recorded = self
             .db
@@ -313,6 +336,7 @@ impl Rounds {
                     verdicts: verdicts.clone(),
                     next_replicas: next_replicas.clone(),
                     outputs,
+                    model,
                 },
                 next_round,
                 status,

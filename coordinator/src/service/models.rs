@@ -1,0 +1,300 @@
+//! The model registry as visitors see it: the models they may read, found
+//! by name and sorted; one model's card and lineage; its weights in every
+//! format; and weights an owner registers, checked against the
+//! architecture they declare. Uses no other service.
+
+use std::sync::Arc;
+
+use oblivion_ml::export;
+use oblivion_ml::model::Architecture;
+use oblivion_protocol::api::{ModelView, RoundMetrics};
+use oblivion_protocol::wire::FeatureScaling;
+use oblivion_protocol::{DatasetSpec, ModelId, Visibility};
+
+use super::accounts::Viewer;
+use super::jobs::ModelFormat;
+use super::shared::{Parts, ml_internal, weights};
+use crate::blocking::blocking;
+use crate::config::Config;
+use crate::error::{AppError, Failure};
+use oblivion_store::{Artifacts, Db, ModelEntry, ModelRow, now};
+
+/// How a model list is ordered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelOrder {
+    /// Newest first.
+    Newest,
+    /// Most accurate first (unknown accuracy last).
+    Accuracy,
+    /// By name.
+    Name,
+}
+
+impl ModelOrder {
+    /// Parses `newest`, `accuracy` or `name`.
+    pub fn parse(s: &str) -> Option<ModelOrder> {
+        match s {
+            "newest" => Some(ModelOrder::Newest),
+            "accuracy" => Some(ModelOrder::Accuracy),
+            "name" => Some(ModelOrder::Name),
+            _ => None,
+        }
+    }
+}
+
+/// The registry service.
+pub struct Models {
+    config: Arc<Config>,
+    db: Db,
+    artifacts: Artifacts,
+}
+
+impl Models {
+    /// The registry over the store.
+    pub(super) fn new(parts: &Parts) -> Models {
+        Models {
+            config: parts.config.clone(),
+            db: parts.db.clone(),
+            artifacts: parts.artifacts.clone(),
+        }
+    }
+
+    /// The models `viewer` may read whose name holds `search` (any case),
+    /// in `order`.
+    pub async fn list(
+        &self,
+        viewer: &Viewer,
+        search: Option<&str>,
+        order: ModelOrder,
+    ) -> Result<Vec<ModelView>, AppError> {
+        let needle = search.map(str::to_lowercase);
+        let mut views: Vec<ModelView> = self
+            .db
+            .models()
+            .await
+            .map_err(AppError::db)?
+            .into_iter()
+            .filter(|m| may_read(viewer, m))
+            .filter(|m| {
+                needle
+                    .as_deref()
+                    .is_none_or(|n| m.entry.name.to_lowercase().contains(n))
+            })
+            .map(view_of)
+            .collect();
+        match order {
+            ModelOrder::Newest => {}
+            ModelOrder::Accuracy => views.sort_by(|a, b| {
+                b.accuracy
+                    .unwrap_or(f64::NEG_INFINITY)
+                    .total_cmp(&a.accuracy.unwrap_or(f64::NEG_INFINITY))
+            }),
+            ModelOrder::Name => views.sort_by(|a, b| a.name.cmp(&b.name)),
+        }
+        Ok(views)
+    }
+
+    /// A model `viewer` may read (404 if there is none, 403 for someone
+    /// else's private one).
+    pub async fn readable(&self, viewer: &Viewer, id: ModelId) -> Result<ModelRow, AppError> {
+        let row = self
+            .db
+            .model(id)
+            .await
+            .map_err(AppError::db)?
+            .ok_or_else(|| AppError::not_found(format!("no model {id}")))?;
+        if !may_read(viewer, &row) {
+            return Err(AppError::new(
+                Failure::Forbidden,
+                format!("model {id} is private to its owner"),
+            ));
+        }
+        Ok(row)
+    }
+
+    /// One model's card and lineage: its job's rounds and contributors.
+    pub async fn show(&self, viewer: &Viewer, id: ModelId) -> Result<ModelView, AppError> {
+        let row = self.readable(viewer, id).await?;
+        let job = row.job_id;
+        let mut view = view_of(row);
+        if let Some(job) = job {
+            view.history = self.db.rounds(job).await.map_err(AppError::db)?;
+            view.contributors = self.db.contributors(job).await.map_err(AppError::db)?;
+        }
+        Ok(view)
+    }
+
+    /// A model's weights in `format`, with a file name.
+    pub async fn weights(
+        &self,
+        viewer: &Viewer,
+        id: ModelId,
+        format: ModelFormat,
+    ) -> Result<(Vec<u8>, String), AppError> {
+        let row = self.readable(viewer, id).await?;
+        let (arch, scaling) = architecture(&row)?;
+        let params = weights(&self.artifacts, row.entry.weights_sha).await?;
+        let bytes = blocking(move || export_as(&arch, &params, scaling.as_ref(), format)).await?;
+        Ok((bytes, format!("model-{id}.{}", format.extension())))
+    }
+
+    /// Registers weights `owner` uploaded in the safetensors form a model
+    /// download has (its metadata declares the architecture, which the
+    /// weights must match exactly); the new model's id.
+    pub async fn register(
+        &self,
+        owner: &str,
+        name: &str,
+        visibility: Visibility,
+        file: Vec<u8>,
+    ) -> Result<ModelId, AppError> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 100 {
+            return Err(
+                AppError::unprocessable("name: must be 1 to 100 characters").with_field("name")
+            );
+        }
+        let max_params = self.config.budgets.max_params;
+        let (arch, params, scaling) = blocking(move || {
+            export::from_safetensors(&file)
+                .map_err(|e| AppError::unprocessable(format!("weights: {e}")).with_field("weights"))
+        })
+        .await?;
+        if arch.num_params() as u64 > max_params {
+            return Err(AppError::unprocessable(format!(
+                "weights: {} parameters exceed the budget of {max_params} (max_params)",
+                arch.num_params()
+            ))
+            .with_field("weights"));
+        }
+        let encoded = blocking(move || Ok(params.to_safetensors(None))).await?;
+        let weights_sha = self.artifacts.put(encoded).await.map_err(AppError::io)?;
+        let normalization = scaling
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| AppError::internal(format!("normalisation: {e}")))?;
+        let entry = ModelEntry {
+            name: name.to_string(),
+            owner: Some(owner.to_string()),
+            visibility,
+            model: arch.model,
+            input_shape: arch.input_shape,
+            classes: arch.classes,
+            normalization,
+            weights_sha,
+            dataset: REGISTERED.to_string(),
+            accuracy: None,
+            loss: None,
+            epsilon: None,
+            rounds: 0,
+            created_at: now() as i64,
+        };
+        let id = self.db.register_model(&entry).await.map_err(AppError::db)?;
+        tracing::info!(model = %id, "weights registered");
+        Ok(id)
+    }
+}
+
+/// What a registered model's entry says it was trained on.
+pub const REGISTERED: &str = "registered";
+
+/// Whether `viewer` may read `model`: a public one, or its own.
+pub(super) fn may_read(viewer: &Viewer, model: &ModelRow) -> bool {
+    model.entry.visibility == Visibility::Public
+        || (viewer.0.is_some() && viewer.0 == model.entry.owner)
+}
+
+/// A model's architecture and feature scaling, as stored.
+pub(super) fn architecture(
+    row: &ModelRow,
+) -> Result<(Architecture, Option<FeatureScaling>), AppError> {
+    let e = &row.entry;
+    let arch = Architecture::new(e.model.clone(), e.input_shape.clone(), e.classes)
+        .map_err(|err| AppError::internal(err.to_string()))?;
+    let scaling = e
+        .normalization
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|err| AppError::internal(format!("stored normalisation: {err}")))?;
+    Ok((arch, scaling))
+}
+
+/// The weights `params` of `arch` as a file of `format`.
+pub(super) fn export_as(
+    arch: &Architecture,
+    params: &oblivion_ml::params::Params,
+    scaling: Option<&FeatureScaling>,
+    format: ModelFormat,
+) -> Result<Vec<u8>, AppError> {
+    oblivion_ml::weights::check_params(arch, params).map_err(ml_internal)?;
+    match format {
+        ModelFormat::Safetensors => Ok(export::to_safetensors(arch, params, scaling)),
+        ModelFormat::Onnx => export::to_onnx(arch, params, scaling).map_err(ml_internal),
+        ModelFormat::Burn => export::to_burn_record(arch, params).map_err(ml_internal),
+    }
+}
+
+/// The API's view of an entry (without its lineage).
+fn view_of(row: ModelRow) -> ModelView {
+    let e = row.entry;
+    let columns = e
+        .normalization
+        .as_deref()
+        .and_then(|n| serde_json::from_str::<FeatureScaling>(n).ok())
+        .and_then(|s| s.columns);
+    ModelView {
+        id: row.id,
+        job: row.job_id,
+        name: e.name,
+        owner: e
+            .owner
+            .as_deref()
+            .and_then(oblivion_protocol::auth::normalize_address),
+        visibility: e.visibility,
+        architecture: e.model,
+        input_shape: e.input_shape,
+        classes: e.classes,
+        weights_sha256: e.weights_sha,
+        dataset: dataset_label(&e.dataset),
+        accuracy: e.accuracy,
+        loss: e.loss,
+        epsilon: e.epsilon,
+        rounds: e.rounds,
+        created_at: e.created_at,
+        columns,
+        history: Vec::<RoundMetrics>::new(),
+        contributors: Vec::new(),
+    }
+}
+
+/// A short name for what a model was trained on (its job's dataset, as
+/// stored: a spec's JSON).
+pub fn dataset_label(stored: &str) -> String {
+    match serde_json::from_str::<DatasetSpec>(stored) {
+        Ok(DatasetSpec::Builtin(name)) => name,
+        Ok(DatasetSpec::Csv(_)) => "csv".into(),
+        Ok(DatasetSpec::Idx { .. }) => "idx".into(),
+        Ok(DatasetSpec::Federated { validation }) => {
+            let inner = serde_json::to_string(&validation).unwrap_or_default();
+            format!("federated {}", dataset_label(&inner))
+        }
+        Err(_) => stored.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dataset_is_labelled_by_what_a_visitor_knows_it_by() {
+        assert_eq!(dataset_label(r#"{"builtin":"mnist"}"#), "mnist");
+        assert_eq!(
+            dataset_label(r#"{"federated":{"validation":{"builtin":"iris"}}}"#),
+            "federated iris"
+        );
+        assert_eq!(dataset_label(REGISTERED), "registered");
+    }
+}
