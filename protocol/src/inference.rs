@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::SpecError;
 use crate::blob::BlobId;
-use crate::ids::{JobId, ModelId};
+use crate::ids::JobId;
+pub use crate::model_ref::ModelRef;
 use crate::spec::{MAX_BATCH_SIZE, MAX_SHARDS_PER_ROUND, MAX_TRAINERS, RewardSpec, Visibility};
 
 /// Rows of each shard the coordinator recomputes itself when none is
@@ -90,16 +91,6 @@ fn default_batch() -> u32 {
 pub enum InferenceTask {
     /// Run a model over rows.
     Inference,
-}
-
-/// Which model an inference job runs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum ModelRef {
-    /// The model a completed training job produced.
-    Job(JobId),
-    /// A model of the registry.
-    Model(ModelId),
 }
 
 /// The rows an inference job runs its model on. Tabular rows are scaled

@@ -124,7 +124,7 @@ pub struct TrainingSpec {
     /// fine-tune it): `{"model": id}` of the registry, or `{"job": id}`.
     /// Its architecture must be this spec's model on this dataset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub init: Option<crate::inference::ModelRef>,
+    pub init: Option<crate::model_ref::ModelRef>,
 }
 
 /// Most accounts a private job may name as its trainers.

@@ -10,10 +10,9 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use oblivion_protocol::JobSpec;
 use oblivion_protocol::api::{Created, JobView, UploadedDataset, outputs_headers};
-use serde::Deserialize;
 
 use super::client::Client;
-use super::models::{attachment, model_format};
+use super::download::{FormatQuery, attachment, model_format};
 use super::{MAX_SPEC_BYTES, read_body, read_body_within};
 use crate::error::AppError;
 use crate::service::{Coordinator, OutputsFormat, Viewer};
@@ -96,12 +95,6 @@ pub async fn outputs(
         file.bytes,
     )
         .into_response())
-}
-
-/// Query of a download: its format.
-#[derive(Deserialize)]
-pub struct FormatQuery {
-    pub(super) format: Option<String>,
 }
 
 /// `GET /api/jobs/{id}/model?format=onnx|safetensors|burn`.

@@ -20,6 +20,7 @@
 
 mod auth;
 mod client;
+mod download;
 mod error;
 mod events;
 mod jobs;

@@ -5,17 +5,17 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use oblivion_protocol::api::ModelView;
 use oblivion_protocol::{ModelId, Visibility};
 use serde::{Deserialize, Serialize};
 
 use super::client::Client;
-use super::jobs::FormatQuery;
+use super::download::{FormatQuery, attachment, model_format};
 use super::read_body_within;
 use crate::error::AppError;
-use crate::service::{Coordinator, ModelFormat, ModelOrder, Viewer};
+use crate::service::{Coordinator, ModelOrder, Viewer};
 
 fn parse_id(raw: &str) -> Result<ModelId, AppError> {
     raw.parse()
@@ -66,31 +66,6 @@ pub async fn weights(
     let format = model_format(q.format.as_deref())?;
     let (bytes, file) = c.models.weights(&viewer, parse_id(&id)?, format).await?;
     Ok(attachment(bytes, &file))
-}
-
-/// A model download format by name (`safetensors` when none is given).
-pub fn model_format(name: Option<&str>) -> Result<ModelFormat, AppError> {
-    let name = name.unwrap_or("safetensors");
-    ModelFormat::parse(name).ok_or_else(|| {
-        AppError::bad_request(format!(
-            "unknown model format {name:?}; use onnx, safetensors or burn"
-        ))
-    })
-}
-
-/// A file to save under `file`.
-pub fn attachment(bytes: Vec<u8>, file: &str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{file}\""),
-            ),
-        ],
-        bytes,
-    )
-        .into_response()
 }
 
 /// Query of a registration.

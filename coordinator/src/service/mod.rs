@@ -47,8 +47,8 @@ use oblivion_store::{Artifacts, Backend, Db};
 pub use accounts::{Accounts, Viewer};
 pub use dispatch::Dispatch;
 pub use events::Events;
-pub use jobs::{Jobs, ModelFormat, OutputsFormat};
-pub use models::{ModelOrder, Models};
+pub use jobs::{Jobs, OutputsFormat};
+pub use models::{ModelFormat, ModelOrder, Models};
 pub use payments::Payments;
 pub use rounds::Rounds;
 

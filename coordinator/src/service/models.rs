@@ -12,12 +12,43 @@ use oblivion_protocol::wire::FeatureScaling;
 use oblivion_protocol::{DatasetSpec, ModelId, Visibility};
 
 use super::accounts::Viewer;
-use super::jobs::ModelFormat;
 use super::shared::{Parts, ml_internal, weights};
 use crate::blocking::blocking;
 use crate::config::Config;
 use crate::error::{AppError, Failure};
 use oblivion_store::{Artifacts, Db, ModelEntry, ModelRow, now};
+
+/// Model download formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelFormat {
+    /// safetensors.
+    Safetensors,
+    /// ONNX.
+    Onnx,
+    /// burn's record (burnpack).
+    Burn,
+}
+
+impl ModelFormat {
+    /// Parses `onnx`, `safetensors` or `burn`.
+    pub fn parse(s: &str) -> Option<ModelFormat> {
+        match s {
+            "safetensors" => Some(ModelFormat::Safetensors),
+            "onnx" => Some(ModelFormat::Onnx),
+            "burn" => Some(ModelFormat::Burn),
+            _ => None,
+        }
+    }
+
+    /// File extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            ModelFormat::Safetensors => "safetensors",
+            ModelFormat::Onnx => "onnx",
+            ModelFormat::Burn => "bpk",
+        }
+    }
+}
 
 /// How a model list is ordered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

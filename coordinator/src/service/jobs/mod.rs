@@ -22,7 +22,7 @@ use super::accounts::Viewer;
 use super::budget;
 use super::chain_link::{ChainLink, spec_hash};
 use super::dispatch::Dispatch;
-use super::models::export_as;
+use super::models::{ModelFormat, export_as};
 use super::rounds::Rounds;
 use super::shared::{
     JobsVersion, Parts, arch_of, job_row, ml_internal, scaling_of, token_hash, weights,
@@ -34,38 +34,6 @@ use crate::error::{AppError, Failure};
 use crate::hub::{LiveJob, ShardDetail, Weights};
 use crate::kind::{Division, JobKind, kind_of};
 use oblivion_store::{Artifacts, Db, JobData, JobRow, NewJob, NewPayment, now};
-
-/// Model download formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ModelFormat {
-    /// safetensors.
-    Safetensors,
-    /// ONNX.
-    Onnx,
-    /// burn's record (burnpack).
-    Burn,
-}
-
-impl ModelFormat {
-    /// Parses `onnx`, `safetensors` or `burn`.
-    pub fn parse(s: &str) -> Option<ModelFormat> {
-        match s {
-            "safetensors" => Some(ModelFormat::Safetensors),
-            "onnx" => Some(ModelFormat::Onnx),
-            "burn" => Some(ModelFormat::Burn),
-            _ => None,
-        }
-    }
-
-    /// File extension.
-    pub fn extension(self) -> &'static str {
-        match self {
-            ModelFormat::Safetensors => "safetensors",
-            ModelFormat::Onnx => "onnx",
-            ModelFormat::Burn => "bpk",
-        }
-    }
-}
 
 /// A new job before it is stored: what its kind made of its spec.
 pub(super) struct Prepared {
