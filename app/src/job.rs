@@ -461,6 +461,7 @@ pub fn JobPage() -> impl IntoView {
                 })}
                 <section class="card">
                     <h2>"Workers that contributed"</h2>
+                    <p class="muted small"><a href=format!("/leaderboard?job={id}") data-testid="job-leaderboard">"This job's leaderboard"</a></p>
                     <div class="table-wrap">
                     <table class="table" data-testid="contributors">
                         <thead><tr><th>"Worker"</th><th>"Kind"</th><th>"Backend"</th><th>"Updates"</th><th title="verified work: samples of its shards, or in a federated job one contribution per update">{if federated { "Contributions" } else { "Samples" }}</th></tr></thead>

@@ -9,6 +9,7 @@ use crate::chain::{provide_chain, use_chain};
 use crate::contribute::Contribute;
 use crate::job::JobPage;
 use crate::jobs::JobList;
+use crate::leaderboard::LeaderboardPage;
 use crate::live::{provide_live, use_live};
 use crate::model::ModelPage;
 use crate::models::ModelList;
@@ -86,6 +87,7 @@ pub fn App() -> impl IntoView {
                     <A href="/" exact=true>"Contribute"</A>
                     <A href="/jobs">"Jobs"</A>
                     <A href="/models">"Models"</A>
+                    <A href="/leaderboard">"Leaderboard"</A>
                     <A href="/network">"Network"</A>
                     // Only where jobs are paid.
                     {move || chain.info.with(Option::is_some).then(|| view! { <A href="/rewards">"Rewards"</A> })}
@@ -103,6 +105,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/jobs/new") view=NewJob/>
                     <Route path=path!("/jobs/:id") view=JobPage/>
                     <Route path=path!("/models") view=ModelList/>
+                    <Route path=path!("/leaderboard") view=LeaderboardPage/>
                     <Route path=path!("/models/:id") view=ModelPage/>
                     <Route path=path!("/network") view=NetworkPage/>
                     <Route path=path!("/rewards") view=RewardsPage/>

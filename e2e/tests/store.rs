@@ -755,6 +755,21 @@ async fn only_verified_work_is_credited_and_a_quarantine_outlives_the_connection
     assert_eq!(credited, vec![(h, 20), (b, 0)]);
     let rounds = db.rounds(j).await.unwrap();
     assert_eq!(rounds.len(), 2);
+    // What the leaderboards are made of: the verified work alone.
+    let work: Vec<(String, u64, u64)> = db
+        .verified_work(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.identity, d.samples, d.rows))
+        .collect();
+    assert_eq!(work, vec![(honest.to_string(), 20, 0)]);
+    assert_eq!(db.verified_work(Some(j)).await.unwrap().len(), 1);
+    let records = db.standings().await.unwrap();
+    assert!(
+        records.iter().any(|r| r.identity == liar && r.quarantined),
+        "{records:?}"
+    );
 
     // A new connection under the same account is still quarantined, and
     // no instance takes its update.

@@ -228,6 +228,7 @@ async fn one_poisoner_in_five_changes_nothing_and_is_quarantined() {
     );
     println!("clean run: {:.2}%", clean_accuracy * 100.0);
 
+    let mut caught = Vec::new();
     for (i, poison) in POISONS.into_iter().enumerate() {
         let liar = Api::new(&api.url, Some(&poisoner_key(i)));
         let cookie = liar.cookie().await.unwrap();
@@ -289,6 +290,7 @@ async fn one_poisoner_in_five_changes_nothing_and_is_quarantined() {
         }
         let view = api.worker(worker_id).await.unwrap();
         assert_eq!(view.state, WorkerState::Quarantined, "{poison:?}: {view:?}");
+        caught.push(account.clone());
         assert!(view.quarantine.is_some(), "{view:?}");
         assert_eq!(view.samples, 0, "{poison:?} was credited: {view:?}");
         let contributors = job.contributors.iter().find(|c| c.worker_id == worker_id);
@@ -324,6 +326,49 @@ async fn one_poisoner_in_five_changes_nothing_and_is_quarantined() {
             .iter()
             .all(|w| w.quarantine.is_none() && w.samples > 0),
         "{honest:?}"
+    );
+    leaderboard_is_the_verified_work(&api, &caught).await;
+}
+
+/// The leaderboard counts, for each honest (anonymous) worker, the
+/// verified samples the jobs credited it, and leaves out the poisoners
+/// that were quarantined.
+async fn leaderboard_is_the_verified_work(api: &Api, caught: &[String]) {
+    let (_, jobs) = api.get("/api/jobs").await.unwrap();
+    let mut expected: std::collections::BTreeMap<String, u64> = Default::default();
+    for job in jobs.as_array().unwrap() {
+        let view = api.job(JobId(job["id"].as_u64().unwrap())).await.unwrap();
+        let honest = view
+            .contributors
+            .iter()
+            .filter(|c| c.name.starts_with("honest"));
+        for c in honest.filter(|c| c.samples > 0) {
+            *expected
+                .entry(format!("worker:{}", c.worker_id))
+                .or_default() += c.samples;
+        }
+    }
+    let (_, board) = api.get("/api/leaderboard").await.unwrap();
+    let board: oblivion_protocol::api::Leaderboard = serde_json::from_value(board).unwrap();
+    let shown: std::collections::BTreeMap<String, u64> = board
+        .contributors
+        .iter()
+        .filter(|c| c.identity.starts_with("worker:"))
+        .map(|c| (c.identity.clone(), c.samples))
+        .collect();
+    assert_eq!(shown, expected, "{board:?}");
+    assert!(!caught.is_empty());
+    assert!(
+        board
+            .contributors
+            .iter()
+            .all(|c| !caught.contains(&c.identity)),
+        "no quarantined poisoner is on the board: {board:?}"
+    );
+    let totals: Vec<u64> = board.contributors.iter().map(|c| c.samples).collect();
+    assert!(
+        totals.windows(2).all(|w| w[0] >= w[1]),
+        "most work first: {totals:?}"
     );
 }
 

@@ -335,6 +335,55 @@ pub struct ModelView {
     pub contributors: Vec<Contributor>,
 }
 
+/// `GET /api/leaderboard`: who did the network's verified work, and the
+/// best models of each dataset.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Leaderboard {
+    /// The job the standings are of, when only one.
+    pub job: Option<JobId>,
+    /// Contributors, in the order asked for; identities in quarantine are
+    /// left out, their work with them.
+    pub contributors: Vec<ContributorStanding>,
+    /// Each dataset's models, most accurate first (not for one job).
+    pub models: Vec<DatasetModels>,
+}
+
+/// A contributor's standing: its verified work, its rewards and its
+/// record. An identity is a payout account, else one worker connection
+/// (`worker:<id>`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContributorStanding {
+    /// The account (lower-case hex), or `worker:<id>`.
+    pub identity: String,
+    /// Training samples of its verified updates.
+    pub samples: u64,
+    /// Inference rows of its verified outputs.
+    pub rows: u64,
+    /// Verified work (samples and rows) a day, averaged with a weekly
+    /// half-life, as BOINC's recent average credit: a day's work counts
+    /// half as much a week later.
+    pub recent: f64,
+    /// Rewards signed to it.
+    pub earned: Wei,
+    /// Rewards it claimed on chain.
+    pub claimed: Wei,
+    /// Results that agreed with their round.
+    pub agreed: u64,
+    /// Results disputed or refused.
+    pub disputed: u64,
+    /// Results refuted by replicas.
+    pub refuted: u64,
+}
+
+/// One dataset's models, most accurate first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DatasetModels {
+    /// What they were trained on (see [`ModelView::dataset`]).
+    pub dataset: String,
+    /// Its models.
+    pub models: Vec<ModelView>,
+}
+
 /// Headers of an outputs download naming where the outputs came from.
 pub mod outputs_headers {
     /// The sha256 of the model's weights (safetensors).

@@ -115,6 +115,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/api/models", get(models::list).post(models::register))
         .route("/api/models/{id}", get(models::show))
         .route("/api/models/{id}/weights", get(models::weights))
+        .route("/api/leaderboard", get(models::leaderboard))
         .route("/api/chain", get(payments::chain))
         .route("/api/rewards", get(payments::rewards))
         .route("/api/artifacts/{sha}", get(jobs::artifact))

@@ -1,4 +1,4 @@
-//! The model registry's handlers.
+//! The model registry's handlers, and the leaderboards'.
 
 use std::sync::Arc;
 
@@ -7,15 +7,15 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use oblivion_protocol::api::ModelView;
-use oblivion_protocol::{ModelId, Visibility};
+use oblivion_protocol::api::{Leaderboard, ModelView};
+use oblivion_protocol::{JobId, ModelId, Visibility};
 use serde::{Deserialize, Serialize};
 
 use super::client::Client;
 use super::download::{FormatQuery, attachment, model_format};
 use super::read_body_within;
 use crate::error::AppError;
-use crate::service::{Coordinator, ModelOrder, Viewer};
+use crate::service::{ContributorOrder, Coordinator, ModelOrder, Viewer};
 
 fn parse_id(raw: &str) -> Result<ModelId, AppError> {
     raw.parse()
@@ -66,6 +66,32 @@ pub async fn weights(
     let format = model_format(q.format.as_deref())?;
     let (bytes, file) = c.models.weights(&viewer, parse_id(&id)?, format).await?;
     Ok(attachment(bytes, &file))
+}
+
+/// Query of the leaderboard.
+#[derive(Deserialize)]
+pub struct LeaderboardQuery {
+    /// One job's standings only.
+    job: Option<JobId>,
+    /// `work` (the default), `recent`, `earned` or `reputation`.
+    sort: Option<String>,
+}
+
+/// `GET /api/leaderboard?job=&sort=work|recent|earned|reputation`.
+pub async fn leaderboard(
+    State(c): State<Arc<Coordinator>>,
+    viewer: Viewer,
+    Query(q): Query<LeaderboardQuery>,
+) -> Result<Json<Leaderboard>, AppError> {
+    let name = q.sort.as_deref().unwrap_or("work");
+    let order = ContributorOrder::parse(name).ok_or_else(|| {
+        AppError::bad_request(format!(
+            "unknown order {name:?}; use work, recent, earned or reputation"
+        ))
+    })?;
+    Ok(Json(
+        c.leaderboards.leaderboard(&viewer, q.job, order).await?,
+    ))
 }
 
 /// Query of a registration.

@@ -21,6 +21,7 @@
 //! - `events`: the live snapshot pages watch; over dispatch.
 //! - `accounts`: sign-in and sessions; alone.
 //! - `models`: the model registry; alone.
+//! - `leaderboard`: standings of contributors and models; alone.
 //!
 //! [`Coordinator`] only builds them and runs their tasks.
 
@@ -31,6 +32,7 @@ mod dispatch;
 mod events;
 mod gc;
 mod jobs;
+mod leaderboard;
 mod models;
 mod payments;
 mod rounds;
@@ -48,6 +50,7 @@ pub use accounts::{Accounts, Viewer};
 pub use dispatch::Dispatch;
 pub use events::Events;
 pub use jobs::{Jobs, OutputsFormat};
+pub use leaderboard::{ContributorOrder, Leaderboards};
 pub use models::{ModelFormat, ModelOrder, Models};
 pub use payments::Payments;
 pub use rounds::Rounds;
@@ -73,6 +76,8 @@ pub struct Coordinator {
     pub jobs: Arc<Jobs>,
     /// The model registry.
     pub models: Models,
+    /// Standings of contributors and models.
+    pub leaderboards: Leaderboards,
     /// Paid jobs on chain.
     pub payments: Arc<Payments>,
     /// The live snapshot.
@@ -121,6 +126,7 @@ impl Coordinator {
         let coordinator = Arc::new(Coordinator {
             accounts: Accounts::new(&parts),
             models: Models::new(&parts),
+            leaderboards: Leaderboards::new(&parts),
             jobs: Arc::new(Jobs::new(&parts, rounds.clone(), dispatch.clone())),
             payments: Arc::new(Payments::new(&parts, rounds.clone(), dispatch.clone())),
             events: Arc::new(Events::new(dispatch.clone(), jobs_version)),

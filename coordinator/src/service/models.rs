@@ -268,7 +268,7 @@ pub(super) fn export_as(
 }
 
 /// The API's view of an entry (without its lineage).
-fn view_of(row: ModelRow) -> ModelView {
+pub(super) fn view_of(row: ModelRow) -> ModelView {
     let e = row.entry;
     let columns = e
         .normalization
