@@ -11,6 +11,8 @@
 //!   privacy, and the compute replication costs.
 //! - `cargo xtask load-bench`: the coordinator under 10,000 simulated
 //!   workers (lease grants per second, grant latency, updates per second).
+//! - `cargo xtask inference-bench`: rows a second per model on the native
+//!   engine, and what checking a shard costs the coordinator.
 //! - `cargo xtask web`: builds the web app and the browser worker into
 //!   `dist/` (Trunk), gives the worker's files content-hashed names, and
 //!   writes a brotli and a gzip copy of every file.
@@ -73,11 +75,12 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("bench") => bench(&args[1..]),
         Some("load-bench") => load_bench(&args[1..]),
+        Some("inference-bench") => inference_bench(&args[1..]),
         Some("trust-bench") => trust_bench(&args[1..]),
         Some("web") => web(),
         _ => {
             eprintln!(
-                "usage: cargo xtask dev [--workers N] [--listen ADDR] | test | bench | trust-bench | load-bench | web"
+                "usage: cargo xtask dev [--workers N] [--listen ADDR] | test | bench | trust-bench | load-bench | inference-bench | web"
             );
             return ExitCode::from(2);
         }
@@ -478,6 +481,21 @@ fn load_bench(args: &[String]) -> Result<()> {
         "load-bench",
     ]))?;
     run(Command::new(target_dir().join("release/load-bench")).args(args))
+}
+
+/// The inference benchmark: rows a second per model on the native engine,
+/// and the coordinator's CPU to check a shard (see
+/// `e2e/src/bin/inference-bench.rs`), built in release.
+fn inference_bench(args: &[String]) -> Result<()> {
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "oblivion-e2e",
+        "--bin",
+        "inference-bench",
+    ]))?;
+    run(Command::new(target_dir().join("release/inference-bench")).args(args))
 }
 
 struct Children(Vec<Child>);
