@@ -1,6 +1,7 @@
 //! Calldata for the escrow functions a browser wallet sends (`fund`,
-//! `settle`, `claim`), built from the API's strings (`0x` hex, decimal wei),
-//! and the escrow's revert reasons in words.
+//! `settle`, `claim`, and the market's `list`, `delist`, `purchase`,
+//! `claimShare`, `withdraw`), built from the API's strings (`0x` hex,
+//! decimal wei), and the escrow's revert reasons in words.
 //!
 //! Amounts: [`u256`] and [`wei`] convert the API's [`Wei`] to and from the
 //! chain's words, [`parse_ether`] reads what a person types ("0.25"),
@@ -9,6 +10,7 @@
 use alloy::primitives::{Address, B256};
 use alloy::sol_types::{SolCall, SolError, SolInterface};
 use oblivion_protocol::api::{RewardView, SettlementView};
+use oblivion_protocol::market::{ListingView, ShareView};
 use oblivion_protocol::{JobId, Wei};
 
 pub use alloy::primitives::{Bytes, U256};
@@ -26,7 +28,22 @@ alloy::sol! {
         function fund(uint256 jobId, address signer, bytes32 specHash, uint64 deadline) external payable returns (bytes32 job);
         function settle(bytes32 job, bytes32 root, uint256 total, bytes32 modelHash, uint64 issuedAt, bytes signature) external;
         function claim(bytes32 job, uint256 index, address account, uint256 amount, bytes32[] proof) external;
+        function list(uint256 modelId, address signer, bytes32 modelHash, uint256 price, uint16 contributorsBps, bytes32 sharesRoot, bytes signature) external returns (bytes32 listing);
+        function delist(bytes32 listing) external;
+        function purchase(bytes32 listing) external payable;
+        function claimShare(bytes32 listing, uint256 index, address account, uint256 weight, bytes32[] proof) external;
+        function withdraw() external;
 
+        error AlreadyBought(address buyer);
+        error ContributorsShareTooHigh(uint16 contributorsBps, uint16 max);
+        error ListingTermsFixed();
+        error NoContributors();
+        error NotListed(bytes32 listing);
+        error NotOwner(address owner);
+        error NothingToClaim();
+        error NothingToWithdraw();
+        error PoolExceeded(uint256 claimed, uint256 pool);
+        error WrongPayment(uint256 sent, uint256 price);
         error AlreadyClaimed(uint256 index);
         error ClaimExceedsTotal(uint256 claimed, uint256 total);
         error ClaimWindowClosed(uint256 closesAt);
@@ -229,12 +246,7 @@ pub fn settle(job_key: &str, settlement: &SettlementView) -> Result<Bytes, CallE
 
 /// Calldata of `claim(job, index, account, amount, proof)` for one reward.
 pub fn claim(reward: &RewardView) -> Result<Bytes, CallError> {
-    let proof = reward
-        .proof
-        .iter()
-        .enumerate()
-        .map(|(i, p)| b256(&format!("proof[{i}]"), p))
-        .collect::<Result<Vec<_>, _>>()?;
+    let proof = proof(&reward.proof)?;
     let call = IOblivionEscrow::claimCall {
         job: b256("job_key", &reward.job_key)?,
         index: U256::from(reward.index),
@@ -243,6 +255,68 @@ pub fn claim(reward: &RewardView) -> Result<Bytes, CallError> {
         proof,
     };
     Ok(call.abi_encode().into())
+}
+
+fn proof(hashes: &[String]) -> Result<Vec<B256>, CallError> {
+    hashes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| b256(&format!("proof[{i}]"), p))
+        .collect()
+}
+
+/// Calldata of `list(modelId, signer, modelHash, price, contributorsBps,
+/// sharesRoot, signature)`: the owner sends the coordinator's signed terms.
+pub fn list(listing: &ListingView) -> Result<Bytes, CallError> {
+    let call = IOblivionEscrow::listCall {
+        modelId: U256::from(listing.model_id.0),
+        signer: address("signer", &listing.signer)?,
+        modelHash: b256("model_hash", &listing.model_hash)?,
+        price: u256(&listing.price),
+        contributorsBps: listing.contributors_bps,
+        sharesRoot: b256("shares_root", &listing.shares_root)?,
+        signature: bytes("signature", &listing.signature)?,
+    };
+    if call.signature.len() != 65 {
+        return Err(invalid(
+            "signature",
+            format!("{} bytes, not 65", call.signature.len()),
+        ));
+    }
+    Ok(call.abi_encode().into())
+}
+
+/// Calldata of `delist(listing)`.
+pub fn delist(listing_key: &str) -> Result<Bytes, CallError> {
+    let call = IOblivionEscrow::delistCall {
+        listing: b256("listing", listing_key)?,
+    };
+    Ok(call.abi_encode().into())
+}
+
+/// Calldata of `purchase(listing)`; the price goes as the value.
+pub fn purchase(listing_key: &str) -> Result<Bytes, CallError> {
+    let call = IOblivionEscrow::purchaseCall {
+        listing: b256("listing", listing_key)?,
+    };
+    Ok(call.abi_encode().into())
+}
+
+/// Calldata of `claimShare(listing, index, account, weight, proof)`.
+pub fn claim_share(share: &ShareView) -> Result<Bytes, CallError> {
+    let call = IOblivionEscrow::claimShareCall {
+        listing: b256("listing", &share.listing)?,
+        index: U256::from(share.leaf.index),
+        account: address("account", &share.leaf.account)?,
+        weight: U256::from(share.leaf.weight),
+        proof: proof(&share.proof)?,
+    };
+    Ok(call.abi_encode().into())
+}
+
+/// Calldata of `withdraw()`.
+pub fn withdraw() -> Bytes {
+    IOblivionEscrow::withdrawCall {}.abi_encode().into()
 }
 
 fn eth(wei: U256) -> String {
@@ -313,6 +387,19 @@ fn explain(e: &EscrowError) -> String {
         EscrowError::RefundNotOpen(E::RefundNotOpen { opensAt }) => format!(
             "the refund opens at {opensAt} (Unix time), two settlement grace periods after the deadline"
         ),
+        EscrowError::WrongPayment(E::WrongPayment { sent, price }) => format!(
+            "the model costs {}, not {}: its price changed, reload the page",
+            eth(*price),
+            eth(*sent)
+        ),
+        EscrowError::ContributorsShareTooHigh(E::ContributorsShareTooHigh {
+            contributorsBps,
+            max,
+        }) => format!(
+            "the contributors' part is {}%, more than the most a listing may give ({}%)",
+            f64::from(*contributorsBps) / 100.0,
+            f64::from(*max) / 100.0
+        ),
         EscrowError::TotalExceedsDeposit(E::TotalExceedsDeposit { total, deposit }) => format!(
             "the settlement pays {} but only {} was deposited",
             eth(*total),
@@ -348,6 +435,18 @@ fn explain_name(name: &str) -> String {
         "TotalExceedsDeposit" => "the settlement pays more than was deposited",
         "ZeroAmount" => "the deposit must be more than zero",
         "ZeroSigner" => "no settlement signer was named",
+        "AlreadyBought" => "this account has bought the model already",
+        "ContributorsShareTooHigh" => "the contributors' part is above the escrow's cap",
+        "ListingTermsFixed" => {
+            "a listing's model and shares cannot change once listed: only its price and part"
+        }
+        "NoContributors" => "the model has no contributors to give a part of its sales",
+        "NotListed" => "the model is not on sale",
+        "NotOwner" => "only the model's owner may do this",
+        "NothingToClaim" => "this share has been paid everything the sales so far owe it",
+        "NothingToWithdraw" => "there are no proceeds to withdraw",
+        "PoolExceeded" => "the claim would exceed what the sales paid the contributors",
+        "WrongPayment" => "the payment is not the model's price: reload the page",
         "" => "the escrow refused",
         other => return format!("the escrow refused ({other})"),
     }
@@ -407,6 +506,26 @@ mod tests {
             (
                 IOblivionEscrow::claimCall::SIGNATURE,
                 IOblivionEscrow::claimCall::SELECTOR,
+            ),
+            (
+                IOblivionEscrow::listCall::SIGNATURE,
+                IOblivionEscrow::listCall::SELECTOR,
+            ),
+            (
+                IOblivionEscrow::delistCall::SIGNATURE,
+                IOblivionEscrow::delistCall::SELECTOR,
+            ),
+            (
+                IOblivionEscrow::purchaseCall::SIGNATURE,
+                IOblivionEscrow::purchaseCall::SELECTOR,
+            ),
+            (
+                IOblivionEscrow::claimShareCall::SIGNATURE,
+                IOblivionEscrow::claimShareCall::SELECTOR,
+            ),
+            (
+                IOblivionEscrow::withdrawCall::SIGNATURE,
+                IOblivionEscrow::withdrawCall::SELECTOR,
             ),
         ] {
             assert!(

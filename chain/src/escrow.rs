@@ -23,8 +23,8 @@ alloy::sol!(
 );
 
 pub use OblivionEscrow::{
-    Claimed, Funded, OblivionEscrowErrors, OblivionEscrowEvents, OblivionEscrowInstance, Refunded,
-    Returned, Settled, Swept,
+    Claimed, Delisted, Funded, Listed, OblivionEscrowErrors, OblivionEscrowEvents,
+    OblivionEscrowInstance, Purchased, Refunded, Returned, Settled, ShareClaimed, Swept, Withdrawn,
 };
 
 /// Deploys a new escrow whose claims stay open `claim_window` seconds after

@@ -5,11 +5,14 @@
 //! - [`sign_in`]: answers a coordinator's Sign-In with Ethereum challenge.
 //! - [`settlement`]: the job key and the EIP-712 settlement the coordinator
 //!   signs for the escrow.
+//! - [`listing`]: the EIP-712 listing the coordinator signs for the
+//!   escrow's model market, and the contributors' share weights.
 //! - [`merkle`]: the payout tree ([`PayoutTree`]) whose root a settlement
 //!   commits to, OpenZeppelin `StandardMerkleTree`-compatible.
 //! - [`payouts`]: the payout rule ([`shares`]), splitting a job's payment in
 //!   proportion to credited work.
-//! - [`calls`]: calldata of the escrow's `fund`, `settle` and `claim` for a
+//! - [`calls`]: calldata of the escrow's `fund`, `settle`, `claim` and the
+//!   market's `list`, `purchase`, `claimShare` and `withdraw` for a
 //!   browser wallet, amounts in wei and ETH, and its revert reasons in words.
 //! - `escrow` (feature `rpc`): the escrow contract's typed bindings,
 //!   deployment and a signing JSON-RPC provider.
@@ -21,6 +24,7 @@ pub mod calls;
 #[cfg(feature = "rpc")]
 pub mod escrow;
 mod key;
+pub mod listing;
 pub mod merkle;
 pub mod payouts;
 #[cfg(feature = "client")]

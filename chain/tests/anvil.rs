@@ -250,3 +250,133 @@ async fn scenario(binary: &Path) {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn market_sells_a_model_and_splits_its_sales_by_shares() {
+    let Some(binary) = anvil_binary() else {
+        eprintln!("SKIPPED: no anvil in contracts/node_modules");
+        return;
+    };
+    tokio::time::timeout(Duration::from_secs(120), market(&binary))
+        .await
+        .expect("the scenario finishes within two minutes");
+}
+
+async fn market(binary: &Path) {
+    use oblivion_chain::listing::{self, Listing};
+    use oblivion_protocol::ModelId;
+
+    let anvil = Anvil::at(binary).try_spawn().expect("anvil starts");
+    let key = |i: usize| Key::parse(&alloy::hex::encode(anvil.keys()[i].to_bytes())).unwrap();
+    let (owner, buyer) = (key(0), key(1));
+    let coordinator = Key::parse(&format!("{:064x}", 0xC0FFEE)).unwrap();
+    let as_owner = escrow::connect(anvil.endpoint_url(), &owner);
+    let as_buyer = escrow::connect(anvil.endpoint_url(), &buyer);
+    let chain_id = as_owner.get_chain_id().await.unwrap();
+    let contract = escrow::deploy(as_owner.clone(), DAY, HOUR).await.unwrap();
+    let at = *contract.address();
+
+    // Three contributors whose verified work was 5, 3 and 2 samples.
+    let accounts = [0xb1, 0xb2, 0xb3].map(Address::repeat_byte);
+    let weights = listing::share_weights(&[(accounts[0], 5), (accounts[1], 3), (accounts[2], 2)]);
+    let tree = PayoutTree::from_shares(&weights).unwrap();
+    let model = keccak256("model: sold weights");
+    let terms = Listing {
+        modelId: U256::from(7),
+        owner: owner.address_bytes(),
+        modelHash: model,
+        price: ether(1),
+        contributorsBps: 2_500,
+        sharesRoot: tree.root(),
+        nonce: U256::ZERO,
+    };
+    assert_eq!(
+        contract
+            .listingDigest(
+                terms.modelId,
+                terms.owner,
+                model,
+                terms.price,
+                terms.contributorsBps,
+                terms.sharesRoot,
+                terms.nonce
+            )
+            .call()
+            .await
+            .unwrap(),
+        listing::digest(&terms, chain_id, at),
+        "the contract and the crate agree on the listing digest"
+    );
+    let signature = listing::sign(&coordinator, &terms, chain_id, at).unwrap();
+    let receipt = contract
+        .list(
+            terms.modelId,
+            coordinator.address_bytes(),
+            model,
+            terms.price,
+            terms.contributorsBps,
+            terms.sharesRoot,
+            Bytes::copy_from_slice(&signature),
+        )
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status());
+    let key = listing::listing_key(
+        owner.address_bytes(),
+        coordinator.address_bytes(),
+        ModelId(7),
+    );
+
+    let bought = escrow::at(at, &as_buyer)
+        .purchase(key)
+        .value(ether(1))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(bought.status());
+    assert!(
+        contract
+            .hasBought(key, buyer.address_bytes())
+            .call()
+            .await
+            .unwrap()
+    );
+
+    // Each contributor claims its weight of the 0.25 ether pool.
+    for (i, payout) in tree.payouts().iter().enumerate() {
+        let proof = tree.proof(payout.index).unwrap();
+        contract
+            .claimShare(
+                key,
+                U256::from(payout.index),
+                payout.account,
+                payout.amount,
+                proof,
+            )
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        let got = as_owner.get_balance(payout.account).await.unwrap();
+        let owed = listing::share_owed(ether(1) / U256::from(4), payout.amount.to());
+        assert_eq!(got, owed, "contributor {i}");
+    }
+    assert_eq!(
+        contract
+            .proceeds(owner.address_bytes())
+            .call()
+            .await
+            .unwrap(),
+        ether(1) * U256::from(3) / U256::from(4),
+        "the owner is owed the rest"
+    );
+}

@@ -3,11 +3,11 @@ pragma solidity ^0.8.24;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
-import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {BitMaps} from "@openzeppelin/contracts/utils/structs/BitMaps.sol";
-import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {EscrowCore} from "./EscrowCore.sol";
+import {OblivionMarket} from "./OblivionMarket.sol";
 
 /// @title OblivionEscrow
 /// @notice Escrow for paid machine-learning jobs.
@@ -33,10 +33,11 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 ///   Settled --claim (anyone, for the leaf's account, within window)-----------------> Settled
 ///   Settled --sweep (anyone, after window)------------------------------------------> Swept
 ///
+/// The same contract sells trained models (`OblivionMarket`): a model's sales pay its owner and,
+/// through claims of the same kind, the contributors who trained it.
+///
 /// @dev Every state-changing entry point is `nonReentrant` and follows checks-effects-interactions.
-/// The guard is OpenZeppelin's transient-storage ReentrancyGuard (EIP-1153), far cheaper than a
-/// storage flag; the contract needs cancun anyway (OpenZeppelin's EIP712 uses mcopy).
-contract OblivionEscrow is EIP712, ReentrancyGuardTransient {
+contract OblivionEscrow is EscrowCore, OblivionMarket {
     using SafeERC20 for IERC20;
     using BitMaps for BitMaps.BitMap;
 
@@ -134,8 +135,6 @@ contract OblivionEscrow is EIP712, ReentrancyGuardTransient {
 
     error ZeroClaimWindow();
     error ZeroSettleGrace();
-    error ZeroAmount();
-    error ZeroSigner();
     error ZeroToken();
     error DeadlineNotInFuture(uint64 deadline);
     error JobExists(bytes32 job);
@@ -147,13 +146,10 @@ contract OblivionEscrow is EIP712, ReentrancyGuardTransient {
     error RefundOpen(uint256 openedAt);
     error RefundNotOpen(uint256 opensAt);
     error TotalExceedsDeposit(uint256 total, uint256 deposit);
-    error InvalidSignature();
     error ClaimWindowClosed(uint256 closesAt);
     error ClaimWindowOpen(uint256 closesAt);
     error AlreadyClaimed(uint256 index);
-    error InvalidProof();
     error ClaimExceedsTotal(uint256 claimed, uint256 total);
-    error NativeTransferFailed(address to, uint256 amount);
 
     // ------------------------------------------------------------------------------------------
     // Construction
@@ -385,14 +381,6 @@ contract OblivionEscrow is EIP712, ReentrancyGuardTransient {
         }
     }
 
-    /// @dev Reverts unless `signature` is `signer`'s over `digest`. tryRecover applies
-    /// ECDSA.recover's checks (65-byte signatures, low-s only, so no malleated copy verifies) but
-    /// lets every failure surface as one error.
-    function _checkSignature(address signer, bytes32 digest, bytes calldata signature) private pure {
-        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecoverCalldata(digest, signature);
-        if (err != ECDSA.RecoverError.NoError || recovered != signer) revert InvalidSignature();
-    }
-
     // ------------------------------------------------------------------------------------------
     // Claims
     // ------------------------------------------------------------------------------------------
@@ -462,21 +450,5 @@ contract OblivionEscrow is EIP712, ReentrancyGuardTransient {
         emit Swept(job, creator, amount);
 
         _pay(j.token, creator, amount);
-    }
-
-    // ------------------------------------------------------------------------------------------
-    // Payments
-    // ------------------------------------------------------------------------------------------
-
-    /// @dev Pays `amount` of `token` (address(0) = native) to `to`. Called only after all state
-    /// changes of the calling function. Zero amounts are skipped: some tokens reject them.
-    function _pay(address token, address to, uint256 amount) private {
-        if (amount == 0) return;
-        if (token == address(0)) {
-            (bool ok,) = to.call{value: amount}("");
-            if (!ok) revert NativeTransferFailed(to, amount);
-        } else {
-            IERC20(token).safeTransfer(to, amount);
-        }
     }
 }

@@ -5,6 +5,7 @@ import {EscrowTest} from "./utils/EscrowTest.sol";
 import {Merkle} from "./utils/Merkle.sol";
 import {MockERC20} from "./mocks/MockERC20.sol";
 import {OblivionEscrow} from "../src/OblivionEscrow.sol";
+import {EscrowCore} from "../src/EscrowCore.sol";
 
 contract OblivionEscrowFuzzTest is EscrowTest {
     /// @dev Random deposit, total and split into up to 8 leaves summing exactly to the total:
@@ -81,7 +82,7 @@ contract OblivionEscrowFuzzTest is EscrowTest {
         total = bound(total, 0, 1 ether);
         bytes memory sig = sign(key, escrow, job, root, total, 0, START);
         vm.prank(creator);
-        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        vm.expectRevert(EscrowCore.InvalidSignature.selector);
         escrow.settle(job, root, total, MODEL, START, sig);
     }
 
@@ -101,7 +102,7 @@ contract OblivionEscrowFuzzTest is EscrowTest {
         bytes32 root = keccak256(abi.encode(idA, idB));
         bytes memory sigA = sign(SIGNER_KEY, escrow, a, root, 1 ether, 0, START);
         vm.prank(creator);
-        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        vm.expectRevert(EscrowCore.InvalidSignature.selector);
         escrow.settle(b, root, 1 ether, MODEL, START, sigA);
         vm.prank(creator);
         escrow.settle(a, root, 1 ether, MODEL, START, sigA);
@@ -118,7 +119,7 @@ contract OblivionEscrowFuzzTest is EscrowTest {
         fee.approve(address(escrow), amount);
         uint256 expected = amount - amount * feeBps / 10_000;
         if (expected == 0) {
-            vm.expectRevert(OblivionEscrow.ZeroAmount.selector);
+            vm.expectRevert(EscrowCore.ZeroAmount.selector);
             escrow.fundToken(1, signer, SPEC, START + 1 days, fee, amount);
             vm.stopPrank();
             return;

@@ -5,6 +5,7 @@ import {EscrowTest} from "./utils/EscrowTest.sol";
 import {Merkle} from "./utils/Merkle.sol";
 import {MockERC20} from "./mocks/MockERC20.sol";
 import {OblivionEscrow} from "../src/OblivionEscrow.sol";
+import {EscrowCore} from "../src/EscrowCore.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
 /// @notice A creator that is a contract: on receiving a payout it tries to re-enter the escrow.
@@ -198,13 +199,13 @@ contract OblivionEscrowTest is EscrowTest {
     function test_Fund_RejectsBadInputs() public {
         vm.deal(creator, 10 ether);
         vm.startPrank(creator);
-        vm.expectRevert(OblivionEscrow.ZeroAmount.selector);
+        vm.expectRevert(EscrowCore.ZeroAmount.selector);
         escrow.fund{value: 0}(1, signer, SPEC, START + 1);
-        vm.expectRevert(OblivionEscrow.ZeroSigner.selector);
+        vm.expectRevert(EscrowCore.ZeroSigner.selector);
         escrow.fund{value: 1}(1, address(0), SPEC, START + 1);
         vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.DeadlineNotInFuture.selector, START));
         escrow.fund{value: 1}(1, signer, SPEC, START);
-        vm.expectRevert(OblivionEscrow.ZeroAmount.selector);
+        vm.expectRevert(EscrowCore.ZeroAmount.selector);
         escrow.fundToken(1, signer, SPEC, START + 1, token, 0);
         vm.expectRevert(OblivionEscrow.ZeroToken.selector);
         escrow.fundToken(1, signer, SPEC, START + 1, MockERC20(address(0)), 1);
@@ -354,13 +355,13 @@ contract OblivionEscrowTest is EscrowTest {
         vm.warp(uint256(issuedAt) + GRACE - 1);
         // A stranger back-dates it by a second to leave the grace.
         vm.prank(stranger);
-        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        vm.expectRevert(EscrowCore.InvalidSignature.selector);
         escrow.settle(job, keccak256("root"), 1 ether, MODEL, issuedAt - 1, sig);
         // Nor may the creator change it either way.
         vm.startPrank(creator);
-        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        vm.expectRevert(EscrowCore.InvalidSignature.selector);
         escrow.settle(job, keccak256("root"), 1 ether, MODEL, issuedAt - 1, sig);
-        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        vm.expectRevert(EscrowCore.InvalidSignature.selector);
         escrow.settle(job, keccak256("root"), 1 ether, MODEL, issuedAt + 1, sig);
         escrow.settle(job, keccak256("root"), 1 ether, MODEL, issuedAt, sig);
         vm.stopPrank();
@@ -434,7 +435,7 @@ contract OblivionEscrowTest is EscrowTest {
         bytes32 job = fundNative(1, 1 ether);
         bytes memory sig = sign(0xBAD, escrow, job, keccak256("root"), 1 ether, 0, START);
         vm.prank(creator);
-        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        vm.expectRevert(EscrowCore.InvalidSignature.selector);
         escrow.settle(job, keccak256("root"), 1 ether, MODEL, START, sig);
     }
 
@@ -443,7 +444,7 @@ contract OblivionEscrowTest is EscrowTest {
         bytes32 jobB = fundNative(2, 1 ether);
         bytes memory sigA = sign(SIGNER_KEY, escrow, jobA, keccak256("root"), 1 ether, 0, START);
         vm.prank(creator);
-        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        vm.expectRevert(EscrowCore.InvalidSignature.selector);
         escrow.settle(jobB, keccak256("root"), 1 ether, MODEL, START, sigA);
     }
 
@@ -452,15 +453,15 @@ contract OblivionEscrowTest is EscrowTest {
         bytes32 root = keccak256("root");
         bytes memory sig = sign(SIGNER_KEY, escrow, job, root, 1 ether, 0, START);
         vm.startPrank(creator);
-        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        vm.expectRevert(EscrowCore.InvalidSignature.selector);
         escrow.settle(job, keccak256("other root"), 1 ether, MODEL, START, sig);
-        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        vm.expectRevert(EscrowCore.InvalidSignature.selector);
         escrow.settle(job, root, 2 ether, MODEL, START, sig);
-        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        vm.expectRevert(EscrowCore.InvalidSignature.selector);
         escrow.settle(job, root, 1 ether, keccak256("other model"), START, sig);
         // A signature for a future nonce is not valid now either.
         bytes memory ahead = sign(SIGNER_KEY, escrow, job, root, 1 ether, 1, START);
-        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        vm.expectRevert(EscrowCore.InvalidSignature.selector);
         escrow.settle(job, root, 1 ether, MODEL, START, ahead);
         vm.stopPrank();
     }
@@ -473,11 +474,11 @@ contract OblivionEscrowTest is EscrowTest {
         // The same point with s' = n - s and flipped v recovers the same key with plain ecrecover.
         bytes memory malleated = abi.encodePacked(r, bytes32(SECP256K1_N - uint256(s)), v == 27 ? uint8(28) : uint8(27));
         vm.startPrank(creator);
-        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        vm.expectRevert(EscrowCore.InvalidSignature.selector);
         escrow.settle(job, root, 1 ether, MODEL, START, malleated);
-        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        vm.expectRevert(EscrowCore.InvalidSignature.selector);
         escrow.settle(job, root, 1 ether, MODEL, START, abi.encodePacked(r, s)); // 64 bytes
-        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        vm.expectRevert(EscrowCore.InvalidSignature.selector);
         escrow.settle(job, root, 1 ether, MODEL, START, "");
         escrow.settle(job, root, 1 ether, MODEL, START, abi.encodePacked(r, s, v));
         vm.stopPrank();
@@ -492,14 +493,14 @@ contract OblivionEscrowTest is EscrowTest {
         bytes memory sigHome = sign(SIGNER_KEY, escrow, job, root, 1 ether, 0, START);
         vm.chainId(home + 1);
         vm.prank(creator);
-        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        vm.expectRevert(EscrowCore.InvalidSignature.selector);
         escrow.settle(job, root, 1 ether, MODEL, START, sigHome);
 
         // Signed for another chain id, submitted here.
         bytes memory sigOther = sign(SIGNER_KEY, escrow, job, root, 1 ether, 0, START);
         vm.chainId(home);
         vm.prank(creator);
-        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        vm.expectRevert(EscrowCore.InvalidSignature.selector);
         escrow.settle(job, root, 1 ether, MODEL, START, sigOther);
 
         vm.prank(creator);
@@ -516,7 +517,7 @@ contract OblivionEscrowTest is EscrowTest {
 
         bytes memory sigOther = sign(SIGNER_KEY, other, job, keccak256("root"), 1 ether, 0, START);
         vm.prank(creator);
-        vm.expectRevert(OblivionEscrow.InvalidSignature.selector);
+        vm.expectRevert(EscrowCore.InvalidSignature.selector);
         escrow.settle(job, keccak256("root"), 1 ether, MODEL, START, sigOther);
         vm.prank(creator);
         other.settle(job, keccak256("root"), 1 ether, MODEL, START, sigOther);
@@ -631,13 +632,13 @@ contract OblivionEscrowTest is EscrowTest {
         (bytes32 job, Merkle.Payout[] memory p, Merkle.Tree memory t) = settledThree();
         bytes32[] memory proof = Merkle.proof(t, 0);
         proof[0] = keccak256("forged");
-        vm.expectRevert(OblivionEscrow.InvalidProof.selector);
+        vm.expectRevert(EscrowCore.InvalidProof.selector);
         escrow.claim(job, 0, p[0].account, p[0].amount, proof);
         // Another leaf's proof does not work for this leaf either.
-        vm.expectRevert(OblivionEscrow.InvalidProof.selector);
+        vm.expectRevert(EscrowCore.InvalidProof.selector);
         escrow.claim(job, 0, p[0].account, p[0].amount, Merkle.proof(t, 1));
         // Nor does an inner node presented as a leaf with an empty proof.
-        vm.expectRevert(OblivionEscrow.InvalidProof.selector);
+        vm.expectRevert(EscrowCore.InvalidProof.selector);
         escrow.claim(job, 0, p[0].account, p[0].amount, new bytes32[](0));
     }
 
@@ -652,11 +653,11 @@ contract OblivionEscrowTest is EscrowTest {
     function test_Claim_RevertsOnWrongAmountOrAccount() public {
         (bytes32 job, Merkle.Payout[] memory p, Merkle.Tree memory t) = settledThree();
         bytes32[] memory proof = Merkle.proof(t, 0);
-        vm.expectRevert(OblivionEscrow.InvalidProof.selector);
+        vm.expectRevert(EscrowCore.InvalidProof.selector);
         escrow.claim(job, 0, p[0].account, p[0].amount + 1, proof);
-        vm.expectRevert(OblivionEscrow.InvalidProof.selector);
+        vm.expectRevert(EscrowCore.InvalidProof.selector);
         escrow.claim(job, 0, stranger, p[0].amount, proof);
-        vm.expectRevert(OblivionEscrow.InvalidProof.selector);
+        vm.expectRevert(EscrowCore.InvalidProof.selector);
         escrow.claim(job, 5, p[0].account, p[0].amount, proof);
     }
 
@@ -753,7 +754,7 @@ contract OblivionEscrowTest is EscrowTest {
         c.setRejectPayments(true);
         bytes32 job = c.job();
         vm.warp(escrow.refundOpensAt(job));
-        vm.expectRevert(abi.encodeWithSelector(OblivionEscrow.NativeTransferFailed.selector, address(c), 1 ether));
+        vm.expectRevert(abi.encodeWithSelector(EscrowCore.NativeTransferFailed.selector, address(c), 1 ether));
         escrow.refund(job);
         assertTrue(stateOf(job) == OblivionEscrow.State.Funded, "nothing changed");
     }

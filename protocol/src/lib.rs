@@ -12,6 +12,7 @@ pub mod ids;
 pub mod inference;
 pub mod job_privacy;
 mod job_spec;
+pub mod market;
 mod model_ref;
 pub mod privacy;
 pub mod spec;
