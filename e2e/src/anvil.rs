@@ -5,10 +5,73 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use alloy::primitives::Address;
+use alloy::providers::{DynProvider, Provider};
 use anyhow::{Context, Result, bail};
+use oblivion_chain::{Key, escrow};
 
 use crate::postgres::free_port;
 use crate::root;
+
+/// anvil's development account #8: deploys the escrow in tests.
+pub const DEPLOYER_KEY: &str = "0xdbda1821b80551c9d65939329250298aa3472ba22feea921c0cf5d620ea67b97";
+/// anvil's development account #9: the coordinator's settlement signer in
+/// tests.
+pub const SIGNER_KEY: &str = "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6";
+
+/// Deploys an escrow on the node at `url` from [`DEPLOYER_KEY`], with a
+/// claim window of a day and a settlement grace of `grace` seconds.
+pub async fn deploy_escrow(url: &str, grace: u64) -> Result<Address> {
+    let url = url.parse().context("the node's URL")?;
+    let provider = escrow::connect(url, &Key::parse(DEPLOYER_KEY)?);
+    Ok(*escrow::deploy(provider, 86_400, grace).await?.address())
+}
+
+/// The coordinator's flags to settle on the node at `rpc` with the escrow
+/// at `escrow`, signing as [`SIGNER_KEY`], chain events counting after
+/// `confirmations` blocks, polled every second.
+pub fn chain_flags(rpc: &str, escrow: Address, confirmations: u64) -> Vec<String> {
+    [
+        "--chain-rpc-url",
+        rpc,
+        "--chain-id",
+        "31337",
+        "--escrow-address",
+        &format!("{escrow:#x}"),
+        "--signer-key",
+        SIGNER_KEY,
+        "--confirmations",
+        &confirmations.to_string(),
+        "--chain-poll-secs",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Sends `call`, waits until it is mined and checks that it succeeded.
+pub async fn mined<P, D>(
+    call: alloy::contract::CallBuilder<P, D>,
+) -> Result<alloy::rpc::types::TransactionReceipt>
+where
+    P: Provider,
+    D: alloy::contract::CallDecoder,
+{
+    let receipt = call.send().await?.get_receipt().await?;
+    if !receipt.status() {
+        bail!("transaction {:#x} reverted", receipt.transaction_hash);
+    }
+    Ok(receipt)
+}
+
+/// Mines `blocks` empty blocks.
+pub async fn mine(provider: &DynProvider, blocks: u64) -> Result<()> {
+    for _ in 0..blocks {
+        let _: serde_json::Value = provider.raw_request("evm_mine".into(), ()).await?;
+    }
+    Ok(())
+}
 
 /// A running anvil, killed on drop.
 pub struct Anvil {

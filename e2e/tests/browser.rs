@@ -232,39 +232,25 @@ async fn a_tab_reconnects_after_a_coordinator_restart() {
     );
 }
 
-/// anvil's development accounts #1 (the contributor tab's wallet), #8 (deploys
-/// the escrow) and #9 (the coordinator's settlement signer).
+/// anvil's development account #1: the contributor tab's wallet.
 const CONTRIBUTOR_KEY: &str = oblivion_e2e::OTHER_KEY;
-const DEPLOYER: &str = "0xdbda1821b80551c9d65939329250298aa3472ba22feea921c0cf5d620ea67b97";
-const SIGNER: &str = "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paid_job_is_funded_settled_and_claimed_in_the_browser() {
     // A block a second, so that deposits gather confirmations.
     let anvil = Anvil::start_with(&["--block-time", "1"]).unwrap();
     let url: alloy::transports::http::reqwest::Url = anvil.url.parse().unwrap();
-    let provider = escrow::connect(url, &Key::parse(DEPLOYER).unwrap());
+    let provider = escrow::connect(url, &Key::parse(oblivion_e2e::anvil::DEPLOYER_KEY).unwrap());
     let contract = escrow::deploy(provider.clone(), 86_400, 3_600)
         .await
         .unwrap();
-    let address = format!("{:#x}", contract.address());
-    let net = Network::start(&[
-        "--web-dir",
-        dist().to_str().unwrap(),
-        "--chain-rpc-url",
+    let mut flags = vec!["--web-dir".to_string(), dist().display().to_string()];
+    flags.extend(oblivion_e2e::anvil::chain_flags(
         &anvil.url,
-        "--chain-id",
-        "31337",
-        "--escrow-address",
-        &address,
-        "--signer-key",
-        SIGNER,
-        "--confirmations",
-        "1",
-        "--chain-poll-secs",
-        "1",
-    ])
-    .unwrap();
+        *contract.address(),
+        1,
+    ));
+    let net = Network::start(&flags.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
     // anvil comes back out: the checks below read the chain.
     let ((net, result), _anvil) = tokio::task::spawn_blocking(move || {
         let outcome = run_scenario("paid", net, &anvil, &[], |_| {});

@@ -18,26 +18,22 @@ use alloy::providers::{DynProvider, Provider};
 use oblivion_chain::escrow::{self, OblivionEscrow};
 use oblivion_chain::{Key, calls};
 use oblivion_e2e::anvil::Anvil;
+use oblivion_e2e::anvil::{SIGNER_KEY as SIGNER, chain_flags};
 use oblivion_e2e::{Api, CREATOR_KEY, Network, ScriptedWorker, example, gaussian, map_params};
 use oblivion_ml::params::Params;
 use oblivion_protocol::api::{JobStatus, JobView, PaymentState, RewardView};
 use serde_json::json;
 
-/// anvil's development accounts #2 and #3 (the workers), #8 (deploys the
-/// escrow) and #9 (the coordinator's settlement signer).
+/// anvil's development accounts #2 and #3: the workers.
 const WORKER_A: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
 const WORKER_B: &str = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6";
-const DEPLOYER: &str = "0xdbda1821b80551c9d65939329250298aa3472ba22feea921c0cf5d620ea67b97";
-const SIGNER: &str = "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6";
 
 fn ether(n: u64) -> U256 {
     U256::from(n) * U256::from(10u64).pow(U256::from(18))
 }
 
 async fn mine(provider: &DynProvider, blocks: u64) {
-    for _ in 0..blocks {
-        let _: serde_json::Value = provider.raw_request("evm_mine".into(), ()).await.unwrap();
-    }
+    oblivion_e2e::anvil::mine(provider, blocks).await.unwrap();
 }
 
 /// Polls job `id` until `ready` holds (mining a block each time, so that
@@ -109,40 +105,19 @@ async fn fund_until(
     assert!(receipt.status());
 }
 
-/// Deploys the escrow on the node at `url` (from anvil's account #8), with
-/// a settlement grace of `grace` seconds.
+/// Deploys the escrow on the node at `url`, with a settlement grace of
+/// `grace` seconds.
 async fn deploy_escrow(url: &alloy::transports::http::reqwest::Url, grace: u64) -> Address {
-    *escrow::deploy(
-        escrow::connect(url.clone(), &Key::parse(DEPLOYER).unwrap()),
-        86_400,
-        grace,
-    )
-    .await
-    .unwrap()
-    .address()
+    oblivion_e2e::anvil::deploy_escrow(url.as_str(), grace)
+        .await
+        .unwrap()
 }
 
 /// A network whose jobs are paid on the node at `rpc` with the escrow at
 /// `escrow`, deposits counting after `confirmations` blocks; `extra` serve
 /// flags after those.
 fn paid_network(rpc: &str, escrow: Address, confirmations: u64, extra: &[&str]) -> Network {
-    let mut flags: Vec<String> = [
-        "--chain-rpc-url",
-        rpc,
-        "--chain-id",
-        "31337",
-        "--escrow-address",
-        &format!("{escrow:#x}"),
-        "--signer-key",
-        SIGNER,
-        "--confirmations",
-        &confirmations.to_string(),
-        "--chain-poll-secs",
-        "1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut flags = chain_flags(rpc, escrow, confirmations);
     flags.extend(extra.iter().map(|s| s.to_string()));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     Network::start(&flags).unwrap()
@@ -539,6 +514,30 @@ async fn a_creator_who_walks_away_cannot_take_the_model_or_the_deposit() {
         assert_eq!(status, 403, "{format}: {body}");
         assert!(body.to_string().contains("settlement"), "{body}");
     }
+    // Nor through the model registry, nor sell it there first.
+    let (_, models) = api.get("/api/models").await.unwrap();
+    let model = models
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["job"] == serde_json::json!(id.0))
+        .expect("the completed job's model is registered")["id"]
+        .clone();
+    let (status, body) = api
+        .get(&format!("/api/models/{model}/weights?format=safetensors"))
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "the registry releases it early: {body}");
+    assert!(body.to_string().contains("settlement"), "{body}");
+    let listing = serde_json::json!({"price": "1000", "contributors_bps": 0});
+    let (status, body) = api
+        .post(&format!("/api/models/{model}/listing"), listing.to_string())
+        .await
+        .unwrap();
+    assert_eq!(
+        status, 403,
+        "the model is listed before its settlement: {body}"
+    );
     // Nor refund: not before the deadline, not just after it.
     let refund_refused = |err: alloy::contract::Error| {
         assert!(

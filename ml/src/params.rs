@@ -188,8 +188,14 @@ impl Params {
             .iter()
             .map(|t| (t.name.as_str(), F32View(t)))
             .collect();
+        let with_metadata = metadata.is_some();
         // Serialising well-formed F32 views into memory does not fail.
-        safetensors::serialize(views, metadata).unwrap_or_default()
+        let bytes = safetensors::serialize(views, metadata).unwrap_or_default();
+        if with_metadata {
+            sorted_header(bytes)
+        } else {
+            bytes
+        }
     }
 
     /// Parses safetensors holding only F32 tensors; returns them sorted by
@@ -271,9 +277,79 @@ impl View for F32View<'_> {
     }
 }
 
+/// `bytes` (safetensors) with its header's keys, and its metadata's, in
+/// sorted order, so that the same weights and metadata always make the
+/// same file (and the same hash): the safetensors crate writes a metadata
+/// map in hash order. Written here because the crate takes no ordered
+/// map. The header keeps its length (the same keys, reordered), so the
+/// data offsets stay as they are.
+fn sorted_header(bytes: Vec<u8>) -> Vec<u8> {
+    use std::collections::BTreeMap;
+    let Some(len) = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .and_then(|n| usize::try_from(n).ok())
+    else {
+        return bytes;
+    };
+    let Some(header) = bytes.get(8..8 + len) else {
+        return bytes;
+    };
+    let Ok(map) = serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(header) else {
+        return bytes;
+    };
+    let sorted: BTreeMap<String, serde_json::Value> = map
+        .into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::Object(inner) => {
+                let inner: BTreeMap<String, serde_json::Value> = inner.into_iter().collect();
+                (k, serde_json::to_value(inner).unwrap_or_default())
+            }
+            other => (k, other),
+        })
+        .collect();
+    let Ok(mut text) = serde_json::to_vec(&sorted) else {
+        return bytes;
+    };
+    if text.len() > len {
+        return bytes;
+    }
+    // The crate pads with spaces to its alignment; so does this.
+    text.resize(len, b' ');
+    let mut out = bytes;
+    out[8..8 + len].copy_from_slice(&text);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_same_weights_and_metadata_make_the_same_bytes() {
+        let keys = [
+            "oblivion.model",
+            "oblivion.classes",
+            "oblivion.input_shape",
+            "z",
+            "a",
+        ];
+        let files: Vec<Vec<u8>> = (0..8)
+            .map(|i| {
+                // Fresh maps, filled in different orders: their hash orders differ.
+                let mut meta = HashMap::new();
+                for k in keys.iter().cycle().skip(i).take(keys.len()) {
+                    meta.insert(k.to_string(), format!("value of {k}"));
+                }
+                sample().to_safetensors(Some(meta))
+            })
+            .collect();
+        assert!(files.windows(2).all(|w| w[0] == w[1]));
+        let (back, meta) = Params::from_safetensors(&files[0]).unwrap();
+        assert_eq!(back.tensors.len(), 2);
+        assert_eq!(meta["z"], "value of z");
+    }
 
     fn sample() -> Params {
         Params {

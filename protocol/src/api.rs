@@ -333,6 +333,13 @@ pub struct ModelView {
     /// their verified work.
     #[serde(default)]
     pub contributors: Vec<Contributor>,
+    /// Whether the viewer may read its weights (download, run, fine-tune):
+    /// false for a model on sale it has not bought.
+    #[serde(default)]
+    pub readable: bool,
+    /// Its listing, while on sale (and for its owner, once signed).
+    #[serde(default)]
+    pub listing: Option<crate::market::ListingView>,
 }
 
 /// `GET /api/leaderboard`: who did the network's verified work, and the

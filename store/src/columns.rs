@@ -8,6 +8,7 @@
 //! serves both databases.
 
 use oblivion_protocol::api::{JobStatus, PaymentState};
+use oblivion_protocol::market::{ListingState, ShareLeaf};
 use oblivion_protocol::{BlobId, JobSpec, ModelSpec, Visibility, Wei};
 use sqlx::any::{AnyTypeInfo, AnyValueRef};
 use sqlx::error::BoxDynError;
@@ -87,7 +88,14 @@ macro_rules! json_text {
     )*};
 }
 
-json_text!(JobSpec, ModelSpec, Vec<usize>, Vec<u32>, Vec<Vec<u64>>);
+json_text!(
+    JobSpec,
+    ModelSpec,
+    Vec<usize>,
+    Vec<u32>,
+    Vec<Vec<u64>>,
+    Vec<ShareLeaf>
+);
 
 /// Stored by name.
 macro_rules! named_text {
@@ -100,7 +108,7 @@ macro_rules! named_text {
     )*};
 }
 
-named_text!(JobStatus, PaymentState, Visibility);
+named_text!(JobStatus, PaymentState, Visibility, ListingState);
 
 /// Stored as its decimal digits.
 impl FromText for Wei {
@@ -156,5 +164,7 @@ from_text_column!(
     PaymentState,
     Visibility,
     Wei,
-    BlobId
+    BlobId,
+    Vec<ShareLeaf>,
+    ListingState
 );

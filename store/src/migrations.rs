@@ -119,6 +119,11 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
             postgres: include_str!("../migrations/postgres/0013_models.sql"),
         },
     ),
+    (
+        14,
+        "market",
+        Sql::Shared(include_str!("../migrations/0014_market.sql")),
+    ),
 ];
 
 impl Sql {
@@ -200,6 +205,7 @@ mod tests {
         (11, "30da70573fdd120d", "30da70573fdd120d"),
         (12, "615cae162e1500d2", "c5e1834cf9be0fb1"),
         (13, "23c15f4d054ee780", "431b6f8abe474de9"),
+        (14, "249eea7e09fc0f5f", "c8bbd1392f60592b"),
     ];
 
     /// A database at `version`, in memory, with a completed training job

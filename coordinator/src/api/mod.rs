@@ -24,6 +24,7 @@ mod download;
 mod error;
 mod events;
 mod jobs;
+mod market;
 mod models;
 mod payments;
 mod web;
@@ -115,6 +116,9 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/api/models", get(models::list).post(models::register))
         .route("/api/models/{id}", get(models::show))
         .route("/api/models/{id}/weights", get(models::weights))
+        .route("/api/models/{id}/listing", post(market::offer))
+        .route("/api/market", get(market::listed))
+        .route("/api/market/account", get(market::account))
         .route("/api/leaderboard", get(models::leaderboard))
         .route("/api/chain", get(payments::chain))
         .route("/api/rewards", get(payments::rewards))

@@ -14,13 +14,14 @@
 //!   a job's start and end; over dispatch.
 //! - `jobs` (and `gc`): creating within budgets, reading, cancelling,
 //!   downloading; datasets and stored blobs; over rounds and dispatch.
-//! - `payments`: deposits, settlements and rewards on chain; over rounds
-//!   and dispatch.
+//! - `payments`: deposits, settlements and rewards on chain, and the
+//!   chain watcher; over rounds, dispatch and market.
 //! - `sync`: jobs other instances changed (PostgreSQL); over rounds and
 //!   dispatch.
 //! - `events`: the live snapshot pages watch; over dispatch.
 //! - `accounts`: sign-in and sessions; alone.
-//! - `models`: the model registry; alone.
+//! - `market`: listings and what the chain shows of their sales; alone.
+//! - `models`: the model registry; over market (a buyer may read).
 //! - `leaderboard`: standings of contributors and models; alone.
 //!
 //! [`Coordinator`] only builds them and runs their tasks.
@@ -33,6 +34,7 @@ mod events;
 mod gc;
 mod jobs;
 mod leaderboard;
+mod market;
 mod models;
 mod payments;
 mod rounds;
@@ -51,6 +53,7 @@ pub use dispatch::Dispatch;
 pub use events::Events;
 pub use jobs::{Jobs, OutputsFormat};
 pub use leaderboard::{ContributorOrder, Leaderboards};
+pub use market::Market;
 pub use models::{ModelFormat, ModelOrder, Models};
 pub use payments::Payments;
 pub use rounds::Rounds;
@@ -76,6 +79,7 @@ pub struct Coordinator {
     pub jobs: Arc<Jobs>,
     /// The model registry.
     pub models: Models,
+    pub market: Arc<Market>,
     /// Standings of contributors and models.
     pub leaderboards: Leaderboards,
     /// Paid jobs on chain.
@@ -123,12 +127,24 @@ impl Coordinator {
         };
         let dispatch = Arc::new(Dispatch::new(&parts));
         let rounds = Arc::new(Rounds::new(&parts, dispatch.clone()));
+        let market = Arc::new(Market::new(
+            db.clone(),
+            parts.artifacts.clone(),
+            chain.clone(),
+            parts.jobs_version.clone(),
+        ));
         let coordinator = Arc::new(Coordinator {
             accounts: Accounts::new(&parts),
-            models: Models::new(&parts),
+            models: Models::new(&parts, market.clone()),
             leaderboards: Leaderboards::new(&parts),
             jobs: Arc::new(Jobs::new(&parts, rounds.clone(), dispatch.clone())),
-            payments: Arc::new(Payments::new(&parts, rounds.clone(), dispatch.clone())),
+            payments: Arc::new(Payments::new(
+                &parts,
+                rounds.clone(),
+                dispatch.clone(),
+                market.clone(),
+            )),
+            market,
             events: Arc::new(Events::new(dispatch.clone(), jobs_version)),
             sync: (db.backend() == Backend::Postgres)
                 .then(|| Arc::new(PeerSync::new(rounds.clone(), dispatch.clone()))),

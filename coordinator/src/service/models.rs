@@ -1,7 +1,8 @@
 //! The model registry as visitors see it: the models they may read, found
 //! by name and sorted; one model's card and lineage; its weights in every
 //! format; and weights an owner registers, checked against the
-//! architecture they declare. Uses no other service.
+//! architecture they declare. Over the market: a model on sale is seen by
+//! everyone, and read by those who bought it.
 
 use std::sync::Arc;
 
@@ -12,7 +13,8 @@ use oblivion_protocol::wire::FeatureScaling;
 use oblivion_protocol::{DatasetSpec, ModelId, Visibility};
 
 use super::accounts::Viewer;
-use super::shared::{Parts, ml_internal, weights};
+use super::market::Market;
+use super::shared::{Parts, check_released, job_row, ml_internal, weights};
 use crate::blocking::blocking;
 use crate::config::Config;
 use crate::error::{AppError, Failure};
@@ -78,20 +80,22 @@ pub struct Models {
     config: Arc<Config>,
     db: Db,
     artifacts: Artifacts,
+    market: Arc<Market>,
 }
 
 impl Models {
     /// The registry over the store.
-    pub(super) fn new(parts: &Parts) -> Models {
+    pub(super) fn new(parts: &Parts, market: Arc<Market>) -> Models {
         Models {
             config: parts.config.clone(),
             db: parts.db.clone(),
             artifacts: parts.artifacts.clone(),
+            market,
         }
     }
 
-    /// The models `viewer` may read whose name holds `search` (any case),
-    /// in `order`.
+    /// The models `viewer` may read or buy whose name holds `search` (any
+    /// case), in `order`.
     pub async fn list(
         &self,
         viewer: &Viewer,
@@ -99,20 +103,28 @@ impl Models {
         order: ModelOrder,
     ) -> Result<Vec<ModelView>, AppError> {
         let needle = search.map(str::to_lowercase);
-        let mut views: Vec<ModelView> = self
-            .db
-            .models()
-            .await
-            .map_err(AppError::db)?
-            .into_iter()
-            .filter(|m| may_read(viewer, m))
-            .filter(|m| {
-                needle
-                    .as_deref()
-                    .is_none_or(|n| m.entry.name.to_lowercase().contains(n))
-            })
-            .map(view_of)
-            .collect();
+        let on_sale = self.market.on_sale().await?;
+        let mut views = Vec::new();
+        for m in self.db.models().await.map_err(AppError::db)? {
+            if !needle
+                .as_deref()
+                .is_none_or(|n| m.entry.name.to_lowercase().contains(n))
+            {
+                continue;
+            }
+            let readable = may_read(&self.db, viewer, &m).await?;
+            if !readable && !on_sale.contains_key(&m.id) {
+                continue;
+            }
+            let listing = match on_sale.contains_key(&m.id) {
+                true => self.market.listing_of(&m).await?,
+                false => None,
+            };
+            let mut view = view_of(m);
+            view.readable = readable;
+            view.listing = listing;
+            views.push(view);
+        }
         match order {
             ModelOrder::Newest => {}
             ModelOrder::Accuracy => views.sort_by(|a, b| {
@@ -125,29 +137,71 @@ impl Models {
         Ok(views)
     }
 
-    /// A model `viewer` may read (404 if there is none, 403 for someone
-    /// else's private one).
-    pub async fn readable(&self, viewer: &Viewer, id: ModelId) -> Result<ModelRow, AppError> {
-        let row = self
-            .db
+    async fn row(&self, id: ModelId) -> Result<ModelRow, AppError> {
+        self.db
             .model(id)
             .await
             .map_err(AppError::db)?
-            .ok_or_else(|| AppError::not_found(format!("no model {id}")))?;
-        if !may_read(viewer, &row) {
+            .ok_or_else(|| AppError::not_found(format!("no model {id}")))
+    }
+
+    /// A model whose weights `viewer` may read (404 if there is none, 403
+    /// for someone else's private one it has not bought, and for a paid
+    /// job's model before its settlement).
+    pub async fn readable(&self, viewer: &Viewer, id: ModelId) -> Result<ModelRow, AppError> {
+        let row = self.row(id).await?;
+        if !may_read(&self.db, viewer, &row).await? {
             return Err(AppError::new(
                 Failure::Forbidden,
-                format!("model {id} is private to its owner"),
+                format!("model {id} is private to its owner and those who bought it"),
             ));
+        }
+        self.released(row).await
+    }
+
+    /// The model `id` as its owner, to sell it (403 for anyone else's, and
+    /// for a paid job's model before its settlement).
+    pub async fn owned(&self, owner: &str, id: ModelId) -> Result<ModelRow, AppError> {
+        let row = self.row(id).await?;
+        if row.entry.owner.as_deref() != Some(owner) {
+            return Err(AppError::new(
+                Failure::Forbidden,
+                format!("model {id} is not yours to sell"),
+            ));
+        }
+        self.released(row).await
+    }
+
+    /// `row`, unless it is a paid job's model whose settlement is not seen
+    /// yet (403).
+    async fn released(&self, row: ModelRow) -> Result<ModelRow, AppError> {
+        if let Some(job) = row.job_id {
+            check_released(&self.db, &job_row(&self.db, job).await?).await?;
         }
         Ok(row)
     }
 
-    /// One model's card and lineage: its job's rounds and contributors.
+    /// One model's card and lineage (its job's rounds and contributors),
+    /// and its listing: for those who may read it, and for everyone while
+    /// it is on sale.
     pub async fn show(&self, viewer: &Viewer, id: ModelId) -> Result<ModelView, AppError> {
-        let row = self.readable(viewer, id).await?;
+        let row = self.row(id).await?;
+        let readable = may_read(&self.db, viewer, &row).await?;
+        let listing = self.market.listing_of(&row).await?;
+        let on_sale = listing
+            .as_ref()
+            .is_some_and(|l| l.state == oblivion_protocol::market::ListingState::Listed);
+        if !readable && !on_sale {
+            return Err(AppError::new(
+                Failure::Forbidden,
+                format!("model {id} is private to its owner and those who bought it"),
+            ));
+        }
         let job = row.job_id;
         let mut view = view_of(row);
+        view.readable = readable;
+        // Only its owner sees a listing before the chain has it.
+        view.listing = listing.filter(|l| on_sale || viewer.0.as_deref() == Some(&l.owner));
         if let Some(job) = job {
             view.history = self.db.rounds(job).await.map_err(AppError::db)?;
             view.contributors = self.db.contributors(job).await.map_err(AppError::db)?;
@@ -230,10 +284,18 @@ impl Models {
 /// What a registered model's entry says it was trained on.
 pub const REGISTERED: &str = "registered";
 
-/// Whether `viewer` may read `model`: a public one, or its own.
-pub(super) fn may_read(viewer: &Viewer, model: &ModelRow) -> bool {
-    model.entry.visibility == Visibility::Public
+/// Whether `viewer` may read `model`'s weights (download, run, fine-tune):
+/// a public one, its own, or one it bought.
+pub(super) async fn may_read(db: &Db, viewer: &Viewer, model: &ModelRow) -> Result<bool, AppError> {
+    if model.entry.visibility == Visibility::Public
         || (viewer.0.is_some() && viewer.0 == model.entry.owner)
+    {
+        return Ok(true);
+    }
+    match viewer.0.as_deref() {
+        Some(account) => db.has_bought(model.id, account).await.map_err(AppError::db),
+        None => Ok(false),
+    }
 }
 
 /// A model's architecture and feature scaling, as stored.
@@ -297,6 +359,8 @@ pub(super) fn view_of(row: ModelRow) -> ModelView {
         columns,
         history: Vec::<RoundMetrics>::new(),
         contributors: Vec::new(),
+        readable: true,
+        listing: None,
     }
 }
 

@@ -31,6 +31,7 @@ use oblivion_protocol::api::{ChainInfo, PaymentState, PayoutView, RewardView, Se
 
 use super::chain_link::{ChainLink, chain_err, hex32};
 use super::dispatch::Dispatch;
+use super::market::Market;
 use super::rounds::Rounds;
 use super::shared::{JobsVersion, Parts, job_row};
 use crate::config::Config;
@@ -55,11 +56,18 @@ pub struct Payments {
     rounds: Arc<Rounds>,
     dispatch: Arc<Dispatch>,
     jobs_version: Arc<JobsVersion>,
+    /// The model market, whose events the same watcher reads.
+    market: Arc<Market>,
 }
 
 impl Payments {
     /// The payments service.
-    pub(super) fn new(parts: &Parts, rounds: Arc<Rounds>, dispatch: Arc<Dispatch>) -> Payments {
+    pub(super) fn new(
+        parts: &Parts,
+        rounds: Arc<Rounds>,
+        dispatch: Arc<Dispatch>,
+        market: Arc<Market>,
+    ) -> Payments {
         let parts = parts.clone();
         Payments {
             config: parts.config,
@@ -69,6 +77,7 @@ impl Payments {
             rounds,
             dispatch,
             jobs_version: parts.jobs_version,
+            market,
         }
     }
 
@@ -229,7 +238,7 @@ impl Payments {
                 .map_err(chain_err)?;
             Ok(())
         } else {
-            Ok(())
+            self.market.apply_log(log).await
         }
     }
 

@@ -48,6 +48,31 @@ pub(super) fn token_hash(token: &str) -> String {
     hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
+/// Refuses a paid job's model until its settlement is seen on chain (its
+/// contributors are paid first), wherever the model is read: the job's
+/// download, the registry's, an inference or a fine-tune, a listing.
+pub(super) async fn check_released(db: &Db, row: &JobRow) -> Result<(), AppError> {
+    if row.spec.reward().is_none() {
+        return Ok(());
+    }
+    let settled = db
+        .payment(row.id)
+        .await
+        .map_err(AppError::db)?
+        .is_some_and(|p| p.state == oblivion_protocol::api::PaymentState::Settled);
+    if settled {
+        return Ok(());
+    }
+    Err(AppError::new(
+        crate::error::Failure::Forbidden,
+        format!(
+            "job {} is paid: its model is released once its settlement is seen on chain, \
+             so that its contributors are paid first",
+            row.id
+        ),
+    ))
+}
+
 /// A stored job, or 404.
 pub(super) async fn job_row(db: &Db, id: JobId) -> Result<JobRow, AppError> {
     db.job(id)

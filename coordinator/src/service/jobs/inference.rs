@@ -22,7 +22,7 @@ use crate::kind::kind_of;
 use crate::service::accounts::Viewer;
 use crate::service::budget;
 use crate::service::models::{architecture, may_read};
-use crate::service::shared::{arch_of, job_row, ml_internal, scaling_of, weights};
+use crate::service::shared::{arch_of, check_released, job_row, ml_internal, scaling_of, weights};
 use oblivion_store::{InferenceResult, JobRow};
 
 /// Download formats of an inference job's outputs.
@@ -179,7 +179,7 @@ impl Jobs {
             ))
             .with_field(field));
         }
-        self.check_released(&model)
+        check_released(&self.db, &model)
             .await
             .map_err(|e| e.with_field(field))?;
         Ok((arch_of(&model)?, scaling_of(&model)?, model.global_sha))
@@ -202,7 +202,7 @@ impl Jobs {
                 AppError::unprocessable(format!("{field}: there is no model {id}"))
                     .with_field(field)
             })?;
-        if !may_read(viewer, &row) {
+        if !may_read(&self.db, viewer, &row).await? {
             return Err(AppError::new(
                 Failure::Forbidden,
                 format!("{field}: model {id} is private to its owner"),
@@ -211,7 +211,7 @@ impl Jobs {
         }
         if let Some(job) = row.job_id {
             let job = job_row(&self.db, job).await?;
-            self.check_released(&job)
+            check_released(&self.db, &job)
                 .await
                 .map_err(|e| e.with_field(field))?;
         }
@@ -462,33 +462,6 @@ fn npy_f32(values: &[f32], rows: usize, columns: usize) -> Vec<u8> {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out
-}
-
-impl Jobs {
-    /// Refuses a paid job's model until its settlement is seen on chain
-    /// (its contributors are paid first).
-    pub(super) async fn check_released(&self, row: &JobRow) -> Result<(), AppError> {
-        if row.spec.reward().is_none() {
-            return Ok(());
-        }
-        let settled = self
-            .db
-            .payment(row.id)
-            .await
-            .map_err(AppError::db)?
-            .is_some_and(|p| p.state == oblivion_protocol::api::PaymentState::Settled);
-        if settled {
-            return Ok(());
-        }
-        Err(AppError::new(
-            Failure::Forbidden,
-            format!(
-                "job {} is paid: its model is released once its settlement is seen on chain, \
-                 so that its contributors are paid first",
-                row.id
-            ),
-        ))
-    }
 }
 
 #[cfg(test)]

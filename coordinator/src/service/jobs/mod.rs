@@ -25,7 +25,8 @@ use super::dispatch::Dispatch;
 use super::models::{ModelFormat, export_as};
 use super::rounds::Rounds;
 use super::shared::{
-    JobsVersion, Parts, arch_of, job_row, ml_internal, scaling_of, token_hash, weights,
+    JobsVersion, Parts, arch_of, check_released, job_row, ml_internal, scaling_of, token_hash,
+    weights,
 };
 use crate::blocking::blocking;
 use crate::config::Config;
@@ -432,7 +433,7 @@ impl Jobs {
         format: ModelFormat,
     ) -> Result<(Vec<u8>, String), AppError> {
         let row = self.readable_job(viewer, id).await?;
-        self.check_released(&row).await?;
+        check_released(&self.db, &row).await?;
         let arch = arch_of(&row)?;
         let params = weights(&self.artifacts, row.global_sha).await?;
         let normalization = scaling_of(&row)?;
