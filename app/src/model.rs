@@ -10,6 +10,7 @@ use oblivion_protocol::api::{Created, ModelView};
 use crate::account::short;
 use crate::api;
 use crate::chart::{LineChart, Series};
+use crate::market::ListingCard;
 use crate::models::architecture_words;
 use crate::sandbox::Sandbox;
 
@@ -22,8 +23,11 @@ pub fn ModelPage() -> impl IntoView {
     });
     let model = RwSignal::new(None::<ModelView>);
     let error = RwSignal::new(None::<String>);
+    // Bumped to ask for the model again (a purchase or a listing seen).
+    let version = RwSignal::new(0u32);
     Effect::new(move |_| {
         let Some(id) = id.get() else { return };
+        version.track();
         spawn_local(async move {
             match api::get::<ModelView>(&format!("/api/models/{id}")).await {
                 Ok(m) => model.set(Some(m)),
@@ -31,6 +35,7 @@ pub fn ModelPage() -> impl IntoView {
             }
         });
     });
+    let reload = Callback::new(move |()| version.update(|v| *v += 1));
     let curves = move |accuracy: bool| {
         Signal::derive(move || {
             model.with(|m| {
@@ -72,9 +77,11 @@ pub fn ModelPage() -> impl IntoView {
                         {lineage}
                         <p class="muted small mono" data-testid="weights-sha">{format!("weights sha256 {}", m.weights_sha256)}</p>
                     </div>
-                    <div class="hero-actions">
-                        <a class="button" data-testid="fine-tune" href=format!("/jobs/new?init={id}")>"Fine-tune"</a>
-                    </div>
+                    {m.readable.then(|| view! {
+                        <div class="hero-actions">
+                            <a class="button" data-testid="fine-tune" href=format!("/jobs/new?init={id}")>"Fine-tune"</a>
+                        </div>
+                    })}
                 </section>
                 <div class="grid">
                     <section class="card">
@@ -88,17 +95,22 @@ pub fn ModelPage() -> impl IntoView {
                     <section class="card">
                         <LineChart title="Loss" series=curves(false)/>
                     </section>
-                    <section class="card">
-                        <h2>"Download"</h2>
-                        <div class="downloads">
-                            <a class="button" data-testid="model-onnx" href=weights("onnx") download="">"ONNX"</a>
-                            <a class="button" data-testid="model-safetensors" href=weights("safetensors") download="">"safetensors"</a>
-                            <a class="button" data-testid="model-burn" href=weights("burn") download="">"burn"</a>
-                        </div>
-                    </section>
+                    {m.readable.then(|| view! {
+                        <section class="card">
+                            <h2>"Download"</h2>
+                            <div class="downloads">
+                                <a class="button" data-testid="model-onnx" href=weights("onnx") download="">"ONNX"</a>
+                                <a class="button" data-testid="model-safetensors" href=weights("safetensors") download="">"safetensors"</a>
+                                <a class="button" data-testid="model-burn" href=weights("burn") download="">"burn"</a>
+                            </div>
+                        </section>
+                    })}
                 </div>
-                <Sandbox model=m.clone()/>
-                <RunInference model=m.clone()/>
+                <ListingCard model=m.clone() reload=reload/>
+                {m.readable.then(|| view! {
+                    <Sandbox model=m.clone()/>
+                    <RunInference model=m.clone()/>
+                })}
                 {(!m.contributors.is_empty()).then(|| view! {
                     <section class="card">
                         <h2>"Trained by"</h2>

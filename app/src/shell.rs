@@ -11,6 +11,7 @@ use crate::job::JobPage;
 use crate::jobs::JobList;
 use crate::leaderboard::LeaderboardPage;
 use crate::live::{provide_live, use_live};
+use crate::market::LibraryPage;
 use crate::model::ModelPage;
 use crate::models::ModelList;
 use crate::network::NetworkPage;
@@ -90,7 +91,7 @@ pub fn App() -> impl IntoView {
                     <A href="/leaderboard">"Leaderboard"</A>
                     <A href="/network">"Network"</A>
                     // Only where jobs are paid.
-                    {move || chain.info.with(Option::is_some).then(|| view! { <A href="/rewards">"Rewards"</A> })}
+                    {move || chain.info.with(Option::is_some).then(|| view! { <A href="/rewards">"Rewards"</A> <A href="/library">"Library"</A> })}
                 </nav>
                 <div class="topbar-end">
                     <AccountButton/>
@@ -109,6 +110,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/models/:id") view=ModelPage/>
                     <Route path=path!("/network") view=NetworkPage/>
                     <Route path=path!("/rewards") view=RewardsPage/>
+                    <Route path=path!("/library") view=LibraryPage/>
                 </Routes>
             </main>
         </Router>

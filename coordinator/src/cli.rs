@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use oblivion_protocol::api::{Created, JobView, ModelView, WorkerView, outputs_headers};
+use oblivion_chain::calls;
+use oblivion_protocol::api::{ChainInfo, Created, JobView, ModelView, WorkerView, outputs_headers};
+use oblivion_protocol::market::{ListingView, MAX_CONTRIBUTORS_BPS};
 use oblivion_protocol::{JobId, ModelId};
 
 use oblivion_chain::{Key, sign_in_over_http};
@@ -39,7 +41,7 @@ enum Command {
         #[command(subcommand)]
         command: JobCommand,
     },
-    /// Lists, shows, downloads or registers models of the registry.
+    /// Lists, shows, downloads, registers or sells models of the registry.
     Model {
         #[command(flatten)]
         target: Target,
@@ -252,6 +254,9 @@ enum ModelCommand {
         /// newest, accuracy or name.
         #[arg(long, default_value = "newest")]
         sort: String,
+        /// Only the models on sale, with their prices.
+        #[arg(long)]
+        for_sale: bool,
     },
     /// Shows a model's card and lineage (JSON).
     Show {
@@ -282,12 +287,46 @@ enum ModelCommand {
         #[arg(long, default_value = "public")]
         visibility: String,
     },
+    /// Lists a private model of this account (`--key`) for sale: the
+    /// coordinator signs the terms and this account sends them to the
+    /// escrow; prints the listing's key and transaction.
+    ListForSale {
+        /// Model id.
+        id: ModelId,
+        /// The price of one purchase, in ETH (as 0.25).
+        #[arg(long)]
+        price: String,
+        /// The part of each sale that goes to the model's contributors, by
+        /// verified work, in percent (at most 50).
+        #[arg(long, default_value_t = 20.0)]
+        contributors_percent: f64,
+        /// JSON-RPC URL of the chain the coordinator settles on.
+        #[arg(long, env = "OBLIVION_CHAIN_RPC_URL")]
+        rpc_url: String,
+    },
 }
 
 async fn model(target: &Target, command: ModelCommand) -> Result<(), String> {
     let http = target.client().await?;
     match command {
-        ModelCommand::List { search, sort } => {
+        ModelCommand::List { for_sale: true, .. } => {
+            let listings: Vec<ListingView> = get_json(&http, target, "/api/market").await?;
+            println!(
+                "{:>5}  {:<28} {:>14} {:>13} {:>6}  seller",
+                "id", "name", "price (ETH)", "contributors", "sales"
+            );
+            for l in listings {
+                let price =
+                    calls::format_ether(calls::u256(l.listed_price.as_ref().unwrap_or(&l.price)));
+                let part = format!("{}%", f64::from(l.contributors_bps) / 100.0);
+                println!(
+                    "{:>5}  {:<28} {:>14} {:>13} {:>6}  {}",
+                    l.model_id, l.model_name, price, part, l.sales, l.owner
+                );
+            }
+            Ok(())
+        }
+        ModelCommand::List { search, sort, .. } => {
             let mut pairs = vec![("sort", sort.as_str())];
             if let Some(q) = &search {
                 pairs.push(("q", q));
@@ -344,6 +383,94 @@ async fn model(target: &Target, command: ModelCommand) -> Result<(), String> {
                 .map_err(|e| unreachable_line(target, e))?;
             let created: serde_json::Value = decode(response).await?;
             println!("{}", created["id"]);
+            Ok(())
+        }
+        ModelCommand::ListForSale {
+            id,
+            price,
+            contributors_percent,
+            rpc_url,
+        } => {
+            let key = target
+                .key
+                .as_deref()
+                .ok_or("model list-for-sale needs --key (OBLIVION_KEY): the model owner's")?;
+            let key = Key::parse(key).map_err(|e| format!("--key (OBLIVION_KEY): {e}"))?;
+            let wei = calls::parse_ether(&price).map_err(|e| format!("--price: {}", e.reason))?;
+            let most = f64::from(MAX_CONTRIBUTORS_BPS) / 100.0;
+            if !(0.0..=most).contains(&contributors_percent) {
+                return Err(format!(
+                    "--contributors-percent: {contributors_percent} is not between 0 and {most}"
+                ));
+            }
+            let terms = serde_json::json!({
+                "price": wei.to_string(),
+                "contributors_bps": (contributors_percent * 100.0).round() as u16,
+            });
+            let response = http
+                .post(url(target, &format!("/api/models/{id}/listing")))
+                .header("content-type", "application/json")
+                .body(terms.to_string())
+                .send()
+                .await
+                .map_err(|e| unreachable_line(target, e))?;
+            let offer: ListingView = decode(response).await?;
+            let chain: ChainInfo = get_json(&http, target, "/api/chain").await?;
+            let url = rpc_url
+                .parse()
+                .map_err(|e| format!("--rpc-url {rpc_url:?}: {e}"))?;
+            let escrow_address = chain.escrow.parse().map_err(|_| {
+                format!(
+                    "the coordinator's escrow {:?} is not an address",
+                    chain.escrow
+                )
+            })?;
+            let provider = oblivion_chain::escrow::connect(url, &key);
+            let escrow = oblivion_chain::escrow::at(escrow_address, &provider);
+            let malformed =
+                |what: &str| format!("the coordinator's listing has a malformed {what}");
+            let call = escrow.list(
+                alloy::primitives::U256::from(id.0),
+                offer.signer.parse().map_err(|_| malformed("signer"))?,
+                offer
+                    .model_hash
+                    .parse()
+                    .map_err(|_| malformed("model hash"))?,
+                calls::u256(&offer.price),
+                offer.contributors_bps,
+                offer
+                    .shares_root
+                    .parse()
+                    .map_err(|_| malformed("shares root"))?,
+                offer
+                    .signature
+                    .parse::<alloy::primitives::Bytes>()
+                    .map_err(|_| malformed("signature"))?,
+            );
+            let refused = |e: String| match calls::explain_revert_in(&e) {
+                Some(reason) => format!("the escrow refused the listing: {reason}"),
+                None => format!("sending the listing on {rpc_url}: {e}"),
+            };
+            let receipt = call
+                .send()
+                .await
+                .map_err(|e| refused(e.to_string()))?
+                .get_receipt()
+                .await
+                .map_err(|e| refused(e.to_string()))?;
+            if !receipt.status() {
+                return Err(format!(
+                    "the escrow refused the listing (transaction {:#x} reverted)",
+                    receipt.transaction_hash
+                ));
+            }
+            println!(
+                "listed model {id} at {} ETH, {contributors_percent}% of each sale to its {} contributors: listing {}, transaction {:#x}",
+                calls::format_ether(wei),
+                offer.shares.len(),
+                offer.key,
+                receipt.transaction_hash
+            );
             Ok(())
         }
     }

@@ -281,6 +281,68 @@ async fn a_paid_job_is_funded_settled_and_claimed_in_the_browser() {
     );
 }
 
+/// anvil's development accounts #2 and #3: the market scenario's trainers.
+const TRAINERS: [&str; 2] = [
+    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_is_listed_and_bought_in_the_browser() {
+    // A block a second, so that chain events gather confirmations.
+    let anvil = Anvil::start_with(&["--block-time", "1"]).unwrap();
+    let escrow = oblivion_e2e::anvil::deploy_escrow(&anvil.url, 3_600)
+        .await
+        .unwrap();
+    let mut flags = vec!["--web-dir".to_string(), dist().display().to_string()];
+    flags.extend(oblivion_e2e::anvil::chain_flags(&anvil.url, escrow, 1));
+    let mut net = Network::start(&flags.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    for (i, key) in TRAINERS.iter().enumerate() {
+        net.add_paid_worker(&format!("trainer-{i}"), Some(key))
+            .unwrap();
+    }
+    // Model 1: private, trained by the two paid workers.
+    let api = net.api();
+    let mut spec = oblivion_e2e::example("iris-mlp.json").unwrap();
+    spec["visibility"] = serde_json::json!("private");
+    spec["trainers"] =
+        serde_json::json!(TRAINERS.map(|k| Key::parse(k).unwrap().address().to_lowercase()));
+    let job = api.submit(&spec).await.unwrap();
+    let done = api
+        .wait_finished(job, std::time::Duration::from_secs(300), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(done.status.as_str(), "completed");
+    let ((net, result), _anvil) = tokio::task::spawn_blocking(move || {
+        let outcome = run_scenario("market", net, &anvil, &[], |_| {});
+        (outcome, anvil)
+    })
+    .await
+    .unwrap();
+    assert_eq!(result["price"], "0.25 ETH", "{result}");
+    // The coordinator saw the app's purchase: the buyer reads the model,
+    // an account that did not buy it does not.
+    let (status, body) = net
+        .api_as(CONTRIBUTOR_KEY)
+        .get("/api/market/account")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["purchases"][0]["model_id"], 1, "{body}");
+    assert_eq!(body["purchases"][0]["tx"], result["tx"], "{body}");
+    let stranger = net.api_as(TRAINERS[0]);
+    let (status, _) = stranger
+        .get("/api/models/1/weights?format=safetensors")
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "a trainer that did not buy it");
+    // Each trainer's share of the 0.075 ETH pool is there to claim.
+    let (_, body) = stranger.get("/api/market/account").await.unwrap();
+    let claimable =
+        oblivion_protocol::Wei::parse(body["shares"][0]["claimable"].as_str().unwrap()).unwrap();
+    assert!(!claimable.is_zero(), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_tabs_train_a_federated_job_on_files_that_never_leave_them() {
     let dir = oblivion_e2e::ScratchDir::new("federated-tabs").unwrap();

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use alloy::primitives::{B256, Bytes, U256};
+use alloy::primitives::{B256, U256};
 use alloy::providers::{DynProvider, Provider};
 use oblivion_chain::escrow::{self, OblivionEscrow};
 use oblivion_chain::listing::share_owed;
@@ -137,17 +137,32 @@ async fn a_listed_model_is_bought_read_and_its_sale_paid_to_owner_and_contributo
         1_000_000
     );
     let escrow_as_owner = escrow::at(escrow_address, &as_owner);
-    mined(escrow_as_owner.list(
-        U256::from(model.0),
-        offer.signer.parse().unwrap(),
-        offer.model_hash.parse().unwrap(),
-        price,
-        offer.contributors_bps,
-        offer.shares_root.parse().unwrap(),
-        offer.signature.parse::<Bytes>().unwrap(),
-    ))
-    .await
-    .unwrap();
+    // Listed from the command line, as the owner.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(oblivion_e2e::bin("oblivion-coordinator").unwrap())
+            .args(args)
+            .args(["--coordinator", &net.url])
+            .env("OBLIVION_KEY", CREATOR_KEY)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{args:?}: {err}");
+        text
+    };
+    let model_arg = model.0.to_string();
+    let said = cli(&[
+        "model",
+        "list-for-sale",
+        &model_arg,
+        "--price",
+        "1",
+        "--contributors-percent",
+        "30",
+        "--rpc-url",
+        &anvil.url,
+    ]);
+    assert!(said.contains(&offer.key), "{said}");
     let key: B256 = offer.key.parse().unwrap();
 
     // On sale: everyone sees the card, nobody else reads the weights.
@@ -159,6 +174,13 @@ async fn a_listed_model_is_bought_read_and_its_sale_paid_to_owner_and_contributo
     assert_eq!(seen["readable"], false, "{seen}");
     assert_eq!(seen["listing"]["state"], "listed", "{seen}");
     assert_eq!(seen["listing"]["listed_price"], price.to_string(), "{seen}");
+    let on_sale = cli(&["model", "list", "--for-sale"]);
+    assert!(
+        on_sale
+            .lines()
+            .any(|l| l.trim_start().starts_with(&format!("{model} ")) && l.contains(" 1 ")),
+        "{on_sale}"
+    );
     let weights = format!("{path}/weights?format=safetensors");
     for api in [&buyer, &stranger] {
         let (status, body) = api.get(&weights).await.unwrap();

@@ -524,8 +524,45 @@ async function sandbox() {
   return { predicted: Number(predicted), probabilities, input };
 }
 
+/// The market in the app (model 1, private, trained before the scenario
+/// by its owner's workers): its owner lists it from the model page with
+/// its wallet; a second account buys it from the same page and may then
+/// download it; the purchase is in its library.
+async function market() {
+  const browser = await launch();
+  browsers.push(browser);
+  const owner = await signedInPage(browser, base, '/models/1', 'owner', CREATOR);
+  await owner.getByTestId('sell').waitFor({ timeout: 60000 });
+  await owner.getByTestId('sell-price').fill('0.25');
+  await owner.getByTestId('sell-part').fill('30');
+  await owner.getByTestId('list-model').click();
+  await until('the listing to be seen', async () =>
+    (await owner.getByTestId('listing').count()) > 0, 120000, 500);
+
+  const buyer = await signedInPage(browser, base, '/models/1', 'buyer', CONTRIBUTOR);
+  await buyer.getByTestId('buy').waitFor({ timeout: 60000 });
+  const before = await buyer.evaluate(async () => (await fetch('/api/models/1/weights?format=safetensors')).status);
+  check(before === 403, `the weights before buying: ${before}`);
+  const price = await text(buyer, 'listing-price');
+  await buyer.getByTestId('buy').click();
+  const tx = await until('the purchase to be mined', async () =>
+    (await buyer.getByTestId('tx-status').getAttribute('data-state').catch(() => null)) === 'confirmed'
+      ? buyer.getByTestId('tx-hash').textContent() : null, 60000, 100);
+  await until('the purchase to be seen', async () =>
+    (await buyer.getByTestId('bought').count()) > 0, 120000, 500);
+  await buyer.getByTestId('model-safetensors').waitFor({ timeout: 30000 });
+  const after = await buyer.evaluate(async () => {
+    const r = await fetch('/api/models/1/weights?format=safetensors');
+    return { status: r.status, bytes: (await r.arrayBuffer()).byteLength };
+  });
+  check(after.status === 200 && after.bytes > 0, `the weights after buying: ${JSON.stringify(after)}`);
+  await buyer.goto(base + '/library');
+  await buyer.getByTestId('library-model-1').waitFor({ timeout: 30000 });
+  return { price, tx, bytes: after.bytes };
+}
+
 const scenarios = {
-  pool, inference, sandbox,
+  pool, inference, sandbox, market,
   'two-tabs': twoTabs, 'first-shard': firstShard, 'tab-closed': tabClosed, 'invalid-spec': invalidSpec, reconnect, paid, federated,
 };
 try {
