@@ -64,6 +64,25 @@ pub async fn get<T: DeserializeOwned>(url: &str) -> Result<T, ApiError> {
     decode(call("GET", url, None, "").await?)
 }
 
+/// `GET url` as bytes (a blob).
+pub async fn get_bytes(url: &str) -> Result<Vec<u8>, ApiError> {
+    let window = web_sys::window().ok_or_else(|| unreachable(JsValue::NULL))?;
+    let response: Response = JsFuture::from(window.fetch_with_str(url))
+        .await
+        .map_err(unreachable)?
+        .unchecked_into();
+    if !response.ok() {
+        return Err(ApiError {
+            error: format!("the coordinator answered {} for {url}", response.status()),
+            field: None,
+        });
+    }
+    let buffer = JsFuture::from(response.array_buffer().map_err(unreachable)?)
+        .await
+        .map_err(unreachable)?;
+    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+}
+
 /// `POST url` with a JSON text body.
 pub async fn post_json<T: DeserializeOwned>(url: &str, json: &str) -> Result<T, ApiError> {
     decode(

@@ -74,7 +74,11 @@ pub fn LeaderboardPage() -> impl IntoView {
                     {move || board.get().map(|b| b.contributors.into_iter().enumerate().map(|(i, c)| view! {
                         <tr data-testid=format!("standing-{}", c.identity)>
                             <td>{i + 1}</td>
-                            <td title=c.identity.clone()>{who(&c.identity)}</td>
+                            <td title=c.identity.clone()>{if c.identity.starts_with("0x") {
+                                view! { <a href=format!("/accounts/{}", c.identity) data-testid="standing-account">{who(&c.identity)}</a> }.into_any()
+                            } else {
+                                view! { {who(&c.identity)} }.into_any()
+                            }}</td>
                             <td>{c.samples}</td>
                             <td>{c.rows}</td>
                             <td>{format!("{:.1}", c.recent)}</td>

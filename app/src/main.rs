@@ -35,6 +35,8 @@ mod new_job;
 #[cfg(target_arch = "wasm32")]
 mod privacy;
 #[cfg(target_arch = "wasm32")]
+mod profile;
+#[cfg(target_arch = "wasm32")]
 mod rewards;
 #[cfg(target_arch = "wasm32")]
 mod sandbox;
@@ -42,6 +44,8 @@ mod sandbox;
 mod settings;
 #[cfg(target_arch = "wasm32")]
 mod shell;
+#[cfg(target_arch = "wasm32")]
+mod verify;
 #[cfg(target_arch = "wasm32")]
 mod wallet;
 

@@ -107,7 +107,7 @@ pub fn ListingCard(model: ModelView, reload: Callback<()>) -> impl IntoView {
         {move || {
             let l = on_sale.clone()?;
             let price = chain::eth(l.listed_price.as_ref().unwrap_or(&l.price));
-            let part = format!("{}%", f64::from(l.contributors_bps) / 100.0);
+            let part = format!("{}%", f64::from(l.listed_bps.unwrap_or(l.contributors_bps)) / 100.0);
             let mine = is_owner.get();
             Some(view! {
                 <section class="card listing" data-testid="listing" data-state=l.state.as_str()>

@@ -13,6 +13,7 @@ use crate::chart::{LineChart, Series};
 use crate::market::ListingCard;
 use crate::models::architecture_words;
 use crate::sandbox::Sandbox;
+use crate::verify::VerifyCard;
 
 /// The model page.
 #[component]
@@ -25,12 +26,18 @@ pub fn ModelPage() -> impl IntoView {
     let error = RwSignal::new(None::<String>);
     // Bumped to ask for the model again (a purchase or a listing seen).
     let version = RwSignal::new(0u32);
+    let account = crate::account::use_account();
     Effect::new(move |_| {
         let Some(id) = id.get() else { return };
         version.track();
+        // Who may see it, and what they may do, changes with the account.
+        account.address();
         spawn_local(async move {
             match api::get::<ModelView>(&format!("/api/models/{id}")).await {
-                Ok(m) => model.set(Some(m)),
+                Ok(m) => {
+                    model.set(Some(m));
+                    error.set(None);
+                }
                 Err(e) => error.set(Some(e.error)),
             }
         });
@@ -71,7 +78,7 @@ pub fn ModelPage() -> impl IntoView {
                         <h1 data-testid="model-name">{format!("#{id} {}", m.name)}</h1>
                         <p class="muted">
                             {format!("{} · inputs {:?} · {} classes", architecture_words(&m), m.input_shape, m.classes)}
-                            {m.owner.clone().map(|o| format!(" · by {}", short(&o)))}
+                            {m.owner.clone().map(|o| view! { " · by " <a href=format!("/accounts/{o}") data-testid="model-owner">{short(&o)}</a> })}
                             {(m.visibility == oblivion_protocol::Visibility::Private).then_some(" · private")}
                         </p>
                         {lineage}
@@ -110,6 +117,7 @@ pub fn ModelPage() -> impl IntoView {
                 {m.readable.then(|| view! {
                     <Sandbox model=m.clone()/>
                     <RunInference model=m.clone()/>
+                    <VerifyCard model=m.clone()/>
                 })}
                 {(!m.contributors.is_empty()).then(|| view! {
                     <section class="card">

@@ -16,6 +16,7 @@ use crate::model::ModelPage;
 use crate::models::ModelList;
 use crate::network::NetworkPage;
 use crate::new_job::NewJob;
+use crate::profile::AccountPage;
 use crate::rewards::RewardsPage;
 use crate::settings::{load_setting, save_setting};
 
@@ -111,6 +112,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/network") view=NetworkPage/>
                     <Route path=path!("/rewards") view=RewardsPage/>
                     <Route path=path!("/library") view=LibraryPage/>
+                    <Route path=path!("/accounts/:address") view=AccountPage/>
                 </Routes>
             </main>
         </Router>

@@ -17,6 +17,9 @@
 //! - `escrow` (feature `rpc`): the escrow contract's typed bindings,
 //!   deployment and a signing JSON-RPC provider.
 //!
+//! - [`verify`]: a model's hash recomputed from its weights, and the one a
+//!   settled job records on chain.
+//!
 //! Built on `alloy` without default features, so that with its own default
 //! features the crate also builds for wasm32 (the browser app).
 
@@ -30,6 +33,7 @@ pub mod payouts;
 #[cfg(feature = "client")]
 mod session;
 pub mod settlement;
+pub mod verify;
 
 pub use key::{Key, KeyError, checksummed, sign_in};
 pub use merkle::{Payout, PayoutTree, TreeError};

@@ -318,7 +318,10 @@ async fn model(target: &Target, command: ModelCommand) -> Result<(), String> {
             for l in listings {
                 let price =
                     calls::format_ether(calls::u256(l.listed_price.as_ref().unwrap_or(&l.price)));
-                let part = format!("{}%", f64::from(l.contributors_bps) / 100.0);
+                let part = format!(
+                    "{}%",
+                    f64::from(l.listed_bps.unwrap_or(l.contributors_bps)) / 100.0
+                );
                 println!(
                     "{:>5}  {:<28} {:>14} {:>13} {:>6}  {}",
                     l.model_id, l.model_name, price, part, l.sales, l.owner

@@ -310,6 +310,10 @@ pub struct ChainSettings {
     /// which no lease is granted (a settlement must be issued by then).
     #[arg(long = "deadline-margin-secs", id = "deadline_margin_secs", value_parser = seconds, value_name = "SECS", default_value = "1800")]
     pub deadline_margin: Duration,
+    /// Least part of each sale, in basis points (at most 5000), that a
+    /// listing gives the contributors of a model they trained.
+    #[arg(long, default_value_t = 1000)]
+    pub min_contributors_bps: u16,
 }
 
 /// Settings `T` at their defaults: nothing from the environment, a file or
@@ -475,6 +479,8 @@ pub struct ChainConfig {
     /// Time kept free before a paid job's deadline: no lease is granted in
     /// it, beyond the lease lifetime.
     pub deadline_margin: Duration,
+    /// Least part of each sale a listing gives a model's contributors.
+    pub min_contributors_bps: u16,
 }
 
 impl ChainConfig {
@@ -531,6 +537,13 @@ impl Config {
                 if !(rpc_url.starts_with("http://") || rpc_url.starts_with("https://")) {
                     return Err(format!("chain_rpc_url {rpc_url:?} is not an http(s) URL"));
                 }
+                let cap = oblivion_protocol::market::MAX_CONTRIBUTORS_BPS;
+                if c.min_contributors_bps > cap {
+                    return Err(format!(
+                        "min_contributors_bps {} is above the escrow's cap of {cap}",
+                        c.min_contributors_bps
+                    ));
+                }
                 Ok(Some(ChainConfig {
                     rpc_url: rpc_url.clone(),
                     chain_id,
@@ -540,6 +553,7 @@ impl Config {
                     poll: c.poll,
                     round_time: c.round_time,
                     deadline_margin: c.deadline_margin,
+                    min_contributors_bps: c.min_contributors_bps,
                 }))
             }
             _ => Err(

@@ -4,8 +4,9 @@
 //! may then download it and run it, while an account that did not buy is
 //! refused; each contributor is paid its share of the sale, by verified
 //! work, and the owner withdraws the rest, exact to the wei. Listings the
-//! coordinator would not sign (someone else's model, a part over the cap,
-//! no price) are refused.
+//! coordinator would not sign (someone else's model, a part over the cap
+//! or under the floor, no price) are refused, as are a public job reading
+//! the bought model and a copy of it registered again.
 
 use std::time::{Duration, Instant};
 
@@ -121,6 +122,13 @@ async fn a_listed_model_is_bought_read_and_its_sale_paid_to_owner_and_contributo
         .await
         .unwrap();
     assert_eq!(status, 422, "{body}");
+    // The contributors' part has a floor as well as a cap.
+    let (status, body) = owner
+        .post(&listing_path, terms(milli_ether(1000), 500).to_string())
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["field"], "contributors_bps", "{body}");
 
     // The owner's terms: 1 ETH, 30 % to the contributors.
     let price = milli_ether(1000);
@@ -221,14 +229,32 @@ async fn a_listed_model_is_bought_read_and_its_sale_paid_to_owner_and_contributo
     assert_eq!(library.purchases[0].tx, tx);
     assert_eq!(library.purchases[0].price, calls::wei(price));
 
-    // ... and run it; the stranger may do neither.
-    let inference = json!({"task": "inference", "name": "bought", "model": {"model": model.0},
+    // ... and run it, in a private job: a public one would hand the weights
+    // to everyone. The stranger may do neither.
+    let mut inference = json!({"task": "inference", "name": "bought", "model": {"model": model.0},
         "inputs": {"builtin": "iris"}, "shards": 2});
     let (status, body) = buyer
         .post("/api/jobs", inference.to_string())
         .await
         .unwrap();
+    assert_eq!(
+        status, 422,
+        "a public job on a bought private model: {body}"
+    );
+    assert_eq!(body["field"], "visibility", "{body}");
+    inference["visibility"] = json!("private");
+    let (status, body) = buyer
+        .post("/api/jobs", inference.to_string())
+        .await
+        .unwrap();
     assert_eq!(status, 201, "the buyer runs the model: {body}");
+    // Nor may the buyer register a copy of it, to list it as its own.
+    let copy = buyer.get_bytes(&weights).await.unwrap();
+    let (status, body) = buyer
+        .post("/api/models?name=mine&visibility=private", copy)
+        .await
+        .unwrap();
+    assert_eq!(status, 409, "a copy registered again: {body}");
     let (status, body) = stranger
         .post("/api/jobs", inference.to_string())
         .await
@@ -293,6 +319,68 @@ async fn a_listed_model_is_bought_read_and_its_sale_paid_to_owner_and_contributo
             .then_some(())
     })
     .await;
+
+    // A paid job that runs the model, never funded, does not lock the
+    // model's weights away as if they were its own unpaid work.
+    let mut paid_run = inference.clone();
+    paid_run["reward"] = json!({"amount": "1000000", "deadline_hours": 24});
+    let (status, body) = owner.post("/api/jobs", paid_run.to_string()).await.unwrap();
+    assert_eq!(status, 201, "{body}");
+
+    // Verify: the buyer fetches the stored weights, whose keccak256 is the
+    // hash the listing sold on chain; the stranger may not fetch them.
+    let card = buyer.get(&path).await.unwrap().1;
+    let blob = format!(
+        "/api/artifacts/{}",
+        card["weights_sha256"].as_str().unwrap()
+    );
+    let stored = buyer.get_bytes(&blob).await.unwrap();
+    let on_chain = escrow_as_owner.listings(key).call().await.unwrap();
+    assert_eq!(
+        oblivion_chain::verify::weights_hash(&stored),
+        format!("{:#x}", on_chain.modelHash),
+        "the weights are the ones sold"
+    );
+    assert_eq!(stranger.get(&blob).await.unwrap().0, 403);
+
+    // Profiles: each account's escrow transactions, with their hashes.
+    let history = |address: String| {
+        let api = owner.clone();
+        async move {
+            let (status, body) = api.get(&format!("/api/accounts/{address}")).await.unwrap();
+            assert_eq!(status, 200, "{body}");
+            body["history"].as_array().unwrap().clone()
+        }
+    };
+    let address = |k: &str| Key::parse(k).unwrap().address().to_lowercase();
+    let bought = history(address(OTHER_KEY)).await;
+    assert!(
+        bought
+            .iter()
+            .any(|e| e["kind"] == "bought" && e["tx"] == tx.as_str()),
+        "{bought:?}"
+    );
+    // The watcher records the withdrawal once it is confirmed.
+    let sold = until(
+        &as_owner,
+        "the withdrawal in the owner's history",
+        || async {
+            let events = history(address(CREATOR_KEY)).await;
+            events
+                .iter()
+                .any(|e| e["kind"] == "withdrawal")
+                .then_some(events)
+        },
+    )
+    .await;
+    assert!(
+        sold.iter()
+            .any(|e| e["kind"] == "sold" && e["tx"] == tx.as_str()),
+        "{sold:?}"
+    );
+    assert!(sold.iter().any(|e| e["kind"] == "withdrawal"), "{sold:?}");
+    let shared = history(address(WORKER_A)).await;
+    assert!(shared.iter().any(|e| e["kind"] == "share"), "{shared:?}");
 
     // Everything the sale paid went to someone; what rounding left is
     // under a wei per share.

@@ -77,17 +77,28 @@ async fn models_are_registered_found_run_and_fine_tuned() {
             .unwrap();
     }
 
-    // The downloaded file registers as a model of its own.
+    // The downloaded file is that model's weights: registered again, it is
+    // refused (a second entry would drop the first's lineage and owner).
     let (status, body) = register(&api, "?name=iris%20copy", safetensors.clone()).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("model {}", entry.id)),
+        "{body}"
+    );
+    // Weights of its own (here: nudged) register as a model of its own.
+    let (mut nudged, metadata) = Params::from_safetensors(&safetensors).unwrap();
+    nudged.tensors[0].values[0] += 1e-3;
+    let nudged = nudged.to_safetensors(Some(metadata));
+    let (status, body) = register(&api, "?name=iris%20copy", nudged.clone()).await;
     assert_eq!(status, 201, "{body}");
     let copy = ModelId(body["id"].as_u64().unwrap());
     let found = models(&api, "?q=COPY&sort=accuracy").await;
     assert_eq!(found.iter().map(|m| m.id).collect::<Vec<_>>(), vec![copy]);
     assert_eq!(found[0].dataset, "registered");
-    assert_eq!(
-        found[0].weights_sha256, entry.weights_sha256,
-        "the same weights"
-    );
+    assert_ne!(found[0].weights_sha256, entry.weights_sha256);
 
     // Weights that do not match what their metadata declares are refused.
     let (params, mut metadata) = Params::from_safetensors(&safetensors).unwrap();
@@ -135,7 +146,7 @@ async fn models_are_registered_found_run_and_fine_tuned() {
         .unwrap();
     assert_eq!(
         read(&start),
-        read(&safetensors),
+        read(&nudged),
         "it starts from the registered weights"
     );
     api.post(&format!("/api/jobs/{tune}/cancel"), "")
@@ -150,7 +161,10 @@ async fn models_are_registered_found_run_and_fine_tuned() {
     );
 
     // A private model is its owner's alone.
-    let (status, body) = register(&api, "?name=secret&visibility=private", safetensors).await;
+    let (mut own, metadata) = Params::from_safetensors(&safetensors).unwrap();
+    own.tensors[0].values[1] += 1e-3;
+    let own = own.to_safetensors(Some(metadata));
+    let (status, body) = register(&api, "?name=secret&visibility=private", own).await;
     assert_eq!(status, 201, "{body}");
     let secret = body["id"].as_u64().unwrap();
     let other = net.api_as(OTHER_KEY);

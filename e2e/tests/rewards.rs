@@ -265,6 +265,61 @@ async fn a_paid_job_is_funded_trained_settled_and_claimed_on_chain() {
     let seen = wait_claimed(&net.api_as(WORKER_A), &creator, body).await;
     assert!(seen, "the coordinator saw the claim");
 
+    // Verify: the settled model's stored weights hash, by keccak256, to the
+    // model hash the escrow recorded.
+    let (_, models) = api.get("/api/models").await.unwrap();
+    let model = models
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["job"] == json!(id.0))
+        .expect("the job's model is registered");
+    let stored = api
+        .get_bytes(&format!(
+            "/api/artifacts/{}",
+            model["weights_sha256"].as_str().unwrap()
+        ))
+        .await
+        .unwrap();
+    let record = contract.jobs(key).call().await.unwrap();
+    assert_eq!(
+        oblivion_chain::verify::weights_hash(&stored),
+        format!("{:#x}", record.modelHash)
+    );
+    // Profiles: the creator's deposit and settlement, each worker's claim,
+    // with their transactions.
+    let creator_address = Key::parse(CREATOR_KEY).unwrap().address().to_lowercase();
+    let (_, profile) = api
+        .get(&format!("/api/accounts/{creator_address}"))
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = profile["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["job"] == json!(id.0) && e["tx"].as_str().is_some_and(|t| t.len() == 66))
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"funded") && kinds.contains(&"settled"),
+        "{profile}"
+    );
+    for worker in [WORKER_A, WORKER_B] {
+        let address = Key::parse(worker).unwrap().address().to_lowercase();
+        let (_, profile) = api.get(&format!("/api/accounts/{address}")).await.unwrap();
+        let claims = profile["history"].as_array().unwrap();
+        assert!(
+            claims
+                .iter()
+                .any(|e| e["kind"] == "claimed" && e["job"] == json!(id.0)),
+            "{profile}"
+        );
+        assert!(
+            profile["standing"]["samples"].as_u64().unwrap() > 0,
+            "{profile}"
+        );
+    }
+
     // A second paid job: the first job's settlement signature does not
     // settle it, and it cannot be refunded before its deadline.
     let other = api.submit(&paid_spec(12)).await.unwrap();

@@ -340,6 +340,20 @@ pub struct ModelView {
     /// Its listing, while on sale (and for its owner, once signed).
     #[serde(default)]
     pub listing: Option<crate::market::ListingView>,
+    /// Its job's escrow, when paid (only in `GET /api/models/{id}`, to those
+    /// who may read it): what a verifier compares the weights with.
+    #[serde(default)]
+    pub settlement: Option<ModelSettlement>,
+}
+
+/// A paid job's model's escrow, for verifying it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelSettlement {
+    /// The job's key in the escrow.
+    pub job_key: String,
+    /// The model hash of the coordinator's signed settlement, once signed.
+    #[serde(default)]
+    pub model_hash: Option<String>,
 }
 
 /// `GET /api/leaderboard`: who did the network's verified work, and the

@@ -15,6 +15,7 @@ mod job_spec;
 pub mod market;
 mod model_ref;
 pub mod privacy;
+pub mod profile;
 pub mod spec;
 pub mod states;
 pub mod tab;

@@ -96,6 +96,9 @@ pub struct ListingView {
     /// The price on chain, once listed (a buyer pays exactly this).
     #[serde(default)]
     pub listed_price: Option<Wei>,
+    /// The contributors' part on chain, once listed.
+    #[serde(default)]
+    pub listed_bps: Option<u16>,
     /// Purchases seen.
     pub sales: u64,
     /// The contributors' pool: their parts of every sale so far.

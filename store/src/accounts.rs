@@ -182,18 +182,25 @@ impl Db {
     }
 
     /// Who may read artifact `blob`: from the jobs whose weights, data or
-    /// updates it is, and the uploads that are it.
+    /// updates it is, the uploads that are it, and the registry's models
+    /// whose weights it is (their owners, and their buyers).
     pub async fn artifact_readers(&self, blob: BlobId) -> Result<Readers, StoreError> {
         // `unpaid`: 1 for the weights of a paid job whose payment is not
-        // settled (BIGINT, so that both dialects agree on the type).
+        // settled (BIGINT, so that both dialects agree on the type); not
+        // for a model it started from or runs, which another job or an
+        // owner made (it must not lock that model away).
         let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
             "SELECT j.visibility, j.creator, \
                 CAST(CASE WHEN j.global_sha = $1 AND p.state IS NOT NULL \
-                AND p.state <> 'settled' THEN 1 ELSE 0 END AS BIGINT) AS unpaid \
+                AND p.state <> 'settled' AND NOT EXISTS (SELECT 1 FROM models m \
+                WHERE m.weights_sha = $1 AND (m.job_id IS NULL OR m.job_id <> j.id)) \
+                THEN 1 ELSE 0 END AS BIGINT) AS unpaid \
                 FROM jobs j LEFT JOIN payments p ON p.job_id = j.id \
                 WHERE j.global_sha = $1 OR j.validation_sha = $1 \
              UNION SELECT j.visibility, j.creator, \
                 CAST(CASE WHEN p.state IS NOT NULL AND p.state <> 'settled' \
+                AND NOT EXISTS (SELECT 1 FROM models m WHERE m.weights_sha = $1 \
+                AND (m.job_id IS NULL OR m.job_id <> j.id)) \
                 THEN 1 ELSE 0 END AS BIGINT) \
                 FROM rounds r JOIN jobs j ON j.id = r.job_id \
                 LEFT JOIN payments p ON p.job_id = j.id WHERE r.global_sha = $1 \
@@ -204,7 +211,11 @@ impl Db {
                 THEN 1 ELSE 0 END AS BIGINT) \
                 FROM updates u JOIN jobs j ON j.id = u.job_id \
                 LEFT JOIN payments p ON p.job_id = j.id WHERE u.update_sha = $1 \
-             UNION SELECT 'private', owner, CAST(0 AS BIGINT) FROM uploads WHERE sha256 = $1",
+             UNION SELECT 'private', owner, CAST(0 AS BIGINT) FROM uploads WHERE sha256 = $1 \
+             UNION SELECT m.visibility, m.owner, CAST(0 AS BIGINT) FROM models m \
+                WHERE m.weights_sha = $1 \
+             UNION SELECT 'private', u.buyer, CAST(0 AS BIGINT) FROM purchases u \
+                JOIN models m ON m.id = u.model_id WHERE m.weights_sha = $1",
         )
         .bind(blob.hex())
         .fetch_all(&self.pool)

@@ -9,6 +9,7 @@
 
 use oblivion_protocol::api::{JobStatus, PaymentState};
 use oblivion_protocol::market::{ListingState, ShareLeaf};
+use oblivion_protocol::profile::ChainEventKind;
 use oblivion_protocol::{BlobId, JobSpec, ModelSpec, Visibility, Wei};
 use sqlx::any::{AnyTypeInfo, AnyValueRef};
 use sqlx::error::BoxDynError;
@@ -108,7 +109,13 @@ macro_rules! named_text {
     )*};
 }
 
-named_text!(JobStatus, PaymentState, Visibility, ListingState);
+named_text!(
+    JobStatus,
+    PaymentState,
+    Visibility,
+    ListingState,
+    ChainEventKind
+);
 
 /// Stored as its decimal digits.
 impl FromText for Wei {
@@ -166,5 +173,6 @@ from_text_column!(
     Wei,
     BlobId,
     Vec<ShareLeaf>,
-    ListingState
+    ListingState,
+    ChainEventKind
 );

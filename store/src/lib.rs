@@ -14,6 +14,7 @@ mod columns;
 mod db;
 mod error;
 mod group_commit;
+mod history;
 mod inference;
 mod jobs;
 mod leaderboard;

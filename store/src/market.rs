@@ -36,6 +36,8 @@ pub struct ListingRow {
     pub state: ListingState,
     /// The price on chain, from its last `Listed`.
     pub listed_price: Option<String>,
+    /// The contributors' part on chain, from its last `Listed`.
+    pub listed_bps: Option<i64>,
 }
 
 /// The terms the coordinator signed last for a listing.
@@ -108,7 +110,8 @@ pub struct LogPlace {
 }
 
 const LISTING_COLUMNS: &str = "listing_key, model_id, owner, model_hash, shares_root, shares, \
-                               price, contributors_bps, nonce, signature, state, listed_price";
+                               price, contributors_bps, nonce, signature, state, listed_price, \
+                               listed_bps";
 
 const PURCHASE_COLUMNS: &str = "listing_key, buyer, model_id, price, owner_part, \
                                 contributors_part, tx, block, seen_at";
@@ -184,13 +187,16 @@ impl Db {
         .await?)
     }
 
-    /// The chain listed `key` at `price`: on sale.
-    pub async fn mark_listed(&self, key: &str, price: &Wei) -> Result<bool, StoreError> {
+    /// The chain listed `key` at `price`, giving `bps` to contributors: on
+    /// sale.
+    pub async fn mark_listed(&self, key: &str, price: &Wei, bps: u16) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE listings SET state = 'listed', listed_price = $2 WHERE listing_key = $1",
+            "UPDATE listings SET state = 'listed', listed_price = $2, listed_bps = $3 \
+             WHERE listing_key = $1",
         )
         .bind(key)
         .bind(price.as_str())
+        .bind(i64::from(bps))
         .write_once(self)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -248,18 +254,6 @@ impl Db {
         .await?)
     }
 
-    /// Purchases of listings of `owner` (its sales).
-    pub async fn sales_of(&self, owner: &str) -> Result<Vec<PurchaseRow>, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT p.{} FROM purchases p JOIN listings l ON l.listing_key = p.listing_key \
-             WHERE l.owner = $1 ORDER BY p.block",
-            PURCHASE_COLUMNS.replace(", ", ", p.")
-        ))
-        .bind(owner)
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
     /// Whether `buyer` has bought model `model`.
     pub async fn has_bought(&self, model: ModelId, buyer: &str) -> Result<bool, StoreError> {
         let n: Int<u64> =
@@ -285,9 +279,13 @@ impl Db {
             }
             MarketPayout::Withdrawal => ("withdrawal", None, None),
         };
+        // A share of a listing this coordinator did not sign is none of its
+        // accounts' history.
         sqlx::query(
             "INSERT INTO market_payouts (tx, log_index, kind, listing_key, idx, account, amount, \
-             block) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tx, log_index) DO NOTHING",
+             block) SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE $4 IS NULL \
+             OR EXISTS (SELECT 1 FROM listings WHERE listing_key = $4) \
+             ON CONFLICT (tx, log_index) DO NOTHING",
         )
         .bind(&at.tx)
         .bind(at.log_index as i64)
@@ -300,29 +298,5 @@ impl Db {
         .write_once(self)
         .await?;
         Ok(())
-    }
-
-    /// Amounts paid to share leaf `index` of `key`.
-    pub async fn share_payments(&self, key: &str, index: u64) -> Result<Vec<Wei>, StoreError> {
-        let rows: Vec<Text<Wei>> = sqlx::query_scalar(
-            "SELECT amount FROM market_payouts WHERE kind = 'share' AND listing_key = $1 \
-             AND idx = $2",
-        )
-        .bind(key)
-        .bind(index as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(Text::get).collect())
-    }
-
-    /// Amounts `owner` withdrew.
-    pub async fn withdrawals_of(&self, owner: &str) -> Result<Vec<Wei>, StoreError> {
-        let rows: Vec<Text<Wei>> = sqlx::query_scalar(
-            "SELECT amount FROM market_payouts WHERE kind = 'withdrawal' AND account = $1",
-        )
-        .bind(owner)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(Text::get).collect())
     }
 }

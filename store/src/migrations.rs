@@ -124,6 +124,11 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
         "market",
         Sql::Shared(include_str!("../migrations/0014_market.sql")),
     ),
+    (
+        15,
+        "chain history",
+        Sql::Shared(include_str!("../migrations/0015_chain_history.sql")),
+    ),
 ];
 
 impl Sql {
@@ -206,6 +211,7 @@ mod tests {
         (12, "615cae162e1500d2", "c5e1834cf9be0fb1"),
         (13, "23c15f4d054ee780", "431b6f8abe474de9"),
         (14, "249eea7e09fc0f5f", "c8bbd1392f60592b"),
+        (15, "1acdabc4f19e7d44", "d3416e6bc8941db8"),
     ];
 
     /// A database at `version`, in memory, with a completed training job

@@ -124,6 +124,16 @@ impl Db {
         })
     }
 
+    /// The entry whose weights are `blob`, if any (the oldest).
+    pub async fn model_with_weights(&self, blob: BlobId) -> Result<Option<ModelId>, StoreError> {
+        let id: Option<Int<ModelId>> =
+            sqlx::query_scalar("SELECT MIN(id) FROM models WHERE weights_sha = $1")
+                .bind(blob.hex())
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(id.map(Int::get))
+    }
+
     /// Every entry, newest first.
     pub async fn models(&self) -> Result<Vec<ModelRow>, StoreError> {
         Ok(sqlx::query_as(&format!(

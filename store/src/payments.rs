@@ -5,6 +5,7 @@
 use crate::columns::{Int, Text};
 use crate::db::{Db, WriteOnce, transaction};
 use crate::error::StoreError;
+use crate::market::LogPlace;
 use oblivion_protocol::api::{PaymentState, PaymentView, PayoutView, SettlementView};
 use oblivion_protocol::{JobId, Wei};
 
@@ -345,16 +346,34 @@ impl Db {
         )
     }
 
-    /// Marks a leaf claimed, as the chain showed.
-    pub async fn mark_claimed(&self, key: &str, index: u64) -> Result<(), StoreError> {
+    /// Marks a leaf claimed, as the chain showed, by the transaction `at`.
+    pub async fn mark_claimed(
+        &self,
+        key: &str,
+        index: u64,
+        at: &LogPlace,
+    ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE payouts SET claimed = 1 WHERE idx = $2 \
+            "UPDATE payouts SET claimed = 1, claimed_tx = $3, claimed_block = $4 WHERE idx = $2 \
              AND job_id = (SELECT job_id FROM payments WHERE job_key = $1)",
         )
         .bind(key)
         .bind(index as i64)
+        .bind(&at.tx)
+        .bind(at.block as i64)
         .write_once(self)
         .await?;
+        Ok(())
+    }
+
+    /// Records the transaction `at` that settled the job with key `key`.
+    pub async fn mark_settled_by(&self, key: &str, at: &LogPlace) -> Result<(), StoreError> {
+        sqlx::query("UPDATE payments SET settled_tx = $2, settled_block = $3 WHERE job_key = $1")
+            .bind(key)
+            .bind(&at.tx)
+            .bind(at.block as i64)
+            .write_once(self)
+            .await?;
         Ok(())
     }
 

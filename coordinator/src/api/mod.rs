@@ -18,6 +18,7 @@
 //! | `GET /api/workers/connect` | the worker WebSocket |
 //! | `POST /api/leases/{id}/update` | a worker's update |
 
+mod accounts;
 mod auth;
 mod client;
 mod download;
@@ -119,6 +120,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/api/models/{id}/listing", post(market::offer))
         .route("/api/market", get(market::listed))
         .route("/api/market/account", get(market::account))
+        .route("/api/accounts/{address}", get(accounts::profile))
         .route("/api/leaderboard", get(models::leaderboard))
         .route("/api/chain", get(payments::chain))
         .route("/api/rewards", get(payments::rewards))

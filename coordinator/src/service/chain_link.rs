@@ -37,6 +37,15 @@ pub(super) fn hex32(b: B256) -> String {
     format!("{b:#x}")
 }
 
+/// Where `log` is on chain: its transaction, index and block.
+pub(super) fn log_place(log: &alloy::rpc::types::Log) -> oblivion_store::LogPlace {
+    oblivion_store::LogPlace {
+        tx: log.transaction_hash.map(hex32).unwrap_or_default(),
+        log_index: log.log_index.unwrap_or_default(),
+        block: log.block_number.unwrap_or_default(),
+    }
+}
+
 pub(super) fn chain_err(e: impl std::fmt::Display) -> String {
     format!("chain: {e}")
 }
@@ -114,6 +123,7 @@ mod tests {
             poll: std::time::Duration::from_secs(1),
             round_time: std::time::Duration::from_secs(300),
             deadline_margin: std::time::Duration::from_secs(1800),
+            min_contributors_bps: 1000,
         })
         .unwrap();
         // Nothing listens there: the request must fail connecting, not for

@@ -75,11 +75,7 @@ impl Leaderboards {
                 ));
             }
         }
-        let work = self.db.verified_work(job).await.map_err(AppError::db)?;
-        let payouts = self.db.all_payouts(job).await.map_err(AppError::db)?;
-        let records = self.db.standings().await.map_err(AppError::db)?;
-        let today = (now() / 86_400.0).floor() as i64;
-        let mut contributors = rank(&work, &payouts, &records, today);
+        let mut contributors = self.standings(job).await?;
         sort(&mut contributors, order);
         let models = match job {
             Some(_) => Vec::new(),
@@ -102,6 +98,30 @@ impl Leaderboards {
             contributors,
             models,
         })
+    }
+}
+
+impl Leaderboards {
+    /// `identity`'s standing over the whole network; `None` when it has
+    /// none (no verified work or reward, or in quarantine).
+    pub async fn standing_of(
+        &self,
+        identity: &str,
+    ) -> Result<Option<ContributorStanding>, AppError> {
+        Ok(self
+            .standings(None)
+            .await?
+            .into_iter()
+            .find(|s| s.identity == identity))
+    }
+
+    /// Every identity's standing, of `job` alone when given, unsorted.
+    async fn standings(&self, job: Option<JobId>) -> Result<Vec<ContributorStanding>, AppError> {
+        let work = self.db.verified_work(job).await.map_err(AppError::db)?;
+        let payouts = self.db.all_payouts(job).await.map_err(AppError::db)?;
+        let records = self.db.standings().await.map_err(AppError::db)?;
+        let today = (now() / 86_400.0).floor() as i64;
+        Ok(rank(&work, &payouts, &records, today))
     }
 }
 

@@ -21,10 +21,10 @@ use oblivion_protocol::market::{
 };
 use oblivion_protocol::{ModelId, Visibility, Wei};
 use oblivion_store::{
-    Artifacts, Db, ListingRow, ListingTerms, LogPlace, MarketPayout, ModelRow, PurchaseRow, now,
+    Artifacts, Db, ListingRow, ListingTerms, MarketPayout, ModelRow, PurchaseRow, now,
 };
 
-use super::chain_link::{ChainLink, chain_err, hex32};
+use super::chain_link::{ChainLink, chain_err, hex32, log_place};
 use super::shared::JobsVersion;
 use crate::blocking::blocking;
 use crate::error::{AppError, Failure};
@@ -116,6 +116,14 @@ impl Market {
             Some(row) => (row.model_hash, row.shares),
             None => (self.model_hash(model).await?, self.shares(model).await?),
         };
+        let least = link.config.min_contributors_bps;
+        if !shares.is_empty() && terms.contributors_bps < least {
+            return Err(AppError::unprocessable(format!(
+                "contributors_bps: model {id}'s contributors get at least {least} basis points \
+                 of each sale (min_contributors_bps)"
+            ))
+            .with_field("contributors_bps"));
+        }
         if shares.is_empty() && terms.contributors_bps != 0 {
             return Err(AppError::unprocessable(format!(
                 "contributors_bps: model {id} has no paid contributors (no verified work of an \
@@ -130,13 +138,7 @@ impl Market {
             .listings(key_bytes)
             .call()
             .await
-            .map_err(|e| {
-                tracing::warn!("{}", chain_err(&e));
-                AppError::new(
-                    Failure::Unavailable,
-                    "the chain's node is unreachable; try again shortly",
-                )
-            })?
+            .map_err(chain_away)?
             .nonce;
         let statement = Listing {
             modelId: U256::from(id.0),
@@ -164,6 +166,7 @@ impl Market {
             },
             state: ListingState::Offered,
             listed_price: None,
+            listed_bps: None,
         };
         self.db
             .offer_listing(&row, now())
@@ -248,6 +251,7 @@ impl Market {
             signature: row.terms.signature,
             state: row.state,
             listed_price: row.listed_price.and_then(|p| Wei::parse(&p).ok()),
+            listed_bps: row.listed_bps.and_then(|b| u16::try_from(b).ok()),
             sales: purchases.len() as u64,
             pool: calls::wei(pool),
             shares: row.shares,
@@ -320,18 +324,15 @@ impl Market {
         let listings = self
             .views(self.db.listings_of(account).await.map_err(AppError::db)?)
             .await?;
-        let earned = sum(self
-            .db
-            .sales_of(account)
+        // What the escrow owes and has paid, read from it: its own record
+        // of every listing of this owner's, whoever signed them.
+        let link = self.link()?;
+        let escrow = escrow::at(link.escrow, &link.provider);
+        let proceeds = escrow
+            .proceeds(account.parse().map_err(stored)?)
+            .call()
             .await
-            .map_err(AppError::db)?
-            .into_iter()
-            .map(|p| p.owner_part));
-        let withdrawn = sum(self
-            .db
-            .withdrawals_of(account)
-            .await
-            .map_err(AppError::db)?);
+            .map_err(chain_away)?;
         let mut shares = Vec::new();
         for row in self
             .db
@@ -344,7 +345,7 @@ impl Market {
         Ok(MarketAccount {
             purchases,
             listings,
-            proceeds: calls::wei(earned.saturating_sub(withdrawn)),
+            proceeds: calls::wei(proceeds),
             shares,
         })
     }
@@ -355,24 +356,21 @@ impl Market {
         let Some(tree) = share_tree(&row.shares)? else {
             return Ok(Vec::new());
         };
-        let pool = sum(self
-            .db
-            .purchases_of_listing(&row.listing_key)
-            .await
-            .map_err(AppError::db)?
-            .into_iter()
-            .map(|p| p.contributors_part));
+        let link = self.link()?;
+        let escrow = escrow::at(link.escrow, &link.provider);
+        let key: B256 = row.listing_key.parse().map_err(stored)?;
+        let pool = escrow.listings(key).call().await.map_err(chain_away)?.pool;
         let name = self.model_name(row.model_id).await?;
         let mut out = Vec::new();
         for leaf in row.shares.iter().filter(|l| l.account == account) {
             let proof = tree
                 .proof(leaf.index)
                 .ok_or_else(|| AppError::internal("a share outside its tree"))?;
-            let paid = sum(self
-                .db
-                .share_payments(&row.listing_key, leaf.index)
+            let paid = escrow
+                .sharePaid(key, U256::from(leaf.index))
+                .call()
                 .await
-                .map_err(AppError::db)?);
+                .map_err(chain_away)?;
             let owed = listing::share_owed(pool, leaf.weight);
             out.push(ShareView {
                 listing: row.listing_key.clone(),
@@ -393,17 +391,13 @@ impl Market {
         let Some(topic) = log.topic0() else {
             return Ok(());
         };
-        let place = LogPlace {
-            tx: log.transaction_hash.map(hex32).unwrap_or_default(),
-            log_index: log.log_index.unwrap_or_default(),
-            block: log.block_number.unwrap_or_default(),
-        };
+        let place = log_place(log);
         if *topic == Listed::SIGNATURE_HASH {
             let e = log.log_decode::<Listed>().map_err(chain_err)?.inner.data;
             let key = hex32(e.listing);
             if self
                 .db
-                .mark_listed(&key, &calls::wei(e.price))
+                .mark_listed(&key, &calls::wei(e.price), e.contributorsBps)
                 .await
                 .map_err(chain_err)?
             {
@@ -480,6 +474,15 @@ fn purchase_view(p: PurchaseRow, model_name: String) -> PurchaseView {
         tx: p.tx,
         at: p.seen_at as i64,
     }
+}
+
+/// The node could not be read: the same request may succeed later.
+fn chain_away(e: impl std::fmt::Display) -> AppError {
+    tracing::warn!("{}", chain_err(e));
+    AppError::new(
+        Failure::Unavailable,
+        "the chain's node is unreachable; try again shortly",
+    )
 }
 
 /// A stored key, address or hash that does not parse: the coordinator

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use oblivion_ml::export;
 use oblivion_ml::model::Architecture;
-use oblivion_protocol::api::{ModelView, RoundMetrics};
+use oblivion_protocol::api::{ModelSettlement, ModelView, RoundMetrics};
 use oblivion_protocol::wire::FeatureScaling;
 use oblivion_protocol::{DatasetSpec, ModelId, Visibility};
 
@@ -205,6 +205,17 @@ impl Models {
         if let Some(job) = job {
             view.history = self.db.rounds(job).await.map_err(AppError::db)?;
             view.contributors = self.db.contributors(job).await.map_err(AppError::db)?;
+            if readable {
+                view.settlement =
+                    self.db
+                        .payment(job)
+                        .await
+                        .map_err(AppError::db)?
+                        .map(|p| ModelSettlement {
+                            job_key: p.job_key,
+                            model_hash: p.settlement.map(|s| s.model_hash),
+                        });
+            }
         }
         Ok(view)
     }
@@ -253,6 +264,21 @@ impl Models {
             .with_field("weights"));
         }
         let encoded = blocking(move || Ok(params.to_safetensors(None))).await?;
+        let weights_sha = oblivion_protocol::BlobId::of(&encoded);
+        // A copy registered again would be a second entry without the
+        // original's lineage, owner or contributors (and could be sold
+        // around them).
+        if let Some(other) = self
+            .db
+            .model_with_weights(weights_sha)
+            .await
+            .map_err(AppError::db)?
+        {
+            return Err(AppError::conflict(format!(
+                "weights: these are model {other}'s weights; fine-tune it (init) to make a new model"
+            ))
+            .with_field("weights"));
+        }
         let weights_sha = self.artifacts.put(encoded).await.map_err(AppError::io)?;
         let normalization = scaling
             .as_ref()
@@ -361,6 +387,7 @@ pub(super) fn view_of(row: ModelRow) -> ModelView {
         contributors: Vec::new(),
         readable: true,
         listing: None,
+        settlement: None,
     }
 }
 

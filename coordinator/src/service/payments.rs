@@ -28,8 +28,9 @@ use oblivion_chain::escrow::{self, Claimed, Funded, Refunded, Settled};
 use oblivion_chain::settlement::{self, Settlement};
 use oblivion_chain::{PayoutTree, calls, shares};
 use oblivion_protocol::api::{ChainInfo, PaymentState, PayoutView, RewardView, SettlementView};
+use oblivion_protocol::profile::ChainEvent;
 
-use super::chain_link::{ChainLink, chain_err, hex32};
+use super::chain_link::{ChainLink, chain_err, hex32, log_place};
 use super::dispatch::Dispatch;
 use super::market::Market;
 use super::rounds::Rounds;
@@ -217,13 +218,17 @@ impl Payments {
                 )
                 .await
                 .map_err(chain_err)?;
+            self.db
+                .mark_settled_by(&hex32(event.job), &log_place(log))
+                .await
+                .map_err(chain_err)?;
             self.jobs_version.bump();
             Ok(())
         } else if *topic == Claimed::SIGNATURE_HASH {
             let event = log.log_decode::<Claimed>().map_err(chain_err)?.inner.data;
             let index = u64::try_from(event.index).unwrap_or(u64::MAX);
             self.db
-                .mark_claimed(&hex32(event.job), index)
+                .mark_claimed(&hex32(event.job), index, &log_place(log))
                 .await
                 .map_err(chain_err)
         } else if *topic == Refunded::SIGNATURE_HASH {
@@ -489,6 +494,11 @@ impl Payments {
             }
         }
         Ok(())
+    }
+
+    /// `account`'s escrow transactions, newest first.
+    pub async fn history(&self, account: &str) -> Result<Vec<ChainEvent>, AppError> {
+        self.db.account_history(account).await.map_err(AppError::db)
     }
 
     /// `GET /api/rewards`: every payout leaf of `account`, with its proof.

@@ -11,7 +11,7 @@ use oblivion_ml::model::Architecture;
 use oblivion_protocol::api::JobStatus;
 use oblivion_protocol::wire::FeatureScaling;
 use oblivion_protocol::{
-    BlobId, DatasetSpec, InferenceSpec, InputsSpec, JobId, JobSpec, ModelId, ModelRef,
+    BlobId, DatasetSpec, InferenceSpec, InputsSpec, JobId, JobSpec, ModelId, ModelRef, Visibility,
 };
 
 use super::{Jobs, Prepared, Start};
@@ -72,6 +72,9 @@ pub struct OutputsFile {
     pub inputs_sha256: BlobId,
 }
 
+/// A resolved model: its architecture, scaling and weights.
+type Resolved = (Architecture, Option<FeatureScaling>, BlobId);
+
 impl Jobs {
     /// An inference job's kind, its model's architecture and weights, and
     /// its rows cut into slots, each checked for `creator`: the model must
@@ -83,7 +86,9 @@ impl Jobs {
         creator: &str,
     ) -> Result<Prepared, AppError> {
         let viewer = Viewer(Some(creator.to_string()));
-        let (arch, scaling, weights_sha) = self.resolve(&viewer, &spec.model, "model").await?;
+        let (arch, scaling, weights_sha) = self
+            .resolve(&viewer, &spec.model, "model", spec.visibility)
+            .await?;
         let params = Arc::new(weights(&self.artifacts, weights_sha).await?);
         let rows = self
             .inference_rows(spec, &viewer, &arch, scaling.as_ref())
@@ -114,9 +119,10 @@ impl Jobs {
         creator: &str,
         init: &ModelRef,
         arch: &Architecture,
+        visibility: Visibility,
     ) -> Result<Weights, AppError> {
         let viewer = Viewer(Some(creator.to_string()));
-        let (theirs, _, blob) = self.resolve(&viewer, init, "init").await?;
+        let (theirs, _, blob) = self.resolve(&viewer, init, "init", visibility).await?;
         if &theirs != arch {
             return Err(AppError::unprocessable(format!(
                 "init: that model is a {:?} on inputs {:?} with {} classes; this job trains a \
@@ -134,24 +140,35 @@ impl Jobs {
         Ok(Weights { blob, params })
     }
 
-    /// The model `model` names, if `viewer` may run it: its architecture,
-    /// scaling and weights; refusals name `field`.
+    /// The model `model` names, if `viewer` may run it in a job of
+    /// `visibility`: its architecture, scaling and weights; refusals name
+    /// `field`. A private model is read only by private jobs: a public one
+    /// would hand its weights to everyone (its artifacts, its download, any
+    /// worker).
     async fn resolve(
         &self,
         viewer: &Viewer,
         model: &ModelRef,
         field: &str,
+        visibility: Visibility,
     ) -> Result<(Architecture, Option<FeatureScaling>, BlobId), AppError> {
-        match *model {
+        let (resolved, theirs) = match *model {
             ModelRef::Job(source) => {
                 self.model_of_job(viewer, source, &format!("{field}.job"))
-                    .await
+                    .await?
             }
             ModelRef::Model(id) => {
                 self.registered_model(viewer, id, &format!("{field}.model"))
-                    .await
+                    .await?
             }
+        };
+        if theirs == Visibility::Private && visibility == Visibility::Public {
+            return Err(AppError::unprocessable(format!(
+                "visibility: {field} names a private model; a job that reads it must be private too"
+            ))
+            .with_field("visibility"));
         }
+        Ok(resolved)
     }
 
     /// The model a completed training job made, if `viewer` may run it:
@@ -161,7 +178,7 @@ impl Jobs {
         viewer: &Viewer,
         source: JobId,
         field: &str,
-    ) -> Result<(Architecture, Option<FeatureScaling>, BlobId), AppError> {
+    ) -> Result<(Resolved, Visibility), AppError> {
         let model = self
             .readable_job(viewer, source)
             .await
@@ -182,7 +199,11 @@ impl Jobs {
         check_released(&self.db, &model)
             .await
             .map_err(|e| e.with_field(field))?;
-        Ok((arch_of(&model)?, scaling_of(&model)?, model.global_sha))
+        let visibility = model.spec.visibility();
+        Ok((
+            (arch_of(&model)?, scaling_of(&model)?, model.global_sha),
+            visibility,
+        ))
     }
 
     /// A model of the registry, if `viewer` may run it (a paid job's once
@@ -192,7 +213,7 @@ impl Jobs {
         viewer: &Viewer,
         id: ModelId,
         field: &str,
-    ) -> Result<(Architecture, Option<FeatureScaling>, BlobId), AppError> {
+    ) -> Result<(Resolved, Visibility), AppError> {
         let row = self
             .db
             .model(id)
@@ -216,7 +237,7 @@ impl Jobs {
                 .map_err(|e| e.with_field(field))?;
         }
         let (arch, scaling) = architecture(&row)?;
-        Ok((arch, scaling, row.entry.weights_sha))
+        Ok(((arch, scaling, row.entry.weights_sha), row.entry.visibility))
     }
 
     /// The rows an inference spec names, scaled as the model's training

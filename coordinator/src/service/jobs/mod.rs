@@ -277,7 +277,10 @@ impl Jobs {
         }
         let start = match &spec.init {
             None => Start::New(initial),
-            Some(init) => Start::Stored(self.initial_model(creator, init, &arch).await?),
+            Some(init) => Start::Stored(
+                self.initial_model(creator, init, &arch, spec.visibility)
+                    .await?,
+            ),
         };
         Ok(Prepared {
             kind,
