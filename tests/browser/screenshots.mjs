@@ -1,10 +1,12 @@
 // Screenshots of every page at desktop and phone width, light and dark,
 // into docs/screenshots/. Usage: node tests/browser/screenshots.mjs URL JOB_ID
-// (a running network with a job in progress makes the most telling images).
+// [MODEL_ID [ACCOUNT]] (a running network with a job in progress and a
+// trained model makes the most telling images; the model's page and the
+// account's profile are taken when named).
 import { mkdirSync } from 'node:fs';
 import { launch, openPage, until, text } from './lib.mjs';
 
-const [base, job] = process.argv.slice(2);
+const [base, job, model, account] = process.argv.slice(2);
 const out = 'docs/screenshots';
 mkdirSync(out, { recursive: true });
 const browser = await launch();
@@ -12,7 +14,10 @@ const tab = await openPage(browser, base + '/', 'contribute', undefined, undefin
 await tab.getByTestId('toggle').click();
 await until('the tab to train', async () => (await text(tab, 'accepted')) !== '0', 120000);
 
-const pages = [['contribute', '/'], ['jobs', '/jobs'], ['new-job', '/jobs/new'], ['job', `/jobs/${job}`], ['network', '/network']];
+const pages = [['contribute', '/'], ['jobs', '/jobs'], ['new-job', '/jobs/new'], ['job', `/jobs/${job}`], ['network', '/network'],
+  ['models', '/models'], ['leaderboard', '/leaderboard']];
+if (model) pages.push(['model', `/models/${model}`]);
+if (account) pages.push(['account', `/accounts/${account}`]);
 const sizes = [['desktop', { width: 1280, height: 900 }], ['phone', { width: 360, height: 780 }]];
 for (const theme of ['light', 'dark']) {
   for (const [size, viewport] of sizes) {
