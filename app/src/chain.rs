@@ -272,6 +272,23 @@ pub async fn send(
     }
 }
 
+/// After a transaction, asks again for what `seen` waits for (the
+/// coordinator has read the transaction on chain) every `every_ms`, at most
+/// `tries` times; whether it came.
+pub async fn follow<F: std::future::Future<Output = bool>>(
+    every_ms: i32,
+    tries: u32,
+    seen: impl Fn() -> F,
+) -> bool {
+    for _ in 0..tries {
+        if seen().await {
+            return true;
+        }
+        crate::wallet::sleep(every_ms).await;
+    }
+    false
+}
+
 /// Seconds since the Unix epoch, by this computer's clock.
 pub fn now_secs() -> u64 {
     (js_sys::Date::now() / 1000.0) as u64

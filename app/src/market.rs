@@ -19,23 +19,15 @@ use oblivion_protocol::market::{
 use crate::account::{short, use_account};
 use crate::api;
 use crate::chain::{self, TxState, TxStatus, use_chain};
-use crate::wallet::sleep;
 
 /// After a transaction, how often and how many times the page asks the
 /// coordinator again until it has seen it on chain.
 const FOLLOW_MS: i32 = 1_500;
 const FOLLOW_TRIES: u32 = 60;
 
-/// Asks again for what `seen` waits for, until it holds or the tries run
-/// out; whether it held.
+/// [`chain::follow`] at this page's pace.
 async fn follow<F: std::future::Future<Output = bool>>(seen: impl Fn() -> F) -> bool {
-    for _ in 0..FOLLOW_TRIES {
-        if seen().await {
-            return true;
-        }
-        sleep(FOLLOW_MS).await;
-    }
-    false
+    chain::follow(FOLLOW_MS, FOLLOW_TRIES, seen).await
 }
 
 /// A listing's state, in words.

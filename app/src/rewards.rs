@@ -11,7 +11,6 @@ use crate::account::{short, use_account};
 use crate::api;
 use crate::chain::{self, TxState, TxStatus, use_chain};
 use crate::live::{use_live, when_changed};
-use crate::wallet::sleep;
 
 /// After a claim, how often and how many times the rewards are asked for
 /// until the coordinator has seen it on chain.
@@ -122,9 +121,9 @@ pub fn RewardsPage() -> impl IntoView {
                 return;
             }
             claimed_here.update(|c| c.push((reward.job_id, reward.index)));
-            for _ in 0..FOLLOW_TRIES {
+            chain::follow(FOLLOW_MS, FOLLOW_TRIES, || async {
                 load(rewards, error).await;
-                let seen = rewards
+                rewards
                     .try_with_untracked(|list| {
                         list.as_ref().is_none_or(|list| {
                             list.iter().any(|r| {
@@ -132,12 +131,9 @@ pub fn RewardsPage() -> impl IntoView {
                             })
                         })
                     })
-                    .unwrap_or(true);
-                if seen {
-                    return;
-                }
-                sleep(FOLLOW_MS).await;
-            }
+                    .unwrap_or(true)
+            })
+            .await;
         });
     };
 

@@ -41,20 +41,26 @@ fn ether(n: u128) -> U256 {
 
 #[tokio::test]
 async fn escrow_settles_and_pays_the_payout_tree() {
+    on_anvil(scenario).await;
+}
+
+/// Runs `scenario` with anvil's binary, within two minutes (a transaction
+/// that is never mined would otherwise hang the test); says it skipped
+/// without anvil.
+async fn on_anvil<F: std::future::Future<Output = ()>>(scenario: impl FnOnce(PathBuf) -> F) {
     let Some(binary) = anvil_binary() else {
         eprintln!(
             "SKIPPED: no anvil in contracts/node_modules (run `npm ci` in contracts/ to install it)"
         );
         return;
     };
-    // A transaction that is never mined would otherwise hang the test.
-    tokio::time::timeout(Duration::from_secs(120), scenario(&binary))
+    tokio::time::timeout(Duration::from_secs(120), scenario(binary))
         .await
         .expect("the scenario finishes within two minutes");
 }
 
-async fn scenario(binary: &Path) {
-    let anvil = Anvil::at(binary).try_spawn().expect("anvil starts");
+async fn scenario(binary: PathBuf) {
+    let anvil = Anvil::at(&binary).try_spawn().expect("anvil starts");
     let creator = Key::parse(&alloy::hex::encode(anvil.keys()[0].to_bytes())).unwrap();
     let coordinator = Key::parse(&format!("{:064x}", 0xC0FFEE)).unwrap();
     let provider = escrow::connect(anvil.endpoint_url(), &creator);
@@ -253,20 +259,14 @@ async fn scenario(binary: &Path) {
 
 #[tokio::test]
 async fn market_sells_a_model_and_splits_its_sales_by_shares() {
-    let Some(binary) = anvil_binary() else {
-        eprintln!("SKIPPED: no anvil in contracts/node_modules");
-        return;
-    };
-    tokio::time::timeout(Duration::from_secs(120), market(&binary))
-        .await
-        .expect("the scenario finishes within two minutes");
+    on_anvil(market).await;
 }
 
-async fn market(binary: &Path) {
+async fn market(binary: PathBuf) {
     use oblivion_chain::listing::{self, Listing};
     use oblivion_protocol::ModelId;
 
-    let anvil = Anvil::at(binary).try_spawn().expect("anvil starts");
+    let anvil = Anvil::at(&binary).try_spawn().expect("anvil starts");
     let key = |i: usize| Key::parse(&alloy::hex::encode(anvil.keys()[i].to_bytes())).unwrap();
     let (owner, buyer) = (key(0), key(1));
     let coordinator = Key::parse(&format!("{:064x}", 0xC0FFEE)).unwrap();

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use oblivion_protocol::ModelId;
 use oblivion_protocol::market::{ListingRequest, ListingView, MarketAccount};
 
 use super::read_body;
@@ -26,9 +25,7 @@ pub async fn offer(
     body: Body,
 ) -> Result<Json<ListingView>, AppError> {
     let owner = viewer.account()?;
-    let id: ModelId = id
-        .parse()
-        .map_err(|_| AppError::bad_request(format!("{id:?} is not a model id")))?;
+    let id = super::models::parse_id(&id)?;
     let bytes = read_body(body, MAX_LISTING_BYTES, "the listing").await?;
     let terms: ListingRequest = serde_json::from_slice(&bytes)
         .map_err(|e| AppError::unprocessable(format!("the listing: {e}")))?;

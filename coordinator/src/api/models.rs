@@ -17,7 +17,7 @@ use super::read_body_within;
 use crate::error::AppError;
 use crate::service::{ContributorOrder, Coordinator, ModelOrder, Viewer};
 
-fn parse_id(raw: &str) -> Result<ModelId, AppError> {
+pub(super) fn parse_id(raw: &str) -> Result<ModelId, AppError> {
     raw.parse()
         .map_err(|_| AppError::bad_request(format!("{raw:?} is not a model id")))
 }

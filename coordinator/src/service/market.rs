@@ -25,7 +25,7 @@ use oblivion_store::{
 };
 
 use super::chain_link::{ChainLink, chain_err, hex32, log_place};
-use super::shared::JobsVersion;
+use super::shared::{JobsVersion, work_by_account};
 use crate::blocking::blocking;
 use crate::error::{AppError, Failure};
 
@@ -73,8 +73,9 @@ impl Market {
         )))
     }
 
-    /// `POST /api/models/{id}/listing`: signs `owner`'s terms for `model`,
-    /// for the owner's wallet to send to the escrow's `list`.
+    /// `POST /api/models/{id}/listing`: signs `owner`'s terms for `model`
+    /// (as `Models::owned` gives it: the owner's, and released), for the
+    /// owner's wallet to send to the escrow's `list`.
     pub async fn offer(
         &self,
         owner: &str,
@@ -83,12 +84,6 @@ impl Market {
     ) -> Result<ListingView, AppError> {
         let link = self.link()?;
         let id = model.id;
-        if model.entry.owner.as_deref() != Some(owner) {
-            return Err(AppError::new(
-                Failure::Forbidden,
-                format!("model {id} is not yours to sell"),
-            ));
-        }
         if model.entry.visibility == Visibility::Public {
             return Err(AppError::unprocessable(format!(
                 "visibility: model {id} is public, free to everyone; only a private model is sold"
@@ -201,25 +196,15 @@ impl Market {
         let Some(job) = model.job_id else {
             return Ok(Vec::new());
         };
-        let work: Vec<(Address, u64)> = self
-            .db
-            .paid_work(job)
-            .await
-            .map_err(AppError::db)?
+        let work = work_by_account(self.db.paid_work(job).await.map_err(AppError::db)?);
+        // Numbered in order, as `PayoutTree::from_shares` numbers its leaves.
+        Ok(listing::share_weights(&work)
             .into_iter()
-            .filter_map(|(a, n)| Some((a.parse().ok()?, n)))
-            .collect();
-        let weights = listing::share_weights(&work);
-        let Some(tree) = share_tree_of(&weights)? else {
-            return Ok(Vec::new());
-        };
-        Ok(tree
-            .payouts()
-            .iter()
-            .map(|p| ShareLeaf {
-                index: p.index,
-                account: format!("{:#x}", p.account),
-                weight: p.amount.to(),
+            .enumerate()
+            .map(|(i, (account, weight))| ShareLeaf {
+                index: i as u64,
+                account: format!("{account:#x}"),
+                weight: weight.to(),
             })
             .collect())
     }
@@ -509,13 +494,4 @@ fn share_tree(shares: &[ShareLeaf]) -> Result<Option<PayoutTree>, AppError> {
     PayoutTree::new(payouts)
         .map(Some)
         .map_err(|e| AppError::internal(format!("stored share tree: {e}")))
-}
-
-fn share_tree_of(weights: &[(Address, U256)]) -> Result<Option<PayoutTree>, AppError> {
-    if weights.is_empty() {
-        return Ok(None);
-    }
-    PayoutTree::from_shares(weights)
-        .map(Some)
-        .map_err(|e| AppError::internal(e.to_string()))
 }

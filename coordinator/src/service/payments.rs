@@ -34,7 +34,7 @@ use super::chain_link::{ChainLink, chain_err, hex32, log_place};
 use super::dispatch::Dispatch;
 use super::market::Market;
 use super::rounds::Rounds;
-use super::shared::{JobsVersion, Parts, job_row};
+use super::shared::{JobsVersion, Parts, job_row, work_by_account};
 use crate::config::Config;
 use crate::error::AppError;
 use oblivion_store::{Artifacts, Db, Deposit, now};
@@ -383,14 +383,7 @@ impl Payments {
             .ok_or_else(|| chain_err(format!("job {job} has no payment")))?;
         let key: B256 = payment.job_key.parse().map_err(chain_err)?;
         let deposit = payment.deposit.as_ref().map_or(U256::ZERO, calls::u256);
-        let work: Vec<(Address, u64)> = self
-            .db
-            .paid_work(job)
-            .await
-            .map_err(chain_err)?
-            .into_iter()
-            .filter_map(|(a, n)| Some((a.parse().ok()?, n)))
-            .collect();
+        let work = work_by_account(self.db.paid_work(job).await.map_err(chain_err)?);
         let split = shares(deposit, &work);
         let tree = (!split.is_empty())
             .then(|| PayoutTree::from_shares(&split))

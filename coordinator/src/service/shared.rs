@@ -73,6 +73,15 @@ pub(super) async fn check_released(db: &Db, row: &JobRow) -> Result<(), AppError
     ))
 }
 
+/// A job's paid work as `Db::paid_work` stores it (payout address,
+/// credited samples), in the payout rule's terms; an address that does not
+/// parse (none should) is left out.
+pub(super) fn work_by_account(work: Vec<(String, u64)>) -> Vec<(alloy::primitives::Address, u64)> {
+    work.into_iter()
+        .filter_map(|(a, n)| Some((a.parse().ok()?, n)))
+        .collect()
+}
+
 /// A stored job, or 404.
 pub(super) async fn job_row(db: &Db, id: JobId) -> Result<JobRow, AppError> {
     db.job(id)
