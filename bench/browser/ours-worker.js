@@ -1,11 +1,12 @@
-// The benchmark protocol ({model, backend, batch, warmup, steps} in, one
-// {ok, samples_per_second, ...} out) over the browser worker's own `bench`
+// The benchmark protocol ({task, model, backend, batch, warmup, steps} in,
+// one {ok, samples_per_second, ...} out; the task is 'train' or 'infer') over the browser worker's own `bench`
 // command: the same wasm module the Contribute page runs, built into dist/
 // (or the build that the query's `dist` and `module` name, such as the CPU
 // build in /dist-bench/ndarray).
 const MODELS = {
-  mlp: { model: { kind: 'mlp', hidden: [128] }, input_shape: [784] },
-  cnn: { model: { kind: 'cnn', channels: [8, 16], kernel_size: 5, hidden: [] }, input_shape: [1, 28, 28] },
+  mlp: { model: { kind: 'mlp', hidden: [128] }, input_shape: [784], classes: 10 },
+  cnn: { model: { kind: 'cnn', channels: [8, 16], kernel_size: 5, hidden: [] }, input_shape: [1, 28, 28], classes: 10 },
+  iris: { model: { kind: 'mlp', hidden: [16] }, input_shape: [4], classes: 3 },
 };
 
 const post = self.postMessage.bind(self);
@@ -14,9 +15,10 @@ let ready = false;
 
 function send() {
   const { model, backend, batch, warmup, steps } = request;
+  const task = request.task ?? 'train';
   const m = MODELS[model];
   if (!m) return post({ ok: false, error: `unknown model ${model}` });
-  const command = { type: 'bench', ...m, backend, batch, warmup, steps };
+  const command = { type: 'bench', task, ...m, backend, batch, warmup, steps };
   self.onmessage({ data: JSON.stringify(command) });
 }
 

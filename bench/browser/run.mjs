@@ -1,17 +1,19 @@
-// In-tab training benchmark driver: TensorFlow.js against our engine, both in
-// a dedicated Web Worker of headless Chromium, same models, same data.
+// In-tab benchmark driver: TensorFlow.js against our engine, both in a
+// dedicated Web Worker of headless Chromium, same models, same data,
+// training (samples/s) or, with --task infer, inference (rows/s).
 //
-// Usage: node bench/browser/run.mjs [--repeats N] [--quick] [--only tfjs|ours]
-//                                   [--models mlp,cnn] [--json FILE]
+// Usage: node bench/browser/run.mjs [--task train|infer] [--repeats N] [--quick]
+//                                   [--only tfjs|ours]
+//                                   [--models mlp,cnn,iris] [--json FILE]
 //                                   [--timeout SECONDS] [--isolated]
 //                                   [--warmup N] [--steps N] [--ours-worker PATH]
 //                                   [--pool N] [--backends cpu,wasm,webgpu]
-//                                   [--ours-dist DIR]
+//                                   [--ours-dist DIR] [--batch N]
 //
 // Serves the repository root over HTTP (so /node_modules/..., /bench/browser/...
 // and /dist/... are reachable), opens bench/browser/bench.html and runs every
 // configuration --repeats times, each run in a fresh Worker; prints a markdown
-// table of median samples/s. Our rows use /bench/browser/ours-worker.js (or
+// table of median samples/s (rows/s for inference). Our rows use /bench/browser/ours-worker.js (or
 // the --ours-worker path from the repository root): a module worker speaking
 // the protocol described in tfjs-worker.js, with backends 'cpu' and 'webgpu',
 // over the browser worker built into dist/ (`cargo xtask web`).
@@ -23,7 +25,11 @@
 // timed steps (see runPool in bench.html). --backends keeps only the rows
 // of those backends (ours has cpu and webgpu). --ours-dist takes our worker
 // from another build than /dist (a path from the repository root), such as
-// the kernel comparison's (see README.md beside this file).
+// the kernel comparison's (see README.md beside this file). --task infer
+// times forward passes of 256 rows, each batch's probabilities read back
+// as a worker answers an inference lease; its default models are cnn, mlp
+// and iris (an MLP 4-16-3), as `cargo xtask inference-bench` has them.
+// --batch overrides the batch size (64 training, 256 inference).
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -36,17 +42,17 @@ const DEFAULT_OURS_WORKER = '/bench/browser/ours-worker.js';
 
 function usage(message) {
   if (message) console.error(message);
-  console.error('usage: node bench/browser/run.mjs [--repeats N] [--quick] [--only tfjs|ours]'
-    + ' [--models mlp,cnn] [--json FILE] [--timeout SECONDS] [--isolated] [--warmup N] [--steps N] [--ours-worker PATH]'
-    + ' [--pool N] [--backends cpu,wasm,webgpu] [--ours-dist DIR]');
+  console.error('usage: node bench/browser/run.mjs [--task train|infer] [--repeats N] [--quick] [--only tfjs|ours]'
+    + ' [--models mlp,cnn,iris] [--json FILE] [--timeout SECONDS] [--isolated] [--warmup N] [--steps N] [--ours-worker PATH]'
+    + ' [--pool N] [--backends cpu,wasm,webgpu] [--ours-dist DIR] [--batch N]');
   process.exit(2);
 }
 
 function parseArgs(argv) {
   const opts = {
-    repeats: 3, quick: false, only: null, models: ['mlp', 'cnn'], json: null,
+    task: 'train', repeats: 3, quick: false, only: null, models: null, json: null,
     timeoutS: null, isolated: false, warmup: null, steps: null, oursWorker: DEFAULT_OURS_WORKER,
-    pool: 0, backends: ['cpu', 'wasm', 'webgpu'], oursDist: '/dist',
+    pool: 0, backends: ['cpu', 'wasm', 'webgpu'], oursDist: '/dist', batch: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -54,9 +60,15 @@ function parseArgs(argv) {
       if (i + 1 >= argv.length) usage(`${a} needs a value`);
       return argv[++i];
     };
-    if (a === '--repeats') {
+    if (a === '--task') {
+      opts.task = value();
+      if (!['train', 'infer'].includes(opts.task)) usage('--task takes train or infer');
+    } else if (a === '--repeats') {
       opts.repeats = Number(value());
       if (!Number.isInteger(opts.repeats) || opts.repeats < 1) usage('--repeats must be >= 1');
+    } else if (a === '--batch') {
+      opts.batch = Number(value());
+      if (!Number.isInteger(opts.batch) || opts.batch < 1) usage('--batch must be >= 1');
     } else if (a === '--pool') {
       opts.pool = Number(value());
       if (!Number.isInteger(opts.pool) || opts.pool < 2) usage('--pool must be >= 2');
@@ -69,7 +81,7 @@ function parseArgs(argv) {
       if (!['tfjs', 'ours'].includes(opts.only)) usage('--only takes tfjs or ours');
     } else if (a === '--models') {
       opts.models = value().split(',').filter(Boolean);
-      for (const m of opts.models) if (!['mlp', 'cnn'].includes(m)) usage(`unknown model ${m}`);
+      for (const m of opts.models) if (!['mlp', 'cnn', 'iris'].includes(m)) usage(`unknown model ${m}`);
     } else if (a === '--json') opts.json = value();
     else if (a === '--timeout') {
       opts.timeoutS = Number(value());
@@ -91,16 +103,25 @@ function parseArgs(argv) {
     else if (a === '--help' || a === '-h') usage();
     else usage(`unknown argument ${a}`);
   }
+  opts.models ??= opts.task === 'infer' ? ['cnn', 'mlp', 'iris'] : ['mlp', 'cnn'];
   return opts;
 }
 
 // Warmup/timed steps per row. WebGPU runs on SwiftShader (software) here,
 // hence the far smaller counts; tfjs's plain-JS cpu backend trains the cnn at
 // a few dozen samples/s and only serves as a reference, so it gets fewer too.
+// Inference counts batches of 256 rows: more of them for the small models,
+// whose batches take well under a millisecond.
 function stepCounts(framework, model, backend, opts) {
   const gpu = backend === 'webgpu';
+  const cnn = model === 'cnn';
   let c;
-  if (opts.quick) {
+  if (opts.task === 'infer') {
+    if (opts.quick) c = gpu ? { warmup: 1, steps: 2 } : { warmup: 2, steps: cnn ? 4 : 20 };
+    else if (gpu) c = { warmup: 2, steps: cnn ? 4 : 10 };
+    else if (framework === 'tfjs' && backend === 'cpu' && cnn) c = { warmup: 1, steps: 4 };
+    else c = { warmup: 5, steps: cnn ? 20 : model === 'mlp' ? 100 : 200 };
+  } else if (opts.quick) {
     if (gpu) c = { warmup: 1, steps: 2 };
     else c = model === 'mlp' ? { warmup: 3, steps: 20 } : { warmup: 2, steps: 5 };
   } else if (gpu) c = { warmup: 3, steps: model === 'mlp' ? 10 : 5 };
@@ -216,6 +237,7 @@ if (configs.length === 0) {
   process.exit(1);
 }
 
+const unit = opts.task === 'infer' ? 'rows/s' : 'samples/s';
 const { server, origin } = await serve(ROOT, opts.isolated);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
@@ -238,7 +260,8 @@ try {
     const { warmup, steps } = stepCounts(c.framework, c.model, c.backend, opts);
     const defaultTimeoutS = c.backend === 'webgpu' ? 600 : 300;
     const timeout_ms = Math.round((opts.timeoutS ?? (opts.quick ? 120 : defaultTimeoutS)) * 1000);
-    const config = { model: c.model, backend: c.backend, batch: 64, warmup, steps, timeout_ms };
+    const batch = opts.batch ?? (opts.task === 'infer' ? 256 : 64);
+    const config = { task: opts.task, model: c.model, backend: c.backend, batch, warmup, steps, timeout_ms };
     const row = { ...c, config, runs: [], actual_backend: null, median: null, error: null };
     for (let r = 0; r < opts.repeats && !row.error; r++) {
       const label = `${c.model} ${c.framework} ${c.backend}${c.pool > 1 ? ` pool ${c.pool}` : ''}`
@@ -254,7 +277,7 @@ try {
         if (!(reply.samples_per_second > 0)) throw new Error(`bad samples_per_second in ${JSON.stringify(reply)}`);
         row.runs.push(reply.samples_per_second);
         row.actual_backend = reply.backend;
-        console.error(`${label}: ${fmt(reply.samples_per_second)} samples/s`
+        console.error(`${label}: ${fmt(reply.samples_per_second)} ${unit}`
           + ` (backend ${reply.backend}, ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
       } catch (e) {
         row.error = String(e && e.message !== undefined ? e.message : e).split('\n')[0];
@@ -273,7 +296,7 @@ const find = (model, framework, backend, pool = 1) => results.find((r) => r.mode
   && r.framework === framework && r.backend === backend && r.pool === pool);
 const ratio = (a, b) => (a && b && a.median && b.median ? a.median / b.median : null);
 
-console.log(`| model | framework, backend | samples/s (median of ${opts.repeats}) | vs tfjs wasm |`);
+console.log(`| model | framework, backend | ${unit} (median of ${opts.repeats}) | vs tfjs wasm |`);
 console.log('| --- | --- | ---: | ---: |');
 for (const r of results) {
   const value = r.error ? `failed: ${r.error.replace(/\|/g, '\\|')}` : fmt(r.median);
@@ -305,12 +328,15 @@ for (const model of opts.models) {
       + ` / tfjs wasm pool of ${opts.pool} = ${fmtRatio(alike)}; / ours cpu = ${fmtRatio(scaling)}`);
   }
 }
-if (find('cnn', 'tfjs', 'wasm')) {
+if (opts.task === 'train' && find('cnn', 'tfjs', 'wasm')) {
   notes.push('tfjs-backend-wasm 4.22 has no Conv2DBackpropFilter kernel; tfjs-worker.js supplies it'
     + ' from the wasm backend\'s own Conv3DBackpropFilterV2 (depth 1), so tfjs wasm can train the cnn');
 }
 for (const n of notes) console.log(`Note: ${n}`);
-console.log('Note: webgpu is SwiftShader (software) here; batch 64, Adam 1e-3,'
+const batch = opts.batch ?? (opts.task === 'infer' ? 256 : 64);
+const work = opts.task === 'infer'
+  ? `inference in batches of ${batch} rows, each read back` : `batch ${batch}, Adam 1e-3`;
+console.log(`Note: webgpu is SwiftShader (software) here; ${work},`
   + ` ${opts.quick ? 'quick step counts' : 'warmup/steps per row in the JSON output'}.`);
 
 if (opts.json) {
@@ -320,7 +346,7 @@ if (opts.json) {
     options: opts,
     notes,
     results: results.map((r) => ({
-      model: r.model, framework: r.framework, backend: r.backend, pool: r.pool,
+      task: opts.task, model: r.model, framework: r.framework, backend: r.backend, pool: r.pool,
       actual_backend: r.actual_backend, worker: r.worker, module: r.module,
       batch: r.config.batch, warmup: r.config.warmup, steps: r.config.steps,
       runs: r.runs, median_samples_per_second: r.median, error: r.error,

@@ -1,14 +1,17 @@
-// TensorFlow.js side of the in-tab training benchmark: a classic dedicated
-// Web Worker. The page posts one config and gets one reply:
+// TensorFlow.js side of the in-tab benchmark: a classic dedicated Web
+// Worker. The page posts one config and gets one reply:
 //
-//   in:  {model: 'mlp'|'cnn', backend: 'cpu'|'wasm'|'webgpu',
-//         batch: 64, warmup: <steps>, steps: <steps>}
+//   in:  {task: 'train'|'infer', model: 'mlp'|'cnn'|'iris',
+//         backend: 'cpu'|'wasm'|'webgpu', batch, warmup: <steps>, steps: <steps>}
 //   out: {ok: true, samples_per_second, backend, steps, batch}
 //        {ok: false, error}
 //
-// Training: Adam (lr 1e-3), softmax cross-entropy on labels 0..9, on 256
-// synthetic MNIST-shaped samples cycled in batches. `warmup` steps are not
-// timed; the clock stops after the last timed step's loss has been read back.
+// Training (the default task): Adam (lr 1e-3), softmax cross-entropy, on
+// 256 synthetic samples cycled in batches. `warmup` steps are not timed;
+// the clock stops after the last timed step's loss has been read back.
+// Inference: each step uploads a batch of rows, runs the forward pass and
+// the softmax, and reads the probabilities back, as our worker answers an
+// inference lease; the figure is then rows a second.
 'use strict';
 
 const TFJS = '/node_modules/@tensorflow/tfjs/dist/tf.min.js';
@@ -19,33 +22,39 @@ const BACKEND_SCRIPTS = {
 const WASM_DIR = '/node_modules/@tensorflow/tfjs-backend-wasm/dist/';
 
 const SAMPLES = 256;
-const FEATURES = 784;
-const CLASSES = 10;
+// Features and classes of each model's samples.
+const SHAPES = {
+  mlp: { features: 784, classes: 10 },
+  cnn: { features: 784, classes: 10 },
+  iris: { features: 4, classes: 3 },
+};
 
 // Deterministic data: feature k of sample s is ((i * 7919) % 255) / 255 with
-// i = s * 784 + k; the label of sample s is s % 10.
-function datasetValue(s, k) {
-  const i = s * FEATURES + k;
+// i = s * features + k; the label of sample s is s % classes.
+function datasetValue(s, k, features) {
+  const i = s * features + k;
   return ((i * 7919) % 255) / 255;
 }
 
 // Batches of `batch` samples cycling through the data set (wrapping around
-// when `batch` does not divide it): [{x, y}] with y one-hot float labels.
+// when `batch` does not divide it): [{rows, shape, x, y}] with the rows on
+// the host, and x, y (one-hot float labels) as tensors.
 function makeBatches(tf, model, batch) {
+  const { features, classes } = SHAPES[model];
   const count = Math.max(1, Math.ceil(SAMPLES / batch));
   const batches = [];
   for (let b = 0; b < count; b++) {
-    const x = new Float32Array(batch * FEATURES);
+    const rows = new Float32Array(batch * features);
     const labels = new Int32Array(batch);
     for (let j = 0; j < batch; j++) {
       const s = (b * batch + j) % SAMPLES;
-      for (let k = 0; k < FEATURES; k++) x[j * FEATURES + k] = datasetValue(s, k);
-      labels[j] = s % CLASSES;
+      for (let k = 0; k < features; k++) rows[j * features + k] = datasetValue(s, k, features);
+      labels[j] = s % classes;
     }
-    const shape = model === 'cnn' ? [batch, 28, 28, 1] : [batch, FEATURES];
-    const xs = tf.tensor(x, shape, 'float32');
-    const ys = tf.tidy(() => tf.oneHot(tf.tensor1d(labels, 'int32'), CLASSES).toFloat());
-    batches.push({ x: xs, y: ys });
+    const shape = model === 'cnn' ? [batch, 28, 28, 1] : [batch, features];
+    const x = tf.tensor(rows, shape, 'float32');
+    const y = tf.tidy(() => tf.oneHot(tf.tensor1d(labels, 'int32'), classes).toFloat());
+    batches.push({ rows, shape, x, y });
   }
   return batches;
 }
@@ -62,12 +71,14 @@ function bias(tf, n) {
 
 // Returns {forward(x) -> logits, variables}.
 function buildModel(tf, model) {
-  if (model === 'mlp') {
-    // 784 -> dense 128 relu -> dense 10
-    const w1 = weight(tf, [FEATURES, 128], FEATURES, 128, 1);
-    const b1 = bias(tf, 128);
-    const w2 = weight(tf, [128, CLASSES], 128, CLASSES, 2);
-    const b2 = bias(tf, CLASSES);
+  const { features, classes } = SHAPES[model] ?? {};
+  if (model === 'mlp' || model === 'iris') {
+    // mlp: 784 -> dense 128 relu -> dense 10; iris: 4 -> dense 16 relu -> dense 3
+    const hidden = model === 'mlp' ? 128 : 16;
+    const w1 = weight(tf, [features, hidden], features, hidden, 1);
+    const b1 = bias(tf, hidden);
+    const w2 = weight(tf, [hidden, classes], hidden, classes, 2);
+    const b2 = bias(tf, classes);
     return {
       forward: (x) => tf.add(tf.matMul(tf.relu(tf.add(tf.matMul(x, w1), b1)), w2), b2),
       variables: [w1, b1, w2, b2],
@@ -80,8 +91,8 @@ function buildModel(tf, model) {
     const c1 = bias(tf, 8);
     const k2 = weight(tf, [5, 5, 8, 16], 5 * 5 * 8, 5 * 5 * 16, 2);
     const c2 = bias(tf, 16);
-    const w = weight(tf, [7 * 7 * 16, CLASSES], 7 * 7 * 16, CLASSES, 3);
-    const b = bias(tf, CLASSES);
+    const w = weight(tf, [7 * 7 * 16, classes], 7 * 7 * 16, classes, 3);
+    const b = bias(tf, classes);
     return {
       forward: (x) => {
         let h = tf.relu(tf.add(tf.conv2d(x, k1, 1, 'same'), c1));
@@ -152,6 +163,9 @@ async function selectBackend(backend) {
 
 async function run(config) {
   const { model, backend } = config;
+  const task = config.task ?? 'train';
+  if (!SHAPES[model]) throw new Error(`unknown model ${JSON.stringify(model)}`);
+  if (!['train', 'infer'].includes(task)) throw new Error(`unknown task ${JSON.stringify(task)}`);
   const batch = Number(config.batch);
   const warmup = Number(config.warmup);
   const steps = Number(config.steps);
@@ -186,9 +200,22 @@ async function run(config) {
     }
   };
 
-  await train(warmup);
+  // Runs `n` forward passes, each over rows uploaded afresh, and reads
+  // every batch's probabilities back.
+  const infer = async (n) => {
+    for (let i = 0; i < n; i++) {
+      const { rows, shape } = batches[cursor];
+      cursor = (cursor + 1) % batches.length;
+      const probabilities = tf.tidy(() => tf.softmax(net.forward(tf.tensor(rows, shape, 'float32'))));
+      await probabilities.data();
+      probabilities.dispose();
+    }
+  };
+  const work = task === 'infer' ? infer : train;
+
+  await work(warmup);
   const t0 = performance.now();
-  await train(steps);
+  await work(steps);
   const seconds = (performance.now() - t0) / 1000;
   return {
     ok: true,

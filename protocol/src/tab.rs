@@ -62,21 +62,42 @@ pub struct ContributorPrivacy {
     pub ledger: Ledger,
 }
 
-/// A training-speed measurement (the in-browser benchmark).
+/// What the in-browser benchmark times.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchTask {
+    /// Training steps (Adam): samples a second.
+    #[default]
+    Train,
+    /// Forward passes read back, as an inference lease runs: rows a second.
+    Infer,
+}
+
+/// A speed measurement (the in-browser benchmark).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TabBench {
-    /// Network to train.
+    /// Training (the default) or inference.
+    #[serde(default)]
+    pub task: BenchTask,
+    /// The network.
     pub model: ModelSpec,
     /// Shape of one sample.
     pub input_shape: Vec<usize>,
+    /// Classes the network tells apart (10 unless given).
+    #[serde(default = "ten_classes")]
+    pub classes: usize,
     /// `cpu` or `webgpu`.
     pub backend: String,
-    /// Mini-batch size.
+    /// Mini-batch size (training), or rows a forward pass (inference).
     pub batch: usize,
-    /// Untimed steps.
+    /// Untimed steps (or batches).
     pub warmup: u32,
-    /// Timed steps.
+    /// Timed steps (or batches).
     pub steps: u32,
+}
+
+fn ten_classes() -> usize {
+    10
 }
 
 /// Page to worker.
@@ -315,7 +336,8 @@ pub enum TabReport {
     },
     /// Result of a [`TabCommand::Bench`].
     BenchResult {
-        /// Samples per second, or the error.
+        /// Samples (training) or rows (inference) per second, or the
+        /// error.
         samples_per_second: Option<f64>,
         /// The error, when it failed.
         error: Option<String>,
@@ -327,6 +349,23 @@ pub enum TabReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bench_command_trains_on_ten_classes_unless_told() {
+        let old = r#"{"type":"bench","model":{"kind":"mlp","hidden":[128]},"input_shape":[784],"backend":"cpu","batch":64,"warmup":2,"steps":5}"#;
+        let Ok(TabCommand::Bench(test)) = serde_json::from_str(old) else {
+            panic!("{old} is a bench command");
+        };
+        assert_eq!((test.task, test.classes), (BenchTask::Train, 10));
+        let infer = old.replace(
+            r#""input_shape""#,
+            r#""task":"infer","classes":3,"input_shape""#,
+        );
+        let Ok(TabCommand::Bench(test)) = serde_json::from_str(&infer) else {
+            panic!("{infer} is a bench command");
+        };
+        assert_eq!((test.task, test.classes), (BenchTask::Infer, 3));
+    }
 
     fn adapter(name: &str, fallback: bool) -> Result<AdapterInfo, String> {
         Ok(AdapterInfo {

@@ -38,7 +38,7 @@ use oblivion_protocol::wire::{
 };
 use oblivion_protocol::{BlobId, LocalWork};
 
-pub use benchmark::{SpeedTest, benchmark, training_speed};
+pub use benchmark::{SpeedTest, benchmark, inference_speed, training_speed};
 use cache::Lru;
 
 /// What can go wrong in the engine.

@@ -1,13 +1,13 @@
-//! The in-browser training benchmark (`TabCommand::Bench`).
+//! The in-browser benchmark (`TabCommand::Bench`): training or inference.
 
 use oblivion_ml::ComputeDevice;
-use oblivion_protocol::tab::{TabBench, TabReport};
-use oblivion_worker_engine::{SpeedTest, training_speed};
+use oblivion_protocol::tab::{BenchTask, TabBench, TabReport};
+use oblivion_worker_engine::{SpeedTest, inference_speed, training_speed};
 
 use crate::gpu;
 use crate::net::precise_ms;
 
-/// Measures training speed as the command asks.
+/// Measures training or inference speed as the command asks.
 pub async fn run(test: TabBench) -> TabReport {
     let result = measure(&test).await;
     TabReport::BenchResult {
@@ -26,11 +26,14 @@ async fn measure(test: &TabBench) -> Result<f64, String> {
     let speed = SpeedTest {
         model: test.model.clone(),
         input_shape: test.input_shape.clone(),
+        classes: test.classes,
         batch: test.batch,
         warmup: test.warmup,
         steps: test.steps,
     };
-    training_speed(&speed, device, &precise_ms)
-        .await
-        .map_err(|e| e.to_string())
+    match test.task {
+        BenchTask::Train => training_speed(&speed, device, &precise_ms).await,
+        BenchTask::Infer => inference_speed(&speed, device, &precise_ms).await,
+    }
+    .map_err(|e| e.to_string())
 }

@@ -472,6 +472,7 @@ impl Tab {
         let test = SpeedTest {
             model: task.model.clone(),
             input_shape: task.input_shape.clone(),
+            classes: task.classes,
             batch: task.batch_size().max(1) as usize,
             warmup: 2,
             steps: 4,
