@@ -350,6 +350,7 @@ pub fn LibraryPage() -> impl IntoView {
                 <section class="card">
                     <h2>"Bought"</h2>
                     {m.purchases.is_empty().then(|| view! { <p class="muted" data-testid="library-empty">"Nothing yet: models on sale show a Buy button on their page."</p> })}
+                    {(!m.purchases.is_empty()).then(|| view! {
                     <div class="table-wrap"><table class="table" data-testid="library">
                         <thead><tr><th>"Model"</th><th>"Paid"</th><th>"Transaction"</th></tr></thead>
                         <tbody>{m.purchases.iter().map(|p| view! {
@@ -360,12 +361,15 @@ pub fn LibraryPage() -> impl IntoView {
                             </tr>
                         }).collect::<Vec<_>>()}</tbody>
                     </table></div>
+                    })}
                 </section>
                 <section class="card">
                     <h2>"Selling"</h2>
                     <p>"Proceeds to withdraw: " <strong data-testid="proceeds">{format!("{} ETH", calls::format_ether(proceeds))}</strong>
                         {(!proceeds.is_zero()).then(|| view! { " " <button class="primary small" data-testid="withdraw" disabled=busy on:click=withdraw>"Withdraw"</button> })}
                     </p>
+                    {m.listings.is_empty().then(|| view! { <p class="muted">"None: a private model you own can be listed from its page."</p> })}
+                    {(!m.listings.is_empty()).then(|| view! {
                     <div class="table-wrap"><table class="table" data-testid="listings">
                         <thead><tr><th>"Model"</th><th>"Listing"</th><th>"Price"</th><th>"Sales"</th><th>"To contributors"</th></tr></thead>
                         <tbody>{m.listings.iter().map(|l| view! {
@@ -378,10 +382,13 @@ pub fn LibraryPage() -> impl IntoView {
                             </tr>
                         }).collect::<Vec<_>>()}</tbody>
                     </table></div>
+                    })}
                 </section>
                 <section class="card">
                     <h2>"Your shares of sales"</h2>
                     <p class="muted small">"Each sale of a model you helped train pays its contributors a part, by verified work. A claim pays what the sales so far owe you; later sales add to it."</p>
+                    {m.shares.is_empty().then(|| view! { <p class="muted">"None yet."</p> })}
+                    {(!m.shares.is_empty()).then(|| view! {
                     <div class="table-wrap"><table class="table" data-testid="shares">
                         <thead><tr><th>"Model"</th><th>"Share"</th><th>"Paid"</th><th>"Claimable"</th><th></th></tr></thead>
                         <tbody>{m.shares.iter().map(|s| {
@@ -398,6 +405,7 @@ pub fn LibraryPage() -> impl IntoView {
                             }
                         }).collect::<Vec<_>>()}</tbody>
                     </table></div>
+                    })}
                 </section>
             }.into_any()
         }}
