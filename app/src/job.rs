@@ -367,6 +367,8 @@ pub fn JobPage() -> impl IntoView {
             let private = j.spec.visibility() == oblivion_protocol::Visibility::Private;
             let last = j.history.last().cloned();
             let federated = j.spec.training().is_some_and(|t| t.dataset.is_federated());
+            // A paid job's product waits for its settlement (the coordinator refuses it before).
+            let unsettled = j.payment.as_ref().is_some_and(|p| p.state != PaymentState::Settled);
             let progress = job_progress(&j);
             view! {
                 <section class="card hero">
@@ -422,7 +424,7 @@ pub fn JobPage() -> impl IntoView {
                     </section>
                     <section class="card">
                         <h2>"Model"</h2>
-                        {if j.payment.as_ref().is_some_and(|p| p.state != PaymentState::Settled) { view! {
+                        {if unsettled { view! {
                             <p class="muted small" data-testid="model-withheld">"A paid job's weights are released once its settlement is seen on chain: the contributors are paid first."</p>
                         }.into_any() } else { view! {
                         <p class="muted small">{if j.history.is_empty() { "Initial weights until the first round ends." } else { "The latest aggregated weights." }}</p>
@@ -439,11 +441,15 @@ pub fn JobPage() -> impl IntoView {
                         <h2>"Outputs"</h2>
                         <p class="muted small">{format!("{} rows, each with the probability of {} classes and its predicted class.", o.rows, o.classes)}</p>
                         {o.accuracy.map(|a| view! { <p class="big-number" data-testid="outputs-accuracy">{format!("{:.2}%", a * 100.0)}</p> })}
+                        {if unsettled { view! {
+                            <p class="muted small" data-testid="outputs-withheld">"A paid job's outputs are released once its settlement is seen on chain: the contributors are paid first."</p>
+                        }.into_any() } else { view! {
                         <div class="downloads">
                             <a class="button" data-testid="outputs-csv" href=format!("/api/jobs/{id}/outputs?format=csv") download="">"CSV"</a>
                             <a class="button" data-testid="outputs-jsonl" href=format!("/api/jobs/{id}/outputs?format=jsonl") download="">"JSON lines"</a>
                             <a class="button" data-testid="outputs-npy" href=format!("/api/jobs/{id}/outputs?format=npy") download="">".npy"</a>
                         </div>
+                        }.into_any() }}
                         {o.confusion.map(|m| view! {
                             <h3>"Confusion"</h3>
                             <div class="table-wrap">

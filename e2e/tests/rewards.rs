@@ -8,7 +8,9 @@
 //! cannot take the model, nor the deposit back: the settlement is sent
 //! without them once its grace has passed, and the workers claim. A free
 //! rider that posts the previous round's change instead of training is
-//! paid nothing: a paid job has every shard trained twice by default.
+//! paid nothing: a paid job has every shard trained twice by default. A
+//! paid inference job pays its workers by rows, and its outputs wait for
+//! the settlement.
 
 use oblivion_protocol::{BlobId, JobId};
 use std::time::{Duration, Instant};
@@ -21,7 +23,7 @@ use oblivion_e2e::anvil::Anvil;
 use oblivion_e2e::anvil::{SIGNER_KEY as SIGNER, chain_flags};
 use oblivion_e2e::{Api, CREATOR_KEY, Network, ScriptedWorker, example, gaussian, map_params};
 use oblivion_ml::params::Params;
-use oblivion_protocol::api::{JobStatus, JobView, PaymentState, RewardView};
+use oblivion_protocol::api::{JobStatus, JobView, PaymentState, RewardView, SettlementView};
 use serde_json::json;
 
 /// anvil's development accounts #2 and #3: the workers.
@@ -175,22 +177,7 @@ async fn a_paid_job_is_funded_trained_settled_and_claimed_on_chain() {
 
     // The creator's key sends it.
     let signature: Bytes = s.signature.parse().unwrap();
-    let receipt = contract
-        .settle(
-            key,
-            s.root.parse().unwrap(),
-            calls::u256(&s.total),
-            s.model_hash.parse().unwrap(),
-            s.issued_at,
-            signature.clone(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(receipt.status());
+    let receipt = send_settlement(&contract, key, &s).await;
     eprintln!("gas used by settle: {}", receipt.gas_used);
     wait_job(&api, &creator, id, "the settlement to be seen", |j| {
         j.payment
@@ -352,6 +339,153 @@ async fn a_paid_job_is_funded_trained_settled_and_claimed_on_chain() {
         err.as_decoded_error::<OblivionEscrow::RefundNotOpen>()
             .is_some(),
         "{err}"
+    );
+}
+
+/// Sends settlement `s` of job `key` from `contract`'s wallet; asserts it
+/// succeeded and returns its receipt.
+async fn send_settlement(
+    contract: &OblivionEscrow::OblivionEscrowInstance<&DynProvider>,
+    key: B256,
+    s: &SettlementView,
+) -> alloy::rpc::types::TransactionReceipt {
+    let receipt = contract
+        .settle(
+            key,
+            s.root.parse().unwrap(),
+            calls::u256(&s.total),
+            s.model_hash.parse().unwrap(),
+            s.issued_at,
+            s.signature.parse::<Bytes>().unwrap(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status());
+    receipt
+}
+
+/// A paid inference job: the same escrow, settlement and claims as
+/// training, each worker paid by the rows it answered (credited once each).
+/// Its outputs are what the creator pays for: refused until the settlement
+/// is seen on chain, as a paid training job's model is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paid_inference_job_pays_its_workers_by_rows() {
+    let anvil = Anvil::start().unwrap();
+    let url: alloy::transports::http::reqwest::Url = anvil.url.parse().unwrap();
+    let escrow_address = deploy_escrow(&url, 86_400).await;
+    let signer = Key::parse(SIGNER).unwrap();
+    let mut net = paid_network(&anvil.url, escrow_address, 2, &[]);
+    net.add_paid_worker("paid-a", Some(WORKER_A)).unwrap();
+    net.add_paid_worker("paid-b", Some(WORKER_B)).unwrap();
+    let api = net.api();
+    let creator = escrow::connect(url.clone(), &Key::parse(CREATOR_KEY).unwrap());
+
+    // The model: a free iris job.
+    let mut train = example("iris-mlp.json").unwrap();
+    train["rounds"] = json!(3);
+    let model_job = api.submit(&train).await.unwrap();
+    let trained = wait_job(&api, &creator, model_job, "the model", |j| {
+        j.status.is_finished()
+    })
+    .await;
+    assert_eq!(trained.status, JobStatus::Completed, "{trained:?}");
+
+    // Its held-out rows, run by the network for 1 ETH.
+    let spec = json!({
+        "task": "inference",
+        "name": "iris, paid",
+        "model": {"job": model_job.0},
+        "inputs": {"held_out_by": model_job.0},
+        "shards": 4,
+        "reward": {"amount": ether(1).to_string(), "deadline_hours": 24},
+    });
+    let id = api.submit(&spec).await.unwrap();
+    let job = api.job(id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Funding);
+    let contract = escrow::at(escrow_address, &creator);
+    fund(&contract, &job, signer.address_bytes()).await;
+    let job = wait_job(&api, &creator, id, "the inference to end", |j| {
+        j.status.is_finished()
+    })
+    .await;
+    assert_eq!(job.status, JobStatus::Completed, "{job:?}");
+    let rows = job.outputs.as_ref().expect("outputs").rows;
+    let outputs = format!("/api/jobs/{}/outputs?format=csv", id.0);
+    let (status, body) = api.get(&outputs).await.unwrap();
+    assert_eq!(status, 403, "the outputs before the settlement: {body}");
+
+    // Every row credited once, and the deposit split by those rows.
+    let job = wait_job(&api, &creator, id, "the settlement", |j| {
+        j.payment.as_ref().is_some_and(|p| p.settlement.is_some())
+    })
+    .await;
+    let address = |name: &str| {
+        let key = if name == "paid-a" { WORKER_A } else { WORKER_B };
+        Key::parse(key).unwrap().address_bytes()
+    };
+    let work: Vec<(Address, u64)> = job
+        .contributors
+        .iter()
+        .map(|c| (address(&c.name), c.samples))
+        .collect();
+    assert_eq!(
+        work.iter().map(|w| w.1).sum::<u64>(),
+        rows,
+        "{:?}",
+        job.contributors
+    );
+    let payment = job.payment.unwrap();
+    let s = payment.settlement.unwrap();
+    assert_eq!(s.total, calls::wei(ether(1)));
+    let expected: Vec<(String, U256)> = oblivion_chain::shares(ether(1), &work)
+        .into_iter()
+        .map(|(a, amount)| (format!("{a:#x}"), amount))
+        .collect();
+    let mut signed: Vec<(String, U256)> = s
+        .payouts
+        .iter()
+        .map(|p| (p.account.clone(), calls::u256(&p.amount)))
+        .collect();
+    signed.sort();
+    assert_eq!(signed, expected, "the settlement pays by rows");
+
+    // The creator settles; the outputs are then its own, every row.
+    let key: B256 = payment.job_key.parse().unwrap();
+    send_settlement(&contract, key, &s).await;
+    wait_job(&api, &creator, id, "the settlement to be seen", |j| {
+        j.payment
+            .as_ref()
+            .is_some_and(|p| p.state == PaymentState::Settled)
+    })
+    .await;
+    let csv = String::from_utf8(api.get_bytes(&outputs).await.unwrap()).unwrap();
+    let data_lines = csv
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .count() as u64;
+    assert_eq!(data_lines, rows + 1, "a header and every row:\n{csv}");
+
+    // Each worker claims exactly what the settlement names.
+    for worker in [WORKER_A, WORKER_B] {
+        let (status, body) = net.api_as(worker).get("/api/rewards").await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let rewards: Vec<RewardView> = serde_json::from_value(body).unwrap();
+        for r in rewards.iter().filter(|r| r.job_id == id) {
+            assert_eq!(
+                claim(&url, escrow_address, worker, key, r).await,
+                calls::u256(&r.amount),
+                "{worker}"
+            );
+        }
+    }
+    assert_eq!(
+        contract.jobs(key).call().await.unwrap().claimed,
+        ether(1),
+        "the deposit, all claimed"
     );
 }
 

@@ -48,9 +48,10 @@ pub(super) fn token_hash(token: &str) -> String {
     hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
-/// Refuses a paid job's model until its settlement is seen on chain (its
-/// contributors are paid first), wherever the model is read: the job's
-/// download, the registry's, an inference or a fine-tune, a listing.
+/// Refuses a paid job's product (a training job's model, an inference
+/// job's outputs) until its settlement is seen on chain (its contributors
+/// are paid first), wherever it is read: the job's download, the
+/// registry's, an inference or a fine-tune, a listing, the outputs.
 pub(super) async fn check_released(db: &Db, row: &JobRow) -> Result<(), AppError> {
     if row.spec.reward().is_none() {
         return Ok(());
@@ -66,9 +67,14 @@ pub(super) async fn check_released(db: &Db, row: &JobRow) -> Result<(), AppError
     Err(AppError::new(
         crate::error::Failure::Forbidden,
         format!(
-            "job {} is paid: its model is released once its settlement is seen on chain, \
+            "job {} is paid: its {} released once its settlement is seen on chain, \
              so that its contributors are paid first",
-            row.id
+            row.id,
+            if row.spec.inference().is_some() {
+                "outputs are"
+            } else {
+                "model is"
+            }
         ),
     ))
 }

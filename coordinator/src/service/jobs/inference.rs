@@ -360,6 +360,9 @@ impl Jobs {
                 "job {id} trains a model: it has no outputs (download its model)"
             )));
         };
+        // A paid job's outputs are what its creator pays for: kept until
+        // the workers' settlement is on chain, as a training job's model.
+        check_released(&self.db, &row).await?;
         let result = self.db.inference_result(id).await.map_err(AppError::db)?;
         let Some(result) = result else {
             return Err(AppError::conflict(format!(
