@@ -293,14 +293,23 @@ async fn a_paid_job_is_funded_trained_settled_and_claimed_on_chain() {
     );
     for worker in [WORKER_A, WORKER_B] {
         let address = Key::parse(worker).unwrap().address().to_lowercase();
-        let (_, profile) = api.get(&format!("/api/accounts/{address}")).await.unwrap();
-        let claims = profile["history"].as_array().unwrap();
-        assert!(
-            claims
+        // The claim is in the history once the watcher has read it (two
+        // confirmations, so mine while waiting).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let profile = loop {
+            let (_, profile) = api.get(&format!("/api/accounts/{address}")).await.unwrap();
+            let claimed = profile["history"]
+                .as_array()
+                .unwrap()
                 .iter()
-                .any(|e| e["kind"] == "claimed" && e["job"] == json!(id.0)),
-            "{profile}"
-        );
+                .any(|e| e["kind"] == "claimed" && e["job"] == json!(id.0));
+            if claimed {
+                break profile;
+            }
+            assert!(Instant::now() < deadline, "no claim seen: {profile}");
+            mine(&creator, 1).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
         assert!(
             profile["standing"]["samples"].as_u64().unwrap() > 0,
             "{profile}"
