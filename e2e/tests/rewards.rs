@@ -47,13 +47,32 @@ async fn wait_job(
     what: &str,
     ready: impl Fn(&JobView) -> bool,
 ) -> JobView {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
+    until_mined(provider, what, Duration::from_secs(300), async || {
         let job = api.job(id).await.unwrap();
         if ready(&job) {
-            return job;
+            Ok(job)
+        } else {
+            Err(format!("{job:?}"))
         }
-        assert!(Instant::now() < deadline, "{what}: {job:?}");
+    })
+    .await
+}
+
+/// Calls `check` until it gives a value, mining a block between tries (so
+/// that chain events gather confirmations); after `within`, panics with
+/// `what` and the last try's account of what it saw.
+async fn until_mined<T>(
+    provider: &DynProvider,
+    what: &str,
+    within: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) => assert!(Instant::now() < deadline, "{what}: {seen}"),
+        }
         mine(provider, 1).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -295,21 +314,25 @@ async fn a_paid_job_is_funded_trained_settled_and_claimed_on_chain() {
         let address = Key::parse(worker).unwrap().address().to_lowercase();
         // The claim is in the history once the watcher has read it (two
         // confirmations, so mine while waiting).
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let profile = loop {
-            let (_, profile) = api.get(&format!("/api/accounts/{address}")).await.unwrap();
-            let claimed = profile["history"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|e| e["kind"] == "claimed" && e["job"] == json!(id.0));
-            if claimed {
-                break profile;
-            }
-            assert!(Instant::now() < deadline, "no claim seen: {profile}");
-            mine(&creator, 1).await;
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        };
+        let profile = until_mined(
+            &creator,
+            "the claim in the profile",
+            Duration::from_secs(60),
+            async || {
+                let (_, profile) = api.get(&format!("/api/accounts/{address}")).await.unwrap();
+                let claimed = profile["history"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["kind"] == "claimed" && e["job"] == json!(id.0));
+                if claimed {
+                    Ok(profile)
+                } else {
+                    Err(profile.to_string())
+                }
+            },
+        )
+        .await;
         assert!(
             profile["standing"]["samples"].as_u64().unwrap() > 0,
             "{profile}"
